@@ -49,7 +49,18 @@ void CpuBackend::write_kv(KvCache& kv, int64_t layer, std::span<const int64_t> s
 
 void CpuBackend::attention(const KvCache& kv, int64_t layer, const float* q, float* out,
                            std::span<const AttentionSeq> seqs, int64_t n_heads, float scale) {
-    paged_attention(make_attention_params(kv, layer, q, out, seqs, n_heads, scale), pool_);
+    const KvCacheConfig& c = kv.config();
+    PagedAttentionParams p;
+    p.q = q;
+    p.out = out;
+    p.n_heads = n_heads;
+    p.n_kv_heads = c.n_kv_heads;
+    p.head_dim = c.head_dim;
+    p.block_size = c.block_size;
+    p.scale = scale;
+    p.kv = kv.layer(layer);
+    p.seqs = seqs;
+    paged_attention(p, pool_);
 }
 
 }  // namespace vela

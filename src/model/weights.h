@@ -1,0 +1,33 @@
+#pragma once
+// The model's weights as views into the memory-mapped GGUF file: nothing is copied or
+// dequantised up front; matmuls read the quantised rows in place.
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/hparams.h"
+
+namespace vela {
+namespace gguf {
+class File;
+}
+
+struct LayerWeights {
+    Weight attn_norm, wq, wk, wv, wo;
+    Weight bq, bk, bv;  // Qwen2 only
+    Weight ffn_norm, w_gate, w_up, w_down;
+};
+
+struct ModelWeights {
+    Weight token_embd;   // [n_vocab rows of n_embd]
+    Weight output_norm;
+    Weight output;       // the LM head; token_embd when the embeddings are tied
+    const float* rope_freq_factors = nullptr;  // Llama-3 scaling; null when absent
+    std::vector<LayerWeights> layers;
+
+    // Binds every tensor the forward needs and checks its shape and type; FormatError naming the
+    // tensor otherwise.
+    static ModelWeights bind(const gguf::File& f, const HParams& hp);
+};
+
+}  // namespace vela
