@@ -1,0 +1,130 @@
+// AVX2 + FMA + F16C path. Every header is included first; the target pragma then covers only
+// the kernel defined below, so inline functions shared with other files (std::, fp16.h) are
+// never compiled with AVX2 and cannot leak into code that runs on older CPUs.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <type_traits>
+#include <vector>
+
+#include "attention/attention_work.h"
+#include "core/fp16.h"
+#include "kv/kv_dtype.h"
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#endif
+
+#include "attention/attention_kernel.h"
+
+namespace vela::attention_detail {
+namespace {
+
+float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// e^x for x <= 0 as 2^n * e^r with |r| <= ln2/2; e^r by its degree-6 Taylor polynomial
+// (relative error ~1.2e-7, about one float ulp). Inputs below -87 give ~e^-87, not 0, which
+// is far below what a softmax sum of at least one 1.0 can register.
+__m256 exp_nonpositive(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+struct Avx2Ops {
+    static float dot(const float* a, const float* b, int64_t n) {
+        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+        int64_t i = 0;
+        for (; i + 16 <= n; i += 16) {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        }
+        if (i + 8 <= n) {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+            i += 8;
+        }
+        float s = hsum(_mm256_add_ps(s0, s1));
+        for (; i < n; ++i) s += a[i] * b[i];
+        return s;
+    }
+    static void axpy(float a, const float* x, float* y, int64_t n) {
+        const __m256 va = _mm256_set1_ps(a);
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+        }
+        for (; i < n; ++i) y[i] += a * x[i];
+    }
+    static void scale(float* y, float a, int64_t n) {
+        const __m256 va = _mm256_set1_ps(a);
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(va, _mm256_loadu_ps(y + i)));
+        for (; i < n; ++i) y[i] *= a;
+    }
+    static float exp_shift_sum(float* x, int64_t n, float shift) {
+        const __m256 vs = _mm256_set1_ps(shift);
+        __m256 acc = _mm256_setzero_ps();
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(x + i), vs));
+            _mm256_storeu_ps(x + i, e);
+            acc = _mm256_add_ps(acc, e);
+        }
+        float s = hsum(acc);
+        if (i < n) {  // tail through the same polynomial, so every key sees one exp()
+            alignas(32) float tail[8] = {};
+            std::copy(x + i, x + n, tail);
+            _mm256_store_ps(tail, exp_nonpositive(_mm256_sub_ps(_mm256_load_ps(tail), vs)));
+            for (int64_t j = 0; i + j < n; ++j) s += (x[i + j] = tail[j]);
+        }
+        return s;
+    }
+    static void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+            _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+        }
+        for (; i < n; ++i) dst[i] = _cvtsh_ss(src[i]);
+    }
+};
+
+}  // namespace
+
+void run_attention_avx2(const PagedAttentionParams& p, std::span<const AttentionWork> work,
+                        ThreadPool& pool) {
+    run_attention<Avx2Ops>(p, work, pool);
+}
+
+}  // namespace vela::attention_detail
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#elif defined(__GNUC__)
+#pragma GCC pop_options
+#endif

@@ -1,0 +1,144 @@
+#pragma once
+// Internal: the tiled online-softmax kernel, written once against an `Ops` policy of vector
+// primitives (dot, axpy, scale, exp-and-sum, F16 decode). attention_scalar.cpp and
+// attention_avx2.cpp each instantiate it; the AVX2 file compiles it under a target pragma, so
+// everything here has internal linkage: the linker must never merge an AVX2 copy into the
+// scalar path.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <type_traits>
+#include <vector>
+
+#include "attention/attention_work.h"
+#include "kv/kv_dtype.h"
+
+namespace vela::attention_detail {
+namespace {
+
+struct TileScratch {
+    std::vector<float> scores, acc, max, sum, k_tile, v_tile;
+    std::vector<const float*> k_rows, v_rows;
+
+    TileScratch(int64_t vectors, int64_t head_dim)
+        : scores(kKeyTile),
+          acc(static_cast<size_t>(vectors * head_dim)),
+          max(static_cast<size_t>(vectors)),
+          sum(static_cast<size_t>(vectors)),
+          k_tile(static_cast<size_t>(kKeyTile * head_dim)),
+          v_tile(static_cast<size_t>(kKeyTile * head_dim)),
+          k_rows(kKeyTile),
+          v_rows(kKeyTile) {}
+};
+
+// Points k_rows/v_rows at the float rows of keys [first, first + n) of one KV head, following
+// the block table; F16 rows are decoded once into the scratch tile for the whole group.
+template <class Ops, class T>
+void load_tile(const PagedAttentionParams& p, const AttentionSeq& seq, int64_t kv_head,
+               int64_t first, int64_t n, TileScratch& s) {
+    const int64_t bs = p.block_size, hd = p.head_dim;
+    const T* k = static_cast<const T*>(p.kv.k);
+    const T* v = static_cast<const T*>(p.kv.v);
+    for (int64_t j = 0; j < n; ++j) {
+        const int64_t pos = first + j;
+        const int64_t block = seq.block_table[pos / bs];
+        const int64_t off = ((block * p.n_kv_heads + kv_head) * bs + pos % bs) * hd;
+        if constexpr (std::is_same_v<T, float>) {
+            s.k_rows[j] = k + off;
+            s.v_rows[j] = v + off;
+        } else {
+            static_assert(std::is_same_v<T, KvF16>);
+            float* kd = s.k_tile.data() + j * hd;
+            float* vd = s.v_tile.data() + j * hd;
+            Ops::f16_to_f32(reinterpret_cast<const uint16_t*>(k + off), kd, hd);
+            Ops::f16_to_f32(reinterpret_cast<const uint16_t*>(v + off), vd, hd);
+            s.k_rows[j] = kd;
+            s.v_rows[j] = vd;
+        }
+    }
+}
+
+// Folds tile keys [lo, hi] into one query vector's running (max, sum, acc).
+template <class Ops>
+void fold_keys(const float* q, TileScratch& s, int64_t lo, int64_t hi, float scale, int64_t hd,
+               float* acc, float& max, float& sum) {
+    float* scores = s.scores.data();
+    float tile_max = -std::numeric_limits<float>::infinity();
+    for (int64_t j = lo; j <= hi; ++j) {
+        scores[j] = Ops::dot(q, s.k_rows[j], hd) * scale;
+        tile_max = std::max(tile_max, scores[j]);
+    }
+    const float new_max = std::max(max, tile_max);
+    const float correction = std::exp(max - new_max);  // 0 on the first tile (max = -inf)
+    const float tile_sum = Ops::exp_shift_sum(scores + lo, hi - lo + 1, new_max);
+    sum = sum * correction + tile_sum;
+    Ops::scale(acc, correction, hd);
+    for (int64_t j = lo; j <= hi; ++j) Ops::axpy(scores[j], s.v_rows[j], acc, hd);
+    max = new_max;
+}
+
+// One work item: query rows [row_begin, row_end) x the heads of one KV group. Key tiles sit on
+// a fixed grid (multiples of kKeyTile from position 0) and each query vector only folds its own
+// valid keys, so its result does not depend on which other rows share the work item.
+template <class Ops, class T>
+void attend(const PagedAttentionParams& p, const AttentionWork& w, TileScratch& s) {
+    const AttentionSeq& seq = p.seqs[static_cast<size_t>(w.seq)];
+    const int64_t group = p.n_heads / p.n_kv_heads, hd = p.head_dim;
+    const int64_t vectors = (w.row_end - w.row_begin) * group;
+    const int64_t pos0 = seq.kv_len - seq.q_len;  // position of query row 0
+    std::fill_n(s.acc.begin(), vectors * hd, 0.0f);
+    std::fill_n(s.max.begin(), vectors, -std::numeric_limits<float>::infinity());
+    std::fill_n(s.sum.begin(), vectors, 0.0f);
+
+    const int64_t last_key = pos0 + w.row_end - 1;
+    const int64_t first_key =
+        p.window > 0 ? std::max<int64_t>(0, pos0 + w.row_begin - p.window + 1) : 0;
+    for (int64_t t0 = first_key / kKeyTile * kKeyTile; t0 <= last_key; t0 += kKeyTile) {
+        const int64_t n = std::min(kKeyTile, last_key + 1 - t0);
+        load_tile<Ops, T>(p, seq, w.kv_head, t0, n, s);
+        for (int64_t m = 0; m < vectors; ++m) {
+            const int64_t row = w.row_begin + m / group;
+            const int64_t pos = pos0 + row;
+            const int64_t lo = p.window > 0 ? std::max(t0, pos - p.window + 1) - t0 : 0;
+            const int64_t hi = std::min(pos, t0 + n - 1) - t0;
+            if (lo > hi) continue;
+            const float* q = p.q + ((seq.q_begin + row) * p.n_heads + w.kv_head * group + m % group) * hd;
+            fold_keys<Ops>(q, s, lo, hi, p.scale, hd, &s.acc[m * hd], s.max[m], s.sum[m]);
+        }
+    }
+    for (int64_t m = 0; m < vectors; ++m) {
+        const int64_t row = w.row_begin + m / group;
+        float* out = p.out + ((seq.q_begin + row) * p.n_heads + w.kv_head * group + m % group) * hd;
+        const float inv = 1.0f / s.sum[m];
+        for (int64_t d = 0; d < hd; ++d) out[d] = s.acc[m * hd + d] * inv;
+    }
+}
+
+template <class Ops, class T>
+void run_typed(const PagedAttentionParams& p, std::span<const AttentionWork> work,
+               ThreadPool& pool) {
+    const int64_t group = p.n_heads / p.n_kv_heads;
+    int64_t max_vectors = 1;
+    for (const AttentionWork& w : work) max_vectors = std::max(max_vectors, (w.row_end - w.row_begin) * group);
+    // Work items differ in cost (context lengths vary), so threads take them one at a time.
+    std::atomic<size_t> next{0};
+    pool.run([&](int, int) {
+        std::optional<TileScratch> scratch;
+        for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < work.size();) {
+            if (!scratch) scratch.emplace(max_vectors, p.head_dim);
+            attend<Ops, T>(p, work[i], *scratch);
+        }
+    });
+}
+
+template <class Ops>
+void run_attention(const PagedAttentionParams& p, std::span<const AttentionWork> work,
+                   ThreadPool& pool) {
+    visit_kv_dtype(p.kv.dtype, [&](auto tag) { run_typed<Ops, decltype(tag)>(p, work, pool); });
+}
+
+}  // namespace
+}  // namespace vela::attention_detail
