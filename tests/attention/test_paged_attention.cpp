@@ -1,6 +1,6 @@
 // Paged flash attention against the double reference. Tolerances (|out - ref| <= atol +
 // rtol |ref|, inputs ~ N(0, 1.5^2)): F32 KV atol 2e-5, rtol 1e-4 (float accumulation and a
-// 1-ulp exp); F16 KV atol 2e-2, rtol 1e-2 (K and V are rounded to 11-bit mantissas on store,
+// 1-ulp exp); F16 KV atol 5e-3, rtol 2e-3 (K and V are rounded to 11-bit mantissas on store,
 // the reference sees the unrounded values).
 #include <gtest/gtest.h>
 
@@ -25,8 +25,8 @@ std::vector<AttentionImpl> impls() {
     return v;
 }
 
-double atol(DType t) { return t == DType::F32 ? 2e-5 : 2e-2; }
-double rtol(DType t) { return t == DType::F32 ? 1e-4 : 1e-2; }
+double atol(DType t) { return t == DType::F32 ? 2e-5 : 5e-3; }
+double rtol(DType t) { return t == DType::F32 ? 1e-4 : 2e-3; }
 
 // A batch mixing decode rows, a whole prompt, and prefill chunks over earlier context.
 std::vector<SeqShape> mixed_batch() {
