@@ -37,6 +37,14 @@ struct KernelSet {
     void (*quantize_act)(const float* x, ActBlock* out, int64_t k);
     float (*dot_f32)(const float* a, const float* b, int64_t k);
     void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t k);
+    // Optional (null where an ISA has none): weight rows decoded once into the ISA's own form,
+    // so a prefill reuses one decode for every token tile. pack_rows writes nr rows of
+    // packed_row_bytes(nb) each (64-byte aligned); packed_tile reads them with
+    // TileArgs::w_stride = packed_row_bytes(nb).
+    size_t (*packed_row_bytes)(int64_t nb);
+    void (*pack_rows[static_cast<int>(Q8Kind::Count)])(const uint8_t* w, size_t w_stride, int nr,
+                                                        int64_t nb, void* out);
+    TileFn packed_tile;
 };
 
 const KernelSet& kernels_scalar();

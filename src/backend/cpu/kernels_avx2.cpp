@@ -200,6 +200,9 @@ const KernelSet& kernels_avx2() {
         quantize_act,
         dot_f32,
         f16_to_f32,
+        nullptr,
+        {},
+        nullptr,
     };
     return set;
 }

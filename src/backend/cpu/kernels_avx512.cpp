@@ -53,7 +53,7 @@ VELA_INLINE WeightPair decode_pair(const uint8_t* p0, const uint8_t* p1) {
     WeightPair out;
     if constexpr (K == Q8Kind::Q8_0) {
         const __m512i q = _mm512_inserti64x4(
-            _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0 + 2))),
+            _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0 + 2))),
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1 + 2)), 1);
         out.u = _mm512_xor_si512(q, _mm512_set1_epi8(static_cast<char>(0x80)));
     } else {
@@ -65,7 +65,7 @@ VELA_INLINE WeightPair decode_pair(const uint8_t* p0, const uint8_t* p1) {
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
         // [lo(b), hi(b), lo(b+1), hi(b+1)] in 16-byte quarters = elements 0..31 of each block.
         const __m512i idx = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
-        out.u = _mm512_permutex2var_epi64(_mm512_zextsi256_si512(lo), idx, _mm512_zextsi256_si512(hi));
+        out.u = _mm512_permutex2var_epi64(_mm512_castsi256_si512(lo), idx, _mm512_castsi256_si512(hi));
         if constexpr (T::kFive) {
             const uint64_t bits = load_u32(p0 + T::kQhOffset) |
                                   (static_cast<uint64_t>(load_u32(p1 + T::kQhOffset)) << 32);
@@ -73,7 +73,7 @@ VELA_INLINE WeightPair decode_pair(const uint8_t* p0, const uint8_t* p1) {
         }
     }
     // [d0, m0, d1, m1] (m is garbage for types without one and never used then).
-    const __m512 h = _mm512_zextps128_ps512(
+    const __m512 h = _mm512_castps128_ps512(
         _mm_cvtph_ps(_mm_set_epi32(0, 0, static_cast<int>(load_u32(p1)), static_cast<int>(load_u32(p0)))));
     out.d = _mm512_permutexvar_ps(spread(0, 2), h);
     if constexpr (T::kMin) {
@@ -93,24 +93,20 @@ struct ActPair {
 VELA_INLINE ActPair load_act_pair(const ActBlock* x0, const ActBlock* x1) {
     ActPair out;
     out.q = _mm512_inserti64x4(
-        _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x0->q))),
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x0->q))),
         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x1->q)), 1);
-    const __m512 h = _mm512_zextps128_ps512(
+    const __m512 h = _mm512_castps128_ps512(
         _mm_castsi128_ps(_mm_unpacklo_epi64(_mm_loadu_si64(x0), _mm_loadu_si64(x1))));
     out.d = _mm512_permutexvar_ps(spread(0, 2), h);
     out.s = _mm512_permutexvar_ps(spread(1, 3), h);
     return out;
 }
 
-// One step over blocks (b, b + 1), or (b, zero) at an odd tail.
-template <Q8Kind K, int R, int C, bool kTail>
-VELA_INLINE void tile_step(const TileArgs& a, int64_t b, __m512 (&acc)[R][C]) {
-    constexpr size_t kBytes = Traits<K>::kBytes;
-    WeightPair w[R];
-    for (int r = 0; r < R; ++r) {
-        const uint8_t* p0 = a.w + r * a.w_stride + b * kBytes;
-        w[r] = decode_pair<K>(p0, kTail ? kZeroBlock : p0 + kBytes);
-    }
+// acc[r][c] += block pair (b, b + 1) of weight rows w[] against activation rows c (the
+// second block of the pair is the zero block at an odd tail).
+template <int R, int C, bool kTail>
+VELA_INLINE void accumulate(const TileArgs& a, int64_t b, const WeightPair (&w)[R],
+                            __m512 (&acc)[R][C]) {
     for (int c = 0; c < C; ++c) {
         const ActBlock* x0 = a.x + c * a.x_stride + b;
         const ActPair x = load_act_pair(x0, kTail ? &kZeroAct : x0 + 1);
@@ -122,6 +118,35 @@ VELA_INLINE void tile_step(const TileArgs& a, int64_t b, __m512 (&acc)[R][C]) {
     }
 }
 
+template <Q8Kind K, int R, int C, bool kTail>
+VELA_INLINE void tile_step(const TileArgs& a, int64_t b, __m512 (&acc)[R][C]) {
+    constexpr size_t kBytes = Traits<K>::kBytes;
+    WeightPair w[R];
+    for (int r = 0; r < R; ++r) {
+        const uint8_t* p0 = a.w + r * a.w_stride + b * kBytes;
+        w[r] = decode_pair<K>(p0, kTail ? kZeroBlock : p0 + kBytes);
+    }
+    accumulate<R, C, kTail>(a, b, w, acc);
+}
+
+// Packed rows (see pack_rows): the decode is done, each pair is three plain loads.
+template <int R, int C, bool kTail>
+VELA_INLINE void packed_step(const TileArgs& a, int64_t b, __m512 (&acc)[R][C]) {
+    WeightPair w[R];
+    for (int r = 0; r < R; ++r) {
+        w[r] = reinterpret_cast<const WeightPair*>(a.w + r * a.w_stride)[b / 2];
+    }
+    accumulate<R, C, kTail>(a, b, w, acc);
+}
+
+template <int R, int C>
+VELA_INLINE void store(const TileArgs& a, __m512 (&acc)[R][C]) {
+    for (int r = 0; r < R; ++r) {
+        for (int c = 0; c < C; ++c) a.y[c * a.ldy + r] = _mm512_reduce_add_ps(acc[r][c]);
+    }
+}
+
+// kKind == Q8Kind::Count marks packed weight rows.
 template <Q8Kind K, int R, int C>
 void tile_fixed(const TileArgs& a) {
     __m512 acc[R][C];
@@ -129,11 +154,14 @@ void tile_fixed(const TileArgs& a) {
         for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
     }
     int64_t b = 0;
-    for (; b + 2 <= a.nb; b += 2) tile_step<K, R, C, false>(a, b, acc);
-    if (b < a.nb) tile_step<K, R, C, true>(a, b, acc);
-    for (int r = 0; r < R; ++r) {
-        for (int c = 0; c < C; ++c) a.y[c * a.ldy + r] = _mm512_reduce_add_ps(acc[r][c]);
+    if constexpr (K == Q8Kind::Count) {
+        for (; b + 2 <= a.nb; b += 2) packed_step<R, C, false>(a, b, acc);
+        if (b < a.nb) packed_step<R, C, true>(a, b, acc);
+    } else {
+        for (; b + 2 <= a.nb; b += 2) tile_step<K, R, C, false>(a, b, acc);
+        if (b < a.nb) tile_step<K, R, C, true>(a, b, acc);
     }
+    store(a, acc);
 }
 
 template <Q8Kind K, int R>
@@ -153,6 +181,22 @@ void tile(const TileArgs& a) {
         case 2: return tile_rows<K, 2>(a);
         case 3: return tile_rows<K, 3>(a);
         default: return tile_rows<K, 4>(a);
+    }
+}
+
+size_t packed_row_bytes(int64_t nb) { return static_cast<size_t>((nb + 1) / 2) * sizeof(WeightPair); }
+
+template <Q8Kind K>
+void pack_rows(const uint8_t* w, size_t w_stride, int nr, int64_t nb, void* out) {
+    constexpr size_t kBytes = Traits<K>::kBytes;
+    auto* dst = static_cast<WeightPair*>(out);
+    for (int r = 0; r < nr; ++r) {
+        const uint8_t* row = w + r * w_stride;
+        for (int64_t b = 0; b < nb; b += 2) {
+            const uint8_t* p0 = row + b * kBytes;
+            const WeightPair wp = decode_pair<K>(p0, b + 1 < nb ? p0 + kBytes : kZeroBlock);
+            *dst++ = wp;
+        }
     }
 }
 
@@ -205,6 +249,10 @@ const KernelSet& kernels_avx512() {
         quantize_act,
         dot_f32,
         f16_to_f32,
+        packed_row_bytes,
+        {pack_rows<Q8Kind::Q4_0>, pack_rows<Q8Kind::Q4_1>, pack_rows<Q8Kind::Q5_0>,
+         pack_rows<Q8Kind::Q5_1>, pack_rows<Q8Kind::Q8_0>},
+        tile<Q8Kind::Count>,
     };
     return set;
 }

@@ -112,6 +112,9 @@ const KernelSet& kernels_scalar() {
         quantize_act,
         dot_f32,
         f16_to_f32,
+        nullptr,
+        {},
+        nullptr,
     };
     return set;
 }

@@ -51,7 +51,7 @@ void check_params(const MatmulParams& p) {
     }
 }
 
-// Runs fn(row_begin, row_end, tok_begin, tok_end) over a split of the n x m output: by weight
+// Runs fn(thread, row_begin, row_end, tok_begin, tok_end) over a split of the n x m output: by weight
 // rows (in multiples of the tile height) when there are enough rows for every thread, else by
 // tokens, so that n = 1 (or a tiny head) still uses the pool.
 template <class F>
@@ -61,32 +61,50 @@ void split_output(int64_t n, int64_t m, ThreadPool& pool, F&& fn) {
         if (row_tiles >= 2 * nth || m < nth) {
             const int64_t t0 = row_tiles * ith / nth, t1 = row_tiles * (ith + 1) / nth;
             const int64_t r0 = t0 * kTileRows, r1 = t1 * kTileRows < n ? t1 * kTileRows : n;
-            if (r0 < r1) fn(r0, r1, int64_t{0}, m);
+            if (r0 < r1) fn(ith, r0, r1, int64_t{0}, m);
         } else {
             const int64_t c0 = m * ith / nth, c1 = m * (ith + 1) / nth;
-            if (c0 < c1) fn(int64_t{0}, n, c0, c1);
+            if (c0 < c1) fn(ith, int64_t{0}, n, c0, c1);
         }
     });
 }
 
+// Packing a row chunk pays off once it is reused by a few token tiles.
+constexpr int64_t kMinTokensToPack = 8;
+
 void matmul_q8(const MatmulParams& p, Q8Kind kind, const KernelSet& ks, Workspace& ws,
                ThreadPool& pool) {
     const int64_t nb = p.k / kQK;
-    auto* xq = reinterpret_cast<ActBlock*>(ws.scratch(static_cast<size_t>(p.m * nb) * sizeof(ActBlock)));
+    const size_t act_bytes = (static_cast<size_t>(p.m * nb) * sizeof(ActBlock) + kAlign - 1) / kAlign * kAlign;
+    const bool pack = ks.packed_row_bytes != nullptr && p.m >= kMinTokensToPack;
+    const size_t pack_bytes = pack ? ks.packed_row_bytes(nb) * kRowChunk : 0;
+    std::byte* scratch = ws.scratch(act_bytes + pack_bytes * static_cast<size_t>(pool.size()));
+    auto* xq = reinterpret_cast<ActBlock*>(scratch);
     pool.parallel_for(p.m, [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c) ks.quantize_act(p.x + c * p.ldx, xq + c * nb, p.k);
     });
-    const TileFn tile = ks.q8_tile[static_cast<int>(kind)];
+    const int ki = static_cast<int>(kind);
     const size_t w_stride = row_bytes(p.w_type, p.k);
     const auto* w = static_cast<const uint8_t*>(p.w);
-    split_output(p.n, p.m, pool, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    split_output(p.n, p.m, pool, [&](int ith, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+        std::byte* packed = scratch + act_bytes + pack_bytes * static_cast<size_t>(ith);
         for (int64_t rc = r0; rc < r1; rc += kRowChunk) {
             const int64_t rc_end = rc + kRowChunk < r1 ? rc + kRowChunk : r1;
+            // Either the raw rows or this chunk decoded once into the ISA's packed form.
+            const uint8_t* rows = w + rc * w_stride;
+            size_t stride = w_stride;
+            TileFn tile = ks.q8_tile[ki];
+            if (pack && c1 - c0 >= kMinTokensToPack) {
+                stride = ks.packed_row_bytes(nb);
+                ks.pack_rows[ki](rows, w_stride, static_cast<int>(rc_end - rc), nb, packed);
+                rows = reinterpret_cast<const uint8_t*>(packed);
+                tile = ks.packed_tile;
+            }
             for (int64_t c = c0; c < c1; c += ks.tile_cols) {
                 const int nc = static_cast<int>(c1 - c < ks.tile_cols ? c1 - c : ks.tile_cols);
                 for (int64_t r = rc; r < rc_end; r += kTileRows) {
                     const int nr = static_cast<int>(rc_end - r < kTileRows ? rc_end - r : kTileRows);
-                    tile({w + r * w_stride, w_stride, xq + c * nb, nb, nb,
+                    tile({rows + (r - rc) * stride, stride, xq + c * nb, nb, nb,
                           p.y + c * p.ldy + r, p.ldy, nr, nc});
                 }
             }
