@@ -57,28 +57,71 @@ __m256 exp_nonpositive(__m256 x) {
 }
 
 struct Avx2Ops {
+    // out[j] = q . rows[j]; four rows at a time share the q loads and one horizontal
+    // reduction, and give the FMA units four independent chains.
+    static void dot_rows(const float* q, const float* const* rows, int64_t n, int64_t hd,
+                         float* out) {
+        const int64_t hd8 = hd / 8 * 8;
+        int64_t j = 0;
+        for (; j + 4 <= n; j += 4) {
+            const float *r0 = rows[j], *r1 = rows[j + 1], *r2 = rows[j + 2], *r3 = rows[j + 3];
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t d = 0; d < hd8; d += 8) {
+                const __m256 qv = _mm256_loadu_ps(q + d);
+                a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r0 + d), a0);
+                a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r1 + d), a1);
+                a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r2 + d), a2);
+                a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r3 + d), a3);
+            }
+            const __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+            _mm_storeu_ps(out + j, _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1)));
+            for (int64_t d = hd8; d < hd; ++d) {
+                out[j] += q[d] * r0[d];
+                out[j + 1] += q[d] * r1[d];
+                out[j + 2] += q[d] * r2[d];
+                out[j + 3] += q[d] * r3[d];
+            }
+        }
+        for (; j < n; ++j) out[j] = dot(q, rows[j], hd);
+    }
     static float dot(const float* a, const float* b, int64_t n) {
-        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+        __m256 s0 = _mm256_setzero_ps();
         int64_t i = 0;
-        for (; i + 16 <= n; i += 16) {
-            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-        }
-        if (i + 8 <= n) {
-            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-            i += 8;
-        }
-        float s = hsum(_mm256_add_ps(s0, s1));
+        for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        float s = hsum(s0);
         for (; i < n; ++i) s += a[i] * b[i];
         return s;
     }
-    static void axpy(float a, const float* x, float* y, int64_t n) {
-        const __m256 va = _mm256_set1_ps(a);
-        int64_t i = 0;
-        for (; i + 8 <= n; i += 8) {
-            _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    // acc += sum_j w[j] * rows[j]: 32 accumulator columns stay in registers across all rows.
+    static void accumulate(const float* w, const float* const* rows, int64_t n, float* acc,
+                           int64_t hd) {
+        int64_t d = 0;
+        for (; d + 32 <= hd; d += 32) {
+            __m256 c0 = _mm256_loadu_ps(acc + d), c1 = _mm256_loadu_ps(acc + d + 8);
+            __m256 c2 = _mm256_loadu_ps(acc + d + 16), c3 = _mm256_loadu_ps(acc + d + 24);
+            for (int64_t j = 0; j < n; ++j) {
+                const __m256 wj = _mm256_set1_ps(w[j]);
+                const float* r = rows[j] + d;
+                c0 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(r), c0);
+                c1 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(r + 8), c1);
+                c2 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(r + 16), c2);
+                c3 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(r + 24), c3);
+            }
+            _mm256_storeu_ps(acc + d, c0);
+            _mm256_storeu_ps(acc + d + 8, c1);
+            _mm256_storeu_ps(acc + d + 16, c2);
+            _mm256_storeu_ps(acc + d + 24, c3);
         }
-        for (; i < n; ++i) y[i] += a * x[i];
+        for (; d + 8 <= hd; d += 8) {
+            __m256 c = _mm256_loadu_ps(acc + d);
+            for (int64_t j = 0; j < n; ++j) {
+                c = _mm256_fmadd_ps(_mm256_set1_ps(w[j]), _mm256_loadu_ps(rows[j] + d), c);
+            }
+            _mm256_storeu_ps(acc + d, c);
+        }
+        for (; d < hd; ++d) {
+            for (int64_t j = 0; j < n; ++j) acc[d] += w[j] * rows[j][d];
+        }
     }
     static void scale(float* y, float a, int64_t n) {
         const __m256 va = _mm256_set1_ps(a);

@@ -1,6 +1,6 @@
 #pragma once
 // Internal: the tiled online-softmax kernel, written once against an `Ops` policy of vector
-// primitives (dot, axpy, scale, exp-and-sum, F16 decode). attention_scalar.cpp and
+// primitives (row dots, weighted row sums, scale, exp-and-sum, F16 decode). attention_scalar.cpp and
 // attention_avx2.cpp each instantiate it; the AVX2 file compiles it under a target pragma, so
 // everything here has internal linkage: the linker must never merge an AVX2 copy into the
 // scalar path.
@@ -67,8 +67,9 @@ void fold_keys(const float* q, TileScratch& s, int64_t lo, int64_t hi, float sca
                float* acc, float& max, float& sum) {
     float* scores = s.scores.data();
     float tile_max = -std::numeric_limits<float>::infinity();
+    Ops::dot_rows(q, s.k_rows.data() + lo, hi - lo + 1, hd, scores + lo);
     for (int64_t j = lo; j <= hi; ++j) {
-        scores[j] = Ops::dot(q, s.k_rows[j], hd) * scale;
+        scores[j] *= scale;
         tile_max = std::max(tile_max, scores[j]);
     }
     const float new_max = std::max(max, tile_max);
@@ -76,7 +77,7 @@ void fold_keys(const float* q, TileScratch& s, int64_t lo, int64_t hi, float sca
     const float tile_sum = Ops::exp_shift_sum(scores + lo, hi - lo + 1, new_max);
     sum = sum * correction + tile_sum;
     Ops::scale(acc, correction, hd);
-    for (int64_t j = lo; j <= hi; ++j) Ops::axpy(scores[j], s.v_rows[j], acc, hd);
+    Ops::accumulate(scores + lo, s.v_rows.data() + lo, hi - lo + 1, acc, hd);
     max = new_max;
 }
 

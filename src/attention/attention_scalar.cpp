@@ -8,13 +8,21 @@ namespace vela::attention_detail {
 namespace {
 
 struct ScalarOps {
-    static float dot(const float* a, const float* b, int64_t n) {
-        float s = 0.0f;
-        for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-        return s;
+    // out[j] = q . rows[j] for j < n.
+    static void dot_rows(const float* q, const float* const* rows, int64_t n, int64_t hd,
+                         float* out) {
+        for (int64_t j = 0; j < n; ++j) {
+            float s = 0.0f;
+            for (int64_t d = 0; d < hd; ++d) s += q[d] * rows[j][d];
+            out[j] = s;
+        }
     }
-    static void axpy(float a, const float* x, float* y, int64_t n) {
-        for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+    // acc += sum_j w[j] * rows[j], in j order for every element.
+    static void accumulate(const float* w, const float* const* rows, int64_t n, float* acc,
+                           int64_t hd) {
+        for (int64_t j = 0; j < n; ++j) {
+            for (int64_t d = 0; d < hd; ++d) acc[d] += w[j] * rows[j][d];
+        }
     }
     static void scale(float* y, float a, int64_t n) {
         for (int64_t i = 0; i < n; ++i) y[i] *= a;
