@@ -53,9 +53,10 @@ void BM_Matmul(benchmark::State& state, DType type, vela::cpu::Isa isa) {
         benchmark::ClobberMemory();
     }
     const double calls = static_cast<double>(state.iterations());
-    state.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * k * calls, benchmark::Counter::kIsRate);
-    state.counters["weightGB/s"] = benchmark::Counter(static_cast<double>(w.size()) * calls,
-                                                      benchmark::Counter::kIsRate);
+    state.counters["GFLOP/s"] =
+        benchmark::Counter(2.0 * m * n * k * calls, benchmark::Counter::kIsRate);
+    state.counters["weightGB/s"] =
+        benchmark::Counter(static_cast<double>(w.size()) * calls, benchmark::Counter::kIsRate);
     state.SetLabel(std::string(vela::cpu::isa_name(ws.isa())));
 }
 
@@ -95,12 +96,19 @@ void register_all() {
     for (Isa isa : {Isa::Avx2, Isa::Avx512}) {
         if (static_cast<int>(isa) > static_cast<int>(best)) continue;
         const std::string tag = std::string(vela::cpu::isa_name(isa));
-        model_shapes(benchmark::RegisterBenchmark(("Q4_1/" + tag).c_str(), BM_Matmul, DType::Q4_1, isa), false);
-        model_shapes(benchmark::RegisterBenchmark(("Q8_0/" + tag).c_str(), BM_Matmul, DType::Q8_0, isa), true);
+        model_shapes(
+            benchmark::RegisterBenchmark(("Q4_1/" + tag).c_str(), BM_Matmul, DType::Q4_1, isa),
+            false);
+        model_shapes(
+            benchmark::RegisterBenchmark(("Q8_0/" + tag).c_str(), BM_Matmul, DType::Q8_0, isa),
+            true);
     }
     // Q4_1 576x1536 (553 KB, cache-resident) and the Q8_0 vocab head (30 MB, from DRAM).
     benchmark::RegisterBenchmark("ReadBandwidth", BM_ReadBandwidth)
-        ->Arg(552960)->Arg(31850496)->Unit(benchmark::kMicrosecond)->UseRealTime();
+        ->Arg(552960)
+        ->Arg(31850496)
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
 }
 
 }  // namespace

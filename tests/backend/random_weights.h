@@ -15,13 +15,24 @@ namespace vela::test {
 // Byte offsets of the fp16 scale fields inside one block of `t` (empty for plain types).
 inline std::vector<size_t> fp16_field_offsets(DType t) {
     switch (t) {
-        case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: return {0};
-        case DType::Q4_1: case DType::Q5_1: return {0, 2};
-        case DType::Q2_K: return {80, 82};
-        case DType::Q3_K: return {108};
-        case DType::Q4_K: case DType::Q5_K: return {0, 2};
-        case DType::Q6_K: return {208};
-        default: return {};
+        case DType::Q4_0:
+        case DType::Q5_0:
+        case DType::Q8_0:
+            return {0};
+        case DType::Q4_1:
+        case DType::Q5_1:
+            return {0, 2};
+        case DType::Q2_K:
+            return {80, 82};
+        case DType::Q3_K:
+            return {108};
+        case DType::Q4_K:
+        case DType::Q5_K:
+            return {0, 2};
+        case DType::Q6_K:
+            return {208};
+        default:
+            return {};
     }
 }
 
@@ -50,7 +61,8 @@ inline std::vector<uint8_t> random_weights(DType t, int64_t n, int64_t k, std::m
     const float scale = info.block_size == 32 ? 0.1f : 0.01f;
     std::uniform_real_distribution<float> uni(-scale, scale);
     for (size_t blk = 0; blk < bytes / info.type_size; ++blk) {
-        for (size_t off : fp16_field_offsets(t)) put16(blk * info.type_size + off, fp32_to_fp16(uni(rng)));
+        for (size_t off : fp16_field_offsets(t))
+            put16(blk * info.type_size + off, fp32_to_fp16(uni(rng)));
     }
     return w;
 }

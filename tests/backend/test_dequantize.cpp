@@ -27,8 +27,8 @@ class DequantizeFixture : public ::testing::TestWithParam<DType> {};
 
 TEST_P(DequantizeFixture, MatchesGgufPackage) {
     const DType t = GetParam();
-    const std::string base = std::string(VELA_SOURCE_DIR) + "/tests/backend/data/" +
-                             std::string(dtype_name(t));
+    const std::string base =
+        std::string(VELA_SOURCE_DIR) + "/tests/backend/data/" + std::string(dtype_name(t));
     const std::vector<char> raw = read_file(base + ".bin");
     const std::vector<char> ref_bytes = read_file(base + ".f32");
     ASSERT_EQ(raw.size(), row_bytes(t, kK) * kRows);

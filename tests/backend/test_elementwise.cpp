@@ -17,12 +17,15 @@ namespace {
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr float kRel = 1e-5f;  // float32 results of O(1) values against double references
 
-std::vector<int64_t> sizes() { return {1, 7, 64, 577, 1536}; }
+std::vector<int64_t> sizes() {
+    return {1, 7, 64, 577, 1536};
+}
 
 TEST(RmsNorm, MatchesDoubleAndAllowsInPlace) {
     std::mt19937 rng(std::random_device{}());
     for (int64_t n : sizes()) {
-        const std::vector<float> x = test::random_floats(n, rng, 3.0f), w = test::random_floats(n, rng);
+        const std::vector<float> x = test::random_floats(n, rng, 3.0f),
+                                 w = test::random_floats(n, rng);
         const float eps = 1e-5f;
         double ss = 0.0;
         for (float v : x) ss += double{v} * v;
@@ -97,8 +100,8 @@ void check_rope(bool neox, int64_t n_heads, int64_t head_dim, int64_t rot_dim) {
         const float* v = x.data() + h * head_dim;
         for (int64_t i = 0; i < half; ++i) {
             const int64_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
-            const std::complex<double> z = std::complex<double>(o[a], o[b]) *
-                                           std::complex<double>(cos[i], sin[i]);
+            const std::complex<double> z =
+                std::complex<double>(o[a], o[b]) * std::complex<double>(cos[i], sin[i]);
             ASSERT_NEAR(v[a], z.real(), 1e-5) << "head " << h << " pair " << i;
             ASSERT_NEAR(v[b], z.imag(), 1e-5) << "head " << h << " pair " << i;
         }

@@ -78,7 +78,8 @@ double tolerance(const Problem& p, int64_t r, int64_t c, bool simd) {
 
 void expect_padding_untouched(const Problem& p, const std::vector<float>& y) {
     for (int64_t c = 0; c < p.m; ++c) {
-        for (int64_t j = p.n; j < p.ldy; ++j) ASSERT_TRUE(std::isnan(y[c * p.ldy + j])) << "wrote past n";
+        for (int64_t j = p.n; j < p.ldy; ++j)
+            ASSERT_TRUE(std::isnan(y[c * p.ldy + j])) << "wrote past n";
     }
 }
 

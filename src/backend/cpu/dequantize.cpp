@@ -11,7 +11,9 @@
 namespace vela::cpu {
 namespace {
 
-float h2f(uint16_t h) { return fp16_to_fp32(h); }
+float h2f(uint16_t h) {
+    return fp16_to_fp32(h);
+}
 
 uint32_t load_u32(const uint8_t* p) {
     uint32_t v;
@@ -113,7 +115,8 @@ void dequant_q6_k(const BlockQ6_K* b, float* y, int64_t nb) {
             const int half = e / 128, r = e % 128;
             const int lo = (b[i].ql[half * 64 + r % 64] >> (4 * (r / 64))) & 0x0F;
             const int hi = (b[i].qh[half * 32 + r % 32] >> (2 * (r / 32))) & 0x03;
-            y[e] = d * static_cast<float>(b[i].scales[e / 16]) * static_cast<float>((lo | (hi << 4)) - 32);
+            y[e] = d * static_cast<float>(b[i].scales[e / 16]) *
+                   static_cast<float>((lo | (hi << 4)) - 32);
         }
     }
 }
@@ -122,9 +125,19 @@ void dequant_q6_k(const BlockQ6_K* b, float* y, int64_t nb) {
 
 bool supports_weight_type(DType type) {
     switch (type) {
-        case DType::F32: case DType::F16: case DType::BF16:
-        case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q8_0:
-        case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
+        case DType::F32:
+        case DType::F16:
+        case DType::BF16:
+        case DType::Q4_0:
+        case DType::Q4_1:
+        case DType::Q5_0:
+        case DType::Q5_1:
+        case DType::Q8_0:
+        case DType::Q2_K:
+        case DType::Q3_K:
+        case DType::Q4_K:
+        case DType::Q5_K:
+        case DType::Q6_K:
             return true;
         default:
             return false;
@@ -132,15 +145,19 @@ bool supports_weight_type(DType type) {
 }
 
 void dequantize_row(DType type, const void* src, float* dst, int64_t k) {
-    if (!supports_weight_type(type)) fail("cpu backend: no kernel for weight type {}", dtype_name(type));
+    if (!supports_weight_type(type))
+        fail("cpu backend: no kernel for weight type {}", dtype_name(type));
     const int64_t bs = dtype_info(type).block_size;
     if (k % bs != 0) {
-        fail<InvalidArgument>("cpu backend: row of {} elements is not a multiple of the {} block size {}",
-                              k, dtype_name(type), bs);
+        fail<InvalidArgument>(
+            "cpu backend: row of {} elements is not a multiple of the {} block size {}", k,
+            dtype_name(type), bs);
     }
     const int64_t nb = k / bs;
     switch (type) {
-        case DType::F32: std::memcpy(dst, src, static_cast<size_t>(k) * sizeof(float)); return;
+        case DType::F32:
+            std::memcpy(dst, src, static_cast<size_t>(k) * sizeof(float));
+            return;
         case DType::F16: {
             const auto* h = static_cast<const uint16_t*>(src);
             for (int64_t i = 0; i < k; ++i) dst[i] = fp16_to_fp32(h[i]);
@@ -151,17 +168,32 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t k) {
             for (int64_t i = 0; i < k; ++i) dst[i] = bf16_to_fp32(h[i]);
             return;
         }
-        case DType::Q4_0: return dequant_legacy<BlockQ4_0, false, false>(static_cast<const BlockQ4_0*>(src), dst, nb, 8);
-        case DType::Q4_1: return dequant_legacy<BlockQ4_1, false, true>(static_cast<const BlockQ4_1*>(src), dst, nb, 0);
-        case DType::Q5_0: return dequant_legacy<BlockQ5_0, true, false>(static_cast<const BlockQ5_0*>(src), dst, nb, 16);
-        case DType::Q5_1: return dequant_legacy<BlockQ5_1, true, true>(static_cast<const BlockQ5_1*>(src), dst, nb, 0);
-        case DType::Q8_0: return dequant_q8_0(static_cast<const BlockQ8_0*>(src), dst, nb);
-        case DType::Q2_K: return dequant_q2_k(static_cast<const BlockQ2_K*>(src), dst, nb);
-        case DType::Q3_K: return dequant_q3_k(static_cast<const BlockQ3_K*>(src), dst, nb);
-        case DType::Q4_K: return dequant_q45_k<BlockQ4_K, false>(static_cast<const BlockQ4_K*>(src), dst, nb);
-        case DType::Q5_K: return dequant_q45_k<BlockQ5_K, true>(static_cast<const BlockQ5_K*>(src), dst, nb);
-        case DType::Q6_K: return dequant_q6_k(static_cast<const BlockQ6_K*>(src), dst, nb);
-        default: break;
+        case DType::Q4_0:
+            return dequant_legacy<BlockQ4_0, false, false>(static_cast<const BlockQ4_0*>(src), dst,
+                                                           nb, 8);
+        case DType::Q4_1:
+            return dequant_legacy<BlockQ4_1, false, true>(static_cast<const BlockQ4_1*>(src), dst,
+                                                          nb, 0);
+        case DType::Q5_0:
+            return dequant_legacy<BlockQ5_0, true, false>(static_cast<const BlockQ5_0*>(src), dst,
+                                                          nb, 16);
+        case DType::Q5_1:
+            return dequant_legacy<BlockQ5_1, true, true>(static_cast<const BlockQ5_1*>(src), dst,
+                                                         nb, 0);
+        case DType::Q8_0:
+            return dequant_q8_0(static_cast<const BlockQ8_0*>(src), dst, nb);
+        case DType::Q2_K:
+            return dequant_q2_k(static_cast<const BlockQ2_K*>(src), dst, nb);
+        case DType::Q3_K:
+            return dequant_q3_k(static_cast<const BlockQ3_K*>(src), dst, nb);
+        case DType::Q4_K:
+            return dequant_q45_k<BlockQ4_K, false>(static_cast<const BlockQ4_K*>(src), dst, nb);
+        case DType::Q5_K:
+            return dequant_q45_k<BlockQ5_K, true>(static_cast<const BlockQ5_K*>(src), dst, nb);
+        case DType::Q6_K:
+            return dequant_q6_k(static_cast<const BlockQ6_K*>(src), dst, nb);
+        default:
+            break;
     }
     VELA_ASSERT(false && "supports_weight_type and dequantize_row disagree");
 }

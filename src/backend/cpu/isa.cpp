@@ -8,9 +8,12 @@ namespace vela::cpu {
 
 std::string_view isa_name(Isa isa) {
     switch (isa) {
-        case Isa::Scalar: return "scalar";
-        case Isa::Avx2: return "avx2";
-        case Isa::Avx512: return "avx512";
+        case Isa::Scalar:
+            return "scalar";
+        case Isa::Avx2:
+            return "avx2";
+        case Isa::Avx512:
+            return "avx512";
     }
     return "unknown";
 }
@@ -29,8 +32,7 @@ Isa detect_isa() {
                       __builtin_cpu_supports("f16c");
     if (!avx2) return Isa::Scalar;
     const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                        __builtin_cpu_supports("avx512vl") &&
-                        __builtin_cpu_supports("avx512vnni");
+                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
     return avx512 ? Isa::Avx512 : Isa::Avx2;
 #else
     return Isa::Scalar;

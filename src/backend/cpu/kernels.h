@@ -43,7 +43,7 @@ struct KernelSet {
     // TileArgs::w_stride = packed_row_bytes(nb).
     size_t (*packed_row_bytes)(int64_t nb);
     void (*pack_rows[static_cast<int>(Q8Kind::Count)])(const uint8_t* w, size_t w_stride, int nr,
-                                                        int64_t nb, void* out);
+                                                       int64_t nb, void* out);
     TileFn packed_tile;
 };
 

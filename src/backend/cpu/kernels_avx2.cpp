@@ -64,7 +64,8 @@ VELA_INLINE WeightBlock decode(const uint8_t* p) {
         out.w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2));
     } else {
         const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + T::kQsOffset));
-        __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
+        __m256i u =
+            _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
         if constexpr (T::kFive) u = _mm256_or_si256(u, expand_bits(load_u32(p + T::kQhOffset)));
         if constexpr (!T::kMin) u = _mm256_sub_epi8(u, _mm256_set1_epi8(T::kOffset));
         out.w = u;
@@ -100,7 +101,8 @@ void tile_fixed(const TileArgs& a) {
             const ActBlock& x = a.x[c * a.x_stride + b];
             const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q));
             for (int r = 0; r < R; ++r) {
-                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(w[r].d * x.d), block_dot<K>(w[r], xq), acc[r][c]);
+                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(w[r].d * x.d), block_dot<K>(w[r], xq),
+                                            acc[r][c]);
                 if constexpr (Traits<K>::kMin) corr[r][c] += w[r].m * x.s;
             }
         }
@@ -125,10 +127,14 @@ void tile_rows(const TileArgs& a) {
 template <Q8Kind K>
 void tile(const TileArgs& a) {
     switch (a.nr) {
-        case 1: return tile_rows<K, 1>(a);
-        case 2: return tile_rows<K, 2>(a);
-        case 3: return tile_rows<K, 3>(a);
-        default: return tile_rows<K, 4>(a);
+        case 1:
+            return tile_rows<K, 1>(a);
+        case 2:
+            return tile_rows<K, 2>(a);
+        case 3:
+            return tile_rows<K, 3>(a);
+        default:
+            return tile_rows<K, 4>(a);
     }
 }
 
@@ -157,7 +163,8 @@ void quantize_act(const float* x, ActBlock* out, int64_t k) {
         const __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b),
                                                        _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[b].q), p8);
-        const __m256i s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        const __m256i s =
+            _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
         __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
         t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));
         t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
@@ -185,7 +192,8 @@ float dot_f32(const float* a, const float* b, int64_t k) {
 void f16_to_f32(const uint16_t* src, float* dst, int64_t k) {
     int64_t i = 0;
     for (; i + 8 <= k; i += 8) {
-        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+        _mm256_storeu_ps(
+            dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
     }
     for (; i < k; ++i) dst[i] = _cvtsh_ss(src[i]);
 }

@@ -58,14 +58,16 @@ VELA_INLINE WeightPair decode_pair(const uint8_t* p0, const uint8_t* p1) {
         out.u = _mm512_xor_si512(q, _mm512_set1_epi8(static_cast<char>(0x80)));
     } else {
         const __m256i v = _mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0 + T::kQsOffset))),
+            _mm256_castsi128_si256(
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(p0 + T::kQsOffset))),
             _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1 + T::kQsOffset)), 1);
         const __m256i mask = _mm256_set1_epi8(0x0F);
         const __m256i lo = _mm256_and_si256(v, mask);
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
         // [lo(b), hi(b), lo(b+1), hi(b+1)] in 16-byte quarters = elements 0..31 of each block.
         const __m512i idx = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
-        out.u = _mm512_permutex2var_epi64(_mm512_castsi256_si512(lo), idx, _mm512_castsi256_si512(hi));
+        out.u =
+            _mm512_permutex2var_epi64(_mm512_castsi256_si512(lo), idx, _mm512_castsi256_si512(hi));
         if constexpr (T::kFive) {
             const uint64_t bits = load_u32(p0 + T::kQhOffset) |
                                   (static_cast<uint64_t>(load_u32(p1 + T::kQhOffset)) << 32);
@@ -73,8 +75,8 @@ VELA_INLINE WeightPair decode_pair(const uint8_t* p0, const uint8_t* p1) {
         }
     }
     // [d0, m0, d1, m1] (m is garbage for types without one and never used then).
-    const __m512 h = _mm512_castps128_ps512(
-        _mm_cvtph_ps(_mm_set_epi32(0, 0, static_cast<int>(load_u32(p1)), static_cast<int>(load_u32(p0)))));
+    const __m512 h = _mm512_castps128_ps512(_mm_cvtph_ps(
+        _mm_set_epi32(0, 0, static_cast<int>(load_u32(p1)), static_cast<int>(load_u32(p0)))));
     out.d = _mm512_permutexvar_ps(spread(0, 2), h);
     if constexpr (T::kMin) {
         out.c8 = _mm512_mul_ps(_mm512_permutexvar_ps(spread(1, 3), h), _mm512_set1_ps(0.125f));
@@ -112,7 +114,8 @@ VELA_INLINE void accumulate(const TileArgs& a, int64_t b, const WeightPair (&w)[
         const ActPair x = load_act_pair(x0, kTail ? &kZeroAct : x0 + 1);
         for (int r = 0; r < R; ++r) {
             const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[r].u, x.q);
-            acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(w[r].d, x.d), _mm512_cvtepi32_ps(dot), acc[r][c]);
+            acc[r][c] =
+                _mm512_fmadd_ps(_mm512_mul_ps(w[r].d, x.d), _mm512_cvtepi32_ps(dot), acc[r][c]);
             acc[r][c] = _mm512_fmadd_ps(w[r].c8, x.s, acc[r][c]);
         }
     }
@@ -167,24 +170,34 @@ void tile_fixed(const TileArgs& a) {
 template <Q8Kind K, int R>
 void tile_rows(const TileArgs& a) {
     switch (a.nc) {
-        case 1: return tile_fixed<K, R, 1>(a);
-        case 2: return tile_fixed<K, R, 2>(a);
-        case 3: return tile_fixed<K, R, 3>(a);
-        default: return tile_fixed<K, R, 4>(a);
+        case 1:
+            return tile_fixed<K, R, 1>(a);
+        case 2:
+            return tile_fixed<K, R, 2>(a);
+        case 3:
+            return tile_fixed<K, R, 3>(a);
+        default:
+            return tile_fixed<K, R, 4>(a);
     }
 }
 
 template <Q8Kind K>
 void tile(const TileArgs& a) {
     switch (a.nr) {
-        case 1: return tile_rows<K, 1>(a);
-        case 2: return tile_rows<K, 2>(a);
-        case 3: return tile_rows<K, 3>(a);
-        default: return tile_rows<K, 4>(a);
+        case 1:
+            return tile_rows<K, 1>(a);
+        case 2:
+            return tile_rows<K, 2>(a);
+        case 3:
+            return tile_rows<K, 3>(a);
+        default:
+            return tile_rows<K, 4>(a);
     }
 }
 
-size_t packed_row_bytes(int64_t nb) { return static_cast<size_t>((nb + 1) / 2) * sizeof(WeightPair); }
+size_t packed_row_bytes(int64_t nb) {
+    return static_cast<size_t>((nb + 1) / 2) * sizeof(WeightPair);
+}
 
 template <Q8Kind K>
 void pack_rows(const uint8_t* w, size_t w_stride, int nr, int64_t nb, void* out) {
@@ -225,15 +238,18 @@ float dot_f32(const float* a, const float* b, int64_t k) {
         acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
     }
     for (; i < k; i += 16) {
-        const __mmask16 m = k - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (k - i)) - 1);
-        acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc0);
+        const __mmask16 m =
+            k - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (k - i)) - 1);
+        acc0 =
+            _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc0);
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 
 void f16_to_f32(const uint16_t* src, float* dst, int64_t k) {
     for (int64_t i = 0; i < k; i += 16) {
-        const __mmask16 m = k - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (k - i)) - 1);
+        const __mmask16 m =
+            k - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (k - i)) - 1);
         const __m256i h = _mm256_maskz_loadu_epi16(m, src + i);
         _mm512_mask_storeu_ps(dst + i, m, _mm512_cvtph_ps(h));
     }

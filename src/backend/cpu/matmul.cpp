@@ -1,8 +1,8 @@
 // matmul: the one dispatch point from (weight type, ISA) to a kernel, the activation
 // quantisation, and the split of the output into tiles over the thread pool.
 #include <cstdlib>
-#include <optional>
 #include <new>
+#include <optional>
 
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/ops.h"
@@ -18,21 +18,30 @@ constexpr int64_t kRowChunk = 16;
 
 const KernelSet& kernels_for(Isa isa) {
     switch (isa) {
-        case Isa::Avx512: return kernels_avx512();
-        case Isa::Avx2: return kernels_avx2();
-        case Isa::Scalar: break;
+        case Isa::Avx512:
+            return kernels_avx512();
+        case Isa::Avx2:
+            return kernels_avx2();
+        case Isa::Scalar:
+            break;
     }
     return kernels_scalar();
 }
 
 std::optional<Q8Kind> q8_kind(DType t) {
     switch (t) {
-        case DType::Q4_0: return Q8Kind::Q4_0;
-        case DType::Q4_1: return Q8Kind::Q4_1;
-        case DType::Q5_0: return Q8Kind::Q5_0;
-        case DType::Q5_1: return Q8Kind::Q5_1;
-        case DType::Q8_0: return Q8Kind::Q8_0;
-        default: return std::nullopt;
+        case DType::Q4_0:
+            return Q8Kind::Q4_0;
+        case DType::Q4_1:
+            return Q8Kind::Q4_1;
+        case DType::Q5_0:
+            return Q8Kind::Q5_0;
+        case DType::Q5_1:
+            return Q8Kind::Q5_1;
+        case DType::Q8_0:
+            return Q8Kind::Q8_0;
+        default:
+            return std::nullopt;
     }
 }
 
@@ -42,8 +51,9 @@ void check_params(const MatmulParams& p) {
     }
     const int64_t bs = dtype_info(p.w_type).block_size;
     if (p.k <= 0 || p.k % bs != 0) {
-        fail<InvalidArgument>("cpu matmul: k = {} is not a positive multiple of the {} block size {}",
-                              p.k, dtype_name(p.w_type), bs);
+        fail<InvalidArgument>(
+            "cpu matmul: k = {} is not a positive multiple of the {} block size {}", p.k,
+            dtype_name(p.w_type), bs);
     }
     if (p.n < 0 || p.m < 0 || p.ldx < p.k || p.ldy < p.n) {
         fail<InvalidArgument>("cpu matmul: bad shape n={} k={} m={} ldx={} ldy={}", p.n, p.k, p.m,
@@ -51,9 +61,9 @@ void check_params(const MatmulParams& p) {
     }
 }
 
-// Runs fn(thread, row_begin, row_end, tok_begin, tok_end) over a split of the n x m output: by weight
-// rows (in multiples of the tile height) when there are enough rows for every thread, else by
-// tokens, so that n = 1 (or a tiny head) still uses the pool.
+// Runs fn(thread, row_begin, row_end, tok_begin, tok_end) over a split of the n x m output: by
+// weight rows (in multiples of the tile height) when there are enough rows for every thread, else
+// by tokens, so that n = 1 (or a tiny head) still uses the pool.
 template <class F>
 void split_output(int64_t n, int64_t m, ThreadPool& pool, F&& fn) {
     const int64_t row_tiles = (n + kTileRows - 1) / kTileRows;
@@ -75,7 +85,8 @@ constexpr int64_t kMinTokensToPack = 8;
 void matmul_q8(const MatmulParams& p, Q8Kind kind, const KernelSet& ks, Workspace& ws,
                ThreadPool& pool) {
     const int64_t nb = p.k / kQK;
-    const size_t act_bytes = (static_cast<size_t>(p.m * nb) * sizeof(ActBlock) + kAlign - 1) / kAlign * kAlign;
+    const size_t act_bytes =
+        (static_cast<size_t>(p.m * nb) * sizeof(ActBlock) + kAlign - 1) / kAlign * kAlign;
     const bool pack = ks.packed_row_bytes != nullptr && p.m >= kMinTokensToPack;
     const size_t pack_bytes = pack ? ks.packed_row_bytes(nb) * kRowChunk : 0;
     std::byte* scratch = ws.scratch(act_bytes + pack_bytes * static_cast<size_t>(pool.size()));
@@ -103,7 +114,8 @@ void matmul_q8(const MatmulParams& p, Q8Kind kind, const KernelSet& ks, Workspac
             for (int64_t c = c0; c < c1; c += ks.tile_cols) {
                 const int nc = static_cast<int>(c1 - c < ks.tile_cols ? c1 - c : ks.tile_cols);
                 for (int64_t r = rc; r < rc_end; r += kTileRows) {
-                    const int nr = static_cast<int>(rc_end - r < kTileRows ? rc_end - r : kTileRows);
+                    const int nr =
+                        static_cast<int>(rc_end - r < kTileRows ? rc_end - r : kTileRows);
                     tile({rows + (r - rc) * stride, stride, xq + c * nb, nb, nb,
                           p.y + c * p.ldy + r, p.ldy, nr, nc});
                 }
@@ -132,7 +144,8 @@ void matmul_float(const MatmulParams& p, const KernelSet& ks, Workspace& ws, Thr
             } else {
                 dequantize_row(p.w_type, src, buf, p.k);
             }
-            for (int64_t c = 0; c < p.m; ++c) p.y[c * p.ldy + r] = ks.dot_f32(wr, p.x + c * p.ldx, p.k);
+            for (int64_t c = 0; c < p.m; ++c)
+                p.y[c * p.ldy + r] = ks.dot_f32(wr, p.x + c * p.ldx, p.k);
         }
     });
 }
@@ -147,7 +160,9 @@ Workspace::~Workspace() = default;
 Workspace::Workspace(Workspace&&) noexcept = default;
 Workspace& Workspace::operator=(Workspace&&) noexcept = default;
 
-void Workspace::AlignedFree::operator()(std::byte* p) const { std::free(p); }
+void Workspace::AlignedFree::operator()(std::byte* p) const {
+    std::free(p);
+}
 
 std::byte* Workspace::scratch(size_t bytes) {
     if (bytes > capacity_) {

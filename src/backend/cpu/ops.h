@@ -15,7 +15,7 @@ namespace vela::cpu {
 // Scratch memory reused across calls (quantised activations, dequantised weight rows); one
 // per model runner. Not thread-safe: one matmul at a time per Workspace.
 class Workspace {
-public:
+  public:
     // Uses the best ISA of this machine, lowered by VELA_CPU_ISA=scalar|avx2|avx512 if set.
     Workspace();
     explicit Workspace(Isa isa);
@@ -27,7 +27,7 @@ public:
     // A 64-byte aligned buffer of at least `bytes`, valid until the next call.
     std::byte* scratch(size_t bytes);
 
-private:
+  private:
     struct AlignedFree {
         void operator()(std::byte* p) const;
     };
@@ -60,9 +60,9 @@ bool supports_weight_type(DType type);
 void dequantize_row(DType type, const void* src, float* dst, int64_t k);
 
 void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps);  // y may == x
-void add(const float* a, const float* b, float* y, int64_t n);  // y may alias a or b
+void add(const float* a, const float* b, float* y, int64_t n);           // y may alias a or b
 void silu_mul(const float* gate, const float* up, float* y, int64_t n);  // y = silu(gate)*up
-void softmax(float* x, int64_t n);  // in place, max-subtracted
+void softmax(float* x, int64_t n);                                       // in place, max-subtracted
 
 // Rotary embedding for one token's heads, in place: x has n_heads rows of head_dim floats,
 // the first rot_dim dims rotate. neox=false: pairs (2i, 2i+1) (Llama GGUF layout); neox=true:
