@@ -22,6 +22,14 @@ void check_params(const PagedAttentionParams& p) {
     if (p.kv.k == nullptr || p.kv.v == nullptr || p.q == nullptr || p.out == nullptr) {
         fail<InvalidArgument>("attention: null q, out or KV pointer");
     }
+    const KvLayerView& kv = p.kv;
+    if (kv.n_kv_heads != p.n_kv_heads || kv.head_dim != p.head_dim ||
+        kv.block_size != p.block_size) {
+        fail<InvalidArgument>(
+            "attention: parameters say {} KV heads x {} dims in blocks of {}, the KV layer holds "
+            "{} x {} in blocks of {}",
+            p.n_kv_heads, p.head_dim, p.block_size, kv.n_kv_heads, kv.head_dim, kv.block_size);
+    }
     for (size_t i = 0; i < p.seqs.size(); ++i) {
         const AttentionSeq& s = p.seqs[i];
         if (s.q_begin < 0 || s.q_len < 0 || s.kv_len < s.q_len ||

@@ -61,7 +61,8 @@ KvLayerView KvCache::layer(int64_t layer) const {
     if (layer < 0 || layer >= config_.n_layers) {
         fail<InvalidArgument>("KV layer {} out of range [0, {})", layer, config_.n_layers);
     }
-    return KvLayerView{block_ptr(layer, false, 0), block_ptr(layer, true, 0), config_.dtype};
+    return KvLayerView{block_ptr(layer, false, 0), block_ptr(layer, true, 0), config_.dtype,
+                       config_.n_kv_heads, config_.head_dim, config_.block_size};
 }
 
 void KvCache::add_sequence(SeqId id) {

@@ -33,11 +33,15 @@ struct KvCacheConfig {
     DType dtype = DType::F16;  // F32 or F16
 };
 
-// One layer's K/V storage as the attention kernels see it.
+// One layer's K/V storage as the attention kernels see it; the shape lets them check that the
+// caller's parameters describe this cache.
 struct KvLayerView {
     const void* k = nullptr;
     const void* v = nullptr;
     DType dtype = DType::F16;
+    int64_t n_kv_heads = 0;
+    int64_t head_dim = 0;
+    int64_t block_size = 0;
 };
 
 class KvCache {

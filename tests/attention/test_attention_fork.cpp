@@ -113,6 +113,9 @@ TEST(PagedAttentionParams, InconsistentShapesThrow) {
     p.n_kv_heads = 2;  // 9 heads cannot share 2 KV heads
     EXPECT_THROW(paged_attention(p, f.pool), InvalidArgument);
     p.n_kv_heads = kKvHeads;
+    p.block_size = 8;  // not the cache's block size
+    EXPECT_THROW(paged_attention(p, f.pool), InvalidArgument);
+    p.block_size = kBlock;
     p.kv.dtype = DType::Q8_0;
     EXPECT_THROW(paged_attention(p, f.pool), InvalidArgument);
 }
