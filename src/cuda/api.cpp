@@ -1,0 +1,98 @@
+// Library boundary of the CUDA attention kernels: validates Params (typed errors naming the
+// field at fault), plans the decode split and turns CUDA error codes into vela::Error.
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "cuda/attention_params.h"
+#include "cuda/launch.h"
+
+namespace vela::cuda {
+namespace {
+
+void check(cudaError_t e, const char* what) {
+    if (e != cudaSuccess) fail<Error>("CUDA error in {}: {}", what, cudaGetErrorString(e));
+}
+
+void check_heads(int head_dim, int num_heads, int num_kv_heads, const char* kernel) {
+    if (head_dim != 64 && head_dim != 128)
+        fail<InvalidArgument>("{}: head_dim {} unsupported (64 or 128)", kernel, head_dim);
+    if (num_heads <= 0 || num_kv_heads <= 0 || num_heads % num_kv_heads != 0)
+        fail<InvalidArgument>("{}: num_heads {} is not a multiple of num_kv_heads {}", kernel,
+                              num_heads, num_kv_heads);
+}
+
+void check_paged(const PagedKv& kv, const char* kernel) {
+    if (kv.k_cache == nullptr || kv.v_cache == nullptr || kv.block_size <= 0 ||
+        kv.block_table_stride <= 0)
+        fail<InvalidArgument>("{}: paged K/V needs caches, block_size > 0 (got {}) and "
+                              "block_table_stride > 0 (got {})",
+                              kernel, kv.block_size, kv.block_table_stride);
+}
+
+// Split length for a planned decode: a multiple of 32 keys (one CTA step for head_dim 64).
+int split_len(const DecodeParams& p) {
+    const int per = (std::max(p.max_seqlen_k, 1) + p.num_splits - 1) / p.num_splits;
+    return (per + 31) / 32 * 32;
+}
+
+}  // namespace
+
+bool device_available() {
+    int n = 0;
+    return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+void prefill_forward(const PrefillParams& p, void* stream) {
+    check_heads(p.head_dim, p.num_heads, p.num_kv_heads, "prefill_forward");
+    if (p.batch < 0 || p.max_seqlen_q < 0 || p.q == nullptr || p.o == nullptr ||
+        p.cu_seqlens_q == nullptr)
+        fail<InvalidArgument>("prefill_forward: q, o and cu_seqlens_q are required (batch {})",
+                              p.batch);
+    if (p.paged.block_table != nullptr) {
+        check_paged(p.paged, "prefill_forward");
+        if (p.seqlens_k == nullptr) fail<InvalidArgument>("prefill_forward: paged needs seqlens_k");
+    } else if (p.k == nullptr || p.v == nullptr || p.cu_seqlens_k == nullptr) {
+        fail<InvalidArgument>("prefill_forward: contiguous K/V needs k, v and cu_seqlens_k");
+    }
+    if (!(p.softmax_scale > 0.f))
+        fail<InvalidArgument>("prefill_forward: softmax_scale must be > 0, got {}", p.softmax_scale);
+    check(detail::launch_prefill(p, static_cast<cudaStream_t>(stream)), "prefill_forward");
+}
+
+void decode_plan(DecodeParams& p, int device_sm_count) {
+    if (p.num_splits > 0) return;
+    const int ctas = std::max(1, p.batch * p.num_kv_heads);
+    const int target = (2 * device_sm_count + ctas - 1) / ctas;  // >= 2 waves of CTAs
+    const int max_splits = std::max(1, (p.max_seqlen_k + 63) / 64);  // >= 64 keys a split
+    const int min_splits = (p.max_seqlen_k + detail::kDecodeMaxSplitLen - 1) / detail::kDecodeMaxSplitLen;
+    p.num_splits = std::max({1, min_splits, std::min(target, max_splits)});
+}
+
+size_t decode_workspace_bytes(const DecodeParams& p) {
+    return sizeof(float) * static_cast<size_t>(p.batch) * p.num_heads * std::max(p.num_splits, 1) *
+           (p.head_dim + 1);
+}
+
+void decode_forward(const DecodeParams& p, void* stream) {
+    check_heads(p.head_dim, p.num_heads, p.num_kv_heads, "decode_forward");
+    check_paged(p.paged, "decode_forward");
+    const int group = p.num_heads / p.num_kv_heads;
+    if (group > detail::kDecodeMaxGroup)
+        fail<InvalidArgument>("decode_forward: {} query heads per kv head (max {})", group,
+                              detail::kDecodeMaxGroup);
+    if (p.q == nullptr || p.o == nullptr || p.seqlens_k == nullptr || p.workspace == nullptr)
+        fail<InvalidArgument>("decode_forward: q, o, seqlens_k and workspace are required");
+    if (p.num_splits <= 0) fail<InvalidArgument>("decode_forward: call decode_plan() first");
+    const bool quantised = p.kv_format == KvFormat::kInt8 || p.kv_format == KvFormat::kFp8E4M3;
+    if (quantised && (p.k_scale == nullptr || p.v_scale == nullptr))
+        fail<InvalidArgument>("decode_forward: quantised KV needs k_scale and v_scale");
+    const int len = split_len(p);
+    if (len > detail::kDecodeMaxSplitLen)
+        fail<InvalidArgument>("decode_forward: {} splits leave {} keys a split (max {})",
+                              p.num_splits, len, detail::kDecodeMaxSplitLen);
+    check(detail::launch_decode(p, len, static_cast<cudaStream_t>(stream)), "decode_forward");
+}
+
+}  // namespace vela::cuda

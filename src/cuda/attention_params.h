@@ -1,0 +1,104 @@
+#pragma once
+// Host API of the CUDA attention kernels. Plain C++ (no CUDA headers), so engine code built
+// without nvcc can fill these structs. All pointers are device pointers; strides are in
+// elements. One Params struct per kernel (STYLE.md), validated once at the launch boundary.
+#include <cstddef>
+#include <cstdint>
+
+namespace vela::cuda {
+
+enum class Dtype : uint8_t { kF16, kBf16 };
+
+// Storage format of the K/V cache read by the decode kernel. Quantised formats carry one float
+// scale per (block, kv head): value = stored * scale.
+enum class KvFormat : uint8_t { kF16, kBf16, kInt8, kFp8E4M3 };
+
+// Paged K/V: cache[num_blocks][block_size][num_kv_heads][head_dim]; sequence b's token t lives
+// in block block_table[b * block_table_stride + t / block_size] at row t % block_size.
+struct PagedKv {
+    const void* k_cache = nullptr;
+    const void* v_cache = nullptr;
+    const int32_t* block_table = nullptr;
+    int block_table_stride = 0;
+    int block_size = 0;
+    int64_t block_stride = 0;  // elements between consecutive blocks
+    int64_t token_stride = 0;  // elements between rows within a block
+    int64_t head_stride = 0;   // elements between kv heads within a row
+};
+
+// Prefill forward (FlashAttention-2 style, tensor cores). Varlen batch: sequence b owns query
+// rows [cu_seqlens_q[b], cu_seqlens_q[b+1]) of q/o and key rows [cu_seqlens_k[b],
+// cu_seqlens_k[b+1]) of k/v (contiguous mode) or seqlens_k[b] tokens of paged (paged mode).
+// Causal masking is bottom-right aligned: query i of a sequence with lq queries and lk keys sees
+// key j iff j <= i + lk - lq (the queries are the last lq tokens). A sliding window further
+// requires j >= i + lk - lq - window_left.
+struct PrefillParams {
+    Dtype dtype = Dtype::kBf16;
+    int head_dim = 0;  // 64 or 128
+    int num_heads = 0;
+    int num_kv_heads = 0;  // divides num_heads (GQA / MQA)
+    int batch = 0;
+    int max_seqlen_q = 0;  // host-side bound on cu_seqlens_q differences: sizes the grid
+
+    const void* q = nullptr;  // [total_q][num_heads][head_dim] with the strides below
+    int64_t q_row_stride = 0, q_head_stride = 0;
+    const int32_t* cu_seqlens_q = nullptr;  // [batch + 1]
+
+    // Contiguous K/V (used when paged.block_table == nullptr).
+    const void* k = nullptr;
+    const void* v = nullptr;
+    int64_t kv_row_stride = 0, kv_head_stride = 0;
+    const int32_t* cu_seqlens_k = nullptr;  // [batch + 1]
+
+    // Paged K/V (used when paged.block_table != nullptr); lengths come from seqlens_k.
+    PagedKv paged;
+    const int32_t* seqlens_k = nullptr;  // [batch]
+
+    void* o = nullptr;  // same layout and dtype as q
+    int64_t o_row_stride = 0, o_head_stride = 0;
+    float* lse = nullptr;  // optional [total_q][num_heads], natural log; -inf for empty rows
+
+    float softmax_scale = 0.f;  // usually 1/sqrt(head_dim)
+    bool causal = false;
+    int window_left = -1;  // < 0: unlimited
+};
+
+// Decode (one query token per sequence) over paged K/V: split-K Flash-Decoding. Each CTA owns
+// one kv head (all its query heads packed) and one slice of the context; a combine kernel
+// merges the slices through their LSEs.
+struct DecodeParams {
+    Dtype dtype = Dtype::kBf16;  // dtype of q and o
+    KvFormat kv_format = KvFormat::kBf16;
+    int head_dim = 0;  // 64 or 128
+    int num_heads = 0;
+    int num_kv_heads = 0;  // num_heads / num_kv_heads <= 8
+    int batch = 0;
+    int max_seqlen_k = 0;  // host-side bound on seqlens_k: sizes the split
+
+    const void* q = nullptr;  // [batch][num_heads][head_dim], contiguous
+    PagedKv paged;
+    const int32_t* seqlens_k = nullptr;  // [batch]
+    const float* k_scale = nullptr;      // [num_blocks][num_kv_heads], quantised formats only
+    const float* v_scale = nullptr;
+
+    void* o = nullptr;     // [batch][num_heads][head_dim], contiguous
+    float* lse = nullptr;  // optional [batch][num_heads]
+    float softmax_scale = 0.f;
+
+    int num_splits = 0;         // 0: chosen by decode_plan()
+    void* workspace = nullptr;  // decode_workspace_bytes() bytes of device memory
+};
+
+// Launches on `stream` (a cudaStream_t; nullptr = default stream). Throw vela::InvalidArgument
+// for unsupported shapes and vela::Error for CUDA failures.
+void prefill_forward(const PrefillParams& p, void* stream = nullptr);
+
+// Fills p.num_splits when 0 so the grid covers the device's multiprocessors at least twice.
+void decode_plan(DecodeParams& p, int device_sm_count);
+size_t decode_workspace_bytes(const DecodeParams& p);
+void decode_forward(const DecodeParams& p, void* stream = nullptr);
+
+// True when a CUDA device is usable (tests skip otherwise).
+bool device_available();
+
+}  // namespace vela::cuda

@@ -1,0 +1,20 @@
+#pragma once
+// Internal boundary between the validating host API (api.cpp, plain C++) and the kernel
+// translation units (*.cu). Each launcher is the single dispatch point from runtime values
+// (dtype, head dim, KV format) to template arguments.
+#include <cuda_runtime_api.h>
+
+#include "cuda/attention_params.h"
+
+namespace vela::cuda::detail {
+
+constexpr int kDecodeMaxGroup = 8;        // query heads per kv head held in registers
+constexpr int kDecodeMaxSplitLen = 2048;  // bounds the shared score buffer
+
+cudaError_t launch_prefill(const PrefillParams& p, cudaStream_t stream);
+cudaError_t launch_decode(const DecodeParams& p, int split_len, cudaStream_t stream);
+
+// Shared-memory bytes the decode split kernel needs for a given split length.
+size_t decode_smem_bytes(const DecodeParams& p, int split_len);
+
+}  // namespace vela::cuda::detail

@@ -1,0 +1,258 @@
+#pragma once
+// FlashAttention-2 style prefill forward. One CTA = one (query tile of kM rows, head, sequence);
+// each of its 4 warps owns 16 query rows and keeps Q fragments, the fp32 output accumulator and
+// the running max/sum in registers, so the S x S score matrix never leaves the register file.
+// K and V tiles are single-buffered in shared memory but loaded asynchronously: V_t is fetched
+// while S = Q K_t^T is computed, and K_{t+1} while O += P V_t is computed.
+#include <cmath>
+
+#include "cuda/attention_params.h"
+#include "cuda/mma.cuh"
+
+namespace vela::cuda::detail {
+
+template <int HD>
+struct PrefillShape {
+    static constexpr int kWarps = 4;
+    static constexpr int kThreads = kWarps * 32;
+    static constexpr int kM = 16 * kWarps;  // query rows per CTA
+    static constexpr int kN = 64;           // keys per tile
+    static constexpr int kStride = HD + 8;  // +16 bytes per row: ldmatrix rows hit distinct banks
+    template <class T>
+    static constexpr int smem_bytes() {
+        return (kM + 2 * kN) * kStride * static_cast<int>(sizeof(T));
+    }
+};
+
+// Where sequence b's key/value rows live: contiguous varlen or paged.
+struct KvRows {
+    const char* k;
+    const char* v;
+    const int32_t* table;  // paged only
+    int64_t row_stride, head_off, block_stride, token_stride;
+    int block_size;
+    int elem_bytes;
+
+    __device__ int64_t offset(int key) const {  // element offset of (key, kv head)
+        if (table == nullptr) return key * row_stride + head_off;
+        const int64_t blk = table[key / block_size];
+        return blk * block_stride + (key % block_size) * token_stride + head_off;
+    }
+};
+
+// Copies rows [row0, row0 + ROWS) of a [*, HD] matrix into padded shared memory; rows past
+// `valid_rows` are zero-filled.
+template <class T, int HD, int ROWS, int THREADS, class RowPtr>
+__device__ __forceinline__ void load_tile(T* dst, int valid_rows, RowPtr row_ptr) {
+    constexpr int kChunks = HD / 8;  // 16-byte chunks per row
+    constexpr int kStride = HD + 8;
+#pragma unroll
+    for (int i = threadIdx.x; i < ROWS * kChunks; i += THREADS) {
+        const int r = i / kChunks, c = i % kChunks;
+        const bool ok = r < valid_rows;
+        const T* src = ok ? row_ptr(r) + c * 8 : nullptr;
+        cp_async_16(dst + r * kStride + c * 8, ok ? src : dst, ok);
+    }
+}
+
+struct RowMask {
+    int lk, diag, window;  // diag = lk - lq; window < 0: none
+    bool causal;
+    __device__ bool masked(int qi, int key) const {
+        if (key >= lk) return true;
+        if (causal && key > qi + diag) return true;
+        return window >= 0 && key < qi + diag - window;
+    }
+};
+
+// Online-softmax update of one warp's 16 x kN score tile (s) against running max m and
+// thread-partial sum l; rescales the output accumulator o. Scores stay in raw units.
+template <int NT, int OT>
+__device__ __forceinline__ void softmax_update(float (&s)[NT][4], float (&o)[OT][4], float (&m)[2],
+                                               float (&l)[2], float scale_log2) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int t = 0; t < NT; ++t) mx = fmaxf(mx, fmaxf(s[t][2 * r], s[t][2 * r + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m[r], mx);
+        // A row with every key masked so far keeps m = -inf; exponentiate against 0 so that
+        // exp2(-inf) = 0 instead of NaN from (-inf) - (-inf).
+        const float base = (m_new == -INFINITY) ? 0.f : m_new * scale_log2;
+        const float alpha = exp2f(m[r] * scale_log2 - base);
+        m[r] = m_new;
+        l[r] *= alpha;
+#pragma unroll
+        for (int t = 0; t < OT; ++t) {
+            o[t][2 * r] *= alpha;
+            o[t][2 * r + 1] *= alpha;
+        }
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+#pragma unroll
+            for (int e = 2 * r; e < 2 * r + 2; ++e) {
+                s[t][e] = exp2f(s[t][e] * scale_log2 - base);
+                l[r] += s[t][e];
+            }
+        }
+    }
+}
+
+template <class T, int HD>
+__global__ void __launch_bounds__(PrefillShape<HD>::kThreads)
+    prefill_fwd_kernel(const PrefillParams p) {
+    using Shape = PrefillShape<HD>;
+    constexpr int kM = Shape::kM, kN = Shape::kN, kS = Shape::kStride;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T* sQ = reinterpret_cast<T*>(smem_raw);
+    T* sK = sQ + kM * kS;
+    T* sV = sK + kN * kS;
+
+    const int b = blockIdx.z, h = blockIdx.y;
+    const int m_block = gridDim.x - 1 - blockIdx.x;  // longest causal tiles start first
+    const int q0 = p.cu_seqlens_q[b];
+    const int lq = p.cu_seqlens_q[b + 1] - q0;
+    const int row_lo = m_block * kM;
+    if (row_lo >= lq) return;
+    const int rows = min(kM, lq - row_lo);
+
+    const bool paged = p.paged.block_table != nullptr;
+    const int kvh = h / (p.num_heads / p.num_kv_heads);
+    KvRows kv{};
+    int lk;
+    if (paged) {
+        lk = p.seqlens_k[b];
+        kv = {static_cast<const char*>(p.paged.k_cache), static_cast<const char*>(p.paged.v_cache),
+              p.paged.block_table + static_cast<int64_t>(b) * p.paged.block_table_stride, 0,
+              kvh * p.paged.head_stride, p.paged.block_stride, p.paged.token_stride,
+              p.paged.block_size, 2};
+    } else {
+        const int k0 = p.cu_seqlens_k[b];
+        lk = p.cu_seqlens_k[b + 1] - k0;
+        const int64_t base = k0 * p.kv_row_stride + kvh * p.kv_head_stride;
+        kv = {static_cast<const char*>(p.k) + base * 2, static_cast<const char*>(p.v) + base * 2,
+              nullptr, p.kv_row_stride, 0, 0, 0, 1, 2};
+    }
+    const RowMask mask{lk, lk - lq, p.window_left, p.causal};
+    const int row_hi = row_lo + rows - 1;
+    int n_end = lk, n_begin = 0;
+    if (p.causal) n_end = max(0, min(lk, row_hi + mask.diag + 1));
+    if (p.window_left >= 0) n_begin = max(0, row_lo + mask.diag - p.window_left);
+    const int t_begin = n_begin / kN;
+    const int t_end = n_end > n_begin ? (n_end + kN - 1) / kN : t_begin;
+
+    const T* q = static_cast<const T*>(p.q) + (q0 + row_lo) * p.q_row_stride + h * p.q_head_stride;
+    load_tile<T, HD, kM, Shape::kThreads>(sQ, rows, [&](int r) { return q + r * p.q_row_stride; });
+    auto load_kv = [&](T* dst, const char* base, int t) {
+        const int key0 = t * kN;
+        load_tile<T, HD, kN, Shape::kThreads>(dst, min(kN, lk - key0), [&](int r) {
+            return reinterpret_cast<const T*>(base) + kv.offset(key0 + r);
+        });
+    };
+    if (t_begin < t_end) load_kv(sK, kv.k, t_begin);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, tig = lane % 4;
+    uint32_t qf[HD / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk)
+        ldmatrix_x4(qf[kk], sQ + (warp * 16 + lane % 16) * kS + kk * 16 + (lane / 16) * 8);
+
+    float o[HD / 8][4] = {};
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
+    const int qi_base = row_lo + warp * 16 + g;
+
+    for (int t = t_begin; t < t_end; ++t) {
+        if (t > t_begin) {
+            cp_async_wait<0>();
+            __syncthreads();  // K_t landed; every warp finished reading V_{t-1}
+        }
+        load_kv(sV, kv.v, t);
+        cp_async_commit();
+
+        float s[kN / 8][4] = {};
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; ++kk) {
+#pragma unroll
+            for (int nn = 0; nn < kN / 16; ++nn) {
+                uint32_t bk[4];
+                ldmatrix_x4(bk, sK + (nn * 16 + lane % 8 + (lane / 16) * 8) * kS + kk * 16 +
+                                    ((lane / 8) % 2) * 8);
+                mma_16816<T>(s[2 * nn], qf[kk], bk[0], bk[1]);
+                mma_16816<T>(s[2 * nn + 1], qf[kk], bk[2], bk[3]);
+            }
+        }
+        const int key0 = t * kN;
+        const bool need_mask = key0 + kN > lk || (p.causal && key0 + kN - 1 > row_lo + mask.diag) ||
+                               (p.window_left >= 0 && key0 < row_hi + mask.diag - p.window_left);
+        if (need_mask) {
+#pragma unroll
+            for (int nt = 0; nt < kN / 8; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    if (mask.masked(qi_base + (e / 2) * 8, key0 + nt * 8 + tig * 2 + (e % 2)))
+                        s[nt][e] = -INFINITY;
+        }
+        softmax_update(s, o, m, l, scale_log2);
+
+        cp_async_wait<0>();
+        __syncthreads();  // V_t landed; every warp finished reading K_t
+        if (t + 1 < t_end) load_kv(sK, kv.k, t + 1);
+        cp_async_commit();
+
+#pragma unroll
+        for (int kk = 0; kk < kN / 16; ++kk) {
+            const uint32_t a[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]),
+                                   pack2<T>(s[2 * kk][2], s[2 * kk][3]),
+                                   pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                   pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+            for (int nn = 0; nn < HD / 16; ++nn) {
+                uint32_t bv[4];
+                ldmatrix_x4_trans(bv, sV + (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kS +
+                                          nn * 16 + (lane / 16) * 8);
+                mma_16816<T>(o[2 * nn], a, bv[0], bv[1]);
+                mma_16816<T>(o[2 * nn + 1], a, bv[2], bv[3]);
+            }
+        }
+    }
+
+    // Epilogue: normalise, stage this warp's 16 rows in its own slice of sQ (only it read
+    // those rows), then write 16-byte chunks.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    }
+    T* sO = sQ + warp * 16 * kS;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+#pragma unroll
+        for (int nt = 0; nt < HD / 8; ++nt)
+            *reinterpret_cast<uint32_t*>(sO + (g + 8 * r) * kS + nt * 8 + tig * 2) =
+                pack2<T>(o[nt][2 * r] * inv, o[nt][2 * r + 1] * inv);
+        const int qi = qi_base + 8 * r;
+        if (p.lse != nullptr && tig == 0 && qi < lq)
+            p.lse[static_cast<int64_t>(q0 + qi) * p.num_heads + h] =
+                l[r] > 0.f ? m[r] * p.softmax_scale + logf(l[r]) : -INFINITY;
+    }
+    __syncwarp();
+    T* out = static_cast<T*>(p.o) + (q0 + row_lo + warp * 16) * p.o_row_stride + h * p.o_head_stride;
+    constexpr int kChunks = HD / 8;
+#pragma unroll
+    for (int i = lane; i < 16 * kChunks; i += 32) {
+        const int r = i / kChunks, c = i % kChunks;
+        if (row_lo + warp * 16 + r < lq)
+            *reinterpret_cast<uint4*>(out + r * p.o_row_stride + c * 8) =
+                *reinterpret_cast<const uint4*>(sO + r * kS + c * 8);
+    }
+}
+
+}  // namespace vela::cuda::detail
