@@ -1,0 +1,151 @@
+#include "sampling/logits_processors.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/error.h"
+
+namespace vela::sampling {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+float max_logit(const Candidates& c) {
+    if (c.sorted) return c.items.front().logit;
+    float m = kNegInf;
+    for (const Candidate& x : c.items) m = std::max(m, x.logit);
+    return m;
+}
+
+// Sum of exp(logit - m) in double: the normaliser top_p compares its running mass against.
+double mass(const Candidates& c, float m) {
+    double z = 0.0;
+    for (const Candidate& x : c.items) z += std::exp(static_cast<double>(x.logit) - m);
+    return z;
+}
+
+}  // namespace
+
+void apply_penalties(std::span<float> logits, std::span<const int32_t> history,
+                     const SamplingParams& params, std::vector<int32_t>& scratch) {
+    if (!params.penalties_enabled() || history.empty()) return;
+    const size_t window = params.penalty_last_n < 0
+                              ? history.size()
+                              : std::min(history.size(), static_cast<size_t>(params.penalty_last_n));
+    scratch.assign(history.end() - static_cast<std::ptrdiff_t>(window), history.end());
+    // Sorting the window turns counting into run lengths: no vocab-sized table per token.
+    std::sort(scratch.begin(), scratch.end());
+    for (size_t i = 0; i < scratch.size();) {
+        const int32_t token = scratch[i];
+        size_t j = i;
+        while (j < scratch.size() && scratch[j] == token) ++j;
+        if (token < 0 || static_cast<size_t>(token) >= logits.size())
+            fail<InvalidArgument>("sampling: history token {} outside the vocabulary of {}", token,
+                                  logits.size());
+        const auto count = static_cast<float>(j - i);
+        float& l = logits[static_cast<size_t>(token)];
+        l = l > 0.0f ? l / params.repetition_penalty : l * params.repetition_penalty;
+        l -= count * params.frequency_penalty + params.presence_penalty;
+        i = j;
+    }
+}
+
+int32_t argmax(std::span<const float> logits) {
+    int32_t best = -1;
+    float best_logit = kNegInf;
+    for (size_t i = 0; i < logits.size(); ++i) {
+        // Strict '>' keeps the lowest id among ties and never picks NaN.
+        if (logits[i] > best_logit) {
+            best_logit = logits[i];
+            best = static_cast<int32_t>(i);
+        }
+    }
+    return best;
+}
+
+void all_candidates(std::span<const float> logits, Candidates& out) {
+    out.items.clear();
+    out.items.reserve(logits.size());
+    for (size_t i = 0; i < logits.size(); ++i)
+        if (logits[i] > kNegInf) out.items.push_back({static_cast<int32_t>(i), logits[i]});
+    out.sorted = false;
+}
+
+void top_k(std::span<const float> logits, int32_t k, Candidates& out) {
+    VELA_ASSERT(k > 0);
+    out.items.clear();
+    const size_t keep = std::min(static_cast<size_t>(k), logits.size());
+    // Bounded min-heap (heap front = worst kept): most logits lose one comparison against the
+    // front and cost nothing more, so this is ~O(n) for k << n without a vocab-sized buffer.
+    auto worse_first = [](const Candidate& a, const Candidate& b) { return ranks_before(a, b); };
+    out.items.reserve(keep);
+    for (size_t i = 0; i < logits.size(); ++i) {
+        const Candidate x{static_cast<int32_t>(i), logits[i]};
+        if (!(x.logit > kNegInf)) continue;
+        if (out.items.size() < keep) {
+            out.items.push_back(x);
+            std::push_heap(out.items.begin(), out.items.end(), worse_first);
+        } else if (ranks_before(x, out.items.front())) {
+            std::pop_heap(out.items.begin(), out.items.end(), worse_first);
+            out.items.back() = x;
+            std::push_heap(out.items.begin(), out.items.end(), worse_first);
+        }
+    }
+    std::sort(out.items.begin(), out.items.end(), ranks_before);
+    out.sorted = true;
+}
+
+void top_p(Candidates& c, float p) {
+    if (p >= 1.0f || c.items.size() <= 1) return;
+    const float m = max_logit(c);
+    const double target = static_cast<double>(p) * mass(c, m);
+    auto& v = c.items;
+    // Sort only as far as the nucleus reaches: prefixes of 64, 256, 1024, ... elements. Each
+    // round extends the sorted prefix; elements past it all rank after it.
+    size_t sorted_end = c.sorted ? v.size() : 0;
+    double cum = 0.0;
+    for (size_t i = 0; i < v.size(); ++i) {
+        if (i == sorted_end) {
+            const size_t next = std::min(v.size(), std::max<size_t>(64, 4 * sorted_end));
+            std::partial_sort(v.begin() + static_cast<std::ptrdiff_t>(i),
+                              v.begin() + static_cast<std::ptrdiff_t>(next), v.end(), ranks_before);
+            sorted_end = next;
+        }
+        cum += std::exp(static_cast<double>(v[i].logit) - m);
+        if (cum >= target) {
+            v.resize(i + 1);
+            break;
+        }
+    }
+    // Either cut at a sorted prefix, or rounding kept everything after sorting it all.
+    c.sorted = true;
+}
+
+void min_p(Candidates& c, float p) {
+    if (p <= 0.0f || c.items.empty()) return;
+    // p_i >= p * p_max  <=>  logit_i >= max + log(p): no exponentials needed.
+    const double threshold = static_cast<double>(max_logit(c)) + std::log(static_cast<double>(p));
+    auto below = [threshold](const Candidate& x) { return static_cast<double>(x.logit) < threshold; };
+    if (c.sorted) {
+        auto cut = std::find_if(c.items.begin(), c.items.end(), below);
+        c.items.erase(cut, c.items.end());
+    } else {
+        std::erase_if(c.items, below);  // keeps id order
+    }
+}
+
+void softmax(const Candidates& c, float temperature, std::vector<double>& weights) {
+    VELA_ASSERT(temperature > 0.0f && !c.items.empty());
+    const double m = max_logit(c);
+    const double inv_t = 1.0 / static_cast<double>(temperature);
+    weights.resize(c.items.size());
+    double z = 0.0;
+    for (size_t i = 0; i < c.items.size(); ++i) {
+        weights[i] = std::exp((c.items[i].logit - m) * inv_t);
+        z += weights[i];
+    }
+    for (double& w : weights) w /= z;
+}
+
+}  // namespace vela::sampling

@@ -1,0 +1,57 @@
+#pragma once
+// The processors of the sampling chain, in llama.cpp's default order:
+//   penalties -> top_k -> top_p -> min_p -> temperature -> draw.
+// top_p and min_p look at the temperature-1 distribution of the survivors so far; temperature
+// only reshapes what survives. Each step does only the sorting it needs: top_k selects with a
+// bounded heap, top_p sorts progressively larger prefixes, min_p is one linear pass.
+//
+// Determinism: candidates are ordered either by token id (never reordered) or by the strict
+// total order (logit desc, token asc). Both are canonical, so the survivors and their order do
+// not depend on the standard library's sort/selection algorithms.
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "sampling/sampling_params.h"
+
+namespace vela::sampling {
+
+struct Candidate {
+    int32_t token;
+    float logit;
+};
+
+// (logit desc, token asc): a strict total order, so a sorted prefix is unique.
+inline bool ranks_before(const Candidate& a, const Candidate& b) {
+    return a.logit != b.logit ? a.logit > b.logit : a.token < b.token;
+}
+
+struct Candidates {
+    std::vector<Candidate> items;
+    bool sorted = false;  // false: ascending token id; true: ranks_before order
+};
+
+// Subtracts/divides penalties for tokens seen in the last `penalty_last_n` entries of history.
+// `scratch` avoids an allocation per token. Throws InvalidArgument for a token outside logits.
+void apply_penalties(std::span<float> logits, std::span<const int32_t> history,
+                     const SamplingParams& params, std::vector<int32_t>& scratch);
+
+// Exact argmax, ties to the lowest id, NaN ignored; -1 when no logit is above -inf.
+int32_t argmax(std::span<const float> logits);
+
+// Every token with a logit above -inf (NaN dropped), in id order.
+void all_candidates(std::span<const float> logits, Candidates& out);
+
+// The k best tokens of `logits`, sorted. k >= logits.size() keeps everything (still sorted).
+void top_k(std::span<const float> logits, int32_t k, Candidates& out);
+
+// Keeps the smallest ranked prefix whose softmax mass reaches p (the crossing token included).
+void top_p(Candidates& c, float p);
+
+// Keeps tokens whose probability is at least min_p times the largest one's.
+void min_p(Candidates& c, float p);
+
+// Softmax of logit / temperature over the candidates, in candidate order (temperature > 0).
+void softmax(const Candidates& c, float temperature, std::vector<double>& weights);
+
+}  // namespace vela::sampling

@@ -1,0 +1,81 @@
+#include "sampling/sampler.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace vela {
+namespace {
+
+uint64_t resolve_seed(uint64_t seed) {
+    if (seed != SamplingParams::kRandomSeed) return seed;
+    std::random_device rd;
+    return (static_cast<uint64_t>(rd()) << 32) ^ rd();
+}
+
+const SamplingParams& validated(const SamplingParams& p) {
+    p.validate();
+    return p;
+}
+
+[[noreturn]] void fail_no_candidate(size_t vocab) {
+    fail<InvalidArgument>("sampling: none of the {} logits is above -inf (all masked or NaN)", vocab);
+}
+
+}  // namespace
+
+Sampler::Sampler(const SamplingParams& params)
+    : params_(validated(params)), seed_(resolve_seed(params.seed)), rng_(seed_) {}
+
+double Sampler::uniform() {
+    // The top 53 bits of one 64-bit draw, scaled exactly into [0, 1).
+    return static_cast<double>(rng_() >> 11) * 0x1.0p-53;
+}
+
+bool Sampler::process(std::span<float> logits, std::span<const int32_t> history) {
+    sampling::apply_penalties(logits, history, params_, scratch_);
+    if (params_.temperature == 0.0f) return false;
+    const auto k = params_.top_k;
+    if (k > 0 && static_cast<size_t>(k) < logits.size()) {
+        sampling::top_k(logits, k, candidates_);
+    } else {
+        sampling::all_candidates(logits, candidates_);
+    }
+    if (candidates_.items.empty()) fail_no_candidate(logits.size());
+    sampling::top_p(candidates_, params_.top_p);
+    sampling::min_p(candidates_, params_.min_p);
+    sampling::softmax(candidates_, params_.temperature, weights_);
+    return true;
+}
+
+int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> history) {
+    if (!process(logits, history)) {
+        const int32_t best = sampling::argmax(logits);
+        if (best < 0) fail_no_candidate(logits.size());
+        return best;
+    }
+    // Inverse CDF over the canonical candidate order; the last candidate absorbs rounding.
+    const double u = uniform();
+    double cum = 0.0;
+    for (size_t i = 0; i + 1 < weights_.size(); ++i) {
+        cum += weights_[i];
+        if (u < cum) return candidates_.items[i].token;
+    }
+    return candidates_.items.back().token;
+}
+
+void Sampler::distribution(std::span<const float> logits, std::span<const int32_t> history,
+                           std::vector<float>& probs) {
+    penalized_.assign(logits.begin(), logits.end());
+    probs.assign(logits.size(), 0.0f);
+    if (!process(penalized_, history)) {
+        const int32_t best = sampling::argmax(penalized_);
+        if (best < 0) fail_no_candidate(logits.size());
+        probs[static_cast<size_t>(best)] = 1.0f;
+        return;
+    }
+    for (size_t i = 0; i < weights_.size(); ++i)
+        probs[static_cast<size_t>(candidates_.items[i].token)] = static_cast<float>(weights_[i]);
+}
+
+}  // namespace vela

@@ -1,0 +1,54 @@
+#pragma once
+// One Sampler per sequence: runs the logits-processor chain (see logits_processors.h) and draws
+// the next token from its own seeded RNG.
+//
+// Reproducibility: std::mt19937_64 is fully specified by the standard and the uniform draw is
+// our own bit conversion, so the same seed and the same logits give the same tokens with any
+// standard library (std::uniform_real_distribution would not).
+#include <cstdint>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "sampling/logits_processors.h"
+#include "sampling/sampling_params.h"
+
+namespace vela {
+
+class Sampler {
+public:
+    // Validates params (throws InvalidArgument) and seeds the RNG.
+    explicit Sampler(const SamplingParams& params);
+
+    // logits: one row of vocab floats, modified in place by the penalties.
+    // history: prompt + generated tokens so far (the penalties' window is taken from its end).
+    // Throws InvalidArgument when no logit is above -inf or a history token is out of range.
+    int32_t sample(std::span<float> logits, std::span<const int32_t> history);
+
+    // The final distribution after every processor, for rejection sampling and logprobs:
+    // probs gets logits.size() entries, zero outside the survivors; one-hot when greedy.
+    // Does not advance the RNG.
+    void distribution(std::span<const float> logits, std::span<const int32_t> history,
+                      std::vector<float>& probs);
+
+    // Next draw of this sampler's RNG, uniform in [0, 1) with 53 random bits: the accept/reject
+    // coin of speculative decoding comes from the same reproducible stream.
+    double uniform();
+
+    const SamplingParams& params() const { return params_; }
+    uint64_t seed() const { return seed_; }  // the seed actually used (drawn if kRandomSeed)
+
+private:
+    // Penalties (into `logits` itself) then truncation into candidates_; false when greedy.
+    bool process(std::span<float> logits, std::span<const int32_t> history);
+
+    SamplingParams params_;
+    uint64_t seed_;
+    std::mt19937_64 rng_;
+    sampling::Candidates candidates_;
+    std::vector<double> weights_;
+    std::vector<int32_t> scratch_;
+    std::vector<float> penalized_;  // distribution()'s copy: its logits are const
+};
+
+}  // namespace vela

@@ -1,0 +1,160 @@
+// Sampler behaviour: seeded reproducibility, the RNG stream itself, and a chi-square test that
+// the drawn tokens follow distribution().
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "core/error.h"
+#include "sampling/sampler.h"
+
+namespace vela {
+namespace {
+
+std::vector<float> fixed_logits(size_t n, uint64_t seed, float scale) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> dist(0.0f, scale);
+    std::vector<float> v(n);
+    for (float& x : v) x = dist(rng);
+    return v;
+}
+
+std::vector<int32_t> generate(const SamplingParams& p, const std::vector<float>& logits, int n) {
+    Sampler sampler(p);
+    std::vector<int32_t> history = {1, 2, 3};
+    for (int i = 0; i < n; ++i) {
+        std::vector<float> row = logits;
+        history.push_back(sampler.sample(row, history));
+    }
+    return history;
+}
+
+TEST(Sampler, SameSeedSameTokensDifferentSeedsDiffer) {
+    const auto logits = fixed_logits(4099, 7, 1.5f);
+    SamplingParams p;
+    p.repetition_penalty = 1.2f;
+    p.seed = 1234;
+    const auto a = generate(p, logits, 300);
+    EXPECT_EQ(a, generate(p, logits, 300));
+    p.seed = 1235;
+    EXPECT_NE(a, generate(p, logits, 300));
+}
+
+TEST(Sampler, RandomSeedIsDrawnAndReported) {
+    SamplingParams p;  // seed = kRandomSeed
+    Sampler a(p), b(p);
+    EXPECT_NE(a.seed(), SamplingParams::kRandomSeed);
+    EXPECT_NE(a.seed(), b.seed());  // 2^-64 chance of a false failure
+    p.seed = a.seed();
+    Sampler replay(p);
+    for (int i = 0; i < 10; ++i) EXPECT_EQ(a.uniform(), replay.uniform());
+}
+
+// The stream is std::mt19937_64 (fully specified by the standard) with our own bit conversion,
+// so it is the same with every standard library: the standard fixes the 10000th output of a
+// default-seeded engine.
+TEST(Sampler, UniformStreamIsPlatformIndependent) {
+    SamplingParams p;
+    p.seed = std::mt19937_64::default_seed;
+    Sampler s(p);
+    for (int i = 0; i < 9999; ++i) {
+        const double u = s.uniform();
+        ASSERT_TRUE(u >= 0.0 && u < 1.0);
+    }
+    EXPECT_EQ(s.uniform(), static_cast<double>(9981545732273789042ull >> 11) * 0x1.0p-53);
+}
+
+TEST(Sampler, DistributionDoesNotAdvanceTheRng) {
+    const auto logits = fixed_logits(512, 3, 2.0f);
+    SamplingParams p;
+    p.seed = 99;
+    Sampler a(p), b(p);
+    std::vector<float> probs;
+    a.distribution(logits, {}, probs);
+    auto r1 = logits, r2 = logits;
+    EXPECT_EQ(a.sample(r1, {}), b.sample(r2, {}));
+}
+
+TEST(Sampler, AllMaskedThrows) {
+    const float inf = std::numeric_limits<float>::infinity();
+    std::vector<float> logits = {-inf, -inf, std::numeric_limits<float>::quiet_NaN()};
+    Sampler s(SamplingParams{});
+    EXPECT_THROW(s.sample(logits, {}), InvalidArgument);
+    SamplingParams greedy;
+    greedy.temperature = 0.0f;
+    Sampler g(greedy);
+    EXPECT_THROW(g.sample(logits, {}), InvalidArgument);
+}
+
+TEST(Sampler, MaskedTokensAreNeverDrawn) {
+    auto logits = fixed_logits(300, 5, 0.1f);
+    for (size_t i = 0; i < logits.size(); i += 2) logits[i] = -std::numeric_limits<float>::infinity();
+    SamplingParams p;
+    p.top_k = 0;
+    p.top_p = 1.0f;
+    p.min_p = 0.0f;
+    p.seed = 5;
+    Sampler s(p);
+    for (int i = 0; i < 2000; ++i) {
+        auto row = logits;
+        ASSERT_EQ(s.sample(row, {}) % 2, 1);
+    }
+}
+
+// Wilson-Hilferty approximation of the chi-square quantile for z standard deviations.
+double chi2_quantile(double df, double z) {
+    const double a = 2.0 / (9.0 * df);
+    return df * std::pow(1.0 - a + z * std::sqrt(a), 3.0);
+}
+
+// 200k draws with a fixed seed against the processed distribution, every processor active.
+TEST(Sampler, EmpiricalFrequenciesMatchDistribution) {
+    const auto logits = fixed_logits(1000, 11, 2.0f);
+    const std::vector<int32_t> history = {5, 5, 17, 300, 999, 42, 42, 42};
+    SamplingParams p;
+    p.temperature = 0.9f;
+    p.top_k = 60;
+    p.top_p = 0.97f;
+    p.min_p = 0.01f;
+    p.repetition_penalty = 1.1f;
+    p.frequency_penalty = 0.2f;
+    p.presence_penalty = 0.1f;
+    p.seed = 20240611;
+    Sampler s(p);
+    std::vector<float> probs;
+    s.distribution(logits, history, probs);
+    const int n = 200000;
+    std::vector<int64_t> counts(logits.size(), 0);
+    for (int i = 0; i < n; ++i) {
+        auto row = logits;
+        ++counts[static_cast<size_t>(s.sample(row, history))];
+    }
+    // Bins with fewer than 5 expected draws are pooled so the chi-square approximation holds.
+    double chi2 = 0.0, pooled_expected = 0.0, pooled_observed = 0.0;
+    int bins = 0, support = 0;
+    for (size_t t = 0; t < probs.size(); ++t) {
+        if (probs[t] == 0.0f) {
+            ASSERT_EQ(counts[t], 0) << "token " << t << " is outside the distribution";
+            continue;
+        }
+        ++support;
+        const double e = probs[t] * n;
+        if (e < 5.0) {
+            pooled_expected += e;
+            pooled_observed += static_cast<double>(counts[t]);
+            continue;
+        }
+        chi2 += (counts[t] - e) * (counts[t] - e) / e;
+        ++bins;
+    }
+    if (pooled_expected > 0.0) {
+        chi2 += (pooled_observed - pooled_expected) * (pooled_observed - pooled_expected) / pooled_expected;
+        ++bins;
+    }
+    ASSERT_GE(support, 10) << "the test needs a spread-out distribution";
+    EXPECT_LT(chi2, chi2_quantile(bins - 1, 3.72)) << bins << " bins";  // p ~ 1e-4
+}
+
+}  // namespace
+}  // namespace vela
