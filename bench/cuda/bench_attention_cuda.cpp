@@ -1,0 +1,182 @@
+// Timing driver for the CUDA attention kernels (cudaEvents, median of repeats, random data).
+// Prints markdown tables: prefill forward TFLOP/s (FlashAttention benchmark convention: batch x
+// seqlen = 16k tokens, hidden 2048) and decode GB/s against the measured device-to-device copy
+// bandwidth. The torch SDPA peer runs from sdpa_peer.py in the same script (run.sh).
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "cuda/attention_params.h"
+
+namespace {
+
+using namespace vela::cuda;
+
+void check(cudaError_t e, const char* what) {
+    if (e != cudaSuccess) {
+        std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
+        std::exit(1);
+    }
+}
+
+struct Buffer {
+    void* p = nullptr;
+    explicit Buffer(size_t bytes) { check(cudaMalloc(&p, std::max<size_t>(bytes, 16)), "cudaMalloc"); }
+    ~Buffer() { cudaFree(p); }
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+};
+
+// Random bytes whose 16-bit pairs are finite, O(1) fp16/bf16 values (never zeros): a random
+// chunk of at most 64 MiB is uploaded and tiled on the device, so multi-GB caches fill fast.
+void fill_random(void* dst, size_t bytes, uint32_t seed) {
+    const size_t chunk = std::min<size_t>(bytes, size_t(64) << 20);
+    std::vector<uint8_t> h(chunk);
+    std::mt19937 rng(seed);
+    for (size_t i = 0; i < chunk; ++i) h[i] = (i % 2) ? static_cast<uint8_t>(0x30 + rng() % 16) : rng();
+    check(cudaMemcpy(dst, h.data(), chunk, cudaMemcpyHostToDevice), "upload");
+    auto* d = static_cast<uint8_t*>(dst);
+    for (size_t off = chunk; off < bytes; off += chunk)
+        check(cudaMemcpy(d + off, d, std::min(chunk, bytes - off), cudaMemcpyDeviceToDevice), "tile");
+}
+
+template <class Fn>
+double median_ms(Fn fn, int reps) {
+    cudaEvent_t a, b;
+    cudaEventCreate(&a);
+    cudaEventCreate(&b);
+    for (int i = 0; i < 3; ++i) fn();
+    std::vector<float> t;
+    for (int i = 0; i < reps; ++i) {
+        cudaEventRecord(a);
+        fn();
+        cudaEventRecord(b);
+        check(cudaEventSynchronize(b), "timing");
+        float ms = 0;
+        cudaEventElapsedTime(&ms, a, b);
+        t.push_back(ms);
+    }
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+}
+
+double copy_bandwidth_gbs() {
+    const size_t bytes = size_t(2) << 30;
+    Buffer a(bytes), b(bytes);
+    check(cudaMemset(a.p, 1, bytes), "memset");
+    const double ms = median_ms([&] { cudaMemcpy(b.p, a.p, bytes, cudaMemcpyDeviceToDevice); }, 10);
+    return 2.0 * bytes / (ms * 1e6);  // bytes read + written
+}
+
+void bench_prefill() {
+    std::printf("\n| kernel | head_dim | seqlen | batch | heads | causal | ms | TFLOP/s |\n");
+    std::printf("|---|---|---|---|---|---|---|---|\n");
+    for (int hd : {64, 128}) {
+        for (int s : {512, 1024, 2048, 4096, 8192, 16384}) {
+            for (bool causal : {false, true}) {
+                const int batch = 16384 / s, heads = 2048 / hd;
+                const size_t elems = size_t(batch) * s * heads * hd;
+                Buffer q(elems * 2), k(elems * 2), v(elems * 2), o(elems * 2), cu(4 * (batch + 1));
+                fill_random(q.p, elems * 2, 1);
+                fill_random(k.p, elems * 2, 2);
+                fill_random(v.p, elems * 2, 3);
+                std::vector<int32_t> cuh(batch + 1);
+                for (int b = 0; b <= batch; ++b) cuh[b] = b * s;
+                check(cudaMemcpy(cu.p, cuh.data(), 4 * (batch + 1), cudaMemcpyHostToDevice), "cu");
+                PrefillParams p;
+                p.dtype = Dtype::kBf16;
+                p.head_dim = hd;
+                p.num_heads = p.num_kv_heads = heads;
+                p.batch = batch;
+                p.max_seqlen_q = s;
+                p.q = q.p;
+                p.k = k.p;
+                p.v = v.p;
+                p.o = o.p;
+                p.q_row_stride = p.o_row_stride = p.kv_row_stride = int64_t{heads} * hd;
+                p.q_head_stride = p.o_head_stride = p.kv_head_stride = hd;
+                p.cu_seqlens_q = p.cu_seqlens_k = static_cast<int32_t*>(cu.p);
+                p.softmax_scale = 1.f / std::sqrt(float(hd));
+                p.causal = causal;
+                const double ms = median_ms([&] { prefill_forward(p); }, 20);
+                const double flops = 4.0 * batch * heads * double(s) * s * hd / (causal ? 2 : 1);
+                std::printf("| vela prefill bf16 | %d | %d | %d | %d | %d | %.3f | %.1f |\n", hd, s,
+                            batch, heads, causal, ms, flops / (ms * 1e9));
+            }
+        }
+    }
+}
+
+void bench_decode(double copy_gbs, int sms) {
+    const int heads = 32, kv_heads = 8, hd = 128, bs = 16;  // Llama-3-8B attention shape
+    std::printf("\n| kernel | kv format | batch | context | splits | us | GB/s | %% of copy |\n");
+    std::printf("|---|---|---|---|---|---|---|---|\n");
+    for (KvFormat f : {KvFormat::kBf16, KvFormat::kInt8, KvFormat::kFp8E4M3}) {
+        const int eb = f == KvFormat::kBf16 ? 2 : 1;
+        for (int batch : {1, 8, 32, 64}) {
+            for (int ctx : {1024, 4096, 16384, 32768}) {
+                const int blocks_per_seq = ctx / bs, nb = batch * blocks_per_seq;
+                const size_t cache_bytes = size_t(nb) * bs * kv_heads * hd * eb;
+                Buffer k(cache_bytes), v(cache_bytes), q(size_t(batch) * heads * hd * 2),
+                    o(size_t(batch) * heads * hd * 2), table(4 * size_t(nb)), lens(4 * batch),
+                    ks(4 * size_t(nb) * kv_heads), vs(4 * size_t(nb) * kv_heads);
+                fill_random(k.p, cache_bytes, 4);
+                fill_random(v.p, cache_bytes, 5);
+                fill_random(q.p, size_t(batch) * heads * hd * 2, 6);
+                std::vector<int32_t> t(nb), l(batch, ctx);
+                std::vector<float> sc(size_t(nb) * kv_heads, 0.01f);
+                std::mt19937 rng(7);
+                for (int i = 0; i < nb; ++i) t[i] = i;
+                std::shuffle(t.begin(), t.end(), rng);  // scattered blocks, as in a real pool
+                check(cudaMemcpy(table.p, t.data(), 4 * size_t(nb), cudaMemcpyHostToDevice), "t");
+                check(cudaMemcpy(lens.p, l.data(), 4 * batch, cudaMemcpyHostToDevice), "l");
+                check(cudaMemcpy(ks.p, sc.data(), 4 * sc.size(), cudaMemcpyHostToDevice), "ks");
+                check(cudaMemcpy(vs.p, sc.data(), 4 * sc.size(), cudaMemcpyHostToDevice), "vs");
+                DecodeParams p;
+                p.dtype = Dtype::kBf16;
+                p.kv_format = f;
+                p.head_dim = hd;
+                p.num_heads = heads;
+                p.num_kv_heads = kv_heads;
+                p.batch = batch;
+                p.max_seqlen_k = ctx;
+                p.q = q.p;
+                p.paged = {k.p, v.p, static_cast<int32_t*>(table.p), blocks_per_seq, bs,
+                           int64_t{bs} * kv_heads * hd, int64_t{kv_heads} * hd, hd};
+                p.seqlens_k = static_cast<int32_t*>(lens.p);
+                p.k_scale = static_cast<float*>(ks.p);
+                p.v_scale = static_cast<float*>(vs.p);
+                p.o = o.p;
+                p.softmax_scale = 1.f / std::sqrt(float(hd));
+                decode_plan(p, sms);
+                Buffer ws(decode_workspace_bytes(p));
+                p.workspace = ws.p;
+                const double ms = median_ms([&] { decode_forward(p); }, 30);
+                const double gbs = 2.0 * cache_bytes / (ms * 1e6);
+                const char* name = f == KvFormat::kBf16 ? "bf16" : f == KvFormat::kInt8 ? "int8" : "fp8e4m3";
+                std::printf("| vela decode | %s | %d | %d | %d | %.1f | %.0f | %.0f%% |\n", name, batch,
+                            ctx, p.num_splits, ms * 1e3, gbs, 100.0 * gbs / copy_gbs);
+            }
+        }
+    }
+}
+
+}  // namespace
+
+int main() {
+    cudaDeviceProp prop{};
+    check(cudaGetDeviceProperties(&prop, 0), "device");
+    const double copy = copy_bandwidth_gbs();
+    std::printf("device: %s, %d SMs; cudaMemcpy D2D: %.0f GB/s (read + write)\n", prop.name,
+                prop.multiProcessorCount, copy);
+    bench_prefill();
+    bench_decode(copy, prop.multiProcessorCount);
+    return 0;
+}

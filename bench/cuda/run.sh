@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs the CUDA attention tests, a compute-sanitizer pass, the Vela timing driver and the torch
+# SDPA peer back to back on the same card. Usage (repo root, GPU machine):
+#   bench/cuda/run.sh OUTDIR [BINDIR]
+# BINDIR holds prebuilt test_cuda_attention and bench_attention_cuda (plus any shared libraries
+# the machine lacks, found through LD_LIBRARY_PATH=BINDIR); without it, builds with CMake.
+set -uo pipefail
+out=${1:-/tmp/vela-cuda-bench}
+bin=${2:-}
+mkdir -p "$out"
+if [[ -z "$bin" ]]; then
+  cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DVELA_CUDA=ON \
+        -DCMAKE_CUDA_ARCHITECTURES=90 >"$out/cmake.log" || exit 1
+  ninja -C build-cuda -j16 test_cuda_attention bench_attention_cuda >"$out/build.log" || exit 1
+  bin=build-cuda/bin
+fi
+export LD_LIBRARY_PATH="$bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export VELA_SOURCE_DIR=$PWD
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
+"$bin/test_cuda_attention" >"$out/tests.log" 2>&1
+echo "tests exit $?"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED|Failure|Expected|Which is|rel " "$out/tests.log" | head -60
+compute-sanitizer --tool memcheck "$bin/test_cuda_attention" \
+  --gtest_filter='All/PrefillSmall.*/1:All/Decode.*/13:Prefill.PagedBlockSize1Gqa8' >"$out/memcheck.log" 2>&1
+echo "memcheck exit $?"; tail -3 "$out/memcheck.log"
+compute-sanitizer --tool racecheck "$bin/test_cuda_attention" \
+  --gtest_filter='All/PrefillSmall.OddLengthsGqa4/1:All/Decode.*/2' >"$out/racecheck.log" 2>&1
+echo "racecheck exit $?"; tail -3 "$out/racecheck.log"
+"$bin/bench_attention_cuda" | tee "$out/vela.md"
+python3 bench/cuda/sdpa_peer.py | tee "$out/sdpa.md"
