@@ -36,6 +36,9 @@ Model::Model(const std::string& path)
       weights_(ModelWeights::bind(file_, hp_)),
       scratch_(std::make_unique<Scratch>()) {}
 
+Model::~Model() = default;
+Model::Model(Model&&) noexcept = default;
+
 void Model::forward(const Batch& batch, KvCache& kv, Backend& backend, std::vector<float>& logits) {
     const int64_t rows = batch.n_rows();
     VELA_ASSERT(static_cast<int64_t>(batch.slots.size()) == rows);

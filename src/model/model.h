@@ -18,6 +18,8 @@ class Model {
 public:
     // Maps the file, reads hyper-parameters and binds the weights (FormatError on problems).
     explicit Model(const std::string& path);
+    ~Model();
+    Model(Model&&) noexcept;
 
     const HParams& hparams() const { return hp_; }
     const gguf::File& file() const { return file_; }
