@@ -1,0 +1,132 @@
+// Token ids of the default model's tokenizer against Hugging Face `tokenizers` on the committed
+// corpus (data/smollm2_golden.json, from gen_tokenizer_golden.py).
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <vector>
+
+#include "core/error.h"
+#include "tokenizer/utf8.h"
+#include "tokenizer_test_util.h"
+
+namespace vela {
+namespace {
+
+const Tokenizer& require_model() {
+    const Tokenizer* tok = test::smollm2_tokenizer();
+    if (!tok) throw std::runtime_error("unreachable");
+    return *tok;
+}
+
+#define SKIP_WITHOUT_MODEL() \
+    if (!test::smollm2_tokenizer()) GTEST_SKIP() << "default model not found"
+
+std::vector<int32_t> ids_of(const nlohmann::json& j) { return j.get<std::vector<int32_t>>(); }
+
+TEST(SmolLM2Tokenizer, Metadata) {
+    SKIP_WITHOUT_MODEL();
+    const Tokenizer& tok = require_model();
+    EXPECT_EQ(tok.vocab_size(), 49152);
+    EXPECT_EQ(tok.bos(), 1);
+    EXPECT_EQ(tok.eos(), 2);
+    EXPECT_FALSE(tok.add_bos_default());
+    EXPECT_EQ(tok.token_text(1), "<|im_start|>");
+    EXPECT_TRUE(tok.is_eog(2));   // <|im_end|>
+    EXPECT_TRUE(tok.is_eog(0));   // <|endoftext|>
+    EXPECT_FALSE(tok.is_eog(1));  // <|im_start|>
+    EXPECT_FALSE(tok.is_eog(100));
+    EXPECT_FALSE(tok.is_eog(-1));
+    EXPECT_FALSE(tok.is_eog(49152));
+    EXPECT_THROW(tok.token_text(49152), InvalidArgument);
+    EXPECT_NE(tok.chat_template().find("<|im_start|>"), std::string::npos);
+}
+
+TEST(SmolLM2Tokenizer, MatchesHuggingFaceOnCorpus) {
+    SKIP_WITHOUT_MODEL();
+    const Tokenizer& tok = require_model();
+    const nlohmann::json golden = test::load_json("smollm2_golden.json");
+    ASSERT_GE(golden["cases"].size(), 1000u);
+    int failures = 0;
+    for (const auto& c : golden["cases"]) {
+        const std::string text = c["text"];
+        const auto special = tok.encode(text, false, true);
+        const auto plain = tok.encode(text, false, false);
+        EXPECT_EQ(special, ids_of(c["ids_special"])) << "parse_special, text: " << text;
+        EXPECT_EQ(plain, ids_of(c["ids_plain"])) << "plain, text: " << text;
+        EXPECT_EQ(tok.decode(special), c["decoded"].get<std::string>()) << text;
+        EXPECT_EQ(tok.decode(plain), text);  // nothing is skipped when specials are plain text
+        failures += special != ids_of(c["ids_special"]) || plain != ids_of(c["ids_plain"]);
+        if (failures > 20) FAIL() << "too many mismatches";
+    }
+}
+
+TEST(SmolLM2Tokenizer, AddBosPrependsBos) {
+    SKIP_WITHOUT_MODEL();
+    const Tokenizer& tok = require_model();
+    const auto without = tok.encode("Hello world", false, false);
+    const auto with = tok.encode("Hello world", true, false);
+    ASSERT_EQ(with.size(), without.size() + 1);
+    EXPECT_EQ(with[0], tok.bos());
+    EXPECT_TRUE(std::equal(without.begin(), without.end(), with.begin() + 1));
+}
+
+TEST(SmolLM2Tokenizer, StreamDecodingMatchesDecodeAndIsValidUtf8) {
+    SKIP_WITHOUT_MODEL();
+    const Tokenizer& tok = require_model();
+    const nlohmann::json golden = test::load_json("smollm2_golden.json");
+    int split_chars = 0;  // chunks that held back part of a character: the case under test
+    for (const auto& c : golden["cases"]) {
+        for (const char* key : {"ids_special", "ids_plain"}) {
+            const auto ids = ids_of(c[key]);
+            StreamDecoder dec(tok);
+            std::string joined;
+            for (const int32_t id : ids) {
+                const std::string chunk = dec.push(id);
+                ASSERT_TRUE(utf8::is_valid(chunk)) << c["text"];
+                if (!utf8::is_valid(tok.token_bytes(id, false))) ++split_chars;
+                joined += chunk;
+            }
+            const std::string rest = dec.flush();
+            EXPECT_TRUE(rest.empty()) << "complete text leaves nothing behind";
+            EXPECT_EQ(joined + rest, tok.decode(ids)) << c["text"];
+        }
+    }
+    EXPECT_GT(split_chars, 100);
+}
+
+TEST(SmolLM2Tokenizer, TruncatedCharacterIsReplacedOnFlush) {
+    SKIP_WITHOUT_MODEL();
+    const Tokenizer& tok = require_model();
+    // "日" alone is split by byte-level BPE into several tokens; drop the last one.
+    auto ids = tok.encode("日", false, false);
+    ASSERT_GE(ids.size(), 2u);
+    ids.pop_back();
+    StreamDecoder dec(tok);
+    std::string out;
+    for (const int32_t id : ids) out += dec.push(id);
+    EXPECT_EQ(out, "");
+    EXPECT_EQ(dec.flush(), "\xEF\xBF\xBD");
+    EXPECT_EQ(tok.decode(ids), "\xEF\xBF\xBD");
+}
+
+TEST(SmolLM2Tokenizer, EncodesOneMegabyteOfEnglishQuickly) {
+    SKIP_WITHOUT_MODEL();
+    const Tokenizer& tok = require_model();
+    const nlohmann::json golden = test::load_json("smollm2_golden.json");
+    std::string text;
+    for (int rep = 0; text.size() < (1u << 20); ++rep) {
+        // English-like prose with varied words; the rep number defeats pure repetition.
+        text += "The quick brown fox jumps over the lazy dog while the tokenizer counts " +
+                std::to_string(rep) + " words, isn't it? Attention is all you need.\n";
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto ids = tok.encode(text, false, false);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("encode: %.2f MB in %.3f s (%.1f MB/s), %zu tokens\n", text.size() / 1e6, s,
+                text.size() / 1e6 / s, ids.size());
+    EXPECT_EQ(tok.decode(ids), text);
+    EXPECT_LT(s, 2.0);  // well under a second on an idle core; loose for a shared CI machine
+}
+
+}  // namespace
+}  // namespace vela
