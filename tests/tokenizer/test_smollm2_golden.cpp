@@ -21,8 +21,6 @@ const Tokenizer& require_model() {
 #define SKIP_WITHOUT_MODEL() \
     if (!test::smollm2_tokenizer()) GTEST_SKIP() << "default model not found"
 
-std::vector<int32_t> ids_of(const nlohmann::json& j) { return j.get<std::vector<int32_t>>(); }
-
 TEST(SmolLM2Tokenizer, Metadata) {
     SKIP_WITHOUT_MODEL();
     const Tokenizer& tok = require_model();
@@ -43,21 +41,7 @@ TEST(SmolLM2Tokenizer, Metadata) {
 
 TEST(SmolLM2Tokenizer, MatchesHuggingFaceOnCorpus) {
     SKIP_WITHOUT_MODEL();
-    const Tokenizer& tok = require_model();
-    const nlohmann::json golden = test::load_json("smollm2_golden.json");
-    ASSERT_GE(golden["cases"].size(), 1000u);
-    int failures = 0;
-    for (const auto& c : golden["cases"]) {
-        const std::string text = c["text"];
-        const auto special = tok.encode(text, false, true);
-        const auto plain = tok.encode(text, false, false);
-        EXPECT_EQ(special, ids_of(c["ids_special"])) << "parse_special, text: " << text;
-        EXPECT_EQ(plain, ids_of(c["ids_plain"])) << "plain, text: " << text;
-        EXPECT_EQ(tok.decode(special), c["decoded"].get<std::string>()) << text;
-        EXPECT_EQ(tok.decode(plain), text);  // nothing is skipped when specials are plain text
-        failures += special != ids_of(c["ids_special"]) || plain != ids_of(c["ids_plain"]);
-        if (failures > 20) FAIL() << "too many mismatches";
-    }
+    test::expect_matches_golden(require_model(), test::load_json("smollm2_golden.json"));
 }
 
 TEST(SmolLM2Tokenizer, AddBosPrependsBos) {
@@ -72,26 +56,8 @@ TEST(SmolLM2Tokenizer, AddBosPrependsBos) {
 
 TEST(SmolLM2Tokenizer, StreamDecodingMatchesDecodeAndIsValidUtf8) {
     SKIP_WITHOUT_MODEL();
-    const Tokenizer& tok = require_model();
     const nlohmann::json golden = test::load_json("smollm2_golden.json");
-    int split_chars = 0;  // chunks that held back part of a character: the case under test
-    for (const auto& c : golden["cases"]) {
-        for (const char* key : {"ids_special", "ids_plain"}) {
-            const auto ids = ids_of(c[key]);
-            StreamDecoder dec(tok);
-            std::string joined;
-            for (const int32_t id : ids) {
-                const std::string chunk = dec.push(id);
-                ASSERT_TRUE(utf8::is_valid(chunk)) << c["text"];
-                if (!utf8::is_valid(tok.token_bytes(id, false))) ++split_chars;
-                joined += chunk;
-            }
-            const std::string rest = dec.flush();
-            EXPECT_TRUE(rest.empty()) << "complete text leaves nothing behind";
-            EXPECT_EQ(joined + rest, tok.decode(ids)) << c["text"];
-        }
-    }
-    EXPECT_GT(split_chars, 100);
+    EXPECT_GT(test::expect_stream_matches_decode(require_model(), golden), 100);
 }
 
 TEST(SmolLM2Tokenizer, TruncatedCharacterIsReplacedOnFlush) {
@@ -112,7 +78,6 @@ TEST(SmolLM2Tokenizer, TruncatedCharacterIsReplacedOnFlush) {
 TEST(SmolLM2Tokenizer, EncodesOneMegabyteOfEnglishQuickly) {
     SKIP_WITHOUT_MODEL();
     const Tokenizer& tok = require_model();
-    const nlohmann::json golden = test::load_json("smollm2_golden.json");
     std::string text;
     for (int rep = 0; text.size() < (1u << 20); ++rep) {
         // English-like prose with varied words; the rep number defeats pure repetition.
