@@ -1,0 +1,155 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace vela {
+
+const char* finish_reason_name(FinishReason r) {
+    switch (r) {
+        case FinishReason::None: return "none";
+        case FinishReason::Stop: return "stop";
+        case FinishReason::Length: return "length";
+        case FinishReason::Abort: return "abort";
+    }
+    return "?";
+}
+
+namespace {
+
+KvCacheConfig kv_config(const HParams& hp, const EngineConfig& c) {
+    KvCacheConfig k;
+    k.n_layers = hp.n_layers;
+    k.n_kv_heads = hp.n_kv_heads;
+    k.head_dim = hp.head_dim;
+    k.block_size = c.kv_block_size;
+    const int64_t per_ctx = (c.n_ctx + c.kv_block_size - 1) / c.kv_block_size;
+    k.num_blocks = c.kv_blocks > 0 ? c.kv_blocks : per_ctx;
+    return k;
+}
+
+}  // namespace
+
+Engine::Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, EngineConfig config)
+    : model_(model),
+      tokenizer_(tokenizer),
+      config_(config),
+      scheduler_(config.scheduler),
+      runner_(model, backend) {
+    if (config_.n_ctx < 2) fail<InvalidArgument>("context size {} is too small", config_.n_ctx);
+    if (config_.kv_block_size < 1) {
+        fail<InvalidArgument>("KV block size {} must be >= 1", config_.kv_block_size);
+    }
+    if (config_.scheduler.max_batched_tokens < 1 || config_.scheduler.max_running < 1) {
+        fail<InvalidArgument>("scheduler limits must be >= 1");
+    }
+    kv_ = std::make_unique<KvCache>(kv_config(model.hparams(), config_));
+}
+
+Engine::~Engine() = default;
+
+int64_t Engine::add_request(Request r) {
+    if (r.prompt.empty()) fail<InvalidArgument>("the prompt is empty");
+    const int64_t n_prompt = static_cast<int64_t>(r.prompt.size());
+    if (n_prompt >= config_.n_ctx) {
+        fail<InvalidArgument>("the prompt has {} tokens but the context holds {} (prompt + at "
+                              "least one generated token)",
+                              n_prompt, config_.n_ctx);
+    }
+    const int64_t blocks_needed = (n_prompt + 1 + config_.kv_block_size - 1) / config_.kv_block_size;
+    if (blocks_needed > kv_->num_total_blocks()) {
+        fail<InvalidArgument>("the prompt needs {} KV blocks, the cache has {}", blocks_needed,
+                              kv_->num_total_blocks());
+    }
+    for (int32_t t : r.prompt) {
+        if (t < 0 || t >= model_.hparams().n_vocab) {
+            fail<InvalidArgument>("token id {} is outside the vocabulary (0..{})", t,
+                                  model_.hparams().n_vocab - 1);
+        }
+    }
+    if (r.max_tokens < 1) fail<InvalidArgument>("max_tokens must be >= 1, got {}", r.max_tokens);
+    r.sampling.validate();
+    r.max_tokens = std::min(r.max_tokens, config_.n_ctx - n_prompt);
+
+    const int64_t id = next_id_++;
+    const int64_t reuse = r.reuse_kv_of;
+    auto seq = std::make_unique<Sequence>(id, std::move(r), tokenizer_);
+    if (reuse >= 0 && retained_.count(reuse)) reuse_retained_kv(*seq, reuse);
+    scheduler_.add(seq.get());
+    sequences_.emplace(id, std::move(seq));
+    return id;
+}
+
+void Engine::reuse_retained_kv(Sequence& seq, int64_t source_id) {
+    const std::vector<int32_t>& old = retained_.at(source_id);
+    const auto& now = seq.tokens();
+    int64_t common = 0;
+    const auto limit = std::min(old.size(), now.size() - 1);  // always compute >= 1 token
+    while (common < static_cast<int64_t>(limit) && old[common] == now[common]) ++common;
+    // The retained KV holds every token but the last generated one (never fed back).
+    common = std::min<int64_t>(common, static_cast<int64_t>(old.size()) - 1);
+    kv_->truncate(source_id, common);
+    kv_->fork(source_id, seq.id());
+    kv_->free(source_id);
+    retained_.erase(source_id);
+    seq.reset_computed(common);
+}
+
+void Engine::release_retained(int64_t request_id) {
+    if (retained_.erase(request_id) > 0) kv_->free(request_id);
+}
+
+void Engine::abort(int64_t request_id) {
+    if (sequences_.count(request_id)) aborted_.push_back(request_id);
+}
+
+void Engine::finish(Sequence& seq, std::vector<StepOutput>& out, FinishReason reason) {
+    if (seq.finish_reason() == FinishReason::None) out.push_back(seq.finish_now(reason));
+    scheduler_.remove(&seq);
+    if (kv_->has_sequence(seq.id())) {
+        if (seq.request().retain_kv) {
+            retained_[seq.id()] = seq.tokens();
+        } else {
+            kv_->free(seq.id());
+        }
+    }
+    sequences_.erase(seq.id());
+}
+
+std::vector<StepOutput> Engine::step() {
+    std::vector<StepOutput> out;
+    for (int64_t id : aborted_) {
+        auto it = sequences_.find(id);
+        if (it != sequences_.end()) finish(*it->second, out, FinishReason::Abort);
+    }
+    aborted_.clear();
+
+    std::vector<Sequence*> preempted;
+    const std::vector<ScheduledSeq> work = scheduler_.schedule(*kv_, preempted);
+    stats_.preemptions += static_cast<int64_t>(preempted.size());
+    if (work.empty()) return out;
+    ++stats_.steps;
+    runner_.run(work, *kv_);
+
+    std::vector<Sequence*> done;
+    for (size_t i = 0; i < work.size(); ++i) {
+        Sequence& seq = *work[i].seq;
+        seq.mark_computed(work[i].n_tokens);
+        std::span<float> logits = runner_.logits_for(i);
+        if (logits.empty()) {
+            stats_.prompt_tokens += work[i].n_tokens;
+            continue;
+        }
+        stats_.prompt_tokens += work[i].n_tokens - (seq.n_generated() > 0 ? 1 : 0);
+        StepOutput o = seq.append_sampled(logits);
+        ++stats_.generated_tokens;
+        const bool ended = o.finish != FinishReason::None;
+        out.push_back(std::move(o));
+        if (ended) done.push_back(&seq);
+    }
+    for (Sequence* seq : done) finish(*seq, out, seq->finish_reason());
+    return out;
+}
+
+}  // namespace vela

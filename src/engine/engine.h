@@ -1,0 +1,73 @@
+#pragma once
+// The engine's step loop: requests in, streamed token increments out. The CLI and the HTTP
+// server are two clients of this class.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "backend/backend.h"
+#include "engine/model_runner.h"
+#include "engine/request.h"
+#include "engine/scheduler.h"
+#include "engine/sequence.h"
+#include "kv/kv_cache.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+namespace vela {
+
+struct EngineConfig {
+    int64_t n_ctx = 4096;          // max tokens of one sequence (prompt + generated)
+    int64_t kv_block_size = 16;
+    int64_t kv_blocks = 0;         // 0: enough for one full context per max_running / 4, min 1 ctx
+    SchedulerConfig scheduler;
+};
+
+struct EngineStats {
+    int64_t prompt_tokens = 0;     // tokens fed as prefill (recomputation included)
+    int64_t generated_tokens = 0;
+    int64_t preemptions = 0;
+    int64_t steps = 0;
+};
+
+class Engine {
+public:
+    Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, EngineConfig config);
+    ~Engine();
+
+    // Validates and queues a request; returns its id. InvalidArgument for an empty prompt,
+    // a prompt that does not fit the context, token ids outside the vocabulary, or bad sampling
+    // parameters.
+    int64_t add_request(Request request);
+    // Ends a request at the next step boundary (its KV is freed); unknown ids are ignored.
+    void abort(int64_t request_id);
+    // Runs one scheduling step and returns the increments it produced.
+    std::vector<StepOutput> step();
+    bool has_work() const { return scheduler_.has_work(); }
+
+    // Drops KV kept for a finished sequence with retain_kv.
+    void release_retained(int64_t request_id);
+
+    const EngineStats& stats() const { return stats_; }
+    const KvCache& kv_cache() const { return *kv_; }
+    const EngineConfig& config() const { return config_; }
+
+private:
+    void finish(Sequence& seq, std::vector<StepOutput>& out, FinishReason reason);
+    void reuse_retained_kv(Sequence& seq, int64_t source_id);
+
+    Model& model_;
+    const Tokenizer& tokenizer_;
+    EngineConfig config_;
+    std::unique_ptr<KvCache> kv_;
+    Scheduler scheduler_;
+    ModelRunner runner_;
+    std::map<int64_t, std::unique_ptr<Sequence>> sequences_;  // live (not finished)
+    std::map<int64_t, std::vector<int32_t>> retained_;        // finished, KV kept: their tokens
+    std::vector<int64_t> aborted_;
+    int64_t next_id_ = 1;
+    EngineStats stats_;
+};
+
+}  // namespace vela

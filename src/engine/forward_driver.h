@@ -1,0 +1,36 @@
+#pragma once
+// Feeds one sequence of known tokens through the model in batch-size pieces, from an empty
+// cache: the common core of `perplexity` and `bench`, which need no scheduler or sampling.
+#include <vector>
+
+#include "backend/backend.h"
+#include "kv/kv_cache.h"
+#include "model/model.h"
+
+namespace vela {
+
+class ForwardDriver {
+public:
+    ForwardDriver(Model& model, Backend& backend, int64_t n_ctx, int64_t batch_size);
+
+    // Clears the cache, then evaluates `tokens`; returns the logits of every row (all_logits)
+    // or of the last row only.
+    const std::vector<float>& evaluate(const std::vector<int32_t>& tokens, bool all_logits);
+    // Appends `tokens` to the current sequence in one forward; returns the last row's logits.
+    const std::vector<float>& extend(const std::vector<int32_t>& tokens);
+    void reset();
+
+private:
+    void forward(const int32_t* tokens, int64_t n, BatchSequence::Logits logits);
+
+    Model& model_;
+    Backend& backend_;
+    int64_t batch_size_;
+    KvCache kv_;
+    int64_t n_past_ = 0;
+    Batch batch_;
+    std::vector<float> step_logits_;
+    std::vector<float> logits_;
+};
+
+}  // namespace vela

@@ -1,0 +1,57 @@
+#pragma once
+// One request's state as it moves through the engine: waiting -> running -> finished, and back
+// to waiting when preempted (its KV is dropped and recomputed later).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/request.h"
+#include "sampling/sampler.h"
+#include "sampling/stop_checker.h"
+#include "tokenizer/stream_decoder.h"
+#include "tokenizer/tokenizer.h"
+
+namespace vela {
+
+class Sequence {
+public:
+    enum class Status { Waiting, Running, Finished };
+
+    Sequence(int64_t id, Request request, const Tokenizer& tokenizer);
+
+    int64_t id() const { return id_; }
+    Status status() const { return status_; }
+    void set_status(Status s) { status_ = s; }
+    const Request& request() const { return request_; }
+    const std::vector<int32_t>& tokens() const { return tokens_; }
+    int64_t n_prompt() const { return n_prompt_; }
+    int64_t n_generated() const { return static_cast<int64_t>(tokens_.size()) - n_prompt_; }
+
+    // Tokens whose keys/values are in the cache; the rest still have to be fed to the model.
+    int64_t n_computed() const { return n_computed_; }
+    int64_t n_uncomputed() const { return static_cast<int64_t>(tokens_.size()) - n_computed_; }
+    void mark_computed(int64_t n) { n_computed_ += n; }
+    void reset_computed(int64_t n) { n_computed_ = n; }  // preemption (0) or KV reuse (prefix)
+
+    // Samples the next token from this sequence's logits row, appends it, and returns the
+    // output increment (text and finish reason).
+    StepOutput append_sampled(std::span<float> logits);
+    // Ends the sequence from outside (abort, context full).
+    StepOutput finish_now(FinishReason reason);
+    FinishReason finish_reason() const { return finish_; }
+
+private:
+    int64_t id_;
+    Request request_;
+    const Tokenizer& tokenizer_;
+    Status status_ = Status::Waiting;
+    std::vector<int32_t> tokens_;
+    int64_t n_prompt_;
+    int64_t n_computed_ = 0;
+    Sampler sampler_;
+    StreamDecoder decoder_;
+    StopChecker stop_;
+    FinishReason finish_ = FinishReason::None;
+};
+
+}  // namespace vela

@@ -1,0 +1,98 @@
+// `vela bench`: llama-bench style throughput. ppN: one N-token prompt through an empty cache;
+// tgN: N single-token decode steps from an empty cache. Mean and standard deviation over
+// repetitions, after one warm-up run of each test.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <random>
+
+#include "tools/commands.h"
+#include "tools/common.h"
+#include "engine/forward_driver.h"
+
+namespace vela::cli {
+namespace {
+
+struct BenchOptions {
+    CommonOptions common;
+    int64_t n_prompt = 512;
+    int64_t n_gen = 128;
+    int repetitions = 5;
+    bool json = false;
+};
+
+struct Result {
+    std::string test;
+    double mean = 0, stddev = 0;
+};
+
+template <class F>
+Result measure(const std::string& name, int64_t n_tokens, int reps, F&& run_once) {
+    run_once();  // warm-up: page faults, caches, thread wake-up
+    std::vector<double> rates;
+    for (int r = 0; r < reps; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        run_once();
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        rates.push_back(static_cast<double>(n_tokens) / s);
+    }
+    double mean = 0, var = 0;
+    for (double x : rates) mean += x / static_cast<double>(rates.size());
+    for (double x : rates) var += (x - mean) * (x - mean) / static_cast<double>(std::max<size_t>(1, rates.size() - 1));
+    return {name, mean, std::sqrt(var)};
+}
+
+int run_bench(const BenchOptions& o) {
+    Runtime rt = Runtime::load(o.common);
+    const int64_t n_vocab = rt.model->hparams().n_vocab;
+    std::mt19937 rng(42);
+    std::vector<int32_t> prompt(static_cast<size_t>(o.n_prompt));
+    for (auto& t : prompt) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(n_vocab));
+    const int64_t ctx = std::max(o.n_prompt, o.n_gen) + 16;
+    vela::ForwardDriver driver(*rt.model, *rt.backend, ctx, std::max<int64_t>(o.common.batch_size, o.n_prompt));
+    std::vector<Result> results;
+    if (o.n_prompt > 0) {
+        results.push_back(measure(fmt::format("pp{}", o.n_prompt), o.n_prompt, o.repetitions,
+                                  [&] { driver.evaluate(prompt, false); }));
+    }
+    if (o.n_gen > 0) {
+        results.push_back(measure(fmt::format("tg{}", o.n_gen), o.n_gen, o.repetitions, [&] {
+            driver.reset();
+            std::vector<int32_t> tok{prompt.empty() ? 1 : prompt[0]};
+            for (int64_t i = 0; i < o.n_gen; ++i) driver.extend(tok);
+        }));
+    }
+    const int threads = rt.pool->size();
+    if (o.json) {
+        fmt::print("[");
+        for (size_t i = 0; i < results.size(); ++i) {
+            fmt::print("{}{{\"test\": \"{}\", \"threads\": {}, \"tokens_per_second\": {:.3f}, \"stddev\": {:.3f}}}",
+                       i ? ", " : "", results[i].test, threads, results[i].mean, results[i].stddev);
+        }
+        fmt::print("]\n");
+        return 0;
+    }
+    const auto& hp = rt.model->hparams();
+    fmt::print("| model | threads | test | t/s |\n|---|---|---|---|\n");
+    for (const Result& r : results) {
+        fmt::print("| {} {}L/{} | {} | {} | {:.2f} ± {:.2f} |\n", hp.arch, hp.n_layers, hp.n_embd,
+                   threads, r.test, r.mean, r.stddev);
+    }
+    return 0;
+}
+
+}  // namespace
+
+void register_bench(CLI::App& app) {
+    auto o = std::make_shared<BenchOptions>();
+    CLI::App* cmd = app.add_subcommand("bench", "prefill and decode throughput (llama-bench style pp/tg)");
+    add_common_options(*cmd, o->common);
+    cmd->add_option("-p,--n-prompt", o->n_prompt, "prompt tokens for the pp test (0 skips)")->capture_default_str();
+    cmd->add_option("-n,--n-gen", o->n_gen, "generated tokens for the tg test (0 skips)")->capture_default_str();
+    cmd->add_option("-r,--repetitions", o->repetitions, "repetitions")->check(CLI::Range(1, 1000))->capture_default_str();
+    cmd->add_flag("--json", o->json, "print results as JSON");
+    cmd->callback([o] { throw CLI::RuntimeError(run_guarded([o] { return run_bench(*o); })); });
+}
+
+}  // namespace vela::cli

@@ -1,0 +1,76 @@
+// `vela chat`: a multi-turn conversation on stdin/stdout. Each turn re-renders the whole
+// conversation with the model's chat template; the engine reuses the KV of the common prefix
+// kept from the previous turn, so only the new text is prefilled.
+#include <cstdio>
+#include <iostream>
+
+#include "tools/commands.h"
+#include "tools/common.h"
+
+namespace vela::cli {
+namespace {
+
+struct ChatOptions {
+    CommonOptions common;
+    SamplingOptions sampling;
+    std::string system;
+};
+
+int run_chat(const ChatOptions& o) {
+    Runtime rt = Runtime::load(o.common);
+    Engine engine(*rt.model, *rt.tokenizer, *rt.backend, rt.engine_config(o.common));
+    std::vector<ChatMessage> messages;
+    if (!o.system.empty()) messages.push_back({"system", o.system});
+    int64_t previous = -1;
+    const bool tty = isatty(fileno(stdin));
+    std::string line;
+    for (;;) {
+        if (tty) std::fputs("\n> ", stdout);
+        std::fflush(stdout);
+        if (!std::getline(std::cin, line)) break;
+        if (line.empty()) continue;
+        if (line == "/exit" || line == "/quit") break;
+        messages.push_back({"user", line});
+        const std::string text = apply_chat_template(*rt.tokenizer, messages, true);
+        Request req;
+        req.prompt = rt.tokenizer->encode(text, rt.tokenizer->add_bos_default(), true);
+        if (static_cast<int64_t>(req.prompt.size()) + 1 >= o.common.ctx_size) {
+            std::fprintf(stderr, "vela: the conversation no longer fits the context (%lld tokens); "
+                         "start a new chat or raise --ctx-size\n",
+                         static_cast<long long>(req.prompt.size()));
+            break;
+        }
+        req.sampling = o.sampling.params;
+        req.max_tokens = o.sampling.max_tokens;
+        req.stop = o.sampling.stop;
+        req.retain_kv = true;
+        req.reuse_kv_of = previous;
+        const int64_t id = engine.add_request(std::move(req));
+        std::string reply;
+        while (engine.has_work()) {
+            for (const StepOutput& out : engine.step()) {
+                std::fwrite(out.text.data(), 1, out.text.size(), stdout);
+                reply += out.text;
+            }
+            std::fflush(stdout);
+        }
+        std::fputs("\n", stdout);
+        messages.push_back({"assistant", reply});
+        previous = id;
+    }
+    return 0;
+}
+
+}  // namespace
+
+void register_chat(CLI::App& app) {
+    auto o = std::make_shared<ChatOptions>();
+    o->sampling.max_tokens = 512;
+    CLI::App* cmd = app.add_subcommand("chat", "multi-turn chat on stdin/stdout (/exit to quit)");
+    add_common_options(*cmd, o->common);
+    add_sampling_options(*cmd, o->sampling);
+    cmd->add_option("--system", o->system, "system message");
+    cmd->callback([o] { throw CLI::RuntimeError(run_guarded([o] { return run_chat(*o); })); });
+}
+
+}  // namespace vela::cli

@@ -1,0 +1,77 @@
+// `vela generate`: one prompt in, streamed text out, speeds at the end.
+#include <chrono>
+#include <cstdio>
+
+#include "core/error.h"
+#include "tools/commands.h"
+#include "tools/common.h"
+
+namespace vela::cli {
+namespace {
+
+struct GenerateOptions {
+    CommonOptions common;
+    SamplingOptions sampling;
+    std::string prompt;
+    std::string prompt_file;
+    bool chat = false;
+};
+
+int run_generate(const GenerateOptions& o) {
+    std::string prompt = o.prompt;
+    if (!o.prompt_file.empty()) prompt = read_text_file(o.prompt_file);
+    if (prompt.empty()) fail<InvalidArgument>("the prompt is empty (use -p TEXT or -f FILE)");
+
+    Runtime rt = Runtime::load(o.common);
+    if (o.chat) {
+        const ChatMessage msg{"user", prompt};
+        prompt = apply_chat_template(*rt.tokenizer, std::span(&msg, 1), true);
+    }
+    Request req;
+    req.prompt = rt.tokenizer->encode(prompt, rt.tokenizer->add_bos_default(), /*parse_special=*/true);
+    req.sampling = o.sampling.params;
+    req.max_tokens = o.sampling.max_tokens;
+    req.stop = o.sampling.stop;
+    req.ignore_eos = o.sampling.ignore_eos;
+
+    Engine engine(*rt.model, *rt.tokenizer, *rt.backend, rt.engine_config(o.common));
+    using Clock = std::chrono::steady_clock;
+    const auto t0 = Clock::now();
+    engine.add_request(std::move(req));
+    Clock::time_point t_first{};
+    int64_t n_generated = 0;
+    FinishReason reason = FinishReason::None;
+    while (engine.has_work()) {
+        for (const StepOutput& out : engine.step()) {
+            if (out.token >= 0 && n_generated++ == 0) t_first = Clock::now();
+            std::fwrite(out.text.data(), 1, out.text.size(), stdout);
+            if (out.finish != FinishReason::None) reason = out.finish;
+        }
+        std::fflush(stdout);
+    }
+    const auto t_end = Clock::now();
+    const double prefill_s = std::chrono::duration<double>(t_first - t0).count();
+    const double decode_s = std::chrono::duration<double>(t_end - t_first).count();
+    const int64_t n_prompt = engine.stats().prompt_tokens;
+    std::fprintf(stderr, "\n\nprompt: %lld tokens in %.3f s (%.1f tok/s) | generated: %lld tokens, "
+                 "decode %.1f tok/s | finish: %s\n",
+                 static_cast<long long>(n_prompt), prefill_s, n_prompt / prefill_s,
+                 static_cast<long long>(n_generated),
+                 n_generated > 1 ? (n_generated - 1) / decode_s : 0.0, finish_reason_name(reason));
+    return 0;
+}
+
+}  // namespace
+
+void register_generate(CLI::App& app) {
+    auto o = std::make_shared<GenerateOptions>();
+    CLI::App* cmd = app.add_subcommand("generate", "generate text from a prompt, streaming it");
+    add_common_options(*cmd, o->common);
+    add_sampling_options(*cmd, o->sampling);
+    cmd->add_option("-p,--prompt", o->prompt, "prompt text");
+    cmd->add_option("-f,--file", o->prompt_file, "read the prompt from a file");
+    cmd->add_flag("--chat", o->chat, "wrap the prompt as a user message in the model's chat template");
+    cmd->callback([o] { throw CLI::RuntimeError(run_guarded([o] { return run_generate(*o); })); });
+}
+
+}  // namespace vela::cli

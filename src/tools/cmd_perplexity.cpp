@@ -1,0 +1,86 @@
+// `vela perplexity FILE`: llama.cpp-style chunked perplexity. The text is split into chunks of
+// ctx-size tokens, each evaluated from an empty cache; the negative log-likelihood of the
+// second half of every chunk is averaged (the first half gives each scored token context).
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "core/error.h"
+#include "tools/commands.h"
+#include "tools/common.h"
+#include "engine/forward_driver.h"
+
+namespace vela::cli {
+namespace {
+
+struct PerplexityOptions {
+    CommonOptions common;
+    std::string file;
+    int64_t max_chunks = -1;
+};
+
+double log_softmax_at(std::span<const float> logits, int32_t token) {
+    const float max = *std::max_element(logits.begin(), logits.end());
+    double sum = 0;
+    for (float l : logits) sum += std::exp(static_cast<double>(l - max));
+    return static_cast<double>(logits[static_cast<size_t>(token)] - max) - std::log(sum);
+}
+
+int run_perplexity(const PerplexityOptions& o) {
+    Runtime rt = Runtime::load(o.common);
+    const std::string text = read_text_file(o.file);
+    const bool add_bos = rt.tokenizer->add_bos_default();
+    const std::vector<int32_t> tokens = rt.tokenizer->encode(text, add_bos, false);
+    const int64_t n_ctx = o.common.ctx_size;
+    int64_t n_chunks = static_cast<int64_t>(tokens.size()) / n_ctx;
+    if (o.max_chunks > 0) n_chunks = std::min(n_chunks, o.max_chunks);
+    if (n_chunks < 1) {
+        fail<InvalidArgument>("'{}' has {} tokens, fewer than one context of {}", o.file,
+                              tokens.size(), n_ctx);
+    }
+    fmt::print(stderr, "perplexity: {} tokens, {} chunks of {}\n", tokens.size(), n_chunks, n_ctx);
+    vela::ForwardDriver driver(*rt.model, *rt.backend, n_ctx, o.common.batch_size);
+    const int64_t first = n_ctx / 2;
+    double nll = 0;
+    int64_t count = 0;
+    for (int64_t c = 0; c < n_chunks; ++c) {
+        std::vector<int32_t> chunk(tokens.begin() + c * n_ctx, tokens.begin() + (c + 1) * n_ctx);
+        if (add_bos) chunk[0] = rt.tokenizer->bos();  // every chunk starts like a document
+        const std::vector<float>& logits = driver.evaluate(chunk, /*all_logits=*/true);
+        const size_t V = static_cast<size_t>(rt.model->hparams().n_vocab);
+        for (int64_t j = first; j + 1 < n_ctx; ++j) {
+            nll -= log_softmax_at(std::span(logits).subspan(static_cast<size_t>(j) * V, V), chunk[j + 1]);
+            ++count;
+        }
+        fmt::print(stderr, "[{}]{:.4f} ", c + 1, std::exp(nll / count));
+    }
+    const double ppl = std::exp(nll / count);
+    fmt::print("\nFinal estimate: PPL = {:.4f} over {} scored tokens ({} chunks of {})\n", ppl, count,
+               n_chunks, n_ctx);
+    return 0;
+}
+
+}  // namespace
+
+void register_perplexity(CLI::App& app) {
+    auto o = std::make_shared<PerplexityOptions>();
+    o->common.ctx_size = 512;
+    CLI::App* cmd = app.add_subcommand("perplexity", "chunked perplexity of a text file (llama.cpp method)");
+    add_common_options(*cmd, o->common);
+    cmd->add_option("file", o->file, "text file")->required();
+    cmd->add_option("--chunks", o->max_chunks, "evaluate at most this many chunks");
+    cmd->callback([o] { throw CLI::RuntimeError(run_guarded([o] { return run_perplexity(*o); })); });
+}
+
+std::string read_text_file(const std::string& path) {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (f == nullptr) fail<InvalidArgument>("cannot read '{}': {}", path, std::strerror(errno));
+    std::string s;
+    char buf[1 << 16];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
+    std::fclose(f);
+    return s;
+}
+
+}  // namespace vela::cli

@@ -1,0 +1,117 @@
+#include "tools/common.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "core/error.h"
+#include "core/log.h"
+
+namespace vela::cli {
+namespace fs = std::filesystem;
+
+namespace {
+constexpr const char* kDefaultModel = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+// Reads every page of the mapped weights once so that the first forward does not stall on page
+// faults, printing a progress bar for files large enough to notice.
+void prefault(const gguf::File& f) {
+    const auto& tensors = f.tensors();
+    if (tensors.empty()) return;
+    const bool show = f.size() > (size_t{512} << 20) && isatty(STDERR_FILENO);
+    volatile uint8_t sink = 0;
+    size_t done = 0;
+    int last_pct = -1;
+    for (const auto& t : tensors) {
+        for (size_t off = 0; off < t.nbytes; off += 4096) sink = sink + t.data[off];
+        done += t.nbytes;
+        const int pct = static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(f.size()));
+        if (show && pct != last_pct) {
+            std::fprintf(stderr, "\rloading %s: %3d%%", f.path().c_str(), pct);
+            last_pct = pct;
+        }
+    }
+    if (show) std::fprintf(stderr, "\n");
+}
+}  // namespace
+
+void add_common_options(CLI::App& app, CommonOptions& o) {
+    app.add_option("-m,--model", o.model, "GGUF model file (default: the bundled SmolLM2-135M)");
+    app.add_option("-t,--threads", o.threads, "CPU threads (default: all cores)")
+        ->check(CLI::Range(0, 1024));
+    app.add_option("-c,--ctx-size", o.ctx_size, "context size in tokens")
+        ->check(CLI::Range(int64_t{16}, int64_t{1} << 22))
+        ->capture_default_str();
+    app.add_option("-b,--batch-size", o.batch_size, "max tokens per forward step (prefill chunk)")
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 16))
+        ->capture_default_str();
+    app.add_flag("-v,--verbose", o.verbose, "log more");
+}
+
+void add_sampling_options(CLI::App& app, SamplingOptions& o) {
+    SamplingParams& p = o.params;
+    app.add_option("-n,--max-tokens,--n-predict", o.max_tokens, "tokens to generate")->capture_default_str();
+    app.add_option("--temperature,--temp", p.temperature, "sampling temperature (0 = greedy)")->capture_default_str();
+    app.add_option("--top-k", p.top_k, "top-k (<= 0 disables)")->capture_default_str();
+    app.add_option("--top-p", p.top_p, "top-p / nucleus (1 disables)")->capture_default_str();
+    app.add_option("--min-p", p.min_p, "min-p (0 disables)")->capture_default_str();
+    app.add_option("--repeat-penalty", p.repetition_penalty, "repetition penalty (1 disables)")->capture_default_str();
+    app.add_option("--frequency-penalty", p.frequency_penalty, "frequency penalty")->capture_default_str();
+    app.add_option("--presence-penalty", p.presence_penalty, "presence penalty")->capture_default_str();
+    app.add_option("--repeat-last-n", p.penalty_last_n, "penalty window (-1 = whole context)")->capture_default_str();
+    app.add_option("-s,--seed", p.seed, "RNG seed (default: random)");
+    app.add_option("--stop", o.stop, "stop string (repeatable)");
+    app.add_flag("--ignore-eos", o.ignore_eos, "keep generating past end-of-generation tokens");
+}
+
+std::string default_model_path() {
+    if (const char* env = std::getenv("VELA_MODEL"); env != nullptr && *env != '\0') return env;
+    std::error_code ec;
+    const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+    if (!ec) {
+        // build/<preset>/bin/vela -> <source>/models
+        const fs::path candidate = exe.parent_path() / "../../../models" / kDefaultModel;
+        if (fs::exists(candidate)) return fs::weakly_canonical(candidate).string();
+    }
+    return (fs::path("models") / kDefaultModel).string();
+}
+
+Runtime Runtime::load(const CommonOptions& o) {
+    if (o.verbose) log_level() = LogLevel::Debug;
+    const std::string path = o.model.empty() ? default_model_path() : o.model;
+    if (!fs::exists(path)) {
+        fail<InvalidArgument>("model file '{}' not found{}", path,
+                              o.model.empty() ? " (run scripts/fetch_model.sh)" : "");
+    }
+    Runtime rt;
+    rt.model = std::make_unique<Model>(path);
+    prefault(rt.model->file());
+    rt.tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_gguf(rt.model->file()));
+    const int threads = o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency());
+    rt.pool = std::make_unique<ThreadPool>(threads);
+    rt.backend = std::make_unique<CpuBackend>(*rt.pool);
+    return rt;
+}
+
+EngineConfig Runtime::engine_config(const CommonOptions& o) const {
+    EngineConfig c;
+    c.n_ctx = o.ctx_size;
+    c.scheduler.max_batched_tokens = o.batch_size;
+    return c;
+}
+
+int run_guarded(const std::function<int()>& body) {
+    try {
+        return body();
+    } catch (const Error& e) {
+        std::fprintf(stderr, "vela: error: %s\n", e.what());
+        return 1;
+    } catch (const std::bad_alloc&) {
+        std::fprintf(stderr, "vela: error: out of memory\n");
+        return 1;
+    }
+}
+
+}  // namespace vela::cli
