@@ -25,6 +25,53 @@ double mass(const Candidates& c, float m) {
     return z;
 }
 
+// Below this many candidates a full sort is cheaper than the bucket passes.
+constexpr size_t kSortLimit = 1024;
+
+// Buckets of logit distance below the maximum, 1/32 nat wide; everything past 32 nats (weight
+// < 1e-13) shares the last one. Rounding is monotone, so a better-ranked token never lands in a
+// later bucket than a worse one.
+constexpr int kBuckets = 1025;
+constexpr float kBucketsPerNat = 32.0f;
+
+int bucket_of(float logit, float m) {
+    const float d = (m - logit) * kBucketsPerNat;
+    return d < static_cast<float>(kBuckets - 1) ? static_cast<int>(d) : kBuckets - 1;
+}
+
+// top_p over a large unsorted (id-ordered) set without sorting it: a histogram of probability
+// mass by logit bucket finds the bucket where the nucleus ends; only that bucket is sorted to
+// find the last kept token, and the survivors stay in id order.
+void top_p_by_buckets(Candidates& c, float p) {
+    const float m = max_logit(c);
+    std::vector<double> bucket_mass(kBuckets, 0.0);
+    double z = 0.0;
+    for (const Candidate& x : c.items) {
+        const double w = std::exp(x.logit - m);  // float exp: ample for a threshold on mass
+        bucket_mass[static_cast<size_t>(bucket_of(x.logit, m))] += w;
+        z += w;
+    }
+    const double target = static_cast<double>(p) * z;
+    double before = 0.0;  // mass of the buckets ranked above the crossing one
+    int crossing = 0;
+    while (crossing < kBuckets - 1 && before + bucket_mass[static_cast<size_t>(crossing)] < target)
+        before += bucket_mass[static_cast<size_t>(crossing++)];
+    std::vector<Candidate> edge;
+    for (const Candidate& x : c.items)
+        if (bucket_of(x.logit, m) == crossing) edge.push_back(x);
+    if (edge.empty()) return;  // unreachable for p < 1 short of rounding: keep everything
+    std::sort(edge.begin(), edge.end(), ranks_before);
+    Candidate last = edge.back();  // rounding never reached the target: keep the whole bucket
+    for (const Candidate& x : edge) {
+        before += std::exp(x.logit - m);
+        if (before >= target) {
+            last = x;
+            break;
+        }
+    }
+    std::erase_if(c.items, [&](const Candidate& x) { return ranks_before(last, x); });
+}
+
 }  // namespace
 
 void apply_penalties(std::span<float> logits, std::span<const int32_t> history,
@@ -98,28 +145,24 @@ void top_k(std::span<const float> logits, int32_t k, Candidates& out) {
 
 void top_p(Candidates& c, float p) {
     if (p >= 1.0f || c.items.size() <= 1) return;
-    const float m = max_logit(c);
+    if (!c.sorted && c.items.size() > kSortLimit) {
+        top_p_by_buckets(c, p);
+        return;
+    }
+    if (!c.sorted) {
+        std::sort(c.items.begin(), c.items.end(), ranks_before);
+        c.sorted = true;
+    }
+    const float m = c.items.front().logit;
     const double target = static_cast<double>(p) * mass(c, m);
-    auto& v = c.items;
-    // Sort only as far as the nucleus reaches: prefixes of 64, 256, 1024, ... elements. Each
-    // round extends the sorted prefix; elements past it all rank after it.
-    size_t sorted_end = c.sorted ? v.size() : 0;
     double cum = 0.0;
-    for (size_t i = 0; i < v.size(); ++i) {
-        if (i == sorted_end) {
-            const size_t next = std::min(v.size(), std::max<size_t>(64, 4 * sorted_end));
-            std::partial_sort(v.begin() + static_cast<std::ptrdiff_t>(i),
-                              v.begin() + static_cast<std::ptrdiff_t>(next), v.end(), ranks_before);
-            sorted_end = next;
-        }
-        cum += std::exp(static_cast<double>(v[i].logit) - m);
+    for (size_t i = 0; i < c.items.size(); ++i) {
+        cum += std::exp(static_cast<double>(c.items[i].logit) - m);
         if (cum >= target) {
-            v.resize(i + 1);
-            break;
+            c.items.resize(i + 1);
+            return;
         }
     }
-    // Either cut at a sorted prefix, or rounding kept everything after sorting it all.
-    c.sorted = true;
 }
 
 void min_p(Candidates& c, float p) {

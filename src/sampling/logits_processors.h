@@ -3,7 +3,8 @@
 //   penalties -> top_k -> top_p -> min_p -> temperature -> draw.
 // top_p and min_p look at the temperature-1 distribution of the survivors so far; temperature
 // only reshapes what survives. Each step does only the sorting it needs: top_k selects with a
-// bounded heap, top_p sorts progressively larger prefixes, min_p is one linear pass.
+// bounded heap; top_p over a large unsorted set histograms the probability mass by logit and
+// sorts only the bucket where the nucleus ends; min_p is one linear pass.
 //
 // Determinism: candidates are ordered either by token id (never reordered) or by the strict
 // total order (logit desc, token asc). Both are canonical, so the survivors and their order do
@@ -46,6 +47,7 @@ void all_candidates(std::span<const float> logits, Candidates& out);
 void top_k(std::span<const float> logits, int32_t k, Candidates& out);
 
 // Keeps the smallest ranked prefix whose softmax mass reaches p (the crossing token included).
+// A sorted set stays sorted; a large unsorted one keeps its id order.
 void top_p(Candidates& c, float p);
 
 // Keeps tokens whose probability is at least min_p times the largest one's.
