@@ -7,6 +7,10 @@
 
 namespace vela {
 
+namespace gguf {
+class File;
+}
+
 // `tokenizer.ggml.model`.
 enum class TokenizerModel {
     ByteLevelBpe,    // "gpt2": GPT-2 byte-to-unicode alphabet, merges ranked by list order
@@ -49,6 +53,10 @@ struct TokenizerData {
     bool ignore_merges = false;
     std::string chat_template;
 };
+
+// Reads `tokenizer.ggml.*` and `tokenizer.chat_template` (tokenizer_gguf.cpp); FormatError when
+// required keys are missing or malformed. Tokenizer::from_gguf is this plus the constructor.
+TokenizerData tokenizer_data_from_gguf(const gguf::File& file);
 
 // Maps a `tokenizer.ggml.pre` name to its kind; unknown names fall back to Gpt2.
 PreTokenizerKind pre_tokenizer_from_name(const std::string& name);

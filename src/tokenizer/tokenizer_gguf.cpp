@@ -41,7 +41,7 @@ PreTokenizerKind pre_tokenizer_from_name(const std::string& name) {
     return PreTokenizerKind::Gpt2;
 }
 
-Tokenizer Tokenizer::from_gguf(const gguf::File& f) {
+TokenizerData tokenizer_data_from_gguf(const gguf::File& f) {
     TokenizerData d;
     const std::string model = f.require_string("tokenizer.ggml.model");
     if (model == "gpt2") d.model = TokenizerModel::ByteLevelBpe;
@@ -77,7 +77,9 @@ Tokenizer Tokenizer::from_gguf(const gguf::File& f) {
     d.add_eos = f.get_bool("tokenizer.ggml.add_eos_token").value_or(false);
     d.add_space_prefix = f.get_bool("tokenizer.ggml.add_space_prefix").value_or(spm);
     d.chat_template = f.get_string("tokenizer.chat_template").value_or("");
-    return Tokenizer(std::move(d));
+    return d;
 }
+
+Tokenizer Tokenizer::from_gguf(const gguf::File& f) { return Tokenizer(tokenizer_data_from_gguf(f)); }
 
 }  // namespace vela
