@@ -11,11 +11,25 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// Max over independent lanes: a single running max is one long dependency chain. Written as
+// `acc < x ? x : acc` so a NaN x never wins.
+template <class T, class Get>
+float lane_max(std::span<const T> v, Get get) {
+    constexpr size_t kLanes = 16;
+    float acc[kLanes];
+    std::fill(std::begin(acc), std::end(acc), kNegInf);
+    size_t i = 0;
+    for (; i + kLanes <= v.size(); i += kLanes)
+        for (size_t j = 0; j < kLanes; ++j) acc[j] = acc[j] < get(v[i + j]) ? get(v[i + j]) : acc[j];
+    float m = kNegInf;
+    for (float a : acc) m = m < a ? a : m;
+    for (; i < v.size(); ++i) m = m < get(v[i]) ? get(v[i]) : m;
+    return m;
+}
+
 float max_logit(const Candidates& c) {
     if (c.sorted) return c.items.front().logit;
-    float m = kNegInf;
-    for (const Candidate& x : c.items) m = std::max(m, x.logit);
-    return m;
+    return lane_max(std::span<const Candidate>(c.items), [](const Candidate& x) { return x.logit; });
 }
 
 // Sum of exp(logit - m) in double: the normaliser top_p compares its running mass against.
@@ -69,7 +83,15 @@ void top_p_by_buckets(Candidates& c, float p) {
             break;
         }
     }
-    std::erase_if(c.items, [&](const Candidate& x) { return ranks_before(last, x); });
+    // Branch-free compaction (keeps id order): whether a token is in the nucleus is a coin flip
+    // for the branch predictor when the nucleus is large.
+    size_t kept = 0;
+    for (const Candidate& x : c.items) {
+        c.items[kept] = x;
+        kept += static_cast<size_t>((x.logit > last.logit) |
+                                    ((x.logit == last.logit) & (x.token <= last.token)));
+    }
+    c.items.resize(kept);
 }
 
 }  // namespace
@@ -99,16 +121,11 @@ void apply_penalties(std::span<float> logits, std::span<const int32_t> history,
 }
 
 int32_t argmax(std::span<const float> logits) {
-    int32_t best = -1;
-    float best_logit = kNegInf;
-    for (size_t i = 0; i < logits.size(); ++i) {
-        // Strict '>' keeps the lowest id among ties and never picks NaN.
-        if (logits[i] > best_logit) {
-            best_logit = logits[i];
-            best = static_cast<int32_t>(i);
-        }
-    }
-    return best;
+    // Two passes, the first one vectorisable; finding the first index that holds the maximum
+    // gives ties to the lowest id. NaN is never the maximum.
+    const float m = lane_max(logits, [](float x) { return x; });
+    if (!(m > kNegInf)) return -1;
+    return static_cast<int32_t>(std::find(logits.begin(), logits.end(), m) - logits.begin());
 }
 
 void all_candidates(std::span<const float> logits, Candidates& out) {
@@ -123,20 +140,24 @@ void top_k(std::span<const float> logits, int32_t k, Candidates& out) {
     VELA_ASSERT(k > 0);
     out.items.clear();
     const size_t keep = std::min(static_cast<size_t>(k), logits.size());
-    // Bounded min-heap (heap front = worst kept): most logits lose one comparison against the
-    // front and cost nothing more, so this is ~O(n) for k << n without a vocab-sized buffer.
+    // Bounded min-heap (heap front = worst kept): most logits lose one float comparison against
+    // the front and cost nothing more, so this is ~O(n) for k << n without a vocab-sized buffer.
     auto worse_first = [](const Candidate& a, const Candidate& b) { return ranks_before(a, b); };
     out.items.reserve(keep);
+    float worst_kept = kNegInf;  // heap front's logit once full: most tokens fail one compare
     for (size_t i = 0; i < logits.size(); ++i) {
+        if (logits[i] < worst_kept) continue;
         const Candidate x{static_cast<int32_t>(i), logits[i]};
         if (!(x.logit > kNegInf)) continue;
         if (out.items.size() < keep) {
             out.items.push_back(x);
             std::push_heap(out.items.begin(), out.items.end(), worse_first);
+            if (out.items.size() == keep) worst_kept = out.items.front().logit;
         } else if (ranks_before(x, out.items.front())) {
             std::pop_heap(out.items.begin(), out.items.end(), worse_first);
             out.items.back() = x;
             std::push_heap(out.items.begin(), out.items.end(), worse_first);
+            worst_kept = out.items.front().logit;
         }
     }
     std::sort(out.items.begin(), out.items.end(), ranks_before);
