@@ -1,4 +1,4 @@
-// Dispatch point of the decode kernels: KV format x head dim for the split kernel, output
+// Dispatch point of the decode kernels: KV format x head dim x group for the split kernel, output
 // dtype for the combine kernel. The query dtype is a run-time branch (one load per CTA).
 #include "cuda/decode_kernel.cuh"
 #include "cuda/launch.h"
@@ -6,10 +6,10 @@
 namespace vela::cuda::detail {
 namespace {
 
-template <KvFormat F, int HD>
+template <KvFormat F, int HD, int G>
 cudaError_t launch_split(const DecodeParams& p, int split_len, float* o_part, float* lse_part,
                          cudaStream_t stream) {
-    auto* kernel = &decode_split_kernel<F, HD>;
+    auto* kernel = &decode_split_kernel<F, HD, G>;
     const size_t smem = decode_smem_bytes(p, split_len);
     if (smem > 48 * 1024) {
         const cudaError_t e = cudaFuncSetAttribute(
@@ -21,11 +21,22 @@ cudaError_t launch_split(const DecodeParams& p, int split_len, float* o_part, fl
     return cudaGetLastError();
 }
 
+// Group sizes round up to 1, 4 or 8 register-resident query heads: MHA keeps its single-head
+// kernel, common GQA groups (2-4, e.g. SmolLM2's 3) share one, 5-8 the largest.
+template <KvFormat F, int HD>
+cudaError_t launch_group(const DecodeParams& p, int split_len, float* o_part, float* lse_part,
+                         cudaStream_t stream) {
+    const int group = p.num_heads / p.num_kv_heads;
+    if (group == 1) return launch_split<F, HD, 1>(p, split_len, o_part, lse_part, stream);
+    if (group <= 4) return launch_split<F, HD, 4>(p, split_len, o_part, lse_part, stream);
+    return launch_split<F, HD, 8>(p, split_len, o_part, lse_part, stream);
+}
+
 template <KvFormat F>
 cudaError_t launch_format(const DecodeParams& p, int split_len, float* o_part, float* lse_part,
                           cudaStream_t stream) {
-    return p.head_dim == 64 ? launch_split<F, 64>(p, split_len, o_part, lse_part, stream)
-                            : launch_split<F, 128>(p, split_len, o_part, lse_part, stream);
+    return p.head_dim == 64 ? launch_group<F, 64>(p, split_len, o_part, lse_part, stream)
+                            : launch_group<F, 128>(p, split_len, o_part, lse_part, stream);
 }
 
 }  // namespace

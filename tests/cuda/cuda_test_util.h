@@ -97,7 +97,7 @@ void reference_row(const double* q, int n, int head_dim, double scale, KeyAt key
 
 // Accumulates |a - b| statistics over a comparison, reported on failure.
 struct ErrorStats {
-    double max_abs = 0, sq_err = 0, sq_ref = 0;
+    double max_abs = 0, max_ref = 0, sq_err = 0, sq_ref = 0;
     size_t nonfinite = 0, count = 0;
     void add(double got, double ref) {
         ++count;
@@ -106,6 +106,7 @@ struct ErrorStats {
             return;
         }
         max_abs = std::max(max_abs, std::abs(got - ref));
+        max_ref = std::max(max_ref, std::abs(ref));
         sq_err += (got - ref) * (got - ref);
         sq_ref += ref * ref;
     }

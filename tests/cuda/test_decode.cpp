@@ -1,8 +1,9 @@
 // Paged split-K decode vs a float64 reference for every KV format and block sizes 1 and 16;
 // the split count must not change the result beyond rounding; decode agrees with the prefill
-// kernel run on a contiguous copy (paged == contiguous). Tolerance: max |err| <= 1e-2 for all
-// formats (the reference dequantises the same stored values, so quantisation error is not
-// measured, only kernel arithmetic: fp32 accumulation and bf16/fp16 output rounding).
+// kernel run on a contiguous copy (paged == contiguous). Tolerance: max |err| <= 1e-2 x
+// max(1, max |ref|) for all formats (the reference dequantises the same stored values, so
+// quantisation error is not measured, only kernel arithmetic: fp32 accumulation and bf16/fp16
+// output rounding, which grows with |o|; fp8 values reach 3.5 here).
 #include <algorithm>
 #include <numeric>
 
@@ -161,7 +162,7 @@ void check_reference(const DecodeCase& c, const Cache& cache, const std::vector<
         }
     }
     EXPECT_EQ(err.nonfinite, 0u) << "unwritten or NaN outputs";
-    EXPECT_LE(err.max_abs, 1e-2) << "rel " << err.rel();
+    EXPECT_LE(err.max_abs, 1e-2 * std::max(1.0, err.max_ref)) << "rel " << err.rel();
     EXPECT_EQ(lse_err.nonfinite, 0u);
     EXPECT_LE(lse_err.max_abs, 2e-3);
 }
