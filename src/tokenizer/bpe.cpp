@@ -72,6 +72,12 @@ void merge_symbols(std::vector<Symbol>& syms, PairFn pair) {
 }
 
 constexpr size_t kMaxCachedWord = 128;
+constexpr std::string_view kSpaceMark = "\xE2\x96\x81";  // "▁"
+
+// Whether the "▁" at byte `at` of `s` comes right after another "▁".
+bool after_space_mark(std::string_view s, size_t at) {
+    return at >= kSpaceMark.size() && s.substr(at - kSpaceMark.size(), kSpaceMark.size()) == kSpaceMark;
+}
 constexpr size_t kMaxCacheEntries = 1 << 16;
 
 }  // namespace
@@ -145,6 +151,14 @@ SentencePieceBpe::SentencePieceBpe(const Vocab& vocab, std::vector<float> scores
         const auto id = vocab.find(fmt::format("<0x{:02X}>", b));
         if (id && vocab.type(*id) == TokenType::Byte) byte_tokens_[static_cast<size_t>(b)] = *id;
     }
+    split_words_ = true;
+    for (int32_t id = 0; id < vocab.size() && split_words_; ++id) {
+        const std::string& t = vocab.text(id);
+        if (!mergeable(t)) continue;
+        for (size_t at = t.find(kSpaceMark, 1); at != std::string::npos; at = t.find(kSpaceMark, at + 1)) {
+            if (!after_space_mark(t, at)) split_words_ = false;
+        }
+    }
 }
 
 std::optional<int32_t> SentencePieceBpe::mergeable(std::string_view text) const {
@@ -156,6 +170,21 @@ std::optional<int32_t> SentencePieceBpe::mergeable(std::string_view text) const 
 }
 
 void SentencePieceBpe::encode(std::string_view text, std::vector<int32_t>& out) const {
+    if (!split_words_) {
+        encode_word(text, out);
+        return;
+    }
+    // Cut before every "▁" that follows another character.
+    size_t start = 0;
+    for (size_t at = text.find(kSpaceMark, 1); at != std::string_view::npos; at = text.find(kSpaceMark, at + 1)) {
+        if (after_space_mark(text, at)) continue;
+        encode_word(text.substr(start, at - start), out);
+        start = at;
+    }
+    encode_word(text.substr(start), out);
+}
+
+void SentencePieceBpe::encode_word(std::string_view text, std::vector<int32_t>& out) const {
     std::vector<Symbol> syms = split_chars(text);
     for (Symbol& s : syms) s.id = mergeable(text.substr(s.start, s.len)).value_or(-1);
     merge_symbols(syms, [&](const Symbol& a, const Symbol& b) -> std::optional<std::pair<double, int32_t>> {

@@ -50,6 +50,7 @@ public:
     void encode(std::string_view text, std::vector<int32_t>& out) const;
 
 private:
+    void encode_word(std::string_view word, std::vector<int32_t>& out) const;
     void emit_fallback(std::string_view piece, std::vector<int32_t>& out) const;
     // A token that merging may produce (SentencePiece never merges into control/byte/unused).
     std::optional<int32_t> mergeable(std::string_view text) const;
@@ -58,6 +59,10 @@ private:
     std::vector<float> scores_;
     int32_t unk_;
     std::vector<int32_t> byte_tokens_;  // byte -> <0xNN> id, -1 when absent
+    // True when no mergeable token has a "▁" right after another character: then no merge can
+    // span the start of a "▁word", and the text is merged word by word (same result, far
+    // smaller heaps) as SentencePiece itself does.
+    bool split_words_ = false;
 };
 
 }  // namespace vela

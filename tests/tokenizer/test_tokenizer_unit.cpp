@@ -148,6 +148,15 @@ TEST(SentencePieceBpe, ScoresByteFallbackAndSpaces) {
     EXPECT_EQ(tok.decode(std::vector<int32_t>{1, 262, 2, 262}), "a a");
 }
 
+TEST(SentencePieceBpe, MergesAcrossWordsWhenTheVocabularyHasSuch) {
+    // ids: ▁=259 a=260 a▁=261 ▁a=262. "a a" is "▁a▁a"; the best pair is "a▁" (-0.5), which
+    // spans the start of the second word, so the text must not be merged word by word.
+    const Tokenizer tok(spm_vocab({{"\xE2\x96\x81", -1}, {"a", -1}, {"a\xE2\x96\x81", -0.5f},
+                                   {"\xE2\x96\x81" "a", -3}}));
+    EXPECT_EQ(tok.encode("a a", false, false), (std::vector<int32_t>{259, 261, 260}));
+    EXPECT_EQ(tok.decode(tok.encode("a a", false, false)), "a a");
+}
+
 TEST(StreamDecoder, InvalidBytesAreReplacedAsSoonAsKnown) {
     const Tokenizer tok(spm_vocab({{"A", -1}}));
     const int32_t f0 = 3 + 0xF0, x9f = 3 + 0x9F, a = 259;
