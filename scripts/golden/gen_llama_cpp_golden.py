@@ -8,7 +8,12 @@ with LLAMA_CPP_LIB_PATH=<llama.cpp>/build/bin (or its own bundled build). Nothin
 For each teacher-forced text (from Debian's base-files package, /usr/share/common-licenses) the
 first N_TF tokens are evaluated in one batch with logits for every position; we store, per
 position, the top-20 token ids with their logits plus the logits of 32 fixed random token ids
-(full rows would be 60 MB). For each greedy prompt we store 64 greedily generated tokens.
+(full rows would be 60 MB). For each greedy prompt we store 64 greedily generated tokens and the
+margin between llama.cpp's two best logits at each step.
+
+The same texts are also run with llama.cpp's flash attention turned off: how far llama.cpp moves
+from itself when only its attention arithmetic changes is the noise floor of 8-bit activation
+quantisation, the yardstick for how close another engine can be expected to come.
 """
 import json
 import os
@@ -38,9 +43,14 @@ GREEDY_PROMPTS = {
 }
 
 
+def load(flash_attn):
+    return Llama(model_path=str(MODEL), n_ctx=1024, n_batch=512, n_ubatch=512, n_threads=2,
+                 logits_all=True, verbose=False, seed=0, flash_attn=flash_attn)
+
+
 def main():
-    llm = Llama(model_path=str(MODEL), n_ctx=1024, n_batch=512, n_ubatch=512, n_threads=2,
-                logits_all=True, verbose=False, seed=0)
+    llm = load(True)
+    llm_no_fa = load(False)
     rng = np.random.default_rng(1234)
     probe_ids = sorted(rng.choice(llm.n_vocab(), size=32, replace=False).tolist())
     out = {"model": MODEL.name, "probe_ids": probe_ids, "teacher_forced": {}, "greedy": {}}
@@ -52,12 +62,17 @@ def main():
         llm.eval(tokens)
         logits = np.array(llm.scores[: len(tokens)], dtype=np.float32)
         top = np.argsort(-logits, axis=1, kind="stable")[:, :TOP]
+        llm_no_fa.reset()
+        llm_no_fa.eval(tokens)
+        no_fa = np.array(llm_no_fa.scores[: len(tokens)], dtype=np.float32)
         out["teacher_forced"][name] = {
             "source": path,
             "tokens": tokens,
             "top_ids": top.tolist(),
             "top_logits": np.round(np.take_along_axis(logits, top, 1), 5).tolist(),
             "probe_logits": np.round(logits[:, probe_ids], 5).tolist(),
+            "no_fa_top1": no_fa.argmax(axis=1).tolist(),
+            "no_fa_top_logits": np.round(np.take_along_axis(no_fa, top, 1), 5).tolist(),
         }
         print(f"{name}: {len(tokens)} tokens", file=sys.stderr)
 
@@ -65,12 +80,15 @@ def main():
         tokens = llm.tokenize(prompt.encode(), add_bos=False, special=special)
         llm.reset()
         llm.eval(tokens)
-        generated = []
+        generated, margins = [], []
         for _ in range(N_GREEDY):
-            nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            row = np.array(llm.scores[llm.n_tokens - 1])
+            best2 = np.sort(row)[-2:]
+            nxt = int(np.argmax(row))
             generated.append(nxt)
+            margins.append(round(float(best2[1] - best2[0]), 5))
             llm.eval([nxt])
-        out["greedy"][name] = {"prompt": prompt, "tokens": tokens, "generated": generated,
+        out["greedy"][name] = {"prompt": prompt, "tokens": tokens, "generated": generated, "margins": margins,
                                "text": llm.detokenize(generated).decode("utf-8", "replace")}
         print(f"{name}: {out['greedy'][name]['text']!r}", file=sys.stderr)
 
