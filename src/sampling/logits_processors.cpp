@@ -136,30 +136,43 @@ void all_candidates(std::span<const float> logits, Candidates& out) {
     out.sorted = false;
 }
 
+namespace {
+
+// Offers one token to the bounded min-heap of top_k (front = worst kept).
+void offer(std::vector<Candidate>& heap, size_t keep, Candidate x) {
+    auto worse_first = [](const Candidate& a, const Candidate& b) { return ranks_before(a, b); };
+    if (!(x.logit > kNegInf)) return;  // masked or NaN
+    if (heap.size() < keep) {
+        heap.push_back(x);
+        std::push_heap(heap.begin(), heap.end(), worse_first);
+    } else if (ranks_before(x, heap.front())) {
+        std::pop_heap(heap.begin(), heap.end(), worse_first);
+        heap.back() = x;
+        std::push_heap(heap.begin(), heap.end(), worse_first);
+    }
+}
+
+}  // namespace
+
 void top_k(std::span<const float> logits, int32_t k, Candidates& out) {
     VELA_ASSERT(k > 0);
-    out.items.clear();
     const size_t keep = std::min(static_cast<size_t>(k), logits.size());
-    // Bounded min-heap (heap front = worst kept): most logits lose one float comparison against
-    // the front and cost nothing more, so this is ~O(n) for k << n without a vocab-sized buffer.
-    auto worse_first = [](const Candidate& a, const Candidate& b) { return ranks_before(a, b); };
+    out.items.clear();
     out.items.reserve(keep);
-    float worst_kept = kNegInf;  // heap front's logit once full: most tokens fail one compare
-    for (size_t i = 0; i < logits.size(); ++i) {
-        if (logits[i] < worst_kept) continue;
-        const Candidate x{static_cast<int32_t>(i), logits[i]};
-        if (!(x.logit > kNegInf)) continue;
-        if (out.items.size() < keep) {
-            out.items.push_back(x);
-            std::push_heap(out.items.begin(), out.items.end(), worse_first);
-            if (out.items.size() == keep) worst_kept = out.items.front().logit;
-        } else if (ranks_before(x, out.items.front())) {
-            std::pop_heap(out.items.begin(), out.items.end(), worse_first);
-            out.items.back() = x;
-            std::push_heap(out.items.begin(), out.items.end(), worse_first);
-            worst_kept = out.items.front().logit;
+    // Once the heap is full, a block of 16 logits whose (vectorisable) max is below the worst
+    // kept one is skipped whole: for k << n almost every block, so this runs near memory speed.
+    constexpr size_t kBlock = 16;
+    const float* v = logits.data();
+    size_t i = 0;
+    for (; i + kBlock <= logits.size(); i += kBlock) {
+        if (out.items.size() == keep) {
+            float block_max = kNegInf;
+            for (size_t j = 0; j < kBlock; ++j) block_max = block_max < v[i + j] ? v[i + j] : block_max;
+            if (block_max < out.items.front().logit) continue;
         }
+        for (size_t j = i; j < i + kBlock; ++j) offer(out.items, keep, {static_cast<int32_t>(j), v[j]});
     }
+    for (; i < logits.size(); ++i) offer(out.items, keep, {static_cast<int32_t>(i), v[i]});
     std::sort(out.items.begin(), out.items.end(), ranks_before);
     out.sorted = true;
 }
