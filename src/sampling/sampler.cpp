@@ -1,6 +1,7 @@
 #include "sampling/sampler.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/error.h"
 
@@ -62,6 +63,26 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
         if (u < cum) return candidates_.items[i].token;
     }
     return candidates_.items.back().token;
+}
+
+int32_t Sampler::sample_from(std::span<const float> probs) {
+    double total = 0.0;
+    for (float w : probs) {
+        if (!(w >= 0.0f)) fail<InvalidArgument>("sampling: distribution has a weight {} (< 0 or NaN)", w);
+        total += w;
+    }
+    if (!(total > 0.0) || !std::isfinite(total))
+        fail<InvalidArgument>("sampling: distribution over {} tokens sums to {}", probs.size(), total);
+    const double target = uniform() * total;
+    double cum = 0.0;
+    int32_t last_positive = 0;
+    for (size_t i = 0; i < probs.size(); ++i) {
+        if (probs[i] == 0.0f) continue;  // a zero weight is never drawn, even at u = 0
+        cum += probs[i];
+        last_positive = static_cast<int32_t>(i);
+        if (target < cum) return last_positive;
+    }
+    return last_positive;  // rounding left target at the very top
 }
 
 void Sampler::distribution(std::span<const float> logits, std::span<const int32_t> history,

@@ -31,6 +31,11 @@ public:
     void distribution(std::span<const float> logits, std::span<const int32_t> history,
                       std::vector<float>& probs);
 
+    // Draws a token from an explicit distribution (non-negative weights, any positive sum), in
+    // id order with one uniform() draw: the residual max(0, p - q) of speculative rejection
+    // sampling is drawn this way. Throws InvalidArgument for negative/NaN weights or a zero sum.
+    int32_t sample_from(std::span<const float> probs);
+
     // Next draw of this sampler's RNG, uniform in [0, 1) with 53 random bits: the accept/reject
     // coin of speculative decoding comes from the same reproducible stream.
     double uniform();

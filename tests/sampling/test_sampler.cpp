@@ -156,5 +156,32 @@ TEST(Sampler, EmpiricalFrequenciesMatchDistribution) {
     EXPECT_LT(chi2, chi2_quantile(bins - 1, 3.72)) << bins << " bins";  // p ~ 1e-4
 }
 
+// sample_from(): unnormalised weights, zeros never drawn, frequencies match (chi-square).
+TEST(Sampler, SampleFromExplicitDistribution) {
+    const std::vector<float> w = {0.0f, 3.0f, 0.0f, 1.0f, 0.5f, 0.0f, 5.5f, 0.0f};
+    const double total = 10.0;
+    SamplingParams p;
+    p.seed = 77;
+    Sampler s(p);
+    const int n = 100000;
+    std::vector<int64_t> counts(w.size(), 0);
+    for (int i = 0; i < n; ++i) ++counts[static_cast<size_t>(s.sample_from(w))];
+    double chi2 = 0.0;
+    for (size_t t = 0; t < w.size(); ++t) {
+        if (w[t] == 0.0f) {
+            EXPECT_EQ(counts[t], 0) << t;
+            continue;
+        }
+        const double e = w[t] / total * n;
+        chi2 += (counts[t] - e) * (counts[t] - e) / e;
+    }
+    EXPECT_LT(chi2, chi2_quantile(3, 3.72));
+    const std::vector<float> zero(4, 0.0f), negative = {1.0f, -0.5f};
+    const std::vector<float> nan = {1.0f, std::numeric_limits<float>::quiet_NaN()};
+    EXPECT_THROW(s.sample_from(zero), InvalidArgument);
+    EXPECT_THROW(s.sample_from(negative), InvalidArgument);
+    EXPECT_THROW(s.sample_from(nan), InvalidArgument);
+}
+
 }  // namespace
 }  // namespace vela
