@@ -27,9 +27,7 @@ struct Candidate {
     int left, right;
     uint32_t left_len, right_len;
     int32_t merged;
-    bool operator>(const Candidate& o) const {
-        return key != o.key ? key > o.key : left > o.left;
-    }
+    bool operator>(const Candidate& o) const { return key != o.key ? key > o.key : left > o.left; }
 };
 
 std::vector<Symbol> split_chars(std::string_view word) {
@@ -39,7 +37,8 @@ std::vector<Symbol> split_chars(std::string_view word) {
         const size_t start = pos;
         pos = std::min(word.size(), pos + utf8::seq_len(static_cast<unsigned char>(word[pos])));
         const int i = static_cast<int>(syms.size());
-        syms.push_back({static_cast<uint32_t>(start), static_cast<uint32_t>(pos - start), -1, i - 1, i + 1});
+        syms.push_back(
+            {static_cast<uint32_t>(start), static_cast<uint32_t>(pos - start), -1, i - 1, i + 1});
     }
     if (!syms.empty()) syms.back().next = -1;
     return syms;
@@ -76,7 +75,8 @@ constexpr std::string_view kSpaceMark = "\xE2\x96\x81";  // "▁"
 
 // Whether the "▁" at byte `at` of `s` comes right after another "▁".
 bool after_space_mark(std::string_view s, size_t at) {
-    return at >= kSpaceMark.size() && s.substr(at - kSpaceMark.size(), kSpaceMark.size()) == kSpaceMark;
+    return at >= kSpaceMark.size() &&
+           s.substr(at - kSpaceMark.size(), kSpaceMark.size()) == kSpaceMark;
 }
 constexpr size_t kMaxCacheEntries = 1 << 16;
 
@@ -89,13 +89,15 @@ ByteLevelBpe::ByteLevelBpe(const Vocab& vocab, const std::vector<std::string>& m
     for (size_t rank = 0; rank < merges.size(); ++rank) {
         const std::string& m = merges[rank];
         const size_t sp = m.find(' ', 1);
-        if (sp == std::string::npos) fail<FormatError>("tokenizer: merge {} '{}' has no space", rank, m);
+        if (sp == std::string::npos)
+            fail<FormatError>("tokenizer: merge {} '{}' has no space", rank, m);
         const std::string_view left = std::string_view(m).substr(0, sp);
         const std::string_view right = std::string_view(m).substr(sp + 1);
         const auto l = vocab.find(left), r = vocab.find(right);
         const auto merged = vocab.find(std::string(left) + std::string(right));
         if (!l || !r || !merged)
-            fail<FormatError>("tokenizer: merge {} '{}' names a token not in the vocabulary", rank, m);
+            fail<FormatError>("tokenizer: merge {} '{}' names a token not in the vocabulary", rank,
+                              m);
         const uint64_t key = (static_cast<uint64_t>(*l) << 32) | static_cast<uint32_t>(*r);
         merges_.try_emplace(key, Merge{static_cast<int32_t>(rank), *merged});  // first rank wins
     }
@@ -130,16 +132,20 @@ void ByteLevelBpe::encode_word(std::string_view word, std::vector<int32_t>& out)
 void ByteLevelBpe::merge_word(std::string_view word, std::vector<int32_t>& out) const {
     std::vector<Symbol> syms = split_chars(word);
     for (Symbol& s : syms) s.id = vocab_.find(word.substr(s.start, s.len)).value_or(-1);
-    merge_symbols(syms, [&](const Symbol& a, const Symbol& b) -> std::optional<std::pair<double, int32_t>> {
-        if (a.id < 0 || b.id < 0) return std::nullopt;
-        const auto it = merges_.find((static_cast<uint64_t>(a.id) << 32) | static_cast<uint32_t>(b.id));
-        if (it == merges_.end()) return std::nullopt;
-        return std::pair{static_cast<double>(it->second.rank), it->second.merged};
-    });
+    merge_symbols(
+        syms, [&](const Symbol& a, const Symbol& b) -> std::optional<std::pair<double, int32_t>> {
+            if (a.id < 0 || b.id < 0) return std::nullopt;
+            const auto it =
+                merges_.find((static_cast<uint64_t>(a.id) << 32) | static_cast<uint32_t>(b.id));
+            if (it == merges_.end()) return std::nullopt;
+            return std::pair{static_cast<double>(it->second.rank), it->second.merged};
+        });
     for (const Symbol& s : syms) {
         if (s.len == 0) continue;
-        if (s.id >= 0) out.push_back(s.id);
-        else if (unk_ >= 0) out.push_back(unk_);  // a character outside the alphabet's vocab
+        if (s.id >= 0)
+            out.push_back(s.id);
+        else if (unk_ >= 0)
+            out.push_back(unk_);  // a character outside the alphabet's vocab
     }
 }
 
@@ -155,7 +161,8 @@ SentencePieceBpe::SentencePieceBpe(const Vocab& vocab, std::vector<float> scores
     for (int32_t id = 0; id < vocab.size() && split_words_; ++id) {
         const std::string& t = vocab.text(id);
         if (!mergeable(t)) continue;
-        for (size_t at = t.find(kSpaceMark, 1); at != std::string::npos; at = t.find(kSpaceMark, at + 1)) {
+        for (size_t at = t.find(kSpaceMark, 1); at != std::string::npos;
+             at = t.find(kSpaceMark, at + 1)) {
             if (!after_space_mark(t, at)) split_words_ = false;
         }
     }
@@ -165,7 +172,8 @@ std::optional<int32_t> SentencePieceBpe::mergeable(std::string_view text) const 
     const auto id = vocab_.find(text);
     if (!id) return std::nullopt;
     const TokenType t = vocab_.type(*id);
-    if (t == TokenType::Normal || t == TokenType::UserDefined || t == TokenType::Undefined) return id;
+    if (t == TokenType::Normal || t == TokenType::UserDefined || t == TokenType::Undefined)
+        return id;
     return std::nullopt;
 }
 
@@ -176,7 +184,8 @@ void SentencePieceBpe::encode(std::string_view text, std::vector<int32_t>& out) 
     }
     // Cut before every "▁" that follows another character.
     size_t start = 0;
-    for (size_t at = text.find(kSpaceMark, 1); at != std::string_view::npos; at = text.find(kSpaceMark, at + 1)) {
+    for (size_t at = text.find(kSpaceMark, 1); at != std::string_view::npos;
+         at = text.find(kSpaceMark, at + 1)) {
         if (after_space_mark(text, at)) continue;
         encode_word(text.substr(start, at - start), out);
         start = at;
@@ -187,15 +196,18 @@ void SentencePieceBpe::encode(std::string_view text, std::vector<int32_t>& out) 
 void SentencePieceBpe::encode_word(std::string_view text, std::vector<int32_t>& out) const {
     std::vector<Symbol> syms = split_chars(text);
     for (Symbol& s : syms) s.id = mergeable(text.substr(s.start, s.len)).value_or(-1);
-    merge_symbols(syms, [&](const Symbol& a, const Symbol& b) -> std::optional<std::pair<double, int32_t>> {
-        const auto id = mergeable(text.substr(a.start, a.len + b.len));
-        if (!id) return std::nullopt;
-        return std::pair{-static_cast<double>(scores_[static_cast<size_t>(*id)]), *id};
-    });
+    merge_symbols(
+        syms, [&](const Symbol& a, const Symbol& b) -> std::optional<std::pair<double, int32_t>> {
+            const auto id = mergeable(text.substr(a.start, a.len + b.len));
+            if (!id) return std::nullopt;
+            return std::pair{-static_cast<double>(scores_[static_cast<size_t>(*id)]), *id};
+        });
     for (const Symbol& s : syms) {
         if (s.len == 0) continue;
-        if (s.id >= 0) out.push_back(s.id);
-        else emit_fallback(text.substr(s.start, s.len), out);
+        if (s.id >= 0)
+            out.push_back(s.id);
+        else
+            emit_fallback(text.substr(s.start, s.len), out);
     }
 }
 

@@ -15,7 +15,7 @@
 namespace vela {
 
 class ByteLevelBpe {
-public:
+  public:
     // `merges` are "left right" strings, highest priority first; FormatError when a merge names
     // a token the vocabulary lacks.
     ByteLevelBpe(const Vocab& vocab, const std::vector<std::string>& merges, bool ignore_merges,
@@ -25,7 +25,7 @@ public:
     // cached (thread-safe), since natural text repeats its words.
     void encode_word(std::string_view word, std::vector<int32_t>& out) const;
 
-private:
+  private:
     struct Merge {
         int32_t rank;
         int32_t merged;
@@ -42,14 +42,14 @@ private:
 };
 
 class SentencePieceBpe {
-public:
+  public:
     SentencePieceBpe(const Vocab& vocab, std::vector<float> scores, int32_t unk);
 
     // Appends the ids of `text` (spaces already replaced by "▁"). Characters that no token
     // covers fall back to <0xNN> byte tokens, or to unk when the vocabulary has none.
     void encode(std::string_view text, std::vector<int32_t>& out) const;
 
-private:
+  private:
     void encode_word(std::string_view word, std::vector<int32_t>& out) const;
     void emit_fallback(std::string_view piece, std::vector<int32_t>& out) const;
     // A token that merging may produce (SentencePiece never merges into control/byte/unused).

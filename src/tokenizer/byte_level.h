@@ -10,7 +10,7 @@
 namespace vela {
 
 class ByteLevelAlphabet {
-public:
+  public:
     ByteLevelAlphabet();
 
     // Appends the alphabet form (UTF-8) of raw bytes.
@@ -19,7 +19,7 @@ public:
     // (then nothing sensible can be decoded from it, e.g. a special token's text).
     bool decode(std::string_view text, std::string& out) const;
 
-private:
+  private:
     std::array<uint32_t, 256> to_unicode_{};
     std::array<std::string, 256> encoded_{};  // to_unicode_ as UTF-8, for a fast encode
     std::unordered_map<uint32_t, uint8_t> to_byte_;

@@ -34,15 +34,19 @@ std::string strip(std::string_view s) {
 // The system prompt a ChatML template inserts when the conversation has none, e.g. SmolLM2's
 // `{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n...' }}`.
 std::string find_default_system(const std::string& jinja) {
-    if (jinja.find("!= 'system'") == std::string::npos && jinja.find("!= \"system\"") == std::string::npos)
+    if (jinja.find("!= 'system'") == std::string::npos &&
+        jinja.find("!= \"system\"") == std::string::npos)
         return {};
     const std::string_view head = "<|im_start|>system";
     const size_t at = jinja.find(head);
     if (at == std::string::npos) return {};
     size_t begin = at + head.size();
-    if (jinja.compare(begin, 1, "\n") == 0) begin += 1;
-    else if (jinja.compare(begin, 2, "\\n") == 0) begin += 2;
-    else return {};
+    if (jinja.compare(begin, 1, "\n") == 0)
+        begin += 1;
+    else if (jinja.compare(begin, 2, "\\n") == 0)
+        begin += 2;
+    else
+        return {};
     const size_t end = jinja.find("<|im_end|>", begin);
     if (end == std::string::npos) return {};
     return jinja.substr(begin, end - begin);
@@ -62,7 +66,8 @@ std::string render_chatml(const ChatTemplate& t, std::span<const ChatMessage> me
 std::string render_llama3(std::span<const ChatMessage> messages, bool gen) {
     std::string out;
     for (const ChatMessage& m : messages)
-        out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + strip(m.content) + "<|eot_id|>";
+        out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + strip(m.content) +
+               "<|eot_id|>";
     if (gen) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
     return out;
 }
@@ -76,10 +81,12 @@ std::string render_llama2(const ChatTemplate& t, std::span<const ChatMessage> me
     for (size_t i = 0; i < turns.size(); ++i) {
         const ChatMessage& m = turns[i];
         if ((m.role == "user") != (i % 2 == 0))
-            fail<InvalidArgument>("chat: roles must alternate user/assistant/user/... (message {} is '{}')",
-                                  i + (has_system ? 1 : 0), m.role);
+            fail<InvalidArgument>(
+                "chat: roles must alternate user/assistant/user/... (message {} is '{}')",
+                i + (has_system ? 1 : 0), m.role);
         std::string content;
-        if (i == 0 && has_system) content.append("<<SYS>>\n").append(messages[0].content).append("\n<</SYS>>\n\n");
+        if (i == 0 && has_system)
+            content.append("<<SYS>>\n").append(messages[0].content).append("\n<</SYS>>\n\n");
         content.append(m.content);
         if (m.role == "user") {
             if (i > 0) out.append(t.bos_text);
@@ -93,7 +100,8 @@ std::string render_llama2(const ChatTemplate& t, std::span<const ChatMessage> me
 
 }  // namespace
 
-ChatTemplate detect_chat_template(const std::string& jinja, std::string bos_text, std::string eos_text) {
+ChatTemplate detect_chat_template(const std::string& jinja, std::string bos_text,
+                                  std::string eos_text) {
     ChatTemplate t;
     t.bos_text = std::move(bos_text);
     t.eos_text = std::move(eos_text);
@@ -114,18 +122,23 @@ ChatTemplate detect_chat_template(const std::string& jinja, std::string bos_text
 std::string render_chat(const ChatTemplate& tmpl, std::span<const ChatMessage> messages,
                         bool add_generation_prompt) {
     switch (tmpl.format) {
-        case ChatFormat::ChatML: return render_chatml(tmpl, messages, add_generation_prompt);
-        case ChatFormat::Llama3: return render_llama3(messages, add_generation_prompt);
-        case ChatFormat::Llama2: return render_llama2(tmpl, messages);
+        case ChatFormat::ChatML:
+            return render_chatml(tmpl, messages, add_generation_prompt);
+        case ChatFormat::Llama3:
+            return render_llama3(messages, add_generation_prompt);
+        case ChatFormat::Llama2:
+            return render_llama2(tmpl, messages);
     }
     return {};
 }
 
 std::string apply_chat_template(const Tokenizer& tokenizer, std::span<const ChatMessage> messages,
                                 bool add_generation_prompt) {
-    const auto text_of = [&](int32_t id) { return id >= 0 ? std::string(tokenizer.token_text(id)) : std::string(); };
-    const ChatTemplate t =
-        detect_chat_template(tokenizer.chat_template(), text_of(tokenizer.bos()), text_of(tokenizer.eos()));
+    const auto text_of = [&](int32_t id) {
+        return id >= 0 ? std::string(tokenizer.token_text(id)) : std::string();
+    };
+    const ChatTemplate t = detect_chat_template(tokenizer.chat_template(), text_of(tokenizer.bos()),
+                                                text_of(tokenizer.eos()));
     return render_chat(t, messages, add_generation_prompt);
 }
 

@@ -30,7 +30,8 @@ struct ChatTemplate {
 
 // Recognises the family of a Jinja chat template; unknown or empty templates give ChatML and
 // log a warning.
-ChatTemplate detect_chat_template(const std::string& jinja, std::string bos_text, std::string eos_text);
+ChatTemplate detect_chat_template(const std::string& jinja, std::string bos_text,
+                                  std::string eos_text);
 
 // Renders with an already detected template. The text never starts with BOS: encode() adds it.
 std::string render_chat(const ChatTemplate& tmpl, std::span<const ChatMessage> messages,

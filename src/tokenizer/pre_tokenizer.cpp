@@ -16,9 +16,9 @@ constexpr std::string_view kSpace =
     R"(\t-\r \x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000})";
 
 bool is_space(uint32_t cp) {
-    return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 ||
-           cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 ||
-           cp == 0x202F || cp == 0x205F || cp == 0x3000;
+    return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F ||
+           cp == 0x205F || cp == 0x3000;
 }
 
 // The pre-tokenizer regex of each family, minus its trailing `|\s+(?!\S)|\s+`.
@@ -30,7 +30,8 @@ std::string words_pattern(PreTokenizerKind kind) {
             return R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^)" + s + R"(\p{L}\p{N}]+)";
         case PreTokenizerKind::Llama3:
         case PreTokenizerKind::Qwen2: {
-            const std::string numbers = kind == PreTokenizerKind::Llama3 ? R"(\p{N}{1,3})" : R"(\p{N})";
+            const std::string numbers =
+                kind == PreTokenizerKind::Llama3 ? R"(\p{N}{1,3})" : R"(\p{N})";
             return R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|)" + numbers +
                    R"(| ?[^)" + s + R"(\p{L}\p{N}]+[\r\n]*|[)" + s + R"(]*[\r\n]+)";
         }
@@ -93,8 +94,10 @@ void PreTokenizer::split_words(std::string_view text, std::vector<std::string_vi
             last = end;
             end = next;
         }
-        if (end == pos) end = pos + 1;
-        else if (end < text.size() && last > pos) end = last;
+        if (end == pos)
+            end = pos + 1;
+        else if (end < text.size() && last > pos)
+            end = last;
         out.push_back(text.substr(pos, end - pos));
         pos = end;
     }

@@ -16,7 +16,7 @@ class RE2;
 namespace vela {
 
 class PreTokenizer {
-public:
+  public:
     explicit PreTokenizer(PreTokenizerKind kind);
     ~PreTokenizer();
     PreTokenizer(PreTokenizer&&) noexcept;
@@ -25,7 +25,7 @@ public:
     // Appends the words of `text` (views into it) to `out`; their concatenation is `text`.
     void split(std::string_view text, std::vector<std::string_view>& out) const;
 
-private:
+  private:
     void split_words(std::string_view text, std::vector<std::string_view>& out) const;
 
     std::unique_ptr<re2::RE2> words_;   // the regex without its whitespace-lookahead tail

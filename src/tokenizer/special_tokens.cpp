@@ -13,8 +13,9 @@ SpecialTokenMatcher::SpecialTokenMatcher(const Vocab& vocab) : by_first_byte_(25
             {text, id, t == TokenType::Control});
     }
     for (auto& list : by_first_byte_) {
-        std::stable_sort(list.begin(), list.end(),
-                         [](const Entry& a, const Entry& b) { return a.text.size() > b.text.size(); });
+        std::stable_sort(list.begin(), list.end(), [](const Entry& a, const Entry& b) {
+            return a.text.size() > b.text.size();
+        });
     }
 }
 

@@ -16,11 +16,11 @@ struct Fragment {
 };
 
 class SpecialTokenMatcher {
-public:
+  public:
     explicit SpecialTokenMatcher(const Vocab& vocab);
     std::vector<Fragment> split(std::string_view text, bool parse_special) const;
 
-private:
+  private:
     struct Entry {
         std::string_view text;  // points into the Vocab, which outlives the matcher
         int32_t id;

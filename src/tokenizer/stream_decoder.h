@@ -10,7 +10,7 @@ namespace vela {
 class Tokenizer;
 
 class StreamDecoder {
-public:
+  public:
     explicit StreamDecoder(const Tokenizer& tokenizer);
     // Text completed by this token (possibly empty).
     std::string push(int32_t id);
@@ -18,7 +18,7 @@ public:
     // then starts afresh.
     std::string flush();
 
-private:
+  private:
     const Tokenizer* tokenizer_;
     std::string pending_;   // bytes of an incomplete character
     bool at_start_ = true;  // no text rendered yet (SentencePiece's leading-space rule)

@@ -18,12 +18,13 @@ constexpr std::string_view kSpaceMark = "\xE2\x96\x81";  // "▁", SentencePiece
 
 // Control tokens that end a turn in the chat formats we know, beyond the declared eos/eot.
 constexpr std::array<std::string_view, 9> kEndOfTurnTexts = {
-    "<|endoftext|>", "<|im_end|>", "<|eot_id|>",  "<|eom_id|>", "<end_of_turn>",
+    "<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>",     "<end_of_turn>",
     "<|end|>",       "<EOT>",      "<|return|>", "<|end_of_text|>"};
 
 void check_special_id(int32_t id, const char* name, size_t n_tokens) {
     if (id < -1 || id >= static_cast<int64_t>(n_tokens))
-        fail<FormatError>("tokenizer: {} token id {} outside the vocabulary of {}", name, id, n_tokens);
+        fail<FormatError>("tokenizer: {} token id {} outside the vocabulary of {}", name, id,
+                          n_tokens);
 }
 
 std::optional<uint8_t> parse_byte_token(std::string_view text) {
@@ -51,7 +52,9 @@ struct Tokenizer::Impl {
     std::unique_ptr<SentencePieceBpe> spm;
     std::vector<bool> eog;
 
-    explicit Impl(const TokenizerData& d) : vocab(d.tokens, d.types), specials(vocab) {}
+    // Takes the vocabulary out of `d`; the Tokenizer keeps only its small fields.
+    explicit Impl(TokenizerData& d)
+        : vocab(std::move(d.tokens), std::move(d.types)), specials(vocab) {}
 };
 
 Tokenizer::Tokenizer(TokenizerData data) : data_(std::move(data)) {
@@ -69,10 +72,10 @@ Tokenizer::Tokenizer(TokenizerData data) : data_(std::move(data)) {
         impl_->byte_bpe = std::make_unique<ByteLevelBpe>(impl_->vocab, data_.merges,
                                                          data_.ignore_merges, data_.unk);
     } else {
-        impl_->spm = std::make_unique<SentencePieceBpe>(impl_->vocab, data_.scores, data_.unk);
+        impl_->spm =
+            std::make_unique<SentencePieceBpe>(impl_->vocab, std::move(data_.scores), data_.unk);
     }
-    // The vocabulary lives in impl_ now; keep data_ for the small fields only.
-    data_.tokens.clear();
+    data_.tokens.clear();  // moved from: leave them in a defined state
     data_.types.clear();
     data_.merges.clear();
     data_.scores.clear();
@@ -91,7 +94,9 @@ Tokenizer::~Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 
-int32_t Tokenizer::vocab_size() const { return impl_->vocab.size(); }
+int32_t Tokenizer::vocab_size() const {
+    return impl_->vocab.size();
+}
 
 bool Tokenizer::is_eog(int32_t id) const {
     return impl_->vocab.valid(id) && impl_->eog[static_cast<size_t>(id)];
@@ -103,7 +108,8 @@ std::string_view Tokenizer::token_text(int32_t id) const {
     return impl_->vocab.text(id);
 }
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool parse_special) const {
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos,
+                                       bool parse_special) const {
     std::vector<int32_t> ids;
     ids.reserve(text.size() / 3 + 2);
     if (add_bos && data_.bos >= 0) ids.push_back(data_.bos);
@@ -123,14 +129,17 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool
     return ids;
 }
 
-void Tokenizer::encode_raw(std::string_view text, bool space_prefix, std::vector<int32_t>& out) const {
+void Tokenizer::encode_raw(std::string_view text, bool space_prefix,
+                           std::vector<int32_t>& out) const {
     if (impl_->spm) {
         std::string s;
         s.reserve(text.size() + 8);
         if (data_.add_space_prefix && space_prefix) s += kSpaceMark;
         for (const char c : text) {
-            if (c == ' ') s += kSpaceMark;
-            else s.push_back(c);
+            if (c == ' ')
+                s += kSpaceMark;
+            else
+                s.push_back(c);
         }
         impl_->spm->encode(s, out);
         return;

@@ -21,7 +21,7 @@ class File;
 }
 
 class Tokenizer {
-public:
+  public:
     // Reads `tokenizer.ggml.*` and `tokenizer.chat_template`; FormatError on missing/invalid
     // metadata (unknown model, merges naming absent tokens, special ids out of range, ...).
     static Tokenizer from_gguf(const gguf::File& file);
@@ -59,7 +59,7 @@ public:
     // Whether decode() skips this token (control, unknown and unused tokens).
     bool is_skipped_in_decode(int32_t id) const;
 
-private:
+  private:
     struct Impl;
     void encode_raw(std::string_view text, bool space_prefix, std::vector<int32_t>& out) const;
 

@@ -13,16 +13,16 @@ class File;
 
 // `tokenizer.ggml.model`.
 enum class TokenizerModel {
-    ByteLevelBpe,    // "gpt2": GPT-2 byte-to-unicode alphabet, merges ranked by list order
-    SentencePiece,   // "llama": SentencePiece-style BPE, merges chosen by token score
+    ByteLevelBpe,   // "gpt2": GPT-2 byte-to-unicode alphabet, merges ranked by list order
+    SentencePiece,  // "llama": SentencePiece-style BPE, merges chosen by token score
 };
 
 // `tokenizer.ggml.pre`: how raw text is split into words before BPE (byte-level models only).
 enum class PreTokenizerKind {
-    Gpt2,     // "gpt2", "default" and unknown names: the original GPT-2 split
-    SmolLM,   // "smollm", "starcoder", "refact": every digit alone, then the GPT-2 split
-    Llama3,   // "llama-bpe", "llama3": case-insensitive contractions, numbers in groups of 3
-    Qwen2,    // "qwen2", "deepseek-r1-qwen": like Llama-3 but every digit alone
+    Gpt2,    // "gpt2", "default" and unknown names: the original GPT-2 split
+    SmolLM,  // "smollm", "starcoder", "refact": every digit alone, then the GPT-2 split
+    Llama3,  // "llama-bpe", "llama3": case-insensitive contractions, numbers in groups of 3
+    Qwen2,   // "qwen2", "deepseek-r1-qwen": like Llama-3 but every digit alone
 };
 
 // Values of `tokenizer.ggml.token_type` (same numbering as llama.cpp / the gguf package).

@@ -26,7 +26,8 @@ std::vector<TokenType> read_types(const gguf::File& f, size_t n_tokens) {
     types.reserve(n_tokens);
     for (const int64_t t : *raw) {
         if (t < 0 || t > static_cast<int64_t>(TokenType::Byte))
-            fail<FormatError>("{}: tokenizer.ggml.token_type value {} is not a token type", f.path(), t);
+            fail<FormatError>("{}: tokenizer.ggml.token_type value {} is not a token type",
+                              f.path(), t);
         types.push_back(static_cast<TokenType>(t));
     }
     return types;
@@ -35,8 +36,10 @@ std::vector<TokenType> read_types(const gguf::File& f, size_t n_tokens) {
 }  // namespace
 
 PreTokenizerKind pre_tokenizer_from_name(const std::string& name) {
-    if (name == "smollm" || name == "starcoder" || name == "refact") return PreTokenizerKind::SmolLM;
-    if (name == "llama-bpe" || name == "llama3" || name == "llama-v3") return PreTokenizerKind::Llama3;
+    if (name == "smollm" || name == "starcoder" || name == "refact")
+        return PreTokenizerKind::SmolLM;
+    if (name == "llama-bpe" || name == "llama3" || name == "llama-v3")
+        return PreTokenizerKind::Llama3;
     if (name == "qwen2" || name == "deepseek-r1-qwen") return PreTokenizerKind::Qwen2;
     return PreTokenizerKind::Gpt2;
 }
@@ -44,15 +47,20 @@ PreTokenizerKind pre_tokenizer_from_name(const std::string& name) {
 TokenizerData tokenizer_data_from_gguf(const gguf::File& f) {
     TokenizerData d;
     const std::string model = f.require_string("tokenizer.ggml.model");
-    if (model == "gpt2") d.model = TokenizerModel::ByteLevelBpe;
-    else if (model == "llama") d.model = TokenizerModel::SentencePiece;
-    else fail<FormatError>("{}: tokenizer.ggml.model '{}' is not supported (gpt2, llama)", f.path(), model);
+    if (model == "gpt2")
+        d.model = TokenizerModel::ByteLevelBpe;
+    else if (model == "llama")
+        d.model = TokenizerModel::SentencePiece;
+    else
+        fail<FormatError>("{}: tokenizer.ggml.model '{}' is not supported (gpt2, llama)", f.path(),
+                          model);
 
     const std::string pre = f.get_string("tokenizer.ggml.pre").value_or("default");
     d.pre = pre_tokenizer_from_name(pre);
     d.ignore_merges = d.pre == PreTokenizerKind::Llama3;
     auto tokens = f.get_string_array("tokenizer.ggml.tokens");
-    if (!tokens || tokens->empty()) fail<FormatError>("{}: missing tokenizer.ggml.tokens", f.path());
+    if (!tokens || tokens->empty())
+        fail<FormatError>("{}: missing tokenizer.ggml.tokens", f.path());
     d.tokens = std::move(*tokens);
     d.types = read_types(f, d.tokens.size());
 
@@ -80,6 +88,8 @@ TokenizerData tokenizer_data_from_gguf(const gguf::File& f) {
     return d;
 }
 
-Tokenizer Tokenizer::from_gguf(const gguf::File& f) { return Tokenizer(tokenizer_data_from_gguf(f)); }
+Tokenizer Tokenizer::from_gguf(const gguf::File& f) {
+    return Tokenizer(tokenizer_data_from_gguf(f));
+}
 
 }  // namespace vela

@@ -11,10 +11,14 @@ bool second_byte_range(unsigned char c, unsigned char& lo, unsigned char& hi) {
     lo = 0x80;
     hi = 0xBF;
     if (c >= 0xC2 && c <= 0xDF) return true;
-    if (c == 0xE0) lo = 0xA0;
-    else if (c == 0xED) hi = 0x9F;
-    else if (c == 0xF0) lo = 0x90;
-    else if (c == 0xF4) hi = 0x8F;
+    if (c == 0xE0)
+        lo = 0xA0;
+    else if (c == 0xED)
+        hi = 0x9F;
+    else if (c == 0xF0)
+        lo = 0x90;
+    else if (c == 0xF4)
+        hi = 0x8F;
     return (c >= 0xE0 && c <= 0xEF) || (c >= 0xF0 && c <= 0xF4);
 }
 
@@ -55,7 +59,8 @@ uint32_t decode(std::string_view s, size_t& pos) {
     }
     const auto c = static_cast<unsigned char>(s[pos]);
     uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
-    for (size_t k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[pos + k]) & 0x3F);
+    for (size_t k = 1; k < len; ++k)
+        cp = (cp << 6) | (static_cast<unsigned char>(s[pos + k]) & 0x3F);
     pos += len;
     return cp;
 }

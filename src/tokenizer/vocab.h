@@ -17,7 +17,7 @@ struct StringHash {
 };
 
 class Vocab {
-public:
+  public:
     Vocab(std::vector<std::string> tokens, std::vector<TokenType> types);
 
     int32_t size() const { return static_cast<int32_t>(tokens_.size()); }
@@ -27,7 +27,7 @@ public:
     // The id of a token text; when texts repeat, the lowest id wins.
     std::optional<int32_t> find(std::string_view text) const;
 
-private:
+  private:
     std::vector<std::string> tokens_;
     std::vector<TokenType> types_;
     std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>> index_;

@@ -8,7 +8,8 @@ namespace vela {
 namespace {
 
 TokenizerData qwen_vocab() {
-    const auto path = test::source_dir() / "tests" / "tokenizer" / "data" / "qwen_bpe_tokenizer.gguf";
+    const auto path =
+        test::source_dir() / "tests" / "tokenizer" / "data" / "qwen_bpe_tokenizer.gguf";
     return tokenizer_data_from_gguf(gguf::File::open(path.string()));
 }
 

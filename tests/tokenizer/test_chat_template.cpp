@@ -29,7 +29,8 @@ TEST(ChatTemplate, MatchesJinjaForEveryFamily) {
         const ChatTemplate t = detect_chat_template(c["template"], c["bos"], c["eos"]);
         EXPECT_EQ(t.format, expected_format(c["family"])) << c["family"];
         const auto messages = messages_of(c["messages"]);
-        EXPECT_EQ(render_chat(t, messages, c["add_generation_prompt"]), c["expected"].get<std::string>())
+        EXPECT_EQ(render_chat(t, messages, c["add_generation_prompt"]),
+                  c["expected"].get<std::string>())
             << c["family"] << " " << c["messages"].dump();
     }
 }
@@ -52,7 +53,8 @@ TEST(ChatTemplate, UnknownTemplateFallsBackToChatML) {
     EXPECT_EQ(t.format, ChatFormat::ChatML);
     EXPECT_EQ(t.default_system, "");
     const ChatMessage m{"user", "hi"};
-    EXPECT_EQ(render_chat(t, std::span(&m, 1), true), "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+    EXPECT_EQ(render_chat(t, std::span(&m, 1), true),
+              "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
 }
 
 TEST(ChatTemplate, Llama2RejectsNonAlternatingRoles) {
@@ -66,8 +68,9 @@ TEST(ChatTemplate, SmolLM2ModelTemplateEncodesToSpecialTokens) {
     if (!tok) GTEST_SKIP() << "default model not found";
     const std::vector<ChatMessage> msgs = {{"user", "Hi"}};
     const std::string text = apply_chat_template(*tok, msgs, true);
-    EXPECT_EQ(text, "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
-                    "Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    EXPECT_EQ(text,
+              "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+              "Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
     const auto ids = tok->encode(text, tok->add_bos_default(), true);
     EXPECT_EQ(ids.front(), 1);  // <|im_start|>
     EXPECT_EQ(std::count(ids.begin(), ids.end(), 1), 3);

@@ -11,7 +11,8 @@ namespace vela {
 namespace {
 
 Tokenizer mistral_tokenizer() {
-    const auto path = test::source_dir() / "tests" / "tokenizer" / "data" / "mistral_v1_tokenizer.gguf";
+    const auto path =
+        test::source_dir() / "tests" / "tokenizer" / "data" / "mistral_v1_tokenizer.gguf";
     return Tokenizer::from_gguf(gguf::File::open(path.string()));
 }
 
@@ -34,7 +35,8 @@ TEST(SentencePieceTokenizer, MatchesSentencePieceOnCorpus) {
 TEST(SentencePieceTokenizer, StreamDecodingMatchesDecodeAndIsValidUtf8) {
     const Tokenizer tok = mistral_tokenizer();
     // Byte-fallback tokens (<0xF0><0x9F>...) split characters across tokens.
-    EXPECT_GT(test::expect_stream_matches_decode(tok, test::load_json("mistral_v1_golden.json")), 50);
+    EXPECT_GT(test::expect_stream_matches_decode(tok, test::load_json("mistral_v1_golden.json")),
+              50);
 }
 
 TEST(SentencePieceTokenizer, LeadingSpaceRuleInStreaming) {
@@ -57,8 +59,8 @@ TEST(SentencePieceTokenizer, EncodesOneMegabyteOfEnglishQuickly) {
     const auto t0 = std::chrono::steady_clock::now();
     const auto ids = tok.encode(text, false, false);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("encode (SentencePiece): %.2f MB in %.3f s (%.1f MB/s), %zu tokens\n", text.size() / 1e6,
-                s, text.size() / 1e6 / s, ids.size());
+    std::printf("encode (SentencePiece): %.2f MB in %.3f s (%.1f MB/s), %zu tokens\n",
+                text.size() / 1e6, s, text.size() / 1e6 / s, ids.size());
     EXPECT_EQ(tok.decode(ids), text);
     EXPECT_LT(s, 2.0);  // well under a second on an idle core; loose for a shared CI machine
 }

@@ -1,8 +1,7 @@
 // Small hand-built vocabularies: merge priority, special tokens, byte fallback, validation
 // errors, lossy UTF-8 and thread safety. Expected values are worked out by hand in comments.
-#include <gtest/gtest.h>
-
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
 #include <thread>
 
@@ -17,7 +16,8 @@ namespace {
 const std::string kFffd = "\xEF\xBF\xBD";
 
 // 256 byte-level alphabet tokens, then the given extra tokens and merges.
-TokenizerData byte_level(std::vector<std::pair<std::string, TokenType>> extra, std::vector<std::string> merges) {
+TokenizerData byte_level(std::vector<std::pair<std::string, TokenType>> extra,
+                         std::vector<std::string> merges) {
     TokenizerData d;
     ByteLevelAlphabet alphabet;
     for (int b = 0; b < 256; ++b) {
@@ -36,9 +36,11 @@ TokenizerData byte_level(std::vector<std::pair<std::string, TokenType>> extra, s
 
 TEST(ByteLevelBpe, LowerRankMergesFirst) {
     // "abc": with "b c" ranked first the result is a|bc; with "a b" first it is ab|c.
-    const Tokenizer bc_first(byte_level({{"bc", TokenType::Normal}, {"ab", TokenType::Normal}}, {"b c", "a b"}));
+    const Tokenizer bc_first(
+        byte_level({{"bc", TokenType::Normal}, {"ab", TokenType::Normal}}, {"b c", "a b"}));
     EXPECT_EQ(bc_first.encode("abc", false, false), (std::vector<int32_t>{'a', 256}));
-    const Tokenizer ab_first(byte_level({{"bc", TokenType::Normal}, {"ab", TokenType::Normal}}, {"a b", "b c"}));
+    const Tokenizer ab_first(
+        byte_level({{"bc", TokenType::Normal}, {"ab", TokenType::Normal}}, {"a b", "b c"}));
     EXPECT_EQ(ab_first.encode("abc", false, false), (std::vector<int32_t>{257, 'c'}));
     // Ties between equal pairs go to the leftmost: "aaa" with "a a" -> aa|a.
     const Tokenizer aa(byte_level({{"aa", TokenType::Normal}}, {"a a"}));
@@ -46,7 +48,8 @@ TEST(ByteLevelBpe, LowerRankMergesFirst) {
 }
 
 TEST(ByteLevelBpe, SpecialTokensAndDecode) {
-    TokenizerData d = byte_level({{"<ctl>", TokenType::Control}, {"<tag>", TokenType::UserDefined}}, {});
+    TokenizerData d =
+        byte_level({{"<ctl>", TokenType::Control}, {"<tag>", TokenType::UserDefined}}, {});
     d.eos = 256;
     const Tokenizer tok(std::move(d));
     // Control tokens only with parse_special; user-defined ones always.
@@ -71,9 +74,9 @@ TEST(ByteLevelBpe, InvalidBytesRoundTripAndDecodeLossy) {
 }
 
 TEST(TokenizerData, InvalidMetadataIsFormatError) {
-    EXPECT_THROW(Tokenizer(TokenizerData{}), FormatError);  // empty vocabulary
-    EXPECT_THROW(Tokenizer(byte_level({}, {"a zz"})), FormatError);   // merge of an absent token
-    EXPECT_THROW(Tokenizer(byte_level({}, {"ab"})), FormatError);     // merge without a space
+    EXPECT_THROW(Tokenizer(TokenizerData{}), FormatError);           // empty vocabulary
+    EXPECT_THROW(Tokenizer(byte_level({}, {"a zz"})), FormatError);  // merge of an absent token
+    EXPECT_THROW(Tokenizer(byte_level({}, {"ab"})), FormatError);    // merge without a space
     TokenizerData bad_id = byte_level({}, {});
     bad_id.eos = 256;
     EXPECT_THROW(Tokenizer(std::move(bad_id)), FormatError);
@@ -136,12 +139,21 @@ TokenizerData spm_vocab(std::vector<std::pair<std::string, float>> pieces) {
 
 TEST(SentencePieceBpe, ScoresByteFallbackAndSpaces) {
     // ids: ▁=259 a=260 b=261 ▁a=262 ab=263 ▁ab=264
-    const Tokenizer tok(spm_vocab({{"\xE2\x96\x81", -1}, {"a", -1}, {"b", -1}, {"\xE2\x96\x81" "a", -3},
-                                   {"ab", -2}, {"\xE2\x96\x81" "ab", -4}}));
+    const Tokenizer tok(spm_vocab({{"\xE2\x96\x81", -1},
+                                   {"a", -1},
+                                   {"b", -1},
+                                   {"\xE2\x96\x81"
+                                    "a",
+                                    -3},
+                                   {"ab", -2},
+                                   {"\xE2\x96\x81"
+                                    "ab",
+                                    -4}}));
     // "▁ab": "ab" (score -2) beats "▁a" (-3), then "▁"+"ab" -> "▁ab".
     EXPECT_EQ(tok.encode("ab", true, false), (std::vector<int32_t>{1, 264}));
     // "é" has no piece: its two UTF-8 bytes fall back to <0xC3><0xA9>.
-    EXPECT_EQ(tok.encode("\xC3\xA9", false, false), (std::vector<int32_t>{259, 3 + 0xC3, 3 + 0xA9}));
+    EXPECT_EQ(tok.encode("\xC3\xA9", false, false),
+              (std::vector<int32_t>{259, 3 + 0xC3, 3 + 0xA9}));
     EXPECT_EQ(tok.decode(tok.encode("\xC3\xA9 ab", true, false)), "\xC3\xA9 ab");
     // The dummy prefix comes back after a special token, and decode drops only the first one.
     EXPECT_EQ(tok.encode("a</s>a", false, true), (std::vector<int32_t>{262, 2, 262}));
@@ -151,8 +163,12 @@ TEST(SentencePieceBpe, ScoresByteFallbackAndSpaces) {
 TEST(SentencePieceBpe, MergesAcrossWordsWhenTheVocabularyHasSuch) {
     // ids: ▁=259 a=260 a▁=261 ▁a=262. "a a" is "▁a▁a"; the best pair is "a▁" (-0.5), which
     // spans the start of the second word, so the text must not be merged word by word.
-    const Tokenizer tok(spm_vocab({{"\xE2\x96\x81", -1}, {"a", -1}, {"a\xE2\x96\x81", -0.5f},
-                                   {"\xE2\x96\x81" "a", -3}}));
+    const Tokenizer tok(spm_vocab({{"\xE2\x96\x81", -1},
+                                   {"a", -1},
+                                   {"a\xE2\x96\x81", -0.5f},
+                                   {"\xE2\x96\x81"
+                                    "a",
+                                    -3}}));
     EXPECT_EQ(tok.encode("a a", false, false), (std::vector<int32_t>{259, 261, 260}));
     EXPECT_EQ(tok.decode(tok.encode("a a", false, false)), "a a");
 }
@@ -171,10 +187,18 @@ TEST(StreamDecoder, InvalidBytesAreReplacedAsSoonAsKnown) {
 TEST(Utf8, LossyMatchesPythonReplace) {
     // Expected values from Python's bytes.decode("utf-8", "replace").
     const std::pair<std::string, std::string> cases[] = {
-        {"\xE0\x80", kFffd + kFffd},          {"\xF0\x9F\x98" "A", kFffd + "A"},
-        {"\xED\xA0\x80", kFffd + kFffd + kFffd}, {"\xC0\xAF", kFffd + kFffd},
-        {"\xF4\x90\x80\x80", kFffd + kFffd + kFffd + kFffd}, {"a\x80" "b", "a" + kFffd + "b"},
-        {"\xE2\x82", kFffd},                  {"\xF0\x9F\x98\x80", "\xF0\x9F\x98\x80"},
+        {"\xE0\x80", kFffd + kFffd},
+        {"\xF0\x9F\x98"
+         "A",
+         kFffd + "A"},
+        {"\xED\xA0\x80", kFffd + kFffd + kFffd},
+        {"\xC0\xAF", kFffd + kFffd},
+        {"\xF4\x90\x80\x80", kFffd + kFffd + kFffd + kFffd},
+        {"a\x80"
+         "b",
+         "a" + kFffd + "b"},
+        {"\xE2\x82", kFffd},
+        {"\xF0\x9F\x98\x80", "\xF0\x9F\x98\x80"},
     };
     for (const auto& [in, expected] : cases) {
         std::string out;
@@ -188,7 +212,8 @@ TEST(Utf8, LossyMatchesPythonReplace) {
 }
 
 TEST(Tokenizer, ConcurrentEncodesAgree) {
-    const auto path = test::source_dir() / "tests" / "tokenizer" / "data" / "qwen_bpe_tokenizer.gguf";
+    const auto path =
+        test::source_dir() / "tests" / "tokenizer" / "data" / "qwen_bpe_tokenizer.gguf";
     const Tokenizer tok = Tokenizer::from_gguf(gguf::File::open(path.string()));
     const nlohmann::json golden = test::load_json("qwen2_golden.json");
     std::vector<int> mismatches(4, 0);
@@ -196,7 +221,8 @@ TEST(Tokenizer, ConcurrentEncodesAgree) {
     for (int t = 0; t < 4; ++t) {
         threads.emplace_back([&, t] {
             for (const auto& c : golden["cases"])
-                mismatches[t] += tok.encode(c["text"].get<std::string>(), false, true) != test::ids_of(c["ids_special"]);
+                mismatches[t] += tok.encode(c["text"].get<std::string>(), false, true) !=
+                                 test::ids_of(c["ids_special"]);
         });
     }
     for (auto& th : threads) th.join();

@@ -41,7 +41,9 @@ inline const Tokenizer* smollm2_tokenizer() {
     return tok.get();
 }
 
-inline std::vector<int32_t> ids_of(const nlohmann::json& j) { return j.get<std::vector<int32_t>>(); }
+inline std::vector<int32_t> ids_of(const nlohmann::json& j) {
+    return j.get<std::vector<int32_t>>();
+}
 
 // Every golden case: encode with and without special-token parsing gives the reference ids,
 // decode gives the reference text, and plain-text ids decode back to the input.
