@@ -2,6 +2,7 @@
 #include <optional>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "gguf/gguf_file.h"
 #include "tokenizer/tokenizer.h"
 
@@ -57,6 +58,9 @@ TokenizerData tokenizer_data_from_gguf(const gguf::File& f) {
 
     const std::string pre = f.get_string("tokenizer.ggml.pre").value_or("default");
     d.pre = pre_tokenizer_from_name(pre);
+    if (d.model == TokenizerModel::ByteLevelBpe && d.pre == PreTokenizerKind::Gpt2 &&
+        pre != "gpt2" && pre != "default")
+        log(LogLevel::Warn, "{}: pre-tokenizer '{}' not known; using GPT-2's split", f.path(), pre);
     d.ignore_merges = d.pre == PreTokenizerKind::Llama3;
     auto tokens = f.get_string_array("tokenizer.ggml.tokens");
     if (!tokens || tokens->empty())
