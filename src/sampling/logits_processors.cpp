@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "sampling/fast_exp.h"
 
 namespace vela::sampling {
 namespace {
@@ -30,6 +31,25 @@ float lane_max(std::span<const T> v, Get get) {
 float max_logit(const Candidates& c) {
     if (c.sorted) return c.items.front().logit;
     return lane_max(std::span<const Candidate>(c.items), [](const Candidate& x) { return x.logit; });
+}
+
+// w[i] = exp((logit_i - m) * inv_t): a branch-free loop the compiler vectorises.
+void exp_weights(const Candidates& c, float m, float inv_t, std::vector<float>& w) {
+    w.resize(c.items.size());
+    const Candidate* x = c.items.data();
+    for (size_t i = 0; i < w.size(); ++i) w[i] = exp_nonpositive((x[i].logit - m) * inv_t);
+}
+
+// Double sum over 8 interleaved lanes: a fixed association, so still the same on every platform.
+double sum_double(std::span<const float> w) {
+    double lane[8] = {};
+    size_t i = 0;
+    for (; i + 8 <= w.size(); i += 8)
+        for (size_t j = 0; j < 8; ++j) lane[j] += w[i + j];
+    double z = 0.0;
+    for (double l : lane) z += l;
+    for (; i < w.size(); ++i) z += w[i];
+    return z;
 }
 
 // Sum of exp(logit - m) in double: the normaliser top_p compares its running mass against.
@@ -58,14 +78,12 @@ int bucket_of(float logit, float m) {
 // find the last kept token, and the survivors stay in id order.
 void top_p_by_buckets(Candidates& c, float p) {
     const float m = max_logit(c);
+    std::vector<float>& w = c.scratch;
+    exp_weights(c, m, 1.0f, w);
     std::vector<double> bucket_mass(kBuckets, 0.0);
-    double z = 0.0;
-    for (const Candidate& x : c.items) {
-        const double w = std::exp(x.logit - m);  // float exp: ample for a threshold on mass
-        bucket_mass[static_cast<size_t>(bucket_of(x.logit, m))] += w;
-        z += w;
-    }
-    const double target = static_cast<double>(p) * z;
+    for (size_t i = 0; i < w.size(); ++i)
+        bucket_mass[static_cast<size_t>(bucket_of(c.items[i].logit, m))] += w[i];
+    const double target = static_cast<double>(p) * sum_double(w);
     double before = 0.0;  // mass of the buckets ranked above the crossing one
     int crossing = 0;
     while (crossing < kBuckets - 1 && before + bucket_mass[static_cast<size_t>(crossing)] < target)
@@ -77,7 +95,7 @@ void top_p_by_buckets(Candidates& c, float p) {
     std::sort(edge.begin(), edge.end(), ranks_before);
     Candidate last = edge.back();  // rounding never reached the target: keep the whole bucket
     for (const Candidate& x : edge) {
-        before += std::exp(x.logit - m);
+        before += exp_nonpositive(x.logit - m);  // the same weights as the buckets summed
         if (before >= target) {
             last = x;
             break;
@@ -212,17 +230,10 @@ void min_p(Candidates& c, float p) {
     }
 }
 
-void softmax(const Candidates& c, float temperature, std::vector<double>& weights) {
+double softmax(const Candidates& c, float temperature, std::vector<float>& weights) {
     VELA_ASSERT(temperature > 0.0f && !c.items.empty());
-    const double m = max_logit(c);
-    const double inv_t = 1.0 / static_cast<double>(temperature);
-    weights.resize(c.items.size());
-    double z = 0.0;
-    for (size_t i = 0; i < c.items.size(); ++i) {
-        weights[i] = std::exp((c.items[i].logit - m) * inv_t);
-        z += weights[i];
-    }
-    for (double& w : weights) w /= z;
+    exp_weights(c, max_logit(c), 1.0f / temperature, weights);
+    return sum_double(weights);
 }
 
 }  // namespace vela::sampling

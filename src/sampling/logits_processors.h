@@ -30,6 +30,7 @@ inline bool ranks_before(const Candidate& a, const Candidate& b) {
 struct Candidates {
     std::vector<Candidate> items;
     bool sorted = false;  // false: ascending token id; true: ranks_before order
+    std::vector<float> scratch;  // processors' work buffer, kept to avoid a vocab-sized allocation per token
 };
 
 // Subtracts/divides penalties for tokens seen in the last `penalty_last_n` entries of history.
@@ -53,7 +54,8 @@ void top_p(Candidates& c, float p);
 // Keeps tokens whose probability is at least min_p times the largest one's.
 void min_p(Candidates& c, float p);
 
-// Softmax of logit / temperature over the candidates, in candidate order (temperature > 0).
-void softmax(const Candidates& c, float temperature, std::vector<double>& weights);
+// Unnormalised softmax weights exp((logit - max) / temperature), in candidate order, and their
+// sum (temperature > 0). Float exponentials within ~3e-7, double sum.
+double softmax(const Candidates& c, float temperature, std::vector<float>& weights);
 
 }  // namespace vela::sampling

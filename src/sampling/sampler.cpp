@@ -45,7 +45,7 @@ bool Sampler::process(std::span<float> logits, std::span<const int32_t> history)
     if (candidates_.items.empty()) fail_no_candidate(logits.size());
     sampling::top_p(candidates_, params_.top_p);
     sampling::min_p(candidates_, params_.min_p);
-    sampling::softmax(candidates_, params_.temperature, weights_);
+    total_ = sampling::softmax(candidates_, params_.temperature, weights_);
     return true;
 }
 
@@ -55,14 +55,18 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
         if (best < 0) fail_no_candidate(logits.size());
         return best;
     }
-    // Inverse CDF over the canonical candidate order; the last candidate absorbs rounding.
-    const double u = uniform();
+    // Inverse CDF over the canonical candidate order.
+    const double target = uniform() * total_;
     double cum = 0.0;
-    for (size_t i = 0; i + 1 < weights_.size(); ++i) {
+    for (size_t i = 0; i < weights_.size(); ++i) {
         cum += weights_[i];
-        if (u < cum) return candidates_.items[i].token;
+        if (target < cum) return candidates_.items[i].token;
     }
-    return candidates_.items.back().token;
+    // Rounding (total_ is summed in another order) left target on top: the last token that has
+    // any weight, never an underflowed one.
+    size_t last = weights_.size() - 1;
+    while (last > 0 && weights_[last] == 0.0f) --last;
+    return candidates_.items[last].token;
 }
 
 int32_t Sampler::sample_from(std::span<const float> probs) {
@@ -96,7 +100,7 @@ void Sampler::distribution(std::span<const float> logits, std::span<const int32_
         return;
     }
     for (size_t i = 0; i < weights_.size(); ++i)
-        probs[static_cast<size_t>(candidates_.items[i].token)] = static_cast<float>(weights_[i]);
+        probs[static_cast<size_t>(candidates_.items[i].token)] = static_cast<float>(weights_[i] / total_);
 }
 
 }  // namespace vela

@@ -51,7 +51,8 @@ private:
     uint64_t seed_;
     std::mt19937_64 rng_;
     sampling::Candidates candidates_;
-    std::vector<double> weights_;
+    std::vector<float> weights_;  // unnormalised, aligned with candidates_
+    double total_ = 0.0;          // their sum
     std::vector<int32_t> scratch_;
     std::vector<float> penalized_;  // distribution()'s copy: its logits are const
 };

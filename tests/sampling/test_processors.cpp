@@ -9,6 +9,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "sampling/fast_exp.h"
 #include "sampling/logits_processors.h"
 #include "sampling/logprobs.h"
 #include "sampling/sampler.h"
@@ -188,12 +189,27 @@ TEST(Processors, MinPSameSurvivorsSortedOrNot) {
 
 TEST(Processors, SoftmaxWithTemperature) {
     sampling::Candidates c;
-    c.items = {{3, 2.0f}, {0, -1.0f}, {9, 0.5f}};
-    std::vector<double> w;
-    sampling::softmax(c, 0.5f, w);
-    const double e[] = {std::exp(4.0), std::exp(-2.0), std::exp(1.0)};
-    const double z = e[0] + e[1] + e[2];
-    for (int i = 0; i < 3; ++i) EXPECT_NEAR(w[i], e[i] / z, 1e-15);
+    c.items = {{3, 2.0f}, {0, -1.0f}, {9, 0.5f}, {4, -200.0f}};
+    std::vector<float> w(7, std::numeric_limits<float>::quiet_NaN());
+    const double total = sampling::softmax(c, 0.5f, w);
+    const double e[] = {1.0, std::exp(-6.0), std::exp(-3.0), 0.0};  // exp((l - max) / T)
+    ASSERT_EQ(w.size(), 4u);
+    for (int i = 0; i < 4; ++i) EXPECT_NEAR(w[i], e[i], 3e-7 * e[i]) << i;
+    EXPECT_NEAR(total, e[0] + e[1] + e[2], 1e-6);
+}
+
+// The vectorisable exp used by the processors, against libm in double over its whole domain.
+TEST(Processors, FastExpWithinStatedAccuracy) {
+    double worst = 0.0;
+    for (int i = 0; i <= 870000; ++i) {
+        const float x = static_cast<float>(-i) * 1e-4f;
+        const double want = std::exp(static_cast<double>(x));
+        worst = std::max(worst, std::abs(sampling::exp_nonpositive(x) - want) / want);
+    }
+    EXPECT_LT(worst, 3e-7);
+    EXPECT_EQ(sampling::exp_nonpositive(0.0f), 1.0f);
+    EXPECT_EQ(sampling::exp_nonpositive(-100.0f), 0.0f);
+    EXPECT_EQ(sampling::exp_nonpositive(-kInf), 0.0f);
 }
 
 TEST(Logprobs, MatchDoubleReference) {
