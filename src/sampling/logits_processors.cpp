@@ -115,26 +115,27 @@ void top_p_by_buckets(Candidates& c, float p) {
 }  // namespace
 
 void apply_penalties(std::span<float> logits, std::span<const int32_t> history,
-                     const SamplingParams& params, std::vector<int32_t>& scratch) {
+                     const SamplingParams& params, std::vector<int32_t>& counts) {
     if (!params.penalties_enabled() || history.empty()) return;
-    const size_t window = params.penalty_last_n < 0
-                              ? history.size()
-                              : std::min(history.size(), static_cast<size_t>(params.penalty_last_n));
-    scratch.assign(history.end() - static_cast<std::ptrdiff_t>(window), history.end());
-    // Sorting the window turns counting into run lengths: no vocab-sized table per token.
-    std::sort(scratch.begin(), scratch.end());
-    for (size_t i = 0; i < scratch.size();) {
-        const int32_t token = scratch[i];
-        size_t j = i;
-        while (j < scratch.size() && scratch[j] == token) ++j;
-        if (token < 0 || static_cast<size_t>(token) >= logits.size())
-            fail<InvalidArgument>("sampling: history token {} outside the vocabulary of {}", token,
+    const size_t n = params.penalty_last_n < 0
+                         ? history.size()
+                         : std::min(history.size(), static_cast<size_t>(params.penalty_last_n));
+    const std::span<const int32_t> window = history.last(n);
+    // Validate first: a throw must not leave the count table dirty.
+    for (int32_t t : window)
+        if (t < 0 || static_cast<size_t>(t) >= logits.size())
+            fail<InvalidArgument>("sampling: history token {} outside the vocabulary of {}", t,
                                   logits.size());
-        const auto count = static_cast<float>(j - i);
-        float& l = logits[static_cast<size_t>(token)];
+    // A vocab-sized table, zero between calls: O(window) per token even for a whole long context.
+    if (counts.size() < logits.size()) counts.resize(logits.size(), 0);
+    for (int32_t t : window) ++counts[static_cast<size_t>(t)];
+    for (int32_t t : window) {
+        int32_t& count = counts[static_cast<size_t>(t)];
+        if (count == 0) continue;  // this token was already penalised
+        float& l = logits[static_cast<size_t>(t)];
         l = l > 0.0f ? l / params.repetition_penalty : l * params.repetition_penalty;
-        l -= count * params.frequency_penalty + params.presence_penalty;
-        i = j;
+        l -= static_cast<float>(count) * params.frequency_penalty + params.presence_penalty;
+        count = 0;
     }
 }
 

@@ -33,10 +33,11 @@ struct Candidates {
     std::vector<float> scratch;  // processors' work buffer, kept to avoid a vocab-sized allocation per token
 };
 
-// Subtracts/divides penalties for tokens seen in the last `penalty_last_n` entries of history.
-// `scratch` avoids an allocation per token. Throws InvalidArgument for a token outside logits.
+// Applies the penalties to tokens seen in the last `penalty_last_n` entries of history.
+// `counts` is a work table the caller keeps (grown to the vocab, all zero between calls).
+// Throws InvalidArgument for a history token outside logits.
 void apply_penalties(std::span<float> logits, std::span<const int32_t> history,
-                     const SamplingParams& params, std::vector<int32_t>& scratch);
+                     const SamplingParams& params, std::vector<int32_t>& counts);
 
 // Exact argmax, ties to the lowest id, NaN ignored; -1 when no logit is above -inf.
 int32_t argmax(std::span<const float> logits);

@@ -34,7 +34,7 @@ double Sampler::uniform() {
 }
 
 bool Sampler::process(std::span<float> logits, std::span<const int32_t> history) {
-    sampling::apply_penalties(logits, history, params_, scratch_);
+    sampling::apply_penalties(logits, history, params_, counts_);
     if (params_.temperature == 0.0f) return false;
     const auto k = params_.top_k;
     if (k > 0 && static_cast<size_t>(k) < logits.size()) {

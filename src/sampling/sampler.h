@@ -53,7 +53,7 @@ private:
     sampling::Candidates candidates_;
     std::vector<float> weights_;  // unnormalised, aligned with candidates_
     double total_ = 0.0;          // their sum
-    std::vector<int32_t> scratch_;
+    std::vector<int32_t> counts_;  // penalties' occurrence table, zero between calls
     std::vector<float> penalized_;  // distribution()'s copy: its logits are const
 };
 

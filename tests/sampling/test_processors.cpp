@@ -103,8 +103,15 @@ TEST(Processors, PenaltiesMatchFormula) {
     EXPECT_FLOAT_EQ(logits[2], 1.0f);
     EXPECT_FLOAT_EQ(logits[3], 0.0f - 0.5f - 0.25f);  // zero counts as "not positive"
     EXPECT_FLOAT_EQ(logits[4], 5.0f);
-    const std::vector<int32_t> bad = {7};
+    // The count table is left clean, also after a throw: a second call sees only its own history.
+    const std::vector<int32_t> bad = {3, 7};
     EXPECT_THROW(sampling::apply_penalties(logits, bad, p, scratch), InvalidArgument);
+    EXPECT_TRUE(std::all_of(scratch.begin(), scratch.end(), [](int32_t c) { return c == 0; }));
+    std::vector<float> again = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f};
+    const std::vector<int32_t> once = {2};
+    sampling::apply_penalties(again, once, p, scratch);
+    EXPECT_FLOAT_EQ(again[2], 1.0f / 1.5f - 0.5f - 0.25f);
+    EXPECT_FLOAT_EQ(again[1], 1.0f);
 }
 
 TEST(Processors, TopKMatchesFullSort) {
