@@ -52,12 +52,6 @@ double sum_double(std::span<const float> w) {
     return z;
 }
 
-// Sum of exp(logit - m) in double: the normaliser top_p compares its running mass against.
-double mass(const Candidates& c, float m) {
-    double z = 0.0;
-    for (const Candidate& x : c.items) z += std::exp(static_cast<double>(x.logit) - m);
-    return z;
-}
 
 // Below this many candidates a full sort is cheaper than the bucket passes.
 constexpr size_t kSortLimit = 1024;
@@ -207,10 +201,11 @@ void top_p(Candidates& c, float p) {
         c.sorted = true;
     }
     const float m = c.items.front().logit;
-    const double target = static_cast<double>(p) * mass(c, m);
+    exp_weights(c, m, 1.0f, c.scratch);
+    const double target = static_cast<double>(p) * sum_double(c.scratch);
     double cum = 0.0;
     for (size_t i = 0; i < c.items.size(); ++i) {
-        cum += std::exp(static_cast<double>(c.items[i].logit) - m);
+        cum += c.scratch[i];
         if (cum >= target) {
             c.items.resize(i + 1);
             return;
