@@ -15,6 +15,8 @@ import numpy as np
 from gguf import GGUFReader
 from gguf.quants import dequantize
 
+import llama_numpy
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -31,47 +33,9 @@ def main():
     theta = f[f"{arch}.rope.freq_base"]
     W = {t.name: dequantize(t.data, t.tensor_type).astype(np.float64).reshape(
         [int(d) for d in reversed(t.shape)]) for t in r.tensors}
-    emb = W["token_embd.weight"]
-    n_embd = emb.shape[1]
-    hd = n_embd // n_heads
-    T = len(tokens)
-    pos = np.arange(T)[:, None]
-    freqs = theta ** (-np.arange(0, hd, 2) / hd)
-    ang = pos * freqs[None, :]
-    cos, sin = np.cos(ang), np.sin(ang)
-
-    def rms(x, w):
-        return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
-
-    def rope(x):  # x [T, H, hd], GGUF llama layout: adjacent pairs rotate
-        x0, x1 = x[..., 0::2], x[..., 1::2]
-        c, s = cos[:, None, :], sin[:, None, :]
-        out = np.empty_like(x)
-        out[..., 0::2] = x0 * c - x1 * s
-        out[..., 1::2] = x0 * s + x1 * c
-        return out
-
-    x = emb[tokens]
-    mask = np.triu(np.full((T, T), -np.inf), 1)
-    for l in range(n_layers):
-        p = f"blk.{l}."
-        h = rms(x, W[p + "attn_norm.weight"])
-        q = rope((h @ W[p + "attn_q.weight"].T).reshape(T, n_heads, hd))
-        k = rope((h @ W[p + "attn_k.weight"].T).reshape(T, n_kv, hd))
-        v = (h @ W[p + "attn_v.weight"].T).reshape(T, n_kv, hd)
-        g = n_heads // n_kv
-        k, v = np.repeat(k, g, axis=1), np.repeat(v, g, axis=1)
-        s = np.einsum("thd,shd->hts", q, k) / np.sqrt(hd) + mask
-        s = np.exp(s - s.max(-1, keepdims=True))
-        s /= s.sum(-1, keepdims=True)
-        a = np.einsum("hts,shd->thd", s, v).reshape(T, n_embd)
-        x = x + a @ W[p + "attn_output.weight"].T
-        h = rms(x, W[p + "ffn_norm.weight"])
-        gate = h @ W[p + "ffn_gate.weight"].T
-        up = h @ W[p + "ffn_up.weight"].T
-        x = x + (gate / (1 + np.exp(-gate)) * up) @ W[p + "ffn_down.weight"].T
-    out = W.get("output.weight", emb)
-    logits = rms(x, W["output_norm.weight"]) @ out.T
+    hp = {"n_layers": n_layers, "n_heads": n_heads, "n_kv_heads": n_kv, "eps": eps, "theta": theta,
+          "neox": arch == "qwen2"}
+    logits = llama_numpy.forward(W, hp, tokens)
     np.save(sys.argv[2], logits)
 
 
