@@ -20,18 +20,23 @@ StepOutput Sequence::append_sampled(std::span<float> logits) {
     out.token = token;
 
     if (!request_.ignore_eos && tokenizer_.is_eog(token)) {
-        out.text = stop_.flush();
+        // The end-of-generation token itself is not text; release what was held back.
+        const StopChecker::Update tail = stop_.push(decoder_.flush());
+        out.text = tail.text + (tail.stopped ? "" : stop_.flush());
         finish_ = out.finish = FinishReason::Stop;
         return out;
     }
-    const StopChecker::Update r = stop_.push(decoder_.push(token));
-    out.text = r.text;
-    if (r.stopped) {
+    StopChecker::Update r = stop_.push(decoder_.push(token));
+    if (!r.stopped && n_generated() >= request_.max_tokens) {
+        const StopChecker::Update tail = stop_.push(decoder_.flush());
+        r.text += tail.text;
+        r.stopped = tail.stopped;
+        if (!r.stopped) r.text += stop_.flush();
+        finish_ = out.finish = r.stopped ? FinishReason::Stop : FinishReason::Length;
+    } else if (r.stopped) {
         finish_ = out.finish = FinishReason::Stop;
-    } else if (n_generated() >= request_.max_tokens) {
-        out.text += stop_.push(decoder_.flush()).text + stop_.flush();
-        finish_ = out.finish = FinishReason::Length;
     }
+    out.text = std::move(r.text);
     return out;
 }
 

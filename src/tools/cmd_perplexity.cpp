@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "sampling/logprobs.h"
 #include "tools/commands.h"
 #include "tools/common.h"
 #include "engine/forward_driver.h"
@@ -18,13 +19,6 @@ struct PerplexityOptions {
     std::string file;
     int64_t max_chunks = -1;
 };
-
-double log_softmax_at(std::span<const float> logits, int32_t token) {
-    const float max = *std::max_element(logits.begin(), logits.end());
-    double sum = 0;
-    for (float l : logits) sum += std::exp(static_cast<double>(l - max));
-    return static_cast<double>(logits[static_cast<size_t>(token)] - max) - std::log(sum);
-}
 
 int run_perplexity(const PerplexityOptions& o) {
     Runtime rt = Runtime::load(o.common);
@@ -49,7 +43,7 @@ int run_perplexity(const PerplexityOptions& o) {
         const std::vector<float>& logits = driver.evaluate(chunk, /*all_logits=*/true);
         const size_t V = static_cast<size_t>(rt.model->hparams().n_vocab);
         for (int64_t j = first; j + 1 < n_ctx; ++j) {
-            nll -= log_softmax_at(std::span(logits).subspan(static_cast<size_t>(j) * V, V), chunk[j + 1]);
+            nll -= token_logprob(std::span(logits).subspan(static_cast<size_t>(j) * V, V), chunk[j + 1]);
             ++count;
         }
         fmt::print(stderr, "[{}]{:.4f} ", c + 1, std::exp(nll / count));
