@@ -26,7 +26,14 @@ KvCacheConfig kv_config(const HParams& hp, const EngineConfig& c) {
     k.block_size = c.kv_block_size;
     const int64_t per_ctx = (c.n_ctx + c.kv_block_size - 1) / c.kv_block_size;
     k.num_blocks = c.kv_blocks > 0 ? c.kv_blocks : per_ctx;
+    k.prefix_caching = c.prefix_caching;
     return k;
+}
+
+SchedulerConfig scheduler_config(const EngineConfig& c) {
+    SchedulerConfig s = c.scheduler;
+    s.preemption = c.preemption;
+    return s;
 }
 
 }  // namespace
@@ -35,7 +42,7 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, Engin
     : model_(model),
       tokenizer_(tokenizer),
       config_(config),
-      scheduler_(config.scheduler),
+      scheduler_(scheduler_config(config)),
       runner_(model, backend) {
     if (config_.n_ctx < 2) fail<InvalidArgument>("context size {} is too small", config_.n_ctx);
     if (config_.kv_block_size < 1) {
@@ -70,7 +77,9 @@ int64_t Engine::add_request(Request r) {
     }
     if (r.max_tokens < 1) fail<InvalidArgument>("max_tokens must be >= 1, got {}", r.max_tokens);
     r.sampling.validate();
-    r.max_tokens = std::min(r.max_tokens, config_.n_ctx - n_prompt);
+    // A sequence must fit the whole KV pool on its own, or it would be preempted forever.
+    const int64_t capacity = kv_->num_total_blocks() * config_.kv_block_size;
+    r.max_tokens = std::min({r.max_tokens, config_.n_ctx - n_prompt, capacity - n_prompt});
 
     const int64_t id = next_id_++;
     const int64_t reuse = r.reuse_kv_of;
@@ -96,6 +105,24 @@ void Engine::reuse_retained_kv(Sequence& seq, int64_t source_id) {
     seq.reset_computed(common);
 }
 
+EngineStats Engine::stats() const {
+    EngineStats s = stats_;
+    const SchedulerCounters& c = scheduler_.counters();
+    s.preemptions = c.preemptions;
+    s.swap_outs = c.swap_outs;
+    s.swap_ins = c.swap_ins;
+    const PrefixCacheStats p = kv_->prefix_stats();
+    s.prefix_query_tokens = p.query_tokens;
+    s.prefix_hit_tokens = p.hit_tokens;
+    s.running = static_cast<int64_t>(scheduler_.n_running());
+    s.waiting = static_cast<int64_t>(scheduler_.n_waiting());
+    s.kv_blocks_total = kv_->num_total_blocks();
+    s.kv_blocks_used = kv_->num_used_blocks();
+    s.kv_blocks_cached = p.cached_blocks;
+    s.kv_blocks_swapped = kv_->num_swapped_blocks();
+    return s;
+}
+
 void Engine::release_retained(int64_t request_id) {
     if (retained_.erase(request_id) > 0) kv_->free(request_id);
 }
@@ -107,6 +134,7 @@ void Engine::abort(int64_t request_id) {
 void Engine::finish(Sequence& seq, std::vector<StepOutput>& out, FinishReason reason) {
     if (seq.finish_reason() == FinishReason::None) out.push_back(seq.finish_now(reason));
     scheduler_.remove(&seq);
+    if (kv_->is_swapped(seq.id())) kv_->free(seq.id());
     if (kv_->has_sequence(seq.id())) {
         if (seq.request().retain_kv) {
             retained_[seq.id()] = seq.tokens();
@@ -127,7 +155,6 @@ std::vector<StepOutput> Engine::step() {
 
     std::vector<Sequence*> preempted;
     const std::vector<ScheduledSeq> work = scheduler_.schedule(*kv_, preempted);
-    stats_.preemptions += static_cast<int64_t>(preempted.size());
     if (work.empty()) return out;
     ++stats_.steps;
     runner_.run(work, *kv_);
@@ -136,6 +163,8 @@ std::vector<StepOutput> Engine::step() {
     for (size_t i = 0; i < work.size(); ++i) {
         Sequence& seq = *work[i].seq;
         seq.mark_computed(work[i].n_tokens);
+        kv_->cache_computed(seq.id(), std::span(seq.tokens()).first(
+                                          static_cast<size_t>(seq.n_computed())));
         std::span<float> logits = runner_.logits_for(i);
         if (logits.empty()) {
             stats_.prompt_tokens += work[i].n_tokens;

@@ -20,15 +20,38 @@ namespace vela {
 struct EngineConfig {
     int64_t n_ctx = 4096;          // max tokens of one sequence (prompt + generated)
     int64_t kv_block_size = 16;
-    int64_t kv_blocks = 0;         // 0: enough for one full context per max_running / 4, min 1 ctx
+    int64_t kv_blocks = 0;         // 0: enough for one full context
+    // Reuse the KV of full blocks whose tokens (and all tokens before them) were computed
+    // before, by this or an earlier request; see kv/prefix_cache.h.
+    bool prefix_caching = true;
+    // What happens to a sequence preempted for lack of KV blocks (overrides scheduler's).
+    Preemption preemption = Preemption::Recompute;
     SchedulerConfig scheduler;
 };
 
+// Counters (monotonic) and gauges (now) for logs and /metrics.
 struct EngineStats {
     int64_t prompt_tokens = 0;     // tokens fed as prefill (recomputation included)
     int64_t generated_tokens = 0;
-    int64_t preemptions = 0;
+    int64_t preemptions = 0;       // Recompute and Swap
+    int64_t swap_outs = 0;
+    int64_t swap_ins = 0;
     int64_t steps = 0;
+    int64_t prefix_query_tokens = 0;  // tokens looked up in the prefix cache at admission
+    int64_t prefix_hit_tokens = 0;    // of those, found (not computed again)
+
+    int64_t running = 0;
+    int64_t waiting = 0;
+    int64_t kv_blocks_total = 0;
+    int64_t kv_blocks_used = 0;    // referenced by a sequence (or retained for chat)
+    int64_t kv_blocks_cached = 0;  // in the prefix cache, used or not
+    int64_t kv_blocks_swapped = 0; // copies in host memory
+
+    double prefix_hit_rate() const {
+        return prefix_query_tokens > 0
+                   ? static_cast<double>(prefix_hit_tokens) / static_cast<double>(prefix_query_tokens)
+                   : 0.0;
+    }
 };
 
 class Engine {
@@ -49,7 +72,11 @@ public:
     // Drops KV kept for a finished sequence with retain_kv.
     void release_retained(int64_t request_id);
 
-    const EngineStats& stats() const { return stats_; }
+    // Counters so far and gauges as of now.
+    EngineStats stats() const;
+    // KV blocks referenced by live (or retained) sequences; 0 once every request has finished
+    // (blocks that only the prefix cache holds count as free).
+    int64_t num_used_kv_blocks() const { return kv_->num_used_blocks(); }
     const KvCache& kv_cache() const { return *kv_; }
     const EngineConfig& config() const { return config_; }
 

@@ -2,7 +2,10 @@
 // Decides, each step, which sequences run and how many of their tokens: decode tokens of
 // running sequences first (FCFS), then prefill chunks of waiting ones, within a token budget and
 // only when their KV blocks can be allocated. When a running sequence cannot grow, the most
-// recently admitted one is preempted (KV dropped, recomputed later): FCFS fairness.
+// recently admitted one is preempted (FCFS fairness): its KV is dropped and recomputed later
+// (Recompute), or copied to host memory and copied back when it is re-admitted (Swap).
+// Admission first takes the longest cached prefix of the sequence's tokens (when the KV cache
+// has prefix caching on), so only the rest is computed.
 #include <cstdint>
 #include <deque>
 #include <vector>
@@ -12,9 +15,18 @@
 
 namespace vela {
 
+enum class Preemption { Recompute, Swap };
+
 struct SchedulerConfig {
     int64_t max_batched_tokens = 512;  // tokens fed to the model in one step
     int64_t max_running = 64;          // sequences in one step
+    Preemption preemption = Preemption::Recompute;
+};
+
+struct SchedulerCounters {
+    int64_t preemptions = 0;
+    int64_t swap_outs = 0;
+    int64_t swap_ins = 0;
 };
 
 struct ScheduledSeq {
@@ -32,19 +44,28 @@ public:
     void remove(Sequence* seq);
 
     // Picks this step's work and allocates its KV slots in `kv`. Sequences preempted to make
-    // room are reported in `preempted` (their KV is already freed).
+    // room are reported in `preempted` (their KV is already freed or swapped out).
     std::vector<ScheduledSeq> schedule(KvCache& kv, std::vector<Sequence*>& preempted);
 
     bool has_work() const { return !waiting_.empty() || !running_.empty(); }
     size_t n_waiting() const { return waiting_.size(); }
     size_t n_running() const { return running_.size(); }
+    const SchedulerCounters& counters() const { return counters_; }
+    const SchedulerConfig& config() const { return config_; }
 
 private:
     bool preempt_last(KvCache& kv, const Sequence* keep, std::vector<Sequence*>& preempted);
+    void preempt(KvCache& kv, Sequence* victim, std::vector<Sequence*>& preempted);
+    void schedule_running(KvCache& kv, int64_t& budget, std::vector<ScheduledSeq>& out,
+                          std::vector<Sequence*>& preempted);
+    // Gives the waiting head its KV back (swap-in) or a fresh table (with any cached prefix).
+    // Returns false, changing nothing, when a swap-in does not fit together with n_next tokens.
+    bool restore_kv(KvCache& kv, Sequence* seq, int64_t budget);
 
     SchedulerConfig config_;
     std::deque<Sequence*> waiting_;
     std::deque<Sequence*> running_;
+    SchedulerCounters counters_;
 };
 
 }  // namespace vela

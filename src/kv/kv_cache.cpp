@@ -29,10 +29,11 @@ void check_config(const KvCacheConfig& c) {
 
 void KvCache::AlignedFree::operator()(std::byte* p) const { std::free(p); }
 
-KvCache::KvCache(const KvCacheConfig& config)
+KvCache::KvCache(const KvCacheConfig& config, PrefixCache::HashFn hash)
     : config_((check_config(config), config)),
       elem_size_(kv_element_size(config.dtype)),
       pool_(config.num_blocks) {
+    if (config_.prefix_caching) prefix_ = std::make_unique<PrefixCache>(config_.block_size, hash);
     const size_t bytes = block_bytes() * static_cast<size_t>(config_.num_blocks);
     const size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
     storage_.reserve(static_cast<size_t>(2 * config_.n_layers));
@@ -66,7 +67,9 @@ KvLayerView KvCache::layer(int64_t layer) const {
 }
 
 void KvCache::add_sequence(SeqId id) {
-    if (has_sequence(id)) fail<InvalidArgument>("KV sequence {} already exists", id);
+    if (has_sequence(id) || is_swapped(id)) {
+        fail<InvalidArgument>("KV sequence {} already exists", id);
+    }
     tables_.emplace(id, BlockTable{});
 }
 
@@ -84,10 +87,16 @@ BlockTable& KvCache::mutable_table(SeqId id) {
 
 void KvCache::fork(SeqId src, SeqId dst) {
     const BlockTable& from = table(src);
-    if (has_sequence(dst)) fail<InvalidArgument>("KV sequence {} already exists", dst);
-    for (int32_t b : from.blocks) pool_.ref(b);
+    if (has_sequence(dst) || is_swapped(dst)) {
+        fail<InvalidArgument>("KV sequence {} already exists", dst);
+    }
+    for (int32_t b : from.blocks) retain_block(b);
     BlockTable copy = from;  // copied before emplace may rehash and move `from`
     tables_.emplace(dst, std::move(copy));
+    if (auto it = chains_.find(src); it != chains_.end()) {
+        const CachedChain chain = it->second;
+        chains_[dst] = chain;
+    }
 }
 
 void KvCache::truncate(SeqId id, int64_t n_tokens) {
@@ -97,16 +106,26 @@ void KvCache::truncate(SeqId id, int64_t n_tokens) {
                               n_tokens);
     }
     const auto keep = static_cast<size_t>(ceil_div(n_tokens, config_.block_size));
-    for (size_t i = keep; i < t.blocks.size(); ++i) pool_.unref(t.blocks[i]);
+    std::vector<int32_t> dropped(t.blocks.begin() + static_cast<long>(keep), t.blocks.end());
     t.blocks.resize(keep);
     t.n_tokens = n_tokens;
+    release_all(dropped);
+    // The registered chain may end past the cut; re-registering walks it again from the start
+    // (cheap: existing entries are found, not recomputed).
+    if (auto it = chains_.find(id);
+        it != chains_.end() && it->second.n_blocks * config_.block_size > n_tokens) {
+        chains_.erase(it);
+    }
 }
 
 void KvCache::free(SeqId id) {
+    if (swapped_.erase(id) > 0) return;
     auto it = tables_.find(id);
     if (it == tables_.end()) fail<InvalidArgument>("unknown KV sequence {}", id);
-    for (int32_t b : it->second.blocks) pool_.unref(b);
+    std::vector<int32_t> blocks = std::move(it->second.blocks);
     tables_.erase(it);
+    chains_.erase(id);
+    release_all(blocks);
 }
 
 bool KvCache::last_block_shared(const BlockTable& t) const {
@@ -138,14 +157,14 @@ std::vector<int64_t> KvCache::append(SeqId id, int64_t n) {
     }
     BlockTable& t = mutable_table(id);
     if (n > 0 && last_block_shared(t)) {
-        const int32_t copy = pool_.allocate();
+        const int32_t copy = allocate_block();
         copy_block(t.blocks.back(), copy);
-        pool_.unref(t.blocks.back());
+        release_block(t.blocks.back());
         t.blocks.back() = copy;
     }
     const int64_t total = t.n_tokens + n;
     while (static_cast<int64_t>(t.blocks.size()) < ceil_div(total, config_.block_size)) {
-        t.blocks.push_back(pool_.allocate());
+        t.blocks.push_back(allocate_block());
     }
     std::vector<int64_t> slots(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) {
@@ -155,6 +174,35 @@ std::vector<int64_t> KvCache::append(SeqId id, int64_t n) {
     }
     t.n_tokens = total;
     return slots;
+}
+
+int64_t KvCache::num_free_blocks() const {
+    return pool_.num_free() + (prefix_ ? prefix_->num_evictable() : 0);
+}
+
+int32_t KvCache::allocate_block() {
+    if (pool_.num_free() == 0 && prefix_ && prefix_->num_evictable() > 0) {
+        pool_.unref(prefix_->evict_oldest());  // the cache's own reference was the last one
+    }
+    return pool_.allocate();
+}
+
+void KvCache::retain_block(int32_t b) {
+    // A cached block referenced only by the cache is in the LRU; a new user takes it out.
+    if (prefix_ && pool_.ref_count(b) == 1 && prefix_->contains(b)) prefix_->mark_in_use(b);
+    pool_.ref(b);
+}
+
+void KvCache::release_block(int32_t b) {
+    pool_.unref(b);
+    if (prefix_ && pool_.ref_count(b) == 1 && prefix_->contains(b)) prefix_->mark_evictable(b);
+}
+
+void KvCache::release_all(std::vector<int32_t>& blocks) {
+    // Last block first: it enters the LRU first, so a prompt's tail is evicted before its head
+    // (the head is what other prompts are likely to share).
+    for (auto it = blocks.rbegin(); it != blocks.rend(); ++it) release_block(*it);
+    blocks.clear();
 }
 
 void KvCache::write(int64_t layer, std::span<const int64_t> slots, const float* k, const float* v) {

@@ -7,8 +7,15 @@
 //
 // Blocks are shared by fork() and freed by reference count. append() allocates the blocks new
 // tokens need and copies a shared, partially filled last block first (copy-on-write), so that
-// writing into the returned slots never changes another sequence's KV. A prefix cache can be
-// added on top: it would hold extra references to full blocks and hand them to add_sequence.
+// writing into the returned slots never changes another sequence's KV.
+//
+// Prefix caching (config.prefix_caching): full blocks whose tokens are computed are registered
+// in a PrefixCache, which holds one reference of its own to each. A new sequence starts with the
+// longest cached chain matching its tokens (acquire_cached_prefix). A cached block referenced
+// only by the cache counts as free: the pool evicts it (oldest released first) when it runs dry.
+//
+// Swap (swap_out/swap_in): a preempted sequence's KV is copied to host memory and its blocks
+// released; swap_in copies it back into fresh blocks.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -19,6 +26,7 @@
 #include "core/dtype.h"
 #include "kv/block_pool.h"
 #include "kv/block_table.h"
+#include "kv/prefix_cache.h"
 
 namespace vela {
 
@@ -31,6 +39,15 @@ struct KvCacheConfig {
     int64_t block_size = 16;  // tokens per block, any >= 1
     int64_t num_blocks = 0;
     DType dtype = DType::F16;  // F32 or F16
+    bool prefix_caching = false;
+};
+
+// Prefix-cache counters, in tokens (as vLLM's /metrics reports them) and blocks.
+struct PrefixCacheStats {
+    int64_t query_tokens = 0;    // tokens of the sequences looked up
+    int64_t hit_tokens = 0;      // of those, found in the cache
+    int64_t cached_blocks = 0;   // blocks indexed now
+    int64_t evictable_blocks = 0;  // of those, referenced by no sequence (count as free)
 };
 
 // One layer's K/V storage as the attention kernels see it; the shape lets them check that the
@@ -46,7 +63,9 @@ struct KvLayerView {
 
 class KvCache {
 public:
-    explicit KvCache(const KvCacheConfig& config);
+    // `hash` is a test hook for the prefix cache (forcing collisions).
+    explicit KvCache(const KvCacheConfig& config,
+                     PrefixCache::HashFn hash = &PrefixCache::chain_hash);
     ~KvCache();
     KvCache(const KvCache&) = delete;
     KvCache& operator=(const KvCache&) = delete;
@@ -60,7 +79,7 @@ public:
     void fork(SeqId src, SeqId dst);
     // Drops tokens >= n_tokens and releases the blocks no longer needed.
     void truncate(SeqId id, int64_t n_tokens);
-    // Releases all blocks of the sequence and forgets it.
+    // Releases all blocks of the sequence (or its swapped-out copy) and forgets it.
     void free(SeqId id);
     const BlockTable& table(SeqId id) const;
     int64_t n_tokens(SeqId id) const { return table(id).n_tokens; }
@@ -82,7 +101,31 @@ public:
     const void* k_data(int64_t layer) const { return this->layer(layer).k; }
     const void* v_data(int64_t layer) const { return this->layer(layer).v; }
 
-    int64_t num_free_blocks() const { return pool_.num_free(); }
+    // Prefix cache. acquire_cached_prefix: `id` must have no tokens yet; it takes the longest
+    // cached chain of full blocks equal to the start of `tokens`, always leaving at least one
+    // token uncached (the model has to compute something to produce logits), and returns the
+    // number of tokens it now holds. 0 when prefix caching is off.
+    int64_t acquire_cached_prefix(SeqId id, std::span<const int32_t> tokens);
+    // Registers the sequence's full blocks among tokens[0, computed.size()), whose KV has been
+    // written. Idempotent; no-op when prefix caching is off.
+    void cache_computed(SeqId id, std::span<const int32_t> computed);
+    bool prefix_caching() const { return prefix_ != nullptr; }
+    PrefixCacheStats prefix_stats() const;
+
+    // Swap to host memory. swap_out copies the sequence's KV to host memory and releases its
+    // blocks; the id is then swapped (has_sequence false) until swap_in (which needs
+    // blocks_to_swap_in free blocks) or free.
+    void swap_out(SeqId id);
+    bool is_swapped(SeqId id) const { return swapped_.count(id) != 0; }
+    int64_t blocks_to_swap_in(SeqId id) const;
+    bool can_swap_in(SeqId id) const { return blocks_to_swap_in(id) <= num_free_blocks(); }
+    void swap_in(SeqId id);
+    int64_t num_swapped_blocks() const;
+
+    // Free blocks include cached blocks that no sequence references (they are evicted on
+    // demand); used = total - free.
+    int64_t num_free_blocks() const;
+    int64_t num_used_blocks() const { return num_total_blocks() - num_free_blocks(); }
     int64_t num_total_blocks() const { return pool_.num_total(); }
     const BlockPool& pool() const { return pool_; }
     int64_t num_sequences() const { return static_cast<int64_t>(tables_.size()); }
@@ -93,11 +136,33 @@ private:
     std::byte* block_ptr(int64_t layer, bool value, int32_t block) const;
     void copy_block(int32_t from, int32_t to);
     bool last_block_shared(const BlockTable& t) const;
+    // Pool access that keeps the prefix cache's LRU in step with reference counts.
+    int32_t allocate_block();
+    void retain_block(int32_t b);
+    void release_block(int32_t b);
+    void release_all(std::vector<int32_t>& blocks);
 
     KvCacheConfig config_;
     size_t elem_size_;
     BlockPool pool_;
     std::unordered_map<SeqId, BlockTable> tables_;
+
+    // Per sequence: how many leading blocks are registered, and where their chain ends.
+    struct CachedChain {
+        int64_t n_blocks = 0;
+        PrefixLink link;
+    };
+    std::unique_ptr<PrefixCache> prefix_;
+    std::unordered_map<SeqId, CachedChain> chains_;
+    int64_t query_tokens_ = 0;
+    int64_t hit_tokens_ = 0;
+
+    struct Swapped {
+        int64_t n_tokens = 0;
+        int64_t n_blocks = 0;
+        std::vector<std::byte> data;  // [block][layer][K, V] of block_bytes() each
+    };
+    std::unordered_map<SeqId, Swapped> swapped_;
     // Per layer: K at 2 * layer, V at 2 * layer + 1.
     struct AlignedFree {
         void operator()(std::byte* p) const;

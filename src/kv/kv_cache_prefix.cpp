@@ -1,0 +1,60 @@
+// KvCache's prefix-cache side: taking cached blocks for a new sequence and registering the
+// blocks a sequence has computed. The index itself is PrefixCache.
+#include "core/error.h"
+#include "kv/kv_cache.h"
+
+namespace vela {
+
+int64_t KvCache::acquire_cached_prefix(SeqId id, std::span<const int32_t> tokens) {
+    BlockTable& t = mutable_table(id);
+    if (t.n_tokens != 0) fail<InvalidArgument>("KV sequence {} already holds tokens", id);
+    if (!prefix_ || tokens.empty()) return 0;
+    const int64_t bs = config_.block_size;
+    // At least one token is left to compute.
+    const int64_t max_blocks = (static_cast<int64_t>(tokens.size()) - 1) / bs;
+    std::vector<int32_t> hit = prefix_->match(tokens, max_blocks);
+    query_tokens_ += static_cast<int64_t>(tokens.size());
+    if (hit.empty()) return 0;
+    for (int32_t b : hit) retain_block(b);
+    t.blocks = hit;
+    t.n_tokens = static_cast<int64_t>(hit.size()) * bs;
+    chains_[id] = CachedChain{static_cast<int64_t>(hit.size()), prefix_->link_of(hit.back())};
+    hit_tokens_ += t.n_tokens;
+    return t.n_tokens;
+}
+
+void KvCache::cache_computed(SeqId id, std::span<const int32_t> computed) {
+    if (!prefix_) return;
+    const BlockTable& t = table(id);
+    if (static_cast<int64_t>(computed.size()) > t.n_tokens) {
+        fail<InvalidArgument>("KV sequence {} holds {} tokens, {} claimed computed", id, t.n_tokens,
+                              computed.size());
+    }
+    const int64_t bs = config_.block_size;
+    const int64_t n_full = static_cast<int64_t>(computed.size()) / bs;
+    CachedChain& chain = chains_[id];
+    while (chain.n_blocks < n_full) {
+        const int64_t i = chain.n_blocks;
+        const int32_t block = t.blocks[static_cast<size_t>(i)];
+        const PrefixCache::Insert r =
+            prefix_->insert(chain.link, block, computed.subspan(static_cast<size_t>(i * bs),
+                                                                static_cast<size_t>(bs)));
+        if (!r.ok) break;  // a colliding hash holds other tokens: this chain is not cacheable
+        if (r.added) pool_.ref(block);  // the cache's own reference (the sequence holds one)
+        chain.link = r.link;
+        ++chain.n_blocks;
+    }
+}
+
+PrefixCacheStats KvCache::prefix_stats() const {
+    PrefixCacheStats s;
+    s.query_tokens = query_tokens_;
+    s.hit_tokens = hit_tokens_;
+    if (prefix_) {
+        s.cached_blocks = prefix_->size();
+        s.evictable_blocks = prefix_->num_evictable();
+    }
+    return s;
+}
+
+}  // namespace vela
