@@ -1,0 +1,204 @@
+// Serving invariants on the default model: a request's greedy output does not depend on what
+// else the engine is doing — alone, among 32 concurrent requests, with the prefix cache warm,
+// under preemption (Recompute and Swap) — and no KV block leaks once everything has finished.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <map>
+#include <random>
+
+#include "backend/cpu/cpu_backend.h"
+#include "engine/engine.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+namespace vela {
+namespace {
+
+const std::string kModel = std::string(VELA_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+constexpr int64_t kGen = 6;  // generated tokens per request: short keeps the suite fast
+
+using Tokens = std::vector<int32_t>;
+
+class EngineServing : public ::testing::Test {
+protected:
+    static void SetUpTestSuite() {
+        if (!std::filesystem::exists(kModel)) return;
+        model_ = new Model(kModel);
+        tokenizer_ = new Tokenizer(Tokenizer::from_gguf(model_->file()));
+        pool_ = new ThreadPool(2);
+        backend_ = new CpuBackend(*pool_);
+        build_prompts();
+    }
+    static void TearDownTestSuite() {
+        delete backend_;
+        delete pool_;
+        delete tokenizer_;
+        delete model_;
+        model_ = nullptr;
+    }
+    void SetUp() override {
+        if (model_ == nullptr) GTEST_SKIP() << "default model not fetched";
+    }
+
+    // 32 prompts of mixed lengths (1..~100 tokens); half start with one shared 40-token prefix,
+    // as requests with a common system prompt do.
+    static void build_prompts() {
+        std::mt19937 rng(20261127);
+        std::uniform_int_distribution<int32_t> tok(200, 40000);
+        Tokens shared(40);
+        for (auto& t : shared) t = tok(rng);
+        std::uniform_int_distribution<int> len(1, 60);
+        for (int i = 0; i < 32; ++i) {
+            Tokens p = i % 2 == 0 ? shared : Tokens{};
+            const int n = i == 1 ? 1 : len(rng);
+            for (int k = 0; k < n; ++k) p.push_back(tok(rng));
+            prompts_.push_back(std::move(p));
+        }
+    }
+
+    // Greedy outputs of `prompts`, submitted together to `engine`, run to completion.
+    static std::vector<Tokens> run(Engine& engine, const std::vector<Tokens>& prompts) {
+        std::map<int64_t, size_t> index;
+        for (size_t i = 0; i < prompts.size(); ++i) {
+            Request r;
+            r.prompt = prompts[i];
+            r.max_tokens = kGen;
+            r.ignore_eos = true;
+            r.sampling.temperature = 0;
+            index[engine.add_request(r)] = i;
+        }
+        std::vector<Tokens> out(prompts.size());
+        while (engine.has_work()) {
+            for (const StepOutput& o : engine.step()) {
+                if (o.token >= 0) out[index.at(o.request_id)].push_back(o.token);
+            }
+            EXPECT_LE(engine.stats().running, engine.config().scheduler.max_running);
+        }
+        return out;
+    }
+
+    // Each prompt alone in a fresh engine without prefix cache: the reference.
+    static const std::vector<Tokens>& alone() {
+        static std::vector<Tokens> out;
+        if (out.empty()) {
+            EngineConfig c;
+            c.prefix_caching = false;
+            c.n_ctx = 256;  // a small pool: creating the engine zeroes it
+            for (const Tokens& p : prompts_) {
+                Engine e(*model_, *tokenizer_, *backend_, c);
+                out.push_back(run(e, {p})[0]);
+            }
+        }
+        return out;
+    }
+
+    static void expect_no_leak(const Engine& e) {
+        const EngineStats s = e.stats();
+        EXPECT_EQ(e.num_used_kv_blocks(), 0);
+        EXPECT_EQ(s.kv_blocks_used, 0);
+        EXPECT_EQ(s.kv_blocks_swapped, 0);
+        EXPECT_EQ(s.running + s.waiting, 0);
+        EXPECT_EQ(e.kv_cache().num_sequences(), 0);
+    }
+
+    static inline Model* model_ = nullptr;
+    static inline Tokenizer* tokenizer_ = nullptr;
+    static inline ThreadPool* pool_ = nullptr;
+    static inline CpuBackend* backend_ = nullptr;
+    static inline std::vector<Tokens> prompts_;
+};
+
+TEST_F(EngineServing, ConcurrentRequestsMatchAlone) {
+    // The references ran one by one without prefix cache; here the shared prefix is found by
+    // the later requests, prefill is chunked and mixed with decode, and some requests wait.
+    EngineConfig c;
+    c.n_ctx = 1024;
+    c.kv_block_size = 16;
+    c.scheduler.max_batched_tokens = 96;
+    c.scheduler.max_running = 20;
+    Engine e(*model_, *tokenizer_, *backend_, c);
+    EXPECT_EQ(run(e, prompts_), alone());
+    expect_no_leak(e);
+    EXPECT_GT(e.stats().prefix_hit_tokens, 0);
+    EXPECT_EQ(e.stats().preemptions, 0);
+}
+
+TEST_F(EngineServing, WarmPrefixCacheGivesSameOutputWithFewerPrefillTokens) {
+    EngineConfig c;
+    c.n_ctx = 512;
+    c.kv_block_size = 8;
+    Engine e(*model_, *tokenizer_, *backend_, c);
+    const std::vector<Tokens> one{prompts_[4]};
+    const std::vector<Tokens> cold = run(e, one);
+    const EngineStats after_cold = e.stats();
+    EXPECT_EQ(after_cold.prefix_hit_tokens, 0);
+    EXPECT_EQ(cold[0], alone()[4]);
+    const std::vector<Tokens> other{prompts_[6]};  // same 40-token prefix, other suffix
+    EXPECT_EQ(run(e, other)[0], alone()[6]);
+    EXPECT_EQ(run(e, one), cold);
+    const EngineStats s = e.stats();
+    // 40 shared tokens = 5 blocks of 8; the repeat finds its whole prompt but the last token.
+    const int64_t n4 = static_cast<int64_t>(prompts_[4].size());
+    EXPECT_EQ(s.prefix_hit_tokens, 40 + (n4 - 1) / 8 * 8);
+    EXPECT_EQ(s.prefix_query_tokens, 2 * n4 + static_cast<int64_t>(prompts_[6].size()));
+    EXPECT_GT(s.prefix_hit_rate(), 0.0);
+    EXPECT_LT(s.prompt_tokens - after_cold.prompt_tokens,
+              n4 + static_cast<int64_t>(prompts_[6].size()));
+    expect_no_leak(e);
+    EXPECT_GT(s.kv_blocks_cached, 0);  // kept for the next request, but counted free
+}
+
+TEST_F(EngineServing, PreemptionUnderMemoryPressureKeepsOutputs) {
+    // Only the first 8 prompts, so the memory-starved runs stay short.
+    const std::vector<Tokens> prompts(prompts_.begin(), prompts_.begin() + 8);
+    const std::vector<Tokens> want(alone().begin(), alone().begin() + 8);
+    for (Preemption mode : {Preemption::Recompute, Preemption::Swap}) {
+        for (bool prefix : {true, false}) {
+            EngineConfig c;
+            c.preemption = mode;
+            c.prefix_caching = prefix;
+            c.kv_block_size = 4;
+            c.kv_blocks = 36;  // 144 tokens: two or three sequences at a time
+            c.scheduler.max_batched_tokens = 64;
+            Engine e(*model_, *tokenizer_, *backend_, c);
+            const std::string what = std::string(mode == Preemption::Swap ? "swap" : "recompute") +
+                                     (prefix ? " + prefix" : "");
+            EXPECT_EQ(run(e, prompts), want) << what;
+            const EngineStats s = e.stats();
+            EXPECT_GT(s.preemptions, 0) << what;
+            if (mode == Preemption::Swap) {
+                EXPECT_EQ(s.swap_outs, s.preemptions) << what;
+                EXPECT_EQ(s.swap_ins, s.swap_outs) << what;
+            } else {
+                EXPECT_EQ(s.swap_outs, 0) << what;
+            }
+            expect_no_leak(e);
+        }
+    }
+}
+
+TEST_F(EngineServing, AbortReleasesBlocks) {
+    EngineConfig c;
+    c.kv_block_size = 4;
+    c.kv_blocks = 40;
+    c.preemption = Preemption::Swap;
+    Engine e(*model_, *tokenizer_, *backend_, c);
+    std::vector<int64_t> ids;
+    for (int i = 0; i < 6; ++i) {
+        Request r;
+        r.prompt = prompts_[static_cast<size_t>(i)];
+        r.max_tokens = 50;
+        r.ignore_eos = true;
+        ids.push_back(e.add_request(r));
+    }
+    for (int i = 0; i < 6; ++i) e.step();
+    EXPECT_GT(e.num_used_kv_blocks(), 0);
+    for (int64_t id : ids) e.abort(id);
+    e.step();
+    EXPECT_FALSE(e.has_work());
+    expect_no_leak(e);
+}
+
+}  // namespace
+}  // namespace vela
