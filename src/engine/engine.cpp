@@ -123,6 +123,42 @@ EngineStats Engine::stats() const {
     return s;
 }
 
+std::vector<int64_t> Engine::add_request_group(Request r, int64_t n) {
+    if (n < 1) fail<InvalidArgument>("n must be >= 1, got {}", n);
+    const Request copy = r;
+    std::vector<int64_t> ids{add_request(std::move(r))};
+    const Request& validated = sequences_.at(ids[0])->request();  // max_tokens clamped
+    for (int64_t i = 1; i < n; ++i) {
+        Request f = validated;
+        f.retain_kv = false;
+        f.reuse_kv_of = -1;
+        if (copy.sampling.seed != SamplingParams::kRandomSeed) f.sampling.seed = copy.sampling.seed + i;
+        const int64_t id = next_id_++;
+        auto seq = std::make_unique<Sequence>(id, std::move(f), tokenizer_);
+        followers_[ids[0]].push_back(seq.get());
+        sequences_.emplace(id, std::move(seq));
+        ids.push_back(id);
+    }
+    return ids;
+}
+
+void Engine::start_followers(Sequence& leader, bool fork_kv) {
+    auto it = followers_.find(leader.id());
+    if (it == followers_.end()) return;
+    const int64_t n_prompt = leader.n_prompt();
+    for (Sequence* f : it->second) {
+        if (fork_kv) {
+            // The leader's KV holds exactly the prompt now; each follower recomputes only the
+            // last prompt token, for logits of its own (its own block after copy-on-write).
+            kv_->fork(leader.id(), f->id());
+            kv_->truncate(f->id(), n_prompt - 1);
+            f->reset_computed(n_prompt - 1);
+        }
+        scheduler_.add(f);
+    }
+    followers_.erase(it);
+}
+
 void Engine::release_retained(int64_t request_id) {
     if (retained_.erase(request_id) > 0) kv_->free(request_id);
 }
@@ -134,6 +170,8 @@ void Engine::abort(int64_t request_id) {
 void Engine::finish(Sequence& seq, std::vector<StepOutput>& out, FinishReason reason) {
     if (seq.finish_reason() == FinishReason::None) out.push_back(seq.finish_now(reason));
     scheduler_.remove(&seq);
+    start_followers(seq, false);  // the leader ended before its prompt was done: plain admission
+    for (auto& [leader, list] : followers_) std::erase(list, &seq);
     if (kv_->is_swapped(seq.id())) kv_->free(seq.id());
     if (kv_->has_sequence(seq.id())) {
         if (seq.request().retain_kv) {
@@ -172,6 +210,7 @@ std::vector<StepOutput> Engine::step() {
         }
         stats_.prompt_tokens += work[i].n_tokens - (seq.n_generated() > 0 ? 1 : 0);
         StepOutput o = seq.append_sampled(logits);
+        if (seq.n_generated() == 1) start_followers(seq, true);
         ++stats_.generated_tokens;
         const bool ended = o.finish != FinishReason::None;
         out.push_back(std::move(o));

@@ -63,6 +63,10 @@ public:
     // a prompt that does not fit the context, token ids outside the vocabulary, or bad sampling
     // parameters.
     int64_t add_request(Request request);
+    // n samples of one request (OpenAI `n`): n sequences whose prompt KV is computed once and
+    // shared through fork, copy-on-write. Sample i > 0 uses seed + i when a seed is given.
+    // Returns the n request ids, the first one computing the prompt.
+    std::vector<int64_t> add_request_group(Request request, int64_t n);
     // Ends a request at the next step boundary (its KV is freed); unknown ids are ignored.
     void abort(int64_t request_id);
     // Runs one scheduling step and returns the increments it produced.
@@ -83,6 +87,7 @@ public:
 private:
     void finish(Sequence& seq, std::vector<StepOutput>& out, FinishReason reason);
     void reuse_retained_kv(Sequence& seq, int64_t source_id);
+    void start_followers(Sequence& leader, bool fork_kv);
 
     Model& model_;
     const Tokenizer& tokenizer_;
@@ -93,6 +98,8 @@ private:
     std::map<int64_t, std::unique_ptr<Sequence>> sequences_;  // live (not finished)
     std::map<int64_t, std::vector<int32_t>> retained_;        // finished, KV kept: their tokens
     std::vector<int64_t> aborted_;
+    // Samples 2..n of a group wait here until their leader has computed the prompt.
+    std::map<int64_t, std::vector<Sequence*>> followers_;
     int64_t next_id_ = 1;
     EngineStats stats_;
 };

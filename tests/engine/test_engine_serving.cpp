@@ -178,6 +178,33 @@ TEST_F(EngineServing, PreemptionUnderMemoryPressureKeepsOutputs) {
     }
 }
 
+TEST_F(EngineServing, GroupOfSamplesSharesPromptKv) {
+    for (bool prefix : {false, true}) {
+        EngineConfig c;
+        c.n_ctx = 512;
+        c.kv_block_size = 8;
+        c.prefix_caching = prefix;
+        Engine e(*model_, *tokenizer_, *backend_, c);
+        Request r;
+        r.prompt = prompts_[4];
+        r.max_tokens = kGen;
+        r.ignore_eos = true;
+        r.sampling.temperature = 0;
+        const std::vector<int64_t> ids = e.add_request_group(r, 3);
+        ASSERT_EQ(ids.size(), 3u);
+        std::map<int64_t, Tokens> out;
+        while (e.has_work()) {
+            for (const StepOutput& o : e.step()) {
+                if (o.token >= 0) out[o.request_id].push_back(o.token);
+            }
+        }
+        for (int64_t id : ids) EXPECT_EQ(out[id], alone()[4]) << "prefix " << prefix;
+        // The prompt is computed once; each other sample feeds only its last prompt token.
+        EXPECT_EQ(e.stats().prompt_tokens, static_cast<int64_t>(prompts_[4].size()) + 2);
+        expect_no_leak(e);
+    }
+}
+
 TEST_F(EngineServing, AbortReleasesBlocks) {
     EngineConfig c;
     c.kv_block_size = 4;
