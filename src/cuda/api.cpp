@@ -61,6 +61,28 @@ void prefill_forward(const PrefillParams& p, void* stream) {
     check(detail::launch_prefill(p, static_cast<cudaStream_t>(stream)), "prefill_forward");
 }
 
+size_t backward_workspace_bytes(const BackwardParams& p) {
+    return sizeof(float) * static_cast<size_t>(std::max(p.total_q, 0)) * p.num_heads *
+           (p.head_dim + 1);
+}
+
+void prefill_backward(const BackwardParams& p, void* stream) {
+    check_heads(p.head_dim, p.num_heads, p.num_kv_heads, "prefill_backward");
+    if (p.batch < 0 || p.total_q < 0 || p.max_seqlen_q < 0 || p.max_seqlen_k < 0)
+        fail<InvalidArgument>("prefill_backward: negative batch {} / total_q {} / max_seqlen",
+                              p.batch, p.total_q);
+    if (p.q == nullptr || p.k == nullptr || p.v == nullptr || p.o == nullptr ||
+        p.d_o == nullptr || p.lse == nullptr || p.cu_seqlens_q == nullptr ||
+        p.cu_seqlens_k == nullptr)
+        fail<InvalidArgument>("prefill_backward: q, k, v, o, d_o, lse and cu_seqlens are required");
+    if (p.dq == nullptr || p.dk == nullptr || p.dv == nullptr || p.workspace == nullptr)
+        fail<InvalidArgument>("prefill_backward: dq, dk, dv and workspace are required");
+    if (!(p.softmax_scale > 0.f))
+        fail<InvalidArgument>("prefill_backward: softmax_scale must be > 0, got {}",
+                              p.softmax_scale);
+    check(detail::launch_backward(p, static_cast<cudaStream_t>(stream)), "prefill_backward");
+}
+
 void decode_plan(DecodeParams& p, int device_sm_count) {
     if (p.num_splits > 0) return;
     const int ctas = std::max(1, p.batch * p.num_kv_heads);

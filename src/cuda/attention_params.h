@@ -63,6 +63,40 @@ struct PrefillParams {
     int window_left = -1;  // < 0: unlimited
 };
 
+// Backward of the prefill forward for contiguous K/V (FlashAttention-2 recomputation: S and P
+// are rebuilt tile by tile from q, k and the forward's LSE, never stored). Shapes, varlen
+// layout, causal/window masking and GQA as in PrefillParams; dK/dV of a kv head are the sums
+// over its query heads. q, o, d_o and dq share the q strides; k, v, dk and dv the kv strides.
+struct BackwardParams {
+    Dtype dtype = Dtype::kBf16;
+    int head_dim = 0;  // 64 or 128
+    int num_heads = 0;
+    int num_kv_heads = 0;
+    int batch = 0;
+    int max_seqlen_q = 0, max_seqlen_k = 0;  // host-side bounds: size the grids
+    int total_q = 0;                         // cu_seqlens_q[batch]: sizes the workspace
+
+    const void* q = nullptr;
+    const void* o = nullptr;    // forward output
+    const void* d_o = nullptr;  // gradient of the loss w.r.t. o
+    int64_t q_row_stride = 0, q_head_stride = 0;
+    const int32_t* cu_seqlens_q = nullptr;
+    const void* k = nullptr;
+    const void* v = nullptr;
+    int64_t kv_row_stride = 0, kv_head_stride = 0;
+    const int32_t* cu_seqlens_k = nullptr;
+    const float* lse = nullptr;  // [total_q][num_heads] from prefill_forward, natural log
+
+    void* dq = nullptr;
+    void* dk = nullptr;
+    void* dv = nullptr;
+    void* workspace = nullptr;  // backward_workspace_bytes() bytes of device memory
+
+    float softmax_scale = 0.f;
+    bool causal = false;
+    int window_left = -1;
+};
+
 // Decode (one query token per sequence) over paged K/V: split-K Flash-Decoding. Each CTA owns
 // one kv head (all its query heads packed) and one slice of the context; a combine kernel
 // merges the slices through their LSEs.
@@ -92,6 +126,11 @@ struct DecodeParams {
 // Launches on `stream` (a cudaStream_t; nullptr = default stream). Throw vela::InvalidArgument
 // for unsupported shapes and vela::Error for CUDA failures.
 void prefill_forward(const PrefillParams& p, void* stream = nullptr);
+
+// fp32 dQ accumulator and the rowsum(dO * O) terms: 4 * total_q * num_heads * (head_dim + 1).
+size_t backward_workspace_bytes(const BackwardParams& p);
+// Writes dq, dk and dv (every element, including rows of empty sequences).
+void prefill_backward(const BackwardParams& p, void* stream = nullptr);
 
 // Fills p.num_splits when 0 so the grid covers the device's multiprocessors at least twice.
 void decode_plan(DecodeParams& p, int device_sm_count);

@@ -12,6 +12,7 @@ constexpr int kDecodeMaxGroup = 8;        // query heads per kv head held in reg
 constexpr int kDecodeMaxSplitLen = 2048;  // bounds the shared score buffer
 
 cudaError_t launch_prefill(const PrefillParams& p, cudaStream_t stream);
+cudaError_t launch_backward(const BackwardParams& p, cudaStream_t stream);
 cudaError_t launch_decode(const DecodeParams& p, int split_len, cudaStream_t stream);
 
 // Shared-memory bytes the decode split kernel needs for a given split length.
