@@ -60,9 +60,9 @@ RunResult run(vela::Model& model, const vela::Tokenizer& tok, vela::Backend& bac
 }  // namespace
 
 int main(int argc, char** argv) {
-    const std::string path = argc > 1 ? argv[1]
-                                      : std::string(VELA_SOURCE_DIR) +
-                                            "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+    const std::string path =
+        argc > 1 ? argv[1]
+                 : std::string(VELA_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
     const int threads = argc > 2 ? std::atoi(argv[2]) : 2;
     vela::Model model(path);
     const vela::Tokenizer tok = vela::Tokenizer::from_gguf(model.file());
@@ -82,8 +82,8 @@ int main(int argc, char** argv) {
 
     fmt::print("16 requests: 400-token shared prefix + 24 own tokens, 8 generated; {} threads\n",
                threads);
-    fmt::print("{:<14} {:>16} {:>10} {:>10} {:>9}\n", "prefix cache", "prefill tokens",
-               "hit rate", "wall s", "speedup");
+    fmt::print("{:<14} {:>16} {:>10} {:>10} {:>9}\n", "prefix cache", "prefill tokens", "hit rate",
+               "wall s", "speedup");
     const RunResult off = run(model, tok, backend, prompts, false);
     const RunResult on = run(model, tok, backend, prompts, true);
     for (const auto* r : {&off, &on}) {

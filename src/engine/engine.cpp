@@ -8,10 +8,14 @@ namespace vela {
 
 const char* finish_reason_name(FinishReason r) {
     switch (r) {
-        case FinishReason::None: return "none";
-        case FinishReason::Stop: return "stop";
-        case FinishReason::Length: return "length";
-        case FinishReason::Abort: return "abort";
+        case FinishReason::None:
+            return "none";
+        case FinishReason::Stop:
+            return "stop";
+        case FinishReason::Length:
+            return "length";
+        case FinishReason::Abort:
+            return "abort";
     }
     return "?";
 }
@@ -60,11 +64,13 @@ int64_t Engine::add_request(Request r) {
     if (r.prompt.empty()) fail<InvalidArgument>("the prompt is empty");
     const int64_t n_prompt = static_cast<int64_t>(r.prompt.size());
     if (n_prompt >= config_.n_ctx) {
-        fail<InvalidArgument>("the prompt has {} tokens but the context holds {} (prompt + at "
-                              "least one generated token)",
-                              n_prompt, config_.n_ctx);
+        fail<InvalidArgument>(
+            "the prompt has {} tokens but the context holds {} (prompt + at "
+            "least one generated token)",
+            n_prompt, config_.n_ctx);
     }
-    const int64_t blocks_needed = (n_prompt + 1 + config_.kv_block_size - 1) / config_.kv_block_size;
+    const int64_t blocks_needed =
+        (n_prompt + 1 + config_.kv_block_size - 1) / config_.kv_block_size;
     if (blocks_needed > kv_->num_total_blocks()) {
         fail<InvalidArgument>("the prompt needs {} KV blocks, the cache has {}", blocks_needed,
                               kv_->num_total_blocks());
@@ -132,7 +138,8 @@ std::vector<int64_t> Engine::add_request_group(Request r, int64_t n) {
         Request f = validated;
         f.retain_kv = false;
         f.reuse_kv_of = -1;
-        if (copy.sampling.seed != SamplingParams::kRandomSeed) f.sampling.seed = copy.sampling.seed + i;
+        if (copy.sampling.seed != SamplingParams::kRandomSeed)
+            f.sampling.seed = copy.sampling.seed + i;
         const int64_t id = next_id_++;
         auto seq = std::make_unique<Sequence>(id, std::move(f), tokenizer_);
         followers_[ids[0]].push_back(seq.get());
@@ -201,8 +208,8 @@ std::vector<StepOutput> Engine::step() {
     for (size_t i = 0; i < work.size(); ++i) {
         Sequence& seq = *work[i].seq;
         seq.mark_computed(work[i].n_tokens);
-        kv_->cache_computed(seq.id(), std::span(seq.tokens()).first(
-                                          static_cast<size_t>(seq.n_computed())));
+        kv_->cache_computed(seq.id(),
+                            std::span(seq.tokens()).first(static_cast<size_t>(seq.n_computed())));
         std::span<float> logits = runner_.logits_for(i);
         if (logits.empty()) {
             stats_.prompt_tokens += work[i].n_tokens;

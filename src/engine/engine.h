@@ -18,9 +18,9 @@
 namespace vela {
 
 struct EngineConfig {
-    int64_t n_ctx = 4096;          // max tokens of one sequence (prompt + generated)
+    int64_t n_ctx = 4096;  // max tokens of one sequence (prompt + generated)
     int64_t kv_block_size = 16;
-    int64_t kv_blocks = 0;         // 0: enough for one full context
+    int64_t kv_blocks = 0;  // 0: enough for one full context
     // Reuse the KV of full blocks whose tokens (and all tokens before them) were computed
     // before, by this or an earlier request; see kv/prefix_cache.h.
     bool prefix_caching = true;
@@ -31,9 +31,9 @@ struct EngineConfig {
 
 // Counters (monotonic) and gauges (now) for logs and /metrics.
 struct EngineStats {
-    int64_t prompt_tokens = 0;     // tokens fed as prefill (recomputation included)
+    int64_t prompt_tokens = 0;  // tokens fed as prefill (recomputation included)
     int64_t generated_tokens = 0;
-    int64_t preemptions = 0;       // Recompute and Swap
+    int64_t preemptions = 0;  // Recompute and Swap
     int64_t swap_outs = 0;
     int64_t swap_ins = 0;
     int64_t steps = 0;
@@ -43,19 +43,19 @@ struct EngineStats {
     int64_t running = 0;
     int64_t waiting = 0;
     int64_t kv_blocks_total = 0;
-    int64_t kv_blocks_used = 0;    // referenced by a sequence (or retained for chat)
-    int64_t kv_blocks_cached = 0;  // in the prefix cache, used or not
-    int64_t kv_blocks_swapped = 0; // copies in host memory
+    int64_t kv_blocks_used = 0;     // referenced by a sequence (or retained for chat)
+    int64_t kv_blocks_cached = 0;   // in the prefix cache, used or not
+    int64_t kv_blocks_swapped = 0;  // copies in host memory
 
     double prefix_hit_rate() const {
-        return prefix_query_tokens > 0
-                   ? static_cast<double>(prefix_hit_tokens) / static_cast<double>(prefix_query_tokens)
-                   : 0.0;
+        return prefix_query_tokens > 0 ? static_cast<double>(prefix_hit_tokens) /
+                                             static_cast<double>(prefix_query_tokens)
+                                       : 0.0;
     }
 };
 
 class Engine {
-public:
+  public:
     Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, EngineConfig config);
     ~Engine();
 
@@ -84,7 +84,7 @@ public:
     const KvCache& kv_cache() const { return *kv_; }
     const EngineConfig& config() const { return config_; }
 
-private:
+  private:
     void finish(Sequence& seq, std::vector<StepOutput>& out, FinishReason reason);
     void reuse_retained_kv(Sequence& seq, int64_t source_id);
     void start_followers(Sequence& leader, bool fork_kv);

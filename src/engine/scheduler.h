@@ -31,12 +31,12 @@ struct SchedulerCounters {
 
 struct ScheduledSeq {
     Sequence* seq = nullptr;
-    int64_t n_tokens = 0;              // tokens to feed this step, starting at seq->n_computed()
-    std::vector<int64_t> slots;        // their KV slots (allocated by schedule())
+    int64_t n_tokens = 0;        // tokens to feed this step, starting at seq->n_computed()
+    std::vector<int64_t> slots;  // their KV slots (allocated by schedule())
 };
 
 class Scheduler {
-public:
+  public:
     explicit Scheduler(SchedulerConfig config) : config_(config) {}
 
     void add(Sequence* seq) { waiting_.push_back(seq); }
@@ -53,7 +53,7 @@ public:
     const SchedulerCounters& counters() const { return counters_; }
     const SchedulerConfig& config() const { return config_; }
 
-private:
+  private:
     bool preempt_last(KvCache& kv, const Sequence* keep, std::vector<Sequence*>& preempted);
     void preempt(KvCache& kv, Sequence* victim, std::vector<Sequence*>& preempted);
     void schedule_running(KvCache& kv, int64_t& budget, std::vector<ScheduledSeq>& out,

@@ -12,7 +12,9 @@ namespace {
 // Storage is aligned for 64-byte vector loads of whole rows.
 constexpr size_t kAlign = 64;
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t ceil_div(int64_t a, int64_t b) {
+    return (a + b - 1) / b;
+}
 
 void check_config(const KvCacheConfig& c) {
     auto positive = [](int64_t v, const char* name) {
@@ -27,7 +29,9 @@ void check_config(const KvCacheConfig& c) {
 
 }  // namespace
 
-void KvCache::AlignedFree::operator()(std::byte* p) const { std::free(p); }
+void KvCache::AlignedFree::operator()(std::byte* p) const {
+    std::free(p);
+}
 
 KvCache::KvCache(const KvCacheConfig& config, PrefixCache::HashFn hash)
     : config_((check_config(config), config)),
@@ -63,7 +67,7 @@ KvLayerView KvCache::layer(int64_t layer) const {
         fail<InvalidArgument>("KV layer {} out of range [0, {})", layer, config_.n_layers);
     }
     return KvLayerView{block_ptr(layer, false, 0), block_ptr(layer, true, 0), config_.dtype,
-                       config_.n_kv_heads, config_.head_dim, config_.block_size};
+                       config_.n_kv_heads,         config_.head_dim,          config_.block_size};
 }
 
 void KvCache::add_sequence(SeqId id) {
@@ -136,8 +140,8 @@ int64_t KvCache::blocks_needed(SeqId id, int64_t n) const {
     const BlockTable& t = table(id);
     if (n < 0) fail<InvalidArgument>("cannot append {} tokens to KV sequence {}", n, id);
     if (n == 0) return 0;
-    const int64_t fresh = ceil_div(t.n_tokens + n, config_.block_size) -
-                          static_cast<int64_t>(t.blocks.size());
+    const int64_t fresh =
+        ceil_div(t.n_tokens + n, config_.block_size) - static_cast<int64_t>(t.blocks.size());
     return fresh + (last_block_shared(t) ? 1 : 0);
 }
 
@@ -236,8 +240,8 @@ void KvCache::read(int64_t layer, int64_t slot, int64_t kv_head, bool value, flo
     const int64_t bs = config_.block_size, hd = config_.head_dim;
     visit_kv_dtype(config_.dtype, [&](auto tag) {
         using T = decltype(tag);
-        const auto* base = reinterpret_cast<const T*>(
-            block_ptr(layer, value, static_cast<int32_t>(slot / bs)));
+        const auto* base =
+            reinterpret_cast<const T*>(block_ptr(layer, value, static_cast<int32_t>(slot / bs)));
         const T* row = base + (kv_head * bs + slot % bs) * hd;
         for (int64_t d = 0; d < hd; ++d) out[d] = KvElement<T>::decode(row[d]);
     });

@@ -44,9 +44,9 @@ struct KvCacheConfig {
 
 // Prefix-cache counters, in tokens (as vLLM's /metrics reports them) and blocks.
 struct PrefixCacheStats {
-    int64_t query_tokens = 0;    // tokens of the sequences looked up
-    int64_t hit_tokens = 0;      // of those, found in the cache
-    int64_t cached_blocks = 0;   // blocks indexed now
+    int64_t query_tokens = 0;      // tokens of the sequences looked up
+    int64_t hit_tokens = 0;        // of those, found in the cache
+    int64_t cached_blocks = 0;     // blocks indexed now
     int64_t evictable_blocks = 0;  // of those, referenced by no sequence (count as free)
 };
 
@@ -62,7 +62,7 @@ struct KvLayerView {
 };
 
 class KvCache {
-public:
+  public:
     // `hash` is a test hook for the prefix cache (forcing collisions).
     explicit KvCache(const KvCacheConfig& config,
                      PrefixCache::HashFn hash = &PrefixCache::chain_hash);
@@ -130,7 +130,7 @@ public:
     const BlockPool& pool() const { return pool_; }
     int64_t num_sequences() const { return static_cast<int64_t>(tables_.size()); }
 
-private:
+  private:
     BlockTable& mutable_table(SeqId id);
     size_t block_bytes() const;  // one block of one layer's K (or V)
     std::byte* block_ptr(int64_t layer, bool value, int32_t block) const;

@@ -37,8 +37,8 @@ void KvCache::cache_computed(SeqId id, std::span<const int32_t> computed) {
         const int64_t i = chain.n_blocks;
         const int32_t block = t.blocks[static_cast<size_t>(i)];
         const PrefixCache::Insert r =
-            prefix_->insert(chain.link, block, computed.subspan(static_cast<size_t>(i * bs),
-                                                                static_cast<size_t>(bs)));
+            prefix_->insert(chain.link, block,
+                            computed.subspan(static_cast<size_t>(i * bs), static_cast<size_t>(bs)));
         if (!r.ok) break;  // a colliding hash holds other tokens: this chain is not cacheable
         if (r.added) pool_.ref(block);  // the cache's own reference (the sequence holds one)
         chain.link = r.link;

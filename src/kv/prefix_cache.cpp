@@ -36,10 +36,11 @@ const PrefixCache::Entry* PrefixCache::find(PrefixLink parent, std::span<const i
 std::vector<int32_t> PrefixCache::match(std::span<const int32_t> tokens, int64_t max_blocks) const {
     std::vector<int32_t> blocks;
     PrefixLink link;
-    const int64_t n = std::min<int64_t>(max_blocks, static_cast<int64_t>(tokens.size()) / block_size_);
+    const int64_t n =
+        std::min<int64_t>(max_blocks, static_cast<int64_t>(tokens.size()) / block_size_);
     for (int64_t i = 0; i < n; ++i) {
-        auto block_tokens = tokens.subspan(static_cast<size_t>(i * block_size_),
-                                           static_cast<size_t>(block_size_));
+        auto block_tokens =
+            tokens.subspan(static_cast<size_t>(i * block_size_), static_cast<size_t>(block_size_));
         const uint64_t h = hash_(link.hash, block_tokens);
         const Entry* e = find(link, block_tokens, h);
         if (e == nullptr) break;

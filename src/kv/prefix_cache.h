@@ -27,7 +27,7 @@ struct PrefixLink {
 };
 
 class PrefixCache {
-public:
+  public:
     using HashFn = uint64_t (*)(uint64_t parent, std::span<const int32_t> tokens);
     // XXH3-64 of the parent hash followed by the token ids.
     static uint64_t chain_hash(uint64_t parent, std::span<const int32_t> tokens);
@@ -65,7 +65,7 @@ public:
     // the cache's reference. Requires num_evictable() > 0.
     int32_t evict_oldest();
 
-private:
+  private:
     struct Entry {
         uint64_t hash = 0;
         uint64_t gen = 0;

@@ -21,7 +21,7 @@ constexpr int64_t kGen = 6;  // generated tokens per request: short keeps the su
 using Tokens = std::vector<int32_t>;
 
 class EngineServing : public ::testing::Test {
-protected:
+  protected:
     static void SetUpTestSuite() {
         if (!std::filesystem::exists(kModel)) return;
         model_ = new Model(kModel);

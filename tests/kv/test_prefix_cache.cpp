@@ -1,7 +1,5 @@
 // PrefixCache alone (chain hash, token/predecessor checks on collisions, LRU order) and through
 // KvCache (reference counts, eviction when the pool runs dry, copy-on-write, swap round trip).
-#include "kv/prefix_cache.h"
-
 #include <gtest/gtest.h>
 #include <xxhash.h>
 
@@ -11,6 +9,7 @@
 
 #include "core/error.h"
 #include "kv/kv_cache.h"
+#include "kv/prefix_cache.h"
 #include "kv_test_util.h"
 
 namespace vela {
@@ -32,7 +31,8 @@ void insert_chain(PrefixCache& pc, std::span<const int32_t> tokens, int32_t firs
     PrefixLink link;
     const int64_t bs = pc.block_size();
     for (size_t i = 0; i + bs <= tokens.size(); i += bs) {
-        const auto r = pc.insert(link, first_block + static_cast<int32_t>(i / bs), tokens.subspan(i, bs));
+        const auto r =
+            pc.insert(link, first_block + static_cast<int32_t>(i / bs), tokens.subspan(i, bs));
         ASSERT_TRUE(r.ok);
         link = r.link;
     }
@@ -48,7 +48,8 @@ TEST(PrefixCache, ChainHashDependsOnParentAndTokens) {
     // Independent recomputation: XXH3-64 over [parent (8 bytes LE), token ids (4 bytes LE each)].
     std::vector<uint8_t> bytes(8, 0);
     for (int32_t x : t) {
-        for (int k = 0; k < 4; ++k) bytes.push_back(static_cast<uint8_t>(static_cast<uint32_t>(x) >> (8 * k)));
+        for (int k = 0; k < 4; ++k)
+            bytes.push_back(static_cast<uint8_t>(static_cast<uint32_t>(x) >> (8 * k)));
     }
     EXPECT_EQ(h, XXH3_64bits(bytes.data(), bytes.size()));
 }
@@ -69,7 +70,9 @@ TEST(PrefixCache, MatchesLongestChainOfFullBlocks) {
     EXPECT_TRUE(pc.match(std::span(a).first(4), 100).empty());  // no full block
 }
 
-uint64_t constant_hash(uint64_t, std::span<const int32_t>) { return 42; }
+uint64_t constant_hash(uint64_t, std::span<const int32_t>) {
+    return 42;
+}
 uint64_t parentless_hash(uint64_t, std::span<const int32_t> t) {
     return XXH3_64bits(t.data(), t.size_bytes());
 }
@@ -130,7 +133,7 @@ TEST(PrefixCache, EvictsOldestReleasedFirst) {
 }
 
 class KvPrefix : public ::testing::Test {
-protected:
+  protected:
     static KvCacheConfig config(int64_t num_blocks, int64_t bs = 4) {
         KvCacheConfig c{2, 3, 8, bs, num_blocks, DType::F16};
         c.prefix_caching = true;
