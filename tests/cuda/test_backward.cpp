@@ -1,8 +1,9 @@
 // Prefill backward (dQ, dK, dV) vs a float64 CPU reference at awkward sizes, GQA (dK/dV summed
 // over the group), causal with lq != lk, an empty query sequence and a sliding window. The
 // kernel gets O and LSE from prefill_forward, as in training.
-// Tolerances, per gradient tensor over all elements: relative L2 error <= 2e-2 (bf16) / 4e-3
-// (fp16) and max |err| <= 4e-2 (bf16) / 1e-2 (fp16) of the tensor's max |ref|. The kernel rounds
+// Tolerances, per gradient tensor over all elements: relative L2 error <= 1e-2 (bf16) / 1.5e-3
+// (fp16) and max |err| <= 1e-2 (bf16) / 2e-3 (fp16) of the tensor's max |ref| (measured on
+// H100: rel L2 2.2-2.7e-3 / 2.8-3.3e-4, max 1.6-3.6e-3 / 2.6-5.3e-4). The kernel rounds
 // P and dS to the input dtype before the tensor-core products (as FlashAttention does), and its
 // D = rowsum(dO * O) uses the rounded O.
 #include <algorithm>
@@ -75,7 +76,7 @@ void expect_close(const char* name, Dtype t, const std::vector<uint16_t>& got,
                   const std::vector<double>& ref) {
     ErrorStats e;
     for (size_t i = 0; i < ref.size(); ++i) e.add(to_double(t, got[i]), ref[i]);
-    const double rel_tol = t == Dtype::kBf16 ? 2e-2 : 4e-3, max_tol = t == Dtype::kBf16 ? 4e-2 : 1e-2;
+    const double rel_tol = t == Dtype::kBf16 ? 1e-2 : 1.5e-3, max_tol = t == Dtype::kBf16 ? 1e-2 : 2e-3;
     std::printf("  %s: rel L2 %.2e, max |err| %.2e of max |ref| %.2e\n", name, e.rel(), e.max_abs,
                 e.max_ref);
     EXPECT_EQ(e.nonfinite, 0u) << name << ": unwritten or NaN";
