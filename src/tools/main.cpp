@@ -1,5 +1,9 @@
-// The `vela` command line: generate, chat, info, perplexity, bench.
+// The `vela` command line: generate, chat, info, perplexity, bench, serve.
 #include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <string>
+#include <vector>
 
 #include "tools/commands.h"
 
@@ -12,8 +16,13 @@ int main(int argc, char** argv) {
     vela::cli::register_info(app);
     vela::cli::register_perplexity(app);
     vela::cli::register_bench(app);
+    vela::cli::register_serve(app);
     try {
-        app.parse(argc, argv);
+        // CLI11 wants the arguments after the program name, last first.
+        std::vector<std::string> args(argv + 1, argv + argc);
+        vela::cli::rewrite_llama_server_flags(args);
+        std::reverse(args.begin(), args.end());
+        app.parse(args);
     } catch (const CLI::RuntimeError& e) {
         return e.get_exit_code();  // a subcommand's own exit status
     } catch (const CLI::ParseError& e) {

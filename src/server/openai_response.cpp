@@ -1,0 +1,90 @@
+#include "server/openai_response.h"
+
+namespace vela::server {
+
+using nlohmann::json;
+
+const char* openai_finish_reason(FinishReason r) {
+    return r == FinishReason::Stop ? "stop" : "length";
+}
+
+json usage_json(int64_t prompt_tokens, const std::vector<ChoiceState>& choices) {
+    int64_t completion = 0;
+    for (const ChoiceState& c : choices) completion += c.completion_tokens;
+    return {{"prompt_tokens", prompt_tokens},
+            {"completion_tokens", completion},
+            {"total_tokens", prompt_tokens + completion}};
+}
+
+namespace {
+
+json finish_json(FinishReason r) {
+    return r == FinishReason::None ? json() : json(openai_finish_reason(r));
+}
+
+json envelope(const GenerationSpec& spec, const ResponseMeta& meta, bool chunk) {
+    const bool chat = spec.endpoint == Endpoint::Chat;
+    const char* object = chat ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion";
+    return {{"id", meta.id}, {"object", object}, {"created", meta.created}, {"model", meta.model},
+            {"system_fingerprint", "vela"}};
+}
+
+}  // namespace
+
+json full_response(const GenerationSpec& spec, const ResponseMeta& meta,
+                   const std::vector<ChoiceState>& choices) {
+    json out = envelope(spec, meta, false);
+    json list = json::array();
+    for (size_t i = 0; i < choices.size(); ++i) {
+        const ChoiceState& c = choices[i];
+        if (spec.endpoint == Endpoint::Chat) {
+            list.push_back({{"index", i},
+                            {"message", {{"role", "assistant"}, {"content", c.text}}},
+                            {"logprobs", nullptr},
+                            {"finish_reason", finish_json(c.finish)}});
+        } else {
+            list.push_back({{"index", i},
+                            {"text", spec.echo ? spec.echo_text + c.text : c.text},
+                            {"logprobs", nullptr},
+                            {"finish_reason", finish_json(c.finish)}});
+        }
+    }
+    out["choices"] = std::move(list);
+    out["usage"] = usage_json(static_cast<int64_t>(spec.base.prompt.size()), choices);
+    return out;
+}
+
+json stream_chunk(const GenerationSpec& spec, const ResponseMeta& meta, size_t choice,
+                  const std::string& text, FinishReason finish, bool first) {
+    json out = envelope(spec, meta, true);
+    json c = {{"index", choice}, {"logprobs", nullptr}, {"finish_reason", finish_json(finish)}};
+    if (spec.endpoint == Endpoint::Chat) {
+        json delta = json::object();
+        if (first) delta["role"] = "assistant";
+        if (!text.empty() || first) delta["content"] = text;
+        c["delta"] = std::move(delta);
+    } else {
+        c["text"] = first && spec.echo ? spec.echo_text + text : text;
+    }
+    out["choices"] = json::array({std::move(c)});
+    if (spec.include_usage) out["usage"] = nullptr;  // as OpenAI: null on all but the last chunk
+    return out;
+}
+
+json usage_chunk(const GenerationSpec& spec, const ResponseMeta& meta,
+                 const std::vector<ChoiceState>& choices) {
+    json out = envelope(spec, meta, true);
+    out["choices"] = json::array();
+    out["usage"] = usage_json(static_cast<int64_t>(spec.base.prompt.size()), choices);
+    return out;
+}
+
+std::string dump_json(const json& j) {
+    return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string sse_event(const json& j) {
+    return "data: " + dump_json(j) + "\n\n";
+}
+
+}  // namespace vela::server
