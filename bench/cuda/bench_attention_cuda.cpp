@@ -1,6 +1,7 @@
 // Timing driver for the CUDA attention kernels (cudaEvents, median of repeats, random data).
 // Prints markdown tables: prefill forward TFLOP/s (FlashAttention benchmark convention: batch x
-// seqlen = 16k tokens, hidden 2048) and decode GB/s against the measured device-to-device copy
+// seqlen = 16k tokens, hidden 2048), backward TFLOP/s, block-sparse speedup vs density and
+// decode GB/s against the measured device-to-device copy
 // bandwidth. The torch SDPA peer runs from sdpa_peer.py in the same script (run.sh).
 #include <cuda_runtime_api.h>
 
@@ -8,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -114,6 +116,108 @@ void bench_prefill() {
     }
 }
 
+// One bf16 problem at the FlashAttention benchmark shape (batch x s = 16k tokens, hidden 2048)
+// with everything the forward and backward need.
+struct DenseProblem {
+    int hd, s, batch, heads;
+    size_t elems;
+    Buffer q, k, v, o, d_o, dq, dk, dv, lse, cu;
+    PrefillParams fwd;
+    BackwardParams bwd;
+
+    DenseProblem(int hd_, int s_, bool causal)
+        : hd(hd_), s(s_), batch(16384 / s_), heads(2048 / hd_),
+          elems(size_t(batch) * s * heads * hd), q(elems * 2), k(elems * 2), v(elems * 2),
+          o(elems * 2), d_o(elems * 2), dq(elems * 2), dk(elems * 2), dv(elems * 2),
+          lse(4 * size_t(batch) * s * heads), cu(4 * (batch + 1)) {
+        fill_random(q.p, elems * 2, 1);
+        fill_random(k.p, elems * 2, 2);
+        fill_random(v.p, elems * 2, 3);
+        fill_random(d_o.p, elems * 2, 4);
+        std::vector<int32_t> cuh(batch + 1);
+        for (int b = 0; b <= batch; ++b) cuh[b] = b * s;
+        check(cudaMemcpy(cu.p, cuh.data(), 4 * (batch + 1), cudaMemcpyHostToDevice), "cu");
+        fwd.head_dim = bwd.head_dim = hd;
+        fwd.num_heads = fwd.num_kv_heads = bwd.num_heads = bwd.num_kv_heads = heads;
+        fwd.batch = bwd.batch = batch;
+        fwd.max_seqlen_q = bwd.max_seqlen_q = bwd.max_seqlen_k = s;
+        bwd.total_q = batch * s;
+        fwd.q = bwd.q = q.p;
+        fwd.k = bwd.k = k.p;
+        fwd.v = bwd.v = v.p;
+        fwd.o = o.p;
+        bwd.o = o.p;
+        bwd.d_o = d_o.p;
+        fwd.lse = static_cast<float*>(lse.p);
+        bwd.lse = fwd.lse;
+        fwd.q_row_stride = fwd.o_row_stride = fwd.kv_row_stride = int64_t{heads} * hd;
+        fwd.q_head_stride = fwd.o_head_stride = fwd.kv_head_stride = hd;
+        bwd.q_row_stride = bwd.kv_row_stride = int64_t{heads} * hd;
+        bwd.q_head_stride = bwd.kv_head_stride = hd;
+        fwd.cu_seqlens_q = fwd.cu_seqlens_k = bwd.cu_seqlens_q = bwd.cu_seqlens_k =
+            static_cast<int32_t*>(cu.p);
+        fwd.softmax_scale = bwd.softmax_scale = 1.f / std::sqrt(float(hd));
+        fwd.causal = bwd.causal = causal;
+        bwd.dq = dq.p;
+        bwd.dk = dk.p;
+        bwd.dv = dv.p;
+    }
+    double flops() const { return 4.0 * batch * heads * double(s) * s * hd / (fwd.causal ? 2 : 1); }
+};
+
+// Backward FLOPs are 2.5x the forward's by convention (5 matmuls instead of 2).
+void bench_backward() {
+    std::printf("\n| kernel | head_dim | seqlen | batch | heads | causal | fwd ms | bwd ms | bwd "
+                "TFLOP/s | fwd+bwd TFLOP/s |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+    for (int hd : {64, 128}) {
+        for (int s : {1024, 4096, 16384}) {
+            for (bool causal : {false, true}) {
+                DenseProblem d(hd, s, causal);
+                Buffer ws(backward_workspace_bytes(d.bwd));
+                d.bwd.workspace = ws.p;
+                const double f_ms = median_ms([&] { prefill_forward(d.fwd); }, 10);
+                const double b_ms = median_ms([&] { prefill_backward(d.bwd); }, 10);
+                std::printf("| vela fwd+bwd bf16 | %d | %d | %d | %d | %d | %.3f | %.3f | %.1f | %.1f |\n",
+                            hd, s, d.batch, d.heads, causal, f_ms, b_ms,
+                            2.5 * d.flops() / (b_ms * 1e9), 3.5 * d.flops() / ((f_ms + b_ms) * 1e9));
+            }
+        }
+    }
+}
+
+// Forward time against the fraction of 64 x 64 tiles kept by a random block mask (shared by all
+// heads), beside the same problem without a mask.
+void bench_block_sparse() {
+    std::printf("\n| kernel | head_dim | seqlen | batch x heads | density | ms | speedup vs dense | "
+                "TFLOP/s of kept tiles |\n");
+    std::printf("|---|---|---|---|---|---|---|---|\n");
+    for (int hd : {64, 128}) {
+        DenseProblem d(hd, 8192, false);
+        const double dense_ms = median_ms([&] { prefill_forward(d.fwd); }, 10);
+        std::printf("| vela prefill bf16 | %d | %d | %d x %d | dense (no mask) | %.3f | 1.00x | %.1f |\n",
+                    hd, d.s, d.batch, d.heads, dense_ms, d.flops() / (dense_ms * 1e9));
+        const int nb = d.s / PrefillParams::kBlockMaskSize;
+        Buffer mask(size_t(nb) * nb);
+        for (double density : {1.0, 0.5, 0.25, 0.1, 0.05}) {
+            std::vector<uint8_t> m(size_t(nb) * nb);
+            std::mt19937 rng(17);
+            std::bernoulli_distribution keep(density);
+            size_t kept = 0;
+            for (auto& x : m) kept += (x = keep(rng) ? 1 : 0);
+            check(cudaMemcpy(mask.p, m.data(), m.size(), cudaMemcpyHostToDevice), "mask");
+            PrefillParams p = d.fwd;
+            p.block_mask = static_cast<uint8_t*>(mask.p);
+            p.block_mask_row_stride = nb;
+            const double ms = median_ms([&] { prefill_forward(p); }, 10);
+            const double frac = double(kept) / m.size();
+            std::printf("| vela prefill bf16 block-sparse | %d | %d | %d x %d | %.3f | %.3f | %.2fx | %.1f |\n",
+                        hd, d.s, d.batch, d.heads, frac, ms, dense_ms / ms,
+                        frac * d.flops() / (ms * 1e9));
+        }
+    }
+}
+
 void bench_decode(double copy_gbs, int sms) {
     const int heads = 32, kv_heads = 8, hd = 128, bs = 16;  // Llama-3-8B attention shape
     std::printf("\n| kernel | kv format | batch | context | splits | us | GB/s | %% of copy |\n");
@@ -170,13 +274,22 @@ void bench_decode(double copy_gbs, int sms) {
 
 }  // namespace
 
-int main() {
+// Usage: bench_attention_cuda [prefill] [backward] [sparse] [decode]; no argument runs all.
+int main(int argc, char** argv) {
+    auto wanted = [&](const char* name) {
+        if (argc == 1) return true;
+        for (int i = 1; i < argc; ++i)
+            if (std::strcmp(argv[i], name) == 0) return true;
+        return false;
+    };
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, 0), "device");
     const double copy = copy_bandwidth_gbs();
     std::printf("device: %s, %d SMs; cudaMemcpy D2D: %.0f GB/s (read + write)\n", prop.name,
                 prop.multiProcessorCount, copy);
-    bench_prefill();
-    bench_decode(copy, prop.multiProcessorCount);
+    if (wanted("prefill")) bench_prefill();
+    if (wanted("backward")) bench_backward();
+    if (wanted("sparse")) bench_block_sparse();
+    if (wanted("decode")) bench_decode(copy, prop.multiProcessorCount);
     return 0;
 }

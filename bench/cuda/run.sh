@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the CUDA attention tests, a compute-sanitizer pass, the Vela timing driver and the torch
 # SDPA peer back to back on the same card. Usage (repo root, GPU machine):
-#   bench/cuda/run.sh OUTDIR [BINDIR]
+#   [BENCH_SECTIONS="prefill backward sparse decode"] bench/cuda/run.sh OUTDIR [BINDIR]
 # BINDIR holds prebuilt test_cuda_attention and bench_attention_cuda (plus any shared libraries
 # the machine lacks, found through LD_LIBRARY_PATH=BINDIR); without it, builds with CMake.
 set -uo pipefail
@@ -20,10 +20,10 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | t
 "$bin/test_cuda_attention" >"$out/tests.log" 2>&1
 echo "tests exit $?"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED|Failure|Expected|Which is|rel " "$out/tests.log" | head -60
 compute-sanitizer --tool memcheck "$bin/test_cuda_attention" \
-  --gtest_filter='All/PrefillSmall.*/1:All/Decode.*/13:Prefill.PagedBlockSize1Gqa8' >"$out/memcheck.log" 2>&1
+  --gtest_filter='All/PrefillSmall.*/1:All/Decode.*/13:Prefill.PagedBlockSize1Gqa8:All/BackwardSmall.*/7:Backward.SlidingWindowCausal' >"$out/memcheck.log" 2>&1
 echo "memcheck exit $?"; tail -3 "$out/memcheck.log"
 compute-sanitizer --tool racecheck "$bin/test_cuda_attention" \
-  --gtest_filter='All/PrefillSmall.OddLengthsGqa4/1:All/Decode.*/2' >"$out/racecheck.log" 2>&1
+  --gtest_filter='All/PrefillSmall.OddLengthsGqa4/1:All/PrefillSmall.BlockSparseHalfDensity/3:All/Decode.*/2:All/BackwardSmall.*/3' >"$out/racecheck.log" 2>&1
 echo "racecheck exit $?"; tail -3 "$out/racecheck.log"
-"$bin/bench_attention_cuda" | tee "$out/vela.md"
+"$bin/bench_attention_cuda" ${BENCH_SECTIONS:-} | tee "$out/vela.md"
 python3 bench/cuda/sdpa_peer.py | tee "$out/sdpa.md"

@@ -58,6 +58,9 @@ void prefill_forward(const PrefillParams& p, void* stream) {
     }
     if (!(p.softmax_scale > 0.f))
         fail<InvalidArgument>("prefill_forward: softmax_scale must be > 0, got {}", p.softmax_scale);
+    if (p.block_mask != nullptr && p.block_mask_row_stride <= 0)
+        fail<InvalidArgument>("prefill_forward: block_mask needs block_mask_row_stride > 0, got {}",
+                              p.block_mask_row_stride);
     check(detail::launch_prefill(p, static_cast<cudaStream_t>(stream)), "prefill_forward");
 }
 

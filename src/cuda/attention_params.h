@@ -61,6 +61,15 @@ struct PrefillParams {
     float softmax_scale = 0.f;  // usually 1/sqrt(head_dim)
     bool causal = false;
     int window_left = -1;  // < 0: unlimited
+
+    // Optional block-sparse mask on top of causal/window: the tile of query rows
+    // [qb * kBlockMaskSize, +kBlockMaskSize) and keys [kb * kBlockMaskSize, +kBlockMaskSize) of
+    // sequence b, head h (indices within the sequence) is computed iff
+    // block_mask[b * batch_stride + h * head_stride + qb * row_stride + kb] != 0; skipped tiles
+    // cost neither loads nor math. A zero stride shares the mask across batch or heads.
+    static constexpr int kBlockMaskSize = 64;
+    const uint8_t* block_mask = nullptr;
+    int64_t block_mask_batch_stride = 0, block_mask_head_stride = 0, block_mask_row_stride = 0;
 };
 
 // Backward of the prefill forward for contiguous K/V (FlashAttention-2 recomputation: S and P

@@ -18,6 +18,8 @@ struct PrefillShape {
     static constexpr int kM = 16 * kWarps;  // query rows per CTA
     static constexpr int kN = 64;           // keys per tile
     static constexpr int kStride = HD + 8;  // +16 bytes per row: ldmatrix rows hit distinct banks
+    // One CTA tile is one block-mask entry; other tilings would have to combine entries.
+    static_assert(kM == PrefillParams::kBlockMaskSize && kN == PrefillParams::kBlockMaskSize);
     template <class T>
     static constexpr int smem_bytes() {
         return (kM + 2 * kN) * kStride * static_cast<int>(sizeof(T));
@@ -151,7 +153,17 @@ __global__ void __launch_bounds__(PrefillShape<HD>::kThreads)
             return reinterpret_cast<const T*>(base) + kv.offset(key0 + r);
         });
     };
-    if (t_begin < t_end) load_kv(sK, kv.k, t_begin);
+    // Block-sparse: the K/V pipeline runs over the unmasked tiles only.
+    const uint8_t* tile_mask = p.block_mask == nullptr
+                                   ? nullptr
+                                   : p.block_mask + b * p.block_mask_batch_stride +
+                                         h * p.block_mask_head_stride + m_block * p.block_mask_row_stride;
+    auto next_tile = [&](int t) {
+        while (t < t_end && tile_mask != nullptr && tile_mask[t] == 0) ++t;
+        return t;
+    };
+    const int t_first = next_tile(t_begin);
+    if (t_first < t_end) load_kv(sK, kv.k, t_first);
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
@@ -168,8 +180,9 @@ __global__ void __launch_bounds__(PrefillShape<HD>::kThreads)
     const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
     const int qi_base = row_lo + warp * 16 + g;
 
-    for (int t = t_begin; t < t_end; ++t) {
-        if (t > t_begin) {
+    for (int t = t_first, t_next; t < t_end; t = t_next) {
+        t_next = next_tile(t + 1);
+        if (t > t_first) {
             cp_async_wait<0>();
             __syncthreads();  // K_t landed; every warp finished reading V_{t-1}
         }
@@ -203,7 +216,7 @@ __global__ void __launch_bounds__(PrefillShape<HD>::kThreads)
 
         cp_async_wait<0>();
         __syncthreads();  // V_t landed; every warp finished reading K_t
-        if (t + 1 < t_end) load_kv(sK, kv.k, t + 1);
+        if (t_next < t_end) load_kv(sK, kv.k, t_next);
         cp_async_commit();
 
 #pragma unroll

@@ -1,4 +1,5 @@
-// Prefill forward kernel vs a float64 CPU reference at awkward sizes; paged K/V vs contiguous.
+// Prefill forward kernel vs a float64 CPU reference at awkward sizes; paged K/V vs contiguous;
+// block-sparse masks vs the reference with the same mask.
 // Tolerances (outputs of softmax-weighted N(0,1) values, |o| < ~1): max |err| <= 2e-2 for
 // bf16 and 4e-3 for fp16 (P is rounded to the input dtype before P*V, as in FlashAttention);
 // LSE within 2e-3 absolute (fp32 scores of exactly representable inputs).
@@ -19,7 +20,38 @@ struct Case {
     int window = -1;
     int block_size = 0;      // 0: contiguous K/V, else also run paged and compare
     int rows_checked = 1 << 30;  // per (sequence, head); long cases sample rows
+    double mask_density = -1;    // >= 0: random block-sparse mask with this fraction kept
+    bool shared_mask = false;    // one mask for every sequence and head (zero strides)
 };
+
+// Block-sparse mask [batch][heads][query blocks][key blocks] (tight strides) or empty.
+struct BlockMask {
+    std::vector<uint8_t> bits;
+    int qblocks = 0, kblocks = 0, heads = 0;
+    bool shared = false;
+    bool keeps(size_t b, int h, int qi, int key) const {
+        constexpr int kB = PrefillParams::kBlockMaskSize;
+        if (bits.empty()) return true;
+        if (shared) b = h = 0;
+        return bits[((b * heads + h) * qblocks + qi / kB) * kblocks + key / kB] != 0;
+    }
+};
+
+// Random mask; the first query block of head 0 of sequence 0 keeps nothing (rows with no key).
+BlockMask make_block_mask(const Case& c, std::mt19937& rng) {
+    BlockMask m;
+    if (c.mask_density < 0) return m;
+    constexpr int kB = PrefillParams::kBlockMaskSize;
+    m.qblocks = (*std::max_element(c.lq.begin(), c.lq.end()) + kB - 1) / kB;
+    m.kblocks = (*std::max_element(c.lk.begin(), c.lk.end()) + kB - 1) / kB;
+    m.heads = c.shared_mask ? 1 : c.num_heads;
+    m.shared = c.shared_mask;
+    std::bernoulli_distribution keep(c.mask_density);
+    m.bits.resize((m.shared ? 1 : c.lq.size()) * m.heads * m.qblocks * m.kblocks);
+    for (auto& x : m.bits) x = keep(rng) ? 1 : 0;
+    std::fill_n(m.bits.begin(), m.kblocks, 0);
+    return m;
+}
 
 struct Inputs {
     std::vector<uint16_t> q, k, v;
@@ -71,8 +103,9 @@ std::vector<int> rows_to_check(int lq, int limit, std::mt19937& rng) {
     return rows;
 }
 
-void check_against_reference(const Case& c, const Inputs& in, const std::vector<uint16_t>& o,
-                             const std::vector<float>& lse, std::mt19937& rng) {
+void check_against_reference(const Case& c, const Inputs& in, const BlockMask& bm,
+                             const std::vector<uint16_t>& o, const std::vector<float>& lse,
+                             std::mt19937& rng) {
     const int hd = c.head_dim, H = c.num_heads, Hk = c.num_kv_heads;
     const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
     ErrorStats err, lse_err;
@@ -89,6 +122,7 @@ void check_against_reference(const Case& c, const Inputs& in, const std::vector<
                     };
                 };
                 auto visible = [&](int j) {
+                    if (!bm.keeps(b, h, i, j)) return false;
                     if (c.causal && j > i + diag) return false;
                     return c.window < 0 || j >= i + diag - c.window;
                 };
@@ -158,6 +192,14 @@ void run_case(const Case& c, uint32_t seed) {
     p.v = v.get();
     p.o = o.get();
     p.lse = lse.get();
+    const BlockMask bm = make_block_mask(c, rng);
+    DeviceBuffer<uint8_t> mask_dev(bm.bits);
+    if (!bm.bits.empty()) {
+        p.block_mask = mask_dev.get();
+        p.block_mask_row_stride = bm.kblocks;
+        p.block_mask_head_stride = bm.shared ? 0 : int64_t{bm.qblocks} * bm.kblocks;
+        p.block_mask_batch_stride = p.block_mask_head_stride * c.num_heads;
+    }
     p.cu_seqlens_q = cu_q.get();
     p.cu_seqlens_k = cu_k.get();
     o.poison();
@@ -166,7 +208,7 @@ void run_case(const Case& c, uint32_t seed) {
     ASSERT_CUDA(cudaDeviceSynchronize());
     const auto out = o.download();
     const auto lse_out = lse.download();
-    check_against_reference(c, in, out, lse_out, rng);
+    check_against_reference(c, in, bm, out, lse_out, rng);
     if (c.block_size == 0) return;
 
     const PagedCopy pc = make_paged(c, in, rng);
@@ -208,6 +250,15 @@ TEST_P(PrefillSmall, PrefixCachedBatch17Paged) {
     run_case(c, 4321 + hd + causal);
 }
 
+// Random 64 x 64 tile mask (half kept) on top of causal/non-causal, paged and contiguous.
+TEST_P(PrefillSmall, BlockSparseHalfDensity) {
+    VELA_SKIP_WITHOUT_DEVICE();
+    const auto [dtype, hd, causal] = GetParam();
+    Case c{dtype, hd, 4, 2, {300, 97, 1}, {300, 130, 1}, causal, -1, 16};
+    c.mask_density = 0.5;
+    run_case(c, 2024 + hd + causal);
+}
+
 INSTANTIATE_TEST_SUITE_P(All, PrefillSmall,
                          ::testing::Combine(::testing::Values(Dtype::kBf16, Dtype::kF16),
                                             ::testing::Values(64, 128), ::testing::Bool()));
@@ -224,6 +275,15 @@ TEST(Prefill, Long1000NonCausalMhaF16) {
     Case c{Dtype::kF16, 64, 3, 3, {1000, 17}, {1000, 17}, false};
     c.rows_checked = 64;
     run_case(c, 8);
+}
+
+TEST(Prefill, BlockSparseSharedMaskLong) {
+    VELA_SKIP_WITHOUT_DEVICE();
+    Case c{Dtype::kBf16, 128, 4, 1, {2000, 1100}, {2000, 1100}, false};
+    c.mask_density = 0.15;
+    c.shared_mask = true;
+    c.rows_checked = 96;
+    run_case(c, 21);
 }
 
 TEST(Prefill, PagedBlockSize1Gqa8) {
