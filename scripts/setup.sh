@@ -21,6 +21,12 @@ fi
 
 "$root/scripts/fetch_model.sh"
 
+# PyPI packages for the server tests (official openai client) and scripts/load_test.py.
+if ! python3 -c "import openai, pytest, requests" 2>/dev/null; then
+    python3 -m pip install --quiet openai pytest requests ||
+        python3 -m pip install --quiet --break-system-packages openai pytest requests
+fi
+
 cmake_args=()
 if [ "${VELA_WERROR:-0}" = "1" ]; then cmake_args+=(-DVELA_WERROR=ON); fi
 cmake --preset release "${cmake_args[@]}" >/dev/null
