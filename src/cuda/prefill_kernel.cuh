@@ -243,6 +243,9 @@ __global__ void __launch_bounds__(PrefillShape<HD>::kThreads)
         l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
         l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
     }
+    // Orders this warp's Q-fragment ldmatrix reads before the staging writes below when no
+    // K/V tile ran (a fully masked query block), where no __syncthreads() separated them.
+    __syncwarp();
     T* sO = sQ + warp * 16 * kS;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
