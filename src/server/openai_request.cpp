@@ -17,7 +17,8 @@ using nlohmann::json;
 const std::set<std::string> kCommonFields = {
     "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "stop", "seed", "n",
     "presence_penalty", "frequency_penalty", "repetition_penalty", "logprobs", "stream",
-    "stream_options", "user", "logit_bias"};
+    "stream_options", "user", "logit_bias",
+    "ignore_eos"};  // llama-server extension: benchmarks generate exactly max_tokens
 const std::set<std::string> kCompletionFields = {"prompt", "echo", "best_of", "suffix"};
 const std::set<std::string> kChatFields = {"messages", "max_completion_tokens", "top_logprobs",
                                            "response_format"};
@@ -251,6 +252,7 @@ GenerationSpec parse_generation_request(Endpoint endpoint, const json& body, con
     spec.base.stop = parse_stop(f);
     spec.n = static_cast<int>(f.integer("n", 1, limits.max_n).value_or(1));
     parse_sampling(f, spec);
+    spec.base.ignore_eos = f.boolean("ignore_eos").value_or(false);
     spec.stream = f.boolean("stream").value_or(false);
     if (const json* so = f.get("stream_options")) {
         if (!so->is_object()) throw bad_field("stream_options", "'stream_options' must be an object");
