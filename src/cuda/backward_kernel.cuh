@@ -20,17 +20,19 @@ template <int HD>
 struct BackwardShape {
     static constexpr int kWarps = 4;
     static constexpr int kThreads = kWarps * 32;
-    static constexpr int kN = 16 * kWarps;        // keys per CTA
+    static constexpr int kN = 16 * kWarps;         // keys per CTA
     static constexpr int kM = HD == 64 ? 64 : 32;  // query rows per step: bounds registers
     static constexpr int kStride = HD + 8;         // padded rows: conflict-free ldmatrix
     static constexpr int kDsStride = kM + 8;
     // The dQ step splits the kM x HD tile over the warps: kM/16 row groups x the rest columns.
     static constexpr int kRowGroups = kM / 16;
     static constexpr int kDqCols = HD / (kWarps / kRowGroups);
+    // K, V; two buffers of Q and dO (the next query tile loads while this one computes); dS^T;
+    // two buffers of LSE and D.
     template <class T>
     static constexpr int smem_bytes() {
-        return ((2 * kN + 2 * kM) * kStride + kN * kDsStride) * static_cast<int>(sizeof(T)) +
-               2 * kM * static_cast<int>(sizeof(float));
+        return ((2 * kN + 4 * kM) * kStride + kN * kDsStride) * static_cast<int>(sizeof(T)) +
+               4 * kM * static_cast<int>(sizeof(float));
     }
 };
 
@@ -80,11 +82,12 @@ __device__ __forceinline__ int2 query_tile_range(const BwdTile& t, const Backwar
     return make_int2(lo / kM, (hi + kM - 1) / kM);
 }
 
-// Loads one query tile (Q, dO, LSE in log2 units, D) of head h into shared memory.
+// Starts loading one query tile (Q, dO, LSE in log2 units, D) of head h into shared memory;
+// the caller waits for the cp.async group and synchronises before reading it.
 template <class T, int HD, int kM, int kThreads>
-__device__ __forceinline__ void bwd_load_query_tile(const BackwardParams& p, const BwdTile& t,
-                                                    int h, int row_lo, T* sQ, T* sdO, float* sLse,
-                                                    float* sD, const float* d_sum) {
+__device__ __forceinline__ void bwd_issue_query_tile(const BackwardParams& p, const BwdTile& t,
+                                                     int h, int row_lo, T* sQ, T* sdO, float* sLse,
+                                                     float* sD, const float* d_sum) {
     const int rows = min(kM, t.lq - row_lo);
     const int64_t base = (t.q0 + row_lo) * p.q_row_stride + h * p.q_head_stride;
     const T* q = static_cast<const T*>(p.q) + base;
@@ -99,8 +102,6 @@ __device__ __forceinline__ void bwd_load_query_tile(const BackwardParams& p, con
         sLse[r] = lse == -INFINITY ? INFINITY : lse * 1.4426950408889634f;
         sD[r] = r < rows ? d_sum[item] : 0.f;
     }
-    cp_async_wait<0>();
-    __syncthreads();
 }
 
 // Packs a 16 x (2*k16) fp32 accumulator slice into an mma A fragment (rows g / g+8).
@@ -116,8 +117,8 @@ __device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&x0)[4],
 // This warp's share of dQ for the staged dS tile: rows rg*16.., columns cg*kDqCols.., summed
 // over the CTA's kN keys, added to the fp32 accumulator.
 template <class T, int HD>
-__device__ __forceinline__ void bwd_accumulate_dq(const BackwardParams& p, const BwdTile& t,
-                                                  int h, int row_lo, const T* sK, const T* sdS,
+__device__ __forceinline__ void bwd_accumulate_dq(const BackwardParams& p, const BwdTile& t, int h,
+                                                  int row_lo, const T* sK, const T* sdS,
                                                   float* dq_acc) {
     using Shape = BackwardShape<HD>;
     constexpr int kS = Shape::kStride, kDs = Shape::kDsStride, kCols = Shape::kDqCols;
@@ -127,8 +128,8 @@ __device__ __forceinline__ void bwd_accumulate_dq(const BackwardParams& p, const
 #pragma unroll
     for (int kk = 0; kk < Shape::kN / 16; ++kk) {
         uint32_t a[4];  // A = dS[query][key], stored key-major: transposed load
-        ldmatrix_x4_trans(a, sdS + (kk * 16 + lane % 8 + (lane / 16) * 8) * kDs + rg * 16 +
-                                 ((lane / 8) % 2) * 8);
+        ldmatrix_x4_trans(
+            a, sdS + (kk * 16 + lane % 8 + (lane / 16) * 8) * kDs + rg * 16 + ((lane / 8) % 2) * 8);
 #pragma unroll
         for (int nn = 0; nn < kCols / 16; ++nn) {
             uint32_t b[4];
@@ -167,7 +168,8 @@ __device__ __forceinline__ void bwd_scores(const T* sK, const T* sV, const T* sQ
 #pragma unroll
         for (int nn = 0; nn < kM / 16; ++nn) {
             uint32_t bq[4], bo[4];
-            const int b_off = (nn * 16 + lane % 8 + (lane / 16) * 8) * kS + kk * 16 + ((lane / 8) % 2) * 8;
+            const int b_off =
+                (nn * 16 + lane % 8 + (lane / 16) * 8) * kS + kk * 16 + ((lane / 8) % 2) * 8;
             ldmatrix_x4(bq, sQ + b_off);
             ldmatrix_x4(bo, sdO + b_off);
             mma_16816<T>(s[2 * nn], ka, bq[0], bq[1]);
@@ -183,7 +185,8 @@ template <class T, int HD, int kM>
 __device__ __forceinline__ void bwd_accumulate_dkdv(const T* sQ, const T* sdO,
                                                     const float (&pt)[kM / 8][4],
                                                     const float (&dst)[kM / 8][4],
-                                                    float (&dk)[HD / 8][4], float (&dv)[HD / 8][4]) {
+                                                    float (&dk)[HD / 8][4],
+                                                    float (&dv)[HD / 8][4]) {
     constexpr int kS = HD + 8;
     const int lane = threadIdx.x % 32;
 #pragma unroll
@@ -194,7 +197,8 @@ __device__ __forceinline__ void bwd_accumulate_dkdv(const T* sQ, const T* sdO,
 #pragma unroll
         for (int nn = 0; nn < HD / 16; ++nn) {
             uint32_t bo[4], bq[4];
-            const int off = (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kS + nn * 16 + (lane / 16) * 8;
+            const int off =
+                (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kS + nn * 16 + (lane / 16) * 8;
             ldmatrix_x4_trans(bo, sdO + off);
             ldmatrix_x4_trans(bq, sQ + off);
             mma_16816<T>(dv[2 * nn], pa, bo[0], bo[1]);
@@ -230,11 +234,11 @@ __global__ void __launch_bounds__(BackwardShape<HD>::kThreads)
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T* sK = reinterpret_cast<T*>(smem_raw);
     T* sV = sK + kN * kS;
-    T* sQ = sV + kN * kS;
-    T* sdO = sQ + kM * kS;
-    T* sdS = sdO + kM * kS;
-    float* sLse = reinterpret_cast<float*>(sdS + kN * Shape::kDsStride);
-    float* sD = sLse + kM;
+    T* sQ0 = sV + kN * kS;  // buffers: Q[2], dO[2], then dS^T, LSE[2], D[2]
+    T* sdO0 = sQ0 + 2 * kM * kS;
+    T* sdS = sdO0 + 2 * kM * kS;
+    float* sLse0 = reinterpret_cast<float*>(sdS + kN * Shape::kDsStride);
+    float* sD0 = sLse0 + 2 * kM;
 
     const int b = blockIdx.z, kvh = blockIdx.y;
     BwdTile t;
@@ -257,49 +261,65 @@ __global__ void __launch_bounds__(BackwardShape<HD>::kThreads)
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
     const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
     float dk[HD / 8][4] = {}, dv[HD / 8][4] = {};
+    // Steps run over (query head of the group, query tile) pairs; step i uses buffer i % 2.
     const int2 range = query_tile_range<kM, kN>(t, p);
-    const int group = p.num_heads / p.num_kv_heads;
-    for (int hi = 0; hi < group; ++hi) {
-        const int h = kvh * group + hi;
-        for (int mb = range.x; mb < range.y; ++mb) {
-            const int row_lo = mb * kM;
-            bwd_load_query_tile<T, HD, kM, Shape::kThreads>(p, t, h, row_lo, sQ, sdO, sLse, sD, d_sum);
-            float s[kM / 8][4] = {}, dp[kM / 8][4] = {};
-            bwd_scores<T, HD, kM>(sK, sV, sQ, sdO, s, dp);
-            const RowMask& m = t.mask;
-            const bool need_mask = t.key_lo + kN > t.lk ||
-                                   (p.causal && t.key_lo + kN - 1 > row_lo + m.diag) ||
-                                   (p.window_left >= 0 && t.key_lo < row_lo + kM - 1 + m.diag - p.window_left);
+    const int group = p.num_heads / p.num_kv_heads, per_head = range.y - range.x;
+    const int steps = group * per_head;
+    auto issue = [&](int i) {
+        const int buf = i % 2, h = kvh * group + i / per_head,
+                  row_lo = (range.x + i % per_head) * kM;
+        bwd_issue_query_tile<T, HD, kM, Shape::kThreads>(p, t, h, row_lo, sQ0 + buf * kM * kS,
+                                                         sdO0 + buf * kM * kS, sLse0 + buf * kM,
+                                                         sD0 + buf * kM, d_sum);
+    };
+    if (steps > 0) issue(0);
+    for (int i = 0; i < steps; ++i) {
+        const int buf = i % 2, h = kvh * group + i / per_head,
+                  row_lo = (range.x + i % per_head) * kM;
+        const T* sQ = sQ0 + buf * kM * kS;
+        const T* sdO = sdO0 + buf * kM * kS;
+        const float* sLse = sLse0 + buf * kM;
+        const float* sD = sD0 + buf * kM;
+        cp_async_wait<0>();
+        // Step i's tile landed and is visible; every warp finished step i-1's dQ reads of
+        // sdS and step i-1's reads of the other buffer, which the next issue overwrites.
+        __syncthreads();
+        if (i + 1 < steps) issue(i + 1);
+        float s[kM / 8][4] = {}, dp[kM / 8][4] = {};
+        bwd_scores<T, HD, kM>(sK, sV, sQ, sdO, s, dp);
+        const RowMask& m = t.mask;
+        const bool need_mask =
+            t.key_lo + kN > t.lk || (p.causal && t.key_lo + kN - 1 > row_lo + m.diag) ||
+            (p.window_left >= 0 && t.key_lo < row_lo + kM - 1 + m.diag - p.window_left);
 #pragma unroll
-            for (int nt = 0; nt < kM / 8; ++nt) {
+        for (int nt = 0; nt < kM / 8; ++nt) {
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int col = nt * 8 + tig * 2 + (e % 2);
-                    const int key = t.key_lo + warp * 16 + g + 8 * (e / 2);
-                    float pv = exp2f(s[nt][e] * scale_log2 - sLse[col]);
-                    if (need_mask && m.masked(row_lo + col, key)) pv = 0.f;
-                    s[nt][e] = pv;                           // P^T
-                    dp[nt][e] = pv * (dp[nt][e] - sD[col]);  // dS^T
-                }
+            for (int e = 0; e < 4; ++e) {
+                const int col = nt * 8 + tig * 2 + (e % 2);
+                const int key = t.key_lo + warp * 16 + g + 8 * (e / 2);
+                float pv = exp2f(s[nt][e] * scale_log2 - sLse[col]);
+                if (need_mask && m.masked(row_lo + col, key)) pv = 0.f;
+                s[nt][e] = pv;                           // P^T
+                dp[nt][e] = pv * (dp[nt][e] - sD[col]);  // dS^T
             }
-            bwd_accumulate_dkdv<T, HD, kM>(sQ, sdO, s, dp, dk, dv);
-#pragma unroll
-            for (int r = 0; r < 2; ++r)
-#pragma unroll
-                for (int nt = 0; nt < kM / 8; ++nt)
-                    *reinterpret_cast<uint32_t*>(sdS + (warp * 16 + g + 8 * r) * Shape::kDsStride +
-                                                 nt * 8 + tig * 2) =
-                        pack2<T>(dp[nt][2 * r], dp[nt][2 * r + 1]);
-            __syncthreads();  // dS^T of all warps staged
-            bwd_accumulate_dq<T, HD>(p, t, h, row_lo, sK, sdS, dq_acc);
-            __syncthreads();  // every warp is done with sQ, sdO and sdS before the next tile
         }
+        bwd_accumulate_dkdv<T, HD, kM>(sQ, sdO, s, dp, dk, dv);
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+#pragma unroll
+            for (int nt = 0; nt < kM / 8; ++nt)
+                *reinterpret_cast<uint32_t*>(sdS + (warp * 16 + g + 8 * r) * Shape::kDsStride +
+                                             nt * 8 + tig * 2) =
+                    pack2<T>(dp[nt][2 * r], dp[nt][2 * r + 1]);
+        __syncthreads();  // dS^T of all warps staged
+        bwd_accumulate_dq<T, HD>(p, t, h, row_lo, sK, sdS, dq_acc);
     }
     cp_async_wait<0>();  // a tile that no query sees never waited for its K/V copies
     const int64_t out_base = t.k0 * p.kv_row_stride + kvh * p.kv_head_stride;
     bwd_store_rows<T, HD>(static_cast<T*>(p.dk) + out_base, p.kv_row_stride, t.key_lo, t.lk, dk,
                           p.softmax_scale);
-    bwd_store_rows<T, HD>(static_cast<T*>(p.dv) + out_base, p.kv_row_stride, t.key_lo, t.lk, dv, 1.f);
+    bwd_store_rows<T, HD>(static_cast<T*>(p.dv) + out_base, p.kv_row_stride, t.key_lo, t.lk, dv,
+                          1.f);
 }
 
 }  // namespace vela::cuda::detail
