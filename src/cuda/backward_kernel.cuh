@@ -226,6 +226,32 @@ __device__ __forceinline__ void bwd_store_rows(T* base, int64_t row_stride, int 
     }
 }
 
+// Turns this warp's S^T into P^T = exp(S - LSE) (0 where masked) and dP^T into
+// dS^T = P^T * (dP^T - D), in place. Scores are raw q.k; LSE comes in log2 units.
+template <int kM, int kN>
+__device__ __forceinline__ void bwd_probs_and_grads(const BackwardParams& p, const BwdTile& t,
+                                                    int row_lo, const float* sLse, const float* sD,
+                                                    float (&s)[kM / 8][4], float (&dp)[kM / 8][4]) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
+    const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
+    const RowMask& m = t.mask;
+    const bool need_mask =
+        t.key_lo + kN > t.lk || (p.causal && t.key_lo + kN - 1 > row_lo + m.diag) ||
+        (p.window_left >= 0 && t.key_lo < row_lo + kM - 1 + m.diag - p.window_left);
+#pragma unroll
+    for (int nt = 0; nt < kM / 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int col = nt * 8 + tig * 2 + (e % 2);
+            const int key = t.key_lo + warp * 16 + g + 8 * (e / 2);
+            float pv = exp2f(s[nt][e] * scale_log2 - sLse[col]);
+            if (need_mask && m.masked(row_lo + col, key)) pv = 0.f;
+            s[nt][e] = pv;
+            dp[nt][e] = pv * (dp[nt][e] - sD[col]);
+        }
+    }
+}
+
 template <class T, int HD>
 __global__ void __launch_bounds__(BackwardShape<HD>::kThreads)
     bwd_dkdv_kernel(const BackwardParams p, float* dq_acc, const float* d_sum) {
@@ -259,7 +285,6 @@ __global__ void __launch_bounds__(BackwardShape<HD>::kThreads)
     cp_async_commit();
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
-    const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
     float dk[HD / 8][4] = {}, dv[HD / 8][4] = {};
     // Steps run over (query head of the group, query tile) pairs; step i uses buffer i % 2.
     const int2 range = query_tile_range<kM, kN>(t, p);
@@ -287,22 +312,7 @@ __global__ void __launch_bounds__(BackwardShape<HD>::kThreads)
         if (i + 1 < steps) issue(i + 1);
         float s[kM / 8][4] = {}, dp[kM / 8][4] = {};
         bwd_scores<T, HD, kM>(sK, sV, sQ, sdO, s, dp);
-        const RowMask& m = t.mask;
-        const bool need_mask =
-            t.key_lo + kN > t.lk || (p.causal && t.key_lo + kN - 1 > row_lo + m.diag) ||
-            (p.window_left >= 0 && t.key_lo < row_lo + kM - 1 + m.diag - p.window_left);
-#pragma unroll
-        for (int nt = 0; nt < kM / 8; ++nt) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int col = nt * 8 + tig * 2 + (e % 2);
-                const int key = t.key_lo + warp * 16 + g + 8 * (e / 2);
-                float pv = exp2f(s[nt][e] * scale_log2 - sLse[col]);
-                if (need_mask && m.masked(row_lo + col, key)) pv = 0.f;
-                s[nt][e] = pv;                           // P^T
-                dp[nt][e] = pv * (dp[nt][e] - sD[col]);  // dS^T
-            }
-        }
+        bwd_probs_and_grads<kM, kN>(p, t, row_lo, sLse, sD, s, dp);
         bwd_accumulate_dkdv<T, HD, kM>(sQ, sdO, s, dp, dk, dv);
 #pragma unroll
         for (int r = 0; r < 2; ++r)
