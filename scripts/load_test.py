@@ -142,13 +142,13 @@ def server_cmd(kind, args, port, slots, ctx_per_slot):
 
 def completion_body(max_tokens):
     return lambda i: {"model": "m", "prompt": f"Write a short story about {TOPICS[i % len(TOPICS)]} "
-                      f"(number {i}).", "max_tokens": max_tokens, "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
-                      "ignore_eos": True}
+                      f"(number {i}).", "max_tokens": max_tokens, "temperature": 0, "stream": True,
+                      "stream_options": {"include_usage": True}, "ignore_eos": True}
 
 
 def chat_body(max_tokens):
-    return lambda i: {"model": "m", "max_tokens": max_tokens, "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
-                      "ignore_eos": True,
+    return lambda i: {"model": "m", "max_tokens": max_tokens, "temperature": 0, "stream": True,
+                      "stream_options": {"include_usage": True}, "ignore_eos": True,
                       "messages": [{"role": "system", "content": SYSTEM},
                                    {"role": "user", "content": f"I am going to visit place number {i}: "
                                     f"what about {TOPICS[i % len(TOPICS)]}?"}]}
