@@ -82,6 +82,9 @@ int64_t Engine::add_request(Request r) {
         }
     }
     if (r.max_tokens < 1) fail<InvalidArgument>("max_tokens must be >= 1, got {}", r.max_tokens);
+    if (r.logprobs < -1 || r.logprobs > 20) {
+        fail<InvalidArgument>("logprobs must be between 0 and 20 alternatives, got {}", r.logprobs);
+    }
     r.sampling.validate();
     // A sequence must fit the whole KV pool on its own, or it would be preempted forever.
     const int64_t capacity = kv_->num_total_blocks() * config_.kv_block_size;

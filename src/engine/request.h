@@ -23,6 +23,17 @@ struct Request {
     // the common prefix by naming it in reuse_kv_of.
     bool retain_kv = false;
     int64_t reuse_kv_of = -1;
+    // Log-probabilities to report per generated token (OpenAI `logprobs`): -1 none, else the
+    // sampled token's plus this many most likely alternatives. They describe the model's own
+    // distribution (log-softmax of the raw logits), before any sampling processor.
+    int32_t logprobs = -1;
+};
+
+// One token with its log-probability and the bytes it contributes to the text.
+struct TokenChoice {
+    int32_t token = -1;
+    float logprob = 0;
+    std::string bytes;
 };
 
 // One streamed increment of one request.
@@ -31,6 +42,8 @@ struct StepOutput {
     int32_t token = -1;              // the token sampled this step (-1 when none)
     std::string text;                // new complete UTF-8 text (stop strings held back)
     FinishReason finish = FinishReason::None;
+    // When the request asked for logprobs: [0] is the sampled token, then the top alternatives.
+    std::vector<TokenChoice> logprobs;
 };
 
 }  // namespace vela

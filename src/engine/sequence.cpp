@@ -1,5 +1,7 @@
 #include "engine/sequence.h"
 
+#include "sampling/logprobs.h"
+
 namespace vela {
 
 Sequence::Sequence(int64_t id, Request request, const Tokenizer& tokenizer)
@@ -15,9 +17,11 @@ Sequence::Sequence(int64_t id, Request request, const Tokenizer& tokenizer)
 StepOutput Sequence::append_sampled(std::span<float> logits) {
     StepOutput out;
     out.request_id = id_;
+    if (request_.logprobs >= 0) raw_logits_.assign(logits.begin(), logits.end());
     const int32_t token = sampler_.sample(logits, tokens_);
     tokens_.push_back(token);
     out.token = token;
+    if (request_.logprobs >= 0) out.logprobs = logprobs_of(token);
 
     if (!request_.ignore_eos && tokenizer_.is_eog(token)) {
         // The end-of-generation token itself is not text; release what was held back.
@@ -37,6 +41,16 @@ StepOutput Sequence::append_sampled(std::span<float> logits) {
         finish_ = out.finish = FinishReason::Stop;
     }
     out.text = std::move(r.text);
+    return out;
+}
+
+std::vector<TokenChoice> Sequence::logprobs_of(int32_t token) const {
+    std::vector<TokenChoice> out;
+    const bool at_start = n_generated() == 1;
+    out.push_back({token, token_logprob(raw_logits_, token), tokenizer_.token_bytes(token, at_start)});
+    for (const TokenLogprob& t : top_logprobs(raw_logits_, request_.logprobs)) {
+        out.push_back({t.token, t.logprob, tokenizer_.token_bytes(t.token, at_start)});
+    }
     return out;
 }
 

@@ -41,6 +41,8 @@ public:
     FinishReason finish_reason() const { return finish_; }
 
 private:
+    std::vector<TokenChoice> logprobs_of(int32_t token) const;
+
     int64_t id_;
     Request request_;
     const Tokenizer& tokenizer_;
@@ -52,6 +54,7 @@ private:
     StreamDecoder decoder_;
     StopChecker stop_;
     FinishReason finish_ = FinishReason::None;
+    std::vector<float> raw_logits_;  // copy before sampling, only when logprobs are requested
 };
 
 }  // namespace vela

@@ -12,6 +12,10 @@ constexpr auto kAbortGrace = std::chrono::seconds(30);
 // Folds one event into its choice.
 void apply(std::vector<ChoiceState>& choices, const ChannelEvent& e) {
     ChoiceState& c = choices[e.choice];
+    if (!e.output.logprobs.empty()) {
+        c.logprobs.push_back(e.output.logprobs);
+        c.text_offsets.push_back(static_cast<int64_t>(c.text.size()));
+    }
     c.text += e.output.text;
     if (e.output.token >= 0) ++c.completion_tokens;
     if (e.output.finish != FinishReason::None) c.finish = e.output.finish;
@@ -93,11 +97,16 @@ std::string SseStream::next(bool& done) {
     const RequestChannel::Poll poll = channel_->wait(events, slice);
     std::string out;
     for (const ChannelEvent& e : events) {
+        const size_t logprobs_before = choices_[e.choice].logprobs.size();
         apply(choices_, e);
         const bool first = !started_[e.choice];
-        if (e.output.text.empty() && e.output.finish == FinishReason::None && !first) continue;
+        const bool new_logprobs = choices_[e.choice].logprobs.size() > logprobs_before;
+        if (e.output.text.empty() && e.output.finish == FinishReason::None && !first && !new_logprobs) {
+            continue;
+        }
         started_[e.choice] = true;
-        out += sse_event(stream_chunk(spec_, meta_, e.choice, e.output.text, e.output.finish, first));
+        out += sse_event(stream_chunk(spec_, meta_, e.choice, e.output.text, e.output.finish, first,
+                                      choices_[e.choice], logprobs_before));
     }
     if (poll == RequestChannel::Poll::Timeout && Clock::now() >= deadline_) {
         // Out of time: abort and let the engine's Abort finishes end the stream as "length".

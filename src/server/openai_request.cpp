@@ -89,17 +89,11 @@ void reject_unsupported(Endpoint endpoint, const Fields& f) {
         return ApiError(400, what, "invalid_request_error", key, "unsupported_parameter");
     };
     if (endpoint == Endpoint::Chat) {
-        if (f.boolean("logprobs").value_or(false) || f.integer("top_logprobs", 0, 20).value_or(0) > 0) {
-            throw unsupported("logprobs", "logprobs are not supported by this server yet");
-        }
         if (const json* rf = f.get("response_format");
             rf != nullptr && !(rf->is_object() && rf->value("type", json()) == "text")) {
             throw unsupported("response_format", "only response_format {\"type\": \"text\"} is supported");
         }
     } else {
-        if (f.integer("logprobs", 0, 5).value_or(0) > 0) {
-            throw unsupported("logprobs", "logprobs are not supported by this server yet");
-        }
         f.integer("best_of", 1, 1);  // only the default: one candidate per choice
         if (f.string("suffix").value_or("") != "") throw unsupported("suffix", "suffix is not supported");
     }
@@ -190,6 +184,18 @@ std::vector<std::string> parse_stop(const Fields& f) {
     return stops;
 }
 
+// Chat: `logprobs: true` plus `top_logprobs` 0..20; completions: `logprobs` 0..5 alternatives.
+void parse_logprobs(Endpoint endpoint, const Fields& f, GenerationSpec& spec) {
+    if (endpoint == Endpoint::Chat) {
+        const bool wanted = f.boolean("logprobs").value_or(false);
+        const auto top = f.integer("top_logprobs", 0, 20);
+        if (top && !wanted) throw bad_field("top_logprobs", "'top_logprobs' requires 'logprobs': true");
+        if (wanted) spec.base.logprobs = static_cast<int32_t>(top.value_or(0));
+    } else if (auto n = f.integer("logprobs", 0, 5)) {
+        spec.base.logprobs = static_cast<int32_t>(*n);
+    }
+}
+
 void parse_sampling(const Fields& f, GenerationSpec& spec) {
     SamplingParams& s = spec.base.sampling;
     if (auto t = f.number("temperature", 0, 2)) s.temperature = static_cast<float>(*t);
@@ -252,6 +258,7 @@ GenerationSpec parse_generation_request(Endpoint endpoint, const json& body, con
     spec.base.stop = parse_stop(f);
     spec.n = static_cast<int>(f.integer("n", 1, limits.max_n).value_or(1));
     parse_sampling(f, spec);
+    parse_logprobs(endpoint, f, spec);
     spec.base.ignore_eos = f.boolean("ignore_eos").value_or(false);
     spec.stream = f.boolean("stream").value_or(false);
     if (const json* so = f.get("stream_options")) {

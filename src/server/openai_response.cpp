@@ -29,6 +29,45 @@ json envelope(const GenerationSpec& spec, const ResponseMeta& meta, bool chunk) 
             {"system_fingerprint", "vela"}};
 }
 
+json bytes_json(const std::string& bytes) {
+    json out = json::array();
+    for (unsigned char b : bytes) out.push_back(b);
+    return out;
+}
+
+// OpenAI's two shapes: chat {"content": [{token, logprob, bytes, top_logprobs}]}, completions
+// {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}. Entries [from, end).
+json logprobs_json(const GenerationSpec& spec, const ChoiceState& c, size_t from) {
+    if (spec.base.logprobs < 0) return nullptr;
+    const bool chat = spec.endpoint == Endpoint::Chat;
+    const int64_t echo_offset = spec.echo ? static_cast<int64_t>(spec.echo_text.size()) : 0;
+    json content = json::array(), tokens = json::array(), token_logprobs = json::array(),
+         tops = json::array(), offsets = json::array();
+    for (size_t i = from; i < c.logprobs.size(); ++i) {
+        const std::vector<TokenChoice>& entry = c.logprobs[i];
+        const TokenChoice& sampled = entry.front();
+        if (chat) {
+            json top = json::array();
+            for (size_t j = 1; j < entry.size(); ++j) {
+                top.push_back({{"token", entry[j].bytes}, {"logprob", entry[j].logprob},
+                               {"bytes", bytes_json(entry[j].bytes)}});
+            }
+            content.push_back({{"token", sampled.bytes}, {"logprob", sampled.logprob},
+                               {"bytes", bytes_json(sampled.bytes)}, {"top_logprobs", std::move(top)}});
+        } else {
+            tokens.push_back(sampled.bytes);
+            token_logprobs.push_back(sampled.logprob);
+            json top = json::object();
+            for (size_t j = 1; j < entry.size(); ++j) top[entry[j].bytes] = entry[j].logprob;
+            tops.push_back(std::move(top));
+            offsets.push_back(echo_offset + c.text_offsets[i]);
+        }
+    }
+    if (chat) return {{"content", std::move(content)}, {"refusal", nullptr}};
+    return {{"tokens", std::move(tokens)}, {"token_logprobs", std::move(token_logprobs)},
+            {"top_logprobs", std::move(tops)}, {"text_offset", std::move(offsets)}};
+}
+
 }  // namespace
 
 json full_response(const GenerationSpec& spec, const ResponseMeta& meta,
@@ -40,12 +79,12 @@ json full_response(const GenerationSpec& spec, const ResponseMeta& meta,
         if (spec.endpoint == Endpoint::Chat) {
             list.push_back({{"index", i},
                             {"message", {{"role", "assistant"}, {"content", c.text}}},
-                            {"logprobs", nullptr},
+                            {"logprobs", logprobs_json(spec, c, 0)},
                             {"finish_reason", finish_json(c.finish)}});
         } else {
             list.push_back({{"index", i},
                             {"text", spec.echo ? spec.echo_text + c.text : c.text},
-                            {"logprobs", nullptr},
+                            {"logprobs", logprobs_json(spec, c, 0)},
                             {"finish_reason", finish_json(c.finish)}});
         }
     }
@@ -55,9 +94,12 @@ json full_response(const GenerationSpec& spec, const ResponseMeta& meta,
 }
 
 json stream_chunk(const GenerationSpec& spec, const ResponseMeta& meta, size_t choice,
-                  const std::string& text, FinishReason finish, bool first) {
+                  const std::string& text, FinishReason finish, bool first,
+                  const ChoiceState& state, size_t first_logprob) {
     json out = envelope(spec, meta, true);
-    json c = {{"index", choice}, {"logprobs", nullptr}, {"finish_reason", finish_json(finish)}};
+    json c = {{"index", choice},
+              {"logprobs", logprobs_json(spec, state, first_logprob)},
+              {"finish_reason", finish_json(finish)}};
     if (spec.endpoint == Endpoint::Chat) {
         json delta = json::object();
         if (first) delta["role"] = "assistant";

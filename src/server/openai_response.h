@@ -13,6 +13,10 @@ namespace vela::server {
 // What one choice produced so far.
 struct ChoiceState {
     std::string text;
+    // Per generated token when logprobs were requested: the sampled token and its alternatives,
+    // and where its text starts in `text`.
+    std::vector<std::vector<TokenChoice>> logprobs;
+    std::vector<int64_t> text_offsets;
     int64_t completion_tokens = 0;
     FinishReason finish = FinishReason::None;
 };
@@ -35,7 +39,8 @@ nlohmann::json full_response(const GenerationSpec& spec, const ResponseMeta& met
 // One streamed increment of one choice; `first` adds the assistant role (chat) and the echoed
 // prompt (completions).
 nlohmann::json stream_chunk(const GenerationSpec& spec, const ResponseMeta& meta, size_t choice,
-                            const std::string& text, FinishReason finish, bool first);
+                            const std::string& text, FinishReason finish, bool first,
+                            const ChoiceState& state, size_t first_logprob);
 nlohmann::json usage_chunk(const GenerationSpec& spec, const ResponseMeta& meta,
                            const std::vector<ChoiceState>& choices);
 

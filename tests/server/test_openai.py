@@ -1,5 +1,7 @@
 """The official `openai` client against `vela serve`: completions, chat, streaming, n > 1,
-stop strings, seeds, auth and context limits."""
+stop strings, seeds, logprobs, auth and context limits."""
+import math
+
 import openai
 import pytest
 
@@ -116,7 +118,40 @@ def test_queue_full_is_429(server):
     assert r.json()["error"]["type"] == "rate_limit_error"
 
 
-def test_logprobs_refused_clearly(client):
+def test_chat_logprobs_describe_the_greedy_tokens(client):
+    r = client.chat.completions.create(model="vela", messages=MESSAGES, logprobs=True,
+                                       top_logprobs=3, max_tokens=8, temperature=0)
+    choice = r.choices[0]
+    content = choice.logprobs.content
+    assert len(content) == r.usage.completion_tokens
+    for entry in content:
+        assert entry.logprob <= 0
+        assert len(entry.top_logprobs) == 3
+        # Greedy: the sampled token is the most likely one.
+        assert entry.top_logprobs[0].logprob == pytest.approx(entry.logprob, abs=1e-6)
+        assert sum(math.exp(t.logprob) for t in entry.top_logprobs) <= 1 + 1e-5
+        assert bytes(entry.bytes) == entry.token.encode()
+    if choice.finish_reason == "length":
+        assert b"".join(bytes(e.bytes) for e in content).decode() == choice.message.content
+
+
+def test_completion_logprobs_and_stream_agree(client):
+    args = dict(model="vela", prompt="The capital of France is", max_tokens=6, temperature=0,
+                logprobs=2)
+    r = client.completions.create(**args)
+    lp = r.choices[0].logprobs
+    assert "".join(lp.tokens) == r.choices[0].text
+    assert all(x <= 0 for x in lp.token_logprobs)
+    assert all(1 <= len(t) <= 2 for t in lp.top_logprobs)
+    assert lp.text_offset == sorted(lp.text_offset)
+    streamed = []
+    for chunk in client.completions.create(stream=True, **args):
+        if chunk.choices and chunk.choices[0].logprobs:
+            streamed += chunk.choices[0].logprobs.token_logprobs
+    assert streamed == pytest.approx(lp.token_logprobs, abs=1e-6)
+
+
+def test_top_logprobs_without_logprobs_is_400(client):
     with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model="vela", messages=MESSAGES, logprobs=True, max_tokens=2)
-    assert e.value.body["param"] == "logprobs"
+        client.chat.completions.create(model="vela", messages=MESSAGES, top_logprobs=2, max_tokens=2)
+    assert e.value.body["param"] == "top_logprobs"
