@@ -7,6 +7,7 @@
 #include <map>
 #include <random>
 
+#include "../common/default_model.h"
 #include "backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
 #include "model/model.h"
@@ -15,7 +16,6 @@
 namespace vela {
 namespace {
 
-const std::string kModel = std::string(VELA_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 constexpr int64_t kGen = 6;  // generated tokens per request: short keeps the suite fast
 
 using Tokens = std::vector<int32_t>;
@@ -23,19 +23,12 @@ using Tokens = std::vector<int32_t>;
 class EngineServing : public ::testing::Test {
   protected:
     static void SetUpTestSuite() {
-        if (!std::filesystem::exists(kModel)) return;
-        model_ = new Model(kModel);
-        tokenizer_ = new Tokenizer(Tokenizer::from_gguf(model_->file()));
-        pool_ = new ThreadPool(2);
-        backend_ = new CpuBackend(*pool_);
+        test::DefaultModel* m = test::default_model();
+        if (m == nullptr) return;
+        model_ = &m->model;
+        tokenizer_ = &m->tokenizer;
+        backend_ = &m->backend;
         build_prompts();
-    }
-    static void TearDownTestSuite() {
-        delete backend_;
-        delete pool_;
-        delete tokenizer_;
-        delete model_;
-        model_ = nullptr;
     }
     void SetUp() override {
         if (model_ == nullptr) GTEST_SKIP() << "default model not fetched";
@@ -103,8 +96,7 @@ class EngineServing : public ::testing::Test {
     }
 
     static inline Model* model_ = nullptr;
-    static inline Tokenizer* tokenizer_ = nullptr;
-    static inline ThreadPool* pool_ = nullptr;
+    static inline const Tokenizer* tokenizer_ = nullptr;
     static inline CpuBackend* backend_ = nullptr;
     static inline std::vector<Tokens> prompts_;
 };

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../common/default_model.h"
 #include "backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
 #include "engine/forward_driver.h"
@@ -18,26 +19,19 @@ namespace vela {
 namespace {
 
 const std::string kDir = VELA_SOURCE_DIR;
-const std::string kModel = kDir + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 class LlamaCppParity : public ::testing::Test {
 protected:
     static void SetUpTestSuite() {
-        if (!std::filesystem::exists(kModel)) return;
-        model_ = new Model(kModel);
-        tokenizer_ = new Tokenizer(Tokenizer::from_gguf(model_->file()));
-        pool_ = new ThreadPool(2);
-        backend_ = new CpuBackend(*pool_);
+        test::DefaultModel* m = test::default_model();
+        if (m == nullptr) return;
+        model_ = &m->model;
+        tokenizer_ = &m->tokenizer;
+        backend_ = &m->backend;
         std::ifstream in(kDir + "/tests/model/data/llama_cpp_golden.json");
         golden_ = new nlohmann::json(nlohmann::json::parse(in));
     }
-    static void TearDownTestSuite() {
-        delete golden_;
-        delete backend_;
-        delete pool_;
-        delete tokenizer_;
-        delete model_;
-    }
+    static void TearDownTestSuite() { delete golden_; }
     void SetUp() override {
         if (model_ == nullptr) GTEST_SKIP() << "default model not fetched";
     }
@@ -65,8 +59,7 @@ protected:
     }
 
     static inline Model* model_ = nullptr;
-    static inline Tokenizer* tokenizer_ = nullptr;
-    static inline ThreadPool* pool_ = nullptr;
+    static inline const Tokenizer* tokenizer_ = nullptr;
     static inline CpuBackend* backend_ = nullptr;
     static inline nlohmann::json* golden_ = nullptr;
 };
