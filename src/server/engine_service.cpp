@@ -125,7 +125,12 @@ void EngineService::abort_all() {
     for (const auto& [id, live] : live_) engine_.abort(id);
     // Sequences the engine no longer knows (a failed step) would never report a finish.
     if (!engine_.has_work()) {
-        for (auto& [id, live] : live_) live.channel->push(live.choice, {id, -1, "", FinishReason::Abort});
+        for (auto& [id, live] : live_) {
+            StepOutput aborted;
+            aborted.request_id = id;
+            aborted.finish = FinishReason::Abort;
+            live.channel->push(live.choice, std::move(aborted));
+        }
         outstanding_ -= static_cast<int64_t>(live_.size());
         live_.clear();
     }
