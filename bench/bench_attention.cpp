@@ -72,9 +72,10 @@ void BM_Decode(benchmark::State& state) {
         benchmark::DoNotOptimize(s.out.data());
     }
     const double kv_bytes = 2.0 * ctx * kKvHeads * kDim * sizeof(uint16_t) * n_seqs;
-    state.counters["tokens/s"] =
-        benchmark::Counter(static_cast<double>(n_seqs), benchmark::Counter::kIsIterationInvariantRate);
-    state.counters["KV_GB/s"] = benchmark::Counter(kv_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(n_seqs),
+                                                    benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["KV_GB/s"] =
+        benchmark::Counter(kv_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // Args: prompt length, threads, impl.
@@ -96,7 +97,8 @@ void BM_Prefill(benchmark::State& state) {
     const double flops = 4.0 * kDim * kHeads * (static_cast<double>(len) * (len + 1) / 2);
     state.counters["tokens/s"] =
         benchmark::Counter(static_cast<double>(len), benchmark::Counter::kIsIterationInvariantRate);
-    state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["GFLOP/s"] =
+        benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // The ceiling for decode: one thread streaming the same number of KV bytes (integer sum, so the
@@ -107,15 +109,18 @@ void BM_ReadCeiling(benchmark::State& state) {
     for (auto _ : state) {
         benchmark::DoNotOptimize(std::accumulate(buf.begin(), buf.end(), uint64_t{0}));
     }
-    state.counters["KV_GB/s"] = benchmark::Counter(buf.size() * 8.0 * 1e-9,
-                                                   benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["KV_GB/s"] =
+        benchmark::Counter(buf.size() * 8.0 * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 BENCHMARK(BM_Decode)
     ->ArgNames({"ctx", "seqs", "threads", "avx2"})
     ->ArgsProduct({{512, 4096}, {1, 8}, {1, 2}, {0, 1}})
     ->UseRealTime();
-BENCHMARK(BM_Prefill)->ArgNames({"len", "threads", "avx2"})->ArgsProduct({{512}, {1, 2}, {0, 1}})->UseRealTime();
+BENCHMARK(BM_Prefill)
+    ->ArgNames({"len", "threads", "avx2"})
+    ->ArgsProduct({{512}, {1, 2}, {0, 1}})
+    ->UseRealTime();
 BENCHMARK(BM_ReadCeiling)->ArgNames({"ctx"})->Arg(512)->Arg(4096)->Arg(4096 * 8);
 
 }  // namespace

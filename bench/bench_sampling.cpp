@@ -29,7 +29,7 @@ vela::SamplingParams chain(int64_t which) {
     if (which == 2) p.top_k = 0;                  // OpenAI-style: no top_k, top_p + min_p
     if (which == 3) p.top_k = 0, p.min_p = 0.0f;  // top_p alone
     if (which == 4) p.top_k = 0, p.min_p = 0.0f, p.top_p = 1.0f;  // temperature only
-    if (which == 5) p.temperature = 0.0f;                          // greedy
+    if (which == 5) p.temperature = 0.0f;                         // greedy
     return p;
 }
 
@@ -44,10 +44,13 @@ void BM_Sampler(benchmark::State& state) {
         std::copy(logits.begin(), logits.end(), row.begin());
         benchmark::DoNotOptimize(sampler.sample(row, history));
     }
-    const char* names[] = {"defaults", "defaults+penalties", "top_p+min_p", "top_p", "temperature", "greedy"};
+    const char* names[] = {"defaults", "defaults+penalties", "top_p+min_p",
+                           "top_p",    "temperature",        "greedy"};
     state.SetLabel(names[state.range(1)]);
 }
-BENCHMARK(BM_Sampler)->ArgsProduct({{49152, 152064}, {0, 1, 2, 3, 4, 5}})->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Sampler)
+    ->ArgsProduct({{49152, 152064}, {0, 1, 2, 3, 4, 5}})
+    ->Unit(benchmark::kMicrosecond);
 
 // Peer: sort the whole vocabulary every token, then truncate (top_k 40, top_p 0.95) and draw.
 void BM_NaiveFullSortSampler(benchmark::State& state) {
@@ -56,14 +59,18 @@ void BM_NaiveFullSortSampler(benchmark::State& state) {
     std::mt19937_64 rng(1);
     for (auto _ : state) {
         std::iota(ids.begin(), ids.end(), 0);
-        std::sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+        std::sort(ids.begin(), ids.end(),
+                  [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
         const size_t k = 40;
         double z = 0.0, cum = 0.0;
         for (size_t i = 0; i < k; ++i) z += std::exp(logits[ids[i]] - logits[ids[0]]);
         size_t cut = k;
         for (size_t i = 0; i < k; ++i) {
             cum += std::exp(logits[ids[i]] - logits[ids[0]]) / z;
-            if (cum >= 0.95) { cut = i + 1; break; }
+            if (cum >= 0.95) {
+                cut = i + 1;
+                break;
+            }
         }
         benchmark::DoNotOptimize(ids[rng() % cut]);
     }
@@ -78,7 +85,8 @@ void BM_RowCopy(benchmark::State& state) {
         std::copy(logits.begin(), logits.end(), row.begin());
         benchmark::ClobberMemory();
     }
-    state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * logits.size() * sizeof(float)));
+    state.SetBytesProcessed(
+        static_cast<int64_t>(state.iterations() * logits.size() * sizeof(float)));
 }
 BENCHMARK(BM_RowCopy)->Arg(49152)->Arg(152064)->Unit(benchmark::kMicrosecond);
 

@@ -20,7 +20,8 @@ std::string prose() {
 }
 
 void BM_EncodeSmolLM2(benchmark::State& state) {
-    const std::string path = std::string(VELA_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+    const std::string path =
+        std::string(VELA_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
     if (!std::filesystem::exists(path)) {
         state.SkipWithError("default model not fetched");
         return;

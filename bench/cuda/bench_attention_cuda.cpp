@@ -28,7 +28,9 @@ void check(cudaError_t e, const char* what) {
 
 struct Buffer {
     void* p = nullptr;
-    explicit Buffer(size_t bytes) { check(cudaMalloc(&p, std::max<size_t>(bytes, 16)), "cudaMalloc"); }
+    explicit Buffer(size_t bytes) {
+        check(cudaMalloc(&p, std::max<size_t>(bytes, 16)), "cudaMalloc");
+    }
     ~Buffer() { cudaFree(p); }
     Buffer(const Buffer&) = delete;
     Buffer& operator=(const Buffer&) = delete;
@@ -40,11 +42,13 @@ void fill_random(void* dst, size_t bytes, uint32_t seed) {
     const size_t chunk = std::min<size_t>(bytes, size_t(64) << 20);
     std::vector<uint8_t> h(chunk);
     std::mt19937 rng(seed);
-    for (size_t i = 0; i < chunk; ++i) h[i] = (i % 2) ? static_cast<uint8_t>(0x30 + rng() % 16) : rng();
+    for (size_t i = 0; i < chunk; ++i)
+        h[i] = (i % 2) ? static_cast<uint8_t>(0x30 + rng() % 16) : rng();
     check(cudaMemcpy(dst, h.data(), chunk, cudaMemcpyHostToDevice), "upload");
     auto* d = static_cast<uint8_t*>(dst);
     for (size_t off = chunk; off < bytes; off += chunk)
-        check(cudaMemcpy(d + off, d, std::min(chunk, bytes - off), cudaMemcpyDeviceToDevice), "tile");
+        check(cudaMemcpy(d + off, d, std::min(chunk, bytes - off), cudaMemcpyDeviceToDevice),
+              "tile");
 }
 
 template <class Fn>
@@ -126,10 +130,21 @@ struct DenseProblem {
     BackwardParams bwd;
 
     DenseProblem(int hd_, int s_, bool causal)
-        : hd(hd_), s(s_), batch(16384 / s_), heads(2048 / hd_),
-          elems(size_t(batch) * s * heads * hd), q(elems * 2), k(elems * 2), v(elems * 2),
-          o(elems * 2), d_o(elems * 2), dq(elems * 2), dk(elems * 2), dv(elems * 2),
-          lse(4 * size_t(batch) * s * heads), cu(4 * (batch + 1)) {
+        : hd(hd_),
+          s(s_),
+          batch(16384 / s_),
+          heads(2048 / hd_),
+          elems(size_t(batch) * s * heads * hd),
+          q(elems * 2),
+          k(elems * 2),
+          v(elems * 2),
+          o(elems * 2),
+          d_o(elems * 2),
+          dq(elems * 2),
+          dk(elems * 2),
+          dv(elems * 2),
+          lse(4 * size_t(batch) * s * heads),
+          cu(4 * (batch + 1)) {
         fill_random(q.p, elems * 2, 1);
         fill_random(k.p, elems * 2, 2);
         fill_random(v.p, elems * 2, 3);
@@ -167,8 +182,9 @@ struct DenseProblem {
 
 // Backward FLOPs are 2.5x the forward's by convention (5 matmuls instead of 2).
 void bench_backward() {
-    std::printf("\n| kernel | head_dim | seqlen | batch | heads | causal | fwd ms | bwd ms | bwd "
-                "TFLOP/s | fwd+bwd TFLOP/s |\n");
+    std::printf(
+        "\n| kernel | head_dim | seqlen | batch | heads | causal | fwd ms | bwd ms | bwd "
+        "TFLOP/s | fwd+bwd TFLOP/s |\n");
     std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
     for (int hd : {64, 128}) {
         for (int s : {1024, 4096, 16384}) {
@@ -178,9 +194,10 @@ void bench_backward() {
                 d.bwd.workspace = ws.p;
                 const double f_ms = median_ms([&] { prefill_forward(d.fwd); }, 10);
                 const double b_ms = median_ms([&] { prefill_backward(d.bwd); }, 10);
-                std::printf("| vela fwd+bwd bf16 | %d | %d | %d | %d | %d | %.3f | %.3f | %.1f | %.1f |\n",
-                            hd, s, d.batch, d.heads, causal, f_ms, b_ms,
-                            2.5 * d.flops() / (b_ms * 1e9), 3.5 * d.flops() / ((f_ms + b_ms) * 1e9));
+                std::printf(
+                    "| vela fwd+bwd bf16 | %d | %d | %d | %d | %d | %.3f | %.3f | %.1f | %.1f |\n",
+                    hd, s, d.batch, d.heads, causal, f_ms, b_ms, 2.5 * d.flops() / (b_ms * 1e9),
+                    3.5 * d.flops() / ((f_ms + b_ms) * 1e9));
             }
         }
     }
@@ -189,14 +206,16 @@ void bench_backward() {
 // Forward time against the fraction of 64 x 64 tiles kept by a random block mask (shared by all
 // heads), beside the same problem without a mask.
 void bench_block_sparse() {
-    std::printf("\n| kernel | head_dim | seqlen | batch x heads | density | ms | speedup vs dense | "
-                "TFLOP/s of kept tiles |\n");
+    std::printf(
+        "\n| kernel | head_dim | seqlen | batch x heads | density | ms | speedup vs dense | "
+        "TFLOP/s of kept tiles |\n");
     std::printf("|---|---|---|---|---|---|---|---|\n");
     for (int hd : {64, 128}) {
         DenseProblem d(hd, 8192, false);
         const double dense_ms = median_ms([&] { prefill_forward(d.fwd); }, 10);
-        std::printf("| vela prefill bf16 | %d | %d | %d x %d | dense (no mask) | %.3f | 1.00x | %.1f |\n",
-                    hd, d.s, d.batch, d.heads, dense_ms, d.flops() / (dense_ms * 1e9));
+        std::printf(
+            "| vela prefill bf16 | %d | %d | %d x %d | dense (no mask) | %.3f | 1.00x | %.1f |\n",
+            hd, d.s, d.batch, d.heads, dense_ms, d.flops() / (dense_ms * 1e9));
         const int nb = d.s / PrefillParams::kBlockMaskSize;
         Buffer mask(size_t(nb) * nb);
         for (double density : {1.0, 0.5, 0.25, 0.1, 0.05}) {
@@ -211,9 +230,10 @@ void bench_block_sparse() {
             p.block_mask_row_stride = nb;
             const double ms = median_ms([&] { prefill_forward(p); }, 10);
             const double frac = double(kept) / m.size();
-            std::printf("| vela prefill bf16 block-sparse | %d | %d | %d x %d | %.3f | %.3f | %.2fx | %.1f |\n",
-                        hd, d.s, d.batch, d.heads, frac, ms, dense_ms / ms,
-                        frac * d.flops() / (ms * 1e9));
+            std::printf(
+                "| vela prefill bf16 block-sparse | %d | %d | %d x %d | %.3f | %.3f | %.2fx | %.1f "
+                "|\n",
+                hd, d.s, d.batch, d.heads, frac, ms, dense_ms / ms, frac * d.flops() / (ms * 1e9));
         }
     }
 }
@@ -252,8 +272,14 @@ void bench_decode(double copy_gbs, int sms) {
                 p.batch = batch;
                 p.max_seqlen_k = ctx;
                 p.q = q.p;
-                p.paged = {k.p, v.p, static_cast<int32_t*>(table.p), blocks_per_seq, bs,
-                           int64_t{bs} * kv_heads * hd, int64_t{kv_heads} * hd, hd};
+                p.paged = {k.p,
+                           v.p,
+                           static_cast<int32_t*>(table.p),
+                           blocks_per_seq,
+                           bs,
+                           int64_t{bs} * kv_heads * hd,
+                           int64_t{kv_heads} * hd,
+                           hd};
                 p.seqlens_k = static_cast<int32_t*>(lens.p);
                 p.k_scale = static_cast<float*>(ks.p);
                 p.v_scale = static_cast<float*>(vs.p);
@@ -264,9 +290,11 @@ void bench_decode(double copy_gbs, int sms) {
                 p.workspace = ws.p;
                 const double ms = median_ms([&] { decode_forward(p); }, 30);
                 const double gbs = 2.0 * cache_bytes / (ms * 1e6);
-                const char* name = f == KvFormat::kBf16 ? "bf16" : f == KvFormat::kInt8 ? "int8" : "fp8e4m3";
-                std::printf("| vela decode | %s | %d | %d | %d | %.1f | %.0f | %.0f%% |\n", name, batch,
-                            ctx, p.num_splits, ms * 1e3, gbs, 100.0 * gbs / copy_gbs);
+                const char* name = f == KvFormat::kBf16   ? "bf16"
+                                   : f == KvFormat::kInt8 ? "int8"
+                                                          : "fp8e4m3";
+                std::printf("| vela decode | %s | %d | %d | %d | %.1f | %.0f | %.0f%% |\n", name,
+                            batch, ctx, p.num_splits, ms * 1e3, gbs, 100.0 * gbs / copy_gbs);
             }
         }
     }

@@ -51,8 +51,8 @@ __m256 exp_nonpositive(__m256 x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    const __m256i e = _mm256_slli_epi32(
-        _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    const __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
@@ -74,7 +74,8 @@ struct Avx2Ops {
                 a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r3 + d), a3);
             }
             const __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-            _mm_storeu_ps(out + j, _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1)));
+            _mm_storeu_ps(out + j,
+                          _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1)));
             for (int64_t d = hd8; d < hd; ++d) {
                 out[j] += q[d] * r0[d];
                 out[j + 1] += q[d] * r1[d];
@@ -87,7 +88,8 @@ struct Avx2Ops {
     static float dot(const float* a, const float* b, int64_t n) {
         __m256 s0 = _mm256_setzero_ps();
         int64_t i = 0;
-        for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        for (; i + 8 <= n; i += 8)
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
         float s = hsum(s0);
         for (; i < n; ++i) s += a[i] * b[i];
         return s;
@@ -126,7 +128,8 @@ struct Avx2Ops {
     static void scale(float* y, float a, int64_t n) {
         const __m256 va = _mm256_set1_ps(a);
         int64_t i = 0;
-        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(va, _mm256_loadu_ps(y + i)));
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(y + i, _mm256_mul_ps(va, _mm256_loadu_ps(y + i)));
         for (; i < n; ++i) y[i] *= a;
     }
     static float exp_shift_sum(float* x, int64_t n, float shift) {

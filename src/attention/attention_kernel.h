@@ -1,7 +1,7 @@
 #pragma once
 // Internal: the tiled online-softmax kernel, written once against an `Ops` policy of vector
-// primitives (row dots, weighted row sums, scale, exp-and-sum, F16 decode). attention_scalar.cpp and
-// attention_avx2.cpp each instantiate it; the AVX2 file compiles it under a target pragma, so
+// primitives (row dots, weighted row sums, scale, exp-and-sum, F16 decode). attention_scalar.cpp
+// and attention_avx2.cpp each instantiate it; the AVX2 file compiles it under a target pragma, so
 // everything here has internal linkage: the linker must never merge an AVX2 copy into the
 // scalar path.
 #include <algorithm>
@@ -106,7 +106,8 @@ void attend(const PagedAttentionParams& p, const AttentionWork& w, TileScratch& 
             const int64_t lo = p.window > 0 ? std::max(t0, pos - p.window + 1) - t0 : 0;
             const int64_t hi = std::min(pos, t0 + n - 1) - t0;
             if (lo > hi) continue;
-            const float* q = p.q + ((seq.q_begin + row) * p.n_heads + w.kv_head * group + m % group) * hd;
+            const float* q =
+                p.q + ((seq.q_begin + row) * p.n_heads + w.kv_head * group + m % group) * hd;
             fold_keys<Ops>(q, s, lo, hi, p.scale, hd, &s.acc[m * hd], s.max[m], s.sum[m]);
         }
     }
@@ -123,7 +124,8 @@ void run_typed(const PagedAttentionParams& p, std::span<const AttentionWork> wor
                ThreadPool& pool) {
     const int64_t group = p.n_heads / p.n_kv_heads;
     int64_t max_vectors = 1;
-    for (const AttentionWork& w : work) max_vectors = std::max(max_vectors, (w.row_end - w.row_begin) * group);
+    for (const AttentionWork& w : work)
+        max_vectors = std::max(max_vectors, (w.row_end - w.row_begin) * group);
     // Work items differ in cost (context lengths vary), so threads take them one at a time.
     std::atomic<size_t> next{0};
     pool.run([&](int, int) {

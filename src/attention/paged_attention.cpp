@@ -16,8 +16,8 @@ void check_params(const PagedAttentionParams& p) {
                               p.n_kv_heads);
     }
     if (p.head_dim < 1 || p.block_size < 1 || p.window < 0) {
-        fail<InvalidArgument>("attention: bad head_dim {} / block_size {} / window {}",
-                              p.head_dim, p.block_size, p.window);
+        fail<InvalidArgument>("attention: bad head_dim {} / block_size {} / window {}", p.head_dim,
+                              p.block_size, p.window);
     }
     if (p.kv.k == nullptr || p.kv.v == nullptr || p.q == nullptr || p.out == nullptr) {
         fail<InvalidArgument>("attention: null q, out or KV pointer");
@@ -52,7 +52,8 @@ std::vector<AttentionWork> plan_work(const PagedAttentionParams& p) {
         const AttentionSeq& s = p.seqs[i];
         for (int64_t r = 0; r < s.q_len; r += rows_per_tile) {
             for (int64_t g = 0; g < p.n_kv_heads; ++g) {
-                work.push_back({static_cast<int64_t>(i), g, r, std::min(s.q_len, r + rows_per_tile)});
+                work.push_back(
+                    {static_cast<int64_t>(i), g, r, std::min(s.q_len, r + rows_per_tile)});
             }
         }
     }
@@ -76,8 +77,9 @@ void paged_attention(const PagedAttentionParams& p, ThreadPool& pool) {
     if (work.empty()) return;
     const bool avx2 = attention_avx2_available();
     if (p.impl == AttentionImpl::Avx2 && !avx2) {
-        fail<InvalidArgument>("attention: the AVX2 path was requested but this CPU lacks "
-                              "AVX2/FMA/F16C");
+        fail<InvalidArgument>(
+            "attention: the AVX2 path was requested but this CPU lacks "
+            "AVX2/FMA/F16C");
     }
     if (p.impl != AttentionImpl::Scalar && avx2) {
         attention_detail::run_attention_avx2(p, work, pool);

@@ -12,10 +12,10 @@
 
 namespace vela {
 
-struct AttentionSeq {            // one sequence of the batch
-    int64_t q_begin = 0;         // first row of this sequence in q/out
-    int64_t q_len = 0;           // number of query rows (prefill chunk or 1 for decode)
-    int64_t kv_len = 0;          // tokens in KV including this step's (already written)
+struct AttentionSeq {                      // one sequence of the batch
+    int64_t q_begin = 0;                   // first row of this sequence in q/out
+    int64_t q_len = 0;                     // number of query rows (prefill chunk or 1 for decode)
+    int64_t kv_len = 0;                    // tokens in KV including this step's (already written)
     const int32_t* block_table = nullptr;  // ceil(kv_len / block_size) block ids
 };
 
@@ -26,11 +26,12 @@ struct PagedAttentionParams {
     const float* q = nullptr;  // [n_rows][n_heads][head_dim]
     float* out = nullptr;      // [n_rows][n_heads][head_dim]; rows of no sequence are untouched
     int64_t n_heads = 0;
-    int64_t n_kv_heads = 0;    // divides n_heads; query head h reads KV head h / (n_heads / n_kv_heads)
+    int64_t n_kv_heads =
+        0;  // divides n_heads; query head h reads KV head h / (n_heads / n_kv_heads)
     int64_t head_dim = 0;
     int64_t block_size = 0;
-    float scale = 0.0f;        // usually 1 / sqrt(head_dim)
-    KvLayerView kv;            // one layer's K/V storage, layout as in KvCache
+    float scale = 0.0f;  // usually 1 / sqrt(head_dim)
+    KvLayerView kv;      // one layer's K/V storage, layout as in KvCache
     std::span<const AttentionSeq> seqs;
     // Query row i of a sequence has absolute position kv_len - q_len + i and attends to keys at
     // positions in (pos - window, pos]; window 0 means no limit (plain causal).

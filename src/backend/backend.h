@@ -12,7 +12,7 @@
 namespace vela {
 
 class Backend {
-public:
+  public:
     virtual ~Backend() = default;
 
     // y[m][w.rows] = x[m][w.cols] * W^T

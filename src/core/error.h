@@ -11,25 +11,25 @@
 namespace vela {
 
 class Error : public std::runtime_error {
-public:
+  public:
     using std::runtime_error::runtime_error;
 };
 
 // A file is malformed or not what we support (GGUF parsing, model binding).
 class FormatError : public Error {
-public:
+  public:
     using Error::Error;
 };
 
 // A caller passed an invalid argument (CLI flag, sampling parameter, request field).
 class InvalidArgument : public Error {
-public:
+  public:
     using Error::Error;
 };
 
 // A resource ran out (KV blocks, context length).
 class ResourceExhausted : public Error {
-public:
+  public:
     using Error::Error;
 };
 
@@ -46,5 +46,4 @@ template <class E = Error, class... Args>
 }  // namespace vela
 
 // Internal invariant, kept in release builds: a violation is a bug in Vela, never user error.
-#define VELA_ASSERT(cond) \
-    ((cond) ? (void)0 : ::vela::assert_fail(#cond, __FILE__, __LINE__))
+#define VELA_ASSERT(cond) ((cond) ? (void)0 : ::vela::assert_fail(#cond, __FILE__, __LINE__))

@@ -37,9 +37,10 @@ inline uint16_t fp32_to_fp16(float f) {
     std::memcpy(&x, &f, sizeof x);
     const uint32_t sign = (x >> 16) & 0x8000;
     const uint32_t abs = x & 0x7fffffff;
-    if (abs >= 0x7f800000) return static_cast<uint16_t>(sign | 0x7c00 | (abs > 0x7f800000 ? 0x200 : 0));
+    if (abs >= 0x7f800000)
+        return static_cast<uint16_t>(sign | 0x7c00 | (abs > 0x7f800000 ? 0x200 : 0));
     if (abs >= 0x477ff000) return static_cast<uint16_t>(sign | 0x7c00);  // rounds past max half
-    if (abs < 0x38800000) {  // subnormal half or zero
+    if (abs < 0x38800000) {                                              // subnormal half or zero
         const uint32_t shift = 113 - (abs >> 23);
         if (shift > 24) return static_cast<uint16_t>(sign);
         const uint32_t mant = (abs & 0x7fffff) | 0x800000;

@@ -11,7 +11,7 @@
 namespace vela {
 
 class ThreadPool {
-public:
+  public:
     // n_threads counts the calling thread; 1 means everything runs inline.
     explicit ThreadPool(int n_threads);
     ~ThreadPool();
@@ -38,7 +38,7 @@ public:
         });
     }
 
-private:
+  private:
     void worker_loop(int ith);
 
     int n_threads_;

@@ -26,9 +26,10 @@ void check_heads(int head_dim, int num_heads, int num_kv_heads, const char* kern
 void check_paged(const PagedKv& kv, const char* kernel) {
     if (kv.k_cache == nullptr || kv.v_cache == nullptr || kv.block_size <= 0 ||
         kv.block_table_stride <= 0)
-        fail<InvalidArgument>("{}: paged K/V needs caches, block_size > 0 (got {}) and "
-                              "block_table_stride > 0 (got {})",
-                              kernel, kv.block_size, kv.block_table_stride);
+        fail<InvalidArgument>(
+            "{}: paged K/V needs caches, block_size > 0 (got {}) and "
+            "block_table_stride > 0 (got {})",
+            kernel, kv.block_size, kv.block_table_stride);
 }
 
 // Split length for a planned decode: a multiple of 32 keys (one CTA step for head_dim 64).
@@ -57,7 +58,8 @@ void prefill_forward(const PrefillParams& p, void* stream) {
         fail<InvalidArgument>("prefill_forward: contiguous K/V needs k, v and cu_seqlens_k");
     }
     if (!(p.softmax_scale > 0.f))
-        fail<InvalidArgument>("prefill_forward: softmax_scale must be > 0, got {}", p.softmax_scale);
+        fail<InvalidArgument>("prefill_forward: softmax_scale must be > 0, got {}",
+                              p.softmax_scale);
     if (p.block_mask != nullptr && p.block_mask_row_stride <= 0)
         fail<InvalidArgument>("prefill_forward: block_mask needs block_mask_row_stride > 0, got {}",
                               p.block_mask_row_stride);
@@ -74,9 +76,8 @@ void prefill_backward(const BackwardParams& p, void* stream) {
     if (p.batch < 0 || p.total_q < 0 || p.max_seqlen_q < 0 || p.max_seqlen_k < 0)
         fail<InvalidArgument>("prefill_backward: negative batch {} / total_q {} / max_seqlen",
                               p.batch, p.total_q);
-    if (p.q == nullptr || p.k == nullptr || p.v == nullptr || p.o == nullptr ||
-        p.d_o == nullptr || p.lse == nullptr || p.cu_seqlens_q == nullptr ||
-        p.cu_seqlens_k == nullptr)
+    if (p.q == nullptr || p.k == nullptr || p.v == nullptr || p.o == nullptr || p.d_o == nullptr ||
+        p.lse == nullptr || p.cu_seqlens_q == nullptr || p.cu_seqlens_k == nullptr)
         fail<InvalidArgument>("prefill_backward: q, k, v, o, d_o, lse and cu_seqlens are required");
     if (p.dq == nullptr || p.dk == nullptr || p.dv == nullptr || p.workspace == nullptr)
         fail<InvalidArgument>("prefill_backward: dq, dk, dv and workspace are required");
@@ -89,9 +90,10 @@ void prefill_backward(const BackwardParams& p, void* stream) {
 void decode_plan(DecodeParams& p, int device_sm_count) {
     if (p.num_splits > 0) return;
     const int ctas = std::max(1, p.batch * p.num_kv_heads);
-    const int target = (2 * device_sm_count + ctas - 1) / ctas;  // >= 2 waves of CTAs
+    const int target = (2 * device_sm_count + ctas - 1) / ctas;      // >= 2 waves of CTAs
     const int max_splits = std::max(1, (p.max_seqlen_k + 63) / 64);  // >= 64 keys a split
-    const int min_splits = (p.max_seqlen_k + detail::kDecodeMaxSplitLen - 1) / detail::kDecodeMaxSplitLen;
+    const int min_splits =
+        (p.max_seqlen_k + detail::kDecodeMaxSplitLen - 1) / detail::kDecodeMaxSplitLen;
     p.num_splits = std::max({1, min_splits, std::min(target, max_splits)});
 }
 

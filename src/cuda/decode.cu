@@ -49,20 +49,31 @@ size_t decode_smem_bytes(const DecodeParams& p, int split_len) {
 cudaError_t launch_decode(const DecodeParams& p, int split_len, cudaStream_t stream) {
     if (p.batch == 0) return cudaSuccess;
     auto* o_part = static_cast<float*>(p.workspace);
-    float* lse_part = o_part + static_cast<size_t>(p.batch) * p.num_heads * p.num_splits * p.head_dim;
+    float* lse_part =
+        o_part + static_cast<size_t>(p.batch) * p.num_heads * p.num_splits * p.head_dim;
     cudaError_t e = cudaSuccess;
     switch (p.kv_format) {
-        case KvFormat::kF16: e = launch_format<KvFormat::kF16>(p, split_len, o_part, lse_part, stream); break;
-        case KvFormat::kBf16: e = launch_format<KvFormat::kBf16>(p, split_len, o_part, lse_part, stream); break;
-        case KvFormat::kInt8: e = launch_format<KvFormat::kInt8>(p, split_len, o_part, lse_part, stream); break;
-        case KvFormat::kFp8E4M3: e = launch_format<KvFormat::kFp8E4M3>(p, split_len, o_part, lse_part, stream); break;
+        case KvFormat::kF16:
+            e = launch_format<KvFormat::kF16>(p, split_len, o_part, lse_part, stream);
+            break;
+        case KvFormat::kBf16:
+            e = launch_format<KvFormat::kBf16>(p, split_len, o_part, lse_part, stream);
+            break;
+        case KvFormat::kInt8:
+            e = launch_format<KvFormat::kInt8>(p, split_len, o_part, lse_part, stream);
+            break;
+        case KvFormat::kFp8E4M3:
+            e = launch_format<KvFormat::kFp8E4M3>(p, split_len, o_part, lse_part, stream);
+            break;
     }
     if (e != cudaSuccess) return e;
     const dim3 grid(p.batch * p.num_heads);
     if (p.dtype == Dtype::kF16)
-        decode_combine_kernel<__half><<<grid, p.head_dim, 0, stream>>>(p, p.num_splits, o_part, lse_part);
+        decode_combine_kernel<__half>
+            <<<grid, p.head_dim, 0, stream>>>(p, p.num_splits, o_part, lse_part);
     else
-        decode_combine_kernel<__nv_bfloat16><<<grid, p.head_dim, 0, stream>>>(p, p.num_splits, o_part, lse_part);
+        decode_combine_kernel<__nv_bfloat16>
+            <<<grid, p.head_dim, 0, stream>>>(p, p.num_splits, o_part, lse_part);
     return cudaGetLastError();
 }
 

@@ -86,13 +86,14 @@ __global__ void __launch_bounds__(kDecodeThreads)
     constexpr int kKeysPerStep = kKeysPerWarp * (kDecodeThreads / 32);
     extern __shared__ float smem[];
     const int group = p.num_heads / p.num_kv_heads;  // real group, <= G
-    float* s_score = smem;                    // [group][split_len]
-    float* s_out = smem + group * split_len;  // [group][HD]
+    float* s_score = smem;                           // [group][split_len]
+    float* s_out = smem + group * split_len;         // [group][HD]
     __shared__ float s_max[G], s_sum[G];
 
     const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
     const int start = split * split_len, end = min(p.seqlens_k[b], start + split_len);
-    const int32_t* table = p.paged.block_table + static_cast<int64_t>(b) * p.paged.block_table_stride;
+    const int32_t* table =
+        p.paged.block_table + static_cast<int64_t>(b) * p.paged.block_table_stride;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int dim0 = (lane % kLanesPerKey) * kElems;
     const int slot0 = warp * kKeysPerWarp + lane / kLanesPerKey;  // key slot within a step
@@ -105,10 +106,14 @@ __global__ void __launch_bounds__(kDecodeThreads)
         for (int c = 0; c < kElems; c += 8) {
             float x[8] = {};
             if (g < group) {
-                const int64_t off = (static_cast<int64_t>(b) * p.num_heads + kvh * group + g) * HD + dim0 + c;
-                const uint4 raw = __ldg(reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(p.q) + off));
-                if (p.dtype == Dtype::kF16) widen<KvFormat::kF16>(raw, x);
-                else widen<KvFormat::kBf16>(raw, x);
+                const int64_t off =
+                    (static_cast<int64_t>(b) * p.num_heads + kvh * group + g) * HD + dim0 + c;
+                const uint4 raw =
+                    __ldg(reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(p.q) + off));
+                if (p.dtype == Dtype::kF16)
+                    widen<KvFormat::kF16>(raw, x);
+                else
+                    widen<KvFormat::kBf16>(raw, x);
             }
 #pragma unroll
             for (int i = 0; i < 8; ++i) q[g][c + i] = x[i] * scale_log2;
@@ -204,7 +209,8 @@ __global__ void __launch_bounds__(kDecodeThreads)
 
     for (int i = threadIdx.x; i < group * HD; i += kDecodeThreads) {
         const int g = i / HD, d = i % HD;
-        const int64_t row = (static_cast<int64_t>(b) * p.num_heads + kvh * group + g) * gridDim.x + split;
+        const int64_t row =
+            (static_cast<int64_t>(b) * p.num_heads + kvh * group + g) * gridDim.x + split;
         const float sum = s_sum[g];
         o_part[row * HD + d] = n > 0 && sum > 0.f ? s_out[i] / sum : 0.f;
         if (d == 0) lse_part[row] = n > 0 && sum > 0.f ? s_max[g] + log2f(sum) : -INFINITY;
@@ -225,7 +231,8 @@ __global__ void decode_combine_kernel(const DecodeParams p, int num_splits, cons
     for (int d = threadIdx.x; d < p.head_dim; d += blockDim.x) {
         float v = 0.f;
         for (int s = 0; s < num_splits; ++s)
-            if (lse[s] != -INFINITY) v += exp2f(lse[s] - mx) * o_part[(row * num_splits + s) * p.head_dim + d];
+            if (lse[s] != -INFINITY)
+                v += exp2f(lse[s] - mx) * o_part[(row * num_splits + s) * p.head_dim + d];
         static_cast<T*>(p.o)[row * p.head_dim + d] = T(v * inv);
     }
     if (threadIdx.x == 0 && p.lse != nullptr)

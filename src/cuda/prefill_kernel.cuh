@@ -126,16 +126,28 @@ __global__ void __launch_bounds__(PrefillShape<HD>::kThreads)
     int lk;
     if (paged) {
         lk = p.seqlens_k[b];
-        kv = {static_cast<const char*>(p.paged.k_cache), static_cast<const char*>(p.paged.v_cache),
-              p.paged.block_table + static_cast<int64_t>(b) * p.paged.block_table_stride, 0,
-              kvh * p.paged.head_stride, p.paged.block_stride, p.paged.token_stride,
-              p.paged.block_size, 2};
+        kv = {static_cast<const char*>(p.paged.k_cache),
+              static_cast<const char*>(p.paged.v_cache),
+              p.paged.block_table + static_cast<int64_t>(b) * p.paged.block_table_stride,
+              0,
+              kvh * p.paged.head_stride,
+              p.paged.block_stride,
+              p.paged.token_stride,
+              p.paged.block_size,
+              2};
     } else {
         const int k0 = p.cu_seqlens_k[b];
         lk = p.cu_seqlens_k[b + 1] - k0;
         const int64_t base = k0 * p.kv_row_stride + kvh * p.kv_head_stride;
-        kv = {static_cast<const char*>(p.k) + base * 2, static_cast<const char*>(p.v) + base * 2,
-              nullptr, p.kv_row_stride, 0, 0, 0, 1, 2};
+        kv = {static_cast<const char*>(p.k) + base * 2,
+              static_cast<const char*>(p.v) + base * 2,
+              nullptr,
+              p.kv_row_stride,
+              0,
+              0,
+              0,
+              1,
+              2};
     }
     const RowMask mask{lk, lk - lq, p.window_left, p.causal};
     const int row_hi = row_lo + rows - 1;
@@ -157,7 +169,8 @@ __global__ void __launch_bounds__(PrefillShape<HD>::kThreads)
     const uint8_t* tile_mask = p.block_mask == nullptr
                                    ? nullptr
                                    : p.block_mask + b * p.block_mask_batch_stride +
-                                         h * p.block_mask_head_stride + m_block * p.block_mask_row_stride;
+                                         h * p.block_mask_head_stride +
+                                         m_block * p.block_mask_row_stride;
     auto next_tile = [&](int t) {
         while (t < t_end && tile_mask != nullptr && tile_mask[t] == 0) ++t;
         return t;
@@ -260,7 +273,8 @@ __global__ void __launch_bounds__(PrefillShape<HD>::kThreads)
                 l[r] > 0.f ? m[r] * p.softmax_scale + logf(l[r]) : -INFINITY;
     }
     __syncwarp();
-    T* out = static_cast<T*>(p.o) + (q0 + row_lo + warp * 16) * p.o_row_stride + h * p.o_head_stride;
+    T* out =
+        static_cast<T*>(p.o) + (q0 + row_lo + warp * 16) * p.o_row_stride + h * p.o_head_stride;
     constexpr int kChunks = HD / 8;
 #pragma unroll
     for (int i = lane; i < 16 * kChunks; i += 32) {

@@ -19,7 +19,10 @@ KvCacheConfig config_for(const HParams& hp, int64_t n_ctx) {
 }  // namespace
 
 ForwardDriver::ForwardDriver(Model& model, Backend& backend, int64_t n_ctx, int64_t batch_size)
-    : model_(model), backend_(backend), batch_size_(batch_size), kv_(config_for(model.hparams(), n_ctx)) {
+    : model_(model),
+      backend_(backend),
+      batch_size_(batch_size),
+      kv_(config_for(model.hparams(), n_ctx)) {
     kv_.add_sequence(kSeq);
 }
 
@@ -40,7 +43,8 @@ void ForwardDriver::forward(const int32_t* tokens, int64_t n, BatchSequence::Log
     n_past_ += n;
 }
 
-const std::vector<float>& ForwardDriver::evaluate(const std::vector<int32_t>& tokens, bool all_logits) {
+const std::vector<float>& ForwardDriver::evaluate(const std::vector<int32_t>& tokens,
+                                                  bool all_logits) {
     reset();
     logits_.clear();
     const int64_t n = static_cast<int64_t>(tokens.size());

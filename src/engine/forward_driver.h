@@ -10,7 +10,7 @@
 namespace vela {
 
 class ForwardDriver {
-public:
+  public:
     ForwardDriver(Model& model, Backend& backend, int64_t n_ctx, int64_t batch_size);
 
     // Clears the cache, then evaluates `tokens`; returns the logits of every row (all_logits)
@@ -20,7 +20,7 @@ public:
     const std::vector<float>& extend(const std::vector<int32_t>& tokens);
     void reset();
 
-private:
+  private:
     void forward(const int32_t* tokens, int64_t n, BatchSequence::Logits logits);
 
     Model& model_;

@@ -18,9 +18,9 @@ void ModelRunner::run(const std::vector<ScheduledSeq>& scheduled, KvCache& kv) {
         // Only a sequence whose last token is fed this step samples; a partial prefill chunk
         // needs no logits.
         const bool samples = begin + s.n_tokens == static_cast<int64_t>(tokens.size());
-        batch_.seqs.push_back(BatchSequence{
-            s.seq->id(), begin, s.n_tokens,
-            samples ? BatchSequence::Logits::Last : BatchSequence::Logits::None});
+        batch_.seqs.push_back(
+            BatchSequence{s.seq->id(), begin, s.n_tokens,
+                          samples ? BatchSequence::Logits::Last : BatchSequence::Logits::None});
         if (samples) logit_row_[i] = n_logit_rows++;
     }
     model_.forward(batch_, kv, backend_, logits_);

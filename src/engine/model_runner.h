@@ -11,7 +11,7 @@
 namespace vela {
 
 class ModelRunner {
-public:
+  public:
     ModelRunner(Model& model, Backend& backend) : model_(model), backend_(backend) {}
 
     // Runs the scheduled work. Afterwards, logits_for(i) is the logits row of scheduled[i]
@@ -19,7 +19,7 @@ public:
     void run(const std::vector<ScheduledSeq>& scheduled, KvCache& kv);
     std::span<float> logits_for(size_t i);
 
-private:
+  private:
     Model& model_;
     Backend& backend_;
     Batch batch_;

@@ -47,7 +47,8 @@ StepOutput Sequence::append_sampled(std::span<float> logits) {
 std::vector<TokenChoice> Sequence::logprobs_of(int32_t token) const {
     std::vector<TokenChoice> out;
     const bool at_start = n_generated() == 1;
-    out.push_back({token, token_logprob(raw_logits_, token), tokenizer_.token_bytes(token, at_start)});
+    out.push_back(
+        {token, token_logprob(raw_logits_, token), tokenizer_.token_bytes(token, at_start)});
     for (const TokenLogprob& t : top_logprobs(raw_logits_, request_.logprobs)) {
         out.push_back({t.token, t.logprob, tokenizer_.token_bytes(t.token, at_start)});
     }

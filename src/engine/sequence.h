@@ -14,7 +14,7 @@
 namespace vela {
 
 class Sequence {
-public:
+  public:
     enum class Status { Waiting, Running, Finished };
 
     Sequence(int64_t id, Request request, const Tokenizer& tokenizer);
@@ -40,7 +40,7 @@ public:
     StepOutput finish_now(FinishReason reason);
     FinishReason finish_reason() const { return finish_; }
 
-private:
+  private:
     std::vector<TokenChoice> logprobs_of(int32_t token) const;
 
     int64_t id_;

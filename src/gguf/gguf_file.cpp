@@ -19,7 +19,7 @@ constexpr int kMaxArrayDepth = 4;
 
 // Sequential little-endian reader that refuses to step past the end of the buffer.
 class Cursor {
-public:
+  public:
     Cursor(const uint8_t* data, size_t size, const std::string& path)
         : data_(data), size_(size), path_(path) {}
 
@@ -50,7 +50,7 @@ public:
         }
     }
 
-private:
+  private:
     const uint8_t* data_;
     size_t size_;
     size_t pos_ = 0;
@@ -61,17 +61,23 @@ size_t scalar_size(ValueType t) {
     switch (t) {
         case ValueType::UInt8:
         case ValueType::Int8:
-        case ValueType::Bool: return 1;
+        case ValueType::Bool:
+            return 1;
         case ValueType::UInt16:
-        case ValueType::Int16: return 2;
+        case ValueType::Int16:
+            return 2;
         case ValueType::UInt32:
         case ValueType::Int32:
-        case ValueType::Float32: return 4;
+        case ValueType::Float32:
+            return 4;
         case ValueType::UInt64:
         case ValueType::Int64:
-        case ValueType::Float64: return 8;
-        case ValueType::String: return 8;  // at least its length field
-        case ValueType::Array: return 12;  // at least element type + count
+        case ValueType::Float64:
+            return 8;
+        case ValueType::String:
+            return 8;  // at least its length field
+        case ValueType::Array:
+            return 12;  // at least element type + count
     }
     return 0;
 }
@@ -89,23 +95,45 @@ Value read_value(Cursor& c, ValueType type, const std::string& path, const std::
     Value v;
     v.type = type;
     switch (type) {
-        case ValueType::UInt8: v.u = c.read<uint8_t>("u8"); break;
-        case ValueType::Int8: v.i = c.read<int8_t>("i8"); break;
-        case ValueType::UInt16: v.u = c.read<uint16_t>("u16"); break;
-        case ValueType::Int16: v.i = c.read<int16_t>("i16"); break;
-        case ValueType::UInt32: v.u = c.read<uint32_t>("u32"); break;
-        case ValueType::Int32: v.i = c.read<int32_t>("i32"); break;
-        case ValueType::UInt64: v.u = c.read<uint64_t>("u64"); break;
-        case ValueType::Int64: v.i = c.read<int64_t>("i64"); break;
-        case ValueType::Float32: v.f = c.read<float>("f32"); break;
-        case ValueType::Float64: v.f = c.read<double>("f64"); break;
+        case ValueType::UInt8:
+            v.u = c.read<uint8_t>("u8");
+            break;
+        case ValueType::Int8:
+            v.i = c.read<int8_t>("i8");
+            break;
+        case ValueType::UInt16:
+            v.u = c.read<uint16_t>("u16");
+            break;
+        case ValueType::Int16:
+            v.i = c.read<int16_t>("i16");
+            break;
+        case ValueType::UInt32:
+            v.u = c.read<uint32_t>("u32");
+            break;
+        case ValueType::Int32:
+            v.i = c.read<int32_t>("i32");
+            break;
+        case ValueType::UInt64:
+            v.u = c.read<uint64_t>("u64");
+            break;
+        case ValueType::Int64:
+            v.i = c.read<int64_t>("i64");
+            break;
+        case ValueType::Float32:
+            v.f = c.read<float>("f32");
+            break;
+        case ValueType::Float64:
+            v.f = c.read<double>("f64");
+            break;
         case ValueType::Bool: {
             const uint8_t b = c.read<uint8_t>("bool");
             if (b > 1) fail<FormatError>("{}: metadata key '{}' has bool value {}", path, key, b);
             v.u = b;
             break;
         }
-        case ValueType::String: v.s = c.read_string("string value"); break;
+        case ValueType::String:
+            v.s = c.read_string("string value");
+            break;
         case ValueType::Array: {
             if (depth >= kMaxArrayDepth) {
                 fail<FormatError>("{}: metadata key '{}' nests arrays too deeply", path, key);
@@ -115,9 +143,10 @@ Value read_value(Cursor& c, ValueType type, const std::string& path, const std::
             // Every element takes at least scalar_size bytes: reject counts the file can't hold
             // before reserving memory for them.
             if (count > c.remaining() / scalar_size(v.elem_type)) {
-                fail<FormatError>("{}: metadata key '{}' claims {} array elements, more than the "
-                                  "file can hold",
-                                  path, key, count);
+                fail<FormatError>(
+                    "{}: metadata key '{}' claims {} array elements, more than the "
+                    "file can hold",
+                    path, key, count);
             }
             v.array.reserve(static_cast<size_t>(count));
             for (uint64_t i = 0; i < count; ++i) {
@@ -136,9 +165,8 @@ bool mul_overflows(uint64_t a, uint64_t b, uint64_t* out) {
 }  // namespace
 
 std::string_view value_type_name(ValueType t) {
-    static constexpr std::string_view kNames[] = {"u8",  "i8",   "u16",   "i16", "u32",
-                                                  "i32", "f32",  "bool",  "str", "array",
-                                                  "u64", "i64",  "f64"};
+    static constexpr std::string_view kNames[] = {
+        "u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "str", "array", "u64", "i64", "f64"};
     const auto i = static_cast<size_t>(t);
     return i < std::size(kNames) ? kNames[i] : "?";
 }
@@ -152,8 +180,10 @@ bool Value::is_integer() const {
         case ValueType::UInt32:
         case ValueType::Int32:
         case ValueType::UInt64:
-        case ValueType::Int64: return true;
-        default: return false;
+        case ValueType::Int64:
+            return true;
+        default:
+            return false;
     }
 }
 
@@ -162,7 +192,8 @@ std::optional<int64_t> Value::as_int() const {
         case ValueType::Int8:
         case ValueType::Int16:
         case ValueType::Int32:
-        case ValueType::Int64: return i;
+        case ValueType::Int64:
+            return i;
         case ValueType::UInt8:
         case ValueType::UInt16:
         case ValueType::UInt32:
@@ -170,7 +201,8 @@ std::optional<int64_t> Value::as_int() const {
         case ValueType::Bool:
             if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return std::nullopt;
             return static_cast<int64_t>(u);
-        default: return std::nullopt;
+        default:
+            return std::nullopt;
     }
 }
 
@@ -248,7 +280,8 @@ void File::parse_all() {
     const uint64_t n_tensors = c.read<uint64_t>("tensor count");
     const uint64_t n_kv = c.read<uint64_t>("metadata count");
     // Each key/value takes >= 12 bytes and each tensor info >= 28: bound counts by the file.
-    if (n_kv > c.remaining() / 12) fail<FormatError>("{}: metadata count {} exceeds file", path_, n_kv);
+    if (n_kv > c.remaining() / 12)
+        fail<FormatError>("{}: metadata count {} exceeds file", path_, n_kv);
 
     for (uint64_t k = 0; k < n_kv; ++k) {
         std::string key = c.read_string("metadata key");
@@ -282,18 +315,22 @@ void File::parse_all() {
         uint64_t n_elements = 1;
         for (uint32_t d = 0; d < n_dims; ++d) {
             const uint64_t dim = c.read<uint64_t>("tensor dimension");
-            if (dim == 0 || dim > (uint64_t{1} << 40) || mul_overflows(n_elements, dim, &n_elements)) {
-                fail<FormatError>("{}: tensor '{}' has invalid dimension {}", path_, info.name, dim);
+            if (dim == 0 || dim > (uint64_t{1} << 40) ||
+                mul_overflows(n_elements, dim, &n_elements)) {
+                fail<FormatError>("{}: tensor '{}' has invalid dimension {}", path_, info.name,
+                                  dim);
             }
             info.shape.push_back(static_cast<int64_t>(dim));
         }
         const uint32_t type_id = c.read<uint32_t>("tensor type");
         const auto dt = dtype_info(type_id);
-        if (!dt) fail<FormatError>("{}: tensor '{}' has unknown type id {}", path_, info.name, type_id);
+        if (!dt)
+            fail<FormatError>("{}: tensor '{}' has unknown type id {}", path_, info.name, type_id);
         info.type = static_cast<DType>(type_id);
         if (info.shape[0] % dt->block_size != 0) {
-            fail<FormatError>("{}: tensor '{}' row length {} is not a multiple of {}'s block size {}",
-                              path_, info.name, info.shape[0], dt->name, dt->block_size);
+            fail<FormatError>(
+                "{}: tensor '{}' row length {} is not a multiple of {}'s block size {}", path_,
+                info.name, info.shape[0], dt->name, dt->block_size);
         }
         uint64_t nbytes = 0;
         if (mul_overflows(n_elements / dt->block_size, dt->type_size, &nbytes)) {
@@ -316,9 +353,10 @@ void File::parse_all() {
         uint64_t end = 0;
         if (__builtin_add_overflow(data_start, info.offset, &end) ||
             __builtin_add_overflow(end, info.nbytes, &end) || end > size_) {
-            fail<FormatError>("{}: tensor '{}' data [{}, +{}) lies outside the file ({} bytes): "
-                              "truncated file?",
-                              path_, info.name, data_start + info.offset, info.nbytes, size_);
+            fail<FormatError>(
+                "{}: tensor '{}' data [{}, +{}) lies outside the file ({} bytes): "
+                "truncated file?",
+                path_, info.name, data_start + info.offset, info.nbytes, size_);
         }
         info.data = data_ + data_start + info.offset;
     }
@@ -333,7 +371,9 @@ std::optional<int64_t> File::get_int(std::string_view key) const {
     const Value* v = find(key);
     if (v == nullptr) return std::nullopt;
     auto i = v->as_int();
-    if (!i) fail<FormatError>("{}: metadata '{}' should be an integer, is {}", path_, key, describe(*v));
+    if (!i)
+        fail<FormatError>("{}: metadata '{}' should be an integer, is {}", path_, key,
+                          describe(*v));
     return i;
 }
 
@@ -341,7 +381,8 @@ std::optional<double> File::get_float(std::string_view key) const {
     const Value* v = find(key);
     if (v == nullptr) return std::nullopt;
     auto d = v->as_double();
-    if (!d) fail<FormatError>("{}: metadata '{}' should be a number, is {}", path_, key, describe(*v));
+    if (!d)
+        fail<FormatError>("{}: metadata '{}' should be a number, is {}", path_, key, describe(*v));
     return d;
 }
 
@@ -375,7 +416,8 @@ std::optional<std::vector<T>> array_of(const File& f, std::string_view key, cons
     out.reserve(v->array.size());
     for (const Value& e : v->array) {
         auto x = convert(e);
-        if (!x) fail<FormatError>("{}: metadata '{}' should be an array of {}", f.path(), key, what);
+        if (!x)
+            fail<FormatError>("{}: metadata '{}' should be an array of {}", f.path(), key, what);
         out.push_back(std::move(*x));
     }
     return out;
@@ -422,13 +464,16 @@ const TensorInfo& File::tensor(std::string_view name) const {
 std::string describe(const Value& v) {
     switch (v.type) {
         case ValueType::String:
-            return v.s.size() > 60 ? fmt::format("\"{}...\" ({} bytes)", v.s.substr(0, 60), v.s.size())
-                                   : fmt::format("\"{}\"", v.s);
+            return v.s.size() > 60
+                       ? fmt::format("\"{}...\" ({} bytes)", v.s.substr(0, 60), v.s.size())
+                       : fmt::format("\"{}\"", v.s);
         case ValueType::Array:
             return fmt::format("[{} x {}]", v.array.size(), value_type_name(v.elem_type));
-        case ValueType::Bool: return v.u ? "true" : "false";
+        case ValueType::Bool:
+            return v.u ? "true" : "false";
         case ValueType::Float32:
-        case ValueType::Float64: return fmt::format("{}", v.f);
+        case ValueType::Float64:
+            return fmt::format("{}", v.f);
         default:
             if (v.type == ValueType::UInt64 || v.type == ValueType::UInt32 ||
                 v.type == ValueType::UInt16 || v.type == ValueType::UInt8) {

@@ -37,10 +37,10 @@ std::string_view value_type_name(ValueType t);
 // elements (all of type elem_type).
 struct Value {
     ValueType type = ValueType::UInt8;
-    uint64_t u = 0;     // unsigned integers and bool
-    int64_t i = 0;      // signed integers
-    double f = 0;       // floats
-    std::string s;      // strings
+    uint64_t u = 0;  // unsigned integers and bool
+    int64_t i = 0;   // signed integers
+    double f = 0;    // floats
+    std::string s;   // strings
     ValueType elem_type = ValueType::UInt8;
     std::vector<Value> array;
 
@@ -65,7 +65,7 @@ struct TensorInfo {
 };
 
 class File {
-public:
+  public:
     // Maps and parses a file; throws FormatError (or Error for I/O problems) naming the path.
     static File open(const std::string& path);
     // Parses bytes that the caller keeps alive for the File's lifetime (tests, fuzzing).
@@ -99,7 +99,7 @@ public:
     // FormatError "missing tensor NAME" when absent.
     const TensorInfo& tensor(std::string_view name) const;
 
-private:
+  private:
     File() = default;
     struct Mapping;
     void parse_all();

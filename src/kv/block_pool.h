@@ -8,7 +8,7 @@
 namespace vela {
 
 class BlockPool {
-public:
+  public:
     explicit BlockPool(int64_t num_blocks);
 
     bool can_allocate(int64_t n) const { return n <= num_free(); }
@@ -22,7 +22,7 @@ public:
     int64_t num_free() const { return static_cast<int64_t>(free_.size()); }
     int64_t num_total() const { return static_cast<int64_t>(refs_.size()); }
 
-private:
+  private:
     void check_id(int32_t id) const;
 
     std::vector<int32_t> refs_;

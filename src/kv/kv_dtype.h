@@ -38,9 +38,12 @@ struct KvElement<KvF16> {
 template <class Fn>
 decltype(auto) visit_kv_dtype(DType dtype, Fn&& fn) {
     switch (dtype) {
-        case DType::F32: return fn(float{});
-        case DType::F16: return fn(KvF16{});
-        default: break;
+        case DType::F32:
+            return fn(float{});
+        case DType::F16:
+            return fn(KvF16{});
+        default:
+            break;
     }
     fail<InvalidArgument>("KV cache dtype {} is not supported (F32 or F16)", dtype_name(dtype));
 }

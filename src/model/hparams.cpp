@@ -13,7 +13,9 @@ namespace {
 // Qwen2 adds QKV biases and rotates NeoX-style.
 constexpr std::array<std::string_view, 4> kSupported = {"llama", "mistral", "qwen2", "smollm"};
 
-bool uses_neox_rope(const std::string& arch) { return arch == "qwen2"; }
+bool uses_neox_rope(const std::string& arch) {
+    return arch == "qwen2";
+}
 
 RopeScaling parse_scaling(const std::string& path, const std::string& s) {
     if (s.empty() || s == "none") return RopeScaling::None;
@@ -39,7 +41,8 @@ HParams HParams::from_gguf(const gguf::File& f) {
     h.n_heads = f.require_int(a + "attention.head_count");
     h.n_kv_heads = f.get_int(a + "attention.head_count_kv").value_or(h.n_heads);
     h.n_ctx_train = f.get_int(a + "context_length").value_or(2048);
-    h.rms_eps = static_cast<float>(f.get_float(a + "attention.layer_norm_rms_epsilon").value_or(1e-5));
+    h.rms_eps =
+        static_cast<float>(f.get_float(a + "attention.layer_norm_rms_epsilon").value_or(1e-5));
     if (h.n_layers <= 0 || h.n_embd <= 0 || h.n_ff <= 0 || h.n_heads <= 0 || h.n_kv_heads <= 0 ||
         h.n_heads % h.n_kv_heads != 0) {
         fail<FormatError>("{}: inconsistent sizes: layers {}, embedding {}, ffn {}, heads {}/{}",
@@ -69,12 +72,16 @@ HParams HParams::from_gguf(const gguf::File& f) {
         r.scaling = RopeScaling::Linear;
         r.factor = static_cast<float>(*scale);
     }
-    if (!(r.factor > 0.f)) fail<FormatError>("{}: rope scaling factor {} must be > 0", f.path(), r.factor);
+    if (!(r.factor > 0.f))
+        fail<FormatError>("{}: rope scaling factor {} must be > 0", f.path(), r.factor);
     r.original_context =
         f.get_int(a + "rope.scaling.original_context_length").value_or(h.n_ctx_train);
-    r.yarn_beta_fast = static_cast<float>(f.get_float(a + "rope.scaling.yarn_beta_fast").value_or(32.0));
-    r.yarn_beta_slow = static_cast<float>(f.get_float(a + "rope.scaling.yarn_beta_slow").value_or(1.0));
-    r.yarn_attn_factor = static_cast<float>(f.get_float(a + "rope.scaling.attn_factor").value_or(1.0));
+    r.yarn_beta_fast =
+        static_cast<float>(f.get_float(a + "rope.scaling.yarn_beta_fast").value_or(32.0));
+    r.yarn_beta_slow =
+        static_cast<float>(f.get_float(a + "rope.scaling.yarn_beta_slow").value_or(1.0));
+    r.yarn_attn_factor =
+        static_cast<float>(f.get_float(a + "rope.scaling.attn_factor").value_or(1.0));
     return h;
 }
 

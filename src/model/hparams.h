@@ -12,10 +12,10 @@ enum class RopeScaling { None, Linear, Yarn, Llama3 };
 
 struct RopeParams {
     float theta = 10000.f;
-    int64_t dim = 0;        // rotated dimensions per head (<= head_dim)
-    bool neox = false;      // pairs (i, i + dim/2) instead of (2i, 2i+1)
+    int64_t dim = 0;    // rotated dimensions per head (<= head_dim)
+    bool neox = false;  // pairs (i, i + dim/2) instead of (2i, 2i+1)
     RopeScaling scaling = RopeScaling::None;
-    float factor = 1.f;     // context extension factor (linear/yarn/llama3)
+    float factor = 1.f;  // context extension factor (linear/yarn/llama3)
     int64_t original_context = 0;
     float yarn_beta_fast = 32.f;
     float yarn_beta_slow = 1.f;
@@ -26,7 +26,7 @@ struct RopeParams {
 };
 
 struct HParams {
-    std::string arch;       // "llama", "qwen2", ...
+    std::string arch;  // "llama", "qwen2", ...
     int64_t n_layers = 0;
     int64_t n_embd = 0;
     int64_t n_heads = 0;

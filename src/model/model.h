@@ -15,7 +15,7 @@
 namespace vela {
 
 class Model {
-public:
+  public:
     // Maps the file, reads hyper-parameters and binds the weights (FormatError on problems).
     explicit Model(const std::string& path);
     ~Model();
@@ -29,7 +29,7 @@ public:
     // at batch.slots; logits (n_logit_rows x n_vocab, sequence order) are written to `logits`.
     void forward(const Batch& batch, KvCache& kv, Backend& backend, std::vector<float>& logits);
 
-private:
+  private:
     struct Scratch;
     void layer(int64_t il, const Batch& batch, KvCache& kv, Backend& backend, Scratch& s);
 

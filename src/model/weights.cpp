@@ -9,7 +9,7 @@ namespace vela {
 namespace {
 
 class Binder {
-public:
+  public:
     Binder(const gguf::File& f) : f_(f) {}
 
     Weight matrix(const std::string& name, int64_t rows, int64_t cols) const {
@@ -18,7 +18,8 @@ public:
     Weight vector(const std::string& name, int64_t n) const {
         Weight w = check(f_.tensor(name), 1, n);
         if (w.type != DType::F32) {
-            fail<FormatError>("{}: tensor '{}' must be F32, is {}", f_.path(), name, dtype_name(w.type));
+            fail<FormatError>("{}: tensor '{}' must be F32, is {}", f_.path(), name,
+                              dtype_name(w.type));
         }
         return w;
     }
@@ -26,7 +27,7 @@ public:
         return f_.find_tensor(name) ? vector(name, n) : Weight{};
     }
 
-private:
+  private:
     Weight check(const gguf::TensorInfo& t, int64_t rows, int64_t cols) const {
         const bool is_vector = rows == 1 && t.shape.size() == 1;
         const bool ok = is_vector || (t.shape.size() == 2 && t.shape[1] == rows);

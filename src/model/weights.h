@@ -19,9 +19,9 @@ struct LayerWeights {
 };
 
 struct ModelWeights {
-    Weight token_embd;   // [n_vocab rows of n_embd]
+    Weight token_embd;  // [n_vocab rows of n_embd]
     Weight output_norm;
-    Weight output;       // the LM head; token_embd when the embeddings are tied
+    Weight output;  // the LM head; token_embd when the embeddings are tied
     const float* rope_freq_factors = nullptr;  // Llama-3 scaling; null when absent
     std::vector<LayerWeights> layers;
 

@@ -21,7 +21,8 @@ float lane_max(std::span<const T> v, Get get) {
     std::fill(std::begin(acc), std::end(acc), kNegInf);
     size_t i = 0;
     for (; i + kLanes <= v.size(); i += kLanes)
-        for (size_t j = 0; j < kLanes; ++j) acc[j] = acc[j] < get(v[i + j]) ? get(v[i + j]) : acc[j];
+        for (size_t j = 0; j < kLanes; ++j)
+            acc[j] = acc[j] < get(v[i + j]) ? get(v[i + j]) : acc[j];
     float m = kNegInf;
     for (float a : acc) m = m < a ? a : m;
     for (; i < v.size(); ++i) m = m < get(v[i]) ? get(v[i]) : m;
@@ -30,7 +31,8 @@ float lane_max(std::span<const T> v, Get get) {
 
 float max_logit(const Candidates& c) {
     if (c.sorted) return c.items.front().logit;
-    return lane_max(std::span<const Candidate>(c.items), [](const Candidate& x) { return x.logit; });
+    return lane_max(std::span<const Candidate>(c.items),
+                    [](const Candidate& x) { return x.logit; });
 }
 
 // w[i] = exp((logit_i - m) * inv_t): a branch-free loop the compiler vectorises.
@@ -51,7 +53,6 @@ double sum_double(std::span<const float> w) {
     for (; i < w.size(); ++i) z += w[i];
     return z;
 }
-
 
 // Below this many candidates a full sort is cheaper than the bucket passes.
 constexpr size_t kSortLimit = 1024;
@@ -180,10 +181,12 @@ void top_k(std::span<const float> logits, int32_t k, Candidates& out) {
     for (; i + kBlock <= logits.size(); i += kBlock) {
         if (out.items.size() == keep) {
             float block_max = kNegInf;
-            for (size_t j = 0; j < kBlock; ++j) block_max = block_max < v[i + j] ? v[i + j] : block_max;
+            for (size_t j = 0; j < kBlock; ++j)
+                block_max = block_max < v[i + j] ? v[i + j] : block_max;
             if (block_max < out.items.front().logit) continue;
         }
-        for (size_t j = i; j < i + kBlock; ++j) offer(out.items, keep, {static_cast<int32_t>(j), v[j]});
+        for (size_t j = i; j < i + kBlock; ++j)
+            offer(out.items, keep, {static_cast<int32_t>(j), v[j]});
     }
     for (; i < logits.size(); ++i) offer(out.items, keep, {static_cast<int32_t>(i), v[i]});
     std::sort(out.items.begin(), out.items.end(), ranks_before);
@@ -217,7 +220,9 @@ void min_p(Candidates& c, float p) {
     if (p <= 0.0f || c.items.empty()) return;
     // p_i >= p * p_max  <=>  logit_i >= max + log(p): no exponentials needed.
     const double threshold = static_cast<double>(max_logit(c)) + std::log(static_cast<double>(p));
-    auto below = [threshold](const Candidate& x) { return static_cast<double>(x.logit) < threshold; };
+    auto below = [threshold](const Candidate& x) {
+        return static_cast<double>(x.logit) < threshold;
+    };
     if (c.sorted) {
         auto cut = std::find_if(c.items.begin(), c.items.end(), below);
         c.items.erase(cut, c.items.end());

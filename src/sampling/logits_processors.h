@@ -30,7 +30,8 @@ inline bool ranks_before(const Candidate& a, const Candidate& b) {
 struct Candidates {
     std::vector<Candidate> items;
     bool sorted = false;  // false: ascending token id; true: ranks_before order
-    std::vector<float> scratch;  // processors' work buffer, kept to avoid a vocab-sized allocation per token
+    std::vector<float>
+        scratch;  // processors' work buffer, kept to avoid a vocab-sized allocation per token
 };
 
 // Applies the penalties to tokens seen in the last `penalty_last_n` entries of history.

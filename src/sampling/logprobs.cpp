@@ -29,7 +29,8 @@ void log_softmax(std::span<const float> logits, std::span<float> out) {
 
 float token_logprob(std::span<const float> logits, int32_t token) {
     if (token < 0 || static_cast<size_t>(token) >= logits.size())
-        fail<InvalidArgument>("logprobs: token {} outside the vocabulary of {}", token, logits.size());
+        fail<InvalidArgument>("logprobs: token {} outside the vocabulary of {}", token,
+                              logits.size());
     return static_cast<float>(logits[static_cast<size_t>(token)] - log_sum_exp(logits));
 }
 

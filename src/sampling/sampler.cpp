@@ -20,7 +20,8 @@ const SamplingParams& validated(const SamplingParams& p) {
 }
 
 [[noreturn]] void fail_no_candidate(size_t vocab) {
-    fail<InvalidArgument>("sampling: none of the {} logits is above -inf (all masked or NaN)", vocab);
+    fail<InvalidArgument>("sampling: none of the {} logits is above -inf (all masked or NaN)",
+                          vocab);
 }
 
 }  // namespace
@@ -72,11 +73,13 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
 int32_t Sampler::sample_from(std::span<const float> probs) {
     double total = 0.0;
     for (float w : probs) {
-        if (!(w >= 0.0f)) fail<InvalidArgument>("sampling: distribution has a weight {} (< 0 or NaN)", w);
+        if (!(w >= 0.0f))
+            fail<InvalidArgument>("sampling: distribution has a weight {} (< 0 or NaN)", w);
         total += w;
     }
     if (!(total > 0.0) || !std::isfinite(total))
-        fail<InvalidArgument>("sampling: distribution over {} tokens sums to {}", probs.size(), total);
+        fail<InvalidArgument>("sampling: distribution over {} tokens sums to {}", probs.size(),
+                              total);
     const double target = uniform() * total;
     double cum = 0.0;
     int32_t last_positive = 0;
@@ -100,7 +103,8 @@ void Sampler::distribution(std::span<const float> logits, std::span<const int32_
         return;
     }
     for (size_t i = 0; i < weights_.size(); ++i)
-        probs[static_cast<size_t>(candidates_.items[i].token)] = static_cast<float>(weights_[i] / total_);
+        probs[static_cast<size_t>(candidates_.items[i].token)] =
+            static_cast<float>(weights_[i] / total_);
 }
 
 }  // namespace vela

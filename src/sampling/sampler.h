@@ -16,7 +16,7 @@
 namespace vela {
 
 class Sampler {
-public:
+  public:
     // Validates params (throws InvalidArgument) and seeds the RNG.
     explicit Sampler(const SamplingParams& params);
 
@@ -43,7 +43,7 @@ public:
     const SamplingParams& params() const { return params_; }
     uint64_t seed() const { return seed_; }  // the seed actually used (drawn if kRandomSeed)
 
-private:
+  private:
     // Penalties (into `logits` itself) then truncation into candidates_; false when greedy.
     bool process(std::span<float> logits, std::span<const int32_t> history);
 
@@ -51,9 +51,9 @@ private:
     uint64_t seed_;
     std::mt19937_64 rng_;
     sampling::Candidates candidates_;
-    std::vector<float> weights_;  // unnormalised, aligned with candidates_
-    double total_ = 0.0;          // their sum
-    std::vector<int32_t> counts_;  // penalties' occurrence table, zero between calls
+    std::vector<float> weights_;    // unnormalised, aligned with candidates_
+    double total_ = 0.0;            // their sum
+    std::vector<int32_t> counts_;   // penalties' occurrence table, zero between calls
     std::vector<float> penalized_;  // distribution()'s copy: its logits are const
 };
 

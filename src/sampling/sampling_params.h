@@ -5,15 +5,15 @@
 namespace vela {
 
 struct SamplingParams {
-    float temperature = 0.8f;           // 0 => greedy (argmax, ties to the lowest id)
-    int32_t top_k = 40;                 // <= 0 => disabled
-    float top_p = 0.95f;                // 1 => disabled
-    float min_p = 0.05f;                // 0 => disabled
-    float repetition_penalty = 1.0f;    // CTRL style: divide positive logits, multiply negative
-    float frequency_penalty = 0.0f;     // OpenAI style: subtracted once per occurrence
-    float presence_penalty = 0.0f;      // OpenAI style: subtracted once if present at all
-    int32_t penalty_last_n = 64;        // recent tokens the penalties look at (-1 = all, 0 = off)
-    uint64_t seed = kRandomSeed;        // kRandomSeed => drawn from std::random_device
+    float temperature = 0.8f;         // 0 => greedy (argmax, ties to the lowest id)
+    int32_t top_k = 40;               // <= 0 => disabled
+    float top_p = 0.95f;              // 1 => disabled
+    float min_p = 0.05f;              // 0 => disabled
+    float repetition_penalty = 1.0f;  // CTRL style: divide positive logits, multiply negative
+    float frequency_penalty = 0.0f;   // OpenAI style: subtracted once per occurrence
+    float presence_penalty = 0.0f;    // OpenAI style: subtracted once if present at all
+    int32_t penalty_last_n = 64;      // recent tokens the penalties look at (-1 = all, 0 = off)
+    uint64_t seed = kRandomSeed;      // kRandomSeed => drawn from std::random_device
 
     static constexpr uint64_t kRandomSeed = 0xFFFFFFFFFFFFFFFFull;
 
@@ -22,8 +22,8 @@ struct SamplingParams {
     void validate() const;
 
     bool penalties_enabled() const {
-        return penalty_last_n != 0 &&
-               (repetition_penalty != 1.0f || frequency_penalty != 0.0f || presence_penalty != 0.0f);
+        return penalty_last_n != 0 && (repetition_penalty != 1.0f || frequency_penalty != 0.0f ||
+                                       presence_penalty != 0.0f);
     }
 };
 

@@ -36,8 +36,9 @@ StopChecker::Update StopChecker::push(std::string_view text) {
     for (size_t i = 0; i < stops_.size(); ++i) {
         const size_t at = pending_.find(stops_[i]);
         if (at == std::string::npos) continue;
-        const bool better = at < first ||
-                            (at == first && stops_[i].size() > stops_[static_cast<size_t>(u.stop_index)].size());
+        const bool better =
+            at < first ||
+            (at == first && stops_[i].size() > stops_[static_cast<size_t>(u.stop_index)].size());
         if (better) {
             first = at;
             u.stop_index = static_cast<int>(i);

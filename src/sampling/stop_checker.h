@@ -11,7 +11,7 @@
 namespace vela {
 
 class StopChecker {
-public:
+  public:
     struct Update {
         std::string text;      // safe to stream now
         bool stopped = false;  // a stop string completed; text ends right before it
@@ -34,7 +34,7 @@ public:
     bool stopped() const { return stopped_; }
     const std::vector<std::string>& stops() const { return stops_; }
 
-private:
+  private:
     std::vector<std::string> stops_;
     std::string pending_;  // text received but not yet released
     bool stopped_ = false;

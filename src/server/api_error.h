@@ -2,7 +2,6 @@
 // An error the server reports to the client: one HTTP status and the OpenAI error object
 // {"error": {"message", "type", "param", "code"}}.
 #include <nlohmann/json.hpp>
-
 #include <stdexcept>
 #include <string>
 
@@ -23,8 +22,12 @@ struct ApiError : std::runtime_error {
     std::string code;   // machine-readable reason, "" when none
 
     nlohmann::json body() const {
-        auto opt = [](const std::string& s) { return s.empty() ? nlohmann::json() : nlohmann::json(s); };
-        return {{"error", {{"message", what()}, {"type", type}, {"param", opt(param)}, {"code", opt(code)}}}};
+        auto opt = [](const std::string& s) {
+            return s.empty() ? nlohmann::json() : nlohmann::json(s);
+        };
+        return {
+            {"error",
+             {{"message", what()}, {"type", type}, {"param", opt(param)}, {"code", opt(code)}}}};
     }
 };
 

@@ -112,7 +112,8 @@ void EngineService::admit(Pending& p) {
     p.channel->accept();
 }
 
-void EngineService::apply_cancellations(const std::vector<std::shared_ptr<RequestChannel>>& cancelled) {
+void EngineService::apply_cancellations(
+    const std::vector<std::shared_ptr<RequestChannel>>& cancelled) {
     if (cancelled.empty()) return;
     for (const auto& [id, live] : live_) {
         for (const auto& c : cancelled) {
@@ -143,7 +144,8 @@ void EngineService::deliver(const std::vector<StepOutput>& outputs) {
         if (it == live_.end()) continue;  // aborted before its channel was accepted
         Live& live = it->second;
         if (out.token >= 0) {
-            const Clock::time_point since = live.has_token ? live.last_token : live.channel->created();
+            const Clock::time_point since =
+                live.has_token ? live.last_token : live.channel->created();
             const double dt = std::chrono::duration<double>(now - since).count();
             if (live.has_token) {
                 metrics_.observe_itl(dt);

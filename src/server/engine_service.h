@@ -31,7 +31,7 @@ struct ShuttingDown : std::runtime_error {
 };
 
 class EngineService {
-public:
+  public:
     EngineService(Engine& engine, ServiceConfig config, ServerMetrics& metrics);
     ~EngineService();  // stops the thread, aborting whatever is still running
 
@@ -48,7 +48,7 @@ public:
     EngineStats stats() const;
     int64_t outstanding() const { return outstanding_.load(); }
 
-private:
+  private:
     struct Pending {
         std::shared_ptr<RequestChannel> channel;
         std::vector<Request> requests;

@@ -21,7 +21,8 @@ void apply(std::vector<ChoiceState>& choices, const ChannelEvent& e) {
     if (e.output.finish != FinishReason::None) c.finish = e.output.finish;
 }
 
-void count_usage(ServerMetrics& metrics, const GenerationSpec& spec, const std::vector<ChoiceState>& choices) {
+void count_usage(ServerMetrics& metrics, const GenerationSpec& spec,
+                 const std::vector<ChoiceState>& choices) {
     int64_t completion = 0;
     for (const ChoiceState& c : choices) completion += c.completion_tokens;
     metrics.count_request_tokens(static_cast<int64_t>(spec.base.prompt.size()), completion);
@@ -41,7 +42,8 @@ std::shared_ptr<RequestChannel> start_generation(EngineService& service, const G
     }
     if (!channel->wait_accepted(deadline)) {
         service.cancel(channel);
-        throw ApiError(408, "the request timed out waiting for the engine", "timeout", "", "timeout");
+        throw ApiError(408, "the request timed out waiting for the engine", "timeout", "",
+                       "timeout");
     }
     if (channel->rejected()) {
         throw ApiError(400, channel->rejection(), "invalid_request_error", "", "invalid_value");
@@ -101,7 +103,8 @@ std::string SseStream::next(bool& done) {
         apply(choices_, e);
         const bool first = !started_[e.choice];
         const bool new_logprobs = choices_[e.choice].logprobs.size() > logprobs_before;
-        if (e.output.text.empty() && e.output.finish == FinishReason::None && !first && !new_logprobs) {
+        if (e.output.text.empty() && e.output.finish == FinishReason::None && !first &&
+            !new_logprobs) {
             continue;
         }
         started_[e.choice] = true;

@@ -23,16 +23,17 @@ nlohmann::json run_to_completion(EngineService& service, const GenerationSpec& s
 
 // Produces the SSE events of one streamed response. Not thread-safe: one HTTP thread pulls.
 class SseStream {
-public:
+  public:
     SseStream(EngineService& service, GenerationSpec spec, ResponseMeta meta,
-              std::shared_ptr<RequestChannel> channel, Clock::time_point deadline, ServerMetrics& metrics);
+              std::shared_ptr<RequestChannel> channel, Clock::time_point deadline,
+              ServerMetrics& metrics);
     ~SseStream();  // cancels the generation unless it finished (client gone, write failed)
 
     // Waits for the next increments and returns their events ("" when none arrived yet);
     // sets `done` with the final events (usage, [DONE]).
     std::string next(bool& done);
 
-private:
+  private:
     std::string finish_events();
 
     EngineService& service_;

@@ -21,17 +21,17 @@ namespace vela::server {
 
 struct ServerOptions {
     std::string host = "127.0.0.1";
-    int port = 8080;                           // 0: any free port (see HttpServer::bind)
-    std::string api_key;                       // empty: no authentication
+    int port = 8080;      // 0: any free port (see HttpServer::bind)
+    std::string api_key;  // empty: no authentication
     size_t max_body_bytes = size_t{8} << 20;
-    std::chrono::seconds timeout{600};         // whole request, generation included
-    int http_threads = 64;                     // concurrent connections being served
+    std::chrono::seconds timeout{600};  // whole request, generation included
+    int http_threads = 64;              // concurrent connections being served
     std::string model_name = "vela";
     ProtocolLimits limits;
 };
 
 class HttpServer {
-public:
+  public:
     HttpServer(ServerOptions options, const Tokenizer& tokenizer, EngineService& service,
                ServerMetrics& metrics);
     ~HttpServer();
@@ -42,7 +42,7 @@ public:
     void listen();
     void stop();
 
-private:
+  private:
     void install_routes();
     void handle_generation(Endpoint endpoint, const httplib::Request& req, httplib::Response& res);
 

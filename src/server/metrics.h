@@ -14,12 +14,12 @@ namespace vela::server {
 
 // Cumulative histogram with fixed upper bounds (seconds), as Prometheus expects.
 class Histogram {
-public:
+  public:
     explicit Histogram(std::vector<double> bounds);
     void observe(double seconds);
     void render(std::string& out, const std::string& name, const std::string& help) const;
 
-private:
+  private:
     std::vector<double> bounds_;
     std::vector<int64_t> counts_;  // one per bound plus +Inf, not cumulative
     double sum_ = 0;
@@ -27,7 +27,7 @@ private:
 };
 
 class ServerMetrics {
-public:
+  public:
     ServerMetrics();
 
     void count_response(int status);
@@ -38,7 +38,7 @@ public:
     // Prometheus text exposition (version 0.0.4).
     std::string render(const EngineStats& engine) const;
 
-private:
+  private:
     mutable std::mutex mu_;
     std::map<int, int64_t> responses_by_status_;
     int64_t prompt_tokens_ = 0;

@@ -24,8 +24,12 @@ json finish_json(FinishReason r) {
 
 json envelope(const GenerationSpec& spec, const ResponseMeta& meta, bool chunk) {
     const bool chat = spec.endpoint == Endpoint::Chat;
-    const char* object = chat ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion";
-    return {{"id", meta.id}, {"object", object}, {"created", meta.created}, {"model", meta.model},
+    const char* object =
+        chat ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion";
+    return {{"id", meta.id},
+            {"object", object},
+            {"created", meta.created},
+            {"model", meta.model},
             {"system_fingerprint", "vela"}};
 }
 
@@ -49,11 +53,14 @@ json logprobs_json(const GenerationSpec& spec, const ChoiceState& c, size_t from
         if (chat) {
             json top = json::array();
             for (size_t j = 1; j < entry.size(); ++j) {
-                top.push_back({{"token", entry[j].bytes}, {"logprob", entry[j].logprob},
+                top.push_back({{"token", entry[j].bytes},
+                               {"logprob", entry[j].logprob},
                                {"bytes", bytes_json(entry[j].bytes)}});
             }
-            content.push_back({{"token", sampled.bytes}, {"logprob", sampled.logprob},
-                               {"bytes", bytes_json(sampled.bytes)}, {"top_logprobs", std::move(top)}});
+            content.push_back({{"token", sampled.bytes},
+                               {"logprob", sampled.logprob},
+                               {"bytes", bytes_json(sampled.bytes)},
+                               {"top_logprobs", std::move(top)}});
         } else {
             tokens.push_back(sampled.bytes);
             token_logprobs.push_back(sampled.logprob);
@@ -64,8 +71,10 @@ json logprobs_json(const GenerationSpec& spec, const ChoiceState& c, size_t from
         }
     }
     if (chat) return {{"content", std::move(content)}, {"refusal", nullptr}};
-    return {{"tokens", std::move(tokens)}, {"token_logprobs", std::move(token_logprobs)},
-            {"top_logprobs", std::move(tops)}, {"text_offset", std::move(offsets)}};
+    return {{"tokens", std::move(tokens)},
+            {"token_logprobs", std::move(token_logprobs)},
+            {"top_logprobs", std::move(tops)},
+            {"text_offset", std::move(offsets)}};
 }
 
 }  // namespace

@@ -1,7 +1,6 @@
 #pragma once
 // Builds the OpenAI response objects: whole responses, SSE chunks, usage.
 #include <nlohmann/json.hpp>
-
 #include <string>
 #include <vector>
 

@@ -28,7 +28,8 @@ void RequestChannel::push(size_t choice, StepOutput output) {
     cv_.notify_all();
 }
 
-RequestChannel::Poll RequestChannel::wait(std::vector<ChannelEvent>& out, Clock::time_point deadline) {
+RequestChannel::Poll RequestChannel::wait(std::vector<ChannelEvent>& out,
+                                          Clock::time_point deadline) {
     std::unique_lock lock(mu_);
     const bool woke = cv_.wait_until(lock, deadline, [&] {
         return state_ == State::Rejected || !events_.empty() || n_finished_ == n_choices_;

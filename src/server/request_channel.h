@@ -21,7 +21,7 @@ struct ChannelEvent {
 };
 
 class RequestChannel {
-public:
+  public:
     enum class Poll { Events, Done, Rejected, Timeout };
 
     explicit RequestChannel(size_t n_choices) : n_choices_(n_choices) {}
@@ -43,7 +43,7 @@ public:
     size_t n_choices() const { return n_choices_; }
     Clock::time_point created() const { return created_; }
 
-private:
+  private:
     enum class State { Pending, Accepted, Rejected };
 
     const size_t n_choices_;

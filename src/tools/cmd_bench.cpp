@@ -7,9 +7,9 @@
 #include <cmath>
 #include <random>
 
+#include "engine/forward_driver.h"
 #include "tools/commands.h"
 #include "tools/common.h"
-#include "engine/forward_driver.h"
 
 namespace vela::cli {
 namespace {
@@ -34,12 +34,14 @@ Result measure(const std::string& name, int64_t n_tokens, int reps, F&& run_once
     for (int r = 0; r < reps; ++r) {
         const auto t0 = std::chrono::steady_clock::now();
         run_once();
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const double s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         rates.push_back(static_cast<double>(n_tokens) / s);
     }
     double mean = 0, var = 0;
     for (double x : rates) mean += x / static_cast<double>(rates.size());
-    for (double x : rates) var += (x - mean) * (x - mean) / static_cast<double>(std::max<size_t>(1, rates.size() - 1));
+    for (double x : rates)
+        var += (x - mean) * (x - mean) / static_cast<double>(std::max<size_t>(1, rates.size() - 1));
     return {name, mean, std::sqrt(var)};
 }
 
@@ -50,7 +52,8 @@ int run_bench(const BenchOptions& o) {
     std::vector<int32_t> prompt(static_cast<size_t>(o.n_prompt));
     for (auto& t : prompt) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(n_vocab));
     const int64_t ctx = std::max(o.n_prompt, o.n_gen) + 16;
-    vela::ForwardDriver driver(*rt.model, *rt.backend, ctx, std::max<int64_t>(o.common.batch_size, o.n_prompt));
+    vela::ForwardDriver driver(*rt.model, *rt.backend, ctx,
+                               std::max<int64_t>(o.common.batch_size, o.n_prompt));
     std::vector<Result> results;
     if (o.n_prompt > 0) {
         results.push_back(measure(fmt::format("pp{}", o.n_prompt), o.n_prompt, o.repetitions,
@@ -67,8 +70,10 @@ int run_bench(const BenchOptions& o) {
     if (o.json) {
         fmt::print("[");
         for (size_t i = 0; i < results.size(); ++i) {
-            fmt::print("{}{{\"test\": \"{}\", \"threads\": {}, \"tokens_per_second\": {:.3f}, \"stddev\": {:.3f}}}",
-                       i ? ", " : "", results[i].test, threads, results[i].mean, results[i].stddev);
+            fmt::print(
+                "{}{{\"test\": \"{}\", \"threads\": {}, \"tokens_per_second\": {:.3f}, \"stddev\": "
+                "{:.3f}}}",
+                i ? ", " : "", results[i].test, threads, results[i].mean, results[i].stddev);
         }
         fmt::print("]\n");
         return 0;
@@ -86,11 +91,16 @@ int run_bench(const BenchOptions& o) {
 
 void register_bench(CLI::App& app) {
     auto o = std::make_shared<BenchOptions>();
-    CLI::App* cmd = app.add_subcommand("bench", "prefill and decode throughput (llama-bench style pp/tg)");
+    CLI::App* cmd =
+        app.add_subcommand("bench", "prefill and decode throughput (llama-bench style pp/tg)");
     add_common_options(*cmd, o->common);
-    cmd->add_option("-p,--n-prompt", o->n_prompt, "prompt tokens for the pp test (0 skips)")->capture_default_str();
-    cmd->add_option("-n,--n-gen", o->n_gen, "generated tokens for the tg test (0 skips)")->capture_default_str();
-    cmd->add_option("-r,--repetitions", o->repetitions, "repetitions")->check(CLI::Range(1, 1000))->capture_default_str();
+    cmd->add_option("-p,--n-prompt", o->n_prompt, "prompt tokens for the pp test (0 skips)")
+        ->capture_default_str();
+    cmd->add_option("-n,--n-gen", o->n_gen, "generated tokens for the tg test (0 skips)")
+        ->capture_default_str();
+    cmd->add_option("-r,--repetitions", o->repetitions, "repetitions")
+        ->check(CLI::Range(1, 1000))
+        ->capture_default_str();
     cmd->add_flag("--json", o->json, "print results as JSON");
     cmd->callback([o] { throw CLI::RuntimeError(run_guarded([o] { return run_bench(*o); })); });
 }

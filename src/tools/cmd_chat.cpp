@@ -35,7 +35,8 @@ int run_chat(const ChatOptions& o) {
         Request req;
         req.prompt = rt.tokenizer->encode(text, rt.tokenizer->add_bos_default(), true);
         if (static_cast<int64_t>(req.prompt.size()) + 1 >= o.common.ctx_size) {
-            std::fprintf(stderr, "vela: the conversation no longer fits the context (%lld tokens); "
+            std::fprintf(stderr,
+                         "vela: the conversation no longer fits the context (%lld tokens); "
                          "start a new chat or raise --ctx-size\n",
                          static_cast<long long>(req.prompt.size()));
             break;

@@ -28,7 +28,8 @@ int run_generate(const GenerateOptions& o) {
         prompt = apply_chat_template(*rt.tokenizer, std::span(&msg, 1), true);
     }
     Request req;
-    req.prompt = rt.tokenizer->encode(prompt, rt.tokenizer->add_bos_default(), /*parse_special=*/true);
+    req.prompt =
+        rt.tokenizer->encode(prompt, rt.tokenizer->add_bos_default(), /*parse_special=*/true);
     req.sampling = o.sampling.params;
     req.max_tokens = o.sampling.max_tokens;
     req.stop = o.sampling.stop;
@@ -53,7 +54,8 @@ int run_generate(const GenerateOptions& o) {
     const double prefill_s = std::chrono::duration<double>(t_first - t0).count();
     const double decode_s = std::chrono::duration<double>(t_end - t_first).count();
     const int64_t n_prompt = engine.stats().prompt_tokens;
-    std::fprintf(stderr, "\n\nprompt: %lld tokens in %.3f s (%.1f tok/s) | generated: %lld tokens, "
+    std::fprintf(stderr,
+                 "\n\nprompt: %lld tokens in %.3f s (%.1f tok/s) | generated: %lld tokens, "
                  "decode %.1f tok/s | finish: %s\n",
                  static_cast<long long>(n_prompt), prefill_s, n_prompt / prefill_s,
                  static_cast<long long>(n_generated),
@@ -70,7 +72,8 @@ void register_generate(CLI::App& app) {
     add_sampling_options(*cmd, o->sampling);
     cmd->add_option("-p,--prompt", o->prompt, "prompt text");
     cmd->add_option("-f,--file", o->prompt_file, "read the prompt from a file");
-    cmd->add_flag("--chat", o->chat, "wrap the prompt as a user message in the model's chat template");
+    cmd->add_flag("--chat", o->chat,
+                  "wrap the prompt as a user message in the model's chat template");
     cmd->callback([o] { throw CLI::RuntimeError(run_guarded([o] { return run_generate(*o); })); });
 }
 

@@ -19,10 +19,12 @@ struct InfoOptions {
 int run_info(const InfoOptions& o) {
     const std::string path = o.model.empty() ? default_model_path() : o.model;
     const gguf::File f = gguf::File::open(path);
-    fmt::print("file:          {} ({:.1f} MiB, GGUF v{})\n", path, f.size() / 1048576.0, f.version());
+    fmt::print("file:          {} ({:.1f} MiB, GGUF v{})\n", path, f.size() / 1048576.0,
+               f.version());
     const HParams hp = HParams::from_gguf(f);
     fmt::print("architecture:  {} ({})\n", hp.arch, f.get_string("general.name").value_or("?"));
-    fmt::print("layers:        {}\nembedding:     {}\nffn:           {}\n", hp.n_layers, hp.n_embd, hp.n_ff);
+    fmt::print("layers:        {}\nembedding:     {}\nffn:           {}\n", hp.n_layers, hp.n_embd,
+               hp.n_ff);
     fmt::print("heads:         {} query, {} key/value (GQA {}:1), head dim {}\n", hp.n_heads,
                hp.n_kv_heads, hp.n_heads / hp.n_kv_heads, hp.head_dim);
     fmt::print("rope:          theta {}, {} dims, {} layout\n", hp.rope.theta, hp.rope.dim,
@@ -51,7 +53,8 @@ int run_info(const InfoOptions& o) {
     const std::string& tmpl = tok.chat_template();
     fmt::print("chat template: {}\n", tmpl.empty() ? "(none: ChatML is used)" : tmpl);
     if (o.all_metadata) {
-        for (const auto& [key, value] : f.metadata()) fmt::print("  {} = {}\n", key, gguf::describe(value));
+        for (const auto& [key, value] : f.metadata())
+            fmt::print("  {} = {}\n", key, gguf::describe(value));
     }
     return 0;
 }
@@ -60,7 +63,8 @@ int run_info(const InfoOptions& o) {
 
 void register_info(CLI::App& app) {
     auto o = std::make_shared<InfoOptions>();
-    CLI::App* cmd = app.add_subcommand("info", "show a model's architecture, sizes, tensor types and tokenizer");
+    CLI::App* cmd = app.add_subcommand(
+        "info", "show a model's architecture, sizes, tensor types and tokenizer");
     cmd->add_option("-m,--model", o->model, "GGUF model file (default: the bundled SmolLM2-135M)");
     cmd->add_flag("--metadata", o->all_metadata, "also list every metadata key");
     cmd->callback([o] { throw CLI::RuntimeError(run_guarded([o] { return run_info(*o); })); });

@@ -6,10 +6,10 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "engine/forward_driver.h"
 #include "sampling/logprobs.h"
 #include "tools/commands.h"
 #include "tools/common.h"
-#include "engine/forward_driver.h"
 
 namespace vela::cli {
 namespace {
@@ -43,14 +43,15 @@ int run_perplexity(const PerplexityOptions& o) {
         const std::vector<float>& logits = driver.evaluate(chunk, /*all_logits=*/true);
         const size_t V = static_cast<size_t>(rt.model->hparams().n_vocab);
         for (int64_t j = first; j + 1 < n_ctx; ++j) {
-            nll -= token_logprob(std::span(logits).subspan(static_cast<size_t>(j) * V, V), chunk[j + 1]);
+            nll -= token_logprob(std::span(logits).subspan(static_cast<size_t>(j) * V, V),
+                                 chunk[j + 1]);
             ++count;
         }
         fmt::print(stderr, "[{}]{:.4f} ", c + 1, std::exp(nll / count));
     }
     const double ppl = std::exp(nll / count);
-    fmt::print("\nFinal estimate: PPL = {:.4f} over {} scored tokens ({} chunks of {})\n", ppl, count,
-               n_chunks, n_ctx);
+    fmt::print("\nFinal estimate: PPL = {:.4f} over {} scored tokens ({} chunks of {})\n", ppl,
+               count, n_chunks, n_ctx);
     return 0;
 }
 
@@ -59,11 +60,13 @@ int run_perplexity(const PerplexityOptions& o) {
 void register_perplexity(CLI::App& app) {
     auto o = std::make_shared<PerplexityOptions>();
     o->common.ctx_size = 512;
-    CLI::App* cmd = app.add_subcommand("perplexity", "chunked perplexity of a text file (llama.cpp method)");
+    CLI::App* cmd =
+        app.add_subcommand("perplexity", "chunked perplexity of a text file (llama.cpp method)");
     add_common_options(*cmd, o->common);
     cmd->add_option("file", o->file, "text file")->required();
     cmd->add_option("--chunks", o->max_chunks, "evaluate at most this many chunks");
-    cmd->callback([o] { throw CLI::RuntimeError(run_guarded([o] { return run_perplexity(*o); })); });
+    cmd->callback(
+        [o] { throw CLI::RuntimeError(run_guarded([o] { return run_perplexity(*o); })); });
 }
 
 std::string read_text_file(const std::string& path) {

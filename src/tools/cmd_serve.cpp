@@ -57,9 +57,10 @@ int run_serve(ServeOptions& o) {
     o.http.http_threads = static_cast<int>(std::min<int64_t>(o.parallel + o.max_queue + 8, 512));
     server::HttpServer http(o.http, *rt.tokenizer, service, metrics);
     const int port = http.bind();
-    std::fprintf(stderr, "vela serve: listening on http://%s:%d (model %s, ctx %lld, parallel %lld)\n",
-                 o.http.host.c_str(), port, o.http.model_name.c_str(), static_cast<long long>(ec.n_ctx),
-                 static_cast<long long>(o.parallel));
+    std::fprintf(stderr,
+                 "vela serve: listening on http://%s:%d (model %s, ctx %lld, parallel %lld)\n",
+                 o.http.host.c_str(), port, o.http.model_name.c_str(),
+                 static_cast<long long>(ec.n_ctx), static_cast<long long>(o.parallel));
 
     std::thread waiter([&] {
         int sig = 0;
@@ -85,27 +86,39 @@ void rewrite_llama_server_flags(std::vector<std::string>& args) {
 
 void register_serve(CLI::App& app) {
     auto o = std::make_shared<ServeOptions>();
-    CLI::App* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server (/v1/completions, "
-                                                "/v1/chat/completions, /v1/models, /health, /metrics)");
+    CLI::App* cmd = app.add_subcommand("serve",
+                                       "OpenAI-compatible HTTP server (/v1/completions, "
+                                       "/v1/chat/completions, /v1/models, /health, /metrics)");
     add_common_options(*cmd, o->common);
     cmd->add_option("--host", o->http.host, "address to listen on")->capture_default_str();
-    cmd->add_option("--port", o->http.port, "port (0: any free port)")->check(CLI::Range(0, 65535))->capture_default_str();
+    cmd->add_option("--port", o->http.port, "port (0: any free port)")
+        ->check(CLI::Range(0, 65535))
+        ->capture_default_str();
     cmd->add_option("--parallel", o->parallel, "max sequences decoded together (also -np)")
-        ->check(CLI::Range(int64_t{1}, int64_t{4096}))->capture_default_str();
+        ->check(CLI::Range(int64_t{1}, int64_t{4096}))
+        ->capture_default_str();
     cmd->add_option("--api-key", o->http.api_key, "require Authorization: Bearer <key>");
-    cmd->add_option("--kv-blocks", o->kv_blocks, "KV cache blocks of 16 tokens (0: one full context)")
-        ->check(CLI::Range(int64_t{0}, int64_t{1} << 24))->capture_default_str();
+    cmd->add_option("--kv-blocks", o->kv_blocks,
+                    "KV cache blocks of 16 tokens (0: one full context)")
+        ->check(CLI::Range(int64_t{0}, int64_t{1} << 24))
+        ->capture_default_str();
     cmd->add_option("--max-queue", o->max_queue, "requests waiting beyond --parallel before 429")
-        ->check(CLI::Range(int64_t{0}, int64_t{1} << 20))->capture_default_str();
+        ->check(CLI::Range(int64_t{0}, int64_t{1} << 20))
+        ->capture_default_str();
     cmd->add_option("--timeout", o->timeout_s, "request timeout in seconds")
-        ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
-    cmd->add_option("--drain-timeout", o->drain_s, "seconds in-flight requests may finish after SIGTERM")
-        ->check(CLI::Range(int64_t{0}, int64_t{3600}))->capture_default_str();
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
+        ->capture_default_str();
+    cmd->add_option("--drain-timeout", o->drain_s,
+                    "seconds in-flight requests may finish after SIGTERM")
+        ->check(CLI::Range(int64_t{0}, int64_t{3600}))
+        ->capture_default_str();
     cmd->add_option("--max-body", o->http.max_body_bytes, "largest accepted request body in bytes")
         ->capture_default_str();
-    cmd->add_option("--max-n", o->max_n, "largest n (choices per request)")->check(CLI::Range(1, 128))
+    cmd->add_option("--max-n", o->max_n, "largest n (choices per request)")
+        ->check(CLI::Range(1, 128))
         ->capture_default_str();
-    cmd->add_option("-a,--alias", o->http.model_name, "model name reported by the API")->capture_default_str();
+    cmd->add_option("-a,--alias", o->http.model_name, "model name reported by the API")
+        ->capture_default_str();
     cmd->callback([o] { throw CLI::RuntimeError(run_guarded([o] { return run_serve(*o); })); });
 }
 

@@ -1,7 +1,6 @@
 #pragma once
 // Each `vela` subcommand registers itself on the top-level app.
 #include <CLI/CLI.hpp>
-
 #include <string>
 #include <vector>
 

@@ -27,7 +27,8 @@ void prefault(const gguf::File& f) {
     for (const auto& t : tensors) {
         for (size_t off = 0; off < t.nbytes; off += 4096) sink = sink + t.data[off];
         done += t.nbytes;
-        const int pct = static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(f.size()));
+        const int pct =
+            static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(f.size()));
         if (show && pct != last_pct) {
             std::fprintf(stderr, "\rloading %s: %3d%%", f.path().c_str(), pct);
             last_pct = pct;
@@ -52,15 +53,21 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
 
 void add_sampling_options(CLI::App& app, SamplingOptions& o) {
     SamplingParams& p = o.params;
-    app.add_option("-n,--max-tokens,--n-predict", o.max_tokens, "tokens to generate")->capture_default_str();
-    app.add_option("--temperature,--temp", p.temperature, "sampling temperature (0 = greedy)")->capture_default_str();
+    app.add_option("-n,--max-tokens,--n-predict", o.max_tokens, "tokens to generate")
+        ->capture_default_str();
+    app.add_option("--temperature,--temp", p.temperature, "sampling temperature (0 = greedy)")
+        ->capture_default_str();
     app.add_option("--top-k", p.top_k, "top-k (<= 0 disables)")->capture_default_str();
     app.add_option("--top-p", p.top_p, "top-p / nucleus (1 disables)")->capture_default_str();
     app.add_option("--min-p", p.min_p, "min-p (0 disables)")->capture_default_str();
-    app.add_option("--repeat-penalty", p.repetition_penalty, "repetition penalty (1 disables)")->capture_default_str();
-    app.add_option("--frequency-penalty", p.frequency_penalty, "frequency penalty")->capture_default_str();
-    app.add_option("--presence-penalty", p.presence_penalty, "presence penalty")->capture_default_str();
-    app.add_option("--repeat-last-n", p.penalty_last_n, "penalty window (-1 = whole context)")->capture_default_str();
+    app.add_option("--repeat-penalty", p.repetition_penalty, "repetition penalty (1 disables)")
+        ->capture_default_str();
+    app.add_option("--frequency-penalty", p.frequency_penalty, "frequency penalty")
+        ->capture_default_str();
+    app.add_option("--presence-penalty", p.presence_penalty, "presence penalty")
+        ->capture_default_str();
+    app.add_option("--repeat-last-n", p.penalty_last_n, "penalty window (-1 = whole context)")
+        ->capture_default_str();
     app.add_option("-s,--seed", p.seed, "RNG seed (default: random)");
     app.add_option("--stop", o.stop, "stop string (repeatable)");
     app.add_flag("--ignore-eos", o.ignore_eos, "keep generating past end-of-generation tokens");
@@ -89,7 +96,8 @@ Runtime Runtime::load(const CommonOptions& o) {
     rt.model = std::make_unique<Model>(path);
     prefault(rt.model->file());
     rt.tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_gguf(rt.model->file()));
-    const int threads = o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency());
+    const int threads =
+        o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency());
     rt.pool = std::make_unique<ThreadPool>(threads);
     rt.backend = std::make_unique<CpuBackend>(*rt.pool);
     return rt;

@@ -2,7 +2,6 @@
 // Pieces every `vela` subcommand shares: the common flags, model loading, and the runtime
 // objects a command drives (model, tokenizer, backend, engine).
 #include <CLI/CLI.hpp>
-
 #include <memory>
 #include <string>
 
@@ -17,8 +16,8 @@
 namespace vela::cli {
 
 struct CommonOptions {
-    std::string model;      // empty: the default model
-    int threads = 0;        // 0: all cores
+    std::string model;  // empty: the default model
+    int threads = 0;    // 0: all cores
     int64_t ctx_size = 4096;
     int64_t batch_size = 512;
     bool verbose = false;

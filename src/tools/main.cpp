@@ -1,6 +1,5 @@
 // The `vela` command line: generate, chat, info, perplexity, bench, serve.
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <string>
 #include <vector>

@@ -28,14 +28,16 @@ AttentionProblem AttentionProblem::random(std::vector<SeqShape> shapes, int64_t 
         pr.q.push_back(fill(s.q_len * n_heads * head_dim));
         pr.k.push_back(fill(s.kv_len * n_kv_heads * head_dim));
         pr.v.push_back(fill(s.kv_len * n_kv_heads * head_dim));
-        pr.ref.push_back(reference_attention({pr.q.back(), pr.k.back(), pr.v.back(), s.q_len,
-                                              s.kv_len, n_heads, n_kv_heads, head_dim,
-                                              double{pr.scale()}, window}));
+        pr.ref.push_back(
+            reference_attention({pr.q.back(), pr.k.back(), pr.v.back(), s.q_len, s.kv_len, n_heads,
+                                 n_kv_heads, head_dim, double{pr.scale()}, window}));
     }
     return pr;
 }
 
-float AttentionProblem::scale() const { return 1.0f / std::sqrt(static_cast<float>(head_dim)); }
+float AttentionProblem::scale() const {
+    return 1.0f / std::sqrt(static_cast<float>(head_dim));
+}
 
 int64_t AttentionProblem::n_rows() const {
     int64_t n = 0;
@@ -55,8 +57,8 @@ void fill_cache(const AttentionProblem& pr, KvCache& kv) {
     for (int64_t round = 0;; ++round) {
         bool any = false;
         for (size_t i = 0; i < n; ++i) {
-            const int64_t chunk = std::min<int64_t>(1 + (round * 7 + static_cast<int64_t>(i) * 5) % 23,
-                                                    pr.shapes[i].kv_len - done[i]);
+            const int64_t chunk = std::min<int64_t>(
+                1 + (round * 7 + static_cast<int64_t>(i) * 5) % 23, pr.shapes[i].kv_len - done[i]);
             if (chunk <= 0) continue;
             any = true;
             const std::vector<int64_t> slots = kv.append(static_cast<SeqId>(i), chunk);
@@ -72,8 +74,8 @@ void fill_cache(const AttentionProblem& pr, KvCache& kv) {
 std::vector<float> run_paged(const AttentionProblem& pr, const KernelRun& run) {
     int64_t blocks = 0;
     for (const SeqShape& s : pr.shapes) blocks += (s.kv_len + run.block_size - 1) / run.block_size;
-    KvCache kv({1, pr.n_kv_heads, pr.head_dim, run.block_size, std::max<int64_t>(blocks, 1),
-                run.dtype});
+    KvCache kv(
+        {1, pr.n_kv_heads, pr.head_dim, run.block_size, std::max<int64_t>(blocks, 1), run.dtype});
     fill_cache(pr, kv);
 
     const int64_t row = pr.n_heads * pr.head_dim;

@@ -25,8 +25,12 @@ std::vector<AttentionImpl> impls() {
     return v;
 }
 
-double atol(DType t) { return t == DType::F32 ? 2e-5 : 5e-3; }
-double rtol(DType t) { return t == DType::F32 ? 1e-4 : 2e-3; }
+double atol(DType t) {
+    return t == DType::F32 ? 2e-5 : 5e-3;
+}
+double rtol(DType t) {
+    return t == DType::F32 ? 1e-4 : 2e-3;
+}
 
 // A batch mixing decode rows, a whole prompt, and prefill chunks over earlier context.
 std::vector<SeqShape> mixed_batch() {
@@ -34,7 +38,7 @@ std::vector<SeqShape> mixed_batch() {
 }
 
 class PagedAttentionSweep : public ::testing::TestWithParam<std::tuple<int64_t, int64_t>> {
-protected:
+  protected:
     // One problem (and its reference) per (head_dim, group), shared by all kernel variants.
     static const AttentionProblem& problem(int64_t head_dim, int64_t group) {
         static std::map<std::pair<int64_t, int64_t>, AttentionProblem> cache;
@@ -42,8 +46,10 @@ protected:
         auto it = cache.find(key);
         if (it == cache.end()) {
             const int64_t kv_heads = group == 3 ? 3 : 2;
-            it = cache.emplace(key, AttentionProblem::random(mixed_batch(), kv_heads * group,
-                                                             kv_heads, head_dim, 42 + head_dim + group))
+            it = cache
+                     .emplace(key,
+                              AttentionProblem::random(mixed_batch(), kv_heads * group, kv_heads,
+                                                       head_dim, 42 + head_dim + group))
                      .first;
         }
         return it->second;
@@ -66,13 +72,15 @@ TEST_P(PagedAttentionSweep, MatchesReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(HeadDimGroup, PagedAttentionSweep,
-                         ::testing::Combine(::testing::Values(64, 128), ::testing::Values(1, 3, 4)));
+                         ::testing::Combine(::testing::Values(64, 128),
+                                            ::testing::Values(1, 3, 4)));
 
 TEST(PagedAttention, OddHeadDimsAndBlockSize7) {
     for (int64_t hd : {8, 40, 20}) {
         const auto pr = AttentionProblem::random({{33, 33}, {70, 3}, {5, 1}}, 6, 2, hd, 7 + hd);
         for (AttentionImpl impl : impls()) {
-            EXPECT_LE(test::error_ratio(pr, run_paged(pr, {7, DType::F32, impl, 2}), 2e-5, 1e-4), 1.0)
+            EXPECT_LE(test::error_ratio(pr, run_paged(pr, {7, DType::F32, impl, 2}), 2e-5, 1e-4),
+                      1.0)
                 << "head_dim " << hd;
         }
     }
@@ -105,9 +113,9 @@ TEST(PagedAttention, BatchedEqualsPerSequenceBitForBit) {
                 one.v = {pr.v[i]};
                 one.ref = {pr.ref[i]};
                 const std::vector<float> alone = run_paged(one, {16, dt, impl, 1});
-                ASSERT_EQ(std::memcmp(alone.data(), &batched[row * 9 * 64],
-                                      alone.size() * sizeof(float)),
-                          0)
+                ASSERT_EQ(
+                    std::memcmp(alone.data(), &batched[row * 9 * 64], alone.size() * sizeof(float)),
+                    0)
                     << "sequence " << i;
                 row += pr.shapes[i].q_len;
             }

@@ -1,10 +1,10 @@
 // The reference itself, checked against numpy (float64) on a small GQA case with and without a
 // sliding window; both compute in double, so they agree to ~1e-12.
-#include "attention/reference_attention.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
+
+#include "attention/reference_attention.h"
 
 namespace vela {
 namespace {

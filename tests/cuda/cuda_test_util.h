@@ -22,7 +22,7 @@ namespace vela::cuda::test {
 
 template <class T>
 class DeviceBuffer {
-public:
+  public:
     explicit DeviceBuffer(size_t n) : n_(n) {
         if (cudaMalloc(&ptr_, std::max<size_t>(n, 1) * sizeof(T)) != cudaSuccess) ptr_ = nullptr;
     }
@@ -42,7 +42,7 @@ public:
         return h;
     }
 
-private:
+  private:
     void* ptr_ = nullptr;
     size_t n_;
 };

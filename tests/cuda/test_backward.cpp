@@ -42,7 +42,8 @@ void reference_head(const BwdCase& c, int b, int h, const std::vector<int>& cu_q
     for (int i = 0; i < lq; ++i) {
         double mx = -INFINITY;
         for (int j = 0; j < lk; ++j) {
-            const bool vis = (!c.causal || j <= i + diag) && (c.window < 0 || j >= i + diag - c.window);
+            const bool vis =
+                (!c.causal || j <= i + diag) && (c.window < 0 || j >= i + diag - c.window);
             double s = -INFINITY;
             if (vis) {
                 s = 0;
@@ -76,7 +77,8 @@ void expect_close(const char* name, Dtype t, const std::vector<uint16_t>& got,
                   const std::vector<double>& ref) {
     ErrorStats e;
     for (size_t i = 0; i < ref.size(); ++i) e.add(to_double(t, got[i]), ref[i]);
-    const double rel_tol = t == Dtype::kBf16 ? 1e-2 : 1.5e-3, max_tol = t == Dtype::kBf16 ? 1e-2 : 2e-3;
+    const double rel_tol = t == Dtype::kBf16 ? 1e-2 : 1.5e-3,
+                 max_tol = t == Dtype::kBf16 ? 1e-2 : 2e-3;
     std::printf("  %s: rel L2 %.2e, max |err| %.2e of max |ref| %.2e\n", name, e.rel(), e.max_abs,
                 e.max_ref);
     EXPECT_EQ(e.nonfinite, 0u) << name << ": unwritten or NaN";

@@ -16,7 +16,8 @@ namespace {
 // OCP FP8 E4M3 (bias 7, no infinities, 0x7f/0xff are NaN) decoded independently of CUDA.
 double fp8_e4m3_to_double(uint8_t v) {
     const int sign = v >> 7, exp = (v >> 3) & 0xf, mant = v & 7;
-    const double mag = exp == 0 ? std::ldexp(mant / 8.0, -6) : std::ldexp(1.0 + mant / 8.0, exp - 7);
+    const double mag =
+        exp == 0 ? std::ldexp(mant / 8.0, -6) : std::ldexp(1.0 + mant / 8.0, exp - 7);
     return sign ? -mag : mag;
 }
 
@@ -27,7 +28,9 @@ struct DecodeCase {
     std::vector<int> seqlens;
 };
 
-int elem_bytes(KvFormat f) { return f == KvFormat::kInt8 || f == KvFormat::kFp8E4M3 ? 1 : 2; }
+int elem_bytes(KvFormat f) {
+    return f == KvFormat::kInt8 || f == KvFormat::kFp8E4M3 ? 1 : 2;
+}
 
 // Random stored cache (raw bytes) plus the dequantised float64 value of every element.
 struct Cache {
@@ -42,13 +45,15 @@ void fill_stored(KvFormat f, std::vector<uint8_t>& raw, size_t n, std::mt19937& 
     std::normal_distribution<float> dist(0.f, 1.f);
     for (size_t i = 0; i < n; ++i) {
         if (f == KvFormat::kF16 || f == KvFormat::kBf16) {
-            const uint16_t h = f == KvFormat::kF16 ? fp32_to_fp16(dist(rng)) : fp32_to_bf16(dist(rng));
+            const uint16_t h =
+                f == KvFormat::kF16 ? fp32_to_fp16(dist(rng)) : fp32_to_bf16(dist(rng));
             std::memcpy(&raw[2 * i], &h, 2);
         } else if (f == KvFormat::kInt8) {
             raw[i] = static_cast<uint8_t>(static_cast<int>(rng() % 255) - 127);
         } else {
             uint8_t b;
-            do b = static_cast<uint8_t>(rng()); while ((b & 0x7f) == 0x7f);
+            do b = static_cast<uint8_t>(rng());
+            while ((b & 0x7f) == 0x7f);
             raw[i] = b;
         }
     }
@@ -57,10 +62,16 @@ void fill_stored(KvFormat f, std::vector<uint8_t>& raw, size_t n, std::mt19937& 
 double stored_value(KvFormat f, const std::vector<uint8_t>& raw, size_t i) {
     uint16_t h;
     switch (f) {
-        case KvFormat::kF16: std::memcpy(&h, &raw[2 * i], 2); return fp16_to_fp32(h);
-        case KvFormat::kBf16: std::memcpy(&h, &raw[2 * i], 2); return bf16_to_fp32(h);
-        case KvFormat::kInt8: return static_cast<int8_t>(raw[i]);
-        case KvFormat::kFp8E4M3: return fp8_e4m3_to_double(raw[i]);
+        case KvFormat::kF16:
+            std::memcpy(&h, &raw[2 * i], 2);
+            return fp16_to_fp32(h);
+        case KvFormat::kBf16:
+            std::memcpy(&h, &raw[2 * i], 2);
+            return bf16_to_fp32(h);
+        case KvFormat::kInt8:
+            return static_cast<int8_t>(raw[i]);
+        case KvFormat::kFp8E4M3:
+            return fp8_e4m3_to_double(raw[i]);
     }
     return 0;
 }
@@ -68,7 +79,8 @@ double stored_value(KvFormat f, const std::vector<uint8_t>& raw, size_t i) {
 Cache make_cache(const DecodeCase& c, std::mt19937& rng) {
     Cache cache;
     const int bs = c.block_size;
-    for (int len : c.seqlens) cache.table_stride = std::max(cache.table_stride, (len + bs - 1) / bs);
+    for (int len : c.seqlens)
+        cache.table_stride = std::max(cache.table_stride, (len + bs - 1) / bs);
     cache.table_stride = std::max(cache.table_stride, 1);
     cache.num_blocks = cache.table_stride * static_cast<int>(c.seqlens.size()) + 2;
     const size_t n = size_t(cache.num_blocks) * bs * c.num_kv_heads * c.head_dim;
@@ -110,9 +122,14 @@ DecodeRun run_decode(const DecodeCase& c, const Cache& cache, const std::vector<
     p.batch = B;
     p.max_seqlen_k = *std::max_element(c.seqlens.begin(), c.seqlens.end());
     p.q = dq.get();
-    p.paged = {k.get(), v.get(), table.get(), cache.table_stride, c.block_size,
+    p.paged = {k.get(),
+               v.get(),
+               table.get(),
+               cache.table_stride,
+               c.block_size,
                int64_t{c.block_size} * c.num_kv_heads * c.head_dim,
-               int64_t{c.num_kv_heads} * c.head_dim, c.head_dim};
+               int64_t{c.num_kv_heads} * c.head_dim,
+               c.head_dim};
     p.seqlens_k = seqlens.get();
     p.k_scale = ks.get();
     p.v_scale = vs.get();
@@ -144,15 +161,17 @@ void check_reference(const DecodeCase& c, const Cache& cache, const std::vector<
                 return [&, kvh](int t, int d) {
                     const int blk = cache.table[b * cache.table_stride + t / bs];
                     const size_t i = ((size_t(blk) * bs + t % bs) * Hk + kvh) * hd + d;
-                    const bool quant = c.format == KvFormat::kInt8 || c.format == KvFormat::kFp8E4M3;
+                    const bool quant =
+                        c.format == KvFormat::kInt8 || c.format == KvFormat::kFp8E4M3;
                     return stored_value(c.format, raw, i) * (quant ? scale[blk * Hk + kvh] : 1.0);
                 };
             };
             double ref_lse;
             const size_t row = b * c.num_heads + h;
-            reference_row(&qd[row * hd], c.seqlens[b], hd, 1.0 / std::sqrt(double(hd)),
-                          at(cache.k, cache.k_scale), at(cache.v, cache.v_scale),
-                          [](int) { return true; }, ref, ref_lse);
+            reference_row(
+                &qd[row * hd], c.seqlens[b], hd, 1.0 / std::sqrt(double(hd)),
+                at(cache.k, cache.k_scale), at(cache.v, cache.v_scale), [](int) { return true; },
+                ref, ref_lse);
             for (int d = 0; d < hd; ++d) err.add(to_double(c.dtype, r.o[row * hd + d]), ref[d]);
             if (c.seqlens[b] == 0) {
                 EXPECT_TRUE(std::isinf(r.lse[row]) && r.lse[row] < 0);

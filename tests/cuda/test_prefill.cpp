@@ -18,7 +18,7 @@ struct Case {
     std::vector<int> lq, lk;  // per sequence
     bool causal = false;
     int window = -1;
-    int block_size = 0;      // 0: contiguous K/V, else also run paged and compare
+    int block_size = 0;          // 0: contiguous K/V, else also run paged and compare
     int rows_checked = 1 << 30;  // per (sequence, head); long cases sample rows
     double mask_density = -1;    // >= 0: random block-sparse mask with this fraction kept
     bool shared_mask = false;    // one mask for every sequence and head (zero strides)
@@ -127,8 +127,8 @@ void check_against_reference(const Case& c, const Inputs& in, const BlockMask& b
                     return c.window < 0 || j >= i + diag - c.window;
                 };
                 double ref_lse;
-                reference_row(&in.qd[qrow * hd], lk, hd, scale, kv_at(in.kd), kv_at(in.vd),
-                              visible, ref, ref_lse);
+                reference_row(&in.qd[qrow * hd], lk, hd, scale, kv_at(in.kd), kv_at(in.vd), visible,
+                              ref, ref_lse);
                 for (int d = 0; d < hd; ++d) err.add(to_double(c.dtype, o[qrow * hd + d]), ref[d]);
                 const double got = lse[qrow];
                 if (std::isinf(ref_lse)) {
@@ -214,9 +214,14 @@ void run_case(const Case& c, uint32_t seed) {
     const PagedCopy pc = make_paged(c, in, rng);
     DeviceBuffer<uint16_t> kc(pc.k), vc(pc.v);
     DeviceBuffer<int32_t> table(pc.table), seqlens(pc.seqlens);
-    p.paged = {kc.get(), vc.get(), table.get(), pc.table_stride, c.block_size,
+    p.paged = {kc.get(),
+               vc.get(),
+               table.get(),
+               pc.table_stride,
+               c.block_size,
                int64_t{c.block_size} * c.num_kv_heads * c.head_dim,
-               int64_t{c.num_kv_heads} * c.head_dim, c.head_dim};
+               int64_t{c.num_kv_heads} * c.head_dim,
+               c.head_dim};
     p.seqlens_k = seqlens.get();
     o.poison();
     lse.poison();

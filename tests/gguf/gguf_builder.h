@@ -8,12 +8,24 @@
 namespace vela::test {
 
 class GgufBuilder {
-public:
+  public:
     explicit GgufBuilder(uint32_t version = 3) : version_(version) {}
 
-    void kv_u32(const std::string& key, uint32_t v) { kv_header(key, 4); put(v); ++n_kv_; }
-    void kv_f32(const std::string& key, float v) { kv_header(key, 6); put(v); ++n_kv_; }
-    void kv_str(const std::string& key, const std::string& v) { kv_header(key, 8); str(v); ++n_kv_; }
+    void kv_u32(const std::string& key, uint32_t v) {
+        kv_header(key, 4);
+        put(v);
+        ++n_kv_;
+    }
+    void kv_f32(const std::string& key, float v) {
+        kv_header(key, 6);
+        put(v);
+        ++n_kv_;
+    }
+    void kv_str(const std::string& key, const std::string& v) {
+        kv_header(key, 8);
+        str(v);
+        ++n_kv_;
+    }
     void kv_str_array(const std::string& key, const std::vector<std::string>& v) {
         kv_header(key, 9);
         put(uint32_t{8});
@@ -63,7 +75,7 @@ public:
         return out;
     }
 
-private:
+  private:
     struct Tensor {
         std::string name;
         std::vector<uint64_t> shape;

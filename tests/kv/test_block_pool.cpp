@@ -1,11 +1,10 @@
-#include "kv/block_pool.h"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <vector>
 
 #include "core/error.h"
+#include "kv/block_pool.h"
 
 namespace vela {
 namespace {
@@ -48,7 +47,9 @@ TEST(BlockPool, RefCountingReturnsBlockAtZero) {
     EXPECT_THROW(pool.ref(-1), InvalidArgument);
 }
 
-TEST(BlockPool, RejectsEmptyPool) { EXPECT_THROW(BlockPool(0), InvalidArgument); }
+TEST(BlockPool, RejectsEmptyPool) {
+    EXPECT_THROW(BlockPool(0), InvalidArgument);
+}
 
 }  // namespace
 }  // namespace vela

@@ -1,5 +1,3 @@
-#include "kv/kv_cache.h"
-
 #include <gtest/gtest.h>
 
 #include <numeric>
@@ -8,6 +6,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kv/kv_cache.h"
 #include "kv_test_util.h"
 
 namespace vela {
@@ -17,7 +16,7 @@ using test::holds_tags;
 using test::write_tagged;
 
 class KvCacheTest : public ::testing::TestWithParam<std::tuple<int64_t, DType>> {
-protected:
+  protected:
     int64_t bs() const { return std::get<0>(GetParam()); }
     KvCacheConfig config(int64_t num_blocks) const {
         return KvCacheConfig{2, 3, 8, bs(), num_blocks, std::get<1>(GetParam())};
@@ -84,7 +83,7 @@ TEST_P(KvCacheTest, ForkSharesAndCopyOnWriteKeepsTheOtherSequenceIntact) {
     std::vector<int64_t> b = a;
     const int64_t cow = bs() > 1 ? 1 : 0;
     EXPECT_EQ(kv.blocks_needed(2, 1), 1);  // the copy of the shared block, or a new block
-    append_tagged(kv, 2, 1, b);  // writes into the copy, never into 1's block
+    append_tagged(kv, 2, 1, b);            // writes into the copy, never into 1's block
     EXPECT_EQ(kv.num_total_blocks() - kv.num_free_blocks(), used + 1);
     EXPECT_TRUE(holds_tags(kv, 1, a));
     EXPECT_TRUE(holds_tags(kv, 2, b));

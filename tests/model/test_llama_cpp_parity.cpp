@@ -5,7 +5,6 @@
 
 #include <filesystem>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "../common/default_model.h"
@@ -21,7 +20,7 @@ namespace {
 const std::string kDir = VELA_SOURCE_DIR;
 
 class LlamaCppParity : public ::testing::Test {
-protected:
+  protected:
     static void SetUpTestSuite() {
         test::DefaultModel* m = test::default_model();
         if (m == nullptr) return;
@@ -37,8 +36,8 @@ protected:
     }
 
     // Greedy generation of n tokens for each prompt, all submitted to one engine at once.
-    static std::vector<std::vector<int32_t>> generate(const std::vector<std::vector<int32_t>>& prompts,
-                                                      int64_t n, EngineConfig config = {}) {
+    static std::vector<std::vector<int32_t>> generate(
+        const std::vector<std::vector<int32_t>>& prompts, int64_t n, EngineConfig config = {}) {
         Engine engine(*model_, *tokenizer_, *backend_, config);
         std::map<int64_t, size_t> index;
         for (size_t i = 0; i < prompts.size(); ++i) {
@@ -110,12 +109,13 @@ TEST_F(LlamaCppParity, TeacherForcedLogits) {
     const double self_agreement = static_cast<double>(agree_self) / static_cast<double>(positions);
     const double top_err = sum_top_err / static_cast<double>(n_top);
     const double self_err = sum_self_err / static_cast<double>(n_top);
-    std::printf("vela vs llama.cpp: top-1 agreement %.4f over %lld positions; logit error max %.4f "
-                "mean %.4f (all stored logits), mean %.4f (top-20)\n"
-                "llama.cpp fa-off vs fa-on: top-1 agreement %.4f; top-20 logit error max %.4f "
-                "mean %.4f\n",
-                agreement, static_cast<long long>(positions), max_err, sum_err / n_err, top_err,
-                self_agreement, max_self_err, self_err);
+    std::printf(
+        "vela vs llama.cpp: top-1 agreement %.4f over %lld positions; logit error max %.4f "
+        "mean %.4f (all stored logits), mean %.4f (top-20)\n"
+        "llama.cpp fa-off vs fa-on: top-1 agreement %.4f; top-20 logit error max %.4f "
+        "mean %.4f\n",
+        agreement, static_cast<long long>(positions), max_err, sum_err / n_err, top_err,
+        self_agreement, max_self_err, self_err);
     // Top-1 agreement over 900 positions moves by about a point between runs of llama.cpp itself.
     EXPECT_GE(agreement, self_agreement - 0.02);
     EXPECT_LE(top_err, self_err);

@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "backend/cpu/cpu_backend.h"
@@ -41,14 +40,16 @@ TEST_P(TinyModel, LogitsMatchFloat64Reference) {
                 max_abs = std::max(max_abs, std::fabs(row[i]));
             }
         }
-        std::printf("%s chunk %lld: max logit error %.2e\n", GetParam().c_str(), static_cast<long long>(chunk), max_err);
+        std::printf("%s chunk %lld: max logit error %.2e\n", GetParam().c_str(),
+                    static_cast<long long>(chunk), max_err);
         // float32 arithmetic and an F16 KV cache (relative rounding 5e-4) against float64.
         EXPECT_LT(max_err, 1e-3 * max_abs + 1e-3) << GetParam() << " chunk " << chunk;
     }
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, TinyModel,
-                         ::testing::Values("tiny_llama", "tiny_llama_mqa_f16_linear", "tiny_qwen2"));
+                         ::testing::Values("tiny_llama", "tiny_llama_mqa_f16_linear",
+                                           "tiny_qwen2"));
 
 }  // namespace
 }  // namespace vela

@@ -71,7 +71,8 @@ TEST(Greedy, SamplerAtTemperatureZeroIsExactArgmax) {
         EXPECT_EQ(sampler.sample(logits, {}), want) << "vocab " << n;
         std::vector<float> probs(n, kNaN);
         sampler.distribution(logits, {}, probs);
-        for (size_t t = 0; t < n; ++t) ASSERT_EQ(probs[t], t == static_cast<size_t>(want) ? 1.0f : 0.0f);
+        for (size_t t = 0; t < n; ++t)
+            ASSERT_EQ(probs[t], t == static_cast<size_t>(want) ? 1.0f : 0.0f);
     }
 }
 
@@ -167,7 +168,8 @@ TEST(Processors, TopPMatchesFullSortReference) {
                 sampling::all_candidates(logits, c);
                 sampling::top_p(c, p);
                 // A large unsorted set keeps its id order; either way it is the ranked prefix.
-                std::vector<int32_t> want(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(keep));
+                std::vector<int32_t> want(order.begin(),
+                                          order.begin() + static_cast<std::ptrdiff_t>(keep));
                 if (!c.sorted) std::sort(want.begin(), want.end());
                 ASSERT_EQ(tokens_of(c), want) << "vocab " << n << " scale " << scale << " p " << p;
             }
@@ -230,7 +232,10 @@ TEST(Logprobs, MatchDoubleReference) {
     std::vector<float> out(logits.size(), kNaN);
     log_softmax(logits, out);
     for (size_t i = 0; i < logits.size(); ++i) {
-        if (i == 11) { ASSERT_EQ(out[i], -kInf); continue; }
+        if (i == 11) {
+            ASSERT_EQ(out[i], -kInf);
+            continue;
+        }
         ASSERT_NEAR(out[i], logits[i] - lse, 1e-5) << i;
     }
     EXPECT_NEAR(token_logprob(logits, 123), logits[123] - lse, 1e-5);

@@ -13,7 +13,8 @@ namespace vela {
 namespace {
 
 nlohmann::json load_cases() {
-    const std::string path = std::string(VELA_SOURCE_DIR) + "/tests/sampling/data/sampling_reference.json";
+    const std::string path =
+        std::string(VELA_SOURCE_DIR) + "/tests/sampling/data/sampling_reference.json";
     std::ifstream in(path);
     if (!in) throw std::runtime_error("missing fixture " + path);
     return nlohmann::json::parse(in)["cases"];
@@ -43,7 +44,8 @@ TEST(SamplingReference, DistributionMatchesNumpy) {
         const auto support = c["support"].get<std::vector<int32_t>>();
         const auto expected = c["probs"].get<std::vector<double>>();
         std::vector<double> want(logits.size(), 0.0);
-        for (size_t i = 0; i < support.size(); ++i) want[static_cast<size_t>(support[i])] = expected[i];
+        for (size_t i = 0; i < support.size(); ++i)
+            want[static_cast<size_t>(support[i])] = expected[i];
 
         Sampler sampler(params_from(c["params"]));
         std::vector<float> probs(logits.size(), std::numeric_limits<float>::quiet_NaN());
@@ -74,7 +76,8 @@ TEST(SamplingReference, SamplesStayInSupport) {
         for (int i = 0; i < 200; ++i) {
             std::vector<float> row = logits;
             const int32_t t = sampler.sample(row, history);
-            ASSERT_TRUE(t >= 0 && static_cast<size_t>(t) < logits.size() && allowed[static_cast<size_t>(t)])
+            ASSERT_TRUE(t >= 0 && static_cast<size_t>(t) < logits.size() &&
+                        allowed[static_cast<size_t>(t)])
                 << "sampled " << t;
         }
     }

@@ -89,7 +89,8 @@ TEST(Sampler, AllMaskedThrows) {
 
 TEST(Sampler, MaskedTokensAreNeverDrawn) {
     auto logits = fixed_logits(300, 5, 0.1f);
-    for (size_t i = 0; i < logits.size(); i += 2) logits[i] = -std::numeric_limits<float>::infinity();
+    for (size_t i = 0; i < logits.size(); i += 2)
+        logits[i] = -std::numeric_limits<float>::infinity();
     SamplingParams p;
     p.top_k = 0;
     p.top_p = 1.0f;
@@ -149,7 +150,8 @@ TEST(Sampler, EmpiricalFrequenciesMatchDistribution) {
         ++bins;
     }
     if (pooled_expected > 0.0) {
-        chi2 += (pooled_observed - pooled_expected) * (pooled_observed - pooled_expected) / pooled_expected;
+        chi2 += (pooled_observed - pooled_expected) * (pooled_observed - pooled_expected) /
+                pooled_expected;
         ++bins;
     }
     ASSERT_GE(support, 10) << "the test needs a spread-out distribution";

@@ -5,7 +5,8 @@
 namespace vela {
 
 void CpuBackend::matmul(const Weight& w, const float* x, int64_t m, float* y) {
-    cpu::matmul(cpu::MatmulParams{w.data, w.type, w.rows, w.cols, x, w.cols, m, y, w.rows}, ws_, pool_);
+    cpu::matmul(cpu::MatmulParams{w.data, w.type, w.rows, w.cols, x, w.cols, m, y, w.rows}, ws_,
+                pool_);
 }
 
 void CpuBackend::get_rows(const Weight& table, std::span<const int32_t> ids, float* out) {
@@ -23,14 +24,17 @@ void CpuBackend::rms_norm(const float* x, const Weight& weight, float* y, int64_
     for (int64_t r = 0; r < rows; ++r) cpu::rms_norm(x + r * n, weight.f32(), y + r * n, n, eps);
 }
 
-void CpuBackend::add_inplace(float* y, const float* x, int64_t n) { cpu::add(y, x, y, n); }
+void CpuBackend::add_inplace(float* y, const float* x, int64_t n) {
+    cpu::add(y, x, y, n);
+}
 
 void CpuBackend::add_bias(float* y, const Weight& bias, int64_t rows, int64_t n) {
     for (int64_t r = 0; r < rows; ++r) cpu::add(y + r * n, bias.f32(), y + r * n, n);
 }
 
 void CpuBackend::silu_mul(const float* gate, const float* up, float* y, int64_t n) {
-    pool_.parallel_for(n, [&](int64_t b, int64_t e) { cpu::silu_mul(gate + b, up + b, y + b, e - b); });
+    pool_.parallel_for(
+        n, [&](int64_t b, int64_t e) { cpu::silu_mul(gate + b, up + b, y + b, e - b); });
 }
 
 void CpuBackend::rope(float* x, int64_t rows, int64_t n_heads, int64_t head_dim, int64_t rot_dim,

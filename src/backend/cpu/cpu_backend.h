@@ -8,7 +8,7 @@
 namespace vela {
 
 class CpuBackend final : public Backend {
-public:
+  public:
     explicit CpuBackend(ThreadPool& pool) : pool_(pool) {}
 
     void matmul(const Weight& w, const float* x, int64_t m, float* y) override;
@@ -27,7 +27,7 @@ public:
 
     ThreadPool& pool() { return pool_; }
 
-private:
+  private:
     ThreadPool& pool_;
     cpu::Workspace ws_;
 };
