@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "cuda/attention_params.h"
@@ -84,7 +85,7 @@ double copy_bandwidth_gbs() {
 void bench_prefill() {
     std::printf("\n| kernel | head_dim | seqlen | batch | heads | causal | ms | TFLOP/s |\n");
     std::printf("|---|---|---|---|---|---|---|---|\n");
-    for (int hd : {64, 128}) {
+    for (int hd : {64, 128, 256}) {
         for (int s : {512, 1024, 2048, 4096, 8192, 16384}) {
             for (bool causal : {false, true}) {
                 const int batch = 16384 / s, heads = 2048 / hd;
@@ -111,10 +112,16 @@ void bench_prefill() {
                 p.cu_seqlens_q = p.cu_seqlens_k = static_cast<int32_t*>(cu.p);
                 p.softmax_scale = 1.f / std::sqrt(float(hd));
                 p.causal = causal;
-                const double ms = median_ms([&] { prefill_forward(p); }, 20);
                 const double flops = 4.0 * batch * heads * double(s) * s * hd / (causal ? 2 : 1);
-                std::printf("| vela prefill bf16 | %d | %d | %d | %d | %d | %.3f | %.1f |\n", hd, s,
-                            batch, heads, causal, ms, flops / (ms * 1e9));
+                for (auto [kernel, name] : {std::pair{PrefillKernel::kMmaSync, "mma.sync"},
+                                            std::pair{PrefillKernel::kWgmma, "wgmma"}}) {
+                    if (kernel == PrefillKernel::kWgmma ? !prefill_wgmma_available() : hd == 256)
+                        continue;
+                    p.kernel = kernel;
+                    const double ms = median_ms([&] { prefill_forward(p); }, 20);
+                    std::printf("| vela prefill %s bf16 | %d | %d | %d | %d | %d | %.3f | %.1f |\n",
+                                name, hd, s, batch, heads, causal, ms, flops / (ms * 1e9));
+                }
             }
         }
     }

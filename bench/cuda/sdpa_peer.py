@@ -34,7 +34,7 @@ def main():
     print("\n| kernel | head_dim | seqlen | batch | heads | causal | fwd ms | fwd TFLOP/s | "
           "fwd+bwd ms | bwd TFLOP/s | fwd+bwd TFLOP/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for hd in (64, 128):
+    for hd in (64, 128, 256):
         for s in (512, 1024, 2048, 4096, 8192, 16384):
             for causal in (False, True):
                 batch, heads = 16384 // s, 2048 // hd

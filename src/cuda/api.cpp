@@ -15,9 +15,11 @@ void check(cudaError_t e, const char* what) {
     if (e != cudaSuccess) fail<Error>("CUDA error in {}: {}", what, cudaGetErrorString(e));
 }
 
-void check_heads(int head_dim, int num_heads, int num_kv_heads, const char* kernel) {
-    if (head_dim != 64 && head_dim != 128)
-        fail<InvalidArgument>("{}: head_dim {} unsupported (64 or 128)", kernel, head_dim);
+void check_heads(int head_dim, int num_heads, int num_kv_heads, const char* kernel,
+                 bool allow_256 = false) {
+    if (head_dim != 64 && head_dim != 128 && !(allow_256 && head_dim == 256))
+        fail<InvalidArgument>("{}: head_dim {} unsupported (64 or 128{})", kernel, head_dim,
+                              allow_256 ? " or 256" : "");
     if (num_heads <= 0 || num_kv_heads <= 0 || num_heads % num_kv_heads != 0)
         fail<InvalidArgument>("{}: num_heads {} is not a multiple of num_kv_heads {}", kernel,
                               num_heads, num_kv_heads);
@@ -45,8 +47,25 @@ bool device_available() {
     return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 
+bool prefill_wgmma_available() {
+#ifdef VELA_CUDA_SM90A
+    int dev = 0, major = 0, minor = 0;
+    return cudaGetDevice(&dev) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+           cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
+           major == 9 && minor == 0;
+#else
+    return false;  // built without sm_90a code
+#endif
+}
+
 void prefill_forward(const PrefillParams& p, void* stream) {
-    check_heads(p.head_dim, p.num_heads, p.num_kv_heads, "prefill_forward");
+    const bool wgmma = p.kernel == PrefillKernel::kWgmma ||
+                       (p.kernel == PrefillKernel::kAuto && prefill_wgmma_available());
+    if (wgmma && !prefill_wgmma_available())
+        fail<InvalidArgument>(
+            "prefill_forward: the wgmma kernel needs an sm_90a build and an sm_90 device");
+    check_heads(p.head_dim, p.num_heads, p.num_kv_heads, "prefill_forward", wgmma);
     if (p.batch < 0 || p.max_seqlen_q < 0 || p.q == nullptr || p.o == nullptr ||
         p.cu_seqlens_q == nullptr)
         fail<InvalidArgument>("prefill_forward: q, o and cu_seqlens_q are required (batch {})",
@@ -63,7 +82,10 @@ void prefill_forward(const PrefillParams& p, void* stream) {
     if (p.block_mask != nullptr && p.block_mask_row_stride <= 0)
         fail<InvalidArgument>("prefill_forward: block_mask needs block_mask_row_stride > 0, got {}",
                               p.block_mask_row_stride);
-    check(detail::launch_prefill(p, static_cast<cudaStream_t>(stream)), "prefill_forward");
+    if (p.max_seqlen_q == 0 || p.batch == 0) return;
+    const auto s = static_cast<cudaStream_t>(stream);
+    check(wgmma ? detail::launch_prefill_sm90(p, s) : detail::launch_prefill(p, s),
+          "prefill_forward");
 }
 
 size_t backward_workspace_bytes(const BackwardParams& p) {

@@ -13,6 +13,11 @@ enum class Dtype : uint8_t { kF16, kBf16 };
 // scale per (block, kv head): value = stored * scale.
 enum class KvFormat : uint8_t { kF16, kBf16, kInt8, kFp8E4M3 };
 
+// Which prefill forward kernel runs. kAuto: the Hopper wgmma kernel when the library was built
+// for sm_90a and the device is sm_90, else the mma.sync kernel (sm_80+). Tests and benchmarks
+// force one; forcing kWgmma where prefill_wgmma_available() is false is an InvalidArgument.
+enum class PrefillKernel : uint8_t { kAuto, kMmaSync, kWgmma };
+
 // Paged K/V: cache[num_blocks][block_size][num_kv_heads][head_dim]; sequence b's token t lives
 // in block block_table[b * block_table_stride + t / block_size] at row t % block_size.
 struct PagedKv {
@@ -33,8 +38,9 @@ struct PagedKv {
 // key j iff j <= i + lk - lq (the queries are the last lq tokens). A sliding window further
 // requires j >= i + lk - lq - window_left.
 struct PrefillParams {
+    PrefillKernel kernel = PrefillKernel::kAuto;
     Dtype dtype = Dtype::kBf16;
-    int head_dim = 0;  // 64 or 128
+    int head_dim = 0;  // 64 or 128; 256 on the wgmma kernel only
     int num_heads = 0;
     int num_kv_heads = 0;  // divides num_heads (GQA / MQA)
     int batch = 0;
@@ -135,6 +141,8 @@ struct DecodeParams {
 // Launches on `stream` (a cudaStream_t; nullptr = default stream). Throw vela::InvalidArgument
 // for unsupported shapes and vela::Error for CUDA failures.
 void prefill_forward(const PrefillParams& p, void* stream = nullptr);
+// True when the Hopper wgmma prefill kernel can run on the current device.
+bool prefill_wgmma_available();
 
 // fp32 dQ accumulator and the rowsum(dO * O) terms: 4 * total_q * num_heads * (head_dim + 1).
 size_t backward_workspace_bytes(const BackwardParams& p);

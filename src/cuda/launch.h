@@ -11,7 +11,8 @@ namespace vela::cuda::detail {
 constexpr int kDecodeMaxGroup = 8;        // query heads per kv head held in registers
 constexpr int kDecodeMaxSplitLen = 2048;  // bounds the shared score buffer
 
-cudaError_t launch_prefill(const PrefillParams& p, cudaStream_t stream);
+cudaError_t launch_prefill(const PrefillParams& p, cudaStream_t stream);       // mma.sync
+cudaError_t launch_prefill_sm90(const PrefillParams& p, cudaStream_t stream);  // wgmma
 cudaError_t launch_backward(const BackwardParams& p, cudaStream_t stream);
 cudaError_t launch_decode(const DecodeParams& p, int split_len, cudaStream_t stream);
 

@@ -102,6 +102,66 @@ __device__ __forceinline__ void softmax_update(float (&s)[NT][4], float (&o)[OT]
     }
 }
 
+// What one CTA of a prefill kernel works on: kM query rows of one (sequence, head) and the
+// range of kN-key tiles that can hold keys visible to them.
+struct PrefillCta {
+    int b, h, q0, lq, lk, row_lo, rows;
+    KvRows kv;
+    RowMask mask;
+    int t_begin, t_end;
+    const uint8_t* block_mask;  // this (sequence, head)'s block mask, or nullptr
+};
+
+// Plans query block m_block; false when it lies past the end of its sequence.
+template <int kM, int kN>
+__device__ bool plan_prefill_cta(const PrefillParams& p, int m_block, PrefillCta& c) {
+    c.b = blockIdx.z;
+    c.h = blockIdx.y;
+    c.q0 = p.cu_seqlens_q[c.b];
+    c.lq = p.cu_seqlens_q[c.b + 1] - c.q0;
+    c.row_lo = m_block * kM;
+    if (c.row_lo >= c.lq) return false;
+    c.rows = min(kM, c.lq - c.row_lo);
+
+    const int kvh = c.h / (p.num_heads / p.num_kv_heads);
+    if (p.paged.block_table != nullptr) {
+        c.lk = p.seqlens_k[c.b];
+        c.kv = {static_cast<const char*>(p.paged.k_cache),
+                static_cast<const char*>(p.paged.v_cache),
+                p.paged.block_table + static_cast<int64_t>(c.b) * p.paged.block_table_stride,
+                0,
+                kvh * p.paged.head_stride,
+                p.paged.block_stride,
+                p.paged.token_stride,
+                p.paged.block_size,
+                2};
+    } else {
+        const int k0 = p.cu_seqlens_k[c.b];
+        c.lk = p.cu_seqlens_k[c.b + 1] - k0;
+        const int64_t base = k0 * p.kv_row_stride + kvh * p.kv_head_stride;
+        c.kv = {static_cast<const char*>(p.k) + base * 2,
+                static_cast<const char*>(p.v) + base * 2,
+                nullptr,
+                p.kv_row_stride,
+                0,
+                0,
+                0,
+                1,
+                2};
+    }
+    c.mask = {c.lk, c.lk - c.lq, p.window_left, p.causal};
+    const int row_hi = c.row_lo + c.rows - 1;
+    int n_end = c.lk, n_begin = 0;
+    if (p.causal) n_end = max(0, min(c.lk, row_hi + c.mask.diag + 1));
+    if (p.window_left >= 0) n_begin = max(0, c.row_lo + c.mask.diag - p.window_left);
+    c.t_begin = n_begin / kN;
+    c.t_end = n_end > n_begin ? (n_end + kN - 1) / kN : c.t_begin;
+    c.block_mask = p.block_mask == nullptr ? nullptr
+                                           : p.block_mask + c.b * p.block_mask_batch_stride +
+                                                 c.h * p.block_mask_head_stride;
+    return true;
+}
+
 template <class T, int HD>
 __global__ void __launch_bounds__(PrefillShape<HD>::kThreads)
     prefill_fwd_kernel(const PrefillParams p) {
@@ -112,50 +172,14 @@ __global__ void __launch_bounds__(PrefillShape<HD>::kThreads)
     T* sK = sQ + kM * kS;
     T* sV = sK + kN * kS;
 
-    const int b = blockIdx.z, h = blockIdx.y;
     const int m_block = gridDim.x - 1 - blockIdx.x;  // longest causal tiles start first
-    const int q0 = p.cu_seqlens_q[b];
-    const int lq = p.cu_seqlens_q[b + 1] - q0;
-    const int row_lo = m_block * kM;
-    if (row_lo >= lq) return;
-    const int rows = min(kM, lq - row_lo);
-
-    const bool paged = p.paged.block_table != nullptr;
-    const int kvh = h / (p.num_heads / p.num_kv_heads);
-    KvRows kv{};
-    int lk;
-    if (paged) {
-        lk = p.seqlens_k[b];
-        kv = {static_cast<const char*>(p.paged.k_cache),
-              static_cast<const char*>(p.paged.v_cache),
-              p.paged.block_table + static_cast<int64_t>(b) * p.paged.block_table_stride,
-              0,
-              kvh * p.paged.head_stride,
-              p.paged.block_stride,
-              p.paged.token_stride,
-              p.paged.block_size,
-              2};
-    } else {
-        const int k0 = p.cu_seqlens_k[b];
-        lk = p.cu_seqlens_k[b + 1] - k0;
-        const int64_t base = k0 * p.kv_row_stride + kvh * p.kv_head_stride;
-        kv = {static_cast<const char*>(p.k) + base * 2,
-              static_cast<const char*>(p.v) + base * 2,
-              nullptr,
-              p.kv_row_stride,
-              0,
-              0,
-              0,
-              1,
-              2};
-    }
-    const RowMask mask{lk, lk - lq, p.window_left, p.causal};
+    PrefillCta c;
+    if (!plan_prefill_cta<kM, kN>(p, m_block, c)) return;
+    const int h = c.h, q0 = c.q0, lq = c.lq, lk = c.lk, row_lo = c.row_lo;
+    const int rows = c.rows, t_begin = c.t_begin, t_end = c.t_end;
+    const KvRows& kv = c.kv;
+    const RowMask& mask = c.mask;
     const int row_hi = row_lo + rows - 1;
-    int n_end = lk, n_begin = 0;
-    if (p.causal) n_end = max(0, min(lk, row_hi + mask.diag + 1));
-    if (p.window_left >= 0) n_begin = max(0, row_lo + mask.diag - p.window_left);
-    const int t_begin = n_begin / kN;
-    const int t_end = n_end > n_begin ? (n_end + kN - 1) / kN : t_begin;
 
     const T* q = static_cast<const T*>(p.q) + (q0 + row_lo) * p.q_row_stride + h * p.q_head_stride;
     load_tile<T, HD, kM, Shape::kThreads>(sQ, rows, [&](int r) { return q + r * p.q_row_stride; });
@@ -166,11 +190,8 @@ __global__ void __launch_bounds__(PrefillShape<HD>::kThreads)
         });
     };
     // Block-sparse: the K/V pipeline runs over the unmasked tiles only.
-    const uint8_t* tile_mask = p.block_mask == nullptr
-                                   ? nullptr
-                                   : p.block_mask + b * p.block_mask_batch_stride +
-                                         h * p.block_mask_head_stride +
-                                         m_block * p.block_mask_row_stride;
+    const uint8_t* tile_mask =
+        c.block_mask == nullptr ? nullptr : c.block_mask + m_block * p.block_mask_row_stride;
     auto next_tile = [&](int t) {
         while (t < t_end && tile_mask != nullptr && tile_mask[t] == 0) ++t;
         return t;

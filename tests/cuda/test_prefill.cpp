@@ -1,5 +1,6 @@
-// Prefill forward kernel vs a float64 CPU reference at awkward sizes; paged K/V vs contiguous;
-// block-sparse masks vs the reference with the same mask.
+// Prefill forward kernels (mma.sync, and the Hopper wgmma kernel where the device has it) vs a
+// float64 CPU reference at awkward sizes; paged K/V vs contiguous; block-sparse masks vs the
+// reference with the same mask. Every case runs on each kernel that supports it.
 // Tolerances (outputs of softmax-weighted N(0,1) values, |o| < ~1): max |err| <= 2e-2 for
 // bf16 and 4e-3 for fp16 (P is rounded to the input dtype before P*V, as in FlashAttention);
 // LSE within 2e-3 absolute (fp32 scores of exactly representable inputs).
@@ -180,13 +181,14 @@ PagedCopy make_paged(const Case& c, const Inputs& in, std::mt19937& rng) {
     return pc;
 }
 
-void run_case(const Case& c, uint32_t seed) {
+void run_case_on(const Case& c, PrefillKernel kernel, uint32_t seed) {
     std::mt19937 rng(seed);
     const Inputs in = make_inputs(c, rng);
     DeviceBuffer<uint16_t> q(in.q), k(in.k), v(in.v), o(in.q.size());
     DeviceBuffer<int32_t> cu_q(in.cu_q), cu_k(in.cu_k);
     DeviceBuffer<float> lse(in.cu_q.back() * size_t(c.num_heads));
     PrefillParams p = base_params(c);
+    p.kernel = kernel;
     p.q = q.get();
     p.k = k.get();
     p.v = v.get();
@@ -233,6 +235,23 @@ void run_case(const Case& c, uint32_t seed) {
     EXPECT_EQ(std::memcmp(lse_paged.data(), lse_out.data(), lse_out.size() * sizeof(float)), 0);
 }
 
+// Runs the case on every kernel that supports it: mma.sync (head_dim 64/128) and wgmma (where
+// prefill_wgmma_available()).
+void run_case(const Case& c, uint32_t seed) {
+    int ran = 0;
+    if (c.head_dim != 256) {
+        SCOPED_TRACE("mma.sync kernel");
+        run_case_on(c, PrefillKernel::kMmaSync, seed);
+        ++ran;
+    }
+    if (prefill_wgmma_available()) {
+        SCOPED_TRACE("wgmma kernel");
+        run_case_on(c, PrefillKernel::kWgmma, seed);
+        ++ran;
+    }
+    if (ran == 0) GTEST_SKIP() << "head_dim 256 needs the wgmma kernel (sm_90a build, sm_90 GPU)";
+}
+
 class PrefillSmall : public ::testing::TestWithParam<std::tuple<Dtype, int, bool>> {};
 
 TEST_P(PrefillSmall, OddLengthsGqa4) {
@@ -266,7 +285,7 @@ TEST_P(PrefillSmall, BlockSparseHalfDensity) {
 
 INSTANTIATE_TEST_SUITE_P(All, PrefillSmall,
                          ::testing::Combine(::testing::Values(Dtype::kBf16, Dtype::kF16),
-                                            ::testing::Values(64, 128), ::testing::Bool()));
+                                            ::testing::Values(64, 128, 256), ::testing::Bool()));
 
 TEST(Prefill, Long4097CausalGqa8Bf16) {
     VELA_SKIP_WITHOUT_DEVICE();
@@ -302,6 +321,25 @@ TEST(Prefill, SlidingWindowCausal) {
     Case c{Dtype::kF16, 128, 4, 2, {97, 1000}, {97, 1000}, true, 31, 16};
     c.rows_checked = 64;
     run_case(c, 10);
+}
+
+TEST(Prefill, Long1000CausalGqa4Hd256) {
+    VELA_SKIP_WITHOUT_DEVICE();
+    Case c{Dtype::kBf16, 256, 8, 2, {1000, 300}, {1000, 333}, true, -1, 16};
+    c.rows_checked = 64;
+    run_case(c, 11);
+}
+
+TEST(Prefill, WgmmaUnavailableOrHd256OnMmaSyncIsAnError) {
+    PrefillParams p;
+    p.head_dim = 256;
+    p.num_heads = p.num_kv_heads = 1;
+    p.kernel = PrefillKernel::kMmaSync;
+    EXPECT_THROW(prefill_forward(p), InvalidArgument);
+    if (!prefill_wgmma_available()) {
+        p.kernel = PrefillKernel::kWgmma;
+        EXPECT_THROW(prefill_forward(p), InvalidArgument);
+    }
 }
 
 TEST(Prefill, RejectsUnsupportedHeadDim) {
