@@ -12,8 +12,10 @@ cudaError_t launch(const BackwardParams& p, cudaStream_t stream) {
     auto* dq_acc = static_cast<float*>(p.workspace);
     const int64_t items = static_cast<int64_t>(p.total_q) * p.num_heads;
     float* d_sum = dq_acc + items * HD;
+    const int64_t vec_threads = items * (HD / 8);  // aux kernels: 8 elements a thread
     if (items > 0) {
-        bwd_preprocess_kernel<T, HD><<<(items + 3) / 4, 128, 0, stream>>>(p, dq_acc, d_sum);
+        bwd_preprocess_kernel<T, HD>
+            <<<(vec_threads + 255) / 256, 256, 0, stream>>>(p, dq_acc, d_sum);
     }
     constexpr int smem = Shape::template smem_bytes<T>();
     auto* kernel = &bwd_dkdv_kernel<T, HD>;
@@ -27,8 +29,7 @@ cudaError_t launch(const BackwardParams& p, cudaStream_t stream) {
         kernel<<<grid, Shape::kThreads, smem, stream>>>(p, dq_acc, d_sum);
     }
     if (items > 0) {
-        const int64_t n = items * HD;
-        bwd_convert_dq_kernel<T, HD><<<(n + 255) / 256, 256, 0, stream>>>(p, dq_acc);
+        bwd_convert_dq_kernel<T, HD><<<(vec_threads + 255) / 256, 256, 0, stream>>>(p, dq_acc);
     }
     return cudaGetLastError();
 }

@@ -1,11 +1,13 @@
 #pragma once
 // FlashAttention-2 style backward with recomputation, three kernels:
 //   1. bwd_preprocess: D = rowsum(dO * O) per (query row, head); zeroes the fp32 dQ accumulator.
-//   2. bwd_dkdv: one CTA per (key tile of 64, kv head, sequence). Each of its 4 warps owns 16
+//   2. bwd_dkdv: one CTA per (key tile of 128, kv head, sequence). Each of its 8 warps owns 16
 //      keys and keeps their dK and dV accumulators in registers while it sweeps every query
 //      tile of every query head of the group, rebuilding P = exp(S - LSE) from the forward's
 //      LSE. dS is staged in shared memory (key-major) so that all warps can then form this key
-//      tile's share of dQ = dS K, which is added to the fp32 accumulator with atomics.
+//      tile's share of dQ = dS K; that share is staged in shared memory too and added to the
+//      fp32 accumulator with coalesced 16-byte atomics (sm_90; scalar atomics on sm_80) at the
+//      start of the next step, so each dQ element takes one reduction per 128 keys.
 //   3. bwd_convert_dq: dQ = scale * accumulator, rounded to the input dtype.
 // S x S never exists anywhere; the memory cost is the fp32 dQ accumulator.
 #include <cmath>
@@ -18,52 +20,66 @@ namespace vela::cuda::detail {
 
 template <int HD>
 struct BackwardShape {
-    static constexpr int kWarps = 4;
+    static constexpr int kWarps = 8;
     static constexpr int kThreads = kWarps * 32;
     static constexpr int kN = 16 * kWarps;         // keys per CTA
     static constexpr int kM = HD == 64 ? 64 : 32;  // query rows per step: bounds registers
     static constexpr int kStride = HD + 8;         // padded rows: conflict-free ldmatrix
     static constexpr int kDsStride = kM + 8;
+    static constexpr int kDqStride = HD + 8;  // fp32 rows: float2 stores of a half-warp hit 32 banks
     // The dQ step splits the kM x HD tile over the warps: kM/16 row groups x the rest columns.
     static constexpr int kRowGroups = kM / 16;
     static constexpr int kDqCols = HD / (kWarps / kRowGroups);
+    static_assert(kWarps % kRowGroups == 0 && kDqCols % 16 == 0);
     // K, V; two buffers of Q and dO (the next query tile loads while this one computes); dS^T;
-    // two buffers of LSE and D.
+    // then fp32: the staged dQ share, two buffers of LSE and D.
     template <class T>
     static constexpr int smem_bytes() {
         return ((2 * kN + 4 * kM) * kStride + kN * kDsStride) * static_cast<int>(sizeof(T)) +
-               4 * kM * static_cast<int>(sizeof(float));
+               (kM * kDqStride + 4 * kM) * static_cast<int>(sizeof(float));
     }
 };
 
-// One warp per (query row, head).
+// HD/8 threads per (query row, head), 16-byte loads of O and dO.
 template <class T, int HD>
 __global__ void bwd_preprocess_kernel(const BackwardParams p, float* dq_acc, float* d_sum) {
-    const int64_t item = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
-    const int lane = threadIdx.x % 32;
-    if (item >= static_cast<int64_t>(p.total_q) * p.num_heads) return;
-    const int64_t row = item / p.num_heads, h = item % p.num_heads;
-    const int64_t off = row * p.q_row_stride + h * p.q_head_stride;
-    const T* o = static_cast<const T*>(p.o) + off;
-    const T* d_o = static_cast<const T*>(p.d_o) + off;
+    constexpr int kLanes = HD / 8;
+    const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    const int64_t item = tid / kLanes;
+    const int c = static_cast<int>(tid % kLanes) * 8;
+    const bool live = item < static_cast<int64_t>(p.total_q) * p.num_heads;
     float acc = 0.f;
+    if (live) {
+        const int64_t row = item / p.num_heads, h = item % p.num_heads;
+        const int64_t off = row * p.q_row_stride + h * p.q_head_stride + c;
+        const uint4 ov = *reinterpret_cast<const uint4*>(static_cast<const T*>(p.o) + off);
+        const uint4 dv = *reinterpret_cast<const uint4*>(static_cast<const T*>(p.d_o) + off);
+        const T* oe = reinterpret_cast<const T*>(&ov);
+        const T* de = reinterpret_cast<const T*>(&dv);
 #pragma unroll
-    for (int c = lane; c < HD; c += 32) acc += to_float(o[c]) * to_float(d_o[c]);
+        for (int j = 0; j < 8; ++j) acc += to_float(oe[j]) * to_float(de[j]);
+        float4* z = reinterpret_cast<float4*>(dq_acc + item * HD + c);
+        z[0] = z[1] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
 #pragma unroll
-    for (int s = 16; s > 0; s /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, s);
-    if (lane == 0) d_sum[item] = acc;
-#pragma unroll
-    for (int c = lane; c < HD; c += 32) dq_acc[item * HD + c] = 0.f;
+    for (int s = kLanes / 2; s > 0; s /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, s);
+    if (live && c == 0) d_sum[item] = acc;
 }
 
+// One thread per 8 elements: two 16-byte loads, one 16-byte store.
 template <class T, int HD>
 __global__ void bwd_convert_dq_kernel(const BackwardParams p, const float* dq_acc) {
-    const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    const int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * 8;
     if (i >= static_cast<int64_t>(p.total_q) * p.num_heads * HD) return;
     const int64_t item = i / HD, c = i % HD;
     const int64_t row = item / p.num_heads, h = item % p.num_heads;
-    T* dq = static_cast<T*>(p.dq) + row * p.q_row_stride + h * p.q_head_stride + c;
-    *dq = static_cast<T>(dq_acc[i] * p.softmax_scale);
+    const float4 a = *reinterpret_cast<const float4*>(dq_acc + i);
+    const float4 b = *reinterpret_cast<const float4*>(dq_acc + i + 4);
+    const float s = p.softmax_scale;
+    const uint4 out = {pack2<T>(a.x * s, a.y * s), pack2<T>(a.z * s, a.w * s),
+                       pack2<T>(b.x * s, b.y * s), pack2<T>(b.z * s, b.w * s)};
+    *reinterpret_cast<uint4*>(static_cast<T*>(p.dq) + row * p.q_row_stride + h * p.q_head_stride +
+                              c) = out;
 }
 
 // Per-CTA view of one sequence and kv head in the dK/dV kernel.
@@ -82,12 +98,18 @@ __device__ __forceinline__ int2 query_tile_range(const BwdTile& t, const Backwar
     return make_int2(lo / kM, (hi + kM - 1) / kM);
 }
 
-// Starts loading one query tile (Q, dO, LSE in log2 units, D) of head h into shared memory;
-// the caller waits for the cp.async group and synchronises before reading it.
+// LSE and D of one query row, read a step ahead into registers so that their global latency
+// hides behind a step of math; raw values (natural-log LSE), converted when staged.
+struct RowStats {
+    float lse, d;
+};
+
+// Starts loading one query tile (Q, dO) of head h into shared memory with cp.async and returns
+// this thread's row statistics (thread r < kM holds row r; padding rows get LSE = -inf).
 template <class T, int HD, int kM, int kThreads>
-__device__ __forceinline__ void bwd_issue_query_tile(const BackwardParams& p, const BwdTile& t,
-                                                     int h, int row_lo, T* sQ, T* sdO, float* sLse,
-                                                     float* sD, const float* d_sum) {
+__device__ __forceinline__ RowStats bwd_issue_query_tile(const BackwardParams& p, const BwdTile& t,
+                                                         int h, int row_lo, T* sQ, T* sdO,
+                                                         const float* d_sum) {
     const int rows = min(kM, t.lq - row_lo);
     const int64_t base = (t.q0 + row_lo) * p.q_row_stride + h * p.q_head_stride;
     const T* q = static_cast<const T*>(p.q) + base;
@@ -95,13 +117,21 @@ __device__ __forceinline__ void bwd_issue_query_tile(const BackwardParams& p, co
     load_tile<T, HD, kM, kThreads>(sQ, rows, [&](int r) { return q + r * p.q_row_stride; });
     load_tile<T, HD, kM, kThreads>(sdO, rows, [&](int r) { return d_o + r * p.q_row_stride; });
     cp_async_commit();
-    for (int r = threadIdx.x; r < kM; r += kThreads) {
-        const int64_t item = static_cast<int64_t>(t.q0 + row_lo + r) * p.num_heads + h;
-        const float lse = r < rows ? p.lse[item] : -INFINITY;
-        // +inf makes P = exp2(s - inf) = 0 for padding rows and rows that saw no key.
-        sLse[r] = lse == -INFINITY ? INFINITY : lse * 1.4426950408889634f;
-        sD[r] = r < rows ? d_sum[item] : 0.f;
+    RowStats st{-INFINITY, 0.f};
+    if (static_cast<int>(threadIdx.x) < rows) {
+        const int64_t item = static_cast<int64_t>(t.q0 + row_lo + threadIdx.x) * p.num_heads + h;
+        st = {p.lse[item], d_sum[item]};
     }
+    return st;
+}
+
+// Stages row statistics: LSE in log2 units, where +inf makes P = exp2(s - inf) = 0 for padding
+// rows and rows that saw no key.
+template <int kM>
+__device__ __forceinline__ void bwd_stage_row_stats(const RowStats& st, float* sLse, float* sD) {
+    if (threadIdx.x >= kM) return;
+    sLse[threadIdx.x] = st.lse == -INFINITY ? INFINITY : st.lse * 1.4426950408889634f;
+    sD[threadIdx.x] = st.d;
 }
 
 // Packs a 16 x (2*k16) fp32 accumulator slice into an mma A fragment (rows g / g+8).
@@ -115,11 +145,9 @@ __device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&x0)[4],
 }
 
 // This warp's share of dQ for the staged dS tile: rows rg*16.., columns cg*kDqCols.., summed
-// over the CTA's kN keys, added to the fp32 accumulator.
+// over the CTA's kN keys, staged as fp32 in sdQ for bwd_flush_dq.
 template <class T, int HD>
-__device__ __forceinline__ void bwd_accumulate_dq(const BackwardParams& p, const BwdTile& t, int h,
-                                                  int row_lo, const T* sK, const T* sdS,
-                                                  float* dq_acc) {
+__device__ __forceinline__ void bwd_stage_dq(const T* sK, const T* sdS, float* sdQ) {
     using Shape = BackwardShape<HD>;
     constexpr int kS = Shape::kStride, kDs = Shape::kDsStride, kCols = Shape::kDqCols;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -142,14 +170,33 @@ __device__ __forceinline__ void bwd_accumulate_dq(const BackwardParams& p, const
     const int g = lane / 4, tig = lane % 4;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-        const int qi = row_lo + rg * 16 + g + 8 * r;
-        if (qi >= t.lq) continue;
-        float* dst = dq_acc + (static_cast<int64_t>(t.q0 + qi) * p.num_heads + h) * HD + cg * kCols;
+        float* dst = sdQ + (rg * 16 + g + 8 * r) * Shape::kDqStride + cg * kCols + tig * 2;
 #pragma unroll
-        for (int nt = 0; nt < kCols / 8; ++nt) {
-            atomicAdd(dst + nt * 8 + tig * 2, acc[nt][2 * r]);
-            atomicAdd(dst + nt * 8 + tig * 2 + 1, acc[nt][2 * r + 1]);
-        }
+        for (int nt = 0; nt < kCols / 8; ++nt)
+            *reinterpret_cast<float2*>(dst + nt * 8) = make_float2(acc[nt][2 * r], acc[nt][2 * r + 1]);
+    }
+}
+
+// Adds the staged dQ share of query tile (h, row_lo) to the fp32 accumulator: consecutive
+// threads take consecutive 16-byte pieces of a row, so every atomic is fully coalesced.
+template <int HD>
+__device__ __forceinline__ void bwd_flush_dq(const BackwardParams& p, const BwdTile& t, int h,
+                                             int row_lo, const float* sdQ, float* dq_acc) {
+    using Shape = BackwardShape<HD>;
+    constexpr int kVecs = HD / 4;  // float4 per row
+    const int rows = min(Shape::kM, t.lq - row_lo);
+    for (int v = threadIdx.x; v < rows * kVecs; v += Shape::kThreads) {
+        const int r = v / kVecs, c = (v % kVecs) * 4;
+        const float4 x = *reinterpret_cast<const float4*>(sdQ + r * Shape::kDqStride + c);
+        float* dst = dq_acc + (static_cast<int64_t>(t.q0 + row_lo + r) * p.num_heads + h) * HD + c;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        atomicAdd(reinterpret_cast<float4*>(dst), x);  // one 16-byte reduction (sm_90)
+#else
+        atomicAdd(dst, x.x);
+        atomicAdd(dst + 1, x.y);
+        atomicAdd(dst + 2, x.z);
+        atomicAdd(dst + 3, x.w);
+#endif
     }
 }
 
@@ -252,18 +299,41 @@ __device__ __forceinline__ void bwd_probs_and_grads(const BackwardParams& p, con
     }
 }
 
+// One warp's math for one query tile: S^T and dP^T, P^T and dS^T, dV and dK updates, then
+// dS^T (rounded to T) into the shared key-major tile for the dQ step.
 template <class T, int HD>
-__global__ void __launch_bounds__(BackwardShape<HD>::kThreads)
+__device__ __forceinline__ void bwd_step(const BackwardParams& p, const BwdTile& t, int row_lo,
+                                         const T* sK, const T* sV, const T* sQ, const T* sdO,
+                                         const float* sLse, const float* sD, T* sdS,
+                                         float (&dk)[HD / 8][4], float (&dv)[HD / 8][4]) {
+    using Shape = BackwardShape<HD>;
+    constexpr int kM = Shape::kM;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
+    float s[kM / 8][4] = {}, dp[kM / 8][4] = {};
+    bwd_scores<T, HD, kM>(sK, sV, sQ, sdO, s, dp);
+    bwd_probs_and_grads<kM, Shape::kN>(p, t, row_lo, sLse, sD, s, dp);
+    bwd_accumulate_dkdv<T, HD, kM>(sQ, sdO, s, dp, dk, dv);
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+        for (int nt = 0; nt < kM / 8; ++nt)
+            *reinterpret_cast<uint32_t*>(sdS + (warp * 16 + g + 8 * r) * Shape::kDsStride + nt * 8 +
+                                         tig * 2) = pack2<T>(dp[nt][2 * r], dp[nt][2 * r + 1]);
+}
+
+template <class T, int HD>
+__global__ void __launch_bounds__(BackwardShape<HD>::kThreads, 1)
     bwd_dkdv_kernel(const BackwardParams p, float* dq_acc, const float* d_sum) {
     using Shape = BackwardShape<HD>;
     constexpr int kM = Shape::kM, kN = Shape::kN, kS = Shape::kStride;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T* sK = reinterpret_cast<T*>(smem_raw);
     T* sV = sK + kN * kS;
-    T* sQ0 = sV + kN * kS;  // buffers: Q[2], dO[2], then dS^T, LSE[2], D[2]
+    T* sQ0 = sV + kN * kS;  // buffers: Q[2], dO[2], then dS^T, dQ share, LSE[2], D[2]
     T* sdO0 = sQ0 + 2 * kM * kS;
     T* sdS = sdO0 + 2 * kM * kS;
-    float* sLse0 = reinterpret_cast<float*>(sdS + kN * Shape::kDsStride);
+    float* sdQ = reinterpret_cast<float*>(sdS + kN * Shape::kDsStride);
+    float* sLse0 = sdQ + kM * Shape::kDqStride;
     float* sD0 = sLse0 + 2 * kM;
 
     const int b = blockIdx.z, kvh = blockIdx.y;
@@ -284,45 +354,37 @@ __global__ void __launch_bounds__(BackwardShape<HD>::kThreads)
     load_tile<T, HD, kN, Shape::kThreads>(sV, keys, [&](int r) { return v + r * p.kv_row_stride; });
     cp_async_commit();
 
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
     float dk[HD / 8][4] = {}, dv[HD / 8][4] = {};
     // Steps run over (query head of the group, query tile) pairs; step i uses buffer i % 2.
     const int2 range = query_tile_range<kM, kN>(t, p);
     const int group = p.num_heads / p.num_kv_heads, per_head = range.y - range.x;
     const int steps = group * per_head;
+    auto head = [&](int i) { return kvh * group + i / per_head; };
+    auto row_lo = [&](int i) { return (range.x + i % per_head) * kM; };
     auto issue = [&](int i) {
-        const int buf = i % 2, h = kvh * group + i / per_head,
-                  row_lo = (range.x + i % per_head) * kM;
-        bwd_issue_query_tile<T, HD, kM, Shape::kThreads>(p, t, h, row_lo, sQ0 + buf * kM * kS,
-                                                         sdO0 + buf * kM * kS, sLse0 + buf * kM,
-                                                         sD0 + buf * kM, d_sum);
+        const int buf = i % 2;
+        return bwd_issue_query_tile<T, HD, kM, Shape::kThreads>(
+            p, t, head(i), row_lo(i), sQ0 + buf * kM * kS, sdO0 + buf * kM * kS, d_sum);
     };
-    if (steps > 0) issue(0);
+    if (steps > 0) bwd_stage_row_stats<kM>(issue(0), sLse0, sD0);
     for (int i = 0; i < steps; ++i) {
-        const int buf = i % 2, h = kvh * group + i / per_head,
-                  row_lo = (range.x + i % per_head) * kM;
-        const T* sQ = sQ0 + buf * kM * kS;
-        const T* sdO = sdO0 + buf * kM * kS;
-        const float* sLse = sLse0 + buf * kM;
-        const float* sD = sD0 + buf * kM;
+        const int buf = i % 2;
         cp_async_wait<0>();
-        // Step i's tile landed and is visible; every warp finished step i-1's dQ reads of
-        // sdS and step i-1's reads of the other buffer, which the next issue overwrites.
+        // Step i's tile and row statistics landed and are visible; every warp finished step
+        // i-1's reads of the other buffers (the next issue overwrites them) and its dQ share.
         __syncthreads();
-        if (i + 1 < steps) issue(i + 1);
-        float s[kM / 8][4] = {}, dp[kM / 8][4] = {};
-        bwd_scores<T, HD, kM>(sK, sV, sQ, sdO, s, dp);
-        bwd_probs_and_grads<kM, kN>(p, t, row_lo, sLse, sD, s, dp);
-        bwd_accumulate_dkdv<T, HD, kM>(sQ, sdO, s, dp, dk, dv);
-#pragma unroll
-        for (int r = 0; r < 2; ++r)
-#pragma unroll
-            for (int nt = 0; nt < kM / 8; ++nt)
-                *reinterpret_cast<uint32_t*>(sdS + (warp * 16 + g + 8 * r) * Shape::kDsStride +
-                                             nt * 8 + tig * 2) =
-                    pack2<T>(dp[nt][2 * r], dp[nt][2 * r + 1]);
-        __syncthreads();  // dS^T of all warps staged
-        bwd_accumulate_dq<T, HD>(p, t, h, row_lo, sK, sdS, dq_acc);
+        if (i > 0) bwd_flush_dq<HD>(p, t, head(i - 1), row_lo(i - 1), sdQ, dq_acc);
+        RowStats next{-INFINITY, 0.f};
+        if (i + 1 < steps) next = issue(i + 1);
+        bwd_step<T, HD>(p, t, row_lo(i), sK, sV, sQ0 + buf * kM * kS, sdO0 + buf * kM * kS,
+                        sLse0 + buf * kM, sD0 + buf * kM, sdS, dk, dv);
+        if (i + 1 < steps) bwd_stage_row_stats<kM>(next, sLse0 + (1 - buf) * kM, sD0 + (1 - buf) * kM);
+        __syncthreads();  // dS^T of all warps staged; step i-1's dQ share flushed
+        bwd_stage_dq<T, HD>(sK, sdS, sdQ);
+    }
+    if (steps > 0) {
+        __syncthreads();
+        bwd_flush_dq<HD>(p, t, head(steps - 1), row_lo(steps - 1), sdQ, dq_acc);
     }
     cp_async_wait<0>();  // a tile that no query sees never waited for its K/V copies
     const int64_t out_base = t.k0 * p.kv_row_stride + kvh * p.kv_head_stride;

@@ -195,6 +195,18 @@ TEST(Backward, Long1000NonCausalF16) {
     run_backward_case({Dtype::kF16, 64, 2, 2, {1000}, {1000}, false}, 12);
 }
 
+// Several 128-key CTAs per sequence, a partial last one, lq != lk and 4 query heads per kv head
+// (their dQ shares reach the fp32 accumulator from different CTAs).
+TEST(Backward, MultiKeyTileCausalGqa4F16) {
+    VELA_SKIP_WITHOUT_DEVICE();
+    run_backward_case({Dtype::kF16, 64, 8, 2, {150, 129}, {333, 129}, true}, 14);
+}
+
+TEST(Backward, MultiKeyTileNonCausalHd128Bf16) {
+    VELA_SKIP_WITHOUT_DEVICE();
+    run_backward_case({Dtype::kBf16, 128, 2, 1, {257, 31}, {300, 31}, false}, 15);
+}
+
 TEST(Backward, SlidingWindowCausal) {
     VELA_SKIP_WITHOUT_DEVICE();
     run_backward_case({Dtype::kBf16, 64, 2, 1, {200, 33}, {200, 70}, true, 31}, 13);
