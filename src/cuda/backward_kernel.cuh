@@ -5,9 +5,10 @@
 //      keys and keeps their dK and dV accumulators in registers while it sweeps every query
 //      tile of every query head of the group, rebuilding P = exp(S - LSE) from the forward's
 //      LSE. dS is staged in shared memory (key-major) so that all warps can then form this key
-//      tile's share of dQ = dS K; that share is staged in shared memory too and added to the
-//      fp32 accumulator with coalesced 16-byte atomics (sm_90; scalar atomics on sm_80) at the
-//      start of the next step, so each dQ element takes one reduction per 128 keys.
+//      tile's share of dQ = dS K, added to the fp32 accumulator straight from registers with
+//      8-byte atomics (sm_90; scalar on sm_80): one reduction per dQ element per 128 keys.
+//      A step covers kM query rows but runs them through the warps' registers in sub-tiles of
+//      kSub rows, so the two CTA barriers of a step are paid once per kM rows.
 //   3. bwd_convert_dq: dQ = scale * accumulator, rounded to the input dtype.
 // S x S never exists anywhere; the memory cost is the fp32 dQ accumulator.
 #include <cmath>
@@ -23,20 +24,20 @@ struct BackwardShape {
     static constexpr int kWarps = 8;
     static constexpr int kThreads = kWarps * 32;
     static constexpr int kN = 16 * kWarps;         // keys per CTA
-    static constexpr int kM = HD == 64 ? 64 : 32;  // query rows per step: bounds registers
-    static constexpr int kStride = HD + 8;         // padded rows: conflict-free ldmatrix
+    static constexpr int kM = HD == 64 ? 128 : 64;  // query rows per step (between barriers)
+    static constexpr int kSub = HD == 64 ? 64 : 32;  // rows per register pass: bounds registers
+    static constexpr int kStride = HD + 8;          // padded rows: conflict-free ldmatrix
     static constexpr int kDsStride = kM + 8;
-    static constexpr int kDqStride = HD + 8;  // fp32 rows: float2 stores of a half-warp hit 32 banks
     // The dQ step splits the kM x HD tile over the warps: kM/16 row groups x the rest columns.
     static constexpr int kRowGroups = kM / 16;
     static constexpr int kDqCols = HD / (kWarps / kRowGroups);
-    static_assert(kWarps % kRowGroups == 0 && kDqCols % 16 == 0);
+    static_assert(kWarps % kRowGroups == 0 && kDqCols % 16 == 0 && kM % kSub == 0);
     // K, V; two buffers of Q and dO (the next query tile loads while this one computes); dS^T;
-    // then fp32: the staged dQ share, two buffers of LSE and D.
+    // two buffers of LSE and D. At most 160 KB, so sm_80 parts (A100: 164 KB) run it too.
     template <class T>
     static constexpr int smem_bytes() {
         return ((2 * kN + 4 * kM) * kStride + kN * kDsStride) * static_cast<int>(sizeof(T)) +
-               (kM * kDqStride + 4 * kM) * static_cast<int>(sizeof(float));
+               4 * kM * static_cast<int>(sizeof(float));
     }
 };
 
@@ -145,9 +146,12 @@ __device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&x0)[4],
 }
 
 // This warp's share of dQ for the staged dS tile: rows rg*16.., columns cg*kDqCols.., summed
-// over the CTA's kN keys, staged as fp32 in sdQ for bwd_flush_dq.
+// over the CTA's kN keys, added to the fp32 accumulator. A thread's two adjacent columns go in
+// one 8-byte atomic, so each warp instruction fills eight whole 32-byte sectors (sm_90).
 template <class T, int HD>
-__device__ __forceinline__ void bwd_stage_dq(const T* sK, const T* sdS, float* sdQ) {
+__device__ __forceinline__ void bwd_accumulate_dq(const BackwardParams& p, const BwdTile& t, int h,
+                                                  int row_lo, const T* sK, const T* sdS,
+                                                  float* dq_acc) {
     using Shape = BackwardShape<HD>;
     constexpr int kS = Shape::kStride, kDs = Shape::kDsStride, kCols = Shape::kDqCols;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -170,33 +174,20 @@ __device__ __forceinline__ void bwd_stage_dq(const T* sK, const T* sdS, float* s
     const int g = lane / 4, tig = lane % 4;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-        float* dst = sdQ + (rg * 16 + g + 8 * r) * Shape::kDqStride + cg * kCols + tig * 2;
+        const int qi = row_lo + rg * 16 + g + 8 * r;
+        if (qi >= t.lq) continue;
+        float* dst = dq_acc + (static_cast<int64_t>(t.q0 + qi) * p.num_heads + h) * HD + cg * kCols +
+                     tig * 2;
 #pragma unroll
-        for (int nt = 0; nt < kCols / 8; ++nt)
-            *reinterpret_cast<float2*>(dst + nt * 8) = make_float2(acc[nt][2 * r], acc[nt][2 * r + 1]);
-    }
-}
-
-// Adds the staged dQ share of query tile (h, row_lo) to the fp32 accumulator: consecutive
-// threads take consecutive 16-byte pieces of a row, so every atomic is fully coalesced.
-template <int HD>
-__device__ __forceinline__ void bwd_flush_dq(const BackwardParams& p, const BwdTile& t, int h,
-                                             int row_lo, const float* sdQ, float* dq_acc) {
-    using Shape = BackwardShape<HD>;
-    constexpr int kVecs = HD / 4;  // float4 per row
-    const int rows = min(Shape::kM, t.lq - row_lo);
-    for (int v = threadIdx.x; v < rows * kVecs; v += Shape::kThreads) {
-        const int r = v / kVecs, c = (v % kVecs) * 4;
-        const float4 x = *reinterpret_cast<const float4*>(sdQ + r * Shape::kDqStride + c);
-        float* dst = dq_acc + (static_cast<int64_t>(t.q0 + row_lo + r) * p.num_heads + h) * HD + c;
+        for (int nt = 0; nt < kCols / 8; ++nt) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-        atomicAdd(reinterpret_cast<float4*>(dst), x);  // one 16-byte reduction (sm_90)
+            atomicAdd(reinterpret_cast<float2*>(dst + nt * 8),
+                      make_float2(acc[nt][2 * r], acc[nt][2 * r + 1]));
 #else
-        atomicAdd(dst, x.x);
-        atomicAdd(dst + 1, x.y);
-        atomicAdd(dst + 2, x.z);
-        atomicAdd(dst + 3, x.w);
+            atomicAdd(dst + nt * 8, acc[nt][2 * r]);
+            atomicAdd(dst + nt * 8 + 1, acc[nt][2 * r + 1]);
 #endif
+        }
     }
 }
 
@@ -299,26 +290,32 @@ __device__ __forceinline__ void bwd_probs_and_grads(const BackwardParams& p, con
     }
 }
 
-// One warp's math for one query tile: S^T and dP^T, P^T and dS^T, dV and dK updates, then
-// dS^T (rounded to T) into the shared key-major tile for the dQ step.
+// One warp's math for one query tile, kSub rows at a time: S^T and dP^T, P^T and dS^T, dV and
+// dK updates, then dS^T (rounded to T) into the shared key-major tile for the dQ step.
 template <class T, int HD>
 __device__ __forceinline__ void bwd_step(const BackwardParams& p, const BwdTile& t, int row_lo,
                                          const T* sK, const T* sV, const T* sQ, const T* sdO,
                                          const float* sLse, const float* sD, T* sdS,
                                          float (&dk)[HD / 8][4], float (&dv)[HD / 8][4]) {
     using Shape = BackwardShape<HD>;
-    constexpr int kM = Shape::kM;
+    constexpr int kSub = Shape::kSub, kS = Shape::kStride;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
-    float s[kM / 8][4] = {}, dp[kM / 8][4] = {};
-    bwd_scores<T, HD, kM>(sK, sV, sQ, sdO, s, dp);
-    bwd_probs_and_grads<kM, Shape::kN>(p, t, row_lo, sLse, sD, s, dp);
-    bwd_accumulate_dkdv<T, HD, kM>(sQ, sdO, s, dp, dk, dv);
+#pragma unroll 1
+    for (int sub = 0; sub < Shape::kM / kSub; ++sub) {
+        const int r0 = sub * kSub;
+        if (row_lo + r0 >= t.lq) break;  // padding sub-tile: its dS^T columns are never read
+        float s[kSub / 8][4] = {}, dp[kSub / 8][4] = {};
+        bwd_scores<T, HD, kSub>(sK, sV, sQ + r0 * kS, sdO + r0 * kS, s, dp);
+        bwd_probs_and_grads<kSub, Shape::kN>(p, t, row_lo + r0, sLse + r0, sD + r0, s, dp);
+        bwd_accumulate_dkdv<T, HD, kSub>(sQ + r0 * kS, sdO + r0 * kS, s, dp, dk, dv);
 #pragma unroll
-    for (int r = 0; r < 2; ++r)
+        for (int r = 0; r < 2; ++r)
 #pragma unroll
-        for (int nt = 0; nt < kM / 8; ++nt)
-            *reinterpret_cast<uint32_t*>(sdS + (warp * 16 + g + 8 * r) * Shape::kDsStride + nt * 8 +
-                                         tig * 2) = pack2<T>(dp[nt][2 * r], dp[nt][2 * r + 1]);
+            for (int nt = 0; nt < kSub / 8; ++nt)
+                *reinterpret_cast<uint32_t*>(sdS + (warp * 16 + g + 8 * r) * Shape::kDsStride + r0 +
+                                             nt * 8 + tig * 2) =
+                    pack2<T>(dp[nt][2 * r], dp[nt][2 * r + 1]);
+    }
 }
 
 template <class T, int HD>
@@ -329,11 +326,10 @@ __global__ void __launch_bounds__(BackwardShape<HD>::kThreads, 1)
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T* sK = reinterpret_cast<T*>(smem_raw);
     T* sV = sK + kN * kS;
-    T* sQ0 = sV + kN * kS;  // buffers: Q[2], dO[2], then dS^T, dQ share, LSE[2], D[2]
+    T* sQ0 = sV + kN * kS;  // buffers: Q[2], dO[2], then dS^T, LSE[2], D[2]
     T* sdO0 = sQ0 + 2 * kM * kS;
     T* sdS = sdO0 + 2 * kM * kS;
-    float* sdQ = reinterpret_cast<float*>(sdS + kN * Shape::kDsStride);
-    float* sLse0 = sdQ + kM * Shape::kDqStride;
+    float* sLse0 = reinterpret_cast<float*>(sdS + kN * Shape::kDsStride);
     float* sD0 = sLse0 + 2 * kM;
 
     const int b = blockIdx.z, kvh = blockIdx.y;
@@ -371,20 +367,15 @@ __global__ void __launch_bounds__(BackwardShape<HD>::kThreads, 1)
         const int buf = i % 2;
         cp_async_wait<0>();
         // Step i's tile and row statistics landed and are visible; every warp finished step
-        // i-1's reads of the other buffers (the next issue overwrites them) and its dQ share.
+        // i-1's reads of the other buffers (the next issue overwrites them) and of dS^T.
         __syncthreads();
-        if (i > 0) bwd_flush_dq<HD>(p, t, head(i - 1), row_lo(i - 1), sdQ, dq_acc);
         RowStats next{-INFINITY, 0.f};
         if (i + 1 < steps) next = issue(i + 1);
         bwd_step<T, HD>(p, t, row_lo(i), sK, sV, sQ0 + buf * kM * kS, sdO0 + buf * kM * kS,
                         sLse0 + buf * kM, sD0 + buf * kM, sdS, dk, dv);
         if (i + 1 < steps) bwd_stage_row_stats<kM>(next, sLse0 + (1 - buf) * kM, sD0 + (1 - buf) * kM);
-        __syncthreads();  // dS^T of all warps staged; step i-1's dQ share flushed
-        bwd_stage_dq<T, HD>(sK, sdS, sdQ);
-    }
-    if (steps > 0) {
-        __syncthreads();
-        bwd_flush_dq<HD>(p, t, head(steps - 1), row_lo(steps - 1), sdQ, dq_acc);
+        __syncthreads();  // dS^T of all warps staged
+        bwd_accumulate_dq<T, HD>(p, t, head(i), row_lo(i), sK, sdS, dq_acc);
     }
     cp_async_wait<0>();  // a tile that no query sees never waited for its K/V copies
     const int64_t out_base = t.k0 * p.kv_row_stride + kvh * p.kv_head_stride;
