@@ -23,10 +23,10 @@ template <int HD>
 struct BackwardShape {
     static constexpr int kWarps = 8;
     static constexpr int kThreads = kWarps * 32;
-    static constexpr int kN = 16 * kWarps;         // keys per CTA
-    static constexpr int kM = HD == 64 ? 128 : 64;  // query rows per step (between barriers)
+    static constexpr int kN = 16 * kWarps;           // keys per CTA
+    static constexpr int kM = HD == 64 ? 128 : 64;   // query rows per step (between barriers)
     static constexpr int kSub = HD == 64 ? 64 : 32;  // rows per register pass: bounds registers
-    static constexpr int kStride = HD + 8;          // padded rows: conflict-free ldmatrix
+    static constexpr int kStride = HD + 8;           // padded rows: conflict-free ldmatrix
     static constexpr int kDsStride = kM + 8;
     // The dQ step splits the kM x HD tile over the warps: kM/16 row groups x the rest columns.
     static constexpr int kRowGroups = kM / 16;
@@ -176,8 +176,8 @@ __device__ __forceinline__ void bwd_accumulate_dq(const BackwardParams& p, const
     for (int r = 0; r < 2; ++r) {
         const int qi = row_lo + rg * 16 + g + 8 * r;
         if (qi >= t.lq) continue;
-        float* dst = dq_acc + (static_cast<int64_t>(t.q0 + qi) * p.num_heads + h) * HD + cg * kCols +
-                     tig * 2;
+        float* dst = dq_acc + (static_cast<int64_t>(t.q0 + qi) * p.num_heads + h) * HD +
+                     cg * kCols + tig * 2;
 #pragma unroll
         for (int nt = 0; nt < kCols / 8; ++nt) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -373,7 +373,8 @@ __global__ void __launch_bounds__(BackwardShape<HD>::kThreads, 1)
         if (i + 1 < steps) next = issue(i + 1);
         bwd_step<T, HD>(p, t, row_lo(i), sK, sV, sQ0 + buf * kM * kS, sdO0 + buf * kM * kS,
                         sLse0 + buf * kM, sD0 + buf * kM, sdS, dk, dv);
-        if (i + 1 < steps) bwd_stage_row_stats<kM>(next, sLse0 + (1 - buf) * kM, sD0 + (1 - buf) * kM);
+        if (i + 1 < steps)
+            bwd_stage_row_stats<kM>(next, sLse0 + (1 - buf) * kM, sD0 + (1 - buf) * kM);
         __syncthreads();  // dS^T of all warps staged
         bwd_accumulate_dq<T, HD>(p, t, head(i), row_lo(i), sK, sdS, dq_acc);
     }
