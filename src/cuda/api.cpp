@@ -34,7 +34,7 @@ void check_paged(const PagedKv& kv, const char* kernel) {
             kernel, kv.block_size, kv.block_table_stride);
 }
 
-// Split length for a planned decode: a multiple of 32 keys (one CTA step for head_dim 64).
+// Split length for a planned decode: a multiple of 32 keys, so 16-key warp tiles never straddle.
 int split_len(const DecodeParams& p) {
     const int per = (std::max(p.max_seqlen_k, 1) + p.num_splits - 1) / p.num_splits;
     return (per + 31) / 32 * 32;
@@ -109,14 +109,25 @@ void prefill_backward(const BackwardParams& p, void* stream) {
     check(detail::launch_backward(p, static_cast<cudaStream_t>(stream)), "prefill_backward");
 }
 
+// Split count minimising the estimated time, waves of CTAs x (keys per split + a fixed per-CTA
+// cost), so the last wave is rarely a small tail; every split keeps >= 64 keys when it can.
 void decode_plan(DecodeParams& p, int device_sm_count) {
     if (p.num_splits > 0) return;
-    const int ctas = std::max(1, p.batch * p.num_kv_heads);
-    const int target = (2 * device_sm_count + ctas - 1) / ctas;      // >= 2 waves of CTAs
-    const int max_splits = std::max(1, (p.max_seqlen_k + 63) / 64);  // >= 64 keys a split
-    const int min_splits =
-        (p.max_seqlen_k + detail::kDecodeMaxSplitLen - 1) / detail::kDecodeMaxSplitLen;
-    p.num_splits = std::max({1, min_splits, std::min(target, max_splits)});
+    constexpr int64_t kCtaCostKeys = 48;  // launch, first-load latency and merge, in keys
+    const int keys = std::max(p.max_seqlen_k, 1);
+    const int64_t per_split = std::max(1, p.batch * p.num_kv_heads);
+    const int64_t slots = int64_t{std::max(device_sm_count, 1)} * detail::decode_ctas_per_sm(p);
+    const int lo = (keys + detail::kDecodeMaxSplitLen - 1) / detail::kDecodeMaxSplitLen;
+    const int hi = std::max(lo, (keys + 63) / 64);
+    int64_t best_cost = -1;
+    for (int s = lo; s <= hi; ++s) {
+        const int64_t waves = (per_split * s + slots - 1) / slots;
+        const int64_t cost = waves * ((keys + s - 1) / s + kCtaCostKeys);
+        if (best_cost < 0 || cost < best_cost) {
+            best_cost = cost;
+            p.num_splits = s;
+        }
+    }
 }
 
 size_t decode_workspace_bytes(const DecodeParams& p) {

@@ -1,49 +1,74 @@
-// Dispatch point of the decode kernels: KV format x head dim x group for the split kernel, output
-// dtype for the combine kernel. The query dtype is a run-time branch (one load per CTA).
+// Dispatch point of the decode kernels: KV format x head dim for the split kernel, output dtype
+// for the combine kernel. The query dtype and group size are run-time values inside the kernel
+// (one Q load per warp; the mma always carries 8 head rows).
 #include "cuda/decode_kernel.cuh"
 #include "cuda/launch.h"
 
 namespace vela::cuda::detail {
 namespace {
 
-template <KvFormat F, int HD, int G>
-cudaError_t launch_split(const DecodeParams& p, int split_len, float* o_part, float* lse_part,
-                         cudaStream_t stream) {
-    auto* kernel = &decode_split_kernel<F, HD, G>;
-    const size_t smem = decode_smem_bytes(p, split_len);
-    if (smem > 48 * 1024) {
-        const cudaError_t e = cudaFuncSetAttribute(
-            kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-        if (e != cudaSuccess) return e;
-    }
-    const dim3 grid(p.num_splits, p.num_kv_heads, p.batch);
-    kernel<<<grid, kDecodeThreads, smem, stream>>>(p, split_len, o_part, lse_part);
-    return cudaGetLastError();
-}
-
-// Group sizes round up to 1, 4 or 8 register-resident query heads: MHA keeps its single-head
-// kernel, common GQA groups (2-4, e.g. SmolLM2's 3) share one, 5-8 the largest.
 template <KvFormat F, int HD>
-cudaError_t launch_group(const DecodeParams& p, int split_len, float* o_part, float* lse_part,
-                         cudaStream_t stream) {
-    const int group = p.num_heads / p.num_kv_heads;
-    if (group == 1) return launch_split<F, HD, 1>(p, split_len, o_part, lse_part, stream);
-    if (group <= 4) return launch_split<F, HD, 4>(p, split_len, o_part, lse_part, stream);
-    return launch_split<F, HD, 8>(p, split_len, o_part, lse_part, stream);
+cudaError_t prepare_split(const void** kernel, size_t* smem) {
+    *kernel = reinterpret_cast<const void*>(&decode_split_kernel<F, HD>);
+    *smem = DecodeShape<F, HD>::kSmem;
+    return cudaFuncSetAttribute(*kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                static_cast<int>(*smem));
 }
 
-template <KvFormat F>
-cudaError_t launch_format(const DecodeParams& p, int split_len, float* o_part, float* lse_part,
-                          cudaStream_t stream) {
-    return p.head_dim == 64 ? launch_group<F, 64>(p, split_len, o_part, lse_part, stream)
-                            : launch_group<F, 128>(p, split_len, o_part, lse_part, stream);
+// The split kernel instance for p (format x head dim) and its shared-memory bytes, with the
+// dynamic shared-memory limit raised to match.
+cudaError_t split_kernel(const DecodeParams& p, const void** kernel, size_t* smem) {
+    const bool hd64 = p.head_dim == 64;
+    switch (p.kv_format) {
+        case KvFormat::kF16:
+            return hd64 ? prepare_split<KvFormat::kF16, 64>(kernel, smem)
+                        : prepare_split<KvFormat::kF16, 128>(kernel, smem);
+        case KvFormat::kBf16:
+            return hd64 ? prepare_split<KvFormat::kBf16, 64>(kernel, smem)
+                        : prepare_split<KvFormat::kBf16, 128>(kernel, smem);
+        case KvFormat::kInt8:
+            return hd64 ? prepare_split<KvFormat::kInt8, 64>(kernel, smem)
+                        : prepare_split<KvFormat::kInt8, 128>(kernel, smem);
+        case KvFormat::kFp8E4M3:
+            return hd64 ? prepare_split<KvFormat::kFp8E4M3, 64>(kernel, smem)
+                        : prepare_split<KvFormat::kFp8E4M3, 128>(kernel, smem);
+    }
+    return cudaErrorInvalidValue;
+}
+
+// The combine kernel may start while the split kernel drains (programmatic dependent launch,
+// sm_90+): it waits in griddepcontrol.wait, which saves the launch gap between the two.
+template <class T>
+cudaError_t launch_combine(const DecodeParams& p, float* o_part, float* lse_part,
+                           cudaStream_t stream) {
+    int dev = 0, major = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(p.batch * p.num_heads);
+    cfg.blockDim = dim3(p.head_dim);
+    cfg.stream = stream;
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = &attr;
+    cfg.numAttrs = major >= 9 ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, decode_combine_kernel<T>, p, p.num_splits,
+                              static_cast<const float*>(o_part),
+                              static_cast<const float*>(lse_part));
 }
 
 }  // namespace
 
-size_t decode_smem_bytes(const DecodeParams& p, int split_len) {
-    const int group = p.num_heads / p.num_kv_heads;
-    return sizeof(float) * static_cast<size_t>(group) * (split_len + p.head_dim);
+int decode_ctas_per_sm(const DecodeParams& p) {
+    const void* kernel = nullptr;
+    size_t smem = 0;
+    int n = 0;
+    if (split_kernel(p, &kernel, &smem) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kDecodeThreads, smem) !=
+            cudaSuccess)
+        return 1;
+    return n > 0 ? n : 1;
 }
 
 cudaError_t launch_decode(const DecodeParams& p, int split_len, cudaStream_t stream) {
@@ -51,30 +76,16 @@ cudaError_t launch_decode(const DecodeParams& p, int split_len, cudaStream_t str
     auto* o_part = static_cast<float*>(p.workspace);
     float* lse_part =
         o_part + static_cast<size_t>(p.batch) * p.num_heads * p.num_splits * p.head_dim;
-    cudaError_t e = cudaSuccess;
-    switch (p.kv_format) {
-        case KvFormat::kF16:
-            e = launch_format<KvFormat::kF16>(p, split_len, o_part, lse_part, stream);
-            break;
-        case KvFormat::kBf16:
-            e = launch_format<KvFormat::kBf16>(p, split_len, o_part, lse_part, stream);
-            break;
-        case KvFormat::kInt8:
-            e = launch_format<KvFormat::kInt8>(p, split_len, o_part, lse_part, stream);
-            break;
-        case KvFormat::kFp8E4M3:
-            e = launch_format<KvFormat::kFp8E4M3>(p, split_len, o_part, lse_part, stream);
-            break;
-    }
+    const void* kernel = nullptr;
+    size_t smem = 0;
+    cudaError_t e = split_kernel(p, &kernel, &smem);
     if (e != cudaSuccess) return e;
-    const dim3 grid(p.batch * p.num_heads);
-    if (p.dtype == Dtype::kF16)
-        decode_combine_kernel<__half>
-            <<<grid, p.head_dim, 0, stream>>>(p, p.num_splits, o_part, lse_part);
-    else
-        decode_combine_kernel<__nv_bfloat16>
-            <<<grid, p.head_dim, 0, stream>>>(p, p.num_splits, o_part, lse_part);
-    return cudaGetLastError();
+    const dim3 grid(p.num_splits, p.num_kv_heads, p.batch);
+    void* args[] = {const_cast<DecodeParams*>(&p), &split_len, &o_part, &lse_part};
+    e = cudaLaunchKernel(kernel, grid, dim3(kDecodeThreads), args, smem, stream);
+    if (e != cudaSuccess) return e;
+    return p.dtype == Dtype::kF16 ? launch_combine<__half>(p, o_part, lse_part, stream)
+                                  : launch_combine<__nv_bfloat16>(p, o_part, lse_part, stream);
 }
 
 }  // namespace vela::cuda::detail

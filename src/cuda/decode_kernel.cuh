@@ -1,226 +1,263 @@
 #pragma once
-// Split-K paged decode (Flash-Decoding). A CTA owns (context slice, kv head, sequence) and all
-// query heads of that kv head (GQA packing), so each K/V byte is read from memory once per
-// step. Decode is bandwidth-bound: the kernel is organised around wide, coalesced loads with
-// several in flight (raw 16-byte rows are held in registers and widened only when used), and
-// does its arithmetic in fp32 on CUDA cores.
-#include <cuda_fp8.h>
-
+// Split-K paged decode (Flash-Decoding) on tensor cores. A CTA owns (context slice, kv head,
+// sequence) and all query heads of that kv head (GQA packing), so each K/V byte is read from
+// memory once per step. Decode is bandwidth-bound, so the kernel is built around bytes in
+// flight: each of the 4 warps streams its own 16-key tiles of K and V through a private
+// multi-stage cp.async ring (no CTA barrier in the main loop; ~64 KB in flight per CTA, 2 CTAs
+// per SM) and runs a one-pass online softmax on mma.sync; the warps' partial softmax states
+// are merged once at the end. Fragment layouts: decode_frag.cuh.
 #include <cmath>
 
 #include "cuda/attention_params.h"
-#include "cuda/launch.h"
-#include "cuda/mma.cuh"
+#include "cuda/decode_frag.cuh"
 
 namespace vela::cuda::detail {
 
-constexpr int kDecodeThreads = 256;
-constexpr int kDecodeUnroll = 8;  // 16-byte key rows in flight per lane
-
-template <KvFormat F>
-constexpr int kv_elem_bytes() {
-    return F == KvFormat::kInt8 || F == KvFormat::kFp8E4M3 ? 1 : 2;
+// 4-byte async copy (scales); src_bytes == 0 zero-fills, as cp_async_16.
+__device__ __forceinline__ void cp_async_4(void* dst, const void* src, bool valid) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+                 "r"(valid ? 4 : 0));
 }
 
-// Widens one 16-byte load (8 16-bit or 16 8-bit stored values) to float, unscaled.
-template <KvFormat F, int N>
-__device__ __forceinline__ void widen(const uint4& raw, float (&x)[N]) {
-    static_assert(N * kv_elem_bytes<F>() == 16);
-    if constexpr (F == KvFormat::kF16 || F == KvFormat::kBf16) {
-        using T = std::conditional_t<F == KvFormat::kF16, __half, __nv_bfloat16>;
-        const T* v = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-        for (int i = 0; i < N; ++i) x[i] = to_float(v[i]);
-    } else if constexpr (F == KvFormat::kInt8) {
-        const int8_t* v = reinterpret_cast<const int8_t*>(&raw);
-#pragma unroll
-        for (int i = 0; i < N; ++i) x[i] = static_cast<float>(v[i]);
-    } else {
-        const __nv_fp8x2_storage_t* v = reinterpret_cast<const __nv_fp8x2_storage_t*>(&raw);
-#pragma unroll
-        for (int i = 0; i < N / 2; ++i) {
-            const float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(v[i], __NV_E4M3)));
-            x[2 * i] = f.x;
-            x[2 * i + 1] = f.y;
-        }
+// Where one CTA's keys live: sequence b's block table, kv head kvh, keys [start, end).
+struct DecodeSlice {
+    const char* k;
+    const char* v;
+    const float* k_scale;
+    const float* v_scale;
+    const int32_t* table;
+    int64_t block_stride, token_stride, head_off;
+    int block_size, num_kv_heads, kvh, start, end;
+
+    // Block id of this lane's key (tile0 + lane % 16); loaded a tile ahead of its use so the
+    // block-table latency hides behind the previous tile's math.
+    __device__ int block_of(int tile0, int lane) const {
+        const int key = tile0 + (lane & 15);
+        return key < end ? table[key / block_size] : 0;
     }
-}
-
-struct DecodeSlot {  // where one lane's slice of a key row lives
-    int64_t elem;    // element offset of (key, kv head, this lane's first dim)
-    float k_scale, v_scale;
-    bool valid;
 };
 
-template <KvFormat F>
-__device__ __forceinline__ DecodeSlot decode_slot(const DecodeParams& p, const int32_t* table,
-                                                  int kvh, int key, int end, int dim0) {
-    DecodeSlot s{0, 1.f, 1.f, key < end};
-    if (!s.valid) return s;
-    const int64_t blk = table[key / p.paged.block_size];
-    s.elem = blk * p.paged.block_stride + (key % p.paged.block_size) * p.paged.token_stride +
-             kvh * p.paged.head_stride + dim0;
-    if constexpr (kv_elem_bytes<F>() == 1) {
-        s.k_scale = p.k_scale[blk * p.num_kv_heads + kvh];
-        s.v_scale = p.v_scale[blk * p.num_kv_heads + kvh];
+// Issues the cp.async copies of one 16-key tile (K, V and, quantised, their scales) into `stage`.
+// `blk` is block_of(tile0, lane). Rows past `end` are zero-filled so they stay finite.
+template <KvFormat F, int HD>
+__device__ __forceinline__ void issue_tile(char* stage, const DecodeSlice& c, int tile0, int blk,
+                                           int lane) {
+    using S = DecodeShape<F, HD>;
+    const int key = tile0 + (lane & 15);
+    const bool valid = key < c.end;
+    const int64_t off =
+        valid ? blk * c.block_stride + (key % c.block_size) * c.token_stride + c.head_off : 0;
+    constexpr int kRowsPerPass = 32 / S::kUnits;  // consecutive lanes copy consecutive units
+#pragma unroll
+    for (int t = 0; t < kDecodeTile / kRowsPerPass; ++t) {
+        const int row = t * kRowsPerPass + lane / S::kUnits, unit = lane % S::kUnits;
+        const int64_t roff = __shfl_sync(0xffffffffu, off, row);
+        const bool ok = __shfl_sync(0xffffffffu, static_cast<int>(valid), row) != 0;
+        const int64_t byte = roff * S::kElemBytes + unit * 16;
+        const int dst = tile_offset<F, HD>(row, unit);
+        cp_async_16(stage + dst, ok ? c.k + byte : c.k, ok);
+        cp_async_16(stage + S::kTileBytes + dst, ok ? c.v + byte : c.v, ok);
     }
-    return s;
+    if constexpr (S::kQuant) {  // lanes 0-15: K scales, 16-31: V scales of the same keys
+        float* scales = reinterpret_cast<float*>(stage + 2 * S::kTileBytes);
+        const int64_t i = valid ? static_cast<int64_t>(blk) * c.num_kv_heads + c.kvh : 0;
+        cp_async_4(scales + lane, (lane < 16 ? c.k_scale : c.v_scale) + i, valid);
+    }
 }
 
-template <KvFormat F>
-__device__ __forceinline__ uint4 load16(const void* base, const DecodeSlot& s) {
-    if (!s.valid) return make_uint4(0, 0, 0, 0);  // zeros keep the shuffled dots finite
-    const char* p = static_cast<const char*>(base) + s.elem * kv_elem_bytes<F>();
-    return __ldg(reinterpret_cast<const uint4*>(p));
+// One warp's running softmax state for the query heads (rows r = lane / 4): output
+// accumulators (columns 0, 1 of each tile hold head r; 2, 3 the zero padding rows), running
+// max m (log2 units) and this lane's part of the running sum l.
+template <int HD>
+struct DecodeState {
+    float o[HD / 8][4] = {};
+    float m = -INFINITY, l = 0.f;
+};
+
+// Scores, online-softmax update and P V for one staged tile whose first key is tile0.
+template <KvFormat F, int HD>
+__device__ __forceinline__ void consume_tile(const char* stage, const uint32_t (&qa)[HD / 16][2],
+                                             int tile0, int end, float scale_log2,
+                                             DecodeState<HD>& st, int lane) {
+    using S = DecodeShape<F, HD>;
+    using T = typename S::T;
+    float s[2][4] = {};
+    tile_scores<F, HD>(stage, qa, s, lane);
+    const float* scales = reinterpret_cast<const float*>(stage + 2 * S::kTileBytes);
+    const int c = lane & 3;
+    float x[4];  // keys 2c, 2c+1, 2c+8, 2c+9 of head r
+    float mx = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const int key = 8 * (k >> 1) + 2 * c + (k & 1);
+        float v = s[k >> 1][k & 1] * scale_log2;
+        if constexpr (S::kQuant) v *= scales[key];
+        x[k] = tile0 + key < end ? v : -INFINITY;
+        mx = fmaxf(mx, x[k]);
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    // The tile's first key is always valid, so mx and m_new are finite.
+    const float m_new = fmaxf(st.m, mx);
+    const float alpha = exp2f(st.m - m_new);
+    st.m = m_new;
+    st.l *= alpha;
+#pragma unroll
+    for (int nt = 0; nt < HD / 8; ++nt) {
+        st.o[nt][0] *= alpha;
+        st.o[nt][1] *= alpha;
+    }
+    float p[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        p[k] = exp2f(x[k] - m_new);
+        st.l += p[k];
+        // The per-key V scale folds into P, not into every V element.
+        if constexpr (S::kQuant) p[k] *= scales[kDecodeTile + 8 * (k >> 1) + 2 * c + (k & 1)];
+    }
+    const uint32_t pa[4] = {pack2<T>(p[0], p[1]), 0u, pack2<T>(p[2], p[3]), 0u};
+    tile_values<F, HD>(stage + S::kTileBytes, pa, st.o, lane);
 }
 
-// Partial results: o_part[b][h][split][HD] (normalised within the split), lse_part[b][h][split]
-// in log2 units of the scaled scores. G is the group size rounded up to 1, 4 or 8: padded
-// heads compute on zero queries and are never stored.
-template <KvFormat F, int HD, int G>
+// Q of head r (zero when r >= group) as mma A fragments, in the dim order tile_scores expects.
+template <KvFormat F, int HD>
+__device__ __forceinline__ void load_q(const DecodeParams& p, int b, int kvh, int group, int lane,
+                                       uint32_t (&qa)[HD / 16][2]) {
+    using T = typename DecodeShape<F, HD>::T;
+    const int r = lane >> 2, c = lane & 3;
+    const int64_t row = (static_cast<int64_t>(b) * p.num_heads + kvh * group + r) * HD;
+#pragma unroll
+    for (int s = 0; s < HD / 16; ++s) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            float2 v = make_float2(0.f, 0.f);
+            if (r < group) {
+                const int64_t i = row + q_dim<F>(s, h, c);
+                if (p.dtype == Dtype::kF16)
+                    v = __half22float2(
+                        *reinterpret_cast<const __half2*>(static_cast<const __half*>(p.q) + i));
+                else
+                    v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(
+                        static_cast<const __nv_bfloat16*>(p.q) + i));
+            }
+            qa[s][h] = pack2<T>(v.x, v.y);
+        }
+    }
+}
+
+// Runs warp `warp`'s share of the slice: tiles warp, warp + 4, ... through a kStages ring.
+template <KvFormat F, int HD>
+__device__ __forceinline__ void stream_slice(char* ring, const DecodeSlice& c,
+                                             const uint32_t (&qa)[HD / 16][2], float scale_log2,
+                                             DecodeState<HD>& st, int warp, int lane) {
+    using S = DecodeShape<F, HD>;
+    const int n_tiles = (max(c.end - c.start, 0) + kDecodeTile - 1) / kDecodeTile;
+    const int mine = n_tiles > warp ? (n_tiles - warp + kDecodeWarps - 1) / kDecodeWarps : 0;
+    auto tile0 = [&](int i) { return c.start + (warp + i * kDecodeWarps) * kDecodeTile; };
+    auto stage = [&](int i) { return ring + (i % S::kStages) * S::kStageBytes; };
+
+    int blk[S::kStages];  // block ids of the prologue tiles, all loads in flight at once
+#pragma unroll
+    for (int i = 0; i < S::kStages; ++i) blk[i] = i < mine ? c.block_of(tile0(i), lane) : 0;
+#pragma unroll
+    for (int i = 0; i < S::kStages - 1; ++i) {
+        if (i < mine) issue_tile<F, HD>(stage(i), c, tile0(i), blk[i], lane);
+        cp_async_commit();
+    }
+    int next_blk = blk[S::kStages - 1];
+    for (int i = 0; i < mine; ++i) {
+        cp_async_wait<S::kStages - 2>();
+        __syncwarp();  // tile i visible to the whole warp; tile i - 1's stage free for reuse
+        const int ahead = i + S::kStages - 1;
+        if (ahead < mine) {
+            issue_tile<F, HD>(stage(ahead), c, tile0(ahead), next_blk, lane);
+            next_blk = ahead + 1 < mine ? c.block_of(tile0(ahead + 1), lane) : 0;
+        }
+        cp_async_commit();
+        consume_tile<F, HD>(stage(i), qa, tile0(i), c.end, scale_log2, st, lane);
+    }
+    cp_async_wait<0>();
+}
+
+// Merges the 4 warps' states through shared memory and writes this split's partial result:
+// o_part[b][h][split][HD] (normalised within the split), lse_part[b][h][split] in log2 units of
+// the scaled scores (-inf for an empty split).
+template <KvFormat F, int HD>
+__device__ void merge_warps(char* smem, DecodeState<HD>& st, int group, int64_t row0, int split,
+                            float* o_part, float* lse_part) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane >> 2, c = lane & 3;
+    float* s_ml = reinterpret_cast<float*>(smem);  // [warp][head][max, sum]
+    float* s_o = s_ml + kDecodeWarps * kDecodeRows * 2;
+    st.l += __shfl_xor_sync(0xffffffffu, st.l, 1);
+    st.l += __shfl_xor_sync(0xffffffffu, st.l, 2);
+    __syncthreads();  // every warp is done with its ring: reuse it
+    if (c == 0) {
+        s_ml[(warp * kDecodeRows + r) * 2] = st.m;
+        s_ml[(warp * kDecodeRows + r) * 2 + 1] = st.l;
+    }
+#pragma unroll
+    for (int nt = 0; nt < HD / 8; ++nt)
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+            s_o[(warp * kDecodeRows + r) * HD + out_dim<F>(nt, i, c)] = st.o[nt][i];
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < group * HD; idx += kDecodeThreads) {
+        const int g = idx / HD, d = idx % HD;
+        float mx = -INFINITY;
+        for (int w = 0; w < kDecodeWarps; ++w) mx = fmaxf(mx, s_ml[(w * kDecodeRows + g) * 2]);
+        float sum = 0.f, acc = 0.f;
+        for (int w = 0; w < kDecodeWarps; ++w) {
+            const float m = s_ml[(w * kDecodeRows + g) * 2];
+            const float wt = m == -INFINITY ? 0.f : exp2f(m - mx);
+            sum += wt * s_ml[(w * kDecodeRows + g) * 2 + 1];
+            acc += wt * s_o[(w * kDecodeRows + g) * HD + d];
+        }
+        const int64_t row = (row0 + g) * gridDim.x + split;
+        o_part[row * HD + d] = sum > 0.f ? acc / sum : 0.f;
+        if (d == 0) lse_part[row] = sum > 0.f ? mx + log2f(sum) : -INFINITY;
+    }
+}
+
+template <KvFormat F, int HD>
 __global__ void __launch_bounds__(kDecodeThreads)
     decode_split_kernel(const DecodeParams p, int split_len, float* o_part, float* lse_part) {
-    constexpr int kElems = 16 / kv_elem_bytes<F>();  // stored values per 16-byte load
-    constexpr int kLanesPerKey = HD / kElems;
-    constexpr int kKeysPerWarp = 32 / kLanesPerKey;
-    constexpr int kKeysPerStep = kKeysPerWarp * (kDecodeThreads / 32);
-    extern __shared__ float smem[];
-    const int group = p.num_heads / p.num_kv_heads;  // real group, <= G
-    float* s_score = smem;                           // [group][split_len]
-    float* s_out = smem + group * split_len;         // [group][HD]
-    __shared__ float s_max[G], s_sum[G];
-
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    // Lets the combine kernel launch while this grid runs; it still waits for our results.
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
+    extern __shared__ __align__(16) char smem[];
     const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
-    const int start = split * split_len, end = min(p.seqlens_k[b], start + split_len);
-    const int32_t* table =
-        p.paged.block_table + static_cast<int64_t>(b) * p.paged.block_table_stride;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int dim0 = (lane % kLanesPerKey) * kElems;
-    const int slot0 = warp * kKeysPerWarp + lane / kLanesPerKey;  // key slot within a step
-    const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
-
-    float q[G][kElems];
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-#pragma unroll
-        for (int c = 0; c < kElems; c += 8) {
-            float x[8] = {};
-            if (g < group) {
-                const int64_t off =
-                    (static_cast<int64_t>(b) * p.num_heads + kvh * group + g) * HD + dim0 + c;
-                const uint4 raw =
-                    __ldg(reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(p.q) + off));
-                if (p.dtype == Dtype::kF16)
-                    widen<KvFormat::kF16>(raw, x);
-                else
-                    widen<KvFormat::kBf16>(raw, x);
-            }
-#pragma unroll
-            for (int i = 0; i < 8; ++i) q[g][c + i] = x[i] * scale_log2;
-        }
-    }
-    for (int i = threadIdx.x; i < group * HD; i += kDecodeThreads) s_out[i] = 0.f;
-
-    // Pass 1: scores (log2 units) of every key of the slice into shared memory.
-    for (int k0 = start; k0 < end; k0 += kKeysPerStep * kDecodeUnroll) {
-        DecodeSlot sl[kDecodeUnroll];
-        uint4 raw[kDecodeUnroll];
-#pragma unroll
-        for (int u = 0; u < kDecodeUnroll; ++u) {
-            sl[u] = decode_slot<F>(p, table, kvh, k0 + u * kKeysPerStep + slot0, end, dim0);
-            raw[u] = load16<F>(p.paged.k_cache, sl[u]);
-        }
-#pragma unroll
-        for (int u = 0; u < kDecodeUnroll; ++u) {
-            float x[kElems];
-            widen<F>(raw[u], x);
-            const int i = k0 + u * kKeysPerStep + slot0 - start;
-#pragma unroll
-            for (int g = 0; g < G; ++g) {
-                float d = 0.f;
-#pragma unroll
-                for (int e = 0; e < kElems; ++e) d += q[g][e] * x[e];
-#pragma unroll
-                for (int off = kLanesPerKey / 2; off > 0; off /= 2)
-                    d += __shfl_xor_sync(0xffffffffu, d, off);
-                if (g < group && sl[u].valid && lane % kLanesPerKey == 0)
-                    s_score[g * split_len + i] = d * sl[u].k_scale;
-            }
-        }
-    }
-    __syncthreads();
-
-    // Softmax over the slice: warp g handles query head g.
-    const int n = end - start;
-    for (int g = warp; g < group; g += kDecodeThreads / 32) {
-        float mx = -INFINITY;
-        for (int i = lane; i < n; i += 32) mx = fmaxf(mx, s_score[g * split_len + i]);
-        for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-        float sum = 0.f;
-        for (int i = lane; i < n; i += 32) {
-            const float e = exp2f(s_score[g * split_len + i] - mx);
-            s_score[g * split_len + i] = e;
-            sum += e;
-        }
-        for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-        if (lane == 0) {
-            s_max[g] = mx;
-            s_sum[g] = sum;
-        }
-    }
-    __syncthreads();
-
-    // Pass 2: weighted sum of V rows.
-    float acc[G][kElems] = {};
-    for (int k0 = start; k0 < end; k0 += kKeysPerStep * kDecodeUnroll) {
-        DecodeSlot sl[kDecodeUnroll];
-        uint4 raw[kDecodeUnroll];
-#pragma unroll
-        for (int u = 0; u < kDecodeUnroll; ++u) {
-            sl[u] = decode_slot<F>(p, table, kvh, k0 + u * kKeysPerStep + slot0, end, dim0);
-            raw[u] = load16<F>(p.paged.v_cache, sl[u]);
-        }
-#pragma unroll
-        for (int u = 0; u < kDecodeUnroll; ++u) {
-            if (!sl[u].valid) continue;
-            float x[kElems];
-            widen<F>(raw[u], x);
-            const int i = k0 + u * kKeysPerStep + slot0 - start;
-#pragma unroll
-            for (int g = 0; g < G; ++g) {
-                const float w = g < group ? s_score[g * split_len + i] * sl[u].v_scale : 0.f;
-#pragma unroll
-                for (int e = 0; e < kElems; ++e) acc[g][e] += w * x[e];
-            }
-        }
-    }
-    // Reduce over the key slots of a warp, then across warps through shared atomics.
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-#pragma unroll
-        for (int e = 0; e < kElems; ++e) {
-#pragma unroll
-            for (int off = kLanesPerKey; off < 32; off *= 2)
-                acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], off);
-            if (g < group && lane < kLanesPerKey) atomicAdd(&s_out[g * HD + dim0 + e], acc[g][e]);
-        }
-    }
-    __syncthreads();
-
-    for (int i = threadIdx.x; i < group * HD; i += kDecodeThreads) {
-        const int g = i / HD, d = i % HD;
-        const int64_t row =
-            (static_cast<int64_t>(b) * p.num_heads + kvh * group + g) * gridDim.x + split;
-        const float sum = s_sum[g];
-        o_part[row * HD + d] = n > 0 && sum > 0.f ? s_out[i] / sum : 0.f;
-        if (d == 0) lse_part[row] = n > 0 && sum > 0.f ? s_max[g] + log2f(sum) : -INFINITY;
-    }
+    const int group = p.num_heads / p.num_kv_heads;
+    DecodeSlice c{static_cast<const char*>(p.paged.k_cache),
+                  static_cast<const char*>(p.paged.v_cache),
+                  p.k_scale,
+                  p.v_scale,
+                  p.paged.block_table + static_cast<int64_t>(b) * p.paged.block_table_stride,
+                  p.paged.block_stride,
+                  p.paged.token_stride,
+                  kvh * p.paged.head_stride,
+                  p.paged.block_size,
+                  p.num_kv_heads,
+                  kvh,
+                  split * split_len,
+                  min(p.seqlens_k[b], (split + 1) * split_len)};
+    uint32_t qa[HD / 16][2];
+    load_q<F, HD>(p, b, kvh, group, lane, qa);
+    DecodeState<HD> st;
+    char* ring = smem + warp * DecodeShape<F, HD>::kStages * DecodeShape<F, HD>::kStageBytes;
+    stream_slice<F, HD>(ring, c, qa, p.softmax_scale * 1.4426950408889634f, st, warp, lane);
+    merge_warps<F, HD>(smem, st, group, static_cast<int64_t>(b) * p.num_heads + kvh * group, split,
+                       o_part, lse_part);
 }
 
 // Merges the splits of one (sequence, head): out = sum_s w_s o_s with w_s = 2^(lse_s - lse).
 template <class T>
 __global__ void decode_combine_kernel(const DecodeParams p, int num_splits, const float* o_part,
                                       const float* lse_part) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");  // split kernel complete and visible
+#endif
     const int64_t row = blockIdx.x;  // b * num_heads + h
     const float* lse = lse_part + row * num_splits;
     float mx = -INFINITY;

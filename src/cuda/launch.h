@@ -9,14 +9,14 @@
 namespace vela::cuda::detail {
 
 constexpr int kDecodeMaxGroup = 8;        // query heads per kv head held in registers
-constexpr int kDecodeMaxSplitLen = 2048;  // bounds the shared score buffer
+constexpr int kDecodeMaxSplitLen = 2048;  // longest split: bounds per-CTA imbalance
 
 cudaError_t launch_prefill(const PrefillParams& p, cudaStream_t stream);       // mma.sync
 cudaError_t launch_prefill_sm90(const PrefillParams& p, cudaStream_t stream);  // wgmma
 cudaError_t launch_backward(const BackwardParams& p, cudaStream_t stream);
 cudaError_t launch_decode(const DecodeParams& p, int split_len, cudaStream_t stream);
 
-// Shared-memory bytes the decode split kernel needs for a given split length.
-size_t decode_smem_bytes(const DecodeParams& p, int split_len);
+// Resident decode split CTAs per SM for p's KV format and head dim (plans the split count).
+int decode_ctas_per_sm(const DecodeParams& p);
 
 }  // namespace vela::cuda::detail

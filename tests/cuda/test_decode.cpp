@@ -1,9 +1,10 @@
-// Paged split-K decode vs a float64 reference for every KV format and block sizes 1 and 16;
-// the split count must not change the result beyond rounding; decode agrees with the prefill
-// kernel run on a contiguous copy (paged == contiguous). Tolerance: max |err| <= 1e-2 x
-// max(1, max |ref|) for all formats (the reference dequantises the same stored values, so
-// quantisation error is not measured, only kernel arithmetic: fp32 accumulation and bf16/fp16
-// output rounding, which grows with |o|; fp8 values reach 3.5 here).
+// Paged split-K decode vs a float64 reference for every KV format, GQA groups 1/3/4/8, block
+// sizes 1 and 16 and batches 1/3/6/17 (lengths 0, 1, 17, 97, 1000, 4097, random); the split count
+// must not change the result beyond rounding; decode agrees with the prefill kernel run on a
+// contiguous copy (paged == contiguous). Tolerance: max |err| <= 1e-2 x max(1, max |ref|) for all
+// formats (the reference dequantises the same stored values, so quantisation error is not measured,
+// only kernel arithmetic: fp32 accumulation and bf16/fp16 output rounding, which grows with |o|;
+// fp8 values reach 3.5 here).
 #include <algorithm>
 #include <numeric>
 
@@ -210,6 +211,35 @@ INSTANTIATE_TEST_SUITE_P(All, Decode,
                          ::testing::Combine(::testing::Values(KvFormat::kF16, KvFormat::kBf16,
                                                               KvFormat::kInt8, KvFormat::kFp8E4M3),
                                             ::testing::Values(64, 128), ::testing::Values(1, 16)));
+
+// Every KV format x GQA group 1/4/8 x block size 1/16 at batch 1 (4097 keys: several warp tiles
+// per split and a partial last tile), batch 3 (1, 17 and 4097 keys) and batch 17 (random lengths
+// 1..300, the first two forced to 1 and 17).
+class DecodeGroups : public ::testing::TestWithParam<std::tuple<KvFormat, int, int>> {};
+
+TEST_P(DecodeGroups, Batch1And3And17) {
+    VELA_SKIP_WITHOUT_DEVICE();
+    const auto [format, group, bs] = GetParam();
+    std::mt19937 rng(static_cast<uint32_t>(1000 + group * 13 + bs * 3 + static_cast<int>(format)));
+    std::vector<int> batch17(17);
+    for (int& len : batch17) len = 1 + static_cast<int>(rng() % 300);
+    batch17[0] = 1;
+    batch17[1] = 17;
+    for (const std::vector<int>& lens :
+         {std::vector<int>{4097}, std::vector<int>{1, 17, 4097}, batch17}) {
+        DecodeCase c{format, Dtype::kBf16, 128, 2 * group, 2, bs, lens};
+        const Cache cache = make_cache(c, rng);
+        std::vector<double> qd;
+        const auto q = random_16bit(c.dtype, lens.size() * c.num_heads * 128, rng, qd);
+        SCOPED_TRACE(::testing::Message() << "batch " << lens.size());
+        check_reference(c, cache, qd, run_decode(c, cache, q, 0));
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, DecodeGroups,
+                         ::testing::Combine(::testing::Values(KvFormat::kF16, KvFormat::kBf16,
+                                                              KvFormat::kInt8, KvFormat::kFp8E4M3),
+                                            ::testing::Values(1, 4, 8), ::testing::Values(1, 16)));
 
 TEST(DecodeGqa, Group1And8Batch17) {
     VELA_SKIP_WITHOUT_DEVICE();

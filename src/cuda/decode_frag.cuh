@@ -1,0 +1,173 @@
+#pragma once
+// Shared-memory tile layout and tensor-core fragment loaders of the decode kernel. A warp's tile
+// is 16 keys of K and 16 of V in their stored format (rows of HD values, 16-byte units XOR-
+// swizzled per row so ldmatrix / LDS phases hit distinct banks). 16-bit formats feed mma.sync
+// through ldmatrix; 8-bit formats (INT8, FP8-e4m3) are widened to fp16 pairs in registers, once
+// per element, so the arithmetic per byte stays far below what memory bandwidth allows.
+//
+// Scores use S = Q K^T with M = query heads of the group (rows >= 8 are zero padding) and N =
+// keys; the output O = P V reuses the score accumulators as the A operand. For 8-bit K the head
+// dimension (the contraction) is permuted so each lane widens 16 contiguous bytes: lane quad c of
+// mma step s covers dims 64 (s / 4) + 16 c + 4 (s % 4) + {0, 1} (a0/b0) and + {2, 3} (a2/b1);
+// Q is loaded in the same order. For 8-bit V the output dims of mma tile nt are permuted instead
+// (out_dim below), so each lane reads 4-byte words and transposes them with byte permutes.
+#include <cuda_fp8.h>
+
+#include <type_traits>
+
+#include "cuda/attention_params.h"
+#include "cuda/mma.cuh"
+
+namespace vela::cuda::detail {
+
+constexpr int kDecodeWarps = 4;
+constexpr int kDecodeThreads = kDecodeWarps * 32;
+constexpr int kDecodeTile = 16;                // keys per warp step: one k-step of P V
+constexpr int kDecodeStageBudget = 96 * 1024;  // K/V stage bytes per CTA: 2 CTAs per SM
+constexpr int kDecodeRows = 8;                 // query heads per mma (group <= 8)
+
+template <KvFormat F, int HD>
+struct DecodeShape {
+    static constexpr bool kQuant = F == KvFormat::kInt8 || F == KvFormat::kFp8E4M3;
+    static constexpr int kElemBytes = kQuant ? 1 : 2;
+    static constexpr int kUnits = HD * kElemBytes / 16;  // 16-byte units per key row
+    static constexpr int kTileBytes = kDecodeTile * kUnits * 16;
+    // K tile, V tile, then (quantised) 16 K scales and 16 V scales.
+    static constexpr int kStageBytes = 2 * kTileBytes + (kQuant ? 2 * kDecodeTile * 4 : 0);
+    static constexpr int kStagesFit = kDecodeStageBudget / (kDecodeWarps * kStageBytes);
+    static constexpr int kStages = kStagesFit < 8 ? kStagesFit : 8;
+    static constexpr int kMergeBytes = kDecodeWarps * kDecodeRows * (HD + 2) * 4;
+    static constexpr int kPipeBytes = kDecodeWarps * kStages * kStageBytes;
+    static constexpr int kSmem = kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes;
+    using T = std::conditional_t<F == KvFormat::kBf16, __nv_bfloat16, __half>;  // mma inputs
+    static_assert(kStages >= 2 && kUnits >= 4 && kUnits <= 32);
+};
+
+// Byte offset of 16-byte unit `unit` of tile row `row`. 16-bit rows: unit ^ (row & 7) spreads an
+// ldmatrix phase (8 rows, one unit) over all banks. 8-bit rows: bit 2 follows row parity (K: a
+// quarter warp reads rows 2k, 2k+1) and bits 1-2 follow row / 2 (V: rows 2c + const, c = 0..3).
+template <KvFormat F, int HD>
+__device__ __forceinline__ int tile_offset(int row, int unit) {
+    using S = DecodeShape<F, HD>;
+    const int sw = S::kQuant ? ((row & 1) << 2) ^ (((row >> 1) & 3) << 1) : row & 7;
+    return row * S::kUnits * 16 + ((unit ^ sw) & (S::kUnits - 1)) * 16;
+}
+
+// Head dim of the first of the two Q values in register half (0: a0, 1: a2) of mma step s.
+template <KvFormat F>
+__device__ __forceinline__ int q_dim(int s, int half, int c) {
+    if constexpr (DecodeShape<F, 64>::kQuant) return 64 * (s / 4) + 16 * c + 4 * (s % 4) + 2 * half;
+    return 16 * s + 2 * c + 8 * half;
+}
+
+// Head dim of output column i (0, 1) of output mma tile nt for lane quad c.
+template <KvFormat F>
+__device__ __forceinline__ int out_dim(int nt, int i, int c) {
+    if constexpr (DecodeShape<F, 64>::kQuant) return 32 * (nt / 4) + 4 * (2 * c + i) + nt % 4;
+    return 8 * nt + 2 * c + i;
+}
+
+// Widens 4 stored 8-bit values to two fp16 pairs: bytes 0,1 -> lo, bytes 2,3 -> hi (exact).
+template <KvFormat F>
+__device__ __forceinline__ void widen4(uint32_t w, uint32_t& lo, uint32_t& hi) {
+    if constexpr (F == KvFormat::kInt8) {
+        // 0x64XX is the fp16 1024 + XX; biasing the int8 by 128 makes XX unsigned.
+        const uint32_t u = w ^ 0x80808080u;
+        const uint32_t a = __byte_perm(u, 0x64646464u, 0x4140);
+        const uint32_t b = __byte_perm(u, 0x64646464u, 0x4342);
+        asm("sub.f16x2 %0, %1, %2;" : "=r"(lo) : "r"(a), "r"(0x64806480u));  // - (1024 + 128)
+        asm("sub.f16x2 %0, %1, %2;" : "=r"(hi) : "r"(b), "r"(0x64806480u));
+    } else {
+        const __half2_raw a =
+            __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w & 0xffffu), __NV_E4M3);
+        const __half2_raw b =
+            __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w >> 16), __NV_E4M3);
+        lo = a.x | (static_cast<uint32_t>(a.y) << 16);
+        hi = b.x | (static_cast<uint32_t>(b.y) << 16);
+    }
+}
+
+// s[nt] += Q K^T for keys 8 nt .. 8 nt + 7 of the tile (qa: a0/a2 of each k-step).
+template <KvFormat F, int HD>
+__device__ __forceinline__ void tile_scores(const char* kt, const uint32_t (&qa)[HD / 16][2],
+                                            float (&s)[2][4], int lane) {
+    using S = DecodeShape<F, HD>;
+    using T = typename S::T;
+    if constexpr (!S::kQuant) {
+        const int m = lane >> 3, row = (m >> 1) * 8 + (lane & 7);
+#pragma unroll
+        for (int st = 0; st < HD / 16; ++st) {
+            uint32_t b[4];
+            ldmatrix_x4(b, kt + tile_offset<F, HD>(row, 2 * st + (m & 1)));
+            const uint32_t a[4] = {qa[st][0], 0u, qa[st][1], 0u};
+            mma_16816<T>(s[0], a, b[0], b[1]);
+            mma_16816<T>(s[1], a, b[2], b[3]);
+        }
+    } else {
+        const int r = lane >> 2, c = lane & 3;
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+            for (int j = 0; j < HD / 64; ++j) {
+                const uint4 w =
+                    *reinterpret_cast<const uint4*>(kt + tile_offset<F, HD>(8 * nt + r, 4 * j + c));
+                uint32_t h[8];
+                widen4<F>(w.x, h[0], h[1]);
+                widen4<F>(w.y, h[2], h[3]);
+                widen4<F>(w.z, h[4], h[5]);
+                widen4<F>(w.w, h[6], h[7]);
+#pragma unroll
+                for (int t = 0; t < 4; ++t) {
+                    const uint32_t a[4] = {qa[4 * j + t][0], 0u, qa[4 * j + t][1], 0u};
+                    mma_16816<T>(s[nt], a, h[2 * t], h[2 * t + 1]);
+                }
+            }
+        }
+    }
+}
+
+// o += P V for the tile; pa is P (rows = heads, k = the tile's 16 keys) as an A fragment.
+template <KvFormat F, int HD>
+__device__ __forceinline__ void tile_values(const char* vt, const uint32_t (&pa)[4],
+                                            float (&o)[HD / 8][4], int lane) {
+    using S = DecodeShape<F, HD>;
+    using T = typename S::T;
+    if constexpr (!S::kQuant) {
+        const int m = lane >> 3, row = (m & 1) * 8 + (lane & 7);
+#pragma unroll
+        for (int np = 0; np < HD / 16; ++np) {
+            uint32_t b[4];
+            ldmatrix_x4_trans(b, vt + tile_offset<F, HD>(row, 2 * np + (m >> 1)));
+            mma_16816<T>(o[2 * np], pa, b[0], b[1]);
+            mma_16816<T>(o[2 * np + 1], pa, b[2], b[3]);
+        }
+    } else {
+        const int r = lane >> 2, c = lane & 3;
+#pragma unroll
+        for (int j = 0; j < HD / 32; ++j) {
+            const int unit = 2 * j + (r >> 2), byte = 4 * (r & 3);
+            uint32_t x[4];  // keys 2c, 2c+1, 2c+8, 2c+9; dims 32 j + 4 r .. + 3
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                const int row = 2 * c + (k & 1) + 8 * (k >> 1);
+                x[k] =
+                    *reinterpret_cast<const uint32_t*>(vt + tile_offset<F, HD>(row, unit) + byte);
+            }
+            // 4 x 4 byte transpose: y[e] = dim e of keys (2c, 2c+1, 2c+8, 2c+9).
+            const uint32_t t0 = __byte_perm(x[0], x[1], 0x5140),
+                           t1 = __byte_perm(x[0], x[1], 0x7362);
+            const uint32_t t2 = __byte_perm(x[2], x[3], 0x5140),
+                           t3 = __byte_perm(x[2], x[3], 0x7362);
+            const uint32_t y[4] = {__byte_perm(t0, t2, 0x5410), __byte_perm(t0, t2, 0x7632),
+                                   __byte_perm(t1, t3, 0x5410), __byte_perm(t1, t3, 0x7632)};
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                uint32_t b0, b1;
+                widen4<F>(y[e], b0, b1);
+                mma_16816<T>(o[4 * j + e], pa, b0, b1);
+            }
+        }
+    }
+}
+
+}  // namespace vela::cuda::detail
