@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the CUDA attention tests, a compute-sanitizer pass, the Vela timing driver and the torch
-# SDPA peer back to back on the same card. Usage (repo root, GPU machine):
+# SDPA peer back to back on the same card, then the forward ratios (compare.py). Usage (repo
+# root, GPU machine):
 #   [BENCH_SECTIONS="prefill backward sparse decode"] bench/cuda/run.sh OUTDIR [BINDIR]
 # BINDIR holds prebuilt test_cuda_attention and bench_attention_cuda (plus any shared libraries
 # the machine lacks, found through LD_LIBRARY_PATH=BINDIR); without it, builds with CMake.
@@ -27,3 +28,4 @@ compute-sanitizer --tool racecheck "$bin/test_cuda_attention" \
 echo "racecheck exit $?"; tail -3 "$out/racecheck.log"
 "$bin/bench_attention_cuda" ${BENCH_SECTIONS:-} | tee "$out/vela.md"
 python3 bench/cuda/sdpa_peer.py | tee "$out/sdpa.md"
+python3 bench/cuda/compare.py "$out/vela.md" "$out/sdpa.md" | tee "$out/compare.md"

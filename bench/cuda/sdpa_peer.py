@@ -29,6 +29,7 @@ def median_ms(fn, reps=20):
 
 
 def main():
+    fwd_only = "--fwd-only" in sys.argv  # skip the backward timings (quick forward comparisons)
     dev = torch.cuda.get_device_name()
     print(f"device: {dev}; torch {torch.__version__}")
     print("\n| kernel | head_dim | seqlen | batch | heads | causal | fwd ms | fwd TFLOP/s | "
@@ -45,6 +46,10 @@ def main():
                     fwd = median_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal))
                     out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
                     grad = torch.randn_like(out)
+                    if fwd_only:
+                        print(f"| torch sdpa flash bf16 | {hd} | {s} | {batch} | {heads} | "
+                              f"{int(causal)} | {fwd:.3f} | {flops / fwd / 1e9:.1f} | | | |")
+                        continue
                     # backward alone: fwd+bwd minus fwd; 2.5x the forward FLOPs by convention
                     both = median_ms(lambda: torch.autograd.grad(
                         F.scaled_dot_product_attention(q, k, v, is_causal=causal), (q, k, v), grad))

@@ -67,11 +67,12 @@ struct RowMask {
     }
 };
 
-// Online-softmax update of one warp's 16 x kN score tile (s) against running max m and
-// thread-partial sum l; rescales the output accumulator o. Scores stay in raw units.
-template <int NT, int OT>
-__device__ __forceinline__ void softmax_update(float (&s)[NT][4], float (&o)[OT][4], float (&m)[2],
-                                               float (&l)[2], float scale_log2) {
+// Online-softmax step of one warp's 16 x kN score tile (s) against running max m and
+// thread-partial sum l: exponentiates s in place and returns in alpha the factor by which the
+// output accumulated so far must be rescaled. Scores stay in raw units.
+template <int NT>
+__device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&m)[2], float (&l)[2],
+                                             float (&alpha)[2], float scale_log2) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         float mx = -INFINITY;
@@ -83,14 +84,9 @@ __device__ __forceinline__ void softmax_update(float (&s)[NT][4], float (&o)[OT]
         // A row with every key masked so far keeps m = -inf; exponentiate against 0 so that
         // exp2(-inf) = 0 instead of NaN from (-inf) - (-inf).
         const float base = (m_new == -INFINITY) ? 0.f : m_new * scale_log2;
-        const float alpha = exp2f(m[r] * scale_log2 - base);
+        alpha[r] = exp2f(m[r] * scale_log2 - base);
         m[r] = m_new;
-        l[r] *= alpha;
-#pragma unroll
-        for (int t = 0; t < OT; ++t) {
-            o[t][2 * r] *= alpha;
-            o[t][2 * r + 1] *= alpha;
-        }
+        l[r] *= alpha[r];
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
 #pragma unroll
@@ -100,6 +96,26 @@ __device__ __forceinline__ void softmax_update(float (&s)[NT][4], float (&o)[OT]
             }
         }
     }
+}
+
+template <int OT>
+__device__ __forceinline__ void rescale_rows(float (&o)[OT][4], const float (&alpha)[2]) {
+#pragma unroll
+    for (int t = 0; t < OT; ++t) {
+        o[t][0] *= alpha[0];
+        o[t][1] *= alpha[0];
+        o[t][2] *= alpha[1];
+        o[t][3] *= alpha[1];
+    }
+}
+
+// softmax_step, then rescales the output accumulator o right away.
+template <int NT, int OT>
+__device__ __forceinline__ void softmax_update(float (&s)[NT][4], float (&o)[OT][4], float (&m)[2],
+                                               float (&l)[2], float scale_log2) {
+    float alpha[2];
+    softmax_step(s, m, l, alpha, scale_log2);
+    rescale_rows(o, alpha);
 }
 
 // What one CTA of a prefill kernel works on: kM query rows of one (sequence, head) and the

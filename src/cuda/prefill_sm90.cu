@@ -29,16 +29,20 @@ struct Sm90Shape {
 };
 
 // Copies rows [0, ROWS) of a [*, HD] 16-bit matrix into a swizzled tile (wgmma.cuh); rows past
-// `valid_rows` are zero-filled.
+// `valid_rows` are zero-filled. Each thread copies the same 16-byte column chunk of every
+// kPass-th row, so its shared-memory address only advances by a constant.
 template <int HD, int ROWS, int THREADS, class RowPtr>
 __device__ __forceinline__ void load_swizzled(unsigned char* dst, int valid_rows, RowPtr row_ptr) {
-    constexpr int kChunks = HD / 8;
-#pragma unroll 4
-    for (int i = threadIdx.x; i < ROWS * kChunks; i += THREADS) {
-        const int r = i / kChunks, c = i % kChunks;
+    constexpr int kChunks = HD / 8, kPass = THREADS / kChunks;
+    static_assert(THREADS % kChunks == 0 && ROWS % kPass == 0 && kPass % 8 == 0);
+    const int c = threadIdx.x % kChunks, r0 = threadIdx.x / kChunks;
+    unsigned char* d = dst + swizzled_offset(ROWS, r0, c);  // rows r0 + j * kPass: same swizzle
+#pragma unroll
+    for (int j = 0; j < ROWS / kPass; ++j) {
+        const int r = r0 + j * kPass;
         const bool ok = r < valid_rows;
-        unsigned char* d = dst + swizzled_offset(ROWS, r, c);
-        cp_async_16(d, ok ? static_cast<const void*>(row_ptr(r) + c * 8) : d, ok);
+        unsigned char* dj = d + j * kPass * 128;
+        cp_async_16(dj, ok ? static_cast<const void*>(row_ptr(r) + c * 8) : dj, ok);
     }
 }
 
@@ -68,7 +72,7 @@ __global__ void __launch_bounds__(Sm90Shape<HD>::kThreads, 1)
     extern __shared__ unsigned char smem_raw[];
     unsigned char* sQ = reinterpret_cast<unsigned char*>(
         (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
-    unsigned char* sKV = sQ + Shape::kQBytes;  // stage s: K at s * 2 * kTileBytes, V after it
+    unsigned char* sKV = sQ + Shape::kQBytes;
 
     const int m_block = gridDim.x - 1 - blockIdx.x;  // longest causal tiles start first
     PrefillCta c;
@@ -81,14 +85,13 @@ __global__ void __launch_bounds__(Sm90Shape<HD>::kThreads, 1)
     const T* q =
         static_cast<const T*>(p.q) + (c.q0 + c.row_lo) * p.q_row_stride + c.h * p.q_head_stride;
     load_swizzled<HD, kM, kThreads>(sQ, c.rows, [&](int r) { return q + r * p.q_row_stride; });
-    auto load_kv = [&](int stage, int t) {
-        const int key0 = t * kN, valid = min(kN, c.lk - key0);
-        unsigned char* dst = sKV + stage * 2 * Shape::kTileBytes;
-        load_swizzled<HD, kN, kThreads>(dst, valid, [&](int r) {
-            return reinterpret_cast<const T*>(c.kv.k) + c.kv.offset(key0 + r);
-        });
-        load_swizzled<HD, kN, kThreads>(dst + Shape::kTileBytes, valid, [&](int r) {
-            return reinterpret_cast<const T*>(c.kv.v) + c.kv.offset(key0 + r);
+    // Shared memory after Q: K buffers 0 and 1, then V buffers 0 and 1 (kTileBytes each).
+    auto k_buf = [&](int i) { return sKV + (i % 2) * Shape::kTileBytes; };
+    auto v_buf = [&](int i) { return sKV + (2 + i % 2) * Shape::kTileBytes; };
+    auto load_rows = [&](unsigned char* dst, const char* base, int t) {
+        const int key0 = t * kN;
+        load_swizzled<HD, kN, kThreads>(dst, min(kN, c.lk - key0), [&](int r) {
+            return reinterpret_cast<const T*>(base) + c.kv.offset(key0 + r);
         });
     };
     // Block-sparse: the pipeline runs over tiles that either warpgroup keeps.
@@ -99,38 +102,26 @@ __global__ void __launch_bounds__(Sm90Shape<HD>::kThreads, 1)
             ++t;
         return t;
     };
-    const int t_first = next_tile(c.t_begin);
-    if (t_first < c.t_end) load_kv(0, t_first);
-    cp_async_commit();
 
     float o[HD / 8][4] = {};
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
     const int qi_base = wg_lo + warp * 16 + g;  // rows qi_base and qi_base + 8
-    int stage = 0;
-    for (int t = t_first, t_next; t < c.t_end; t = t_next, stage ^= 1) {
-        t_next = next_tile(t + 1);
-        cp_async_wait<0>();
-        fence_proxy_async();
-        __syncthreads();  // tile t landed; every warp is done with the other stage
-        if (t_next < c.t_end) load_kv(stage ^ 1, t_next);
-        cp_async_commit();
-        const unsigned char* sK = sKV + stage * 2 * Shape::kTileBytes;
-        const unsigned char* sV = sK + Shape::kTileBytes;
 
-        float s[kN / 8][4];
-        wgmma_fence();
+    // S = Q K^T of the tile in K buffer i, issued (not awaited).
+    float s[kN / 8][4];
+    auto issue_qk = [&](int i) {
 #pragma unroll
         for (int kk = 0; kk < HD / 16; ++kk) {
             const int atom = kk / 4, col = (kk % 4) * 32;
             const uint64_t a = sw128_desc(sQ + atom * kM * 128 + wg * 64 * 128 + col, 16, 1024);
-            const uint64_t b = sw128_desc(sK + atom * kN * 128 + col, 16, 1024);
+            const uint64_t b = sw128_desc(k_buf(i) + atom * kN * 128 + col, 16, 1024);
             wgmma_ss<T, kN>(s, a, b, kk > 0);
         }
         wgmma_commit();
-        wgmma_wait<0>();
-        fence_regs(s);
-
+    };
+    // Masks s (tile t) and runs the online softmax on it; alpha rescales the output so far.
+    auto softmax_tile = [&](int t, float (&alpha)[2]) {
         const int key0 = t * kN;
         const unsigned keep = tile_keep_bits<kN>(p, c, qb, t);
         const bool need_mask =
@@ -148,11 +139,11 @@ __global__ void __launch_bounds__(Sm90Shape<HD>::kThreads, 1)
                         s[nt][e] = -INFINITY;
                 }
         }
-        softmax_update(s, o, m, l, scale_log2);
-
-        // P as the A operand, packed before the fence: registers a wgmma reads must be final
-        // when the warpgroup arrives (else the compiler inserts an arrive per instruction).
-        uint32_t pa[kN / 16][4];
+        softmax_step(s, m, l, alpha, scale_log2);
+    };
+    // P (the A operand of P V) packed from s.
+    uint32_t pa[kN / 16][4];
+    auto pack_p = [&] {
 #pragma unroll
         for (int kk = 0; kk < kN / 16; ++kk) {
             pa[kk][0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
@@ -160,19 +151,75 @@ __global__ void __launch_bounds__(Sm90Shape<HD>::kThreads, 1)
             pa[kk][2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
             pa[kk][3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
         }
-        wgmma_fence();  // o was rescaled by ordinary instructions
+    };
+
+    // Software pipeline over the visible tiles t_0, t_1, ...: iteration i issues S of tile
+    // i + 1 and O += P_i V_i back to back, runs the softmax of tile i + 1 while P_i V_i is still
+    // on the tensor cores, and loads V_{i+1} and K_{i+2} meanwhile. K and V are double-buffered
+    // with V one tile behind K, so every buffer a load targets was released before the barrier.
+    int t = next_tile(c.t_begin);
+    if (t < c.t_end) load_rows(k_buf(0), c.kv.k, t);
+    cp_async_commit();
+    int tn = t < c.t_end ? next_tile(t + 1) : c.t_end;
+    if (t < c.t_end) load_rows(v_buf(0), c.kv.v, t);
+    if (tn < c.t_end) load_rows(k_buf(1), c.kv.k, tn);
+    cp_async_commit();
+    if (t < c.t_end) {
+        cp_async_wait<1>();  // Q and K_0
+        fence_proxy_async();
+        __syncthreads();
+        wgmma_fence();
+        issue_qk(0);
+        wgmma_wait<0>();
+        fence_regs(s);
+        float alpha[2];
+        softmax_tile(t, alpha);  // o is still zero: nothing to rescale
+        pack_p();
+    }
+    // O += P_i V_i from V buffer i, issued (not awaited).
+    auto issue_pv = [&](int i) {
 #pragma unroll
         for (int kk = 0; kk < kN / 16; ++kk) {
 #pragma unroll
             for (int n = 0; n < HD / Shape::kPvN; ++n) {
                 // V is read transposed: N = head dim (64-column atoms kN * 128 bytes apart),
                 // K = 16 keys (two 8-row groups of 1024 bytes).
-                const uint64_t b =
-                    sw128_desc(sV + n * (Shape::kPvN / 64) * kN * 128 + kk * 16 * 128, kN * 128, 1024);
+                const uint64_t b = sw128_desc(
+                    v_buf(i) + n * (Shape::kPvN / 64) * kN * 128 + kk * 16 * 128, kN * 128, 1024);
                 wgmma_rs<T, Shape::kPvN>(o + n * (Shape::kPvN / 8), pa[kk], b);
             }
         }
         wgmma_commit();
+    };
+    int i = 0;
+    for (; t < c.t_end; ++i) {
+        cp_async_wait<0>();  // V_i and K_{i+1}
+        fence_proxy_async();
+        __syncthreads();  // ... visible to all; every warp is done with iteration i - 1
+        if (tn >= c.t_end) break;  // the last tile has no successor: finished below
+        wgmma_fence();
+        issue_qk(i + 1);
+        issue_pv(i);
+        // V buffer i + 1 held V_{i-1} and K buffer i held K_i: both consumed before the barrier.
+        const int tnn = next_tile(tn + 1);
+        load_rows(v_buf(i + 1), c.kv.v, tn);
+        if (tnn < c.t_end) load_rows(k_buf(i), c.kv.k, tnn);
+        cp_async_commit();
+        float alpha[2];
+        wgmma_wait<1>();  // S of tile i + 1 (P_i V_i may still run)
+        fence_regs(s);
+        softmax_tile(tn, alpha);
+        wgmma_wait<0>();
+        fence_regs(o);
+        fence_regs(pa);  // the in-flight P V read pa: keep its registers until here
+        rescale_rows(o, alpha);
+        pack_p();
+        t = tn;
+        tn = tnn;
+    }
+    if (t < c.t_end) {
+        wgmma_fence();
+        issue_pv(i);
         wgmma_wait<0>();
         fence_regs(o);
     }

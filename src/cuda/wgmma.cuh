@@ -57,13 +57,22 @@ __device__ __forceinline__ void fence_proxy_async() {
 #endif
 }
 
-// Keeps the compiler from moving accesses of accumulator registers across wgmma issue/wait.
+// Keeps the compiler from moving accesses of registers a wgmma reads or writes across its
+// issue and wait.
 template <int NT>
 __device__ __forceinline__ void fence_regs(float (&d)[NT][4]) {
 #pragma unroll
     for (int t = 0; t < NT; ++t)
 #pragma unroll
         for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[t][e])::"memory");
+}
+
+template <int NT>
+__device__ __forceinline__ void fence_regs(uint32_t (&a)[NT][4]) {
+#pragma unroll
+    for (int t = 0; t < NT; ++t)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(a[t][e])::"memory");
 }
 
 #define VELA_D4(t) "+f"(d[t][0]), "+f"(d[t][1]), "+f"(d[t][2]), "+f"(d[t][3])
