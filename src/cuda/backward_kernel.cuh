@@ -282,7 +282,7 @@ __device__ __forceinline__ void bwd_probs_and_grads(const BackwardParams& p, con
         for (int e = 0; e < 4; ++e) {
             const int col = nt * 8 + tig * 2 + (e % 2);
             const int key = t.key_lo + warp * 16 + g + 8 * (e / 2);
-            float pv = exp2f(s[nt][e] * scale_log2 - sLse[col]);
+            float pv = fast_exp2(s[nt][e] * scale_log2 - sLse[col]);
             if (need_mask && m.masked(row_lo + col, key)) pv = 0.f;
             s[nt][e] = pv;
             dp[nt][e] = pv * (dp[nt][e] - sD[col]);

@@ -59,6 +59,14 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
     }
 }
 
+// 2^x on the special-function unit, flushing subnormal results to zero (exp2f without
+// --use_fast_math adds range fix-ups around it); 2^-inf = 0.
+__device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
 // Packs two floats into one register of two 16-bit values (low half = first).
 template <class T>
 __device__ __forceinline__ uint32_t pack2(float lo, float hi) {

@@ -73,28 +73,42 @@ struct RowMask {
 template <int NT>
 __device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&m)[2], float (&l)[2],
                                              float (&alpha)[2], float scale_log2) {
+    // Max and sum run as 4 independent chains each: a single chain over 2 * NT values would
+    // leave the warp waiting on instruction latency (the kernels have few warps to hide it).
+    constexpr int kChains = NT >= 4 ? 4 : NT;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-        float mx = -INFINITY;
+        float part[kChains];
 #pragma unroll
-        for (int t = 0; t < NT; ++t) mx = fmaxf(mx, fmaxf(s[t][2 * r], s[t][2 * r + 1]));
+        for (int c = 0; c < kChains; ++c) part[c] = -INFINITY;
+#pragma unroll
+        for (int t = 0; t < NT; ++t)
+            part[t % kChains] = fmaxf(part[t % kChains], fmaxf(s[t][2 * r], s[t][2 * r + 1]));
+        float mx = part[0];
+#pragma unroll
+        for (int c = 1; c < kChains; ++c) mx = fmaxf(mx, part[c]);
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float m_new = fmaxf(m[r], mx);
         // A row with every key masked so far keeps m = -inf; exponentiate against 0 so that
         // exp2(-inf) = 0 instead of NaN from (-inf) - (-inf).
         const float base = (m_new == -INFINITY) ? 0.f : m_new * scale_log2;
-        alpha[r] = exp2f(m[r] * scale_log2 - base);
+        alpha[r] = fast_exp2(m[r] * scale_log2 - base);
         m[r] = m_new;
-        l[r] *= alpha[r];
+#pragma unroll
+        for (int c = 0; c < kChains; ++c) part[c] = 0.f;
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
 #pragma unroll
             for (int e = 2 * r; e < 2 * r + 2; ++e) {
-                s[t][e] = exp2f(s[t][e] * scale_log2 - base);
-                l[r] += s[t][e];
+                s[t][e] = fast_exp2(s[t][e] * scale_log2 - base);
+                part[t % kChains] += s[t][e];
             }
         }
+        float sum = part[0];
+#pragma unroll
+        for (int c = 1; c < kChains; ++c) sum += part[c];
+        l[r] = l[r] * alpha[r] + sum;
     }
 }
 

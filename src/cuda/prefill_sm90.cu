@@ -1,5 +1,5 @@
 // Hopper prefill forward (sm_90a): the FlashAttention-2 algorithm on warpgroup MMA (wgmma).
-// One CTA = 128 query rows (two warpgroups of 64 rows) of one (sequence, head). K/V tiles of kN
+// One CTA = 64 query rows per warpgroup (2 warpgroups, 3 at head_dim 64) of one (sequence, head). K/V tiles of kN
 // keys are double-buffered in 128-byte-swizzled shared memory by cp.async, which serves the
 // contiguous and the paged layout (any block size) alike; S = Q K^T is a wgmma with both
 // operands in shared memory, O += P V takes P straight from the S accumulators in registers.
@@ -15,7 +15,9 @@ namespace {
 
 template <int HD>
 struct Sm90Shape {
-    static constexpr int kWarpGroups = 2;
+    // head_dim 64 has half the MMA work per score of head_dim 128: a third warpgroup shares
+    // each K/V tile and hides more of the softmax.
+    static constexpr int kWarpGroups = HD == 64 ? 3 : 2;
     static constexpr int kThreads = 128 * kWarpGroups;
     static constexpr int kM = 64 * kWarpGroups;      // query rows per CTA
     static constexpr int kN = HD == 256 ? 64 : 128;  // keys per tile
@@ -25,7 +27,8 @@ struct Sm90Shape {
     // Q, then two stages of (K, V); +1 KB to align the swizzle atoms.
     static constexpr int kSmem = kQBytes + 4 * kTileBytes + 1024;
     static constexpr int kMaskCols = kN / PrefillParams::kBlockMaskSize;  // mask entries per tile
-    static_assert(kM == 2 * PrefillParams::kBlockMaskSize && kN % PrefillParams::kBlockMaskSize == 0);
+    static_assert(kM == kWarpGroups * PrefillParams::kBlockMaskSize &&
+                  kN % PrefillParams::kBlockMaskSize == 0);
 };
 
 // Copies rows [0, ROWS) of a [*, HD] 16-bit matrix into a swizzled tile (wgmma.cuh); rows past
@@ -34,12 +37,13 @@ struct Sm90Shape {
 template <int HD, int ROWS, int THREADS, class RowPtr>
 __device__ __forceinline__ void load_swizzled(unsigned char* dst, int valid_rows, RowPtr row_ptr) {
     constexpr int kChunks = HD / 8, kPass = THREADS / kChunks;
-    static_assert(THREADS % kChunks == 0 && ROWS % kPass == 0 && kPass % 8 == 0);
+    static_assert(THREADS % kChunks == 0 && kPass % 8 == 0);
     const int c = threadIdx.x % kChunks, r0 = threadIdx.x / kChunks;
     unsigned char* d = dst + swizzled_offset(ROWS, r0, c);  // rows r0 + j * kPass: same swizzle
 #pragma unroll
-    for (int j = 0; j < ROWS / kPass; ++j) {
+    for (int j = 0; j < (ROWS + kPass - 1) / kPass; ++j) {
         const int r = r0 + j * kPass;
+        if (ROWS % kPass != 0 && r >= ROWS) break;
         const bool ok = r < valid_rows;
         unsigned char* dj = d + j * kPass * 128;
         cp_async_16(dj, ok ? static_cast<const void*>(row_ptr(r) + c * 8) : dj, ok);
@@ -80,7 +84,7 @@ __global__ void __launch_bounds__(Sm90Shape<HD>::kThreads, 1)
     const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
     const int g = lane / 4, tig = lane % 4;
     const int wg_lo = c.row_lo + wg * 64;  // this warpgroup's first query row
-    const int qb = 2 * m_block + wg;       // its block-mask row
+    const int qb = Shape::kWarpGroups * m_block + wg;  // its block-mask row
 
     const T* q =
         static_cast<const T*>(p.q) + (c.q0 + c.row_lo) * p.q_row_stride + c.h * p.q_head_stride;
@@ -94,12 +98,15 @@ __global__ void __launch_bounds__(Sm90Shape<HD>::kThreads, 1)
             return reinterpret_cast<const T*>(base) + c.kv.offset(key0 + r);
         });
     };
-    // Block-sparse: the pipeline runs over tiles that either warpgroup keeps.
+    // Block-sparse: the pipeline runs over tiles that some warpgroup keeps.
     auto next_tile = [&](int t) {
-        while (t < c.t_end && c.block_mask != nullptr &&
-               (tile_keep_bits<kN>(p, c, 2 * m_block, t) |
-                tile_keep_bits<kN>(p, c, 2 * m_block + 1, t)) == 0)
-            ++t;
+        for (; t < c.t_end && c.block_mask != nullptr; ++t) {
+            unsigned keep = 0;
+#pragma unroll
+            for (int w = 0; w < Shape::kWarpGroups; ++w)
+                keep |= tile_keep_bits<kN>(p, c, Shape::kWarpGroups * m_block + w, t);
+            if (keep != 0) break;
+        }
         return t;
     };
 
