@@ -22,9 +22,8 @@ namespace vela::cuda::detail {
 
 constexpr int kDecodeWarps = 4;
 constexpr int kDecodeThreads = kDecodeWarps * 32;
-constexpr int kDecodeTile = 16;                // keys per warp step: one k-step of P V
-constexpr int kDecodeStageBudget = 96 * 1024;  // K/V stage bytes per CTA: 2 CTAs per SM
-constexpr int kDecodeRows = 8;                 // query heads per mma (group <= 8)
+constexpr int kDecodeTile = 16;  // keys per warp step: one k-step of P V
+constexpr int kDecodeRows = 8;   // query heads per mma (group <= 8)
 
 template <KvFormat F, int HD>
 struct DecodeShape {
@@ -34,7 +33,11 @@ struct DecodeShape {
     static constexpr int kTileBytes = kDecodeTile * kUnits * 16;
     // K tile, V tile, then (quantised) 16 K scales and 16 V scales.
     static constexpr int kStageBytes = 2 * kTileBytes + (kQuant ? 2 * kDecodeTile * 4 : 0);
-    static constexpr int kStagesFit = kDecodeStageBudget / (kDecodeWarps * kStageBytes);
+    // K/V stage bytes per CTA: 16-bit KV runs 2 CTAs per SM (~128 KB in flight); 8-bit KV
+    // spends more instructions per byte (widening), so it trades depth for a third CTA.
+    static constexpr int kStageBudget = (kQuant ? 66 : 96) * 1024;
+    static constexpr int kMinCtasPerSm = kQuant ? 3 : 2;  // registers capped to match
+    static constexpr int kStagesFit = kStageBudget / (kDecodeWarps * kStageBytes);
     static constexpr int kStages = kStagesFit < 8 ? kStagesFit : 8;
     static constexpr int kMergeBytes = kDecodeWarps * kDecodeRows * (HD + 2) * 4;
     static constexpr int kPipeBytes = kDecodeWarps * kStages * kStageBytes;
@@ -78,12 +81,19 @@ __device__ __forceinline__ void widen4(uint32_t w, uint32_t& lo, uint32_t& hi) {
         asm("sub.f16x2 %0, %1, %2;" : "=r"(lo) : "r"(a), "r"(0x64806480u));  // - (1024 + 128)
         asm("sub.f16x2 %0, %1, %2;" : "=r"(hi) : "r"(b), "r"(0x64806480u));
     } else {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+        asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.rn.f16x2.e4m3x2 %0, l;\n"
+            " cvt.rn.f16x2.e4m3x2 %1, h;\n}"
+            : "=r"(lo), "=r"(hi)
+            : "r"(w));
+#else
         const __half2_raw a =
             __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w & 0xffffu), __NV_E4M3);
         const __half2_raw b =
             __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w >> 16), __NV_E4M3);
         lo = a.x | (static_cast<uint32_t>(a.y) << 16);
         hi = b.x | (static_cast<uint32_t>(b.y) << 16);
+#endif
     }
 }
 

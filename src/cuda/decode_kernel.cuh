@@ -3,8 +3,8 @@
 // sequence) and all query heads of that kv head (GQA packing), so each K/V byte is read from
 // memory once per step. Decode is bandwidth-bound, so the kernel is built around bytes in
 // flight: each of the 4 warps streams its own 16-key tiles of K and V through a private
-// multi-stage cp.async ring (no CTA barrier in the main loop; ~64 KB in flight per CTA, 2 CTAs
-// per SM) and runs a one-pass online softmax on mma.sync; the warps' partial softmax states
+// multi-stage cp.async ring (no CTA barrier in the main loop; 2-3 CTAs per SM, ~100-128 KB in
+// flight per SM) and runs a one-pass online softmax on mma.sync; the warps' partial softmax states
 // are merged once at the end. Fragment layouts: decode_frag.cuh.
 #include <cmath>
 
@@ -100,13 +100,16 @@ __device__ __forceinline__ void consume_tile(const char* stage, const uint32_t (
     // The tile's first key is always valid, so mx and m_new are finite.
     const float m_new = fmaxf(st.m, mx);
     const float alpha = exp2f(st.m - m_new);
-    st.m = m_new;
-    st.l *= alpha;
+    // Past the first tiles the running max rarely grows: skip the rescale when no head's did.
+    if (__any_sync(0xffffffffu, m_new > st.m)) {
+        st.l *= alpha;
 #pragma unroll
-    for (int nt = 0; nt < HD / 8; ++nt) {
-        st.o[nt][0] *= alpha;
-        st.o[nt][1] *= alpha;
+        for (int nt = 0; nt < HD / 8; ++nt) {
+            st.o[nt][0] *= alpha;
+            st.o[nt][1] *= alpha;
+        }
     }
+    st.m = m_new;
     float p[4];
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
@@ -219,7 +222,7 @@ __device__ void merge_warps(char* smem, DecodeState<HD>& st, int group, int64_t 
 }
 
 template <KvFormat F, int HD>
-__global__ void __launch_bounds__(kDecodeThreads)
+__global__ void __launch_bounds__(kDecodeThreads, DecodeShape<F, HD>::kMinCtasPerSm)
     decode_split_kernel(const DecodeParams p, int split_len, float* o_part, float* lse_part) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     // Lets the combine kernel launch while this grid runs; it still waits for our results.
