@@ -24,7 +24,10 @@ def main():
     peer = {(r[1], r[2], r[5]): float(r[7]) for r in rows(sdpa_md, "torch sdpa flash")}
     vela = {}
     for r in rows(vela_md, "vela prefill"):
-        kernel = r[0].split()[2]  # "vela prefill <kernel> bf16"
+        # rows of the forward table only: "vela prefill <kernel> bf16 | hd | s | batch | ..."
+        if len(r) != 8 or not r[3].isdigit() or r[5] not in ("0", "1"):
+            continue
+        kernel = r[0].split()[2]
         vela.setdefault((r[1], r[2], r[5]), {})[kernel] = float(r[7])
     kernels = sorted({k for v in vela.values() for k in v})
     print("| head_dim | seqlen | causal | SDPA-flash TFLOP/s | " +

@@ -4,6 +4,7 @@
 // the running max/sum in registers, so the S x S score matrix never leaves the register file.
 // K and V tiles are single-buffered in shared memory but loaded asynchronously: V_t is fetched
 // while S = Q K_t^T is computed, and K_{t+1} while O += P V_t is computed.
+#include <climits>
 #include <cmath>
 
 #include "cuda/attention_params.h"
@@ -64,6 +65,11 @@ struct RowMask {
         if (key >= lk) return true;
         if (causal && key > qi + diag) return true;
         return window >= 0 && key < qi + diag - window;
+    }
+    // The keys query qi sees form [lo, hi): masked(qi, key) == !(lo <= key && key < hi).
+    __device__ void visible(int qi, int& lo, int& hi) const {
+        hi = causal ? min(lk, qi + diag + 1) : lk;
+        lo = window >= 0 ? qi + diag - window : INT_MIN;
     }
 };
 

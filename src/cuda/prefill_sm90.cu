@@ -136,13 +136,21 @@ __global__ void __launch_bounds__(Sm90Shape<HD>::kThreads, 1)
             (p.causal && key0 + kN - 1 > wg_lo + c.mask.diag) ||
             (p.window_left >= 0 && key0 < wg_lo + 63 + c.mask.diag - p.window_left);
         if (need_mask) {
+            // Per row, the visible columns of this tile form one interval (then block bits).
+            int lo[2], hi[2];
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                c.mask.visible(qi_base + 8 * r, lo[r], hi[r]);
+                lo[r] = max(lo[r], key0) - key0;
+                hi[r] -= key0;
+            }
 #pragma unroll
             for (int nt = 0; nt < kN / 8; ++nt)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    const int col = nt * 8 + tig * 2 + (e % 2);
-                    if (!(keep >> (col / PrefillParams::kBlockMaskSize) & 1u) ||
-                        c.mask.masked(qi_base + (e / 2) * 8, key0 + col))
+                    const int col = nt * 8 + tig * 2 + (e % 2), r = e / 2;
+                    if (col < lo[r] || col >= hi[r] ||
+                        !(keep >> (col / PrefillParams::kBlockMaskSize) & 1u))
                         s[nt][e] = -INFINITY;
                 }
         }
