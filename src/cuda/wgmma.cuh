@@ -148,6 +148,37 @@ __device__ __forceinline__ void wgmma_rs(float (*d)[4], const uint32_t (&a)[4], 
 #endif
 }
 
+// D (+)= A * B with both operands in shared memory stored MN-major (A: M contiguous, i.e. the
+// transpose of a K-major A; B: N contiguous, as in wgmma_rs). The backward's dQ = dS K reads dS
+// from its key-major (dS^T) staging tile this way. Descriptors as for wgmma_rs's B.
+#define VELA_WGMMA_SS_MN(N, TY, R, OPS, IA, IB, IS)                                      \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" IS ", 0;\n"                       \
+                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " R     \
+                 ", %" IA ", %" IB ", p, 1, 1, 1, 1;\n}\n"                              \
+                 : OPS                                                                  \
+                 : "l"(a), "l"(b), "r"(accumulate))
+template <class T, int N>
+__device__ __forceinline__ void wgmma_ss_mn(float (*d)[4], uint64_t a, uint64_t b,
+                                            int accumulate) {
+#ifdef VELA_SM90A_DEVICE
+    static_assert(N == 64 || N == 128);
+    if constexpr (std::is_same_v<T, __half>) {
+        if constexpr (N == 64) {
+            VELA_WGMMA_SS_MN(64, "f16", VELA_R32, VELA_D32, "32", "33", "34");
+        } else {
+            VELA_WGMMA_SS_MN(128, "f16", VELA_R64, VELA_D64, "64", "65", "66");
+        }
+    } else {
+        if constexpr (N == 64) {
+            VELA_WGMMA_SS_MN(64, "bf16", VELA_R32, VELA_D32, "32", "33", "34");
+        } else {
+            VELA_WGMMA_SS_MN(128, "bf16", VELA_R64, VELA_D64, "64", "65", "66");
+        }
+    }
+#endif
+}
+
+#undef VELA_WGMMA_SS_MN
 #undef VELA_WGMMA_RS
 #undef VELA_WGMMA_SS
 #undef VELA_R64
