@@ -119,6 +119,7 @@ void bench_prefill() {
                 p.q_row_stride = p.o_row_stride = p.kv_row_stride = int64_t{heads} * hd;
                 p.q_head_stride = p.o_head_stride = p.kv_head_stride = hd;
                 p.cu_seqlens_q = p.cu_seqlens_k = static_cast<int32_t*>(cu.p);
+                p.total_q = p.total_k = batch * s;
                 p.softmax_scale = 1.f / std::sqrt(float(hd));
                 p.causal = causal;
                 const double flops = 4.0 * batch * heads * double(s) * s * hd / (causal ? 2 : 1);
@@ -172,7 +173,7 @@ struct DenseProblem {
         fwd.num_heads = fwd.num_kv_heads = bwd.num_heads = bwd.num_kv_heads = heads;
         fwd.batch = bwd.batch = batch;
         fwd.max_seqlen_q = bwd.max_seqlen_q = bwd.max_seqlen_k = s;
-        bwd.total_q = batch * s;
+        bwd.total_q = fwd.total_q = fwd.total_k = batch * s;
         fwd.q = bwd.q = q.p;
         fwd.k = bwd.k = k.p;
         fwd.v = bwd.v = v.p;
@@ -196,24 +197,34 @@ struct DenseProblem {
     double flops() const { return 4.0 * batch * heads * double(s) * s * hd / (fwd.causal ? 2 : 1); }
 };
 
-// Backward FLOPs are 2.5x the forward's by convention (5 matmuls instead of 2).
+// Backward FLOPs are 2.5x the forward's by convention (5 matmuls instead of 2). Each dK/dV kernel
+// the device has is timed; the one kAuto picks (wgmma where available) is the "vela fwd+bwd" row
+// that compare.py joins with the SDPA peer, the other one is labelled "vela bwd".
 void bench_backward() {
     std::printf(
         "\n| kernel | head_dim | seqlen | batch | heads | causal | fwd ms | bwd ms | bwd "
         "TFLOP/s | fwd+bwd TFLOP/s |\n");
     std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
     for (int hd : {64, 128}) {
-        for (int s : {1024, 4096, 16384}) {
+        for (int s : {1024, 2048, 4096, 8192, 16384}) {
             for (bool causal : {false, true}) {
                 DenseProblem d(hd, s, causal);
                 Buffer ws(backward_workspace_bytes(d.bwd));
                 d.bwd.workspace = ws.p;
                 const double f_ms = median_ms([&] { prefill_forward(d.fwd); }, 10);
-                const double b_ms = median_ms([&] { prefill_backward(d.bwd); }, 10);
-                std::printf(
-                    "| vela fwd+bwd bf16 | %d | %d | %d | %d | %d | %.3f | %.3f | %.1f | %.1f |\n",
-                    hd, s, d.batch, d.heads, causal, f_ms, b_ms, 2.5 * d.flops() / (b_ms * 1e9),
-                    3.5 * d.flops() / ((f_ms + b_ms) * 1e9));
+                const bool sm90 = prefill_wgmma_available();
+                for (const PrefillKernel kernel : {PrefillKernel::kMmaSync, PrefillKernel::kWgmma}) {
+                    const bool wgmma = kernel == PrefillKernel::kWgmma;
+                    if (wgmma && !sm90) continue;
+                    d.bwd.kernel = kernel;
+                    const double b_ms = median_ms([&] { prefill_backward(d.bwd); }, 10);
+                    std::printf(
+                        "| vela %s %s bf16 | %d | %d | %d | %d | %d | %.3f | %.3f | %.1f | %.1f "
+                        "|\n",
+                        wgmma == sm90 ? "fwd+bwd" : "bwd", wgmma ? "wgmma" : "mma.sync", hd, s,
+                        d.batch, d.heads, causal, f_ms, b_ms, 2.5 * d.flops() / (b_ms * 1e9),
+                        3.5 * d.flops() / ((f_ms + b_ms) * 1e9));
+                }
             }
         }
     }

@@ -82,6 +82,9 @@ void prefill_forward(const PrefillParams& p, void* stream) {
     if (!(p.softmax_scale > 0.f))
         fail<InvalidArgument>("prefill_forward: softmax_scale must be > 0, got {}",
                               p.softmax_scale);
+    if (p.total_q < 0 || p.total_k < 0)
+        fail<InvalidArgument>("prefill_forward: negative total_q {} / total_k {}", p.total_q,
+                              p.total_k);
     if (p.block_mask != nullptr && p.block_mask_row_stride <= 0)
         fail<InvalidArgument>("prefill_forward: block_mask needs block_mask_row_stride > 0, got {}",
                               p.block_mask_row_stride);
@@ -109,7 +112,13 @@ void prefill_backward(const BackwardParams& p, void* stream) {
     if (!(p.softmax_scale > 0.f))
         fail<InvalidArgument>("prefill_backward: softmax_scale must be > 0, got {}",
                               p.softmax_scale);
-    check(detail::launch_backward(p, static_cast<cudaStream_t>(stream)), "prefill_backward");
+    // kAuto stays on the mma.sync kernel until the wgmma one is verified on a device.
+    const bool wgmma = p.kernel == PrefillKernel::kWgmma;
+    if (wgmma && !prefill_wgmma_available())
+        fail<InvalidArgument>(
+            "prefill_backward: the wgmma kernel needs an sm_90a build and an sm_90 device");
+    check(detail::launch_backward(p, wgmma, static_cast<cudaStream_t>(stream)),
+          "prefill_backward");
 }
 
 // Split count minimising the estimated time, waves of CTAs x (keys per split + a fixed per-CTA

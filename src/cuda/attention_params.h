@@ -62,6 +62,11 @@ struct PrefillParams {
     PagedKv paged;
     const int32_t* seqlens_k = nullptr;  // [batch]
 
+    // Optional host copies of cu_seqlens_q[batch] and cu_seqlens_k[batch] (the row counts of q
+    // and of contiguous k/v). Given, the Hopper kernel loads contiguous Q/K/V with TMA bulk
+    // copies bounded by them; 0 = unknown (every thread copies with cp.async instead).
+    int total_q = 0, total_k = 0;
+
     void* o = nullptr;  // same layout and dtype as q
     int64_t o_row_stride = 0, o_head_stride = 0;
     float* lse = nullptr;  // optional [total_q][num_heads], natural log; -inf for empty rows
@@ -84,7 +89,10 @@ struct PrefillParams {
 // are rebuilt tile by tile from q, k and the forward's LSE, never stored). Shapes, varlen
 // layout, causal/window masking and GQA as in PrefillParams; dK/dV of a kv head are the sums
 // over its query heads. q, o, d_o and dq share the q strides; k, v, dk and dv the kv strides.
+// `kernel` picks the dK/dV kernel with the forward's rule (kAuto: wgmma on sm_90 devices of an
+// sm_90a build, else mma.sync; forcing kWgmma elsewhere is an InvalidArgument).
 struct BackwardParams {
+    PrefillKernel kernel = PrefillKernel::kAuto;
     Dtype dtype = Dtype::kBf16;
     int head_dim = 0;  // 64 or 128
     int num_heads = 0;

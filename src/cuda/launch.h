@@ -13,7 +13,7 @@ constexpr int kDecodeMaxSplitLen = 2048;  // longest split: bounds per-CTA imbal
 
 cudaError_t launch_prefill(const PrefillParams& p, cudaStream_t stream);       // mma.sync
 cudaError_t launch_prefill_sm90(const PrefillParams& p, cudaStream_t stream);  // wgmma
-cudaError_t launch_backward(const BackwardParams& p, cudaStream_t stream);
+cudaError_t launch_backward(const BackwardParams& p, bool wgmma, cudaStream_t stream);
 cudaError_t launch_decode(const DecodeParams& p, int split_len, cudaStream_t stream);
 
 // Resident decode split CTAs per SM for p's KV format and head dim (plans the split count).

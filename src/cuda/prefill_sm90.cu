@@ -1,34 +1,77 @@
 // Hopper prefill forward (sm_90a): the FlashAttention-2 algorithm on warpgroup MMA (wgmma).
-// One CTA = 64 query rows per warpgroup (2 warpgroups, 3 at head_dim 64) of one (sequence, head). K/V tiles of kN
-// keys are double-buffered in 128-byte-swizzled shared memory by cp.async, which serves the
-// contiguous and the paged layout (any block size) alike; S = Q K^T is a wgmma with both
+// One CTA covers 64 query rows per consumer warpgroup of one (sequence, head). K/V tiles of kN
+// keys are double-buffered in 128-byte-swizzled shared memory; S = Q K^T is a wgmma with both
 // operands in shared memory, O += P V takes P straight from the S accumulators in registers.
+// Two ways to load (kTma):
+// - contiguous K/V with known totals: a producer warpgroup (one thread) issues TMA bulk tensor
+//   copies and hands buffers over through mbarriers; the consumer warpgroups never meet at a
+//   CTA barrier and take turns on the tensor cores (ping-pong: one issues its MMAs while the
+//   others run their softmax), as in FlashAttention-3;
+// - otherwise (paged K/V of any block size, head_dim 256): every thread copies with cp.async
+//   and a CTA barrier per tile separates the stages.
 // Masks (causal, window, block-sparse, sequence end) are the same as the mma.sync kernel's.
+#include <cudaTypedefs.h>
+
 #include <cmath>
+#include <cstdlib>
 
 #include "cuda/launch.h"
 #include "cuda/prefill_kernel.cuh"
+#include "cuda/sm90_sync.cuh"
 #include "cuda/wgmma.cuh"
 
 namespace vela::cuda::detail {
 namespace {
 
-template <int HD>
+template <int HD, bool kTma>
 struct Sm90Shape {
     // head_dim 64 has half the MMA work per score of head_dim 128: a third warpgroup shares
     // each K/V tile and hides more of the softmax.
-    static constexpr int kWarpGroups = HD == 64 ? 3 : 2;
-    static constexpr int kThreads = 128 * kWarpGroups;
-    static constexpr int kM = 64 * kWarpGroups;      // query rows per CTA
+    static constexpr int kConsumers = HD == 64 ? 3 : 2;
+    static constexpr int kConsumerThreads = 128 * kConsumers;
+    static constexpr int kThreads = kConsumerThreads + (kTma ? 128 : 0);
+    static constexpr int kM = 64 * kConsumers;       // query rows per CTA
     static constexpr int kN = HD == 256 ? 64 : 128;  // keys per tile
     static constexpr int kPvN = HD == 64 ? 64 : 128;  // N of one P*V wgmma
     static constexpr int kQBytes = kM * HD * 2;
     static constexpr int kTileBytes = kN * HD * 2;  // one K or V tile
-    // Q, then two stages of (K, V); +1 KB to align the swizzle atoms.
-    static constexpr int kSmem = kQBytes + 4 * kTileBytes + 1024;
+    // Q, two K and two V buffers, then the mbarriers (TMA only); +1 KB to align the atoms.
+    static constexpr int kBarOffset = kQBytes + 4 * kTileBytes;
+    static constexpr int kSmem = kBarOffset + (kTma ? 9 * 8 : 0) + 1024;
     static constexpr int kMaskCols = kN / PrefillParams::kBlockMaskSize;  // mask entries per tile
-    static_assert(kM == kWarpGroups * PrefillParams::kBlockMaskSize &&
+    // Registers per thread after setmaxnreg: the producer keeps 24, the consumers share the rest
+    // of the launch allocation (kThreads x 65536 / kThreads, in multiples of 8), at most 240.
+    static constexpr int kProducerRegs = 24;
+    static constexpr int kPool = kThreads * (65536 / kThreads / 8 * 8);
+    static constexpr int kConsumerRegs =
+        (kPool - 128 * kProducerRegs) / kConsumerThreads / 8 * 8 > 240
+            ? 240
+            : (kPool - 128 * kProducerRegs) / kConsumerThreads / 8 * 8;
+    static_assert(128 * kProducerRegs + kConsumerThreads * kConsumerRegs <= kPool);
+    static_assert(kM == kConsumers * PrefillParams::kBlockMaskSize &&
                   kN % PrefillParams::kBlockMaskSize == 0);
+    static_assert(!kTma || HD != 256, "head_dim 256 leaves no registers to a producer");
+};
+
+// Experiment switches, read once: VELA_SM90_PINGPONG=0 turns the ping-pong off,
+// VELA_SM90_TMA=0 forces the cp.async path.
+bool env_on(const char* name) {
+    const char* e = std::getenv(name);
+    return e == nullptr || e[0] != '0';
+}
+bool sm90_ping_pong() {
+    static const bool on = env_on("VELA_SM90_PINGPONG");
+    return on;
+}
+bool sm90_tma() {
+    static const bool on = env_on("VELA_SM90_TMA");
+    return on;
+}
+
+// TMA descriptors of Q, K and V: 3-d tensors (head_dim, rows, heads), boxes of 64 columns (one
+// 128-byte swizzle atom) x kM (Q) or kN (K/V) rows of one head.
+struct Sm90Maps {
+    CUtensorMap q, k, v;
 };
 
 // Copies rows [0, ROWS) of a [*, HD] 16-bit matrix into a swizzled tile (wgmma.cuh); rows past
@@ -67,53 +110,102 @@ __device__ __forceinline__ unsigned tile_keep_bits(const PrefillParams& p, const
     return bits;
 }
 
-template <class T, int HD>
-__global__ void __launch_bounds__(Sm90Shape<HD>::kThreads, 1)
-    prefill_sm90_kernel(const PrefillParams p) {
-#ifdef VELA_SM90A_DEVICE
-    using Shape = Sm90Shape<HD>;
-    constexpr int kM = Shape::kM, kN = Shape::kN, kThreads = Shape::kThreads;
-    extern __shared__ unsigned char smem_raw[];
-    unsigned char* sQ = reinterpret_cast<unsigned char*>(
-        (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
-    unsigned char* sKV = sQ + Shape::kQBytes;
-
-    const int m_block = gridDim.x - 1 - blockIdx.x;  // longest causal tiles start first
+// What every role of a CTA shares: the plan, the shared-memory layout and the tile order.
+template <class T, int HD, bool kTma>
+struct Sm90Cta {
+    using Shape = Sm90Shape<HD, kTma>;
+    const PrefillParams& p;
     PrefillCta c;
-    if (!plan_prefill_cta<kM, kN>(p, m_block, c)) return;
-    const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
-    const int g = lane / 4, tig = lane % 4;
-    const int wg_lo = c.row_lo + wg * 64;  // this warpgroup's first query row
-    const int qb = Shape::kWarpGroups * m_block + wg;  // its block-mask row
+    int m_block;
+    unsigned char* sQ;
+    unsigned char* sKV;  // K buffers 0 and 1, then V buffers 0 and 1
+    uint64_t* bar;       // Q full, K full 0/1, V full 0/1, K empty 0/1, V empty 0/1
 
-    const T* q =
-        static_cast<const T*>(p.q) + (c.q0 + c.row_lo) * p.q_row_stride + c.h * p.q_head_stride;
-    load_swizzled<HD, kM, kThreads>(sQ, c.rows, [&](int r) { return q + r * p.q_row_stride; });
-    // Shared memory after Q: K buffers 0 and 1, then V buffers 0 and 1 (kTileBytes each).
-    auto k_buf = [&](int i) { return sKV + (i % 2) * Shape::kTileBytes; };
-    auto v_buf = [&](int i) { return sKV + (2 + i % 2) * Shape::kTileBytes; };
-    auto load_rows = [&](unsigned char* dst, const char* base, int t) {
-        const int key0 = t * kN;
-        load_swizzled<HD, kN, kThreads>(dst, min(kN, c.lk - key0), [&](int r) {
-            return reinterpret_cast<const T*>(base) + c.kv.offset(key0 + r);
-        });
-    };
-    // Block-sparse: the pipeline runs over tiles that some warpgroup keeps.
-    auto next_tile = [&](int t) {
+    __device__ unsigned char* k_buf(int i) const { return sKV + (i % 2) * Shape::kTileBytes; }
+    __device__ unsigned char* v_buf(int i) const { return sKV + (2 + i % 2) * Shape::kTileBytes; }
+    __device__ uint64_t* q_full() const { return bar; }
+    __device__ uint64_t* k_full(int i) const { return bar + 1 + i % 2; }
+    __device__ uint64_t* v_full(int i) const { return bar + 3 + i % 2; }
+    __device__ uint64_t* k_empty(int i) const { return bar + 5 + i % 2; }
+    __device__ uint64_t* v_empty(int i) const { return bar + 7 + i % 2; }
+    // Parity of the phase that fills buffer i % 2 for the (i / 2)-th time.
+    __device__ static int phase(int i) { return (i / 2) & 1; }
+
+    // First tile >= t that some warpgroup computes (block-sparse masks skip the others).
+    __device__ int next_tile(int t) const {
         for (; t < c.t_end && c.block_mask != nullptr; ++t) {
             unsigned keep = 0;
 #pragma unroll
-            for (int w = 0; w < Shape::kWarpGroups; ++w)
-                keep |= tile_keep_bits<kN>(p, c, Shape::kWarpGroups * m_block + w, t);
+            for (int w = 0; w < Shape::kConsumers; ++w)
+                keep |= tile_keep_bits<Shape::kN>(p, c, Shape::kConsumers * m_block + w, t);
             if (keep != 0) break;
         }
         return t;
+    }
+    // cp.async loads by all consumer threads (the non-TMA path).
+    __device__ void load_q() const {
+        const T* q = static_cast<const T*>(p.q) + (c.q0 + c.row_lo) * p.q_row_stride +
+                     c.h * p.q_head_stride;
+        load_swizzled<HD, Shape::kM, Shape::kConsumerThreads>(
+            sQ, c.rows, [&](int r) { return q + r * p.q_row_stride; });
+    }
+    __device__ void load_tile(unsigned char* dst, const char* base, int t) const {
+        const int key0 = t * Shape::kN;
+        load_swizzled<HD, Shape::kN, Shape::kConsumerThreads>(
+            dst, min(Shape::kN, c.lk - key0),
+            [&](int r) { return reinterpret_cast<const T*>(base) + c.kv.offset(key0 + r); });
+    }
+};
+
+// Producer (one thread of the producer warpgroup): Q, then K_j and V_j of each visible tile j
+// into buffer j % 2 once every consumer warp released the buffer's previous contents. Rows past
+// the sequence's end belong to the next sequence (or are zero-filled past the tensor): the
+// consumers mask their scores, so they never reach the output.
+template <class T, int HD>
+__device__ __forceinline__ void produce(const Sm90Cta<T, HD, true>& x, const Sm90Maps& maps) {
+    using Shape = Sm90Shape<HD, true>;
+    const PrefillParams& p = x.p;
+    const PrefillCta& c = x.c;
+    const int kvh = c.h / (p.num_heads / p.num_kv_heads);
+    const int k0 = p.cu_seqlens_k[c.b];
+    mbar_arrive_expect_tx(x.q_full(), Shape::kQBytes);
+#pragma unroll
+    for (int a = 0; a < HD / 64; ++a)
+        tma_load_3d(x.sQ + a * Shape::kM * 128, &maps.q, a * 64, c.q0 + c.row_lo, c.h, x.q_full());
+    auto load = [&](unsigned char* dst, const CUtensorMap* map, int t, uint64_t* full) {
+        mbar_arrive_expect_tx(full, Shape::kTileBytes);
+#pragma unroll
+        for (int a = 0; a < HD / 64; ++a)
+            tma_load_3d(dst + a * Shape::kN * 128, map, a * 64, k0 + t * Shape::kN, kvh, full);
     };
+    int j = 0;
+    for (int t = x.next_tile(c.t_begin); t < c.t_end; t = x.next_tile(t + 1), ++j) {
+        if (j >= 2) mbar_wait(x.k_empty(j), x.phase(j - 2));
+        load(x.k_buf(j), &maps.k, t, x.k_full(j));
+        if (j >= 2) mbar_wait(x.v_empty(j), x.phase(j - 2));
+        load(x.v_buf(j), &maps.v, t, x.v_full(j));
+    }
+}
+
+// Consumer warpgroups: 64 query rows each. Software pipeline over the visible tiles t_0, t_1,
+// ...: iteration i issues S of tile i + 1 and O += P_i V_i back to back and runs the softmax of
+// tile i + 1 while P_i V_i is still on the tensor cores. Without TMA the consumers also load
+// (V_{i+1} and K_{i+2}, into buffers released before the iteration's CTA barrier).
+template <class T, int HD, bool kTma>
+__device__ __forceinline__ void consume(const Sm90Cta<T, HD, kTma>& x, bool ping_pong) {
+    using Shape = Sm90Shape<HD, kTma>;
+    constexpr int kM = Shape::kM, kN = Shape::kN, kWgs = Shape::kConsumers;
+    const PrefillParams& p = x.p;
+    const PrefillCta& c = x.c;
+    const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+    const int g = lane / 4, tig = lane % 4;
+    const int wg_lo = c.row_lo + wg * 64;     // this warpgroup's first query row
+    const int qb = kWgs * x.m_block + wg;     // its block-mask row
+    const int qi_base = wg_lo + warp * 16 + g;  // rows qi_base and qi_base + 8
 
     float o[HD / 8][4] = {};
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
-    const int qi_base = wg_lo + warp * 16 + g;  // rows qi_base and qi_base + 8
 
     // S = Q K^T of the tile in K buffer i, issued (not awaited).
     float s[kN / 8][4];
@@ -121,9 +213,37 @@ __global__ void __launch_bounds__(Sm90Shape<HD>::kThreads, 1)
 #pragma unroll
         for (int kk = 0; kk < HD / 16; ++kk) {
             const int atom = kk / 4, col = (kk % 4) * 32;
-            const uint64_t a = sw128_desc(sQ + atom * kM * 128 + wg * 64 * 128 + col, 16, 1024);
-            const uint64_t b = sw128_desc(k_buf(i) + atom * kN * 128 + col, 16, 1024);
+            const uint64_t a =
+                sw128_desc(x.sQ + atom * kM * 128 + wg * 64 * 128 + col, 16, 1024);
+            const uint64_t b = sw128_desc(x.k_buf(i) + atom * kN * 128 + col, 16, 1024);
             wgmma_ss<T, kN>(s, a, b, kk > 0);
+        }
+        wgmma_commit();
+    };
+    // P (the A operand of P V) packed from s.
+    uint32_t pa[kN / 16][4];
+    auto pack_p = [&] {
+#pragma unroll
+        for (int kk = 0; kk < kN / 16; ++kk) {
+            pa[kk][0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+            pa[kk][1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+            pa[kk][2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            pa[kk][3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        }
+    };
+    // O += P_i V_i from V buffer i, issued (not awaited).
+    auto issue_pv = [&](int i) {
+#pragma unroll
+        for (int kk = 0; kk < kN / 16; ++kk) {
+#pragma unroll
+            for (int n = 0; n < HD / Shape::kPvN; ++n) {
+                // V is read transposed: N = head dim (64-column atoms kN * 128 bytes apart),
+                // K = 16 keys (two 8-row groups of 1024 bytes).
+                const uint64_t b = sw128_desc(
+                    x.v_buf(i) + n * (Shape::kPvN / 64) * kN * 128 + kk * 16 * 128, kN * 128,
+                    1024);
+                wgmma_rs<T, Shape::kPvN>(o + n * (Shape::kPvN / 8), pa[kk], b);
+            }
         }
         wgmma_commit();
     };
@@ -156,141 +276,253 @@ __global__ void __launch_bounds__(Sm90Shape<HD>::kThreads, 1)
         }
         softmax_step(s, m, l, alpha, scale_log2);
     };
-    // P (the A operand of P V) packed from s.
-    uint32_t pa[kN / 16][4];
-    auto pack_p = [&] {
-#pragma unroll
-        for (int kk = 0; kk < kN / 16; ++kk) {
-            pa[kk][0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-            pa[kk][1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-            pa[kk][2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            pa[kk][3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+
+    // TMA: consumer warps release a buffer (one arrive per warp) once their wgmma read it.
+    auto release = [&](uint64_t* empty) {
+        if constexpr (kTma) {
+            __syncwarp();
+            if (lane == 0) mbar_arrive(empty);
         }
     };
+    // TMA ping-pong: warpgroups issue their MMAs in turn (wg, wg + 1, ...), so while one keeps
+    // the tensor cores busy the others run their softmax. Turn w is named barrier 1 + w over
+    // its warpgroup and the one before it; the last warpgroup opens the first turn and skips
+    // passing on its final one, so every barrier sees as many arrivals as waits.
+    const bool turns = kTma && ping_pong && kWgs > 1;
+    auto take_turn = [&] {
+        if (turns) named_barrier_sync(1 + wg, 256);
+    };
+    auto pass_turn = [&](bool last) {
+        if (turns && !(last && wg == kWgs - 1)) named_barrier_arrive(1 + (wg + 1) % kWgs, 256);
+    };
 
-    // Software pipeline over the visible tiles t_0, t_1, ...: iteration i issues S of tile
-    // i + 1 and O += P_i V_i back to back, runs the softmax of tile i + 1 while P_i V_i is still
-    // on the tensor cores, and loads V_{i+1} and K_{i+2} meanwhile. K and V are double-buffered
-    // with V one tile behind K, so every buffer a load targets was released before the barrier.
-    int t = next_tile(c.t_begin);
-    if (t < c.t_end) load_rows(k_buf(0), c.kv.k, t);
-    cp_async_commit();
-    int tn = t < c.t_end ? next_tile(t + 1) : c.t_end;
-    if (t < c.t_end) load_rows(v_buf(0), c.kv.v, t);
-    if (tn < c.t_end) load_rows(k_buf(1), c.kv.k, tn);
-    cp_async_commit();
+    int t = x.next_tile(c.t_begin);
+    int tn = t < c.t_end ? x.next_tile(t + 1) : c.t_end;
+    if constexpr (!kTma) {
+        x.load_q();
+        if (t < c.t_end) x.load_tile(x.k_buf(0), c.kv.k, t);
+        cp_async_commit();
+        if (t < c.t_end) x.load_tile(x.v_buf(0), c.kv.v, t);
+        if (tn < c.t_end) x.load_tile(x.k_buf(1), c.kv.k, tn);
+        cp_async_commit();
+    }
     if (t < c.t_end) {
-        cp_async_wait<1>();  // Q and K_0
-        fence_proxy_async();
-        __syncthreads();
+        if constexpr (kTma) {
+            if (turns && wg == kWgs - 1) named_barrier_arrive(1, 256);
+            mbar_wait(x.q_full(), 0);
+            mbar_wait(x.k_full(0), 0);
+        } else {
+            cp_async_wait<1>();  // Q and K_0
+            fence_proxy_async();
+            __syncthreads();
+        }
+        take_turn();
         wgmma_fence();
         issue_qk(0);
+        pass_turn(false);
         wgmma_wait<0>();
         fence_regs(s);
+        release(x.k_empty(0));
         float alpha[2];
         softmax_tile(t, alpha);  // o is still zero: nothing to rescale
         pack_p();
     }
-    // O += P_i V_i from V buffer i, issued (not awaited).
-    auto issue_pv = [&](int i) {
-#pragma unroll
-        for (int kk = 0; kk < kN / 16; ++kk) {
-#pragma unroll
-            for (int n = 0; n < HD / Shape::kPvN; ++n) {
-                // V is read transposed: N = head dim (64-column atoms kN * 128 bytes apart),
-                // K = 16 keys (two 8-row groups of 1024 bytes).
-                const uint64_t b = sw128_desc(
-                    v_buf(i) + n * (Shape::kPvN / 64) * kN * 128 + kk * 16 * 128, kN * 128, 1024);
-                wgmma_rs<T, Shape::kPvN>(o + n * (Shape::kPvN / 8), pa[kk], b);
-            }
-        }
-        wgmma_commit();
-    };
     int i = 0;
     for (; t < c.t_end; ++i) {
-        cp_async_wait<0>();  // V_i and K_{i+1}
-        fence_proxy_async();
-        __syncthreads();  // ... visible to all; every warp is done with iteration i - 1
-        if (tn >= c.t_end) break;  // the last tile has no successor: finished below
+        if constexpr (kTma) {
+            mbar_wait(x.v_full(i), x.phase(i));
+            if (tn >= c.t_end) break;  // the last tile has no successor: finished below
+            mbar_wait(x.k_full(i + 1), x.phase(i + 1));
+        } else {
+            cp_async_wait<0>();  // V_i and K_{i+1}
+            fence_proxy_async();
+            __syncthreads();  // ... visible to all; every warp is done with iteration i - 1
+            if (tn >= c.t_end) break;
+        }
+        take_turn();
         wgmma_fence();
         issue_qk(i + 1);
         issue_pv(i);
-        // V buffer i + 1 held V_{i-1} and K buffer i held K_i: both consumed before the barrier.
-        const int tnn = next_tile(tn + 1);
-        load_rows(v_buf(i + 1), c.kv.v, tn);
-        if (tnn < c.t_end) load_rows(k_buf(i), c.kv.k, tnn);
-        cp_async_commit();
+        pass_turn(false);
+        const int tnn = x.next_tile(tn + 1);
+        if constexpr (!kTma) {
+            // V buffer i + 1 held V_{i-1} and K buffer i held K_i: consumed before the barrier.
+            x.load_tile(x.v_buf(i + 1), c.kv.v, tn);
+            if (tnn < c.t_end) x.load_tile(x.k_buf(i), c.kv.k, tnn);
+            cp_async_commit();
+        }
         float alpha[2];
         wgmma_wait<1>();  // S of tile i + 1 (P_i V_i may still run)
         fence_regs(s);
+        release(x.k_empty(i + 1));
         softmax_tile(tn, alpha);
         wgmma_wait<0>();
         fence_regs(o);
         fence_regs(pa);  // the in-flight P V read pa: keep its registers until here
+        release(x.v_empty(i));
         rescale_rows(o, alpha);
         pack_p();
         t = tn;
         tn = tnn;
     }
     if (t < c.t_end) {
+        take_turn();
         wgmma_fence();
         issue_pv(i);
+        pass_turn(true);
         wgmma_wait<0>();
         fence_regs(o);
     }
 
-    // Epilogue: normalise, stage the tile in sQ (swizzled, as Q was), write 16-byte chunks.
+    // Epilogue: normalise, stage this warpgroup's rows in its part of sQ (swizzled, as Q was),
+    // write 16-byte chunks. Its own S wgmmas were the last readers of those rows.
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
         l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
     }
-    cp_async_wait<0>();  // the Q load, when no tile ran
-    __syncthreads();     // every warpgroup is done reading sQ
+    if constexpr (kTma) {
+        mbar_wait(x.q_full(), 0);  // the Q load, when no tile ran
+    } else {
+        cp_async_wait<0>();
+        __syncthreads();  // every warpgroup is done reading sQ; no cp.async writes it
+    }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
         const int row = wg * 64 + warp * 16 + g + 8 * r;  // within the CTA
 #pragma unroll
         for (int nt = 0; nt < HD / 8; ++nt)
-            *reinterpret_cast<uint32_t*>(sQ + swizzled_offset(kM, row, nt) + tig * 4) =
+            *reinterpret_cast<uint32_t*>(x.sQ + swizzled_offset(kM, row, nt) + tig * 4) =
                 pack2<T>(o[nt][2 * r] * inv, o[nt][2 * r + 1] * inv);
         const int qi = qi_base + 8 * r;
         if (p.lse != nullptr && tig == 0 && qi < c.lq)
             p.lse[static_cast<int64_t>(c.q0 + qi) * p.num_heads + c.h] =
                 l[r] > 0.f ? m[r] * p.softmax_scale + logf(l[r]) : -INFINITY;
     }
-    __syncthreads();
+    named_barrier_sync(8 + wg, 128);
     T* out = static_cast<T*>(p.o) + (c.q0 + c.row_lo) * p.o_row_stride + c.h * p.o_head_stride;
     constexpr int kChunks = HD / 8;
 #pragma unroll 4
-    for (int i = threadIdx.x; i < kM * kChunks; i += kThreads) {
-        const int r = i / kChunks, ch = i % kChunks;
+    for (int e = threadIdx.x % 128; e < 64 * kChunks; e += 128) {
+        const int r = wg * 64 + e / kChunks, ch = e % kChunks;
         if (r < c.rows)
             *reinterpret_cast<uint4*>(out + r * p.o_row_stride + ch * 8) =
-                *reinterpret_cast<const uint4*>(sQ + swizzled_offset(kM, r, ch));
+                *reinterpret_cast<const uint4*>(x.sQ + swizzled_offset(kM, r, ch));
     }
+}
+
+template <class T, int HD, bool kTma>
+__global__ void __launch_bounds__(Sm90Shape<HD, kTma>::kThreads, 1)
+    prefill_sm90_kernel(const PrefillParams p, const __grid_constant__ Sm90Maps maps,
+                        bool ping_pong) {
+#ifdef VELA_SM90A_DEVICE
+    using Shape = Sm90Shape<HD, kTma>;
+    extern __shared__ unsigned char smem_raw[];
+    unsigned char* sQ = reinterpret_cast<unsigned char*>(
+        (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+    Sm90Cta<T, HD, kTma> x{p, {}, 0, sQ, sQ + Shape::kQBytes,
+                           reinterpret_cast<uint64_t*>(sQ + Shape::kBarOffset)};
+    x.m_block = gridDim.x - 1 - blockIdx.x;  // longest causal tiles start first
+    if (!plan_prefill_cta<Shape::kM, Shape::kN>(p, x.m_block, x.c)) return;
+    if constexpr (kTma) {
+        if (threadIdx.x == 0) {
+            mbar_init(x.q_full(), 1);
+            for (int i = 0; i < 2; ++i) {
+                mbar_init(x.k_full(i), 1);
+                mbar_init(x.v_full(i), 1);
+                mbar_init(x.k_empty(i), 4 * Shape::kConsumers);  // one arrive per consumer warp
+                mbar_init(x.v_empty(i), 4 * Shape::kConsumers);
+            }
+            mbar_fence_init();
+        }
+        __syncthreads();
+        if (threadIdx.x >= Shape::kConsumerThreads) {
+            setmaxnreg_dec<Shape::kProducerRegs>();
+            if (threadIdx.x == Shape::kConsumerThreads) produce(x, maps);
+            return;
+        }
+        setmaxnreg_inc<Shape::kConsumerRegs>();
+    }
+    consume(x, ping_pong);
 #endif
 }
 
+// cuTensorMapEncodeTiled from the driver, looked up once through the runtime (no link
+// dependency on libcuda); nullptr when the driver lacks it.
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+    static const auto fn = [] {
+        void* f = nullptr;
+        cudaDriverEntryPointQueryResult q{};
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000,
+                                             cudaEnableDefault, &q) != cudaSuccess ||
+            q != cudaDriverEntryPointSuccess)
+            f = nullptr;
+        return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+    }();
+    return fn;
+}
+
+// Map of a (head_dim, rows, heads) 16-bit tensor in boxes of 64 columns x box_rows rows x one
+// head, 128-byte swizzled as the kernel's tiles; false when TMA cannot address it (alignment,
+// strides) and the cp.async path must run instead.
+bool encode_map(CUtensorMap* map, CUtensorMapDataType dtype, const void* base, int head_dim,
+                int64_t rows, int heads, int64_t row_stride, int64_t head_stride, int box_rows) {
+    const auto encode = tensor_map_encoder();
+    if (encode == nullptr || rows <= 0 || reinterpret_cast<uintptr_t>(base) % 16 != 0) return false;
+    if (heads == 1) head_stride = row_stride;  // never stepped: any valid stride
+    const cuuint64_t dims[3] = {cuuint64_t(head_dim), cuuint64_t(rows), cuuint64_t(heads)};
+    const cuuint64_t strides[2] = {cuuint64_t(row_stride) * 2, cuuint64_t(head_stride) * 2};
+    for (cuuint64_t s : strides)
+        if (s == 0 || s % 16 != 0 || s >= (cuuint64_t{1} << 40)) return false;
+    const cuuint32_t box[3] = {64, cuuint32_t(box_rows), 1}, elem_strides[3] = {1, 1, 1};
+    return encode(map, dtype, 3, const_cast<void*>(base), dims, strides, box, elem_strides,
+                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 template <class T, int HD>
-cudaError_t launch(const PrefillParams& p, cudaStream_t stream) {
-    using Shape = Sm90Shape<HD>;
-    auto* kernel = &prefill_sm90_kernel<T, HD>;
+bool encode_maps(const PrefillParams& p, Sm90Maps& maps) {
+    using Shape = Sm90Shape<HD, true>;
+    if (!sm90_tma() || p.paged.block_table != nullptr || p.total_q <= 0 || p.total_k <= 0) return false;
+    const auto dt = std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                              : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+    return encode_map(&maps.q, dt, p.q, HD, p.total_q, p.num_heads, p.q_row_stride,
+                      p.q_head_stride, Shape::kM) &&
+           encode_map(&maps.k, dt, p.k, HD, p.total_k, p.num_kv_heads, p.kv_row_stride,
+                      p.kv_head_stride, Shape::kN) &&
+           encode_map(&maps.v, dt, p.v, HD, p.total_k, p.num_kv_heads, p.kv_row_stride,
+                      p.kv_head_stride, Shape::kN);
+}
+
+template <class T, int HD, bool kTma>
+cudaError_t launch(const PrefillParams& p, const Sm90Maps& maps, cudaStream_t stream) {
+    using Shape = Sm90Shape<HD, kTma>;
+    auto* kernel = &prefill_sm90_kernel<T, HD, kTma>;
     const cudaError_t e = cudaFuncSetAttribute(
         kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Shape::kSmem);
     if (e != cudaSuccess) return e;
     const dim3 grid((p.max_seqlen_q + Shape::kM - 1) / Shape::kM, p.num_heads, p.batch);
-    kernel<<<grid, Shape::kThreads, Shape::kSmem, stream>>>(p);
+    kernel<<<grid, Shape::kThreads, Shape::kSmem, stream>>>(p, maps, sm90_ping_pong());
     return cudaGetLastError();
+}
+
+template <class T, int HD>
+cudaError_t launch_hd(const PrefillParams& p, cudaStream_t stream) {
+    Sm90Maps maps{};
+    if constexpr (HD != 256) {
+        if (encode_maps<T, HD>(p, maps)) return launch<T, HD, true>(p, maps, stream);
+    }
+    return launch<T, HD, false>(p, maps, stream);
 }
 
 template <class T>
 cudaError_t launch_dtype(const PrefillParams& p, cudaStream_t stream) {
     switch (p.head_dim) {
-        case 64: return launch<T, 64>(p, stream);
-        case 128: return launch<T, 128>(p, stream);
-        default: return launch<T, 256>(p, stream);
+        case 64: return launch_hd<T, 64>(p, stream);
+        case 128: return launch_hd<T, 128>(p, stream);
+        default: return launch_hd<T, 256>(p, stream);
     }
 }
 

@@ -1,6 +1,7 @@
 // Prefill backward (dQ, dK, dV) vs a float64 CPU reference at awkward sizes, GQA (dK/dV summed
 // over the group), causal with lq != lk, an empty query sequence and a sliding window. The
-// kernel gets O and LSE from prefill_forward, as in training.
+// kernel gets O and LSE from prefill_forward, as in training. Every case runs on each dK/dV
+// kernel the device has (mma.sync; the Hopper wgmma kernel on sm_90a), against one reference.
 // Tolerances, per gradient tensor over all elements: relative L2 error <= 1e-2 (bf16) / 1.5e-3
 // (fp16) and max |err| <= 1e-2 (bf16) / 2e-3 (fp16) of the tensor's max |ref| (measured on
 // H100: rel L2 2.2-2.7e-3 / 2.8-3.3e-4, max 1.6-3.6e-3 / 2.6-5.3e-4). The kernel rounds
@@ -148,10 +149,6 @@ void run_backward_case(const BwdCase& c, uint32_t seed) {
     p.cu_seqlens_k = cuk.get();
     p.lse = lse.get();
     DeviceBuffer<uint8_t> ws(backward_workspace_bytes(p));
-    ws.poison();
-    dq.poison();
-    dk.poison();
-    dv.poison();
     p.dq = dq.get();
     p.dk = dk.get();
     p.dv = dv.get();
@@ -159,16 +156,27 @@ void run_backward_case(const BwdCase& c, uint32_t seed) {
     p.softmax_scale = f.softmax_scale;
     p.causal = c.causal;
     p.window_left = c.window;
-    prefill_backward(p);
-    ASSERT_CUDA(cudaDeviceSynchronize());
 
     Grads ref{std::vector<double>(nq), std::vector<double>(nk), std::vector<double>(nk)};
     for (size_t b = 0; b < c.lq.size(); ++b)
         for (int h = 0; h < c.num_heads; ++h)
             reference_head(c, static_cast<int>(b), h, cu_q, cu_k, qd, kd, vd, dod, ref);
-    expect_close("dq", c.dtype, dq.download(), ref.dq);
-    expect_close("dk", c.dtype, dk.download(), ref.dk);
-    expect_close("dv", c.dtype, dv.download(), ref.dv);
+    std::vector<PrefillKernel> kernels{PrefillKernel::kMmaSync};
+    if (prefill_wgmma_available()) kernels.push_back(PrefillKernel::kWgmma);
+    for (const PrefillKernel kernel : kernels) {
+        SCOPED_TRACE(kernel == PrefillKernel::kWgmma ? "wgmma kernel" : "mma.sync kernel");
+        std::printf(" %s:\n", kernel == PrefillKernel::kWgmma ? "wgmma" : "mma.sync");
+        ws.poison();
+        dq.poison();
+        dk.poison();
+        dv.poison();
+        p.kernel = kernel;
+        prefill_backward(p);
+        ASSERT_CUDA(cudaDeviceSynchronize());
+        expect_close("dq", c.dtype, dq.download(), ref.dq);
+        expect_close("dk", c.dtype, dk.download(), ref.dk);
+        expect_close("dv", c.dtype, dv.download(), ref.dv);
+    }
 }
 
 class BackwardSmall : public ::testing::TestWithParam<std::tuple<Dtype, int, bool>> {};
@@ -210,6 +218,18 @@ TEST(Backward, MultiKeyTileNonCausalHd128Bf16) {
 TEST(Backward, SlidingWindowCausal) {
     VELA_SKIP_WITHOUT_DEVICE();
     run_backward_case({Dtype::kBf16, 64, 2, 1, {200, 33}, {200, 70}, true, 31}, 13);
+}
+
+// Several 128-key CTAs and many query steps per CTA at both head dims, GQA, a window wider
+// than one tile: the wgmma kernel's double buffers swap many times.
+TEST(Backward, Long700WindowGqa2F16Hd128) {
+    VELA_SKIP_WITHOUT_DEVICE();
+    run_backward_case({Dtype::kF16, 128, 4, 2, {700, 300}, {700, 420}, true, 150}, 16);
+}
+
+TEST(Backward, Long600NonCausalGqa3Bf16Hd64) {
+    VELA_SKIP_WITHOUT_DEVICE();
+    run_backward_case({Dtype::kBf16, 64, 3, 1, {600, 65}, {520, 200}, false}, 17);
 }
 
 TEST(Backward, RejectsMissingWorkspace) {

@@ -181,7 +181,8 @@ PagedCopy make_paged(const Case& c, const Inputs& in, std::mt19937& rng) {
     return pc;
 }
 
-void run_case_on(const Case& c, PrefillKernel kernel, uint32_t seed) {
+// totals: pass total_q / total_k (the wgmma kernel then loads contiguous Q/K/V with TMA).
+void run_case_on(const Case& c, PrefillKernel kernel, bool totals, uint32_t seed) {
     std::mt19937 rng(seed);
     const Inputs in = make_inputs(c, rng);
     DeviceBuffer<uint16_t> q(in.q), k(in.k), v(in.v), o(in.q.size());
@@ -204,6 +205,10 @@ void run_case_on(const Case& c, PrefillKernel kernel, uint32_t seed) {
     }
     p.cu_seqlens_q = cu_q.get();
     p.cu_seqlens_k = cu_k.get();
+    if (totals) {
+        p.total_q = in.cu_q.back();
+        p.total_k = in.cu_k.back();
+    }
     o.poison();
     lse.poison();
     prefill_forward(p);
@@ -236,17 +241,21 @@ void run_case_on(const Case& c, PrefillKernel kernel, uint32_t seed) {
 }
 
 // Runs the case on every kernel that supports it: mma.sync (head_dim 64/128) and wgmma (where
-// prefill_wgmma_available()).
+// prefill_wgmma_available()) with cp.async loads and, given the totals, with TMA loads.
 void run_case(const Case& c, uint32_t seed) {
     int ran = 0;
     if (c.head_dim != 256) {
         SCOPED_TRACE("mma.sync kernel");
-        run_case_on(c, PrefillKernel::kMmaSync, seed);
+        run_case_on(c, PrefillKernel::kMmaSync, true, seed);
         ++ran;
     }
     if (prefill_wgmma_available()) {
-        SCOPED_TRACE("wgmma kernel");
-        run_case_on(c, PrefillKernel::kWgmma, seed);
+        {
+            SCOPED_TRACE("wgmma kernel, cp.async loads");
+            run_case_on(c, PrefillKernel::kWgmma, false, seed);
+        }
+        SCOPED_TRACE("wgmma kernel, TMA loads");
+        run_case_on(c, PrefillKernel::kWgmma, true, seed);
         ++ran;
     }
     if (ran == 0) GTEST_SKIP() << "head_dim 256 needs the wgmma kernel (sm_90a build, sm_90 GPU)";

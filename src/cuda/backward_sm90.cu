@@ -1,0 +1,310 @@
+// Hopper (sm_90a) dK/dV kernel of the backward: the FlashAttention-2 recomputation of
+// backward_kernel.cuh on warpgroup MMA (wgmma). One CTA = 128 keys of one (sequence, kv head),
+// 64 keys per warpgroup, K and V resident in 128-byte-swizzled shared memory; it sweeps every
+// query tile of every query head of the group (Q, dO double-buffered by cp.async). Per tile:
+//   S^T = K Q^T and dP^T = V dO^T   wgmma, both operands in shared memory (key rows = M)
+//   P^T, dS^T                       in registers, from the forward's LSE and D = rowsum(dO O)
+//   dV += P^T dO, dK += dS^T Q      wgmma with A = P^T / dS^T straight from the accumulators
+//                                   (an accumulator's layout is the register-A layout)
+//   dQ += dS K                      dS^T staged in shared memory, read MN-major; fp32 atomics
+// The preprocess and dQ convert kernels are the sm_80 path's (backward_kernel.cuh).
+#include <cmath>
+
+#include "cuda/backward_kernel.cuh"
+#include "cuda/wgmma.cuh"
+
+namespace vela::cuda::detail {
+namespace {
+
+template <int HD>
+struct Sm90BwdShape {
+    static constexpr int kWarpGroups = 2;
+    static constexpr int kThreads = 128 * kWarpGroups;
+    static constexpr int kN = 64 * kWarpGroups;     // keys per CTA (64 per warpgroup = wgmma M)
+    static constexpr int kM = HD == 64 ? 128 : 64;  // query rows per step (N of S^T, dP^T)
+    static constexpr int kKvBytes = kN * HD * 2;    // one K or V tile
+    static constexpr int kQBytes = kM * HD * 2;     // one Q or dO tile
+    static constexpr int kDsBytes = kN * kM * 2;
+    // K, V, two buffers each of Q and dO, dS^T, two buffers each of LSE and D, +1 KB to align
+    // the swizzle atoms: 146 KB at head_dim 128, 129 KB at 64.
+    static constexpr int kSmem = 2 * kKvBytes + 4 * kQBytes + kDsBytes + 4 * kM * 4 + 1024;
+    // dQ = dS K per step is kM x HD; each warpgroup computes a 64 x 64 quarter or half of it:
+    // query rows 64 * wg at head_dim 64, head-dim columns 64 * wg at 128.
+    static_assert(kM * HD == kWarpGroups * 64 * 64);
+};
+
+// Copies rows [0, ROWS) of a [*, HD] 16-bit matrix into a swizzled tile (wgmma.cuh); rows past
+// `valid_rows` are zero-filled. A thread copies the same 16-byte column chunk of every
+// kPass-th row, so its swizzled shared-memory offset only advances by a constant.
+template <int HD, int ROWS, int THREADS, class RowPtr>
+__device__ __forceinline__ void copy_rows_swizzled(unsigned char* dst, int valid_rows,
+                                                   RowPtr row_ptr) {
+    constexpr int kChunks = HD / 8, kPass = THREADS / kChunks;
+    static_assert(THREADS % kChunks == 0 && kPass % 8 == 0 && ROWS % kPass == 0);
+    const int c = threadIdx.x % kChunks, r0 = threadIdx.x / kChunks;
+    unsigned char* d = dst + swizzled_offset(ROWS, r0, c);
+#pragma unroll
+    for (int j = 0; j < ROWS / kPass; ++j) {
+        const int r = r0 + j * kPass;
+        const bool ok = r < valid_rows;
+        unsigned char* dj = d + j * kPass * 128;
+        cp_async_16(dj, ok ? static_cast<const void*>(row_ptr(r) + c * 8) : dj, ok);
+    }
+}
+
+// Starts loading query tile (Q, dO) rows [row_lo, row_lo + kM) of head h and returns this
+// thread's row statistics (thread r < kM holds row r; padding rows get LSE = -inf).
+template <class T, int HD>
+__device__ __forceinline__ RowStats issue_query_tile_sm90(const BackwardParams& p,
+                                                          const BwdTile& t, int h, int row_lo,
+                                                          unsigned char* sQ, unsigned char* sdO,
+                                                          const float* d_sum) {
+    using Shape = Sm90BwdShape<HD>;
+    constexpr int kM = Shape::kM;
+    const int rows = min(kM, t.lq - row_lo);
+    const int64_t base = (t.q0 + row_lo) * p.q_row_stride + h * p.q_head_stride;
+    const T* q = static_cast<const T*>(p.q) + base;
+    const T* d_o = static_cast<const T*>(p.d_o) + base;
+    copy_rows_swizzled<HD, kM, Shape::kThreads>(sQ, rows,
+                                                [&](int r) { return q + r * p.q_row_stride; });
+    copy_rows_swizzled<HD, kM, Shape::kThreads>(sdO, rows,
+                                                [&](int r) { return d_o + r * p.q_row_stride; });
+    cp_async_commit();
+    RowStats st{-INFINITY, 0.f};
+    if (static_cast<int>(threadIdx.x) < rows) {
+        const int64_t item = static_cast<int64_t>(t.q0 + row_lo + threadIdx.x) * p.num_heads + h;
+        st = {p.lse[item], d_sum[item]};
+    }
+    return st;
+}
+
+// Issues S^T = K_wg Q^T and dP^T = V_wg dO^T for this warpgroup's 64 keys (one commit group).
+template <class T, int HD>
+__device__ __forceinline__ void issue_scores_sm90(const unsigned char* sK, const unsigned char* sV,
+                                                  const unsigned char* sQ,
+                                                  const unsigned char* sdO,
+                                                  float (&s)[Sm90BwdShape<HD>::kM / 8][4],
+                                                  float (&dp)[Sm90BwdShape<HD>::kM / 8][4]) {
+    using Shape = Sm90BwdShape<HD>;
+    constexpr int kM = Shape::kM, kN = Shape::kN;
+    const int wg = threadIdx.x / 128;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+        // K-major operands: 64-column atoms, kk's 32-byte column slice within its atom.
+        const int atom = kk / 4, col = (kk % 4) * 32;
+        const int a_off = atom * kN * 128 + wg * 64 * 128 + col, b_off = atom * kM * 128 + col;
+        wgmma_ss<T, kM>(s, sw128_desc(sK + a_off, 16, 1024), sw128_desc(sQ + b_off, 16, 1024),
+                        kk > 0);
+        wgmma_ss<T, kM>(dp, sw128_desc(sV + a_off, 16, 1024), sw128_desc(sdO + b_off, 16, 1024),
+                        kk > 0);
+    }
+    wgmma_commit();
+}
+
+// Issues dV += P^T dO and dK += dS^T Q (A from registers; dO and Q read MN-major, N = HD).
+template <class T, int HD>
+__device__ __forceinline__ void issue_dkdv_sm90(const unsigned char* sQ, const unsigned char* sdO,
+                                                const uint32_t (&pa)[Sm90BwdShape<HD>::kM / 16][4],
+                                                const uint32_t (&dsa)[Sm90BwdShape<HD>::kM / 16][4],
+                                                float (&dk)[HD / 8][4], float (&dv)[HD / 8][4]) {
+    constexpr int kM = Sm90BwdShape<HD>::kM;
+#pragma unroll
+    for (int kk = 0; kk < kM / 16; ++kk) {
+        // N = head dim (64-column atoms kM * 128 bytes apart), K = 16 query rows.
+        wgmma_rs<T, HD>(dv, pa[kk], sw128_desc(sdO + kk * 16 * 128, kM * 128, 1024));
+        wgmma_rs<T, HD>(dk, dsa[kk], sw128_desc(sQ + kk * 16 * 128, kM * 128, 1024));
+    }
+    wgmma_commit();
+}
+
+// Issues this warpgroup's 64 x 64 block of dQ = dS K over the CTA's kN keys: A = dS read from
+// the key-major dS^T tile, B = K (both MN-major).
+template <class T, int HD>
+__device__ __forceinline__ void issue_dq_sm90(const unsigned char* sdS, const unsigned char* sK,
+                                              float (&dq)[8][4]) {
+    constexpr int kN = Sm90BwdShape<HD>::kN;
+    const int wg = threadIdx.x / 128;
+    const int m_atom = HD == 64 ? wg : 0, n_atom = HD == 64 ? 0 : wg;
+#pragma unroll
+    for (int kk = 0; kk < kN / 16; ++kk)
+        wgmma_ss_mn<T, 64>(dq, sw128_desc(sdS + m_atom * kN * 128 + kk * 16 * 128, kN * 128, 1024),
+                           sw128_desc(sK + n_atom * kN * 128 + kk * 16 * 128, kN * 128, 1024),
+                           kk > 0);
+    wgmma_commit();
+}
+
+// Stages this warp's dS^T rows (key-major, swizzled like the other tiles) for the dQ product.
+template <int kM, int kN>
+__device__ __forceinline__ void stage_ds_sm90(unsigned char* sdS, const uint32_t (&dsa)[kM / 16][4]) {
+    const int lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
+    const int row = (threadIdx.x / 32) * 16 + g;  // key within the CTA
+#pragma unroll
+    for (int kk = 0; kk < kM / 16; ++kk)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)  // A fragment: (rows g, g+8) x (columns 16kk.., 16kk+8..)
+            *reinterpret_cast<uint32_t*>(sdS + swizzled_offset(kN, row + 8 * (j % 2), 2 * kk + j / 2) +
+                                         tig * 4) = dsa[kk][j];
+}
+
+// Adds this warpgroup's dQ block to the fp32 accumulator: a thread's two adjacent columns go
+// in one 8-byte atomic.
+template <int HD>
+__device__ __forceinline__ void add_dq_sm90(const BackwardParams& p, const BwdTile& t, int h,
+                                            int row_lo, const float (&dq)[8][4], float* dq_acc) {
+    const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+    const int g = lane / 4, tig = lane % 4;
+    const int row0 = row_lo + (HD == 64 ? wg * 64 : 0) + warp * 16 + g;
+    const int col0 = (HD == 64 ? 0 : wg * 64) + tig * 2;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int qi = row0 + 8 * r;
+        if (qi >= t.lq) continue;
+        float* dst = dq_acc + (static_cast<int64_t>(t.q0 + qi) * p.num_heads + h) * HD + col0;
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt)
+            atomicAdd(reinterpret_cast<float2*>(dst + nt * 8),
+                      make_float2(dq[nt][2 * r], dq[nt][2 * r + 1]));
+    }
+}
+
+// Everything of one query tile after its Q/dO/LSE/D landed (see the file comment).
+template <class T, int HD>
+__device__ __forceinline__ void step_sm90(const BackwardParams& p, const BwdTile& t, int h,
+                                          int row_lo, const unsigned char* sK,
+                                          const unsigned char* sV, const unsigned char* sQ,
+                                          const unsigned char* sdO, const float* sLse,
+                                          const float* sD, unsigned char* sdS,
+                                          float (&dk)[HD / 8][4], float (&dv)[HD / 8][4],
+                                          float* dq_acc) {
+    using Shape = Sm90BwdShape<HD>;
+    constexpr int kM = Shape::kM, kN = Shape::kN;
+    float s[kM / 8][4], dp[kM / 8][4];
+    wgmma_fence();
+    issue_scores_sm90<T, HD>(sK, sV, sQ, sdO, s, dp);
+    wgmma_wait<0>();
+    fence_regs(s);
+    fence_regs(dp);
+    bwd_probs_and_grads<kM, kN>(p, t, row_lo, sLse, sD, s, dp);
+    uint32_t pa[kM / 16][4], dsa[kM / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < kM / 16; ++kk) {
+        acc_to_a<T>(pa[kk], s[2 * kk], s[2 * kk + 1]);
+        acc_to_a<T>(dsa[kk], dp[2 * kk], dp[2 * kk + 1]);
+    }
+    wgmma_fence();
+    issue_dkdv_sm90<T, HD>(sQ, sdO, pa, dsa, dk, dv);
+    stage_ds_sm90<kM, kN>(sdS, dsa);
+    fence_proxy_async();  // dS^T stores -> visible to the tensor cores' reads
+    __syncthreads();      // ... of every warpgroup
+    float dq[8][4];
+    wgmma_fence();
+    issue_dq_sm90<T, HD>(sdS, sK, dq);
+    wgmma_wait<0>();
+    fence_regs(dq);
+    fence_regs(dk);
+    fence_regs(dv);
+    fence_regs(pa);  // the dK/dV products read pa / dsa until the wait
+    fence_regs(dsa);
+    add_dq_sm90<HD>(p, t, h, row_lo, dq, dq_acc);
+}
+
+template <class T, int HD>
+__global__ void __launch_bounds__(Sm90BwdShape<HD>::kThreads, 1)
+    bwd_dkdv_sm90_kernel(const BackwardParams p, float* dq_acc, const float* d_sum) {
+#ifdef VELA_SM90A_DEVICE
+    using Shape = Sm90BwdShape<HD>;
+    constexpr int kM = Shape::kM, kN = Shape::kN;
+    extern __shared__ unsigned char smem_raw[];
+    unsigned char* sK = reinterpret_cast<unsigned char*>(
+        (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+    unsigned char* sV = sK + Shape::kKvBytes;
+    unsigned char* sQ0 = sV + Shape::kKvBytes;  // then: Q[2], dO[2], dS^T, LSE[2], D[2]
+    unsigned char* sdO0 = sQ0 + 2 * Shape::kQBytes;
+    unsigned char* sdS = sdO0 + 2 * Shape::kQBytes;
+    float* sLse0 = reinterpret_cast<float*>(sdS + Shape::kDsBytes);
+    float* sD0 = sLse0 + 2 * kM;
+
+    const int b = blockIdx.z, kvh = blockIdx.y;
+    BwdTile t;
+    t.q0 = p.cu_seqlens_q[b];
+    t.lq = p.cu_seqlens_q[b + 1] - t.q0;
+    t.k0 = p.cu_seqlens_k[b];
+    t.lk = p.cu_seqlens_k[b + 1] - t.k0;
+    t.key_lo = blockIdx.x * kN;
+    if (t.key_lo >= t.lk) return;
+    t.mask = {t.lk, t.lk - t.lq, p.window_left, p.causal};
+
+    const int64_t kv_base = (t.k0 + t.key_lo) * p.kv_row_stride + kvh * p.kv_head_stride;
+    const T* k = static_cast<const T*>(p.k) + kv_base;
+    const T* v = static_cast<const T*>(p.v) + kv_base;
+    const int keys = min(kN, t.lk - t.key_lo);
+    copy_rows_swizzled<HD, kN, Shape::kThreads>(sK, keys,
+                                                [&](int r) { return k + r * p.kv_row_stride; });
+    copy_rows_swizzled<HD, kN, Shape::kThreads>(sV, keys,
+                                                [&](int r) { return v + r * p.kv_row_stride; });
+    cp_async_commit();
+
+    float dk[HD / 8][4] = {}, dv[HD / 8][4] = {};
+    // Steps run over (query head of the group, query tile) pairs; step i uses buffer i % 2.
+    const int2 range = query_tile_range<kM, kN>(t, p);
+    const int group = p.num_heads / p.num_kv_heads, per_head = range.y - range.x;
+    const int steps = group * per_head;
+    auto head = [&](int i) { return kvh * group + i / per_head; };
+    auto row_lo = [&](int i) { return (range.x + i % per_head) * kM; };
+    auto issue = [&](int i) {
+        const int buf = i % 2;
+        return issue_query_tile_sm90<T, HD>(p, t, head(i), row_lo(i), sQ0 + buf * Shape::kQBytes,
+                                            sdO0 + buf * Shape::kQBytes, d_sum);
+    };
+    if (steps > 0) bwd_stage_row_stats<kM>(issue(0), sLse0, sD0);
+    for (int i = 0; i < steps; ++i) {
+        const int buf = i % 2;
+        cp_async_wait<0>();
+        fence_proxy_async();
+        // Step i's tiles and row statistics landed and are visible; every warp finished step
+        // i-1 (its wgmma reads of the other buffers and of dS^T completed before its end).
+        __syncthreads();
+        RowStats next{-INFINITY, 0.f};
+        if (i + 1 < steps) next = issue(i + 1);
+        step_sm90<T, HD>(p, t, head(i), row_lo(i), sK, sV, sQ0 + buf * Shape::kQBytes,
+                         sdO0 + buf * Shape::kQBytes, sLse0 + buf * kM, sD0 + buf * kM, sdS, dk,
+                         dv, dq_acc);
+        // The other statistics buffer was last read in step i-1, before this step's barrier.
+        if (i + 1 < steps)
+            bwd_stage_row_stats<kM>(next, sLse0 + (1 - buf) * kM, sD0 + (1 - buf) * kM);
+    }
+    cp_async_wait<0>();  // a tile that no query sees never waited for its K/V copies
+    const int64_t out_base = t.k0 * p.kv_row_stride + kvh * p.kv_head_stride;
+    bwd_store_rows<T, HD>(static_cast<T*>(p.dk) + out_base, p.kv_row_stride, t.key_lo, t.lk, dk,
+                          p.softmax_scale);
+    bwd_store_rows<T, HD>(static_cast<T*>(p.dv) + out_base, p.kv_row_stride, t.key_lo, t.lk, dv,
+                          1.f);
+#endif
+}
+
+template <class T, int HD>
+cudaError_t launch(const BackwardParams& p, float* dq_acc, const float* d_sum,
+                   cudaStream_t stream) {
+    using Shape = Sm90BwdShape<HD>;
+    auto* kernel = &bwd_dkdv_sm90_kernel<T, HD>;
+    const cudaError_t e =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Shape::kSmem);
+    if (e != cudaSuccess) return e;
+    const dim3 grid((p.max_seqlen_k + Shape::kN - 1) / Shape::kN, p.num_kv_heads, p.batch);
+    kernel<<<grid, Shape::kThreads, Shape::kSmem, stream>>>(p, dq_acc, d_sum);
+    return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t launch_backward_dkdv_sm90(const BackwardParams& p, float* dq_acc, const float* d_sum,
+                                      cudaStream_t stream) {
+    const bool f16 = p.dtype == Dtype::kF16;
+    if (p.head_dim == 64)
+        return f16 ? launch<__half, 64>(p, dq_acc, d_sum, stream)
+                   : launch<__nv_bfloat16, 64>(p, dq_acc, d_sum, stream);
+    return f16 ? launch<__half, 128>(p, dq_acc, d_sum, stream)
+               : launch<__nv_bfloat16, 128>(p, dq_acc, d_sum, stream);
+}
+
+}  // namespace vela::cuda::detail
