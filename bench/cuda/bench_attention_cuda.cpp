@@ -123,11 +123,12 @@ void bench_prefill() {
                 p.softmax_scale = 1.f / std::sqrt(float(hd));
                 p.causal = causal;
                 const double flops = 4.0 * batch * heads * double(s) * s * hd / (causal ? 2 : 1);
-                for (auto [kernel, name] : {std::pair{PrefillKernel::kMmaSync, "mma.sync"},
-                                            std::pair{PrefillKernel::kWgmma, "wgmma"}}) {
-                    if (kernel == PrefillKernel::kWgmma ? !prefill_wgmma_available() : hd == 256)
-                        continue;
-                    p.kernel = kernel;
+                // wgmma-cpasync: the wgmma kernel without totals, i.e. with cp.async loads.
+                for (const char* name : {"mma.sync", "wgmma-cpasync", "wgmma-tma"}) {
+                    const bool mma_sync = name[0] == 'm';
+                    if (mma_sync ? hd == 256 : !prefill_wgmma_available()) continue;
+                    p.kernel = mma_sync ? PrefillKernel::kMmaSync : PrefillKernel::kWgmma;
+                    p.total_q = p.total_k = name[6] == 't' ? batch * s : 0;
                     const double ms = median_ms([&] { prefill_forward(p); }, 20);
                     std::printf("| vela prefill %s bf16 | %d | %d | %d | %d | %d | %.3f | %.1f |\n",
                                 name, hd, s, batch, heads, causal, ms, flops / (ms * 1e9));
@@ -230,8 +231,37 @@ void bench_backward() {
     }
 }
 
-// Forward time against the fraction of 64 x 64 tiles kept by a random block mask (shared by all
-// heads), beside the same problem without a mask.
+// Forward time of one kernel against the fraction of 64 x 64 tiles kept by a random block mask
+// (shared by all heads), beside the same problem without a mask.
+void bench_block_sparse_on(DenseProblem& d, PrefillKernel kernel) {
+    const char* name = kernel == PrefillKernel::kWgmma ? "wgmma-tma" : "mma.sync";
+    d.fwd.kernel = kernel;
+    const double dense_ms = median_ms([&] { prefill_forward(d.fwd); }, 10);
+    std::printf(
+        "| vela prefill %s bf16 | %d | %d | %d x %d | dense (no mask) | %.3f | 1.00x | %.1f |\n",
+        name, d.hd, d.s, d.batch, d.heads, dense_ms, d.flops() / (dense_ms * 1e9));
+    const int nb = d.s / PrefillParams::kBlockMaskSize;
+    Buffer mask(size_t(nb) * nb);
+    for (double density : {1.0, 0.5, 0.25, 0.1, 0.05}) {
+        std::vector<uint8_t> m(size_t(nb) * nb);
+        std::mt19937 rng(17);
+        std::bernoulli_distribution keep(density);
+        size_t kept = 0;
+        for (auto& x : m) kept += (x = keep(rng) ? 1 : 0);
+        check(cudaMemcpy(mask.p, m.data(), m.size(), cudaMemcpyHostToDevice), "mask");
+        PrefillParams p = d.fwd;
+        p.block_mask = static_cast<uint8_t*>(mask.p);
+        p.block_mask_row_stride = nb;
+        const double ms = median_ms([&] { prefill_forward(p); }, 10);
+        const double frac = double(kept) / m.size();
+        std::printf(
+            "| vela prefill %s bf16 block-sparse | %d | %d | %d x %d | %.3f | %.3f | %.2fx | %.1f "
+            "|\n",
+            name, d.hd, d.s, d.batch, d.heads, frac, ms, dense_ms / ms,
+            frac * d.flops() / (ms * 1e9));
+    }
+}
+
 void bench_block_sparse() {
     std::printf(
         "\n| kernel | head_dim | seqlen | batch x heads | density | ms | speedup vs dense | "
@@ -239,29 +269,8 @@ void bench_block_sparse() {
     std::printf("|---|---|---|---|---|---|---|---|\n");
     for (int hd : {64, 128}) {
         DenseProblem d(hd, 8192, false);
-        const double dense_ms = median_ms([&] { prefill_forward(d.fwd); }, 10);
-        std::printf(
-            "| vela prefill bf16 | %d | %d | %d x %d | dense (no mask) | %.3f | 1.00x | %.1f |\n",
-            hd, d.s, d.batch, d.heads, dense_ms, d.flops() / (dense_ms * 1e9));
-        const int nb = d.s / PrefillParams::kBlockMaskSize;
-        Buffer mask(size_t(nb) * nb);
-        for (double density : {1.0, 0.5, 0.25, 0.1, 0.05}) {
-            std::vector<uint8_t> m(size_t(nb) * nb);
-            std::mt19937 rng(17);
-            std::bernoulli_distribution keep(density);
-            size_t kept = 0;
-            for (auto& x : m) kept += (x = keep(rng) ? 1 : 0);
-            check(cudaMemcpy(mask.p, m.data(), m.size(), cudaMemcpyHostToDevice), "mask");
-            PrefillParams p = d.fwd;
-            p.block_mask = static_cast<uint8_t*>(mask.p);
-            p.block_mask_row_stride = nb;
-            const double ms = median_ms([&] { prefill_forward(p); }, 10);
-            const double frac = double(kept) / m.size();
-            std::printf(
-                "| vela prefill bf16 block-sparse | %d | %d | %d x %d | %.3f | %.3f | %.2fx | %.1f "
-                "|\n",
-                hd, d.s, d.batch, d.heads, frac, ms, dense_ms / ms, frac * d.flops() / (ms * 1e9));
-        }
+        bench_block_sparse_on(d, PrefillKernel::kMmaSync);
+        if (prefill_wgmma_available()) bench_block_sparse_on(d, PrefillKernel::kWgmma);
     }
 }
 

@@ -13,7 +13,6 @@
 #include <cudaTypedefs.h>
 
 #include <cmath>
-#include <cstdlib>
 
 #include "cuda/launch.h"
 #include "cuda/prefill_kernel.cuh"
@@ -52,21 +51,6 @@ struct Sm90Shape {
                   kN % PrefillParams::kBlockMaskSize == 0);
     static_assert(!kTma || HD != 256, "head_dim 256 leaves no registers to a producer");
 };
-
-// Experiment switches, read once: VELA_SM90_PINGPONG=0 turns the ping-pong off,
-// VELA_SM90_TMA=0 forces the cp.async path.
-bool env_on(const char* name) {
-    const char* e = std::getenv(name);
-    return e == nullptr || e[0] != '0';
-}
-bool sm90_ping_pong() {
-    static const bool on = env_on("VELA_SM90_PINGPONG");
-    return on;
-}
-bool sm90_tma() {
-    static const bool on = env_on("VELA_SM90_TMA");
-    return on;
-}
 
 // TMA descriptors of Q, K and V: 3-d tensors (head_dim, rows, heads), boxes of 64 columns (one
 // 128-byte swizzle atom) x kM (Q) or kN (K/V) rows of one head.
@@ -192,7 +176,7 @@ __device__ __forceinline__ void produce(const Sm90Cta<T, HD, true>& x, const Sm9
 // tile i + 1 while P_i V_i is still on the tensor cores. Without TMA the consumers also load
 // (V_{i+1} and K_{i+2}, into buffers released before the iteration's CTA barrier).
 template <class T, int HD, bool kTma>
-__device__ __forceinline__ void consume(const Sm90Cta<T, HD, kTma>& x, bool ping_pong) {
+__device__ __forceinline__ void consume(const Sm90Cta<T, HD, kTma>& x) {
     using Shape = Sm90Shape<HD, kTma>;
     constexpr int kM = Shape::kM, kN = Shape::kN, kWgs = Shape::kConsumers;
     const PrefillParams& p = x.p;
@@ -288,12 +272,13 @@ __device__ __forceinline__ void consume(const Sm90Cta<T, HD, kTma>& x, bool ping
     // the tensor cores busy the others run their softmax. Turn w is named barrier 1 + w over
     // its warpgroup and the one before it; the last warpgroup opens the first turn and skips
     // passing on its final one, so every barrier sees as many arrivals as waits.
-    const bool turns = kTma && ping_pong && kWgs > 1;
+    constexpr bool turns = kTma && kWgs > 1;
     auto take_turn = [&] {
-        if (turns) named_barrier_sync(1 + wg, 256);
+        if constexpr (turns) named_barrier_sync(1 + wg, 256);
     };
     auto pass_turn = [&](bool last) {
-        if (turns && !(last && wg == kWgs - 1)) named_barrier_arrive(1 + (wg + 1) % kWgs, 256);
+        if constexpr (turns)
+            if (!(last && wg == kWgs - 1)) named_barrier_arrive(1 + (wg + 1) % kWgs, 256);
     };
 
     int t = x.next_tile(c.t_begin);
@@ -308,7 +293,7 @@ __device__ __forceinline__ void consume(const Sm90Cta<T, HD, kTma>& x, bool ping
     }
     if (t < c.t_end) {
         if constexpr (kTma) {
-            if (turns && wg == kWgs - 1) named_barrier_arrive(1, 256);
+            if (turns && wg == kWgs - 1) named_barrier_arrive(1, 256);  // opens turn 0
             mbar_wait(x.q_full(), 0);
             mbar_wait(x.k_full(0), 0);
         } else {
@@ -414,8 +399,7 @@ __device__ __forceinline__ void consume(const Sm90Cta<T, HD, kTma>& x, bool ping
 
 template <class T, int HD, bool kTma>
 __global__ void __launch_bounds__(Sm90Shape<HD, kTma>::kThreads, 1)
-    prefill_sm90_kernel(const PrefillParams p, const __grid_constant__ Sm90Maps maps,
-                        bool ping_pong) {
+    prefill_sm90_kernel(const PrefillParams p, const __grid_constant__ Sm90Maps maps) {
 #ifdef VELA_SM90A_DEVICE
     using Shape = Sm90Shape<HD, kTma>;
     extern __shared__ unsigned char smem_raw[];
@@ -444,7 +428,7 @@ __global__ void __launch_bounds__(Sm90Shape<HD, kTma>::kThreads, 1)
         }
         setmaxnreg_inc<Shape::kConsumerRegs>();
     }
-    consume(x, ping_pong);
+    consume(x);
 #endif
 }
 
@@ -485,7 +469,7 @@ bool encode_map(CUtensorMap* map, CUtensorMapDataType dtype, const void* base, i
 template <class T, int HD>
 bool encode_maps(const PrefillParams& p, Sm90Maps& maps) {
     using Shape = Sm90Shape<HD, true>;
-    if (!sm90_tma() || p.paged.block_table != nullptr || p.total_q <= 0 || p.total_k <= 0) return false;
+    if (p.paged.block_table != nullptr || p.total_q <= 0 || p.total_k <= 0) return false;
     const auto dt = std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
                                               : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
     return encode_map(&maps.q, dt, p.q, HD, p.total_q, p.num_heads, p.q_row_stride,
@@ -504,7 +488,7 @@ cudaError_t launch(const PrefillParams& p, const Sm90Maps& maps, cudaStream_t st
         kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Shape::kSmem);
     if (e != cudaSuccess) return e;
     const dim3 grid((p.max_seqlen_q + Shape::kM - 1) / Shape::kM, p.num_heads, p.batch);
-    kernel<<<grid, Shape::kThreads, Shape::kSmem, stream>>>(p, maps, sm90_ping_pong());
+    kernel<<<grid, Shape::kThreads, Shape::kSmem, stream>>>(p, maps);
     return cudaGetLastError();
 }
 
