@@ -7,7 +7,7 @@
 //   copies and hands buffers over through mbarriers; the consumer warpgroups never meet at a
 //   CTA barrier and take turns on the tensor cores (ping-pong: one issues its MMAs while the
 //   others run their softmax), as in FlashAttention-3;
-// - otherwise (paged K/V of any block size, head_dim 256): every thread copies with cp.async
+// - otherwise (paged K/V of any block size, unknown totals): every thread copies with cp.async
 //   and a CTA barrier per tile separates the stages.
 // Masks (causal, window, block-sparse, sequence end) are the same as the mma.sync kernel's.
 #include <cudaTypedefs.h>
@@ -49,7 +49,6 @@ struct Sm90Shape {
     static_assert(128 * kProducerRegs + kConsumerThreads * kConsumerRegs <= kPool);
     static_assert(kM == kConsumers * PrefillParams::kBlockMaskSize &&
                   kN % PrefillParams::kBlockMaskSize == 0);
-    static_assert(!kTma || HD != 256, "head_dim 256 leaves no registers to a producer");
 };
 
 // TMA descriptors of Q, K and V: 3-d tensors (head_dim, rows, heads), boxes of 64 columns (one
@@ -495,9 +494,7 @@ cudaError_t launch(const PrefillParams& p, const Sm90Maps& maps, cudaStream_t st
 template <class T, int HD>
 cudaError_t launch_hd(const PrefillParams& p, cudaStream_t stream) {
     Sm90Maps maps{};
-    if constexpr (HD != 256) {
-        if (encode_maps<T, HD>(p, maps)) return launch<T, HD, true>(p, maps, stream);
-    }
+    if (encode_maps<T, HD>(p, maps)) return launch<T, HD, true>(p, maps, stream);
     return launch<T, HD, false>(p, maps, stream);
 }
 
