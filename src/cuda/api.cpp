@@ -60,11 +60,13 @@ bool prefill_wgmma_available() {
 }
 
 void prefill_forward(const PrefillParams& p, void* stream) {
-    // kAuto keeps block-sparse masks on the mma.sync kernel: its 64 x 64 tiles are the mask's
-    // granularity, while a 128 x 128 wgmma tile is skipped only when all its entries are zero.
+    // kAuto keeps head_dim 64 block-sparse masks on the mma.sync kernel: its 64 x 64 tiles are
+    // the mask's granularity, while a wgmma tile (192 x 128 at head_dim 64) is skipped only when
+    // all its entries are zero; at head_dim 128 the wgmma kernel's speed outweighs that down to
+    // ~25% density (docs/benchmarks-cuda.md).
     const bool wgmma = p.kernel == PrefillKernel::kWgmma ||
-                       (p.kernel == PrefillKernel::kAuto && p.block_mask == nullptr &&
-                        prefill_wgmma_available());
+                       (p.kernel == PrefillKernel::kAuto && prefill_wgmma_available() &&
+                        (p.block_mask == nullptr || p.head_dim >= 128));
     if (wgmma && !prefill_wgmma_available())
         fail<InvalidArgument>(
             "prefill_forward: the wgmma kernel needs an sm_90a build and an sm_90 device");

@@ -14,10 +14,10 @@ enum class Dtype : uint8_t { kF16, kBf16 };
 enum class KvFormat : uint8_t { kF16, kBf16, kInt8, kFp8E4M3 };
 
 // Which prefill forward kernel runs. kAuto: the Hopper wgmma kernel when the library was built
-// for sm_90a, the device is sm_90 and no block mask is given (the mma.sync kernel's 64 x 64
-// tiles skip masked tiles at the mask's granularity), else the mma.sync kernel (sm_80+). Tests
-// and benchmarks force one; forcing kWgmma where prefill_wgmma_available() is false is an
-// InvalidArgument.
+// for sm_90a and the device is sm_90, except for block-sparse masks at head_dim 64 (the mma.sync
+// kernel's 64 x 64 tiles skip masked tiles at the mask's granularity); else the mma.sync kernel
+// (sm_80+). Tests and benchmarks force one; forcing kWgmma where prefill_wgmma_available() is
+// false is an InvalidArgument.
 enum class PrefillKernel : uint8_t { kAuto, kMmaSync, kWgmma };
 
 // Paged K/V: cache[num_blocks][block_size][num_kv_heads][head_dim]; sequence b's token t lives

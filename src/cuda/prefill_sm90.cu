@@ -34,9 +34,11 @@ struct Sm90Shape {
     static constexpr int kPvN = HD == 64 ? 64 : 128;  // N of one P*V wgmma
     static constexpr int kQBytes = kM * HD * 2;
     static constexpr int kTileBytes = kN * HD * 2;  // one K or V tile
-    // Q, two K and two V buffers, then the mbarriers (TMA only); +1 KB to align the atoms.
+    // Q, two K and two V buffers, then (TMA only) the mbarriers, then (block masks) the staged
+    // mask rows; +1 KB to align the swizzle atoms.
     static constexpr int kBarOffset = kQBytes + 4 * kTileBytes;
-    static constexpr int kSmem = kBarOffset + (kTma ? 9 * 8 : 0) + 1024;
+    static constexpr int kMaskOffset = kBarOffset + (kTma ? 9 * 8 : 0);
+    static constexpr int kSmem = kMaskOffset + 1024;  // + the mask rows
     static constexpr int kMaskCols = kN / PrefillParams::kBlockMaskSize;  // mask entries per tile
     // Registers per thread after setmaxnreg: the producer keeps 24, the consumers share the rest
     // of the launch allocation (kThreads x 65536 / kThreads, in multiples of 8), at most 240.
@@ -76,19 +78,16 @@ __device__ __forceinline__ void load_swizzled(unsigned char* dst, int valid_rows
     }
 }
 
-// Block-sparse bits of one tile: bit j set when mask column j of the tile is kept for query
-// block `qb` (absent blocks, past the sequence ends, read as masked).
+// Block-sparse bits of tile t for one query block whose mask row is `row`: bit j set when mask
+// column j of the tile is kept (columns past the sequence's keys read as masked).
 template <int kN>
-__device__ __forceinline__ unsigned tile_keep_bits(const PrefillParams& p, const PrefillCta& c,
-                                                   int qb, int t) {
+__device__ __forceinline__ unsigned tile_keep_bits(const uint8_t* row, int lk, int t) {
     constexpr int kB = PrefillParams::kBlockMaskSize;
-    if (c.block_mask == nullptr) return (1u << (kN / kB)) - 1;
-    if (qb * kB >= c.lq) return 0;
     unsigned bits = 0;
 #pragma unroll
     for (int j = 0; j < kN / kB; ++j) {
         const int kb = t * (kN / kB) + j;
-        if (kb * kB < c.lk && c.block_mask[qb * p.block_mask_row_stride + kb] != 0) bits |= 1u << j;
+        if (kb * kB < lk && row[kb] != 0) bits |= 1u << j;
     }
     return bits;
 }
@@ -103,6 +102,10 @@ struct Sm90Cta {
     unsigned char* sQ;
     unsigned char* sKV;  // K buffers 0 and 1, then V buffers 0 and 1
     uint64_t* bar;       // Q full, K full 0/1, V full 0/1, K empty 0/1, V empty 0/1
+    // Block-mask rows of the CTA's query blocks (block masks only): row w at mask + w *
+    // mask_stride, in global memory or staged in shared memory by the consumers.
+    const uint8_t* mask;
+    int64_t mask_stride;
 
     __device__ unsigned char* k_buf(int i) const { return sKV + (i % 2) * Shape::kTileBytes; }
     __device__ unsigned char* v_buf(int i) const { return sKV + (2 + i % 2) * Shape::kTileBytes; }
@@ -114,16 +117,26 @@ struct Sm90Cta {
     // Parity of the phase that fills buffer i % 2 for the (i / 2)-th time.
     __device__ static int phase(int i) { return (i / 2) & 1; }
 
-    // First tile >= t that some warpgroup computes (block-sparse masks skip the others).
-    __device__ int next_tile(int t) const {
-        for (; t < c.t_end && c.block_mask != nullptr; ++t) {
-            unsigned keep = 0;
-#pragma unroll
-            for (int w = 0; w < Shape::kConsumers; ++w)
-                keep |= tile_keep_bits<Shape::kN>(p, c, Shape::kConsumers * m_block + w, t);
-            if (keep != 0) break;
+    // First tile >= t that some warpgroup computes (block-sparse masks skip the others), or -1;
+    // keep gets the block-mask bits of every warpgroup (kMaskCols per warpgroup, first at bit 0).
+    template <bool kMasked>
+    __device__ int next_tile(int t, unsigned& keep) const {
+        constexpr int kCols = Shape::kMaskCols, kB = PrefillParams::kBlockMaskSize;
+        if constexpr (!kMasked) {
+            keep = (1u << (kCols * Shape::kConsumers)) - 1;
+            return t < c.t_end ? t : -1;
         }
-        return t;
+        for (; t < c.t_end; ++t) {
+            keep = 0;
+#pragma unroll
+            for (int w = 0; w < Shape::kConsumers; ++w)  // blocks past the queries keep nothing
+                if ((Shape::kConsumers * m_block + w) * kB < c.lq)
+                    keep |= tile_keep_bits<Shape::kN>(mask + w * mask_stride, c.lk, t)
+                            << (w * kCols);
+            if (keep != 0) return t;
+        }
+        keep = 0;
+        return -1;
     }
     // cp.async loads by all consumer threads (the non-TMA path).
     __device__ void load_q() const {
@@ -144,7 +157,7 @@ struct Sm90Cta {
 // into buffer j % 2 once every consumer warp released the buffer's previous contents. Rows past
 // the sequence's end belong to the next sequence (or are zero-filled past the tensor): the
 // consumers mask their scores, so they never reach the output.
-template <class T, int HD>
+template <class T, int HD, bool kMasked>
 __device__ __forceinline__ void produce(const Sm90Cta<T, HD, true>& x, const Sm90Maps& maps) {
     using Shape = Sm90Shape<HD, true>;
     const PrefillParams& p = x.p;
@@ -161,8 +174,9 @@ __device__ __forceinline__ void produce(const Sm90Cta<T, HD, true>& x, const Sm9
         for (int a = 0; a < HD / 64; ++a)
             tma_load_3d(dst + a * Shape::kN * 128, map, a * 64, k0 + t * Shape::kN, kvh, full);
     };
-    int j = 0;
-    for (int t = x.next_tile(c.t_begin); t < c.t_end; t = x.next_tile(t + 1), ++j) {
+    unsigned keep = 0;
+    for (int j = 0, t = x.template next_tile<kMasked>(c.t_begin, keep); t >= 0;
+         t = x.template next_tile<kMasked>(t + 1, keep), ++j) {
         if (j >= 2) mbar_wait(x.k_empty(j), x.phase(j - 2));
         load(x.k_buf(j), &maps.k, t, x.k_full(j));
         if (j >= 2) mbar_wait(x.v_empty(j), x.phase(j - 2));
@@ -174,7 +188,7 @@ __device__ __forceinline__ void produce(const Sm90Cta<T, HD, true>& x, const Sm9
 // ...: iteration i issues S of tile i + 1 and O += P_i V_i back to back and runs the softmax of
 // tile i + 1 while P_i V_i is still on the tensor cores. Without TMA the consumers also load
 // (V_{i+1} and K_{i+2}, into buffers released before the iteration's CTA barrier).
-template <class T, int HD, bool kTma>
+template <class T, int HD, bool kTma, bool kMasked>
 __device__ __forceinline__ void consume(const Sm90Cta<T, HD, kTma>& x) {
     using Shape = Sm90Shape<HD, kTma>;
     constexpr int kM = Shape::kM, kN = Shape::kN, kWgs = Shape::kConsumers;
@@ -183,12 +197,25 @@ __device__ __forceinline__ void consume(const Sm90Cta<T, HD, kTma>& x) {
     const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
     const int g = lane / 4, tig = lane % 4;
     const int wg_lo = c.row_lo + wg * 64;     // this warpgroup's first query row
-    const int qb = kWgs * x.m_block + wg;     // its block-mask row
     const int qi_base = wg_lo + warp * 16 + g;  // rows qi_base and qi_base + 8
 
     float o[HD / 8][4] = {};
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
+
+    // A tile as this warpgroup sees it: index (< 0: none) and its block-mask bits. A tile it
+    // keeps nothing of (kept by another warpgroup) costs it no softmax: P = 0. Its MMAs still
+    // run: a wgmma under a branch the compiler cannot prove uniform gets serialised (C7520).
+    struct Tile {
+        int t;
+        unsigned keep;
+    };
+    constexpr unsigned kAllCols = (1u << Shape::kMaskCols) - 1;
+    auto walk = [&](int t) {  // the next visible tile from t (t < 0: none)
+        unsigned keep = 0;
+        const int tn = t < 0 ? -1 : x.template next_tile<kMasked>(t, keep);
+        return Tile{tn, keep >> (wg * Shape::kMaskCols) & kAllCols};
+    };
 
     // S = Q K^T of the tile in K buffer i, issued (not awaited).
     float s[kN / 8][4];
@@ -203,9 +230,14 @@ __device__ __forceinline__ void consume(const Sm90Cta<T, HD, kTma>& x) {
         }
         wgmma_commit();
     };
-    // P (the A operand of P V) packed from s.
+    // P (the A operand of P V) packed from s, or zero for a tile this warpgroup masks whole.
     uint32_t pa[kN / 16][4];
-    auto pack_p = [&] {
+    auto pack_p = [&](bool kept) {
+        if (!kept) {
+#pragma unroll
+            for (int kk = 0; kk < kN / 16; ++kk) pa[kk][0] = pa[kk][1] = pa[kk][2] = pa[kk][3] = 0;
+            return;
+        }
 #pragma unroll
         for (int kk = 0; kk < kN / 16; ++kk) {
             pa[kk][0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
@@ -231,11 +263,11 @@ __device__ __forceinline__ void consume(const Sm90Cta<T, HD, kTma>& x) {
         wgmma_commit();
     };
     // Masks s (tile t) and runs the online softmax on it; alpha rescales the output so far.
-    auto softmax_tile = [&](int t, float (&alpha)[2]) {
-        const int key0 = t * kN;
-        const unsigned keep = tile_keep_bits<kN>(p, c, qb, t);
+    auto softmax_tile = [&](Tile tile, float (&alpha)[2]) {
+        const int key0 = tile.t * kN;
+        const unsigned keep = tile.keep;
         const bool need_mask =
-            keep != (1u << Shape::kMaskCols) - 1 || key0 + kN > c.lk ||
+            keep != kAllCols || key0 + kN > c.lk ||
             (p.causal && key0 + kN - 1 > wg_lo + c.mask.diag) ||
             (p.window_left >= 0 && key0 < wg_lo + 63 + c.mask.diag - p.window_left);
         if (need_mask) {
@@ -280,26 +312,24 @@ __device__ __forceinline__ void consume(const Sm90Cta<T, HD, kTma>& x) {
             if (!(last && wg == kWgs - 1)) named_barrier_arrive(1 + (wg + 1) % kWgs, 256);
     };
 
-    int t = x.next_tile(c.t_begin);
-    int tn = t < c.t_end ? x.next_tile(t + 1) : c.t_end;
-    if constexpr (!kTma) {
+    Tile cur = walk(c.t_begin);
+    Tile nxt = walk(cur.t < 0 ? -1 : cur.t + 1);
+    if constexpr (kTma) {
+        mbar_wait(x.q_full(), 0);
+        if (cur.t >= 0) mbar_wait(x.k_full(0), 0);
+        if (turns && wg == kWgs - 1 && cur.t >= 0) named_barrier_arrive(1, 256);  // turn 0
+    } else {
         x.load_q();
-        if (t < c.t_end) x.load_tile(x.k_buf(0), c.kv.k, t);
+        if (cur.t >= 0) x.load_tile(x.k_buf(0), c.kv.k, cur.t);
         cp_async_commit();
-        if (t < c.t_end) x.load_tile(x.v_buf(0), c.kv.v, t);
-        if (tn < c.t_end) x.load_tile(x.k_buf(1), c.kv.k, tn);
+        if (cur.t >= 0) x.load_tile(x.v_buf(0), c.kv.v, cur.t);
+        if (nxt.t >= 0) x.load_tile(x.k_buf(1), c.kv.k, nxt.t);
         cp_async_commit();
+        cp_async_wait<1>();  // Q and K_0
+        fence_proxy_async();
+        __syncthreads();
     }
-    if (t < c.t_end) {
-        if constexpr (kTma) {
-            if (turns && wg == kWgs - 1) named_barrier_arrive(1, 256);  // opens turn 0
-            mbar_wait(x.q_full(), 0);
-            mbar_wait(x.k_full(0), 0);
-        } else {
-            cp_async_wait<1>();  // Q and K_0
-            fence_proxy_async();
-            __syncthreads();
-        }
+    if (cur.t >= 0) {
         take_turn();
         wgmma_fence();
         issue_qk(0);
@@ -308,48 +338,47 @@ __device__ __forceinline__ void consume(const Sm90Cta<T, HD, kTma>& x) {
         fence_regs(s);
         release(x.k_empty(0));
         float alpha[2];
-        softmax_tile(t, alpha);  // o is still zero: nothing to rescale
-        pack_p();
+        if (!kMasked || cur.keep != 0) softmax_tile(cur, alpha);  // o = 0: nothing to rescale
+        pack_p(!kMasked || cur.keep != 0);
     }
     int i = 0;
-    for (; t < c.t_end; ++i) {
+    for (; cur.t >= 0; ++i) {
         if constexpr (kTma) {
             mbar_wait(x.v_full(i), x.phase(i));
-            if (tn >= c.t_end) break;  // the last tile has no successor: finished below
-            mbar_wait(x.k_full(i + 1), x.phase(i + 1));
+            if (nxt.t >= 0) mbar_wait(x.k_full(i + 1), x.phase(i + 1));
         } else {
             cp_async_wait<0>();  // V_i and K_{i+1}
             fence_proxy_async();
             __syncthreads();  // ... visible to all; every warp is done with iteration i - 1
-            if (tn >= c.t_end) break;
         }
+        if (nxt.t < 0) break;  // the last tile has no successor: finished below
         take_turn();
         wgmma_fence();
         issue_qk(i + 1);
         issue_pv(i);
         pass_turn(false);
-        const int tnn = x.next_tile(tn + 1);
+        const Tile after = walk(nxt.t + 1);
         if constexpr (!kTma) {
             // V buffer i + 1 held V_{i-1} and K buffer i held K_i: consumed before the barrier.
-            x.load_tile(x.v_buf(i + 1), c.kv.v, tn);
-            if (tnn < c.t_end) x.load_tile(x.k_buf(i), c.kv.k, tnn);
+            x.load_tile(x.v_buf(i + 1), c.kv.v, nxt.t);
+            if (after.t >= 0) x.load_tile(x.k_buf(i), c.kv.k, after.t);
             cp_async_commit();
         }
-        float alpha[2];
+        float alpha[2] = {1.f, 1.f};
         wgmma_wait<1>();  // S of tile i + 1 (P_i V_i may still run)
         fence_regs(s);
         release(x.k_empty(i + 1));
-        softmax_tile(tn, alpha);
+        if (!kMasked || nxt.keep != 0) softmax_tile(nxt, alpha);
         wgmma_wait<0>();
         fence_regs(o);
         fence_regs(pa);  // the in-flight P V read pa: keep its registers until here
         release(x.v_empty(i));
-        rescale_rows(o, alpha);
-        pack_p();
-        t = tn;
-        tn = tnn;
+        if (!kMasked || nxt.keep != 0) rescale_rows(o, alpha);
+        pack_p(!kMasked || nxt.keep != 0);
+        cur = nxt;
+        nxt = after;
     }
-    if (t < c.t_end) {
+    if (cur.t >= 0) {
         take_turn();
         wgmma_fence();
         issue_pv(i);
@@ -365,9 +394,7 @@ __device__ __forceinline__ void consume(const Sm90Cta<T, HD, kTma>& x) {
         l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
         l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
     }
-    if constexpr (kTma) {
-        mbar_wait(x.q_full(), 0);  // the Q load, when no tile ran
-    } else {
+    if constexpr (!kTma) {
         cp_async_wait<0>();
         __syncthreads();  // every warpgroup is done reading sQ; no cp.async writes it
     }
@@ -396,18 +423,43 @@ __device__ __forceinline__ void consume(const Sm90Cta<T, HD, kTma>& x) {
     }
 }
 
+// Points x at the CTA's block-mask rows: copied into shared memory at `smem` (rows `stride`
+// bytes apart; the caller syncs before use) when stride > 0, else read from global memory.
+// Query blocks past the sequence are never read (next_tile skips them).
 template <class T, int HD, bool kTma>
+__device__ __forceinline__ void stage_mask_rows(Sm90Cta<T, HD, kTma>& x, unsigned char* smem,
+                                                int stride) {
+    using Shape = Sm90Shape<HD, kTma>;
+    constexpr int kB = PrefillParams::kBlockMaskSize;
+    const int64_t row_stride = x.p.block_mask_row_stride;
+    const uint8_t* rows = x.c.block_mask + Shape::kConsumers * x.m_block * row_stride;
+    if (stride == 0) {
+        x.mask = rows;
+        x.mask_stride = row_stride;
+        return;
+    }
+    const int nkb = (x.c.lk + kB - 1) / kB;
+    const int nrows = min(Shape::kConsumers, (x.c.lq - x.c.row_lo + kB - 1) / kB);
+    for (int e = threadIdx.x; e < nrows * nkb; e += Shape::kThreads)
+        smem[e / nkb * stride + e % nkb] = rows[e / nkb * row_stride + e % nkb];
+    x.mask = smem;
+    x.mask_stride = stride;
+}
+
+template <class T, int HD, bool kTma, bool kMasked>
 __global__ void __launch_bounds__(Sm90Shape<HD, kTma>::kThreads, 1)
-    prefill_sm90_kernel(const PrefillParams p, const __grid_constant__ Sm90Maps maps) {
+    prefill_sm90_kernel(const PrefillParams p, const __grid_constant__ Sm90Maps maps,
+                        int mask_smem_stride) {
 #ifdef VELA_SM90A_DEVICE
     using Shape = Sm90Shape<HD, kTma>;
     extern __shared__ unsigned char smem_raw[];
     unsigned char* sQ = reinterpret_cast<unsigned char*>(
         (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
     Sm90Cta<T, HD, kTma> x{p, {}, 0, sQ, sQ + Shape::kQBytes,
-                           reinterpret_cast<uint64_t*>(sQ + Shape::kBarOffset)};
+                           reinterpret_cast<uint64_t*>(sQ + Shape::kBarOffset), nullptr, 0};
     x.m_block = gridDim.x - 1 - blockIdx.x;  // longest causal tiles start first
     if (!plan_prefill_cta<Shape::kM, Shape::kN>(p, x.m_block, x.c)) return;
+    if constexpr (kMasked) stage_mask_rows(x, sQ + Shape::kMaskOffset, mask_smem_stride);
     if constexpr (kTma) {
         if (threadIdx.x == 0) {
             mbar_init(x.q_full(), 1);
@@ -422,12 +474,14 @@ __global__ void __launch_bounds__(Sm90Shape<HD, kTma>::kThreads, 1)
         __syncthreads();
         if (threadIdx.x >= Shape::kConsumerThreads) {
             setmaxnreg_dec<Shape::kProducerRegs>();
-            if (threadIdx.x == Shape::kConsumerThreads) produce(x, maps);
+            if (threadIdx.x == Shape::kConsumerThreads) produce<T, HD, kMasked>(x, maps);
             return;
         }
         setmaxnreg_inc<Shape::kConsumerRegs>();
+    } else if constexpr (kMasked) {
+        __syncthreads();  // the staged mask rows
     }
-    consume(x);
+    consume<T, HD, kTma, kMasked>(x);
 #endif
 }
 
@@ -479,23 +533,47 @@ bool encode_maps(const PrefillParams& p, Sm90Maps& maps) {
                       p.kv_head_stride, Shape::kN);
 }
 
-template <class T, int HD, bool kTma>
+// Bytes between the block-mask rows staged in shared memory (0: read them from global memory):
+// the longest sequence's mask row, when a host-side bound on it is known and fits.
+template <int HD, bool kTma>
+int mask_smem_stride(const PrefillParams& p) {
+    using Shape = Sm90Shape<HD, kTma>;
+    constexpr int kSmemLimit = 227 * 1024;  // Hopper's dynamic shared memory per CTA
+    const int64_t max_lk = p.paged.block_table != nullptr
+                               ? int64_t{p.paged.block_table_stride} * p.paged.block_size
+                               : p.total_k;
+    const int64_t stride = (max_lk + PrefillParams::kBlockMaskSize - 1) /
+                           PrefillParams::kBlockMaskSize / 16 * 16 + 16;
+    return max_lk > 0 && Shape::kSmem + Shape::kConsumers * stride <= kSmemLimit
+               ? static_cast<int>(stride)
+               : 0;
+}
+
+template <class T, int HD, bool kTma, bool kMasked>
 cudaError_t launch(const PrefillParams& p, const Sm90Maps& maps, cudaStream_t stream) {
     using Shape = Sm90Shape<HD, kTma>;
-    auto* kernel = &prefill_sm90_kernel<T, HD, kTma>;
-    const cudaError_t e = cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Shape::kSmem);
+    auto* kernel = &prefill_sm90_kernel<T, HD, kTma, kMasked>;
+    const int mask_stride = kMasked ? mask_smem_stride<HD, kTma>(p) : 0;
+    const int smem = Shape::kSmem + Shape::kConsumers * mask_stride;
+    const cudaError_t e =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (e != cudaSuccess) return e;
     const dim3 grid((p.max_seqlen_q + Shape::kM - 1) / Shape::kM, p.num_heads, p.batch);
-    kernel<<<grid, Shape::kThreads, Shape::kSmem, stream>>>(p, maps);
+    kernel<<<grid, Shape::kThreads, smem, stream>>>(p, maps, mask_stride);
     return cudaGetLastError();
+}
+
+template <class T, int HD, bool kMasked>
+cudaError_t launch_hd(const PrefillParams& p, cudaStream_t stream) {
+    Sm90Maps maps{};
+    if (encode_maps<T, HD>(p, maps)) return launch<T, HD, true, kMasked>(p, maps, stream);
+    return launch<T, HD, false, kMasked>(p, maps, stream);
 }
 
 template <class T, int HD>
 cudaError_t launch_hd(const PrefillParams& p, cudaStream_t stream) {
-    Sm90Maps maps{};
-    if (encode_maps<T, HD>(p, maps)) return launch<T, HD, true>(p, maps, stream);
-    return launch<T, HD, false>(p, maps, stream);
+    return p.block_mask != nullptr ? launch_hd<T, HD, true>(p, stream)
+                                   : launch_hd<T, HD, false>(p, stream);
 }
 
 template <class T>
