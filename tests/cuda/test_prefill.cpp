@@ -358,5 +358,22 @@ TEST(Prefill, RejectsUnsupportedHeadDim) {
     EXPECT_THROW(prefill_forward(p), InvalidArgument);
 }
 
+// Negative row counts are rejected before anything runs (the pointers are never read).
+TEST(Prefill, RejectsNegativeTotals) {
+    PrefillParams p;
+    p.head_dim = 128;
+    p.num_heads = p.num_kv_heads = 1;
+    p.batch = p.max_seqlen_q = 1;
+    int32_t dummy = 0;
+    p.q = p.k = p.v = p.o = &dummy;
+    p.cu_seqlens_q = p.cu_seqlens_k = &dummy;
+    p.softmax_scale = 1.f;
+    p.total_q = -1;
+    EXPECT_THROW(prefill_forward(p), InvalidArgument);
+    p.total_q = 0;
+    p.total_k = -5;
+    EXPECT_THROW(prefill_forward(p), InvalidArgument);
+}
+
 }  // namespace
 }  // namespace vela::cuda::test
