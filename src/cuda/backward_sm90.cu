@@ -7,6 +7,7 @@
 //   dV += P^T dO, dK += dS^T Q      wgmma with A = P^T / dS^T straight from the accumulators
 //                                   (an accumulator's layout is the register-A layout)
 //   dQ += dS K                      dS^T staged in shared memory, read MN-major; fp32 atomics
+// software-pipelined with one CTA barrier per query tile (step_sm90).
 // The preprocess and dQ convert kernels are the sm_80 path's (backward_kernel.cuh).
 #include <cmath>
 
@@ -25,9 +26,9 @@ struct Sm90BwdShape {
     static constexpr int kKvBytes = kN * HD * 2;    // one K or V tile
     static constexpr int kQBytes = kM * HD * 2;     // one Q or dO tile
     static constexpr int kDsBytes = kN * kM * 2;
-    // K, V, two buffers each of Q and dO, dS^T, two buffers each of LSE and D, +1 KB to align
-    // the swizzle atoms: 146 KB at head_dim 128, 129 KB at 64.
-    static constexpr int kSmem = 2 * kKvBytes + 4 * kQBytes + kDsBytes + 4 * kM * 4 + 1024;
+    // K, V, two buffers each of Q, dO, dS^T, LSE and D, +1 KB to align the swizzle atoms:
+    // 162 KB at head_dim 128, 161 KB at 64.
+    static constexpr int kSmem = 2 * kKvBytes + 4 * kQBytes + 2 * kDsBytes + 4 * kM * 4 + 1024;
     // dQ = dS K per step is kM x HD; each warpgroup computes a 64 x 64 quarter or half of it:
     // query rows 64 * wg at head_dim 64, head-dim columns 64 * wg at 128.
     static_assert(kM * HD == kWarpGroups * 64 * 64);
@@ -78,7 +79,7 @@ __device__ __forceinline__ RowStats issue_query_tile_sm90(const BackwardParams& 
     return st;
 }
 
-// Issues S^T = K_wg Q^T and dP^T = V_wg dO^T for this warpgroup's 64 keys (one commit group).
+// Issues S^T = K_wg Q^T and dP^T = V_wg dO^T for this warpgroup's 64 keys (two commit groups).
 template <class T, int HD>
 __device__ __forceinline__ void issue_scores_sm90(const unsigned char* sK, const unsigned char* sV,
                                                   const unsigned char* sQ,
@@ -95,25 +96,28 @@ __device__ __forceinline__ void issue_scores_sm90(const unsigned char* sK, const
         const int a_off = atom * kN * 128 + wg * 64 * 128 + col, b_off = atom * kM * 128 + col;
         wgmma_ss<T, kM>(s, sw128_desc(sK + a_off, 16, 1024), sw128_desc(sQ + b_off, 16, 1024),
                         kk > 0);
+    }
+    wgmma_commit();
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+        const int atom = kk / 4, col = (kk % 4) * 32;
+        const int a_off = atom * kN * 128 + wg * 64 * 128 + col, b_off = atom * kM * 128 + col;
         wgmma_ss<T, kM>(dp, sw128_desc(sV + a_off, 16, 1024), sw128_desc(sdO + b_off, 16, 1024),
                         kk > 0);
     }
     wgmma_commit();
 }
 
-// Issues dV += P^T dO and dK += dS^T Q (A from registers; dO and Q read MN-major, N = HD).
+// Issues acc += A B over one query tile: A = P^T or dS^T from registers, B = dO or Q read
+// MN-major (N = head dim in 64-column atoms kM * 128 bytes apart, K = 16 query rows a step).
 template <class T, int HD>
-__device__ __forceinline__ void issue_dkdv_sm90(const unsigned char* sQ, const unsigned char* sdO,
-                                                const uint32_t (&pa)[Sm90BwdShape<HD>::kM / 16][4],
-                                                const uint32_t (&dsa)[Sm90BwdShape<HD>::kM / 16][4],
-                                                float (&dk)[HD / 8][4], float (&dv)[HD / 8][4]) {
+__device__ __forceinline__ void issue_kv_grad_sm90(const unsigned char* sB,
+                                                   const uint32_t (&a)[Sm90BwdShape<HD>::kM / 16][4],
+                                                   float (&acc)[HD / 8][4]) {
     constexpr int kM = Sm90BwdShape<HD>::kM;
 #pragma unroll
-    for (int kk = 0; kk < kM / 16; ++kk) {
-        // N = head dim (64-column atoms kM * 128 bytes apart), K = 16 query rows.
-        wgmma_rs<T, HD>(dv, pa[kk], sw128_desc(sdO + kk * 16 * 128, kM * 128, 1024));
-        wgmma_rs<T, HD>(dk, dsa[kk], sw128_desc(sQ + kk * 16 * 128, kM * 128, 1024));
-    }
+    for (int kk = 0; kk < kM / 16; ++kk)
+        wgmma_rs<T, HD>(acc, a[kk], sw128_desc(sB + kk * 16 * 128, kM * 128, 1024));
     wgmma_commit();
 }
 
@@ -167,45 +171,126 @@ __device__ __forceinline__ void add_dq_sm90(const BackwardParams& p, const BwdTi
     }
 }
 
-// Everything of one query tile after its Q/dO/LSE/D landed (see the file comment).
+// P^T = exp(S^T - LSE) in place, 0 where masked. Scores are raw q.k; LSE in log2 units.
+template <int kM, int kN>
+__device__ __forceinline__ void probs_sm90(const BackwardParams& p, const BwdTile& t, int row_lo,
+                                           const float* sLse, float (&s)[kM / 8][4]) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
+    const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
+    const RowMask& m = t.mask;
+    const bool need_mask =
+        t.key_lo + kN > t.lk || (p.causal && t.key_lo + kN - 1 > row_lo + m.diag) ||
+        (p.window_left >= 0 && t.key_lo < row_lo + kM - 1 + m.diag - p.window_left);
+#pragma unroll
+    for (int nt = 0; nt < kM / 8; ++nt) {
+        const float2 lse = *reinterpret_cast<const float2*>(sLse + nt * 8 + tig * 2);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            float pv = fast_exp2(s[nt][e] * scale_log2 - (e % 2 ? lse.y : lse.x));
+            const int col = nt * 8 + tig * 2 + (e % 2);
+            const int key = t.key_lo + warp * 16 + g + 8 * (e / 2);
+            if (need_mask && m.masked(row_lo + col, key)) pv = 0.f;
+            s[nt][e] = pv;
+        }
+    }
+}
+
+// Two 16-bit values of one register as floats (low half first).
+template <class T>
+__device__ __forceinline__ float2 unpack2(uint32_t u) {
+    if constexpr (std::is_same_v<T, __half>) {
+        return __half22float2(*reinterpret_cast<const __half2*>(&u));
+    } else {
+        return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u));
+    }
+}
+
+// dS^T = P^T * (dP^T - D) in place, P^T taken from its packed A fragments (the fp32 copy is
+// dead by now: registers are the kernel's limit), i.e. rounded as the dV product saw it.
+template <class T, int kM>
+__device__ __forceinline__ void grads_sm90(const float* sD, const uint32_t (&pa)[kM / 16][4],
+                                           float (&dp)[kM / 8][4]) {
+    const int tig = threadIdx.x % 4;
+#pragma unroll
+    for (int nt = 0; nt < kM / 8; ++nt) {
+        const float2 d = *reinterpret_cast<const float2*>(sD + nt * 8 + tig * 2);
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {  // rows g, g + 8: registers 2 * (nt % 2) + r of pa[nt / 2]
+            const float2 pv = unpack2<T>(pa[nt / 2][2 * (nt % 2) + r]);
+            dp[nt][2 * r] = pv.x * (dp[nt][2 * r] - d.x);
+            dp[nt][2 * r + 1] = pv.y * (dp[nt][2 * r + 1] - d.y);
+        }
+    }
+}
+
+// Packs a warpgroup accumulator (rows = keys, columns = query rows) into wgmma A fragments.
+template <class T, int kM>
+__device__ __forceinline__ void pack_a_sm90(uint32_t (&a)[kM / 16][4], const float (&x)[kM / 8][4]) {
+#pragma unroll
+    for (int kk = 0; kk < kM / 16; ++kk) acc_to_a<T>(a[kk], x[2 * kk], x[2 * kk + 1]);
+}
+
+// Step i of the query-tile sweep, software-pipelined around one CTA barrier per step: dQ of
+// step i-1 (its dS^T staged by every warpgroup before the barrier) runs on the tensor cores
+// beside dV_i while dS^T_i is formed, and is added to the accumulator while dK_i runs. Commit
+// groups in order: S, dP, dV, dQ_{i-1}, dK; all are awaited before the step ends, so no product
+// is in flight across the barrier (the next step's loads overwrite this step's Q and dO) or
+// across the loop's back-edge. dS^T is double-buffered: one warpgroup stages dS^T_i while the
+// other's dQ_{i-1} may still read every row of dS^T_{i-1}.
 template <class T, int HD>
-__device__ __forceinline__ void step_sm90(const BackwardParams& p, const BwdTile& t, int h,
-                                          int row_lo, const unsigned char* sK,
+__device__ __forceinline__ void step_sm90(const BackwardParams& p, const BwdTile& t,
+                                          const int2 (&hr)[2], const unsigned char* sK,
                                           const unsigned char* sV, const unsigned char* sQ,
                                           const unsigned char* sdO, const float* sLse,
-                                          const float* sD, unsigned char* sdS,
+                                          const float* sD, const unsigned char* sdS_prev,
+                                          unsigned char* sdS,
                                           float (&dk)[HD / 8][4], float (&dv)[HD / 8][4],
                                           float* dq_acc) {
     using Shape = Sm90BwdShape<HD>;
     constexpr int kM = Shape::kM, kN = Shape::kN;
-    float s[kM / 8][4], dp[kM / 8][4];
+    float s[kM / 8][4], dp[kM / 8][4], dq[8][4];
     wgmma_fence();
     issue_scores_sm90<T, HD>(sK, sV, sQ, sdO, s, dp);
-    wgmma_wait<0>();
+    wgmma_wait<1>();  // S^T
     fence_regs(s);
-    fence_regs(dp);
-    bwd_probs_and_grads<kM, kN>(p, t, row_lo, sLse, sD, s, dp);
+    probs_sm90<kM, kN>(p, t, hr[1].y, sLse, s);
     uint32_t pa[kM / 16][4], dsa[kM / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < kM / 16; ++kk) {
-        acc_to_a<T>(pa[kk], s[2 * kk], s[2 * kk + 1]);
-        acc_to_a<T>(dsa[kk], dp[2 * kk], dp[2 * kk + 1]);
-    }
+    pack_a_sm90<T, kM>(pa, s);
     wgmma_fence();
-    issue_dkdv_sm90<T, HD>(sQ, sdO, pa, dsa, dk, dv);
+    issue_kv_grad_sm90<T, HD>(sdO, pa, dv);
+    // Issued unconditionally (at step 0 it reads a dS^T tile nobody wrote and is discarded):
+    // products on run-time paths make ptxas serialise every wgmma of the kernel.
+    issue_dq_sm90<T, HD>(sdS_prev, sK, dq);
+    wgmma_wait<2>();  // dP^T
+    fence_regs(dp);
+    grads_sm90<T, kM>(sD, pa, dp);
+    pack_a_sm90<T, kM>(dsa, dp);
+    wgmma_fence();
+    issue_kv_grad_sm90<T, HD>(sQ, dsa, dk);
+    wgmma_wait<1>();  // dV and dQ_{i-1}
+    fence_regs(dq);
+    if (hr[0].x >= 0) add_dq_sm90<HD>(p, t, hr[0].x, hr[0].y, dq, dq_acc);  // step i-1's
     stage_ds_sm90<kM, kN>(sdS, dsa);
-    fence_proxy_async();  // dS^T stores -> visible to the tensor cores' reads
-    __syncthreads();      // ... of every warpgroup
+    fence_proxy_async();  // dS^T stores -> visible to the next step's dQ product
+    wgmma_wait<0>();
+    fence_regs(dk);
+    fence_regs(dv);
+    fence_regs(pa);  // the dK/dV products read pa / dsa until the wait
+    fence_regs(dsa);
+}
+
+// dQ of the sweep's last step, after a barrier that makes its dS^T complete.
+template <class T, int HD>
+__device__ __forceinline__ void last_dq_sm90(const BackwardParams& p, const BwdTile& t, int2 hr,
+                                             const unsigned char* sK, const unsigned char* sdS,
+                                             float* dq_acc) {
+    __syncthreads();
     float dq[8][4];
     wgmma_fence();
     issue_dq_sm90<T, HD>(sdS, sK, dq);
     wgmma_wait<0>();
     fence_regs(dq);
-    fence_regs(dk);
-    fence_regs(dv);
-    fence_regs(pa);  // the dK/dV products read pa / dsa until the wait
-    fence_regs(dsa);
-    add_dq_sm90<HD>(p, t, h, row_lo, dq, dq_acc);
+    add_dq_sm90<HD>(p, t, hr.x, hr.y, dq, dq_acc);
 }
 
 template <class T, int HD>
@@ -218,10 +303,10 @@ __global__ void __launch_bounds__(Sm90BwdShape<HD>::kThreads, 1)
     unsigned char* sK = reinterpret_cast<unsigned char*>(
         (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
     unsigned char* sV = sK + Shape::kKvBytes;
-    unsigned char* sQ0 = sV + Shape::kKvBytes;  // then: Q[2], dO[2], dS^T, LSE[2], D[2]
+    unsigned char* sQ0 = sV + Shape::kKvBytes;  // then: Q[2], dO[2], dS^T[2], LSE[2], D[2]
     unsigned char* sdO0 = sQ0 + 2 * Shape::kQBytes;
-    unsigned char* sdS = sdO0 + 2 * Shape::kQBytes;
-    float* sLse0 = reinterpret_cast<float*>(sdS + Shape::kDsBytes);
+    unsigned char* sdS0 = sdO0 + 2 * Shape::kQBytes;
+    float* sLse0 = reinterpret_cast<float*>(sdS0 + 2 * Shape::kDsBytes);
     float* sD0 = sLse0 + 2 * kM;
 
     const int b = blockIdx.z, kvh = blockIdx.y;
@@ -257,22 +342,27 @@ __global__ void __launch_bounds__(Sm90BwdShape<HD>::kThreads, 1)
                                             sdO0 + buf * Shape::kQBytes, d_sum);
     };
     if (steps > 0) bwd_stage_row_stats<kM>(issue(0), sLse0, sD0);
+    int2 hr[2] = {make_int2(-1, 0), make_int2(-1, 0)};  // (head, first row) of steps i-1, i
     for (int i = 0; i < steps; ++i) {
         const int buf = i % 2;
         cp_async_wait<0>();
         fence_proxy_async();
-        // Step i's tiles and row statistics landed and are visible; every warp finished step
-        // i-1 (its wgmma reads of the other buffers and of dS^T completed before its end).
+        // Step i's tiles and row statistics landed and are visible, step i-1's dS^T is staged
+        // by every warp, and every warp finished step i-1's reads of the other buffers.
         __syncthreads();
         RowStats next{-INFINITY, 0.f};
         if (i + 1 < steps) next = issue(i + 1);
-        step_sm90<T, HD>(p, t, head(i), row_lo(i), sK, sV, sQ0 + buf * Shape::kQBytes,
-                         sdO0 + buf * Shape::kQBytes, sLse0 + buf * kM, sD0 + buf * kM, sdS, dk,
-                         dv, dq_acc);
+        hr[1] = make_int2(head(i), row_lo(i));
+        step_sm90<T, HD>(p, t, hr, sK, sV, sQ0 + buf * Shape::kQBytes, sdO0 + buf * Shape::kQBytes,
+                         sLse0 + buf * kM, sD0 + buf * kM, sdS0 + (1 - buf) * Shape::kDsBytes,
+                         sdS0 + buf * Shape::kDsBytes, dk, dv, dq_acc);
+        hr[0] = hr[1];
         // The other statistics buffer was last read in step i-1, before this step's barrier.
         if (i + 1 < steps)
             bwd_stage_row_stats<kM>(next, sLse0 + (1 - buf) * kM, sD0 + (1 - buf) * kM);
     }
+    if (steps > 0)
+        last_dq_sm90<T, HD>(p, t, hr[0], sK, sdS0 + ((steps - 1) % 2) * Shape::kDsBytes, dq_acc);
     cp_async_wait<0>();  // a tile that no query sees never waited for its K/V copies
     const int64_t out_base = t.k0 * p.kv_row_stride + kvh * p.kv_head_stride;
     bwd_store_rows<T, HD>(static_cast<T*>(p.dk) + out_base, p.kv_row_stride, t.key_lo, t.lk, dk,
