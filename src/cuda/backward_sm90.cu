@@ -56,10 +56,9 @@ __device__ __forceinline__ void copy_rows_swizzled(unsigned char* dst, int valid
 // Starts loading query tile (Q, dO) rows [row_lo, row_lo + kM) of head h and returns this
 // thread's row statistics (thread r < kM holds row r; padding rows get LSE = -inf).
 template <class T, int HD>
-__device__ __forceinline__ RowStats issue_query_tile_sm90(const BackwardParams& p,
-                                                          const BwdTile& t, int h, int row_lo,
-                                                          unsigned char* sQ, unsigned char* sdO,
-                                                          const float* d_sum) {
+__device__ __forceinline__ RowStats issue_query_tile_sm90(const BackwardParams& p, const BwdTile& t,
+                                                          int h, int row_lo, unsigned char* sQ,
+                                                          unsigned char* sdO, const float* d_sum) {
     using Shape = Sm90BwdShape<HD>;
     constexpr int kM = Shape::kM;
     const int rows = min(kM, t.lq - row_lo);
@@ -82,8 +81,7 @@ __device__ __forceinline__ RowStats issue_query_tile_sm90(const BackwardParams& 
 // Issues S^T = K_wg Q^T and dP^T = V_wg dO^T for this warpgroup's 64 keys (two commit groups).
 template <class T, int HD>
 __device__ __forceinline__ void issue_scores_sm90(const unsigned char* sK, const unsigned char* sV,
-                                                  const unsigned char* sQ,
-                                                  const unsigned char* sdO,
+                                                  const unsigned char* sQ, const unsigned char* sdO,
                                                   float (&s)[Sm90BwdShape<HD>::kM / 8][4],
                                                   float (&dp)[Sm90BwdShape<HD>::kM / 8][4]) {
     using Shape = Sm90BwdShape<HD>;
@@ -111,9 +109,9 @@ __device__ __forceinline__ void issue_scores_sm90(const unsigned char* sK, const
 // Issues acc += A B over one query tile: A = P^T or dS^T from registers, B = dO or Q read
 // MN-major (N = head dim in 64-column atoms kM * 128 bytes apart, K = 16 query rows a step).
 template <class T, int HD>
-__device__ __forceinline__ void issue_kv_grad_sm90(const unsigned char* sB,
-                                                   const uint32_t (&a)[Sm90BwdShape<HD>::kM / 16][4],
-                                                   float (&acc)[HD / 8][4]) {
+__device__ __forceinline__ void issue_kv_grad_sm90(
+    const unsigned char* sB, const uint32_t (&a)[Sm90BwdShape<HD>::kM / 16][4],
+    float (&acc)[HD / 8][4]) {
     constexpr int kM = Sm90BwdShape<HD>::kM;
 #pragma unroll
     for (int kk = 0; kk < kM / 16; ++kk)
@@ -139,15 +137,17 @@ __device__ __forceinline__ void issue_dq_sm90(const unsigned char* sdS, const un
 
 // Stages this warp's dS^T rows (key-major, swizzled like the other tiles) for the dQ product.
 template <int kM, int kN>
-__device__ __forceinline__ void stage_ds_sm90(unsigned char* sdS, const uint32_t (&dsa)[kM / 16][4]) {
+__device__ __forceinline__ void stage_ds_sm90(unsigned char* sdS,
+                                              const uint32_t (&dsa)[kM / 16][4]) {
     const int lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
     const int row = (threadIdx.x / 32) * 16 + g;  // key within the CTA
 #pragma unroll
     for (int kk = 0; kk < kM / 16; ++kk)
 #pragma unroll
         for (int j = 0; j < 4; ++j)  // A fragment: (rows g, g+8) x (columns 16kk.., 16kk+8..)
-            *reinterpret_cast<uint32_t*>(sdS + swizzled_offset(kN, row + 8 * (j % 2), 2 * kk + j / 2) +
-                                         tig * 4) = dsa[kk][j];
+            *reinterpret_cast<uint32_t*>(
+                sdS + swizzled_offset(kN, row + 8 * (j % 2), 2 * kk + j / 2) + tig * 4) =
+                dsa[kk][j];
 }
 
 // Adds this warpgroup's dQ block to the fp32 accumulator: a thread's two adjacent columns go
@@ -225,7 +225,8 @@ __device__ __forceinline__ void grads_sm90(const float* sD, const uint32_t (&pa)
 
 // Packs a warpgroup accumulator (rows = keys, columns = query rows) into wgmma A fragments.
 template <class T, int kM>
-__device__ __forceinline__ void pack_a_sm90(uint32_t (&a)[kM / 16][4], const float (&x)[kM / 8][4]) {
+__device__ __forceinline__ void pack_a_sm90(uint32_t (&a)[kM / 16][4],
+                                            const float (&x)[kM / 8][4]) {
 #pragma unroll
     for (int kk = 0; kk < kM / 16; ++kk) acc_to_a<T>(a[kk], x[2 * kk], x[2 * kk + 1]);
 }
@@ -243,9 +244,8 @@ __device__ __forceinline__ void step_sm90(const BackwardParams& p, const BwdTile
                                           const unsigned char* sV, const unsigned char* sQ,
                                           const unsigned char* sdO, const float* sLse,
                                           const float* sD, const unsigned char* sdS_prev,
-                                          unsigned char* sdS,
-                                          float (&dk)[HD / 8][4], float (&dv)[HD / 8][4],
-                                          float* dq_acc) {
+                                          unsigned char* sdS, float (&dk)[HD / 8][4],
+                                          float (&dv)[HD / 8][4], float* dq_acc) {
     using Shape = Sm90BwdShape<HD>;
     constexpr int kM = Shape::kM, kN = Shape::kN;
     float s[kM / 8][4], dp[kM / 8][4], dq[8][4];
