@@ -34,25 +34,6 @@ struct Sm90BwdShape {
     static_assert(kM * HD == kWarpGroups * 64 * 64);
 };
 
-// Copies rows [0, ROWS) of a [*, HD] 16-bit matrix into a swizzled tile (wgmma.cuh); rows past
-// `valid_rows` are zero-filled. A thread copies the same 16-byte column chunk of every
-// kPass-th row, so its swizzled shared-memory offset only advances by a constant.
-template <int HD, int ROWS, int THREADS, class RowPtr>
-__device__ __forceinline__ void copy_rows_swizzled(unsigned char* dst, int valid_rows,
-                                                   RowPtr row_ptr) {
-    constexpr int kChunks = HD / 8, kPass = THREADS / kChunks;
-    static_assert(THREADS % kChunks == 0 && kPass % 8 == 0 && ROWS % kPass == 0);
-    const int c = threadIdx.x % kChunks, r0 = threadIdx.x / kChunks;
-    unsigned char* d = dst + swizzled_offset(ROWS, r0, c);
-#pragma unroll
-    for (int j = 0; j < ROWS / kPass; ++j) {
-        const int r = r0 + j * kPass;
-        const bool ok = r < valid_rows;
-        unsigned char* dj = d + j * kPass * 128;
-        cp_async_16(dj, ok ? static_cast<const void*>(row_ptr(r) + c * 8) : dj, ok);
-    }
-}
-
 // Starts loading query tile (Q, dO) rows [row_lo, row_lo + kM) of head h and returns this
 // thread's row statistics (thread r < kM holds row r; padding rows get LSE = -inf).
 template <class T, int HD>
@@ -65,9 +46,9 @@ __device__ __forceinline__ RowStats issue_query_tile_sm90(const BackwardParams& 
     const int64_t base = (t.q0 + row_lo) * p.q_row_stride + h * p.q_head_stride;
     const T* q = static_cast<const T*>(p.q) + base;
     const T* d_o = static_cast<const T*>(p.d_o) + base;
-    copy_rows_swizzled<HD, kM, Shape::kThreads>(sQ, rows,
+    load_swizzled<HD, kM, Shape::kThreads>(sQ, rows,
                                                 [&](int r) { return q + r * p.q_row_stride; });
-    copy_rows_swizzled<HD, kM, Shape::kThreads>(sdO, rows,
+    load_swizzled<HD, kM, Shape::kThreads>(sdO, rows,
                                                 [&](int r) { return d_o + r * p.q_row_stride; });
     cp_async_commit();
     RowStats st{-INFINITY, 0.f};
@@ -323,9 +304,9 @@ __global__ void __launch_bounds__(Sm90BwdShape<HD>::kThreads, 1)
     const T* k = static_cast<const T*>(p.k) + kv_base;
     const T* v = static_cast<const T*>(p.v) + kv_base;
     const int keys = min(kN, t.lk - t.key_lo);
-    copy_rows_swizzled<HD, kN, Shape::kThreads>(sK, keys,
+    load_swizzled<HD, kN, Shape::kThreads>(sK, keys,
                                                 [&](int r) { return k + r * p.kv_row_stride; });
-    copy_rows_swizzled<HD, kN, Shape::kThreads>(sV, keys,
+    load_swizzled<HD, kN, Shape::kThreads>(sV, keys,
                                                 [&](int r) { return v + r * p.kv_row_stride; });
     cp_async_commit();
 

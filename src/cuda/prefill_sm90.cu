@@ -59,25 +59,6 @@ struct Sm90Maps {
     CUtensorMap q, k, v;
 };
 
-// Copies rows [0, ROWS) of a [*, HD] 16-bit matrix into a swizzled tile (wgmma.cuh); rows past
-// `valid_rows` are zero-filled. Each thread copies the same 16-byte column chunk of every
-// kPass-th row, so its shared-memory address only advances by a constant.
-template <int HD, int ROWS, int THREADS, class RowPtr>
-__device__ __forceinline__ void load_swizzled(unsigned char* dst, int valid_rows, RowPtr row_ptr) {
-    constexpr int kChunks = HD / 8, kPass = THREADS / kChunks;
-    static_assert(THREADS % kChunks == 0 && kPass % 8 == 0);
-    const int c = threadIdx.x % kChunks, r0 = threadIdx.x / kChunks;
-    unsigned char* d = dst + swizzled_offset(ROWS, r0, c);  // rows r0 + j * kPass: same swizzle
-#pragma unroll
-    for (int j = 0; j < (ROWS + kPass - 1) / kPass; ++j) {
-        const int r = r0 + j * kPass;
-        if (ROWS % kPass != 0 && r >= ROWS) break;
-        const bool ok = r < valid_rows;
-        unsigned char* dj = d + j * kPass * 128;
-        cp_async_16(dj, ok ? static_cast<const void*>(row_ptr(r) + c * 8) : dj, ok);
-    }
-}
-
 // Block-sparse bits of tile t for one query block whose mask row is `row`: bit j set when mask
 // column j of the tile is kept (columns past the sequence's keys read as masked).
 template <int kN>
