@@ -2,7 +2,8 @@
 // Prints markdown tables: prefill forward TFLOP/s (FlashAttention benchmark convention: batch x
 // seqlen = 16k tokens, hidden 2048), backward TFLOP/s, block-sparse speedup vs density and
 // decode GB/s against the measured device-to-device copy
-// bandwidth (back-to-back calls over rotating K/V caches, so L2 never serves the cache). The torch
+// bandwidth (back-to-back calls over rotating K/V caches, so L2 never serves the cache; timed as
+// a stream of calls and replayed from a CUDA graph). The torch
 // SDPA peer runs from sdpa_peer.py in the same script (run.sh).
 #include <cuda_runtime_api.h>
 
@@ -11,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <random>
 #include <utility>
@@ -298,11 +300,16 @@ struct DecodeProblem {
           scales(4 * size_t(batch_) * (ctx_ / kBs) * kKvHeads) {
         copies =
             static_cast<int>(std::min<size_t>(32, (size_t(256) << 20) / (2 * cache_bytes) + 1));
+        // Copies after the first are device copies of it: only their addresses must differ.
         for (int i = 0; i < copies; ++i) {
             k.push_back(std::make_unique<Buffer>(cache_bytes));
             v.push_back(std::make_unique<Buffer>(cache_bytes));
-            fill_random(k.back()->p, cache_bytes, 4 + 2 * i);
-            fill_random(v.back()->p, cache_bytes, 5 + 2 * i);
+        }
+        fill_random(k[0]->p, cache_bytes, 4);
+        fill_random(v[0]->p, cache_bytes, 5);
+        for (int i = 1; i < copies; ++i) {
+            check(cudaMemcpy(k[i]->p, k[0]->p, cache_bytes, cudaMemcpyDeviceToDevice), "copy");
+            check(cudaMemcpy(v[i]->p, v[0]->p, cache_bytes, cudaMemcpyDeviceToDevice), "copy");
         }
         fill_random(q.p, size_t(batch) * kHeads * kHd * 2, 6);
         const int nb = batch * (ctx / kBs);
@@ -344,20 +351,20 @@ struct DecodeProblem {
 
 // Mean time of one call in a stream of back-to-back calls, each on the next cache copy (the
 // host enqueues ahead of the GPU, so launch overhead shows only where it exceeds the kernel).
-double decode_call_ms(const DecodeProblem& d, DecodeParams p) {
+double decode_stream_ms(const DecodeProblem& d, DecodeParams p, cudaStream_t stream) {
     auto call = [&](int i) {
         p.paged.k_cache = d.k[i % d.copies]->p;
         p.paged.v_cache = d.v[i % d.copies]->p;
-        decode_forward(p);
+        decode_forward(p, stream);
     };
     const int reps = std::max(40, 2 * d.copies);
     for (int i = 0; i < d.copies; ++i) call(i);
     cudaEvent_t a, b;
     cudaEventCreate(&a);
     cudaEventCreate(&b);
-    cudaEventRecord(a);
+    cudaEventRecord(a, stream);
     for (int i = 0; i < reps; ++i) call(i);
-    cudaEventRecord(b);
+    cudaEventRecord(b, stream);
     check(cudaEventSynchronize(b), "decode timing");
     float ms = 0;
     cudaEventElapsedTime(&ms, a, b);
@@ -366,29 +373,119 @@ double decode_call_ms(const DecodeProblem& d, DecodeParams p) {
     return ms / reps;
 }
 
+// The same calls replayed from a CUDA graph (one per layer-like cache copy), as an engine that
+// captures its decode step sees them: GPU time without the host's per-call launch cost. NaN
+// when capture fails.
+double decode_graph_ms(const DecodeProblem& d, DecodeParams p, cudaStream_t stream) {
+    const int n = std::max(d.copies, 16);
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capture");
+    bool ok = true;
+    try {
+        for (int i = 0; i < n; ++i) {
+            p.paged.k_cache = d.k[i % d.copies]->p;
+            p.paged.v_cache = d.v[i % d.copies]->p;
+            decode_forward(p, stream);
+        }
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "graph capture: %s\n", e.what());
+        ok = false;
+    }
+    ok = cudaStreamEndCapture(stream, &graph) == cudaSuccess && ok &&
+         cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+    double ms = std::nan("");
+    if (ok) {
+        const int reps = std::max(3, 64 / n);
+        cudaGraphLaunch(exec, stream);
+        cudaEvent_t a, b;
+        cudaEventCreate(&a);
+        cudaEventCreate(&b);
+        cudaEventRecord(a, stream);
+        for (int i = 0; i < reps; ++i) cudaGraphLaunch(exec, stream);
+        cudaEventRecord(b, stream);
+        check(cudaEventSynchronize(b), "graph timing");
+        float t = 0;
+        cudaEventElapsedTime(&t, a, b);
+        ms = double(t) / (reps * n);
+        cudaEventDestroy(a);
+        cudaEventDestroy(b);
+    }
+    cudaGetLastError();  // clears the error a failed capture leaves
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    return ms;
+}
+
+struct DecodeTimes {
+    double stream_ms, graph_ms;
+};
+
+DecodeTimes time_decode(const DecodeProblem& d, DecodeParams p, int sms, cudaStream_t stream,
+                        bool graph) {
+    decode_plan(p, sms);
+    const size_t bytes = decode_workspace_bytes(p);
+    Buffer ws(bytes);
+    check(cudaMemset(ws.p, 0, bytes), "workspace");  // finish counters start (and stay) zero
+    p.workspace = ws.p;
+    return {decode_stream_ms(d, p, stream), graph ? decode_graph_ms(d, p, stream) : std::nan("")};
+}
+
+// Split counts other than the planned one (VELA_DECODE_SWEEP=1), including those the previous
+// plan chose: the data behind the plan's cost model. Counts whose rounded split length (a
+// multiple of 32 keys, at most 8192) leaves trailing splits empty are left out.
+std::vector<int> sweep_splits(int planned, int ctx) {
+    std::vector<int> out;
+    for (int s : {1, 2, 3, 4, 6, 8, 10, 12, 16, 17, 24, 32, 33, 37, 48, 49, 64}) {
+        const int len = ((ctx + s - 1) / s + 31) / 32 * 32;
+        if (s != planned && len <= 8192 && (ctx + len - 1) / len == s) out.push_back(s);
+    }
+    return out;
+}
+
 void bench_decode(double copy_gbs, int sms) {
-    std::printf("\n| kernel | kv format | batch | context | splits | us | GB/s | %% of copy |\n");
-    std::printf("|---|---|---|---|---|---|---|---|\n");
+    const bool sweep = std::getenv("VELA_DECODE_SWEEP") != nullptr;
+    cudaStream_t stream;
+    check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+    std::printf(
+        "\n| kernel | kv format | batch | context | splits | us | GB/s | %% of copy | graph us | "
+        "graph %% of copy |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+    // VELA_DECODE_KV (bf16 / int8 / fp8e4m3) and VELA_DECODE_MAX_BATCH restrict the table.
+    const char* only_kv = std::getenv("VELA_DECODE_KV");
+    const char* max_batch = std::getenv("VELA_DECODE_MAX_BATCH");
     for (KvFormat f : {KvFormat::kBf16, KvFormat::kInt8, KvFormat::kFp8E4M3}) {
+        const char* name = f == KvFormat::kBf16   ? "bf16"
+                           : f == KvFormat::kInt8 ? "int8"
+                                                  : "fp8e4m3";
+        if (only_kv != nullptr && std::strcmp(only_kv, name) != 0) continue;
         for (int batch : {1, 8, 32, 64}) {
+            if (max_batch != nullptr && batch > std::atoi(max_batch)) continue;
             for (int ctx : {1024, 4096, 16384, 32768}) {
                 const DecodeProblem d(f, batch, ctx);
                 DecodeParams p = d.params(f);
                 decode_plan(p, sms);
-                Buffer ws(decode_workspace_bytes(p));
-                p.workspace = ws.p;
-                const double ms = decode_call_ms(d, p);
                 // K and V read once, plus the quantised formats' scales.
                 const size_t scale_bytes = f == KvFormat::kBf16 ? 0 : 2 * d.scales_bytes();
-                const double gbs = (2.0 * d.cache_bytes + scale_bytes) / (ms * 1e6);
-                const char* name = f == KvFormat::kBf16   ? "bf16"
-                                   : f == KvFormat::kInt8 ? "int8"
-                                                          : "fp8e4m3";
-                std::printf("| vela decode | %s | %d | %d | %d | %.1f | %.0f | %.0f%% |\n", name,
-                            batch, ctx, p.num_splits, ms * 1e3, gbs, 100.0 * gbs / copy_gbs);
+                const double gb = (2.0 * d.cache_bytes + scale_bytes) / 1e6;
+                auto row = [&](const char* kind, int splits, bool graph) {
+                    DecodeParams q = p;
+                    q.num_splits = splits;
+                    const DecodeTimes t = time_decode(d, q, sms, stream, graph);
+                    std::printf(
+                        "| %s | %s | %d | %d | %d | %.1f | %.0f | %.0f%% | %.1f | %.0f%% |\n", kind,
+                        name, batch, ctx, splits, t.stream_ms * 1e3, gb / t.stream_ms,
+                        100.0 * gb / t.stream_ms / copy_gbs, t.graph_ms * 1e3,
+                        100.0 * gb / t.graph_ms / copy_gbs);
+                    std::fflush(stdout);
+                };
+                row("vela decode", p.num_splits, true);
+                if (sweep)
+                    for (int s : sweep_splits(p.num_splits, ctx)) row("split sweep", s, false);
             }
         }
     }
+    cudaStreamDestroy(stream);
 }
 
 }  // namespace

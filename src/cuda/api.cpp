@@ -124,30 +124,45 @@ void prefill_backward(const BackwardParams& p, void* stream) {
           "prefill_backward");
 }
 
-// Split count minimising the estimated time, waves of CTAs x (keys per split + a fixed per-CTA
-// cost), so the last wave is rarely a small tail; every split keeps >= 64 keys when it can.
+// Split count minimising the estimated time in keys: waves of CTAs x (keys per split + a fixed
+// per-CTA cost: first-load latency, warp merge, finish counter), plus, with more than one split,
+// the tail of the last CTA (partials, counter, the combine's L2 round trips). Measured on H200
+// (docs/benchmarks-cuda.md, split sweep): past one wave, more and shorter CTAs only add fixed
+// costs, and one split (o written directly) wins whenever it nearly fills the device. Split
+// counts whose rounding leaves trailing splits empty are skipped. Always prepares the kernel
+// (decode_prepare), also when the caller set num_splits.
 void decode_plan(DecodeParams& p, int device_sm_count) {
+    const int ctas_per_sm = detail::decode_prepare(p);
     if (p.num_splits > 0) return;
-    constexpr int64_t kCtaCostKeys = 48;  // launch, first-load latency and merge, in keys
+    const bool quantised = p.kv_format == KvFormat::kInt8 || p.kv_format == KvFormat::kFp8E4M3;
+    // About 2-3 us of a CTA slot, in keys streamed per slot in that time (8-bit keys are half
+    // the bytes and 3 CTAs share an SM instead of 2).
+    const int64_t cta_cost = quantised ? 128 : 64;
     const int keys = std::max(p.max_seqlen_k, 1);
     const int64_t per_split = std::max(1, p.batch * p.num_kv_heads);
-    const int64_t slots = int64_t{std::max(device_sm_count, 1)} * detail::decode_ctas_per_sm(p);
+    const int64_t slots = int64_t{std::max(device_sm_count, 1)} * ctas_per_sm;
     const int lo = (keys + detail::kDecodeMaxSplitLen - 1) / detail::kDecodeMaxSplitLen;
-    const int hi = std::max(lo, (keys + 63) / 64);
+    const int hi = std::min(std::max(lo, (keys + 31) / 32), detail::kDecodeMaxSplits);
     int64_t best_cost = -1;
     for (int s = lo; s <= hi; ++s) {
+        const int len = ((keys + s - 1) / s + 31) / 32 * 32;  // as split_len()
+        if ((keys + len - 1) / len < s) continue;
         const int64_t waves = (per_split * s + slots - 1) / slots;
-        const int64_t cost = waves * ((keys + s - 1) / s + kCtaCostKeys);
+        // Partial write, finish counter and the combine's L2 round trips sit at the tail.
+        const int64_t combine = s > 1 ? cta_cost * (2 + (s + 15) / 16) : 0;
+        const int64_t cost = waves * (len + cta_cost) + combine;
         if (best_cost < 0 || cost < best_cost) {
             best_cost = cost;
             p.num_splits = s;
         }
     }
+    if (p.num_splits == 0) p.num_splits = lo;  // every count left splits empty: the fewest
 }
 
 size_t decode_workspace_bytes(const DecodeParams& p) {
-    return sizeof(float) * static_cast<size_t>(p.batch) * p.num_heads * std::max(p.num_splits, 1) *
-           (p.head_dim + 1);
+    return detail::decode_counter_bytes(p) + sizeof(float) * static_cast<size_t>(p.batch) *
+                                                 p.num_heads * std::max(p.num_splits, 1) *
+                                                 (p.head_dim + 1);
 }
 
 void decode_forward(const DecodeParams& p, void* stream) {
@@ -159,7 +174,9 @@ void decode_forward(const DecodeParams& p, void* stream) {
                               detail::kDecodeMaxGroup);
     if (p.q == nullptr || p.o == nullptr || p.seqlens_k == nullptr || p.workspace == nullptr)
         fail<InvalidArgument>("decode_forward: q, o, seqlens_k and workspace are required");
-    if (p.num_splits <= 0) fail<InvalidArgument>("decode_forward: call decode_plan() first");
+    if (p.num_splits <= 0 || p.num_splits > detail::kDecodeMaxSplits)
+        fail<InvalidArgument>("decode_forward: num_splits {} (call decode_plan() first; max {})",
+                              p.num_splits, detail::kDecodeMaxSplits);
     const bool quantised = p.kv_format == KvFormat::kInt8 || p.kv_format == KvFormat::kFp8E4M3;
     if (quantised && (p.k_scale == nullptr || p.v_scale == nullptr))
         fail<InvalidArgument>("decode_forward: quantised KV needs k_scale and v_scale");

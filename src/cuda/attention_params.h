@@ -122,9 +122,9 @@ struct BackwardParams {
     int window_left = -1;
 };
 
-// Decode (one query token per sequence) over paged K/V: split-K Flash-Decoding. Each CTA owns
-// one kv head (all its query heads packed) and one slice of the context; a combine kernel
-// merges the slices through their LSEs.
+// Decode (one query token per sequence) over paged K/V: split-K Flash-Decoding in one launch.
+// Each CTA owns one kv head (all its query heads packed) and one slice of the context; the last
+// CTA of a (sequence, kv head) to finish merges the slices through their LSEs.
 struct DecodeParams {
     Dtype dtype = Dtype::kBf16;  // dtype of q and o
     KvFormat kv_format = KvFormat::kBf16;
@@ -144,8 +144,11 @@ struct DecodeParams {
     float* lse = nullptr;  // optional [batch][num_heads]
     float softmax_scale = 0.f;
 
-    int num_splits = 0;         // 0: chosen by decode_plan()
-    void* workspace = nullptr;  // decode_workspace_bytes() bytes of device memory
+    int num_splits = 0;  // 0: chosen by decode_plan(); at most 1024
+    // decode_workspace_bytes() bytes of device memory, zero-filled (cudaMemset) once when
+    // allocated: its first bytes are per-(sequence, kv head) counters that every call leaves
+    // zero. Zero it again if you reuse it for a larger batch * num_kv_heads.
+    void* workspace = nullptr;
 };
 
 // Launches on `stream` (a cudaStream_t; nullptr = default stream). Throw vela::InvalidArgument
@@ -159,7 +162,9 @@ size_t backward_workspace_bytes(const BackwardParams& p);
 // Writes dq, dk and dv (every element, including rows of empty sequences).
 void prefill_backward(const BackwardParams& p, void* stream = nullptr);
 
-// Fills p.num_splits when 0 so the grid covers the device's multiprocessors at least twice.
+// Fills p.num_splits when 0 so the grid covers the device's multiprocessors in few, full waves,
+// and prepares the kernel for p's KV format and head dim: call it (once per step, or whenever
+// kv_format / head_dim change) before decode_forward, also when num_splits is set by hand.
 void decode_plan(DecodeParams& p, int device_sm_count);
 size_t decode_workspace_bytes(const DecodeParams& p);
 void decode_forward(const DecodeParams& p, void* stream = nullptr);

@@ -13,6 +13,7 @@
 // (out_dim below), so each lane reads 4-byte words and transposes them with byte permutes.
 #include <cuda_fp8.h>
 
+#include <cmath>
 #include <type_traits>
 
 #include "cuda/attention_params.h"
@@ -35,6 +36,8 @@ struct DecodeShape {
     static constexpr int kStageBytes = 2 * kTileBytes + (kQuant ? 2 * kDecodeTile * 4 : 0);
     // K/V stage bytes per CTA: 16-bit KV runs 2 CTAs per SM (~128 KB in flight); 8-bit KV
     // spends more instructions per byte (widening), so it trades depth for a third CTA.
+    // (H200, run decode4: 8-bit KV at 2 CTAs/SM with 6 stages was faster at batch 1-8 and
+    // slower at batch 32-64 >= 4k.)
     static constexpr int kStageBudget = (kQuant ? 66 : 96) * 1024;
     static constexpr int kMinCtasPerSm = kQuant ? 3 : 2;  // registers capped to match
     static constexpr int kStagesFit = kStageBudget / (kDecodeWarps * kStageBytes);
@@ -70,16 +73,26 @@ __device__ __forceinline__ int out_dim(int nt, int i, int c) {
     return 8 * nt + 2 * c + i;
 }
 
+// Offset of INT8 K as widened for the scores (kInt8KeyBias + x); the score subtracts
+// kInt8KeyBias * sum(q) once per key instead of every element paying a subtraction.
+constexpr float kInt8KeyBias = 1152.f;
+
 // Widens 4 stored 8-bit values to two fp16 pairs: bytes 0,1 -> lo, bytes 2,3 -> hi (exact).
-template <KvFormat F>
+// kBiased (INT8 only) leaves each value as x + kInt8KeyBias.
+template <KvFormat F, bool kBiased = false>
 __device__ __forceinline__ void widen4(uint32_t w, uint32_t& lo, uint32_t& hi) {
     if constexpr (F == KvFormat::kInt8) {
         // 0x64XX is the fp16 1024 + XX; biasing the int8 by 128 makes XX unsigned.
         const uint32_t u = w ^ 0x80808080u;
         const uint32_t a = __byte_perm(u, 0x64646464u, 0x4140);
         const uint32_t b = __byte_perm(u, 0x64646464u, 0x4342);
-        asm("sub.f16x2 %0, %1, %2;" : "=r"(lo) : "r"(a), "r"(0x64806480u));  // - (1024 + 128)
-        asm("sub.f16x2 %0, %1, %2;" : "=r"(hi) : "r"(b), "r"(0x64806480u));
+        if constexpr (kBiased) {
+            lo = a;
+            hi = b;
+        } else {
+            asm("sub.f16x2 %0, %1, %2;" : "=r"(lo) : "r"(a), "r"(0x64806480u));  // - 1152
+            asm("sub.f16x2 %0, %1, %2;" : "=r"(hi) : "r"(b), "r"(0x64806480u));
+        }
     } else {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
         asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.rn.f16x2.e4m3x2 %0, l;\n"
@@ -97,7 +110,8 @@ __device__ __forceinline__ void widen4(uint32_t w, uint32_t& lo, uint32_t& hi) {
     }
 }
 
-// s[nt] += Q K^T for keys 8 nt .. 8 nt + 7 of the tile (qa: a0/a2 of each k-step).
+// s[nt] += Q K^T for keys 8 nt .. 8 nt + 7 of the tile (qa: a0/a2 of each k-step); INT8 scores
+// come out offset by kInt8KeyBias * sum(q).
 template <KvFormat F, int HD>
 __device__ __forceinline__ void tile_scores(const char* kt, const uint32_t (&qa)[HD / 16][2],
                                             float (&s)[2][4], int lane) {
@@ -122,10 +136,10 @@ __device__ __forceinline__ void tile_scores(const char* kt, const uint32_t (&qa)
                 const uint4 w =
                     *reinterpret_cast<const uint4*>(kt + tile_offset<F, HD>(8 * nt + r, 4 * j + c));
                 uint32_t h[8];
-                widen4<F>(w.x, h[0], h[1]);
-                widen4<F>(w.y, h[2], h[3]);
-                widen4<F>(w.z, h[4], h[5]);
-                widen4<F>(w.w, h[6], h[7]);
+                widen4<F, true>(w.x, h[0], h[1]);
+                widen4<F, true>(w.y, h[2], h[3]);
+                widen4<F, true>(w.z, h[4], h[5]);
+                widen4<F, true>(w.w, h[6], h[7]);
 #pragma unroll
                 for (int t = 0; t < 4; ++t) {
                     const uint32_t a[4] = {qa[4 * j + t][0], 0u, qa[4 * j + t][1], 0u};
@@ -179,5 +193,14 @@ __device__ __forceinline__ void tile_values(const char* vt, const uint32_t (&pa)
         }
     }
 }
+
+// One warp's running softmax state for the query heads (rows r = lane / 4): output
+// accumulators (columns 0, 1 of each tile hold head r; 2, 3 the zero padding rows), running
+// max m (log2 units) and this lane's part of the running sum l.
+template <int HD>
+struct DecodeState {
+    float o[HD / 8][4] = {};
+    float m = -INFINITY, l = 0.f;
+};
 
 }  // namespace vela::cuda::detail

@@ -9,7 +9,7 @@
 #include <cmath>
 
 #include "cuda/attention_params.h"
-#include "cuda/decode_frag.cuh"
+#include "cuda/decode_combine.cuh"
 
 namespace vela::cuda::detail {
 
@@ -27,13 +27,15 @@ struct DecodeSlice {
     const float* v_scale;
     const int32_t* table;
     int64_t block_stride, token_stride, head_off;
-    int block_size, num_kv_heads, kvh, start, end;
+    int block_size, table_len, num_kv_heads, kvh, start, end;
 
     // Block id of this lane's key (tile0 + lane % 16); loaded a tile ahead of its use so the
-    // block-table latency hides behind the previous tile's math.
+    // block-table latency hides behind the previous tile's math. Speculative: the index is only
+    // clamped to the sequence's table row, not to its length, so the first loads need not wait
+    // for seqlens_k; ids of keys past the end are never used.
     __device__ int block_of(int tile0, int lane) const {
         const int key = tile0 + (lane & 15);
-        return key < end ? table[key / block_size] : 0;
+        return table[min(key / block_size, table_len - 1)];
     }
 };
 
@@ -65,19 +67,10 @@ __device__ __forceinline__ void issue_tile(char* stage, const DecodeSlice& c, in
     }
 }
 
-// One warp's running softmax state for the query heads (rows r = lane / 4): output
-// accumulators (columns 0, 1 of each tile hold head r; 2, 3 the zero padding rows), running
-// max m (log2 units) and this lane's part of the running sum l.
-template <int HD>
-struct DecodeState {
-    float o[HD / 8][4] = {};
-    float m = -INFINITY, l = 0.f;
-};
-
 // Scores, online-softmax update and P V for one staged tile whose first key is tile0.
 template <KvFormat F, int HD>
 __device__ __forceinline__ void consume_tile(const char* stage, const uint32_t (&qa)[HD / 16][2],
-                                             int tile0, int end, float scale_log2,
+                                             int tile0, int end, float scale_log2, float q_bias,
                                              DecodeState<HD>& st, int lane) {
     using S = DecodeShape<F, HD>;
     using T = typename S::T;
@@ -90,7 +83,7 @@ __device__ __forceinline__ void consume_tile(const char* stage, const uint32_t (
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
         const int key = 8 * (k >> 1) + 2 * c + (k & 1);
-        float v = s[k >> 1][k & 1] * scale_log2;
+        float v = (s[k >> 1][k & 1] - q_bias) * scale_log2;
         if constexpr (S::kQuant) v *= scales[key];
         x[k] = tile0 + key < end ? v : -INFINITY;
         mx = fmaxf(mx, x[k]);
@@ -99,7 +92,7 @@ __device__ __forceinline__ void consume_tile(const char* stage, const uint32_t (
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
     // The tile's first key is always valid, so mx and m_new are finite.
     const float m_new = fmaxf(st.m, mx);
-    const float alpha = exp2f(st.m - m_new);
+    const float alpha = fast_exp2(st.m - m_new);
     // Past the first tiles the running max rarely grows: skip the rescale when no head's did.
     if (__any_sync(0xffffffffu, m_new > st.m)) {
         st.l *= alpha;
@@ -113,7 +106,7 @@ __device__ __forceinline__ void consume_tile(const char* stage, const uint32_t (
     float p[4];
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-        p[k] = exp2f(x[k] - m_new);
+        p[k] = fast_exp2(x[k] - m_new);
         st.l += p[k];
         // The per-key V scale folds into P, not into every V element.
         if constexpr (S::kQuant) p[k] *= scales[kDecodeTile + 8 * (k >> 1) + 2 * c + (k & 1)];
@@ -123,12 +116,14 @@ __device__ __forceinline__ void consume_tile(const char* stage, const uint32_t (
 }
 
 // Q of head r (zero when r >= group) as mma A fragments, in the dim order tile_scores expects.
+// Returns the score offset the INT8 key bias adds for head r: kInt8KeyBias * sum of Q as used.
 template <KvFormat F, int HD>
-__device__ __forceinline__ void load_q(const DecodeParams& p, int b, int kvh, int group, int lane,
-                                       uint32_t (&qa)[HD / 16][2]) {
+__device__ __forceinline__ float load_q(const DecodeParams& p, int b, int kvh, int group, int lane,
+                                        uint32_t (&qa)[HD / 16][2]) {
     using T = typename DecodeShape<F, HD>::T;
     const int r = lane >> 2, c = lane & 3;
     const int64_t row = (static_cast<int64_t>(b) * p.num_heads + kvh * group + r) * HD;
+    float sum = 0.f;
 #pragma unroll
     for (int s = 0; s < HD / 16; ++s) {
 #pragma unroll
@@ -144,15 +139,24 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, int b, int kvh, in
                         static_cast<const __nv_bfloat16*>(p.q) + i));
             }
             qa[s][h] = pack2<T>(v.x, v.y);
+            if constexpr (F == KvFormat::kInt8) {
+                const float2 used = __half22float2(*reinterpret_cast<const __half2*>(&qa[s][h]));
+                sum += used.x + used.y;
+            }
         }
     }
+    if constexpr (F != KvFormat::kInt8) return 0.f;
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    return kInt8KeyBias * sum;
 }
 
 // Runs warp `warp`'s share of the slice: tiles warp, warp + 4, ... through a kStages ring.
 template <KvFormat F, int HD>
 __device__ __forceinline__ void stream_slice(char* ring, const DecodeSlice& c,
                                              const uint32_t (&qa)[HD / 16][2], float scale_log2,
-                                             DecodeState<HD>& st, int warp, int lane) {
+                                             float q_bias, DecodeState<HD>& st, int warp,
+                                             int lane) {
     using S = DecodeShape<F, HD>;
     const int n_tiles = (max(c.end - c.start, 0) + kDecodeTile - 1) / kDecodeTile;
     const int mine = n_tiles > warp ? (n_tiles - warp + kDecodeWarps - 1) / kDecodeWarps : 0;
@@ -161,7 +165,7 @@ __device__ __forceinline__ void stream_slice(char* ring, const DecodeSlice& c,
 
     int blk[S::kStages];  // block ids of the prologue tiles, all loads in flight at once
 #pragma unroll
-    for (int i = 0; i < S::kStages; ++i) blk[i] = i < mine ? c.block_of(tile0(i), lane) : 0;
+    for (int i = 0; i < S::kStages; ++i) blk[i] = c.block_of(tile0(i), lane);
 #pragma unroll
     for (int i = 0; i < S::kStages - 1; ++i) {
         if (i < mine) issue_tile<F, HD>(stage(i), c, tile0(i), blk[i], lane);
@@ -177,55 +181,19 @@ __device__ __forceinline__ void stream_slice(char* ring, const DecodeSlice& c,
             next_blk = ahead + 1 < mine ? c.block_of(tile0(ahead + 1), lane) : 0;
         }
         cp_async_commit();
-        consume_tile<F, HD>(stage(i), qa, tile0(i), c.end, scale_log2, st, lane);
+        consume_tile<F, HD>(stage(i), qa, tile0(i), c.end, scale_log2, q_bias, st, lane);
     }
     cp_async_wait<0>();
 }
 
-// Merges the 4 warps' states through shared memory and writes this split's partial result:
-// o_part[b][h][split][HD] (normalised within the split), lse_part[b][h][split] in log2 units of
-// the scaled scores (-inf for an empty split).
-template <KvFormat F, int HD>
-__device__ void merge_warps(char* smem, DecodeState<HD>& st, int group, int64_t row0, int split,
-                            float* o_part, float* lse_part) {
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane >> 2, c = lane & 3;
-    float* s_ml = reinterpret_cast<float*>(smem);  // [warp][head][max, sum]
-    float* s_o = s_ml + kDecodeWarps * kDecodeRows * 2;
-    st.l += __shfl_xor_sync(0xffffffffu, st.l, 1);
-    st.l += __shfl_xor_sync(0xffffffffu, st.l, 2);
-    __syncthreads();  // every warp is done with its ring: reuse it
-    if (c == 0) {
-        s_ml[(warp * kDecodeRows + r) * 2] = st.m;
-        s_ml[(warp * kDecodeRows + r) * 2 + 1] = st.l;
-    }
-#pragma unroll
-    for (int nt = 0; nt < HD / 8; ++nt)
-#pragma unroll
-        for (int i = 0; i < 2; ++i)
-            s_o[(warp * kDecodeRows + r) * HD + out_dim<F>(nt, i, c)] = st.o[nt][i];
-    __syncthreads();
-    for (int idx = threadIdx.x; idx < group * HD; idx += kDecodeThreads) {
-        const int g = idx / HD, d = idx % HD;
-        float mx = -INFINITY;
-        for (int w = 0; w < kDecodeWarps; ++w) mx = fmaxf(mx, s_ml[(w * kDecodeRows + g) * 2]);
-        float sum = 0.f, acc = 0.f;
-        for (int w = 0; w < kDecodeWarps; ++w) {
-            const float m = s_ml[(w * kDecodeRows + g) * 2];
-            const float wt = m == -INFINITY ? 0.f : exp2f(m - mx);
-            sum += wt * s_ml[(w * kDecodeRows + g) * 2 + 1];
-            acc += wt * s_o[(w * kDecodeRows + g) * HD + d];
-        }
-        const int64_t row = (row0 + g) * gridDim.x + split;
-        o_part[row * HD + d] = sum > 0.f ? acc / sum : 0.f;
-        if (d == 0) lse_part[row] = sum > 0.f ? mx + log2f(sum) : -INFINITY;
-    }
-}
-
+// Inputs (q, caches, table, lengths) may be written by the previous kernel in the stream, so
+// every global access waits for it (griddepcontrol.wait); launched as a programmatic dependent
+// (sm_90+), the CTAs are resident and ready before that kernel ends, hiding the launch gap.
 template <KvFormat F, int HD>
 __global__ void __launch_bounds__(kDecodeThreads, DecodeShape<F, HD>::kMinCtasPerSm)
-    decode_split_kernel(const DecodeParams p, int split_len, float* o_part, float* lse_part) {
+    decode_split_kernel(const DecodeParams p, int split_len, DecodeOut out) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // Lets the combine kernel launch while this grid runs; it still waits for our results.
+    asm volatile("griddepcontrol.wait;" ::: "memory");
     asm volatile("griddepcontrol.launch_dependents;");
 #endif
     extern __shared__ __align__(16) char smem[];
@@ -241,42 +209,19 @@ __global__ void __launch_bounds__(kDecodeThreads, DecodeShape<F, HD>::kMinCtasPe
                   p.paged.token_stride,
                   kvh * p.paged.head_stride,
                   p.paged.block_size,
+                  p.paged.block_table_stride,
                   p.num_kv_heads,
                   kvh,
                   split * split_len,
                   min(p.seqlens_k[b], (split + 1) * split_len)};
     uint32_t qa[HD / 16][2];
-    load_q<F, HD>(p, b, kvh, group, lane, qa);
+    const float q_bias = load_q<F, HD>(p, b, kvh, group, lane, qa);
     DecodeState<HD> st;
     char* ring = smem + warp * DecodeShape<F, HD>::kStages * DecodeShape<F, HD>::kStageBytes;
-    stream_slice<F, HD>(ring, c, qa, p.softmax_scale * 1.4426950408889634f, st, warp, lane);
-    merge_warps<F, HD>(smem, st, group, static_cast<int64_t>(b) * p.num_heads + kvh * group, split,
-                       o_part, lse_part);
-}
-
-// Merges the splits of one (sequence, head): out = sum_s w_s o_s with w_s = 2^(lse_s - lse).
-template <class T>
-__global__ void decode_combine_kernel(const DecodeParams p, int num_splits, const float* o_part,
-                                      const float* lse_part) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");  // split kernel complete and visible
-#endif
-    const int64_t row = blockIdx.x;  // b * num_heads + h
-    const float* lse = lse_part + row * num_splits;
-    float mx = -INFINITY;
-    for (int s = 0; s < num_splits; ++s) mx = fmaxf(mx, lse[s]);
-    float total = 0.f;
-    for (int s = 0; s < num_splits; ++s) total += mx == -INFINITY ? 0.f : exp2f(lse[s] - mx);
-    const float inv = total > 0.f ? 1.f / total : 0.f;
-    for (int d = threadIdx.x; d < p.head_dim; d += blockDim.x) {
-        float v = 0.f;
-        for (int s = 0; s < num_splits; ++s)
-            if (lse[s] != -INFINITY)
-                v += exp2f(lse[s] - mx) * o_part[(row * num_splits + s) * p.head_dim + d];
-        static_cast<T*>(p.o)[row * p.head_dim + d] = T(v * inv);
-    }
-    if (threadIdx.x == 0 && p.lse != nullptr)
-        p.lse[row] = total > 0.f ? (mx + log2f(total)) * 0.6931471805599453f : -INFINITY;
+    stream_slice<F, HD>(ring, c, qa, p.softmax_scale * 1.4426950408889634f, q_bias, st, warp, lane);
+    finish_split<F, HD>(p, out, smem, st, group,
+                        static_cast<int64_t>(b) * p.num_heads + kvh * group,
+                        out.counters + static_cast<int64_t>(b) * p.num_kv_heads + kvh);
 }
 
 }  // namespace vela::cuda::detail

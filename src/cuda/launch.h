@@ -9,14 +9,22 @@
 namespace vela::cuda::detail {
 
 constexpr int kDecodeMaxGroup = 8;        // query heads per kv head held in registers
-constexpr int kDecodeMaxSplitLen = 2048;  // longest split: bounds per-CTA imbalance
+constexpr int kDecodeMaxSplitLen = 8192;  // longest split: bounds per-CTA imbalance
+constexpr int kDecodeMaxSplits = 1024;    // the last CTA's combine weights fit shared memory
 
 cudaError_t launch_prefill(const PrefillParams& p, cudaStream_t stream);       // mma.sync
 cudaError_t launch_prefill_sm90(const PrefillParams& p, cudaStream_t stream);  // wgmma
 cudaError_t launch_backward(const BackwardParams& p, bool wgmma, cudaStream_t stream);
 cudaError_t launch_decode(const DecodeParams& p, int split_len, cudaStream_t stream);
 
-// Resident decode split CTAs per SM for p's KV format and head dim (plans the split count).
-int decode_ctas_per_sm(const DecodeParams& p);
+// Raises the decode kernel's shared-memory limit for p's KV format and head dim (needed before
+// its first launch) and returns its resident CTAs per SM (plans the split count).
+int decode_prepare(const DecodeParams& p);
+
+// Decode workspace layout: one finish counter per (sequence, kv head) first, padded to 16 bytes,
+// then the partial outputs and LSEs of every split.
+inline size_t decode_counter_bytes(const DecodeParams& p) {
+    return (sizeof(unsigned) * static_cast<size_t>(p.batch) * p.num_kv_heads + 15) / 16 * 16;
+}
 
 }  // namespace vela::cuda::detail

@@ -99,6 +99,11 @@ Cache make_cache(const DecodeCase& c, std::mt19937& rng) {
     std::shuffle(ids.begin(), ids.end(), rng);
     cache.table.assign(c.seqlens.size() * cache.table_stride, -1);
     for (size_t i = 0; i < cache.table.size(); ++i) cache.table[i] = ids[i];
+    // Entries past a sequence's last block are garbage a kernel may read but must never use:
+    // a huge id would address far outside the caches (memcheck runs these tests).
+    for (size_t b = 0; b < c.seqlens.size(); ++b)
+        for (int i = (c.seqlens[b] + bs - 1) / bs; i < cache.table_stride; ++i)
+            cache.table[b * cache.table_stride + i] = 0x3fffffff;
     return cache;
 }
 
@@ -107,8 +112,10 @@ struct DecodeRun {
     std::vector<float> lse;
 };
 
+// Runs decode_forward with num_splits (0: planned) on a fresh zero-filled workspace, or on
+// `workspace` (zeroed once by the caller, reused: the kernel must leave its counters zero).
 DecodeRun run_decode(const DecodeCase& c, const Cache& cache, const std::vector<uint16_t>& q,
-                     int num_splits) {
+                     int num_splits, void* workspace = nullptr) {
     const int B = static_cast<int>(c.seqlens.size());
     DeviceBuffer<uint16_t> dq(q), o(q.size());
     DeviceBuffer<uint8_t> k(cache.k), v(cache.v);
@@ -141,8 +148,13 @@ DecodeRun run_decode(const DecodeCase& c, const Cache& cache, const std::vector<
     int sms = 0;
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
     decode_plan(p, sms);
-    DeviceBuffer<uint8_t> ws(decode_workspace_bytes(p));
-    p.workspace = ws.get();
+    const size_t ws_bytes = decode_workspace_bytes(p);
+    DeviceBuffer<uint8_t> own(workspace != nullptr ? 0 : ws_bytes);
+    if (workspace == nullptr) {
+        workspace = own.get();
+        EXPECT_EQ(cudaMemset(workspace, 0, ws_bytes), cudaSuccess);
+    }
+    p.workspace = workspace;
     o.poison();
     lse.poison();
     decode_forward(p);
@@ -201,8 +213,8 @@ TEST_P(Decode, MatchesReferenceAndSplitCountInvariant) {
     const auto q = random_16bit(dtype, c.seqlens.size() * c.num_heads * hd, rng, qd);
     const DecodeRun planned = run_decode(c, cache, q, 0);
     check_reference(c, cache, qd, planned);
-    // Three splits (the fewest that fit 4097 keys) merge different partial sums than the
-    // planned count: both must match the reference.
+    // Three splits merge different partial sums than the planned count: both must match the
+    // reference.
     const DecodeRun few_splits = run_decode(c, cache, q, 3);
     check_reference(c, cache, qd, few_splits);
 }
@@ -213,8 +225,8 @@ INSTANTIATE_TEST_SUITE_P(All, Decode,
                                             ::testing::Values(64, 128), ::testing::Values(1, 16)));
 
 // Every KV format x GQA group 1/4/8 x block size 1/16 at batch 1 (4097 keys: several warp tiles
-// per split and a partial last tile), batch 3 (1, 17 and 4097 keys) and batch 17 (random lengths
-// 1..300, the first two forced to 1 and 17).
+// per split and a partial last tile; planned and 129 splits), batch 3 (1, 17 and 4097 keys) and
+// batch 17 (random lengths 1..300, the first two forced to 1 and 17; planned and one split).
 class DecodeGroups : public ::testing::TestWithParam<std::tuple<KvFormat, int, int>> {};
 
 TEST_P(DecodeGroups, Batch1And3And17) {
@@ -233,6 +245,10 @@ TEST_P(DecodeGroups, Batch1And3And17) {
         const auto q = random_16bit(c.dtype, lens.size() * c.num_heads * 128, rng, qd);
         SCOPED_TRACE(::testing::Message() << "batch " << lens.size());
         check_reference(c, cache, qd, run_decode(c, cache, q, 0));
+        // One split writes o directly (no partials); 129 splits of 32 keys make the last CTA
+        // combine many partials (and leave most splits empty at batch 17).
+        if (lens.size() == 17) check_reference(c, cache, qd, run_decode(c, cache, q, 1));
+        if (lens.size() == 1) check_reference(c, cache, qd, run_decode(c, cache, q, 129));
     }
 }
 
@@ -252,6 +268,35 @@ TEST(DecodeGqa, Group1And8Batch17) {
         const auto q = random_16bit(c.dtype, c.seqlens.size() * c.num_heads * 128, rng, qd);
         check_reference(c, cache, qd, run_decode(c, cache, q, 0));
     }
+}
+
+// One workspace, zero-filled once, serves calls with different split counts and batches: the
+// finish counters must be back at zero after every call (a stale count would make the wrong CTA
+// combine, or none).
+TEST(DecodeGqa, WorkspaceReusedAcrossCalls) {
+    VELA_SKIP_WITHOUT_DEVICE();
+    std::mt19937 rng(31);
+    DecodeCase c{KvFormat::kInt8, Dtype::kBf16, 128, 32, 8, 16, {4097, 1, 17, 2000}};
+    const Cache cache = make_cache(c, rng);
+    std::vector<double> qd;
+    const auto q = random_16bit(c.dtype, c.seqlens.size() * c.num_heads * 128, rng, qd);
+    DecodeParams big;
+    big.batch = 4;
+    big.num_heads = 32;
+    big.num_kv_heads = 8;
+    big.head_dim = 128;
+    big.num_splits = 1024;
+    DeviceBuffer<uint8_t> ws(decode_workspace_bytes(big));
+    ASSERT_CUDA(cudaMemset(ws.get(), 0, decode_workspace_bytes(big)));
+    for (int splits : {0, 7, 3, 129, 0, 4}) {
+        SCOPED_TRACE(::testing::Message() << "splits " << splits);
+        check_reference(c, cache, qd, run_decode(c, cache, q, splits, ws.get()));
+    }
+    DecodeCase one = c;  // a smaller batch on the same workspace
+    one.seqlens = {4097};
+    std::vector<double> qd1;
+    const auto q1 = random_16bit(one.dtype, one.num_heads * 128, rng, qd1);
+    check_reference(one, cache, qd1, run_decode(one, cache, q1, 0, ws.get()));
 }
 
 TEST(DecodeGqa, PagedMatchesContiguousPrefill) {

@@ -1,0 +1,169 @@
+#pragma once
+// End of a decode split CTA. The 4 warps' softmax states merge through shared memory. A sequence
+// planned as one split writes o (and lse) directly; otherwise every split writes a partial result
+// and the last CTA of a (sequence, kv head) to finish, found with an atomic counter per pair in
+// the workspace, merges all splits. Fusing the combine into the split kernel saves a second
+// launch and the wait between the two, which is most of a small-batch call's fixed cost.
+#include <cmath>
+
+#include "cuda/decode_frag.cuh"
+#include "cuda/launch.h"
+
+namespace vela::cuda::detail {
+
+// The decode workspace as the kernel sees it (layout: launch.h, decode_counter_bytes).
+struct DecodeOut {
+    unsigned* counters;  // [batch][num_kv_heads]: finished splits; zero between calls
+    float* o_part;       // [batch][num_heads][num_splits][HD], normalised within the split
+    float* lse_part;     // [batch][num_heads][num_splits], log2 units; -inf: empty split
+};
+
+__device__ __forceinline__ float warp_max(float x) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+    return x;
+}
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+// Writes o[row][d] in the query dtype and, for d == 0, lse[row] in natural log.
+__device__ __forceinline__ void store_out(const DecodeParams& p, int64_t row, int d, float o,
+                                          float lse2) {
+    const int64_t i = row * p.head_dim + d;
+    if (p.dtype == Dtype::kF16)
+        static_cast<__half*>(p.o)[i] = __float2half_rn(o);
+    else
+        static_cast<__nv_bfloat16*>(p.o)[i] = __float2bfloat16_rn(o);
+    if (d == 0 && p.lse != nullptr) p.lse[row] = lse2 * 0.6931471805599453f;  // -inf stays
+}
+
+// store_out for dims d .. d + 3 in one 8-byte store.
+__device__ __forceinline__ void store_out4(const DecodeParams& p, int64_t row, int d, float4 o,
+                                           float lse2) {
+    const int64_t i = row * p.head_dim + d;
+    uint2 packed;
+    if (p.dtype == Dtype::kF16)
+        packed = make_uint2(pack2<__half>(o.x, o.y), pack2<__half>(o.z, o.w));
+    else
+        packed = make_uint2(pack2<__nv_bfloat16>(o.x, o.y), pack2<__nv_bfloat16>(o.z, o.w));
+    *reinterpret_cast<uint2*>(static_cast<char*>(p.o) + i * 2) = packed;
+    if (d == 0 && p.lse != nullptr) p.lse[row] = lse2 * 0.6931471805599453f;  // -inf stays
+}
+
+// Merges the splits of heads row0 .. row0 + group - 1: o = sum_s w_s o_s, w_s = 2^(lse_s - lse).
+// One CTA does this at the tail of the call, so it is latency-bound: every thread keeps
+// kInFlight 16-byte partial loads in flight (a head's HD dims are HD / 4 threads' float4s).
+// Partials come from other CTAs, so they are read through L2 (__ldcg), never a stale L1 line.
+template <int HD>
+__device__ void combine_splits(const DecodeParams& p, const DecodeOut& out, float* s_w, int group,
+                               int64_t row0, int num_splits) {
+    constexpr int kInFlight = 16, kPerHead = HD / 4, kHeadsPerPass = kDecodeThreads / kPerHead;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    float* s_lse = s_w + kDecodeRows * num_splits;
+    for (int g = warp; g < group; g += kDecodeWarps) {  // weights of head g: one warp
+        const float* lse = out.lse_part + (row0 + g) * num_splits;
+        float* w = s_w + g * num_splits;
+        float mx = -INFINITY;
+        for (int s = lane; s < num_splits; s += 32) {
+            w[s] = __ldcg(lse + s);
+            mx = fmaxf(mx, w[s]);
+        }
+        mx = warp_max(mx);
+        float total = 0.f;
+        for (int s = lane; s < num_splits; s += 32) {
+            w[s] = mx == -INFINITY ? 0.f : exp2f(w[s] - mx);  // empty split: 2^-inf = 0
+            total += w[s];
+        }
+        total = warp_sum(total);
+        const float inv = total > 0.f ? 1.f / total : 0.f;
+        for (int s = lane; s < num_splits; s += 32) w[s] *= inv;
+        if (lane == 0) s_lse[g] = total > 0.f ? mx + log2f(total) : -INFINITY;
+    }
+    __syncthreads();
+    const int d4 = threadIdx.x % kPerHead;
+    for (int g = threadIdx.x / kPerHead; g < group; g += kHeadsPerPass) {
+        const float* w = s_w + g * num_splits;
+        const float4* o =
+            reinterpret_cast<const float4*>(out.o_part) + (row0 + g) * num_splits * kPerHead + d4;
+        float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+        for (int s0 = 0; s0 < num_splits; s0 += kInFlight) {
+            float4 v[kInFlight];
+#pragma unroll
+            for (int u = 0; u < kInFlight; ++u)
+                v[u] = s0 + u < num_splits ? __ldcg(o + (s0 + u) * kPerHead)
+                                           : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+            for (int u = 0; u < kInFlight; ++u) {
+                const float wt = s0 + u < num_splits ? w[s0 + u] : 0.f;
+                acc.x += wt * v[u].x;
+                acc.y += wt * v[u].y;
+                acc.z += wt * v[u].z;
+                acc.w += wt * v[u].w;
+            }
+        }
+        store_out4(p, row0 + g, 4 * d4, acc, s_lse[g]);
+    }
+}
+
+// Merges the warps' states, then writes o directly (one split) or this split's partial result;
+// the last split of the (sequence, kv head) to get here combines all of them.
+template <KvFormat F, int HD>
+__device__ void finish_split(const DecodeParams& p, const DecodeOut& out, char* smem,
+                             DecodeState<HD>& st, int group, int64_t row0, unsigned* counter) {
+    static_assert(DecodeShape<F, HD>::kSmem >= (kDecodeRows * kDecodeMaxSplits + kDecodeRows) * 4);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane >> 2, c = lane & 3;
+    const int num_splits = gridDim.x, split = blockIdx.x;
+    float* s_ml = reinterpret_cast<float*>(smem);  // [warp][head][max, sum]
+    float* s_o = s_ml + kDecodeWarps * kDecodeRows * 2;
+    st.l += __shfl_xor_sync(0xffffffffu, st.l, 1);
+    st.l += __shfl_xor_sync(0xffffffffu, st.l, 2);
+    __syncthreads();  // every warp is done with its ring: reuse it
+    if (c == 0) {
+        s_ml[(warp * kDecodeRows + r) * 2] = st.m;
+        s_ml[(warp * kDecodeRows + r) * 2 + 1] = st.l;
+    }
+#pragma unroll
+    for (int nt = 0; nt < HD / 8; ++nt)
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+            s_o[(warp * kDecodeRows + r) * HD + out_dim<F>(nt, i, c)] = st.o[nt][i];
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < group * HD; idx += kDecodeThreads) {
+        const int g = idx / HD, d = idx % HD;
+        float mx = -INFINITY;
+        for (int w = 0; w < kDecodeWarps; ++w) mx = fmaxf(mx, s_ml[(w * kDecodeRows + g) * 2]);
+        float sum = 0.f, acc = 0.f;
+        for (int w = 0; w < kDecodeWarps; ++w) {
+            const float m = s_ml[(w * kDecodeRows + g) * 2];
+            const float wt = m == -INFINITY ? 0.f : exp2f(m - mx);
+            sum += wt * s_ml[(w * kDecodeRows + g) * 2 + 1];
+            acc += wt * s_o[(w * kDecodeRows + g) * HD + d];
+        }
+        const float o = sum > 0.f ? acc / sum : 0.f;
+        const float lse2 = sum > 0.f ? mx + log2f(sum) : -INFINITY;
+        if (num_splits == 1) {
+            store_out(p, row0 + g, d, o, lse2);
+        } else {
+            const int64_t row = (row0 + g) * num_splits + split;
+            out.o_part[row * HD + d] = o;
+            if (d == 0) out.lse_part[row] = lse2;
+        }
+    }
+    if (num_splits == 1) return;
+    __shared__ bool s_last;
+    __threadfence();  // this CTA's partials visible device-wide before it is counted
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        s_last = atomicAdd(counter, 1u) == static_cast<unsigned>(num_splits - 1);
+        if (s_last) *counter = 0;  // every split has arrived: ready for the next call
+    }
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();  // order the partial reads after the counter (acquire side)
+    combine_splits<HD>(p, out, reinterpret_cast<float*>(smem), group, row0, num_splits);
+}
+
+}  // namespace vela::cuda::detail
