@@ -64,7 +64,9 @@ struct PrefillParams {
 
     // Optional host copies of cu_seqlens_q[batch] and cu_seqlens_k[batch] (the row counts of q
     // and of contiguous k/v). Given, the Hopper kernel loads contiguous Q/K/V with TMA bulk
-    // copies bounded by them; 0 = unknown (every thread copies with cp.async instead).
+    // copies bounded by them; 0 = unknown (every thread copies with cp.async instead). TMA
+    // tiles may cover the next sequence's first K/V rows, which are masked (P = 0): K/V values
+    // must be finite.
     int total_q = 0, total_k = 0;
 
     void* o = nullptr;  // same layout and dtype as q
