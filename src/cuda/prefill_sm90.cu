@@ -106,18 +106,19 @@ struct Sm90Cta {
         if constexpr (!kMasked) {
             keep = (1u << (kCols * Shape::kConsumers)) - 1;
             return t < c.t_end ? t : -1;
-        }
-        for (; t < c.t_end; ++t) {
-            keep = 0;
+        } else {
+            for (; t < c.t_end; ++t) {
+                keep = 0;
 #pragma unroll
-            for (int w = 0; w < Shape::kConsumers; ++w)  // blocks past the queries keep nothing
-                if ((Shape::kConsumers * m_block + w) * kB < c.lq)
-                    keep |= tile_keep_bits<Shape::kN>(mask + w * mask_stride, c.lk, t)
-                            << (w * kCols);
-            if (keep != 0) return t;
+                for (int w = 0; w < Shape::kConsumers; ++w)  // blocks past the queries: none kept
+                    if ((Shape::kConsumers * m_block + w) * kB < c.lq)
+                        keep |= tile_keep_bits<Shape::kN>(mask + w * mask_stride, c.lk, t)
+                                << (w * kCols);
+                if (keep != 0) return t;
+            }
+            keep = 0;
+            return -1;
         }
-        keep = 0;
-        return -1;
     }
     // cp.async loads by all consumer threads (the non-TMA path).
     __device__ void load_q() const {
