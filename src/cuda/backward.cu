@@ -18,15 +18,15 @@ cudaError_t launch(const BackwardParams& p, bool wgmma, cudaStream_t stream) {
         bwd_preprocess_kernel<T, HD>
             <<<(vec_threads + 255) / 256, 256, 0, stream>>>(p, dq_acc, d_sum);
     }
-    if (p.max_seqlen_k > 0 && wgmma) {
-        const cudaError_t e = launch_backward_dkdv_sm90(p, dq_acc, d_sum, stream);
-        if (e != cudaSuccess) return e;
-    } else if (p.max_seqlen_k > 0) {
+    // The wgmma kernel declines (cudaErrorNotSupported) tensors that TMA cannot map.
+    cudaError_t e = cudaErrorNotSupported;
+    if (p.max_seqlen_k > 0 && wgmma) e = launch_backward_dkdv_sm90(p, dq_acc, d_sum, stream);
+    if (e != cudaSuccess && e != cudaErrorNotSupported) return e;
+    if (e == cudaErrorNotSupported && p.max_seqlen_k > 0) {
         constexpr int smem = Shape::template smem_bytes<T>();
         auto* kernel = &bwd_dkdv_kernel<T, HD>;
         if (smem > 48 * 1024) {
-            const cudaError_t e =
-                cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+            e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
             if (e != cudaSuccess) return e;
         }
         const dim3 grid((p.max_seqlen_k + Shape::kN - 1) / Shape::kN, p.num_kv_heads, p.batch);

@@ -1,17 +1,21 @@
 // Hopper (sm_90a) dK/dV kernel of the backward: the FlashAttention-2 recomputation of
 // backward_kernel.cuh on warpgroup MMA (wgmma). One CTA = 128 keys of one (sequence, kv head),
 // 64 keys per warpgroup, K and V resident in 128-byte-swizzled shared memory; it sweeps every
-// query tile of every query head of the group (Q, dO double-buffered by cp.async). Per tile:
+// query tile of every query head of the group. A producer warpgroup (one thread) loads the
+// tiles of Q and dO by TMA into two buffers handed over through mbarriers (full / empty); the
+// two consumer warpgroups stage the row statistics themselves. Per tile:
 //   S^T = K Q^T and dP^T = V dO^T   wgmma, both operands in shared memory (key rows = M)
 //   P^T, dS^T                       in registers, from the forward's LSE and D = rowsum(dO O)
 //   dV += P^T dO, dK += dS^T Q      wgmma with A = P^T / dS^T straight from the accumulators
 //                                   (an accumulator's layout is the register-A layout)
 //   dQ += dS K                      dS^T staged in shared memory, read MN-major; fp32 atomics
-// software-pipelined with one CTA barrier per query tile (step_sm90).
+// software-pipelined with one consumer barrier per query tile (step_sm90).
 // The preprocess and dQ convert kernels are the sm_80 path's (backward_kernel.cuh).
 #include <cmath>
 
 #include "cuda/backward_kernel.cuh"
+#include "cuda/sm90_sync.cuh"
+#include "cuda/tma_map.h"
 #include "cuda/wgmma.cuh"
 
 namespace vela::cuda::detail {
@@ -26,33 +30,30 @@ struct Sm90BwdShape {
     static constexpr int kKvBytes = kN * HD * 2;    // one K or V tile
     static constexpr int kQBytes = kM * HD * 2;     // one Q or dO tile
     static constexpr int kDsBytes = kN * kM * 2;
-    // K, V, two buffers each of Q, dO, dS^T, LSE and D, +1 KB to align the swizzle atoms:
-    // 162 KB at head_dim 128, 161 KB at 64.
-    static constexpr int kSmem = 2 * kKvBytes + 4 * kQBytes + 2 * kDsBytes + 4 * kM * 4 + 1024;
+    // K, V, two buffers each of Q, dO, dS^T, LSE and D, four mbarriers (Q full 0/1, Q empty
+    // 0/1), +1 KB to align the swizzle atoms: 162 KB at head_dim 128, 163 KB at 64.
+    static constexpr int kBarOffset = 2 * kKvBytes + 4 * kQBytes + 2 * kDsBytes + 4 * kM * 4;
+    static constexpr int kSmem = kBarOffset + 4 * 8 + 1024;
     // dQ = dS K per step is kM x HD; each warpgroup computes a 64 x 64 quarter or half of it:
     // query rows 64 * wg at head_dim 64, head-dim columns 64 * wg at 128.
     static_assert(kM * HD == kWarpGroups * 64 * 64);
+    // The producer warpgroup (after the kThreads consumers) gives its registers away.
+    static constexpr int kProducerRegs = 24, kConsumerRegs = 240;
+    static_assert(128 * kProducerRegs + kThreads * kConsumerRegs <= 65536);
 };
 
-// Starts loading query tile (Q, dO) rows [row_lo, row_lo + kM) of head h and returns this
-// thread's row statistics (thread r < kM holds row r; padding rows get LSE = -inf).
-template <class T, int HD>
-__device__ __forceinline__ RowStats issue_query_tile_sm90(const BackwardParams& p, const BwdTile& t,
-                                                          int h, int row_lo, unsigned char* sQ,
-                                                          unsigned char* sdO, const float* d_sum) {
-    using Shape = Sm90BwdShape<HD>;
-    constexpr int kM = Shape::kM;
-    const int rows = min(kM, t.lq - row_lo);
-    const int64_t base = (t.q0 + row_lo) * p.q_row_stride + h * p.q_head_stride;
-    const T* q = static_cast<const T*>(p.q) + base;
-    const T* d_o = static_cast<const T*>(p.d_o) + base;
-    load_swizzled<HD, kM, Shape::kThreads>(sQ, rows,
-                                                [&](int r) { return q + r * p.q_row_stride; });
-    load_swizzled<HD, kM, Shape::kThreads>(sdO, rows,
-                                                [&](int r) { return d_o + r * p.q_row_stride; });
-    cp_async_commit();
+// Q and dO as TMA tensor maps: (head_dim, total_q, num_heads), boxes of 64 columns x kM rows.
+struct BwdMaps {
+    CUtensorMap q, d_o;
+};
+
+// This thread's row statistics of query tile rows [row_lo, row_lo + kM) of head h: thread
+// r < kM holds row r; rows past the sequence get LSE = -inf (staged as +inf: P = 0).
+template <int kM>
+__device__ __forceinline__ RowStats row_stats_sm90(const BackwardParams& p, const BwdTile& t, int h,
+                                                   int row_lo, const float* d_sum) {
     RowStats st{-INFINITY, 0.f};
-    if (static_cast<int>(threadIdx.x) < rows) {
+    if (static_cast<int>(threadIdx.x) < min(kM, t.lq - row_lo)) {
         const int64_t item = static_cast<int64_t>(t.q0 + row_lo + threadIdx.x) * p.num_heads + h;
         st = {p.lse[item], d_sum[item]};
     }
@@ -260,12 +261,48 @@ __device__ __forceinline__ void step_sm90(const BackwardParams& p, const BwdTile
     fence_regs(dsa);
 }
 
+// The barrier of the consumer warpgroups (named barrier 1; the producer never joins).
+template <int HD>
+__device__ __forceinline__ void consumer_barrier() {
+    named_barrier_sync(1, Sm90BwdShape<HD>::kThreads);
+}
+
+// The step sequence of a CTA: (query head, first query row) of step i.
+struct BwdSteps {
+    int kvh, group, per_head, first_tile, kM;
+    __device__ int head(int i) const { return kvh * group + i / per_head; }
+    __device__ int row_lo(int i) const { return (first_tile + i % per_head) * kM; }
+};
+
+// Producer thread: for every step j, once the consumers released buffer j % 2,
+// issues the TMA copies of Q_j and dO_j onto the buffer's full barrier. Rows past the sequence
+// (the next sequence's, or zeros past the tensor) are harmless: their LSE is staged as +inf.
+template <class T, int HD>
+__device__ __forceinline__ void produce_bwd(const BwdTile& t, const BwdSteps& st, int steps,
+                                            const BwdMaps& maps, unsigned char* sQ0,
+                                            unsigned char* sdO0, uint64_t* bar) {
+    using Shape = Sm90BwdShape<HD>;
+    constexpr int kM = Shape::kM;
+    for (int j = 0; j < steps; ++j) {
+        const int buf = j % 2, h = st.head(j), row_lo = st.row_lo(j);
+        if (j >= 2) mbar_wait(bar + 2 + buf, ((j - 2) / 2) & 1);  // Q empty
+        mbar_arrive_expect_tx(bar + buf, 2 * Shape::kQBytes);     // Q full
+#pragma unroll
+        for (int a = 0; a < HD / 64; ++a) {
+            tma_load_3d(sQ0 + buf * Shape::kQBytes + a * kM * 128, &maps.q, a * 64, t.q0 + row_lo,
+                        h, bar + buf);
+            tma_load_3d(sdO0 + buf * Shape::kQBytes + a * kM * 128, &maps.d_o, a * 64,
+                        t.q0 + row_lo, h, bar + buf);
+        }
+    }
+}
+
 // dQ of the sweep's last step, after a barrier that makes its dS^T complete.
 template <class T, int HD>
 __device__ __forceinline__ void last_dq_sm90(const BackwardParams& p, const BwdTile& t, int2 hr,
                                              const unsigned char* sK, const unsigned char* sdS,
                                              float* dq_acc) {
-    __syncthreads();
+    consumer_barrier<HD>();
     float dq[8][4];
     wgmma_fence();
     issue_dq_sm90<T, HD>(sdS, sK, dq);
@@ -275,8 +312,9 @@ __device__ __forceinline__ void last_dq_sm90(const BackwardParams& p, const BwdT
 }
 
 template <class T, int HD>
-__global__ void __launch_bounds__(Sm90BwdShape<HD>::kThreads, 1)
-    bwd_dkdv_sm90_kernel(const BackwardParams p, float* dq_acc, const float* d_sum) {
+__global__ void __launch_bounds__(Sm90BwdShape<HD>::kThreads + 128, 1)
+    bwd_dkdv_sm90_kernel(const BackwardParams p, const __grid_constant__ BwdMaps maps,
+                         float* dq_acc, const float* d_sum) {
 #ifdef VELA_SM90A_DEVICE
     using Shape = Sm90BwdShape<HD>;
     constexpr int kM = Shape::kM, kN = Shape::kN;
@@ -289,6 +327,7 @@ __global__ void __launch_bounds__(Sm90BwdShape<HD>::kThreads, 1)
     unsigned char* sdS0 = sdO0 + 2 * Shape::kQBytes;
     float* sLse0 = reinterpret_cast<float*>(sdS0 + 2 * Shape::kDsBytes);
     float* sD0 = sLse0 + 2 * kM;
+    uint64_t* bar = reinterpret_cast<uint64_t*>(sK + Shape::kBarOffset);
 
     const int b = blockIdx.z, kvh = blockIdx.y;
     BwdTile t;
@@ -299,45 +338,59 @@ __global__ void __launch_bounds__(Sm90BwdShape<HD>::kThreads, 1)
     t.key_lo = blockIdx.x * kN;
     if (t.key_lo >= t.lk) return;
     t.mask = {t.lk, t.lk - t.lq, p.window_left, p.causal};
+    // Steps run over (query head of the group, query tile) pairs; step i uses buffer i % 2.
+    const int2 range = query_tile_range<kM, kN>(t, p);
+    const int group = p.num_heads / p.num_kv_heads;
+    const BwdSteps st{kvh, group, range.y - range.x, range.x, kM};
+    const int steps = group * st.per_head;
+
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < 2; ++i) {
+            mbar_init(bar + i, 1);                         // Q full: expect_tx
+            mbar_init(bar + 2 + i, Shape::kThreads / 32);  // Q empty: one per consumer warp
+        }
+        mbar_fence_init();
+    }
+    __syncthreads();
+    if (threadIdx.x >= Shape::kThreads) {
+        setmaxnreg_dec<Shape::kProducerRegs>();
+        if (threadIdx.x == Shape::kThreads) produce_bwd<T, HD>(t, st, steps, maps, sQ0, sdO0, bar);
+        return;
+    }
+    setmaxnreg_inc<Shape::kConsumerRegs>();
 
     const int64_t kv_base = (t.k0 + t.key_lo) * p.kv_row_stride + kvh * p.kv_head_stride;
     const T* k = static_cast<const T*>(p.k) + kv_base;
     const T* v = static_cast<const T*>(p.v) + kv_base;
     const int keys = min(kN, t.lk - t.key_lo);
     load_swizzled<HD, kN, Shape::kThreads>(sK, keys,
-                                                [&](int r) { return k + r * p.kv_row_stride; });
+                                           [&](int r) { return k + r * p.kv_row_stride; });
     load_swizzled<HD, kN, Shape::kThreads>(sV, keys,
-                                                [&](int r) { return v + r * p.kv_row_stride; });
+                                           [&](int r) { return v + r * p.kv_row_stride; });
     cp_async_commit();
 
     float dk[HD / 8][4] = {}, dv[HD / 8][4] = {};
-    // Steps run over (query head of the group, query tile) pairs; step i uses buffer i % 2.
-    const int2 range = query_tile_range<kM, kN>(t, p);
-    const int group = p.num_heads / p.num_kv_heads, per_head = range.y - range.x;
-    const int steps = group * per_head;
-    auto head = [&](int i) { return kvh * group + i / per_head; };
-    auto row_lo = [&](int i) { return (range.x + i % per_head) * kM; };
-    auto issue = [&](int i) {
-        const int buf = i % 2;
-        return issue_query_tile_sm90<T, HD>(p, t, head(i), row_lo(i), sQ0 + buf * Shape::kQBytes,
-                                            sdO0 + buf * Shape::kQBytes, d_sum);
-    };
-    if (steps > 0) bwd_stage_row_stats<kM>(issue(0), sLse0, sD0);
+    auto stats = [&](int i) { return row_stats_sm90<kM>(p, t, st.head(i), st.row_lo(i), d_sum); };
+    if (steps > 0) bwd_stage_row_stats<kM>(stats(0), sLse0, sD0);
     int2 hr[2] = {make_int2(-1, 0), make_int2(-1, 0)};  // (head, first row) of steps i-1, i
     for (int i = 0; i < steps; ++i) {
         const int buf = i % 2;
-        cp_async_wait<0>();
+        mbar_wait(bar + buf, (i / 2) & 1);  // Q_i and dO_i landed
+        cp_async_wait<0>();                 // K and V
         fence_proxy_async();
         // Step i's tiles and row statistics landed and are visible, step i-1's dS^T is staged
         // by every warp, and every warp finished step i-1's reads of the other buffers.
-        __syncthreads();
+        consumer_barrier<HD>();
         RowStats next{-INFINITY, 0.f};
-        if (i + 1 < steps) next = issue(i + 1);
-        hr[1] = make_int2(head(i), row_lo(i));
+        if (i + 1 < steps) next = stats(i + 1);
+        hr[1] = make_int2(st.head(i), st.row_lo(i));
         step_sm90<T, HD>(p, t, hr, sK, sV, sQ0 + buf * Shape::kQBytes, sdO0 + buf * Shape::kQBytes,
                          sLse0 + buf * kM, sD0 + buf * kM, sdS0 + (1 - buf) * Shape::kDsBytes,
                          sdS0 + buf * Shape::kDsBytes, dk, dv, dq_acc);
         hr[0] = hr[1];
+        // step_sm90 awaited every product that read Q_i and dO_i.
+        __syncwarp();
+        if (threadIdx.x % 32 == 0) mbar_arrive(bar + 2 + buf);  // Q empty
         // The other statistics buffer was last read in step i-1, before this step's barrier.
         if (i + 1 < steps)
             bwd_stage_row_stats<kM>(next, sLse0 + (1 - buf) * kM, sD0 + (1 - buf) * kM);
@@ -353,16 +406,25 @@ __global__ void __launch_bounds__(Sm90BwdShape<HD>::kThreads, 1)
 #endif
 }
 
+// Declines (cudaErrorNotSupported) when Q or dO cannot be mapped for TMA: the caller then
+// runs the mma.sync kernel. Never the case for the aligned, 16-byte-strided tensors that the
+// cp.async loads of either kernel need anyway; kept as a safety net for an old driver.
 template <class T, int HD>
 cudaError_t launch(const BackwardParams& p, float* dq_acc, const float* d_sum,
                    cudaStream_t stream) {
     using Shape = Sm90BwdShape<HD>;
+    BwdMaps maps{};
+    if (!encode_map(&maps.q, tma_dtype<T>(), p.q, HD, p.total_q, p.num_heads, p.q_row_stride,
+                    p.q_head_stride, Shape::kM) ||
+        !encode_map(&maps.d_o, tma_dtype<T>(), p.d_o, HD, p.total_q, p.num_heads, p.q_row_stride,
+                    p.q_head_stride, Shape::kM))
+        return cudaErrorNotSupported;
     auto* kernel = &bwd_dkdv_sm90_kernel<T, HD>;
     const cudaError_t e =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Shape::kSmem);
     if (e != cudaSuccess) return e;
     const dim3 grid((p.max_seqlen_k + Shape::kN - 1) / Shape::kN, p.num_kv_heads, p.batch);
-    kernel<<<grid, Shape::kThreads, Shape::kSmem, stream>>>(p, dq_acc, d_sum);
+    kernel<<<grid, Shape::kThreads + 128, Shape::kSmem, stream>>>(p, maps, dq_acc, d_sum);
     return cudaGetLastError();
 }
 

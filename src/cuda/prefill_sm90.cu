@@ -10,13 +10,12 @@
 // - otherwise (paged K/V of any block size, unknown totals): every thread copies with cp.async
 //   and a CTA barrier per tile separates the stages.
 // Masks (causal, window, block-sparse, sequence end) are the same as the mma.sync kernel's.
-#include <cudaTypedefs.h>
-
 #include <cmath>
 
 #include "cuda/launch.h"
 #include "cuda/prefill_kernel.cuh"
 #include "cuda/sm90_sync.cuh"
+#include "cuda/tma_map.h"
 #include "cuda/wgmma.cuh"
 
 namespace vela::cuda::detail {
@@ -467,46 +466,11 @@ __global__ void __launch_bounds__(Sm90Shape<HD, kTma>::kThreads, 1)
 #endif
 }
 
-// cuTensorMapEncodeTiled from the driver, looked up once through the runtime (no link
-// dependency on libcuda); nullptr when the driver lacks it.
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-    static const auto fn = [] {
-        void* f = nullptr;
-        cudaDriverEntryPointQueryResult q{};
-        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000,
-                                             cudaEnableDefault, &q) != cudaSuccess ||
-            q != cudaDriverEntryPointSuccess)
-            f = nullptr;
-        return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
-    }();
-    return fn;
-}
-
-// Map of a (head_dim, rows, heads) 16-bit tensor in boxes of 64 columns x box_rows rows x one
-// head, 128-byte swizzled as the kernel's tiles; false when TMA cannot address it (alignment,
-// strides) and the cp.async path must run instead.
-bool encode_map(CUtensorMap* map, CUtensorMapDataType dtype, const void* base, int head_dim,
-                int64_t rows, int heads, int64_t row_stride, int64_t head_stride, int box_rows) {
-    const auto encode = tensor_map_encoder();
-    if (encode == nullptr || rows <= 0 || reinterpret_cast<uintptr_t>(base) % 16 != 0) return false;
-    if (heads == 1) head_stride = row_stride;  // never stepped: any valid stride
-    const cuuint64_t dims[3] = {cuuint64_t(head_dim), cuuint64_t(rows), cuuint64_t(heads)};
-    const cuuint64_t strides[2] = {cuuint64_t(row_stride) * 2, cuuint64_t(head_stride) * 2};
-    for (cuuint64_t s : strides)
-        if (s == 0 || s % 16 != 0 || s >= (cuuint64_t{1} << 40)) return false;
-    const cuuint32_t box[3] = {64, cuuint32_t(box_rows), 1}, elem_strides[3] = {1, 1, 1};
-    return encode(map, dtype, 3, const_cast<void*>(base), dims, strides, box, elem_strides,
-                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
-}
-
 template <class T, int HD>
 bool encode_maps(const PrefillParams& p, Sm90Maps& maps) {
     using Shape = Sm90Shape<HD, true>;
     if (p.paged.block_table != nullptr || p.total_q <= 0 || p.total_k <= 0) return false;
-    const auto dt = std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
-                                              : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+    const auto dt = tma_dtype<T>();
     return encode_map(&maps.q, dt, p.q, HD, p.total_q, p.num_heads, p.q_row_stride,
                       p.q_head_stride, Shape::kM) &&
            encode_map(&maps.k, dt, p.k, HD, p.total_k, p.num_kv_heads, p.kv_row_stride,
