@@ -136,7 +136,8 @@ void decode_plan(DecodeParams& p, int device_sm_count) {
     if (p.num_splits > 0) return;
     const bool quantised = p.kv_format == KvFormat::kInt8 || p.kv_format == KvFormat::kFp8E4M3;
     // About 2-3 us of a CTA slot, in keys streamed per slot in that time (8-bit keys are half
-    // the bytes and 3 CTAs share an SM instead of 2).
+    // the bytes). The 8-bit plans were measured with 3 CTAs per SM; at 2 (run s4-4) the same
+    // constants chose 1-4 splits where 3-10 had been chosen, and every row got faster.
     const int64_t cta_cost = quantised ? 128 : 64;
     const int keys = std::max(p.max_seqlen_k, 1);
     const int64_t per_split = std::max(1, p.batch * p.num_kv_heads);

@@ -34,12 +34,12 @@ struct DecodeShape {
     static constexpr int kTileBytes = kDecodeTile * kUnits * 16;
     // K tile, V tile, then (quantised) 16 K scales and 16 V scales.
     static constexpr int kStageBytes = 2 * kTileBytes + (kQuant ? 2 * kDecodeTile * 4 : 0);
-    // K/V stage bytes per CTA: 16-bit KV runs 2 CTAs per SM (~128 KB in flight); 8-bit KV
-    // spends more instructions per byte (widening), so it trades depth for a third CTA.
-    // (H200, run decode4: 8-bit KV at 2 CTAs/SM with 6 stages was faster at batch 1-8 and
-    // slower at batch 32-64 >= 4k.)
-    static constexpr int kStageBudget = (kQuant ? 66 : 96) * 1024;
-    static constexpr int kMinCtasPerSm = kQuant ? 3 : 2;  // registers capped to match
+    // K/V stage bytes per CTA, 2 CTAs per SM: 3 stages of 16-bit KV, 5 of 8-bit. (8-bit KV at
+    // 3 CTAs/SM with 4 stages: up to 13% slower on H100, runs s4-3 / s4-4. A block-id ring
+    // loaded kStages tiles ahead instead of one did not help: a warp is bound by its own
+    // instruction latency, ~4.6 cycles an instruction at 2 warps per scheduler, Nsight Compute.)
+    static constexpr int kStageBudget = 96 * 1024;
+    static constexpr int kMinCtasPerSm = 2;  // registers capped to match
     static constexpr int kStagesFit = kStageBudget / (kDecodeWarps * kStageBytes);
     static constexpr int kStages = kStagesFit < 8 ? kStagesFit : 8;
     static constexpr int kMergeBytes = kDecodeWarps * kDecodeRows * (HD + 2) * 4;
