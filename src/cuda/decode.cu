@@ -6,10 +6,22 @@
 namespace vela::cuda::detail {
 namespace {
 
-template <KvFormat F, int HD>
+template <KvFormat F, int HD, int kCtasPerSm = 2>
 void kernel_of(const void** kernel, size_t* smem) {
-    *kernel = reinterpret_cast<const void*>(&decode_split_kernel<F, HD>);
-    *smem = DecodeShape<F, HD>::kSmem;
+    *kernel = reinterpret_cast<const void*>(&decode_split_kernel<F, HD, kCtasPerSm>);
+    *smem = DecodeShape<F, HD, kCtasPerSm>::kSmem;
+}
+
+// 8-bit KV at 2 CTAs per SM with 5-stage rings, or at 3 with 4 stages. H200 (run s4-9, both in
+// one call): 3 CTAs are 5-11% faster from batch 8 at 16k-32k and 2-22% slower at <= 4k and at
+// batch 1; H100 (runs s4-3 / s4-4): 3 CTAs within 3% at 16k-32k, up to 13% slower below.
+bool deep_8bit(const DecodeParams& p) {
+    return p.batch >= 8 && p.max_seqlen_k >= 16384;
+}
+
+template <KvFormat F, int HD>
+void kernel_8bit(const DecodeParams& p, const void** kernel, size_t* smem) {
+    return deep_8bit(p) ? kernel_of<F, HD, 3>(kernel, smem) : kernel_of<F, HD, 2>(kernel, smem);
 }
 
 // The split kernel instance for p (format x head dim) and its dynamic shared-memory bytes.
@@ -23,11 +35,11 @@ void split_kernel(const DecodeParams& p, const void** kernel, size_t* smem) {
             return hd64 ? kernel_of<KvFormat::kBf16, 64>(kernel, smem)
                         : kernel_of<KvFormat::kBf16, 128>(kernel, smem);
         case KvFormat::kInt8:
-            return hd64 ? kernel_of<KvFormat::kInt8, 64>(kernel, smem)
-                        : kernel_of<KvFormat::kInt8, 128>(kernel, smem);
+            return hd64 ? kernel_8bit<KvFormat::kInt8, 64>(p, kernel, smem)
+                        : kernel_8bit<KvFormat::kInt8, 128>(p, kernel, smem);
         case KvFormat::kFp8E4M3:
-            return hd64 ? kernel_of<KvFormat::kFp8E4M3, 64>(kernel, smem)
-                        : kernel_of<KvFormat::kFp8E4M3, 128>(kernel, smem);
+            return hd64 ? kernel_8bit<KvFormat::kFp8E4M3, 64>(p, kernel, smem)
+                        : kernel_8bit<KvFormat::kFp8E4M3, 128>(p, kernel, smem);
     }
 }
 

@@ -26,7 +26,9 @@ constexpr int kDecodeThreads = kDecodeWarps * 32;
 constexpr int kDecodeTile = 16;  // keys per warp step: one k-step of P V
 constexpr int kDecodeRows = 8;   // query heads per mma (group <= 8)
 
-template <KvFormat F, int HD>
+// kCtasPerSm: 2 for every format, 3 (shallower rings) for 8-bit KV on long contexts, see
+// decode.cu.
+template <KvFormat F, int HD, int kCtasPerSm = 2>
 struct DecodeShape {
     static constexpr bool kQuant = F == KvFormat::kInt8 || F == KvFormat::kFp8E4M3;
     static constexpr int kElemBytes = kQuant ? 1 : 2;
@@ -34,12 +36,12 @@ struct DecodeShape {
     static constexpr int kTileBytes = kDecodeTile * kUnits * 16;
     // K tile, V tile, then (quantised) 16 K scales and 16 V scales.
     static constexpr int kStageBytes = 2 * kTileBytes + (kQuant ? 2 * kDecodeTile * 4 : 0);
-    // K/V stage bytes per CTA, 2 CTAs per SM: 3 stages of 16-bit KV, 5 of 8-bit. (8-bit KV at
-    // 3 CTAs/SM with 4 stages: up to 13% slower on H100, runs s4-3 / s4-4. A block-id ring
-    // loaded kStages tiles ahead instead of one did not help: a warp is bound by its own
-    // instruction latency, ~4.6 cycles an instruction at 2 warps per scheduler, Nsight Compute.)
-    static constexpr int kStageBudget = 96 * 1024;
-    static constexpr int kMinCtasPerSm = 2;  // registers capped to match
+    // K/V stage bytes per CTA: at 2 CTAs per SM 3 stages of 16-bit KV, 5 of 8-bit; at 3, 4 of
+    // 8-bit. (A block-id ring loaded kStages tiles ahead instead of one did not help: a warp is
+    // bound by its own instruction latency, ~4.6 cycles an instruction at 2 warps per
+    // scheduler, Nsight Compute, run s4-4.)
+    static constexpr int kStageBudget = (kCtasPerSm == 2 ? 96 : 66) * 1024;
+    static constexpr int kMinCtasPerSm = kCtasPerSm;  // registers capped to match
     static constexpr int kStagesFit = kStageBudget / (kDecodeWarps * kStageBytes);
     static constexpr int kStages = kStagesFit < 8 ? kStagesFit : 8;
     static constexpr int kMergeBytes = kDecodeWarps * kDecodeRows * (HD + 2) * 4;

@@ -152,12 +152,12 @@ __device__ __forceinline__ float load_q(const DecodeParams& p, int b, int kvh, i
 }
 
 // Runs warp `warp`'s share of the slice: tiles warp, warp + 4, ... through a kStages ring.
-template <KvFormat F, int HD>
+template <KvFormat F, int HD, int kCtasPerSm>
 __device__ __forceinline__ void stream_slice(char* ring, const DecodeSlice& c,
                                              const uint32_t (&qa)[HD / 16][2], float scale_log2,
                                              float q_bias, DecodeState<HD>& st, int warp,
                                              int lane) {
-    using S = DecodeShape<F, HD>;
+    using S = DecodeShape<F, HD, kCtasPerSm>;
     const int n_tiles = (max(c.end - c.start, 0) + kDecodeTile - 1) / kDecodeTile;
     const int mine = n_tiles > warp ? (n_tiles - warp + kDecodeWarps - 1) / kDecodeWarps : 0;
     auto tile0 = [&](int i) { return c.start + (warp + i * kDecodeWarps) * kDecodeTile; };
@@ -189,8 +189,8 @@ __device__ __forceinline__ void stream_slice(char* ring, const DecodeSlice& c,
 // Inputs (q, caches, table, lengths) may be written by the previous kernel in the stream, so
 // every global access waits for it (griddepcontrol.wait); launched as a programmatic dependent
 // (sm_90+), the CTAs are resident and ready before that kernel ends, hiding the launch gap.
-template <KvFormat F, int HD>
-__global__ void __launch_bounds__(kDecodeThreads, DecodeShape<F, HD>::kMinCtasPerSm)
+template <KvFormat F, int HD, int kCtasPerSm>
+__global__ void __launch_bounds__(kDecodeThreads, kCtasPerSm)
     decode_split_kernel(const DecodeParams p, int split_len, DecodeOut out) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
@@ -217,8 +217,9 @@ __global__ void __launch_bounds__(kDecodeThreads, DecodeShape<F, HD>::kMinCtasPe
     uint32_t qa[HD / 16][2];
     const float q_bias = load_q<F, HD>(p, b, kvh, group, lane, qa);
     DecodeState<HD> st;
-    char* ring = smem + warp * DecodeShape<F, HD>::kStages * DecodeShape<F, HD>::kStageBytes;
-    stream_slice<F, HD>(ring, c, qa, p.softmax_scale * 1.4426950408889634f, q_bias, st, warp, lane);
+    using S = DecodeShape<F, HD, kCtasPerSm>;
+    char* ring = smem + warp * S::kStages * S::kStageBytes;
+    stream_slice<F, HD, kCtasPerSm>(ring, c, qa, p.softmax_scale * 1.4426950408889634f, q_bias, st, warp, lane);
     finish_split<F, HD>(p, out, smem, st, group,
                         static_cast<int64_t>(b) * p.num_heads + kvh * group,
                         out.counters + static_cast<int64_t>(b) * p.num_kv_heads + kvh);

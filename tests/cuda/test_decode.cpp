@@ -27,6 +27,8 @@ struct DecodeCase {
     Dtype dtype;
     int head_dim, num_heads, num_kv_heads, block_size;
     std::vector<int> seqlens;
+    // Within a block: [token][kv head][dim] (NHD, the default) or [kv head][token][dim] (HND).
+    bool head_major = false;
 };
 
 int elem_bytes(KvFormat f) {
@@ -136,8 +138,8 @@ DecodeRun run_decode(const DecodeCase& c, const Cache& cache, const std::vector<
                cache.table_stride,
                c.block_size,
                int64_t{c.block_size} * c.num_kv_heads * c.head_dim,
-               int64_t{c.num_kv_heads} * c.head_dim,
-               c.head_dim};
+               c.head_major ? int64_t{c.head_dim} : int64_t{c.num_kv_heads} * c.head_dim,
+               c.head_major ? int64_t{c.block_size} * c.head_dim : int64_t{c.head_dim}};
     p.seqlens_k = seqlens.get();
     p.k_scale = ks.get();
     p.v_scale = vs.get();
@@ -173,7 +175,9 @@ void check_reference(const DecodeCase& c, const Cache& cache, const std::vector<
             auto at = [&](const std::vector<uint8_t>& raw, const std::vector<float>& scale) {
                 return [&, kvh](int t, int d) {
                     const int blk = cache.table[b * cache.table_stride + t / bs];
-                    const size_t i = ((size_t(blk) * bs + t % bs) * Hk + kvh) * hd + d;
+                    const size_t i = c.head_major
+                                         ? ((size_t(blk) * Hk + kvh) * bs + t % bs) * hd + d
+                                         : ((size_t(blk) * bs + t % bs) * Hk + kvh) * hd + d;
                     const bool quant =
                         c.format == KvFormat::kInt8 || c.format == KvFormat::kFp8E4M3;
                     return stored_value(c.format, raw, i) * (quant ? scale[blk * Hk + kvh] : 1.0);
@@ -219,10 +223,13 @@ TEST_P(Decode, MatchesReferenceAndSplitCountInvariant) {
     check_reference(c, cache, qd, few_splits);
 }
 
+// Block sizes: 1 (every key its own block), 16 (a warp tile is one block) and 32 (a power of two
+// > 16: a tile is half a block, at slot 0 or 16 of it).
 INSTANTIATE_TEST_SUITE_P(All, Decode,
                          ::testing::Combine(::testing::Values(KvFormat::kF16, KvFormat::kBf16,
                                                               KvFormat::kInt8, KvFormat::kFp8E4M3),
-                                            ::testing::Values(64, 128), ::testing::Values(1, 16)));
+                                            ::testing::Values(64, 128),
+                                            ::testing::Values(1, 16, 32)));
 
 // Every KV format x GQA group 1/4/8 x block size 1/16 at batch 1 (4097 keys: several warp tiles
 // per split and a partial last tile; planned and 129 splits), batch 3 (1, 17 and 4097 keys) and
@@ -256,6 +263,36 @@ INSTANTIATE_TEST_SUITE_P(All, DecodeGroups,
                          ::testing::Combine(::testing::Values(KvFormat::kF16, KvFormat::kBf16,
                                                               KvFormat::kInt8, KvFormat::kFp8E4M3),
                                             ::testing::Values(1, 4, 8), ::testing::Values(1, 16)));
+
+// The kernel takes any strides: the head-major block layout (FlashInfer's HND) as well.
+TEST(DecodeGqa, HeadMajorBlockLayout) {
+    VELA_SKIP_WITHOUT_DEVICE();
+    for (KvFormat f : {KvFormat::kBf16, KvFormat::kInt8}) {
+        for (int bs : {1, 16}) {
+            DecodeCase c{f, Dtype::kBf16, 128, 8, 2, bs, {1, 17, 4097}, true};
+            std::mt19937 rng(static_cast<uint32_t>(77 + bs + static_cast<int>(f)));
+            const Cache cache = make_cache(c, rng);
+            std::vector<double> qd;
+            const auto q = random_16bit(c.dtype, c.seqlens.size() * c.num_heads * 128, rng, qd);
+            SCOPED_TRACE(::testing::Message() << "block size " << bs);
+            check_reference(c, cache, qd, run_decode(c, cache, q, 0));
+        }
+    }
+}
+
+// 8-bit KV from batch 8 at >= 16k keys runs the 3-CTAs-per-SM instance (shallower rings).
+TEST(DecodeGqa, LongContext8BitBatch8) {
+    VELA_SKIP_WITHOUT_DEVICE();
+    for (KvFormat f : {KvFormat::kInt8, KvFormat::kFp8E4M3}) {
+        DecodeCase c{f, Dtype::kBf16, 128, 8, 2, 16, {16400, 1, 17, 300, 16384, 5000, 9000, 17000}};
+        std::mt19937 rng(static_cast<uint32_t>(91 + static_cast<int>(f)));
+        const Cache cache = make_cache(c, rng);
+        std::vector<double> qd;
+        const auto q = random_16bit(c.dtype, c.seqlens.size() * c.num_heads * 128, rng, qd);
+        check_reference(c, cache, qd, run_decode(c, cache, q, 0));
+        check_reference(c, cache, qd, run_decode(c, cache, q, 7));
+    }
+}
 
 TEST(DecodeGqa, Group1And8Batch17) {
     VELA_SKIP_WITHOUT_DEVICE();
