@@ -276,6 +276,11 @@ void bench_block_sparse() {
     }
 }
 
+bool hnd_layout() {
+    const char* v = std::getenv("VELA_DECODE_LAYOUT");
+    return v != nullptr && std::strcmp(v, "hnd") == 0;
+}
+
 // One decode problem: Llama-3-8B attention shape over `copies` separate K/V caches (scattered
 // blocks, as in a real pool). Consecutive calls read different caches, as consecutive layers
 // do, so L2 (50-60 MB) never serves a cache that a previous call read.
@@ -333,14 +338,18 @@ struct DecodeProblem {
         p.batch = batch;
         p.max_seqlen_k = ctx;
         p.q = q.p;
+        // VELA_DECODE_LAYOUT=hnd: heads outside tokens within a block ([block][kv head][token]
+        // [dim], FlashInfer's HND), so one head's keys of a block are contiguous; default NHD
+        // ([block][token][kv head][dim], the layout of vLLM's and llama.cpp's caches).
+        const bool hnd = hnd_layout();
         p.paged = {k[0]->p,
                    v[0]->p,
                    static_cast<int32_t*>(table.p),
                    ctx / kBs,
                    kBs,
                    int64_t{kBs} * kKvHeads * kHd,
-                   int64_t{kKvHeads} * kHd,
-                   kHd};
+                   hnd ? int64_t{kHd} : int64_t{kKvHeads} * kHd,
+                   hnd ? int64_t{kBs} * kHd : int64_t{kHd}};
         p.seqlens_k = static_cast<int32_t*>(lens.p);
         p.k_scale = p.v_scale = static_cast<float*>(scales.p);
         p.o = o.p;
@@ -512,7 +521,7 @@ void bench_decode(double copy_gbs, int sms) {
                         100.0 * (2.0 * d.cache_bytes / 1e6) / copy_ms / copy_gbs);
                     std::fflush(stdout);
                 };
-                row("vela decode", p.num_splits, true);
+                row(hnd_layout() ? "vela decode HND" : "vela decode", p.num_splits, true);
                 if (sweep)
                     for (int s : sweep_splits(p.num_splits, ctx)) row("split sweep", s, false);
             }
