@@ -126,10 +126,10 @@ __device__ void finish_split(const DecodeParams& p, const DecodeOut& out, char* 
         s_ml[(warp * kDecodeRows + r) * 2 + 1] = st.l;
     }
 #pragma unroll
-    for (int nt = 0; nt < HD / 8; ++nt)
+    for (int mt = 0; mt < HD / 16; ++mt)
 #pragma unroll
-        for (int i = 0; i < 2; ++i)
-            s_o[(warp * kDecodeRows + r) * HD + out_dim<F>(nt, i, c)] = st.o[nt][i];
+        for (int i = 0; i < 4; ++i)
+            s_o[(warp * kDecodeRows + 2 * c + i % 2) * HD + out_dim<F>(mt, i / 2, r)] = st.o[mt][i];
     __syncthreads();
     for (int idx = threadIdx.x; idx < group * HD; idx += kDecodeThreads) {
         const int g = idx / HD, d = idx % HD;

@@ -6,10 +6,12 @@
 // per element, so the arithmetic per byte stays far below what memory bandwidth allows.
 //
 // Scores use S = Q K^T with M = query heads of the group (rows >= 8 are zero padding) and N =
-// keys; the output O = P V reuses the score accumulators as the A operand. For 8-bit K the head
+// keys. The output is computed transposed, O^T = V^T P^T with M = 16 output dims and N = the 8
+// heads: P^T is the B operand straight from the score accumulators, and no accumulator holds
+// padding (half the mma and half the registers of O = P V with padded heads). For 8-bit K the head
 // dimension (the contraction) is permuted so each lane widens 16 contiguous bytes: lane quad c of
 // mma step s covers dims 64 (s / 4) + 16 c + 4 (s % 4) + {0, 1} (a0/b0) and + {2, 3} (a2/b1);
-// Q is loaded in the same order. For 8-bit V the output dims of mma tile nt are permuted instead
+// Q is loaded in the same order. For 8-bit V the output dims of mma tile mt are permuted instead
 // (out_dim below), so each lane reads 4-byte words and transposes them with byte permutes.
 #include <cuda_fp8.h>
 
@@ -68,11 +70,11 @@ __device__ __forceinline__ int q_dim(int s, int half, int c) {
     return 16 * s + 2 * c + 8 * half;
 }
 
-// Head dim of output column i (0, 1) of output mma tile nt for lane quad c.
+// Head dim of output row g (half 0) or g + 8 (half 1) of output mma tile mt (16 dims x 8 heads).
 template <KvFormat F>
-__device__ __forceinline__ int out_dim(int nt, int i, int c) {
-    if constexpr (DecodeShape<F, 64>::kQuant) return 32 * (nt / 4) + 4 * (2 * c + i) + nt % 4;
-    return 8 * nt + 2 * c + i;
+__device__ __forceinline__ int out_dim(int mt, int half, int g) {
+    if constexpr (DecodeShape<F, 64>::kQuant) return 32 * (mt / 2) + 4 * g + 2 * (mt % 2) + half;
+    return 16 * mt + g + 8 * half;
 }
 
 // Offset of INT8 K as widened for the scores (kInt8KeyBias + x); the score subtracts
@@ -152,20 +154,22 @@ __device__ __forceinline__ void tile_scores(const char* kt, const uint32_t (&qa)
     }
 }
 
-// o += P V for the tile; pa is P (rows = heads, k = the tile's 16 keys) as an A fragment.
+// o^T += V^T P^T for the tile; pb is P^T (k = the tile's 16 keys, n = heads) as a B fragment:
+// (keys 2c, 2c+1 ; 2c+8, 2c+9) of head g, exactly the layout of the score accumulators.
 template <KvFormat F, int HD>
-__device__ __forceinline__ void tile_values(const char* vt, const uint32_t (&pa)[4],
-                                            float (&o)[HD / 8][4], int lane) {
+__device__ __forceinline__ void tile_values(const char* vt, const uint32_t (&pb)[2],
+                                            float (&o)[HD / 16][4], int lane) {
     using S = DecodeShape<F, HD>;
     using T = typename S::T;
     if constexpr (!S::kQuant) {
-        const int m = lane >> 3, row = (m & 1) * 8 + (lane & 7);
+        // ldmatrix.trans of 8 x 8 blocks (keys x dims): matrices 0-3 = keys 0-7 / dims +0,
+        // keys 0-7 / dims +8, keys 8-15 / dims +0, keys 8-15 / dims +8 = a0, a1, a2, a3.
+        const int m = lane >> 3, row = (m >> 1) * 8 + (lane & 7);
 #pragma unroll
-        for (int np = 0; np < HD / 16; ++np) {
-            uint32_t b[4];
-            ldmatrix_x4_trans(b, vt + tile_offset<F, HD>(row, 2 * np + (m >> 1)));
-            mma_16816<T>(o[2 * np], pa, b[0], b[1]);
-            mma_16816<T>(o[2 * np + 1], pa, b[2], b[3]);
+        for (int mt = 0; mt < HD / 16; ++mt) {
+            uint32_t a[4];
+            ldmatrix_x4_trans(a, vt + tile_offset<F, HD>(row, 2 * mt + (m & 1)));
+            mma_16816<T>(o[mt], a, pb[0], pb[1]);
         }
     } else {
         const int r = lane >> 2, c = lane & 3;
@@ -186,22 +190,24 @@ __device__ __forceinline__ void tile_values(const char* vt, const uint32_t (&pa)
                            t3 = __byte_perm(x[2], x[3], 0x7362);
             const uint32_t y[4] = {__byte_perm(t0, t2, 0x5410), __byte_perm(t0, t2, 0x7632),
                                    __byte_perm(t1, t3, 0x5410), __byte_perm(t1, t3, 0x7632)};
+            // Tile 2j + h: row g = dim 32 j + 4 r + 2 h (y[2h]), row g + 8 = the next (y[2h+1]).
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                uint32_t b0, b1;
-                widen4<F>(y[e], b0, b1);
-                mma_16816<T>(o[4 * j + e], pa, b0, b1);
+            for (int h = 0; h < 2; ++h) {
+                uint32_t a[4];
+                widen4<F>(y[2 * h], a[0], a[2]);
+                widen4<F>(y[2 * h + 1], a[1], a[3]);
+                mma_16816<T>(o[2 * j + h], a, pb[0], pb[1]);
             }
         }
     }
 }
 
-// One warp's running softmax state for the query heads (rows r = lane / 4): output
-// accumulators (columns 0, 1 of each tile hold head r; 2, 3 the zero padding rows), running
-// max m (log2 units) and this lane's part of the running sum l.
+// One warp's running softmax state: output accumulators o^T (tile mt: rows = out_dim(mt, 0 / 1,
+// g), columns = heads 2c, 2c + 1: o[mt][i] is head 2c + i % 2), and for head r = lane / 4 the
+// running max m (log2 units) and this lane's part of the running sum l.
 template <int HD>
 struct DecodeState {
-    float o[HD / 8][4] = {};
+    float o[HD / 16][4] = {};
     float m = -INFINITY, l = 0.f;
 };
 

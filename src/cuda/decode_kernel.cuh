@@ -96,10 +96,15 @@ __device__ __forceinline__ void consume_tile(const char* stage, const uint32_t (
     // Past the first tiles the running max rarely grows: skip the rescale when no head's did.
     if (__any_sync(0xffffffffu, m_new > st.m)) {
         st.l *= alpha;
+        // o's columns are heads 2c and 2c + 1; lane 4 h holds head h's alpha.
+        const float a0 = __shfl_sync(0xffffffffu, alpha, 8 * c),
+                    a1 = __shfl_sync(0xffffffffu, alpha, 8 * c + 4);
 #pragma unroll
-        for (int nt = 0; nt < HD / 8; ++nt) {
-            st.o[nt][0] *= alpha;
-            st.o[nt][1] *= alpha;
+        for (int mt = 0; mt < HD / 16; ++mt) {
+            st.o[mt][0] *= a0;
+            st.o[mt][1] *= a1;
+            st.o[mt][2] *= a0;
+            st.o[mt][3] *= a1;
         }
     }
     st.m = m_new;
@@ -111,8 +116,8 @@ __device__ __forceinline__ void consume_tile(const char* stage, const uint32_t (
         // The per-key V scale folds into P, not into every V element.
         if constexpr (S::kQuant) p[k] *= scales[kDecodeTile + 8 * (k >> 1) + 2 * c + (k & 1)];
     }
-    const uint32_t pa[4] = {pack2<T>(p[0], p[1]), 0u, pack2<T>(p[2], p[3]), 0u};
-    tile_values<F, HD>(stage + S::kTileBytes, pa, st.o, lane);
+    const uint32_t pb[2] = {pack2<T>(p[0], p[1]), pack2<T>(p[2], p[3])};
+    tile_values<F, HD>(stage + S::kTileBytes, pb, st.o, lane);
 }
 
 // Q of head r (zero when r >= group) as mma A fragments, in the dim order tile_scores expects.
