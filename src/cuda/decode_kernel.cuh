@@ -67,30 +67,37 @@ __device__ __forceinline__ void issue_tile(char* stage, const DecodeSlice& c, in
     }
 }
 
-// Scores, online-softmax update and P V for one staged tile whose first key is tile0.
-template <KvFormat F, int HD>
-__device__ __forceinline__ void consume_tile(const char* stage, const uint32_t (&qa)[HD / 16][2],
-                                             int tile0, int end, float scale_log2, float q_bias,
-                                             DecodeState<HD>& st, int lane) {
+// Scores, online-softmax update and P V for N staged tiles (first keys tile0[n]) at once: their
+// score products are independent, which gives a warp that is bound by its own instruction
+// latency (8-bit KV, run s4-4) twice the work to overlap, and one softmax update covers both.
+template <KvFormat F, int HD, int N>
+__device__ __forceinline__ void consume_tiles(const char* const (&stage)[N],
+                                              const uint32_t (&qa)[HD / 16][2],
+                                              const int (&tile0)[N], int end, float scale_log2,
+                                              float q_bias, DecodeState<HD>& st, int lane) {
     using S = DecodeShape<F, HD>;
     using T = typename S::T;
-    float s[2][4] = {};
-    tile_scores<F, HD>(stage, qa, s, lane);
-    const float* scales = reinterpret_cast<const float*>(stage + 2 * S::kTileBytes);
+    float s[N][2][4] = {};
+#pragma unroll
+    for (int n = 0; n < N; ++n) tile_scores<F, HD>(stage[n], qa, s[n], lane);
     const int c = lane & 3;
-    float x[4];  // keys 2c, 2c+1, 2c+8, 2c+9 of head r
+    float x[N][4];  // keys 2c, 2c+1, 2c+8, 2c+9 of head r in tile n
     float mx = -INFINITY;
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {
-        const int key = 8 * (k >> 1) + 2 * c + (k & 1);
-        float v = (s[k >> 1][k & 1] - q_bias) * scale_log2;
-        if constexpr (S::kQuant) v *= scales[key];
-        x[k] = tile0 + key < end ? v : -INFINITY;
-        mx = fmaxf(mx, x[k]);
+    for (int n = 0; n < N; ++n) {
+        const float* scales = reinterpret_cast<const float*>(stage[n] + 2 * S::kTileBytes);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const int key = 8 * (k >> 1) + 2 * c + (k & 1);
+            float v = (s[n][k >> 1][k & 1] - q_bias) * scale_log2;
+            if constexpr (S::kQuant) v *= scales[key];
+            x[n][k] = tile0[n] + key < end ? v : -INFINITY;
+            mx = fmaxf(mx, x[n][k]);
+        }
     }
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    // The tile's first key is always valid, so mx and m_new are finite.
+    // The first tile's first key is always valid, so mx and m_new are finite.
     const float m_new = fmaxf(st.m, mx);
     const float alpha = fast_exp2(st.m - m_new);
     // Past the first tiles the running max rarely grows: skip the rescale when no head's did.
@@ -108,16 +115,20 @@ __device__ __forceinline__ void consume_tile(const char* stage, const uint32_t (
         }
     }
     st.m = m_new;
-    float p[4];
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {
-        p[k] = fast_exp2(x[k] - m_new);
-        st.l += p[k];
-        // The per-key V scale folds into P, not into every V element.
-        if constexpr (S::kQuant) p[k] *= scales[kDecodeTile + 8 * (k >> 1) + 2 * c + (k & 1)];
+    for (int n = 0; n < N; ++n) {
+        const float* scales = reinterpret_cast<const float*>(stage[n] + 2 * S::kTileBytes);
+        float p[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            p[k] = fast_exp2(x[n][k] - m_new);
+            st.l += p[k];
+            // The per-key V scale folds into P, not into every V element.
+            if constexpr (S::kQuant) p[k] *= scales[kDecodeTile + 8 * (k >> 1) + 2 * c + (k & 1)];
+        }
+        const uint32_t pb[2] = {pack2<T>(p[0], p[1]), pack2<T>(p[2], p[3])};
+        tile_values<F, HD>(stage[n] + S::kTileBytes, pb, st.o, lane);
     }
-    const uint32_t pb[2] = {pack2<T>(p[0], p[1]), pack2<T>(p[2], p[3])};
-    tile_values<F, HD>(stage + S::kTileBytes, pb, st.o, lane);
 }
 
 // Q of head r (zero when r >= group) as mma A fragments, in the dim order tile_scores expects.
@@ -168,25 +179,59 @@ __device__ __forceinline__ void stream_slice(char* ring, const DecodeSlice& c,
     auto tile0 = [&](int i) { return c.start + (warp + i * kDecodeWarps) * kDecodeTile; };
     auto stage = [&](int i) { return ring + (i % S::kStages) * S::kStageBytes; };
 
-    int blk[S::kStages];  // block ids of the prologue tiles, all loads in flight at once
+    if constexpr (S::kQuant && S::kStages >= 5) {  // >= 3 tiles stay in flight
+        // Two tiles a step (consume_tiles<2>): tiles i, i+1 are consumed while kStages - 2
+        // more are in flight. A count of tiles rounded up to even issues the odd tile past
+        // the slice too: zero-filled, its keys masked.
+        const int steps = (mine + 1) / 2 * 2;
+        int blk[S::kStages];
 #pragma unroll
-    for (int i = 0; i < S::kStages; ++i) blk[i] = c.block_of(tile0(i), lane);
+        for (int i = 0; i < S::kStages; ++i) blk[i] = c.block_of(tile0(i), lane);
 #pragma unroll
-    for (int i = 0; i < S::kStages - 1; ++i) {
-        if (i < mine) issue_tile<F, HD>(stage(i), c, tile0(i), blk[i], lane);
-        cp_async_commit();
-    }
-    int next_blk = blk[S::kStages - 1];
-    for (int i = 0; i < mine; ++i) {
-        cp_async_wait<S::kStages - 2>();
-        __syncwarp();  // tile i visible to the whole warp; tile i - 1's stage free for reuse
-        const int ahead = i + S::kStages - 1;
-        if (ahead < mine) {
-            issue_tile<F, HD>(stage(ahead), c, tile0(ahead), next_blk, lane);
-            next_blk = ahead + 1 < mine ? c.block_of(tile0(ahead + 1), lane) : 0;
+        for (int i = 0; i < S::kStages - 2; ++i) {
+            if (i < steps) issue_tile<F, HD>(stage(i), c, tile0(i), blk[i], lane);
+            cp_async_commit();
         }
-        cp_async_commit();
-        consume_tile<F, HD>(stage(i), qa, tile0(i), c.end, scale_log2, q_bias, st, lane);
+        int next_blk[2] = {blk[S::kStages - 2], blk[S::kStages - 1]};
+        for (int i = 0; i < steps; i += 2) {
+            cp_async_wait<S::kStages - 4>();
+            __syncwarp();  // tiles i, i+1 visible to the whole warp; the previous pair's stages free
+#pragma unroll
+            for (int u = 0; u < 2; ++u) {
+                const int ahead = i + S::kStages - 2 + u;
+                if (ahead < steps) {
+                    issue_tile<F, HD>(stage(ahead), c, tile0(ahead), next_blk[u], lane);
+                    next_blk[u] = ahead + 2 < steps ? c.block_of(tile0(ahead + 2), lane) : 0;
+                }
+                cp_async_commit();
+            }
+            const char* const pair[2] = {stage(i), stage(i + 1)};
+            const int first[2] = {tile0(i), tile0(i + 1)};
+            consume_tiles<F, HD, 2>(pair, qa, first, c.end, scale_log2, q_bias, st, lane);
+        }
+    } else {
+        int blk[S::kStages];  // block ids of the prologue tiles, all loads in flight at once
+#pragma unroll
+        for (int i = 0; i < S::kStages; ++i) blk[i] = c.block_of(tile0(i), lane);
+#pragma unroll
+        for (int i = 0; i < S::kStages - 1; ++i) {
+            if (i < mine) issue_tile<F, HD>(stage(i), c, tile0(i), blk[i], lane);
+            cp_async_commit();
+        }
+        int next_blk = blk[S::kStages - 1];
+        for (int i = 0; i < mine; ++i) {
+            cp_async_wait<S::kStages - 2>();
+            __syncwarp();  // tile i visible to the whole warp; tile i - 1's stage free for reuse
+            const int ahead = i + S::kStages - 1;
+            if (ahead < mine) {
+                issue_tile<F, HD>(stage(ahead), c, tile0(ahead), next_blk, lane);
+                next_blk = ahead + 1 < mine ? c.block_of(tile0(ahead + 1), lane) : 0;
+            }
+            cp_async_commit();
+            const char* const one[1] = {stage(i)};
+            const int first[1] = {tile0(i)};
+            consume_tiles<F, HD, 1>(one, qa, first, c.end, scale_log2, q_bias, st, lane);
+        }
     }
     cp_async_wait<0>();
 }
