@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Side by side decode tables of several bench_attention_cuda runs from one call on one card
-(e.g. the committed kernel and a candidate): per (KV format, batch, context) the splits, the time
+(e.g. the committed kernel and a candidate, or the torch SDPA peer and Vela): per (KV format, batch, context) the splits, the time
 and % of copy bandwidth of each run, and each run's speed relative to the first. A run given
 twice (A, B, A) shows the call's drift.
 
@@ -10,12 +10,13 @@ import sys
 
 
 def decode_rows(path):
-    """(kv format, batch, context) -> (splits, us, % of copy) of the planned rows of a run."""
+    """(kv format, batch, context) -> (splits, us, % of copy) of the planned rows of a run
+    (bench_attention_cuda decode, or sdpa_peer.py --decode)."""
     out = {}
     with open(path) as f:
         for line in f:
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if len(cells) >= 8 and cells[0].startswith("vela decode"):
+            if len(cells) >= 8 and cells[0].startswith(("vela decode", "torch sdpa")):
                 out[(cells[1], int(cells[2]), int(cells[3]))] = (cells[4], float(cells[5]),
                                                                  cells[7])
     return out

@@ -4,6 +4,11 @@
 Prefill forward at batch x seqlen = 16k tokens and 2048 hidden (the FlashAttention benchmark
 convention), timed with CUDA events, median of 20 after 3 warm-ups. Also times SDPA flash
 backward (dQ, dK, dV) and forward + backward, the peer of Vela's prefill_backward.
+
+--decode: the decode peer instead, in the layout of bench_attention_cuda's decode table (one
+query token per sequence, 32 q heads on 8 kv heads, head_dim 128, bf16, contiguous K/V, SDPA
+with enable_gqa on the flash backend), so compare_decode.py puts the two side by side.
+Usage: sdpa_peer.py [--fwd-only | --decode]
 """
 import math
 import sys
@@ -28,7 +33,57 @@ def median_ms(fn, reps=20):
     return times[len(times) // 2]
 
 
+def copy_gbs():
+    """Device-to-device copy bandwidth, read + write, as bench_attention_cuda reports it."""
+    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    ms = median_ms(lambda: dst.copy_(src))
+    return 2 * src.numel() / ms / 1e6
+
+
+def decode():
+    """SDPA decode over contiguous bf16 K/V: each "us" is the mean of >= 40 back-to-back calls
+    rotating over >= 256 MB of K/V copies, so L2 never serves the previous call's cache."""
+    heads, kv_heads, hd = 32, 8, 128
+    copy = copy_gbs()
+    print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}; "
+          f"copy D2D: {copy:.0f} GB/s (read + write)")
+    print("\n| kernel | kv format | batch | context | splits | us | GB/s | % of copy |")
+    print("|---|---|---|---|---|---|---|---|")
+    for batch in (1, 8, 32, 64):
+        for ctx in (1024, 4096, 16384, 32768):
+            kv_bytes = 2 * batch * kv_heads * ctx * hd * 2  # K and V, bf16
+            copies = max(1, -(-(256 << 20) // kv_bytes))
+            qs = [torch.randn(batch, heads, 1, hd, device="cuda", dtype=torch.bfloat16)
+                  for _ in range(copies)]
+            kvs = [(torch.randn(batch, kv_heads, ctx, hd, device="cuda", dtype=torch.bfloat16),
+                    torch.randn(batch, kv_heads, ctx, hd, device="cuda", dtype=torch.bfloat16))
+                   for _ in range(copies)]
+            calls = max(40, copies)
+
+            def run():
+                for i in range(calls):
+                    k, v = kvs[i % copies]
+                    F.scaled_dot_product_attention(qs[i % copies], k, v, enable_gqa=True)
+
+            backend = "flash"
+            try:
+                with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                    us = median_ms(run, reps=5) * 1e3 / calls
+            except RuntimeError:  # no flash kernel for this case: what torch picks by itself
+                backend = "default"
+                us = median_ms(run, reps=5) * 1e3 / calls
+            gbs = kv_bytes / us / 1e3
+            print(f"| torch sdpa {backend} | bf16 | {batch} | {ctx} | | {us:.1f} | {gbs:.0f} | "
+                  f"{100 * gbs / copy:.0f}% |")
+            sys.stdout.flush()
+            del qs, kvs
+            torch.cuda.empty_cache()
+
+
 def main():
+    if "--decode" in sys.argv:
+        return decode()
     fwd_only = "--fwd-only" in sys.argv  # skip the backward timings (quick forward comparisons)
     dev = torch.cuda.get_device_name()
     print(f"device: {dev}; torch {torch.__version__}")
