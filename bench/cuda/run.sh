@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the CUDA attention tests, a compute-sanitizer pass, the Vela timing driver and the torch
-# SDPA peer back to back on the same card, then the forward ratios (compare.py). Usage (repo
+# SDPA peer back to back on the same card, then the forward ratios (compare.py) and the decode
+# peer beside Vela's bf16 decode (compare_decode.py). Usage (repo
 # root, GPU machine):
 #   [BENCH_SECTIONS="prefill backward sparse decode"] bench/cuda/run.sh OUTDIR [BINDIR]
 # BINDIR holds prebuilt test_cuda_attention and bench_attention_cuda (plus any shared libraries
@@ -33,3 +34,6 @@ echo "synccheck exit $?"; tail -1 "$out/synccheck.log"
 timeout 400 "$bin/bench_attention_cuda" ${BENCH_SECTIONS:-} | tee "$out/vela.md"
 timeout 400 python3 bench/cuda/sdpa_peer.py | tee "$out/sdpa.md"
 python3 bench/cuda/compare.py "$out/vela.md" "$out/sdpa.md" | tee "$out/compare.md"
+timeout 300 python3 bench/cuda/sdpa_peer.py --decode | tee "$out/sdpa-decode.md"
+python3 bench/cuda/compare_decode.py sdpa="$out/sdpa-decode.md" vela="$out/vela.md" \
+  | tee "$out/compare-decode.md"
