@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Runs the CUDA attention tests, a compute-sanitizer pass, the Vela timing driver and the torch
 # SDPA peer back to back on the same card, then the forward ratios (compare.py) and the decode
-# peer beside Vela's bf16 decode (compare_decode.py). Usage (repo
-# root, GPU machine):
+# peer beside Vela's bf16 decode (compare_decode.py). Usage (repo root, GPU machine):
 #   [BENCH_SECTIONS="prefill backward sparse decode"] bench/cuda/run.sh OUTDIR [BINDIR]
 # BINDIR holds prebuilt test_cuda_attention and bench_attention_cuda (plus any shared libraries
 # the machine lacks, found through LD_LIBRARY_PATH=BINDIR); without it, builds with CMake.
