@@ -67,9 +67,8 @@ __device__ __forceinline__ void issue_tile(char* stage, const DecodeSlice& c, in
     }
 }
 
-// Scores, online-softmax update and P V for N staged tiles (first keys tile0[n]) at once: their
-// score products are independent, which gives a warp that is bound by its own instruction
-// latency (8-bit KV, run s4-4) twice the work to overlap, and one softmax update covers both.
+// Scores, online-softmax update and P V for N staged tiles (first keys tile0[n]) at once: N
+// independent score products, then one softmax update over all their keys (see stream_slice).
 template <KvFormat F, int HD, int N>
 __device__ __forceinline__ void consume_tiles(const char* const (&stage)[N],
                                               const uint32_t (&qa)[HD / 16][2],
@@ -167,71 +166,57 @@ __device__ __forceinline__ float load_q(const DecodeParams& p, int b, int kvh, i
     return kInt8KeyBias * sum;
 }
 
-// Runs warp `warp`'s share of the slice: tiles warp, warp + 4, ... through a kStages ring.
+// Runs warp `warp`'s share of the slice: tiles warp, warp + 4, ... through a kStages ring,
+// kPerStep tiles consumed a step while kStages - kPerStep more are in flight. 8-bit KV takes two
+// a step where that leaves >= 3 in flight: the two score products are independent, which gives a
+// warp bound by its own instruction latency (run s4-4) twice the work to overlap, and one
+// softmax update covers both. A tile count rounded up to a whole step issues the odd tile past
+// the slice too: zero-filled, its keys masked.
 template <KvFormat F, int HD, int kCtasPerSm>
 __device__ __forceinline__ void stream_slice(char* ring, const DecodeSlice& c,
                                              const uint32_t (&qa)[HD / 16][2], float scale_log2,
                                              float q_bias, DecodeState<HD>& st, int warp,
                                              int lane) {
     using S = DecodeShape<F, HD, kCtasPerSm>;
+    constexpr int kPerStep = S::kQuant && S::kStages >= 5 ? 2 : 1;
+    constexpr int kAhead = S::kStages - kPerStep;  // tiles in flight while a step computes
     const int n_tiles = (max(c.end - c.start, 0) + kDecodeTile - 1) / kDecodeTile;
     const int mine = n_tiles > warp ? (n_tiles - warp + kDecodeWarps - 1) / kDecodeWarps : 0;
+    const int steps = (mine + kPerStep - 1) / kPerStep * kPerStep;
     auto tile0 = [&](int i) { return c.start + (warp + i * kDecodeWarps) * kDecodeTile; };
     auto stage = [&](int i) { return ring + (i % S::kStages) * S::kStageBytes; };
 
-    if constexpr (S::kQuant && S::kStages >= 5) {  // >= 3 tiles stay in flight
-        // Two tiles a step (consume_tiles<2>): tiles i, i+1 are consumed while kStages - 2
-        // more are in flight. A count of tiles rounded up to even issues the odd tile past
-        // the slice too: zero-filled, its keys masked.
-        const int steps = (mine + 1) / 2 * 2;
-        int blk[S::kStages];
+    int blk[S::kStages];  // block ids of the prologue tiles, all loads in flight at once
 #pragma unroll
-        for (int i = 0; i < S::kStages; ++i) blk[i] = c.block_of(tile0(i), lane);
+    for (int i = 0; i < S::kStages; ++i) blk[i] = c.block_of(tile0(i), lane);
 #pragma unroll
-        for (int i = 0; i < S::kStages - 2; ++i) {
-            if (i < steps) issue_tile<F, HD>(stage(i), c, tile0(i), blk[i], lane);
-            cp_async_commit();
-        }
-        int next_blk[2] = {blk[S::kStages - 2], blk[S::kStages - 1]};
-        for (int i = 0; i < steps; i += 2) {
-            cp_async_wait<S::kStages - 4>();
-            __syncwarp();  // tiles i, i+1 visible to the whole warp; the previous pair's stages free
+    for (int i = 0; i < kAhead; ++i) {
+        if (i < steps) issue_tile<F, HD>(stage(i), c, tile0(i), blk[i], lane);
+        cp_async_commit();
+    }
+    int next_blk[kPerStep];  // block ids one step ahead of their tiles' issue
 #pragma unroll
-            for (int u = 0; u < 2; ++u) {
-                const int ahead = i + S::kStages - 2 + u;
-                if (ahead < steps) {
-                    issue_tile<F, HD>(stage(ahead), c, tile0(ahead), next_blk[u], lane);
-                    next_blk[u] = ahead + 2 < steps ? c.block_of(tile0(ahead + 2), lane) : 0;
-                }
-                cp_async_commit();
-            }
-            const char* const pair[2] = {stage(i), stage(i + 1)};
-            const int first[2] = {tile0(i), tile0(i + 1)};
-            consume_tiles<F, HD, 2>(pair, qa, first, c.end, scale_log2, q_bias, st, lane);
-        }
-    } else {
-        int blk[S::kStages];  // block ids of the prologue tiles, all loads in flight at once
+    for (int u = 0; u < kPerStep; ++u) next_blk[u] = blk[kAhead + u];
+    for (int i = 0; i < steps; i += kPerStep) {
+        cp_async_wait<kAhead - kPerStep>();
+        __syncwarp();  // this step's tiles visible to the whole warp; the last step's stages free
 #pragma unroll
-        for (int i = 0; i < S::kStages; ++i) blk[i] = c.block_of(tile0(i), lane);
-#pragma unroll
-        for (int i = 0; i < S::kStages - 1; ++i) {
-            if (i < mine) issue_tile<F, HD>(stage(i), c, tile0(i), blk[i], lane);
-            cp_async_commit();
-        }
-        int next_blk = blk[S::kStages - 1];
-        for (int i = 0; i < mine; ++i) {
-            cp_async_wait<S::kStages - 2>();
-            __syncwarp();  // tile i visible to the whole warp; tile i - 1's stage free for reuse
-            const int ahead = i + S::kStages - 1;
-            if (ahead < mine) {
-                issue_tile<F, HD>(stage(ahead), c, tile0(ahead), next_blk, lane);
-                next_blk = ahead + 1 < mine ? c.block_of(tile0(ahead + 1), lane) : 0;
+        for (int u = 0; u < kPerStep; ++u) {
+            const int ahead = i + kAhead + u;
+            if (ahead < steps) {
+                issue_tile<F, HD>(stage(ahead), c, tile0(ahead), next_blk[u], lane);
+                next_blk[u] = ahead + kPerStep < steps ? c.block_of(tile0(ahead + kPerStep), lane) : 0;
             }
             cp_async_commit();
-            const char* const one[1] = {stage(i)};
-            const int first[1] = {tile0(i)};
-            consume_tiles<F, HD, 1>(one, qa, first, c.end, scale_log2, q_bias, st, lane);
         }
+        const char* here[kPerStep];
+        int first[kPerStep];
+#pragma unroll
+        for (int u = 0; u < kPerStep; ++u) {
+            here[u] = stage(i + u);
+            first[u] = tile0(i + u);
+        }
+        consume_tiles<F, HD, kPerStep>(here, qa, first, c.end, scale_log2, q_bias, st, lane);
     }
     cp_async_wait<0>();
 }
