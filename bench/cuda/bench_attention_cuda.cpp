@@ -209,7 +209,7 @@ void bench_backward() {
         "TFLOP/s | fwd+bwd TFLOP/s |\n");
     std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
     for (int hd : {64, 128}) {
-        for (int s : {1024, 2048, 4096, 8192, 16384}) {
+        for (int s : {512, 1024, 2048, 4096, 8192, 16384}) {
             for (bool causal : {false, true}) {
                 DenseProblem d(hd, s, causal);
                 Buffer ws(backward_workspace_bytes(d.bwd));

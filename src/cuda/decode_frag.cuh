@@ -77,26 +77,20 @@ __device__ __forceinline__ int out_dim(int mt, int half, int g) {
     return 16 * mt + g + 8 * half;
 }
 
-// Offset of INT8 K as widened for the scores (kInt8KeyBias + x); the score subtracts
-// kInt8KeyBias * sum(q) once per key instead of every element paying a subtraction.
-constexpr float kInt8KeyBias = 1152.f;
+// Offset of INT8 K and V as widened (kInt8Bias + x): exact in fp16, and no subtraction per
+// element. The scores subtract kInt8Bias * sum(q) once per key; the output kInt8Bias * sum(P)
+// once per slice (DecodeState::unbias).
+constexpr float kInt8Bias = 1152.f;
 
 // Widens 4 stored 8-bit values to two fp16 pairs: bytes 0,1 -> lo, bytes 2,3 -> hi (exact).
-// kBiased (INT8 only) leaves each value as x + kInt8KeyBias.
-template <KvFormat F, bool kBiased = false>
+// INT8 values come out as x + kInt8Bias.
+template <KvFormat F>
 __device__ __forceinline__ void widen4(uint32_t w, uint32_t& lo, uint32_t& hi) {
     if constexpr (F == KvFormat::kInt8) {
         // 0x64XX is the fp16 1024 + XX; biasing the int8 by 128 makes XX unsigned.
         const uint32_t u = w ^ 0x80808080u;
-        const uint32_t a = __byte_perm(u, 0x64646464u, 0x4140);
-        const uint32_t b = __byte_perm(u, 0x64646464u, 0x4342);
-        if constexpr (kBiased) {
-            lo = a;
-            hi = b;
-        } else {
-            asm("sub.f16x2 %0, %1, %2;" : "=r"(lo) : "r"(a), "r"(0x64806480u));  // - 1152
-            asm("sub.f16x2 %0, %1, %2;" : "=r"(hi) : "r"(b), "r"(0x64806480u));
-        }
+        lo = __byte_perm(u, 0x64646464u, 0x4140);
+        hi = __byte_perm(u, 0x64646464u, 0x4342);
     } else {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
         asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.rn.f16x2.e4m3x2 %0, l;\n"
@@ -115,7 +109,7 @@ __device__ __forceinline__ void widen4(uint32_t w, uint32_t& lo, uint32_t& hi) {
 }
 
 // s[nt] += Q K^T for keys 8 nt .. 8 nt + 7 of the tile (qa: a0/a2 of each k-step); INT8 scores
-// come out offset by kInt8KeyBias * sum(q).
+// come out offset by kInt8Bias * sum(q).
 template <KvFormat F, int HD>
 __device__ __forceinline__ void tile_scores(const char* kt, const uint32_t (&qa)[HD / 16][2],
                                             float (&s)[2][4], int lane) {
@@ -140,10 +134,10 @@ __device__ __forceinline__ void tile_scores(const char* kt, const uint32_t (&qa)
                 const uint4 w =
                     *reinterpret_cast<const uint4*>(kt + tile_offset<F, HD>(8 * nt + r, 4 * j + c));
                 uint32_t h[8];
-                widen4<F, true>(w.x, h[0], h[1]);
-                widen4<F, true>(w.y, h[2], h[3]);
-                widen4<F, true>(w.z, h[4], h[5]);
-                widen4<F, true>(w.w, h[6], h[7]);
+                widen4<F>(w.x, h[0], h[1]);
+                widen4<F>(w.y, h[2], h[3]);
+                widen4<F>(w.z, h[4], h[5]);
+                widen4<F>(w.w, h[6], h[7]);
 #pragma unroll
                 for (int t = 0; t < 4; ++t) {
                     const uint32_t a[4] = {qa[4 * j + t][0], 0u, qa[4 * j + t][1], 0u};
@@ -183,19 +177,16 @@ __device__ __forceinline__ void tile_values(const char* vt, const uint32_t (&pb)
                 x[k] =
                     *reinterpret_cast<const uint32_t*>(vt + tile_offset<F, HD>(row, unit) + byte);
             }
-            // 4 x 4 byte transpose: y[e] = dim e of keys (2c, 2c+1, 2c+8, 2c+9).
-            const uint32_t t0 = __byte_perm(x[0], x[1], 0x5140),
-                           t1 = __byte_perm(x[0], x[1], 0x7362);
-            const uint32_t t2 = __byte_perm(x[2], x[3], 0x5140),
-                           t3 = __byte_perm(x[2], x[3], 0x7362);
-            const uint32_t y[4] = {__byte_perm(t0, t2, 0x5410), __byte_perm(t0, t2, 0x7632),
-                                   __byte_perm(t1, t3, 0x5410), __byte_perm(t1, t3, 0x7632)};
-            // Tile 2j + h: row g = dim 32 j + 4 r + 2 h (y[2h]), row g + 8 = the next (y[2h+1]).
+            // Byte pairs (key 2c, key 2c + 1) or (2c + 8, 2c + 9) of dims 2h and 2h + 1, widened
+            // straight into A: a0 / a1 = rows g / g + 8 (dims 2h, 2h + 1) of keys 2c, 2c + 1; a2 /
+            // a3 the same of keys 2c + 8, 2c + 9. INT8 V stays biased by kInt8Bias: the bias
+            // times the sum of P comes off once at the end (see consume_tiles).
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
+                const uint32_t sel = h == 0 ? 0x5140u : 0x7362u;
                 uint32_t a[4];
-                widen4<F>(y[2 * h], a[0], a[2]);
-                widen4<F>(y[2 * h + 1], a[1], a[3]);
+                widen4<F>(__byte_perm(x[0], x[1], sel), a[0], a[1]);
+                widen4<F>(__byte_perm(x[2], x[3], sel), a[2], a[3]);
                 mma_16816<T>(o[2 * j + h], a, pb[0], pb[1]);
             }
         }
@@ -204,11 +195,21 @@ __device__ __forceinline__ void tile_values(const char* vt, const uint32_t (&pb)
 
 // One warp's running softmax state: output accumulators o^T (tile mt: rows = out_dim(mt, 0 / 1,
 // g), columns = heads 2c, 2c + 1: o[mt][i] is head 2c + i % 2), and for head r = lane / 4 the
-// running max m (log2 units) and this lane's part of the running sum l.
+// running max m (log2 units) and this lane's part of the running sum l. INT8 V enters the P V
+// product biased by kInt8Bias, so o carries kInt8Bias * p_sum on top, where p_sum (same
+// layout as an o tile) sums the V-scaled P as rounded for the mma; unbias() takes it off.
 template <int HD>
 struct DecodeState {
     float o[HD / 16][4] = {};
+    float p_sum[4] = {};
     float m = -INFINITY, l = 0.f;
+
+    __device__ void unbias() {
+#pragma unroll
+        for (int mt = 0; mt < HD / 16; ++mt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) o[mt][i] -= kInt8Bias * p_sum[i];
+    }
 };
 
 }  // namespace vela::cuda::detail

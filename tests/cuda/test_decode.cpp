@@ -1,5 +1,5 @@
 // Paged split-K decode vs a float64 reference for every KV format, GQA groups 1/3/4/8, block
-// sizes 1 and 16 and batches 1/3/6/17 (lengths 0, 1, 17, 97, 1000, 4097, random); the split count
+// sizes 1, 7, 16 and 32 and batches 1/3/6/17 (lengths 0, 1, 17, 97, 1000, 4097, random); the split count
 // must not change the result beyond rounding; decode agrees with the prefill kernel run on a
 // contiguous copy (paged == contiguous). Tolerance: max |err| <= 1e-2 x max(1, max |ref|) for all
 // formats (the reference dequantises the same stored values, so quantisation error is not measured,
@@ -9,6 +9,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "cuda/fast_divmod.h"
 #include "cuda_test_util.h"
 
 namespace vela::cuda::test {
@@ -203,6 +204,29 @@ void check_reference(const DecodeCase& c, const Cache& cache, const std::vector<
     EXPECT_LE(lse_err.max_abs, 2e-3);
 }
 
+// The kernel's block-table division by multiply and shift (host build of the same code): every
+// divisor up to 4096 and a few large ones, against / and %, at small numerators, around
+// multiples of the divisor and at the top of the int range. Runs without a GPU.
+TEST(FastDivmod, MatchesIntegerDivision) {
+    std::vector<int> divisors(4096);
+    std::iota(divisors.begin(), divisors.end(), 1);
+    for (int d : {65535, 65536, 65537, 1000003, 1 << 30, (1 << 30) + 1, 2147483647})
+        divisors.push_back(d);
+    std::mt19937 rng(5);
+    for (int d : divisors) {
+        const detail::FastDivmod f(d);
+        std::vector<int64_t> ns = {0, 1, 2147483647, 2147483647 - int64_t{d}};
+        for (int i = 0; i < 64; ++i) ns.push_back(rng() >> 1);
+        for (int64_t k = 1; k < 5; ++k)
+            for (int64_t n : {d * k - 1, d * k, d * k + 1}) ns.push_back(n);
+        std::erase_if(ns, [](int64_t n) { return n > 2147483647; });
+        for (int64_t n : ns) {
+            ASSERT_EQ(f.div(static_cast<int>(n)), n / d) << n << " / " << d;
+            ASSERT_EQ(f.mod(static_cast<int>(n)), n % d) << n << " % " << d;
+        }
+    }
+}
+
 class Decode : public ::testing::TestWithParam<std::tuple<KvFormat, int, int>> {};
 
 TEST_P(Decode, MatchesReferenceAndSplitCountInvariant) {
@@ -223,13 +247,13 @@ TEST_P(Decode, MatchesReferenceAndSplitCountInvariant) {
     check_reference(c, cache, qd, few_splits);
 }
 
-// Block sizes: 1 (every key its own block), 16 (a warp tile is one block) and 32 (a power of two
-// > 16: a tile is half a block, at slot 0 or 16 of it).
+// Block sizes: 1 (every key its own block), 7 (not a power of two: tiles straddle blocks), 16 (a
+// warp tile is one block) and 32 (a power of two > 16: a tile is half a block, at slot 0 or 16).
 INSTANTIATE_TEST_SUITE_P(All, Decode,
                          ::testing::Combine(::testing::Values(KvFormat::kF16, KvFormat::kBf16,
                                                               KvFormat::kInt8, KvFormat::kFp8E4M3),
                                             ::testing::Values(64, 128),
-                                            ::testing::Values(1, 16, 32)));
+                                            ::testing::Values(1, 7, 16, 32)));
 
 // Every KV format x GQA group 1/4/8 x block size 1/16 at batch 1 (4097 keys: several warp tiles
 // per split and a partial last tile; planned and 129 splits), batch 3 (1, 17 and 4097 keys) and
