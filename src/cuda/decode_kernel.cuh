@@ -146,29 +146,35 @@ __device__ __forceinline__ void consume_tiles(const char* const (&stage)[N],
     }
 }
 
-// Q of head r (zero when r >= group) as mma A fragments, in the dim order tile_scores expects.
-// Returns the score offset the INT8 key bias adds for head r: kInt8Bias * sum of Q as used.
+// Q of head r (zero when r >= group) as 32-bit words of two query values, in the dim order
+// tile_scores expects. Only issued here: the words are converted by pack_q once the block-table
+// reads and the first K/V copies are on their way, so the three latencies overlap.
 template <KvFormat F, int HD>
-__device__ __forceinline__ float load_q(const DecodeParams& p, int b, int kvh, int group, int lane,
-                                        uint32_t (&qa)[HD / 16][2]) {
-    using T = typename DecodeShape<F, HD>::T;
+__device__ __forceinline__ void load_q(const DecodeParams& p, int b, int kvh, int group, int lane,
+                                       uint32_t (&qw)[HD / 16][2]) {
     const int r = lane >> 2, c = lane & 3;
+    const auto* q = static_cast<const uint32_t*>(p.q);  // 16-bit values, pairs at even dims
     const int64_t row = (static_cast<int64_t>(b) * p.num_heads + kvh * group + r) * HD;
+#pragma unroll
+    for (int s = 0; s < HD / 16; ++s)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) qw[s][h] = r < group ? q[(row + q_dim<F>(s, h, c)) / 2] : 0u;
+}
+
+// Converts load_q's words (query dtype) in place to mma A fragments of type T. Returns the score
+// offset the INT8 key bias adds for head r: kInt8Bias * sum of Q as used.
+template <KvFormat F, int HD>
+__device__ __forceinline__ float pack_q(Dtype dtype, uint32_t (&qa)[HD / 16][2]) {
+    using T = typename DecodeShape<F, HD>::T;
     float sum = 0.f;
 #pragma unroll
     for (int s = 0; s < HD / 16; ++s) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-            float2 v = make_float2(0.f, 0.f);
-            if (r < group) {
-                const int64_t i = row + q_dim<F>(s, h, c);
-                if (p.dtype == Dtype::kF16)
-                    v = __half22float2(
-                        *reinterpret_cast<const __half2*>(static_cast<const __half*>(p.q) + i));
-                else
-                    v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(
-                        static_cast<const __nv_bfloat16*>(p.q) + i));
-            }
+            const uint32_t w = qa[s][h];
+            const float2 v = dtype == Dtype::kF16
+                                 ? __half22float2(*reinterpret_cast<const __half2*>(&w))
+                                 : __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w));
             qa[s][h] = pack2<T>(v.x, v.y);
             if constexpr (F == KvFormat::kInt8) {
                 const float2 used = __half22float2(*reinterpret_cast<const __half2*>(&qa[s][h]));
@@ -190,8 +196,8 @@ __device__ __forceinline__ float load_q(const DecodeParams& p, int b, int kvh, i
 // the slice too: zero-filled, its keys masked.
 template <KvFormat F, int HD, int kCtasPerSm>
 __device__ __forceinline__ void stream_slice(char* ring, const DecodeSlice& c,
-                                             const uint32_t (&qa)[HD / 16][2], float scale_log2,
-                                             float q_bias, DecodeState<HD>& st, int warp,
+                                             uint32_t (&qa)[HD / 16][2], Dtype q_dtype,
+                                             float scale_log2, DecodeState<HD>& st, int warp,
                                              int lane) {
     using S = DecodeShape<F, HD, kCtasPerSm>;
     constexpr int kPerStep = S::kQuant && S::kStages >= 5 ? 2 : 1;
@@ -210,6 +216,7 @@ __device__ __forceinline__ void stream_slice(char* ring, const DecodeSlice& c,
         if (i < steps) issue_tile<F, HD>(stage(i), c, tile0(i), blk[i], lane);
         cp_async_commit();
     }
+    const float q_bias = pack_q<F, HD>(q_dtype, qa);  // qa: load_q's words until here
     int next_blk[kPerStep];  // block ids one step ahead of their tiles' issue
 #pragma unroll
     for (int u = 0; u < kPerStep; ++u) next_blk[u] = blk[kAhead + u];
@@ -267,11 +274,12 @@ __global__ void __launch_bounds__(kDecodeThreads, kCtasPerSm)
                   split * split_len,
                   min(p.seqlens_k[b], (split + 1) * split_len)};
     uint32_t qa[HD / 16][2];
-    const float q_bias = load_q<F, HD>(p, b, kvh, group, lane, qa);
+    load_q<F, HD>(p, b, kvh, group, lane, qa);
     DecodeState<HD> st;
     using S = DecodeShape<F, HD, kCtasPerSm>;
     char* ring = smem + warp * S::kStages * S::kStageBytes;
-    stream_slice<F, HD, kCtasPerSm>(ring, c, qa, p.softmax_scale * 1.4426950408889634f, q_bias, st, warp, lane);
+    stream_slice<F, HD, kCtasPerSm>(ring, c, qa, p.dtype, p.softmax_scale * 1.4426950408889634f, st, warp,
+                                    lane);
     finish_split<F, HD>(p, out, smem, st, group,
                         static_cast<int64_t>(b) * p.num_heads + kvh * group,
                         out.counters + static_cast<int64_t>(b) * p.num_kv_heads + kvh);

@@ -19,8 +19,12 @@ struct FastDivmod {
     uint32_t mul, shift;
 
     VELA_HOST_DEVICE explicit FastDivmod(int divisor) : d(divisor) {
+#if defined(__CUDA_ARCH__)
+        shift = 32 - __clz(static_cast<uint32_t>(divisor) - 1);  // ceil(log2 d)
+#else
         shift = 0;
         while ((uint64_t{1} << shift) < static_cast<uint64_t>(divisor)) ++shift;
+#endif
         mul = static_cast<uint32_t>((((uint64_t{1} << shift) - divisor) << 32) / divisor) + 1;
     }
     VELA_HOST_DEVICE int div(int n) const {
