@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cuda/attention_params.h"
+#include "read_floor.h"
 
 namespace {
 
@@ -216,7 +217,8 @@ void bench_backward() {
                 d.bwd.workspace = ws.p;
                 const double f_ms = median_ms([&] { prefill_forward(d.fwd); }, 10);
                 const bool sm90 = prefill_wgmma_available();
-                for (const PrefillKernel kernel : {PrefillKernel::kMmaSync, PrefillKernel::kWgmma}) {
+                for (const PrefillKernel kernel :
+                     {PrefillKernel::kMmaSync, PrefillKernel::kWgmma}) {
                     const bool wgmma = kernel == PrefillKernel::kWgmma;
                     if (wgmma && !sm90) continue;
                     d.bwd.kernel = kernel;
@@ -358,28 +360,34 @@ struct DecodeProblem {
     }
 };
 
-// Mean time of one call in a stream of back-to-back calls, each on the next cache copy (the
-// host enqueues ahead of the GPU, so launch overhead shows only where it exceeds the kernel).
-double decode_stream_ms(const DecodeProblem& d, DecodeParams p, cudaStream_t stream) {
-    auto call = [&](int i) {
-        p.paged.k_cache = d.k[i % d.copies]->p;
-        p.paged.v_cache = d.v[i % d.copies]->p;
-        decode_forward(p, stream);
-    };
-    const int reps = std::max(40, 2 * d.copies);
-    for (int i = 0; i < d.copies; ++i) call(i);
+// Mean time of one call in a stream of back-to-back calls call(i), i rotating over `copies`
+// cache copies (the host enqueues ahead of the GPU, so launch overhead shows only where it
+// exceeds the call).
+template <class Call>
+double stream_ms(int copies, Call call, cudaStream_t stream) {
+    const int reps = std::max(40, 2 * copies);
+    for (int i = 0; i < copies; ++i) call(i);
     cudaEvent_t a, b;
     cudaEventCreate(&a);
     cudaEventCreate(&b);
     cudaEventRecord(a, stream);
     for (int i = 0; i < reps; ++i) call(i);
     cudaEventRecord(b, stream);
-    check(cudaEventSynchronize(b), "decode timing");
+    check(cudaEventSynchronize(b), "stream timing");
     float ms = 0;
     cudaEventElapsedTime(&ms, a, b);
     cudaEventDestroy(a);
     cudaEventDestroy(b);
     return ms / reps;
+}
+
+double decode_stream_ms(const DecodeProblem& d, DecodeParams p, cudaStream_t stream) {
+    auto call = [&](int i) {
+        p.paged.k_cache = d.k[i % d.copies]->p;
+        p.paged.v_cache = d.v[i % d.copies]->p;
+        decode_forward(p, stream);
+    };
+    return stream_ms(d.copies, call, stream);
 }
 
 // The same calls replayed from a CUDA graph (one per layer-like cache copy), as an engine that
@@ -437,20 +445,18 @@ double same_traffic_copy_ms(const DecodeProblem& d, cudaStream_t stream) {
                               cudaMemcpyDeviceToDevice, stream),
               "copy");
     };
-    const int reps = std::max(40, 2 * d.copies);
-    for (int i = 0; i < d.copies; ++i) call(i);
-    cudaEvent_t a, b;
-    cudaEventCreate(&a);
-    cudaEventCreate(&b);
-    cudaEventRecord(a, stream);
-    for (int i = 0; i < reps; ++i) call(i);
-    cudaEventRecord(b, stream);
-    check(cudaEventSynchronize(b), "copy timing");
-    float ms = 0;
-    cudaEventElapsedTime(&ms, a, b);
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-    return ms / reps;
+    return stream_ms(d.copies, call, stream);
+}
+
+// The read-only kernel (read_floor.h) over the call's K and V caches: launch plus bytes over
+// bandwidth, the floor of a decode call of this traffic.
+double read_floor_ms(const DecodeProblem& d, int sms, cudaStream_t stream) {
+    auto call = [&](int i) {
+        check(vela::bench::launch_read_floor(d.k[i % d.copies]->p, d.v[i % d.copies]->p,
+                                             d.cache_bytes, sms, stream),
+              "read floor");
+    };
+    return stream_ms(d.copies, call, stream);
 }
 
 struct DecodeTimes {
@@ -485,8 +491,10 @@ void bench_decode(double copy_gbs, int sms) {
     check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
     std::printf(
         "\n| kernel | kv format | batch | context | splits | us | GB/s | %% of copy | graph us | "
-        "graph %% of copy | same-traffic copy us | its %% of copy |\n");
-    std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        "graph %% of copy | same-traffic copy us | its %% of copy | read-only kernel us | its %% "
+        "of "
+        "copy |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     // VELA_DECODE_KV (bf16 / int8 / fp8e4m3), VELA_DECODE_MAX_BATCH and VELA_DECODE_BATCH /
     // VELA_DECODE_CTX (one value each, e.g. for a profiler) restrict the table.
     const char* only_kv = std::getenv("VELA_DECODE_KV");
@@ -508,17 +516,19 @@ void bench_decode(double copy_gbs, int sms) {
                 const size_t scale_bytes = f == KvFormat::kBf16 ? 0 : 2 * d.scales_bytes();
                 const double gb = (2.0 * d.cache_bytes + scale_bytes) / 1e6;
                 const double copy_ms = same_traffic_copy_ms(d, stream);
+                const double floor_ms = read_floor_ms(d, sms, stream);
                 auto row = [&](const char* kind, int splits, bool graph) {
                     DecodeParams q = p;
                     q.num_splits = splits;
                     const DecodeTimes t = time_decode(d, q, sms, stream, graph);
                     std::printf(
                         "| %s | %s | %d | %d | %d | %.1f | %.0f | %.0f%% | %.1f | %.0f%% | %.1f | "
-                        "%.0f%% |\n",
+                        "%.0f%% | %.1f | %.0f%% |\n",
                         kind, name, batch, ctx, splits, t.stream_ms * 1e3, gb / t.stream_ms,
                         100.0 * gb / t.stream_ms / copy_gbs, t.graph_ms * 1e3,
                         100.0 * gb / t.graph_ms / copy_gbs, copy_ms * 1e3,
-                        100.0 * (2.0 * d.cache_bytes / 1e6) / copy_ms / copy_gbs);
+                        100.0 * (2.0 * d.cache_bytes / 1e6) / copy_ms / copy_gbs, floor_ms * 1e3,
+                        100.0 * (2.0 * d.cache_bytes / 1e6) / floor_ms / copy_gbs);
                     std::fflush(stdout);
                 };
                 row(hnd_layout() ? "vela decode HND" : "vela decode", p.num_splits, true);

@@ -54,66 +54,67 @@ __device__ __forceinline__ void store_out4(const DecodeParams& p, int64_t row, i
 }
 
 // Merges the splits of heads row0 .. row0 + group - 1: o = sum_s w_s o_s, w_s = 2^(lse_s - lse).
-// One CTA does this at the tail of the call, so it is latency-bound: every thread keeps
-// kInFlight 16-byte partial loads in flight (a head's HD dims are HD / 4 threads' float4s).
-// Partials come from other CTAs, so they are read through L2 (__ldcg), never a stale L1 line.
-template <int HD>
-__device__ void combine_splits(const DecodeParams& p, const DecodeOut& out, float* s_w, int group,
+// One CTA does this at the tail of the call, so it is latency-bound: each thread owns one head's
+// float4 of dims and requests kInFlight splits' partials and their LSEs in one go (the LSE
+// loads of a head are one broadcast per warp), then merges them with an online softmax, so there
+// is no separate pass for the weights. Partials come from other CTAs, so they are read through
+// L2 (__ldcg), never a stale L1 line.
+template <int HD, int kInFlight>
+__device__ void combine_splits(const DecodeParams& p, const DecodeOut& out, int group,
                                int64_t row0, int num_splits) {
-    constexpr int kInFlight = 16, kPerHead = HD / 4, kHeadsPerPass = kDecodeThreads / kPerHead;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    float* s_lse = s_w + kDecodeRows * num_splits;
-    for (int g = warp; g < group; g += kDecodeWarps) {  // weights of head g: one warp
-        const float* lse = out.lse_part + (row0 + g) * num_splits;
-        float* w = s_w + g * num_splits;
-        float mx = -INFINITY;
-        for (int s = lane; s < num_splits; s += 32) {
-            w[s] = __ldcg(lse + s);
-            mx = fmaxf(mx, w[s]);
-        }
-        mx = warp_max(mx);
-        float total = 0.f;
-        for (int s = lane; s < num_splits; s += 32) {
-            w[s] = mx == -INFINITY ? 0.f : exp2f(w[s] - mx);  // empty split: 2^-inf = 0
-            total += w[s];
-        }
-        total = warp_sum(total);
-        const float inv = total > 0.f ? 1.f / total : 0.f;
-        for (int s = lane; s < num_splits; s += 32) w[s] *= inv;
-        if (lane == 0) s_lse[g] = total > 0.f ? mx + log2f(total) : -INFINITY;
-    }
-    __syncthreads();
+    constexpr int kPerHead = HD / 4, kHeadsPerPass = kDecodeThreads / kPerHead;
     const int d4 = threadIdx.x % kPerHead;
     for (int g = threadIdx.x / kPerHead; g < group; g += kHeadsPerPass) {
-        const float* w = s_w + g * num_splits;
+        const float* lse = out.lse_part + (row0 + g) * num_splits;
         const float4* o =
             reinterpret_cast<const float4*>(out.o_part) + (row0 + g) * num_splits * kPerHead + d4;
         float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+        float m = -INFINITY, total = 0.f;
         for (int s0 = 0; s0 < num_splits; s0 += kInFlight) {
             float4 v[kInFlight];
-#pragma unroll
-            for (int u = 0; u < kInFlight; ++u)
-                v[u] = s0 + u < num_splits ? __ldcg(o + (s0 + u) * kPerHead)
-                                           : make_float4(0.f, 0.f, 0.f, 0.f);
+            float l[kInFlight];
 #pragma unroll
             for (int u = 0; u < kInFlight; ++u) {
-                const float wt = s0 + u < num_splits ? w[s0 + u] : 0.f;
+                const bool in = s0 + u < num_splits;
+                v[u] = in ? __ldcg(o + (s0 + u) * kPerHead) : make_float4(0.f, 0.f, 0.f, 0.f);
+                l[u] = in ? __ldcg(lse + s0 + u) : -INFINITY;  // -inf: empty or absent split
+            }
+            float mx = m;
+#pragma unroll
+            for (int u = 0; u < kInFlight; ++u) mx = fmaxf(mx, l[u]);
+            if (mx == -INFINITY) continue;  // every split so far is empty
+            const float alpha = exp2f(m - mx);  // m == -inf: 0, and acc, total are still 0
+            acc.x *= alpha;
+            acc.y *= alpha;
+            acc.z *= alpha;
+            acc.w *= alpha;
+            total *= alpha;
+            m = mx;
+#pragma unroll
+            for (int u = 0; u < kInFlight; ++u) {
+                const float wt = exp2f(l[u] - m);
+                total += wt;
                 acc.x += wt * v[u].x;
                 acc.y += wt * v[u].y;
                 acc.z += wt * v[u].z;
                 acc.w += wt * v[u].w;
             }
         }
-        store_out4(p, row0 + g, 4 * d4, acc, s_lse[g]);
+        const float inv = total > 0.f ? 1.f / total : 0.f;
+        acc.x *= inv;
+        acc.y *= inv;
+        acc.z *= inv;
+        acc.w *= inv;
+        store_out4(p, row0 + g, 4 * d4, acc, total > 0.f ? m + log2f(total) : -INFINITY);
     }
 }
 
 // Merges the warps' states, then writes o directly (one split) or this split's partial result;
 // the last split of the (sequence, kv head) to get here combines all of them.
-template <KvFormat F, int HD>
+template <KvFormat F, int HD, int kCtasPerSm>
 __device__ void finish_split(const DecodeParams& p, const DecodeOut& out, char* smem,
                              DecodeState<HD>& st, int group, int64_t row0, unsigned* counter) {
-    static_assert(DecodeShape<F, HD>::kSmem >= (kDecodeRows * kDecodeMaxSplits + kDecodeRows) * 4);
+    static_assert(DecodeShape<F, HD>::kSmem >= kDecodeWarps * kDecodeRows * (2 + HD) * 4);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane >> 2, c = lane & 3;
     const int num_splits = gridDim.x, split = blockIdx.x;
     float* s_ml = reinterpret_cast<float*>(smem);  // [warp][head][max, sum]
@@ -165,7 +166,9 @@ __device__ void finish_split(const DecodeParams& p, const DecodeOut& out, char* 
     }
     if (!__syncthreads_or(last)) return;
     __threadfence();  // order the partial reads after the counter (acquire side)
-    combine_splits<HD>(p, out, reinterpret_cast<float*>(smem), group, row0, num_splits);
+    // All of a head's splits in one request where the registers allow (2 CTAs per SM); at 3 the
+    // planner gives at most 10 splits.
+    combine_splits<HD, kCtasPerSm == 2 ? 32 : 16>(p, out, group, row0, num_splits);
 }
 
 }  // namespace vela::cuda::detail

@@ -280,7 +280,7 @@ __global__ void __launch_bounds__(kDecodeThreads, kCtasPerSm)
     char* ring = smem + warp * S::kStages * S::kStageBytes;
     stream_slice<F, HD, kCtasPerSm>(ring, c, qa, p.dtype, p.softmax_scale * 1.4426950408889634f, st, warp,
                                     lane);
-    finish_split<F, HD>(p, out, smem, st, group,
+    finish_split<F, HD, kCtasPerSm>(p, out, smem, st, group,
                         static_cast<int64_t>(b) * p.num_heads + kvh * group,
                         out.counters + static_cast<int64_t>(b) * p.num_kv_heads + kvh);
 }

@@ -10,7 +10,7 @@ namespace vela::cuda::detail {
 
 constexpr int kDecodeMaxGroup = 8;        // query heads per kv head held in registers
 constexpr int kDecodeMaxSplitLen = 8192;  // longest split: bounds per-CTA imbalance
-constexpr int kDecodeMaxSplits = 1024;    // the last CTA's combine weights fit shared memory
+constexpr int kDecodeMaxSplits = 1024;    // the combine at the tail of a call stays short
 
 cudaError_t launch_prefill(const PrefillParams& p, cudaStream_t stream);       // mma.sync
 cudaError_t launch_prefill_sm90(const PrefillParams& p, cudaStream_t stream);  // wgmma
