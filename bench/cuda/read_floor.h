@@ -3,7 +3,8 @@
 // buffers (the K and V cache of a decode call) with no block table, no math and no combine,
 // launched the way the decode kernel is (programmatic dependent launch on sm_90+). Its time in a
 // stream of back-to-back calls is launch overhead plus bytes over bandwidth: a decode call of the
-// same traffic cannot be faster.
+// same traffic that reads only after the launch wait cannot be faster. (One that prefetches its
+// first tiles into L2 during the wait, DecodeParams::metadata_ready, can.)
 #include <cuda_runtime_api.h>
 
 #include <cstddef>

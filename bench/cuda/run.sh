@@ -31,8 +31,11 @@ timeout 120 compute-sanitizer --tool synccheck "$bin/test_cuda_attention" \
   --gtest_filter='All/PrefillSmall.OddLengthsGqa4/5:All/PrefillSmall.PrefixCachedBatch17Paged/9' >"$out/synccheck.log" 2>&1
 echo "synccheck exit $?"; tail -1 "$out/synccheck.log"
 timeout 400 "$bin/bench_attention_cuda" ${BENCH_SECTIONS:-} | tee "$out/vela.md"
-timeout 400 python3 bench/cuda/sdpa_peer.py | tee "$out/sdpa.md"
-python3 bench/cuda/compare.py "$out/vela.md" "$out/sdpa.md" | tee "$out/compare.md"
+sections=${BENCH_SECTIONS:-prefill backward}
+if [[ $sections == *prefill* || $sections == *backward* ]]; then
+  timeout 400 python3 bench/cuda/sdpa_peer.py | tee "$out/sdpa.md"
+  python3 bench/cuda/compare.py "$out/vela.md" "$out/sdpa.md" | tee "$out/compare.md"
+fi
 timeout 300 python3 bench/cuda/sdpa_peer.py --decode | tee "$out/sdpa-decode.md"
 python3 bench/cuda/compare_decode.py sdpa="$out/sdpa-decode.md" vela="$out/vela.md" \
   | tee "$out/compare-decode.md"

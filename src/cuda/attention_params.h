@@ -146,6 +146,13 @@ struct DecodeParams {
     float* lse = nullptr;  // optional [batch][num_heads]
     float softmax_scale = 0.f;
 
+    // True when no kernel launched just before this call in the stream writes block_table or
+    // seqlens_k (e.g. they were uploaded with cudaMemcpyAsync before it): the kernel may then read
+    // them before waiting for that kernel (programmatic dependent launch, sm_90+), and prefetch
+    // the first K/V tiles into L2 meanwhile. q, the caches and the workspace are always read
+    // after the wait (an L2 prefetch reads nothing into the kernel).
+    bool metadata_ready = false;
+
     int num_splits = 0;  // 0: chosen by decode_plan(); at most 1024
     // decode_workspace_bytes() bytes of device memory, zero-filled (cudaMemset) once when
     // allocated: its first bytes are per-(sequence, kv head) counters that every call leaves
