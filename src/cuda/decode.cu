@@ -14,9 +14,11 @@ void kernel_of(const void** kernel, size_t* smem) {
 
 // 8-bit KV at 2 CTAs per SM with 5-stage rings, or at 3 with 4 stages. H200 (run s4-9, both in
 // one call): 3 CTAs are 5-11% faster from batch 8 at 16k-32k and 2-22% slower at <= 4k and at
-// batch 1; H100 (runs s4-3 / s4-4): 3 CTAs within 3% at 16k-32k, up to 13% slower below.
+// batch 1; H100 (runs s4-3 / s4-4): 3 CTAs within 3% at 16k-32k, up to 13% slower below. Since
+// the L2 prefetch (68f4f82), 3 CTAs are 1.05-1.25x at batch 1 with <= 4k keys and 0.93-0.95x
+// at 16k-32k (H100, run s8-9).
 bool deep_8bit(const DecodeParams& p) {
-    return p.batch >= 8 && p.max_seqlen_k >= 16384;
+    return (p.batch >= 8 && p.max_seqlen_k >= 16384) || (p.batch == 1 && p.max_seqlen_k <= 4096);
 }
 
 template <KvFormat F, int HD>

@@ -259,7 +259,8 @@ INSTANTIATE_TEST_SUITE_P(All, Decode,
                                             ::testing::Values(1, 7, 16, 32)));
 
 // Every KV format x GQA group 1/4/8 x block size 1/16 at batch 1 (4097 keys: several warp tiles
-// per split and a partial last tile; planned and 129 splits), batch 3 (1, 17 and 4097 keys) and
+// per split and a partial last tile; planned and 129 splits; 1000 keys: 8-bit KV then runs 3 CTAs
+// per SM), batch 3 (1, 17 and 4097 keys) and
 // batch 17 (random lengths 1..300, the first two forced to 1 and 17; planned and one split).
 class DecodeGroups : public ::testing::TestWithParam<std::tuple<KvFormat, int, int>> {};
 
@@ -272,7 +273,7 @@ TEST_P(DecodeGroups, Batch1And3And17) {
     batch17[0] = 1;
     batch17[1] = 17;
     for (const std::vector<int>& lens :
-         {std::vector<int>{4097}, std::vector<int>{1, 17, 4097}, batch17}) {
+         {std::vector<int>{4097}, std::vector<int>{1000}, std::vector<int>{1, 17, 4097}, batch17}) {
         DecodeCase c{format, Dtype::kBf16, 128, 2 * group, 2, bs, lens};
         const Cache cache = make_cache(c, rng);
         std::vector<double> qd;
