@@ -30,6 +30,9 @@ struct DecodeSlice {
     int64_t block_stride, token_stride, head_off;
     FastDivmod block_size;
     int table_len, num_kv_heads, kvh, start, end;
+    // Every K/V byte is read once a call: copied evict-first (l2_evict_first_policy), which ran
+    // 1.00-1.05x (H200, run s9-2), most where the call is short.
+    uint64_t l2_policy;
 
     // Block id of this lane's key (tile0 + lane % 16); loaded a tile ahead of its use so the
     // block-table latency hides behind the previous tile's math. Speculative: the index is only
@@ -80,8 +83,8 @@ __device__ __forceinline__ void issue_tile(char* stage, const DecodeSlice& c, in
         const bool ok = __shfl_sync(0xffffffffu, static_cast<int>(valid), row) != 0;
         const int64_t byte = roff * S::kElemBytes + unit * 16;
         const int dst = tile_offset<F, HD>(row, unit);
-        cp_async_16(stage + dst, ok ? c.k + byte : c.k, ok);
-        cp_async_16(stage + S::kTileBytes + dst, ok ? c.v + byte : c.v, ok);
+        cp_async_16(stage + dst, ok ? c.k + byte : c.k, ok, c.l2_policy);
+        cp_async_16(stage + S::kTileBytes + dst, ok ? c.v + byte : c.v, ok, c.l2_policy);
     }
     if constexpr (S::kQuant) {  // lanes 0-15: K scales, 16-31: V scales of the same keys
         float* scales = reinterpret_cast<float*>(stage + 2 * S::kTileBytes);
@@ -295,7 +298,8 @@ __global__ void __launch_bounds__(kDecodeThreads, kCtasPerSm)
                   p.num_kv_heads,
                   kvh,
                   split * split_len,
-                  min(p.seqlens_k[b], (split + 1) * split_len)};
+                  min(p.seqlens_k[b], (split + 1) * split_len),
+                  l2_evict_first_policy()};
     using S = DecodeShape<F, HD, kCtasPerSm>;
     int blk[S::kStages];  // block ids of warp's prologue tiles (stream_slice), loads in flight
 #pragma unroll

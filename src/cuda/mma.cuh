@@ -21,6 +21,21 @@ __device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool val
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
                  "r"(n));
 }
+// An L2 policy that evicts the lines it touches first: for data read once (decode's K/V), so
+// the stream does not push out what is read again (a later call's prefetched tiles, the block
+// table, the partials).
+__device__ __forceinline__ uint64_t l2_evict_first_policy() {
+    uint64_t policy;
+    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+    return policy;
+}
+// cp_async_16 under an L2 cache policy (l2_evict_first_policy).
+__device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid,
+                                            uint64_t policy) {
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(
+                     smem_addr(dst)),
+                 "l"(src), "r"(valid ? 16 : 0), "l"(policy));
+}
 __device__ __forceinline__ void cp_async_commit() {
     asm volatile("cp.async.commit_group;\n");
 }
