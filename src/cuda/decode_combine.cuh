@@ -104,11 +104,14 @@ __device__ void combine_splits(const DecodeParams& p, const DecodeOut& out, int 
 template <KvFormat F, int HD, int kCtasPerSm>
 __device__ void finish_split(const DecodeParams& p, const DecodeOut& out, char* smem,
                              DecodeState<HD>& st, int group, int64_t row0, unsigned* counter) {
-    static_assert(DecodeShape<F, HD>::kSmem >= kDecodeWarps * kDecodeRows * (2 + HD) * 4);
+    // o rows of HD + 4 floats: the 4 lanes of a quad write 4 heads at one dim, banks 4 apart
+    // (at a stride of HD they share a bank).
+    constexpr int kRow = HD + 4;
+    static_assert(DecodeShape<F, HD>::kSmem >= kDecodeWarps * kDecodeRows * (2 + kRow) * 4);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane >> 2, c = lane & 3;
     const int num_splits = gridDim.x, split = blockIdx.x;
     float* s_ml = reinterpret_cast<float*>(smem);  // [warp][head][max, sum]
-    float* s_o = s_ml + kDecodeWarps * kDecodeRows * 2;
+    float* s_o = s_ml + kDecodeWarps * kDecodeRows * 2;  // [warp][head][kRow]
     st.l += __shfl_xor_sync(0xffffffffu, st.l, 1);
     st.l += __shfl_xor_sync(0xffffffffu, st.l, 2);
     __syncthreads();  // every warp is done with its ring: reuse it
@@ -116,11 +119,18 @@ __device__ void finish_split(const DecodeParams& p, const DecodeOut& out, char* 
         s_ml[(warp * kDecodeRows + r) * 2] = st.m;
         s_ml[(warp * kDecodeRows + r) * 2 + 1] = st.l;
     }
+    float* o_rows = s_o + (warp * kDecodeRows + 2 * c) * kRow;  // heads 2c, 2c + 1
 #pragma unroll
-    for (int mt = 0; mt < HD / 16; ++mt)
+    for (int mt = 0; mt < HD / 16; ++mt) {
+        if constexpr (DecodeShape<F, HD>::kQuant) {  // halves 0 / 1 are adjacent dims: 8 bytes
+            const int d = out_dim<F>(mt, 0, r);
+            *reinterpret_cast<float2*>(o_rows + d) = make_float2(st.o[mt][0], st.o[mt][2]);
+            *reinterpret_cast<float2*>(o_rows + kRow + d) = make_float2(st.o[mt][1], st.o[mt][3]);
+        } else {
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
-            s_o[(warp * kDecodeRows + 2 * c + i % 2) * HD + out_dim<F>(mt, i / 2, r)] = st.o[mt][i];
+            for (int i = 0; i < 4; ++i) o_rows[(i % 2) * kRow + out_dim<F>(mt, i / 2, r)] = st.o[mt][i];
+        }
+    }
     __syncthreads();
     // One float4 of one head's dims per thread: each thread works out its head's warp weights
     // itself (broadcast shared loads), then merges 4 float4s. (A loop over single dims that
@@ -140,7 +150,7 @@ __device__ void finish_split(const DecodeParams& p, const DecodeOut& out, char* 
         for (int w = 0; w < kDecodeWarps; ++w) {
             const float wt = m[w] == -INFINITY ? 0.f : exp2f(m[w] - mx);
             sum += wt * s_ml[(w * kDecodeRows + g) * 2 + 1];
-            const float4 v = reinterpret_cast<const float4*>(s_o + (w * kDecodeRows + g) * HD)[d4];
+            const float4 v = reinterpret_cast<const float4*>(s_o + (w * kDecodeRows + g) * kRow)[d4];
             acc.x += wt * v.x;
             acc.y += wt * v.y;
             acc.z += wt * v.z;

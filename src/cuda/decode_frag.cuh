@@ -46,7 +46,7 @@ struct DecodeShape {
     static constexpr int kMinCtasPerSm = kCtasPerSm;  // registers capped to match
     static constexpr int kStagesFit = kStageBudget / (kDecodeWarps * kStageBytes);
     static constexpr int kStages = kStagesFit < 8 ? kStagesFit : 8;
-    static constexpr int kMergeBytes = kDecodeWarps * kDecodeRows * (HD + 2) * 4;
+    static constexpr int kMergeBytes = kDecodeWarps * kDecodeRows * (HD + 6) * 4;
     static constexpr int kPipeBytes = kDecodeWarps * kStages * kStageBytes;
     static constexpr int kSmem = kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes;
     using T = std::conditional_t<F == KvFormat::kBf16, __nv_bfloat16, __half>;  // mma inputs
