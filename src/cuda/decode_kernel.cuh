@@ -306,7 +306,9 @@ __global__ void __launch_bounds__(kDecodeThreads, kCtasPerSm)
     for (int i = 0; i < S::kStages; ++i)
         blk[i] = c.block_of(c.start + (warp + i * kDecodeWarps) * kDecodeTile, lane);
     if (p.metadata_ready) {
-        // Only the tiles the prologue will copy: 2x and 4x as many ran 0.74-1.0x (run s8-4).
+        // Only the tiles the prologue will copy: 2x and 4x as many ran 0.74-1.0x (run s8-4), 16 MB
+        // a call no faster (run s9-2), and prefetching inside the ring, 4-8 tiles ahead of the
+        // copies, 0.64-0.87x (run s9-8).
 #pragma unroll
         for (int i = 0; i < S::kStages; ++i)
             c.prefetch_rows<F, HD>(c.start + (warp + i * kDecodeWarps) * kDecodeTile, blk[i], lane);
