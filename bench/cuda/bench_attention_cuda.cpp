@@ -287,6 +287,14 @@ bool metadata_ready() {
     return ready == nullptr || std::strcmp(ready, "0") != 0;
 }
 
+// No kernel here writes the caches either (an engine's append kernel before the call writes only
+// each sequence's newest key): DecodeParams::kv_ready lets the warps whose first tiles hold older
+// keys copy them before the launch wait. VELA_DECODE_KV_READY=0 times the L2-prefetch path.
+bool kv_ready() {
+    const char* ready = std::getenv("VELA_DECODE_KV_READY");
+    return ready == nullptr || std::strcmp(ready, "0") != 0;
+}
+
 bool hnd_layout() {
     const char* v = std::getenv("VELA_DECODE_LAYOUT");
     return v != nullptr && std::strcmp(v, "hnd") == 0;
@@ -366,6 +374,7 @@ struct DecodeProblem {
         p.o = o.p;
         p.softmax_scale = 1.f / std::sqrt(float(kHd));
         p.metadata_ready = metadata_ready();
+        p.kv_ready = kv_ready();
         return p;
     }
 };
@@ -501,6 +510,8 @@ void bench_decode(double copy_gbs, int sms) {
     check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
     std::printf("\nmetadata_ready: %s\n", metadata_ready() ? "on (block table and lengths read, "
                 "first tiles prefetched into L2, before the launch wait)" : "off");
+    std::printf("kv_ready: %s\n", metadata_ready() && kv_ready() ? "on (first tiles of older keys "
+                "copied into shared memory before the launch wait)" : "off");
     std::printf(
         "\n| kernel | kv format | batch | context | splits | us | GB/s | %% of copy | graph us | "
         "graph %% of copy | same-traffic copy us | its %% of copy | read-only kernel us | its %% "

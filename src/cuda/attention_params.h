@@ -149,9 +149,16 @@ struct DecodeParams {
     // True when no kernel launched just before this call in the stream writes block_table or
     // seqlens_k (e.g. they were uploaded with cudaMemcpyAsync before it): the kernel may then read
     // them before waiting for that kernel (programmatic dependent launch, sm_90+), and prefetch
-    // the first K/V tiles into L2 meanwhile. q, the caches and the workspace are always read
-    // after the wait (an L2 prefetch reads nothing into the kernel).
+    // the first K/V tiles into L2 meanwhile. q, the caches and the workspace are read after the
+    // wait (an L2 prefetch reads nothing into the kernel), the caches unless kv_ready.
     bool metadata_ready = false;
+    // True (with metadata_ready) when the kernel launched just before this call writes, of the
+    // caches, at most each sequence's newest key (the token this step appends, as a fused
+    // append-and-rope kernel does) and the scales only of a block that key opens: each warp
+    // whose first tiles hold only older keys then copies them into shared memory before the
+    // launch wait, not just into L2. Speed (docs/benchmarks-cuda.md, runs s11-3 / s11-4):
+    // H200 1.00-1.11x, H100 0.94-1.06x (slower at 8-bit batch 1 with 16k-32k keys).
+    bool kv_ready = false;
 
     int num_splits = 0;  // 0: chosen by decode_plan(); at most 1024
     // decode_workspace_bytes() bytes of device memory, zero-filled (cudaMemset) once when

@@ -209,31 +209,62 @@ __device__ __forceinline__ float pack_q(Dtype dtype, uint32_t (&qa)[HD / 16][2])
     return kInt8Bias * sum;
 }
 
+// Warp `warp`'s share of a slice: tiles warp, warp + 4, ... and their slots in the warp's ring
+// (see stream_slice). The kernel also issues the ring's prologue before the launch wait where
+// DecodeParams::kv_ready allows.
+template <KvFormat F, int HD, int kCtasPerSm>
+struct WarpShare {
+    using S = DecodeShape<F, HD, kCtasPerSm>;
+    static constexpr int kPerStep = S::kQuant && S::kStages >= 5 ? 2 : 1;
+    static constexpr int kAhead = S::kStages - kPerStep;  // tiles in flight while a step computes
+    int start, warp, steps;  // steps: the warp's tile count rounded up to whole steps
+
+    __device__ WarpShare(const DecodeSlice& c, int w) : start(c.start), warp(w) {
+        const int n_tiles = (max(c.end - c.start, 0) + kDecodeTile - 1) / kDecodeTile;
+        const int mine = n_tiles > w ? (n_tiles - w + kDecodeWarps - 1) / kDecodeWarps : 0;
+        steps = (mine + kPerStep - 1) / kPerStep * kPerStep;
+    }
+    __device__ int tile0(int i) const { return start + (warp + i * kDecodeWarps) * kDecodeTile; }
+    __device__ char* stage(char* ring, int i) const {
+        return ring + (i % S::kStages) * S::kStageBytes;
+    }
+    // The ring's prologue: the first kAhead tiles, one copy group each.
+    __device__ void issue_prologue(char* ring, const DecodeSlice& c, const int (&blk)[S::kStages],
+                                   int lane) const {
+#pragma unroll
+        for (int i = 0; i < kAhead; ++i) {
+            if (i < steps) issue_tile<F, HD>(stage(ring, i), c, tile0(i), blk[i], lane);
+            cp_async_commit();
+        }
+    }
+    // Whether the prologue reads only keys below `stable_end`.
+    __device__ bool prologue_below(const DecodeSlice& c, int stable_end) const {
+        const int last = min(kAhead, steps) - 1;
+        return last < 0 || min(tile0(last) + kDecodeTile, c.end) <= stable_end;
+    }
+};
+
 // Runs warp `warp`'s share of the slice: tiles warp, warp + 4, ... through a kStages ring,
 // kPerStep tiles consumed a step while kStages - kPerStep more are in flight. 8-bit KV takes two
 // a step where that leaves >= 3 in flight: the two score products are independent, which gives a
 // warp bound by its own instruction latency (run s4-4) twice the work to overlap, and one
 // softmax update covers both. A tile count rounded up to a whole step issues the odd tile past
-// the slice too: zero-filled, its keys masked.
+// the slice too: zero-filled, its keys masked. prologue_issued: the first kAhead tiles are
+// already in flight (kv_ready).
 template <KvFormat F, int HD, int kCtasPerSm>
 __device__ __forceinline__ void stream_slice(
     char* ring, const DecodeSlice& c, const int (&blk)[DecodeShape<F, HD, kCtasPerSm>::kStages],
-    uint32_t (&qa)[HD / 16][2], Dtype q_dtype, float scale_log2, DecodeState<HD>& st, int warp,
-    int lane) {
+    bool prologue_issued, uint32_t (&qa)[HD / 16][2], Dtype q_dtype, float scale_log2,
+    DecodeState<HD>& st, int warp, int lane) {
     using S = DecodeShape<F, HD, kCtasPerSm>;
-    constexpr int kPerStep = S::kQuant && S::kStages >= 5 ? 2 : 1;
-    constexpr int kAhead = S::kStages - kPerStep;  // tiles in flight while a step computes
-    const int n_tiles = (max(c.end - c.start, 0) + kDecodeTile - 1) / kDecodeTile;
-    const int mine = n_tiles > warp ? (n_tiles - warp + kDecodeWarps - 1) / kDecodeWarps : 0;
-    const int steps = (mine + kPerStep - 1) / kPerStep * kPerStep;
-    auto tile0 = [&](int i) { return c.start + (warp + i * kDecodeWarps) * kDecodeTile; };
-    auto stage = [&](int i) { return ring + (i % S::kStages) * S::kStageBytes; };
+    using W = WarpShare<F, HD, kCtasPerSm>;
+    const W w(c, warp);
+    constexpr int kPerStep = W::kPerStep, kAhead = W::kAhead;
+    const int steps = w.steps;
+    auto tile0 = [&](int i) { return w.tile0(i); };
+    auto stage = [&](int i) { return w.stage(ring, i); };
 
-#pragma unroll
-    for (int i = 0; i < kAhead; ++i) {
-        if (i < steps) issue_tile<F, HD>(stage(i), c, tile0(i), blk[i], lane);
-        cp_async_commit();
-    }
+    if (!prologue_issued) w.issue_prologue(ring, c, blk, lane);
     const float q_bias = pack_q<F, HD>(q_dtype, qa);  // qa: load_q's words until here
     int next_blk[kPerStep];  // block ids one step ahead of their tiles' issue
 #pragma unroll
@@ -305,13 +336,20 @@ __global__ void __launch_bounds__(kDecodeThreads, kCtasPerSm)
 #pragma unroll
     for (int i = 0; i < S::kStages; ++i)
         blk[i] = c.block_of(c.start + (warp + i * kDecodeWarps) * kDecodeTile, lane);
+    char* ring = smem + warp * S::kStages * S::kStageBytes;
+    const WarpShare<F, HD, kCtasPerSm> share(c, warp);
+    bool early = false;  // the ring's prologue copied before the wait
     if (p.metadata_ready) {
-        // Only the tiles the prologue will copy: 2x and 4x as many ran 0.74-1.0x (run s8-4), 16 MB
-        // a call no faster (run s9-2), and prefetching inside the ring, 4-8 tiles ahead of the
-        // copies, 0.64-0.87x (run s9-8).
+        // With p.kv_ready the kernel before writes no key below seqlens_k - 1, nor the scales
+        // of their blocks: a prologue of such keys only may be copied now.
+        early = p.kv_ready && share.prologue_below(c, p.seqlens_k[b] - 1);
+        // Only the tiles the prologue will copy: 2x and 4x as many ran 0.74-1.0x (run s8-4),
+        // 16 MB a call no faster (run s9-2), and prefetching inside the ring, 4-8 tiles ahead
+        // of the copies, 0.64-0.87x (run s9-8).
 #pragma unroll
-        for (int i = 0; i < S::kStages; ++i)
-            c.prefetch_rows<F, HD>(c.start + (warp + i * kDecodeWarps) * kDecodeTile, blk[i], lane);
+        for (int i = early ? share.kAhead : 0; i < S::kStages; ++i)
+            c.prefetch_rows<F, HD>(share.tile0(i), blk[i], lane);
+        if (early) share.issue_prologue(ring, c, blk, lane);
         wait_previous_kernel();
     }
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -320,8 +358,7 @@ __global__ void __launch_bounds__(kDecodeThreads, kCtasPerSm)
     uint32_t qa[HD / 16][2];
     load_q<F, HD>(p, b, kvh, group, lane, qa);
     DecodeState<HD> st;
-    char* ring = smem + warp * S::kStages * S::kStageBytes;
-    stream_slice<F, HD, kCtasPerSm>(ring, c, blk, qa, p.dtype,
+    stream_slice<F, HD, kCtasPerSm>(ring, c, blk, early, qa, p.dtype,
                                     p.softmax_scale * 1.4426950408889634f, st, warp, lane);
     finish_split<F, HD, kCtasPerSm>(p, out, smem, st, group,
                                     static_cast<int64_t>(b) * p.num_heads + kvh * group,

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "cuda/fast_divmod.h"
 #include "cuda_test_util.h"
+#include "late_writer.h"
 
 namespace vela::cuda::test {
 namespace {
@@ -110,6 +111,29 @@ Cache make_cache(const DecodeCase& c, std::mt19937& rng) {
     return cache;
 }
 
+// Where each non-empty sequence's newest key lives (token-major blocks): its K/V row (all kv
+// heads, `row` bytes into the caches) and, when it is a block's first key, its block's scales
+// (`scales` floats into the scale arrays).
+struct NewestKey {
+    int64_t row, row_bytes;
+    bool opens_block;
+    int64_t scales, scale_bytes;
+};
+
+std::vector<NewestKey> newest_keys(const DecodeCase& c, const Cache& cache) {
+    std::vector<NewestKey> keys;
+    const int bs = c.block_size, Hk = c.num_kv_heads;
+    for (size_t b = 0; b < c.seqlens.size(); ++b) {
+        const int t = c.seqlens[b] - 1;
+        if (t < 0) continue;
+        const int64_t blk = cache.table[b * cache.table_stride + t / bs];
+        const int64_t row_bytes = int64_t{Hk} * c.head_dim * elem_bytes(c.format);
+        keys.push_back({(blk * bs + t % bs) * row_bytes, row_bytes, t % bs == 0, blk * Hk,
+                        int64_t{Hk} * 4});
+    }
+    return keys;
+}
+
 struct DecodeRun {
     std::vector<uint16_t> o;
     std::vector<float> lse;
@@ -117,13 +141,20 @@ struct DecodeRun {
 
 // Runs decode_forward with num_splits (0: planned) on a fresh zero-filled workspace, or on
 // `workspace` (zeroed once by the caller, reused: the kernel must leave its counters zero).
-// metadata_ready: the block table and lengths are read before the programmatic-launch wait.
+// metadata_ready: the block table and lengths are read before the programmatic-launch wait;
+// kv_ready: so are the first tiles of keys older than each sequence's newest. With `stale`, the
+// device caches start as `stale` and q as NaN, and a late writer launched just before the call
+// (late_writer.h) puts q, each sequence's newest K/V row and, where that key opens a block, the
+// block's scales from `cache` in place: what the call may not read before its wait.
 DecodeRun run_decode(const DecodeCase& c, const Cache& cache, const std::vector<uint16_t>& q,
-                     int num_splits, void* workspace = nullptr, bool metadata_ready = false) {
+                     int num_splits, void* workspace = nullptr, bool metadata_ready = false,
+                     bool kv_ready = false, const Cache* stale = nullptr) {
     const int B = static_cast<int>(c.seqlens.size());
-    DeviceBuffer<uint16_t> dq(q), o(q.size());
-    DeviceBuffer<uint8_t> k(cache.k), v(cache.v);
-    DeviceBuffer<float> ks(cache.k_scale), vs(cache.v_scale), lse(size_t(B) * c.num_heads);
+    const Cache& first = stale != nullptr ? *stale : cache;
+    DeviceBuffer<uint16_t> dq(stale != nullptr ? std::vector<uint16_t>(q.size(), 0xffff) : q),
+        o(q.size());
+    DeviceBuffer<uint8_t> k(first.k), v(first.v);
+    DeviceBuffer<float> ks(first.k_scale), vs(first.v_scale), lse(size_t(B) * c.num_heads);
     DeviceBuffer<int32_t> table(cache.table), seqlens(c.seqlens);
     DecodeParams p;
     p.dtype = c.dtype;
@@ -150,6 +181,7 @@ DecodeRun run_decode(const DecodeCase& c, const Cache& cache, const std::vector<
     p.softmax_scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
     p.num_splits = num_splits;
     p.metadata_ready = metadata_ready;
+    p.kv_ready = kv_ready;
     int sms = 0;
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
     decode_plan(p, sms);
@@ -162,6 +194,26 @@ DecodeRun run_decode(const DecodeCase& c, const Cache& cache, const std::vector<
     p.workspace = workspace;
     o.poison();
     lse.poison();
+    // Sources of the late writes (empty unless `stale`).
+    const bool late = stale != nullptr;
+    DeviceBuffer<uint16_t> src_q(late ? q : std::vector<uint16_t>{});
+    DeviceBuffer<uint8_t> src_k(late ? cache.k : std::vector<uint8_t>{}),
+        src_v(late ? cache.v : std::vector<uint8_t>{});
+    DeviceBuffer<float> src_ks(late ? cache.k_scale : std::vector<float>{}),
+        src_vs(late ? cache.v_scale : std::vector<float>{});
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    if (late) {
+        std::vector<ByteCopy> copies{{dq.get(), src_q.get(), int64_t(q.size()) * 2}};
+        for (const NewestKey& n : newest_keys(c, cache)) {
+            copies.push_back({k.get() + n.row, src_k.get() + n.row, n.row_bytes});
+            copies.push_back({v.get() + n.row, src_v.get() + n.row, n.row_bytes});
+            if (n.opens_block) {
+                copies.push_back({ks.get() + n.scales, src_ks.get() + n.scales, n.scale_bytes});
+                copies.push_back({vs.get() + n.scales, src_vs.get() + n.scales, n.scale_bytes});
+            }
+        }
+        EXPECT_EQ(launch_late_writer(copies, 200), cudaSuccess);
+    }
     decode_forward(p);
     EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     return {o.download(), lse.download()};
@@ -248,6 +300,49 @@ TEST_P(Decode, MatchesReferenceAndSplitCountInvariant) {
     // launch wait.)
     const DecodeRun few_splits = run_decode(c, cache, q, 3, nullptr, true);
     check_reference(c, cache, qd, few_splits);
+    // Also copying the first tiles of keys older than the newest before the wait.
+    const DecodeRun early = run_decode(c, cache, q, 0, nullptr, true, true);
+    check_reference(c, cache, qd, early);
+}
+
+// DecodeParams::metadata_ready and kv_ready let the kernel read before its launch wait: the
+// block table and lengths, and with kv_ready the first tiles of keys older than the newest. The
+// kernel launched just before (late_writer.h) writes q, each sequence's newest K/V row and the
+// scales of a block that key opens about 200 us after the call has launched; until then they
+// hold NaN (INT8 rows hold 127: a stale INT8 row shows only through its error, a stale scale
+// through NaN, which block size 1 gives every newest key). A read of any of them before the
+// wait breaks the result. (Needs sm_90+ for the early launch; elsewhere the call just waits.)
+TEST(DecodeGqa, ReadsWrittenKeyOnlyAfterLaunchWait) {
+    VELA_SKIP_WITHOUT_DEVICE();
+    for (KvFormat f : {KvFormat::kF16, KvFormat::kBf16, KvFormat::kInt8, KvFormat::kFp8E4M3}) {
+        for (int bs : {1, 16}) {
+            const Dtype dtype = f == KvFormat::kF16 ? Dtype::kF16 : Dtype::kBf16;
+            DecodeCase c{f, dtype, 128, 8, 2, bs, {1, 2, 16, 17, 97, 1000, 4097, 0, 33}};
+            std::mt19937 rng(static_cast<uint32_t>(401 + bs + 5 * static_cast<int>(f)));
+            const Cache cache = make_cache(c, rng);
+            Cache stale = cache;
+            const bool quant = f == KvFormat::kInt8 || f == KvFormat::kFp8E4M3;
+            for (const NewestKey& n : newest_keys(c, cache)) {
+                std::memset(&stale.k[n.row], f == KvFormat::kInt8 ? 0x7f : 0xff, n.row_bytes);
+                std::memset(&stale.v[n.row], f == KvFormat::kInt8 ? 0x7f : 0xff, n.row_bytes);
+                if (quant && n.opens_block) {
+                    std::memset(&stale.k_scale[n.scales], 0xff, n.scale_bytes);
+                    std::memset(&stale.v_scale[n.scales], 0xff, n.scale_bytes);
+                }
+            }
+            std::vector<double> qd;
+            const auto q = random_16bit(dtype, c.seqlens.size() * c.num_heads * 128, rng, qd);
+            const std::pair<bool, bool> modes[] = {{false, false}, {true, false}, {true, true}};
+            for (const auto& [metadata_ready, kv_ready] : modes) {
+                SCOPED_TRACE(::testing::Message() << "format " << static_cast<int>(f) << " block "
+                                                  << bs << " metadata_ready " << metadata_ready
+                                                  << " kv_ready " << kv_ready);
+                check_reference(c, cache, qd,
+                                run_decode(c, cache, q, 0, nullptr, metadata_ready, kv_ready,
+                                           &stale));
+            }
+        }
+    }
 }
 
 // Block sizes: 1 (every key its own block), 7 (not a power of two: tiles straddle blocks), 16 (a
