@@ -157,7 +157,7 @@ struct DecodeParams {
     // append-and-rope kernel does) and the scales only of a block that key opens: each warp
     // whose first tiles hold only older keys then copies them into shared memory before the
     // launch wait, not just into L2. Speed (docs/benchmarks-cuda.md, runs s11-3 / s11-4):
-    // H200 1.00-1.11x, H100 0.94-1.06x (slower at 8-bit batch 1 with 16k-32k keys).
+    // H200 0.99-1.11x, H100 0.94-1.06x (slower at 8-bit batch 1 with 16k-32k keys).
     bool kv_ready = false;
 
     int num_splits = 0;  // 0: chosen by decode_plan(); at most 1024
