@@ -122,6 +122,10 @@ struct NewestKey {
 
 std::vector<NewestKey> newest_keys(const DecodeCase& c, const Cache& cache) {
     std::vector<NewestKey> keys;
+    if (c.head_major) {
+        ADD_FAILURE() << "newest_keys: token-major blocks only";
+        return keys;
+    }
     const int bs = c.block_size, Hk = c.num_kv_heads;
     for (size_t b = 0; b < c.seqlens.size(); ++b) {
         const int t = c.seqlens[b] - 1;
