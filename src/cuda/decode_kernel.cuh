@@ -352,6 +352,8 @@ __global__ void __launch_bounds__(kDecodeThreads, kCtasPerSm)
         if (early) share.issue_prologue(ring, c, blk, lane);
         wait_previous_kernel();
     }
+    // The next call's CTAs may launch from here on. Triggering at entry instead ran 0.75-1.02x
+    // (H200, run s12-2): three calls' CTAs then share the SMs and a grid piles up unevenly.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;");
 #endif
