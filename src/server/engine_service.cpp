@@ -22,9 +22,10 @@ EngineService::~EngineService() {
     thread_.join();
 }
 
-std::shared_ptr<RequestChannel> EngineService::submit(std::vector<Request> requests) {
+std::shared_ptr<RequestChannel> EngineService::submit(std::vector<Request> requests,
+                                                      std::function<void()> notify) {
     const auto n = static_cast<int64_t>(requests.size());
-    auto channel = std::make_shared<RequestChannel>(requests.size());
+    auto channel = std::make_shared<RequestChannel>(requests.size(), std::move(notify));
     {
         std::lock_guard lock(mu_);
         if (!accepting_) throw ShuttingDown("the server is shutting down");
@@ -54,6 +55,11 @@ void EngineService::drain(std::chrono::milliseconds grace) {
     abort_everything_ = true;
     cv_.notify_all();
     idle_cv_.wait(lock, [&] { return outstanding_.load() == 0; });
+}
+
+bool EngineService::accepting() const {
+    std::lock_guard lock(mu_);
+    return accepting_;
 }
 
 EngineStats EngineService::stats() const {

@@ -4,6 +4,7 @@
 // their increments from a RequestChannel; /metrics reads a stats snapshot taken after each step.
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -35,9 +36,11 @@ class EngineService {
     EngineService(Engine& engine, ServiceConfig config, ServerMetrics& metrics);
     ~EngineService();  // stops the thread, aborting whatever is still running
 
-    // Queues the requests (the n choices of one HTTP request) for the engine thread. Throws
-    // QueueFull or ShuttingDown; engine-side validation errors arrive as a channel rejection.
-    std::shared_ptr<RequestChannel> submit(std::vector<Request> requests);
+    // Queues the requests (the n choices of one HTTP request) for the engine thread; `notify`
+    // is called (engine thread) whenever their channel changes. Throws QueueFull or
+    // ShuttingDown; engine-side validation errors arrive as a channel rejection.
+    std::shared_ptr<RequestChannel> submit(std::vector<Request> requests,
+                                           std::function<void()> notify);
     // Aborts the channel's requests at the next step (client gone, timeout); idempotent.
     void cancel(const std::shared_ptr<RequestChannel>& channel);
 
@@ -45,6 +48,8 @@ class EngineService {
     // abort the rest and wait until the engine is idle.
     void drain(std::chrono::milliseconds grace);
 
+    // False from the start of drain(): new requests are refused, /health reports draining.
+    bool accepting() const;
     EngineStats stats() const;
     int64_t outstanding() const { return outstanding_.load(); }
 

@@ -5,10 +5,6 @@
 namespace vela::server {
 namespace {
 
-// After a cancel, the engine reports the aborts at its next step boundary; this bounds the
-// wait for that in case a step is slow.
-constexpr auto kAbortGrace = std::chrono::seconds(30);
-
 // Folds one event into its choice.
 void apply(std::vector<ChoiceState>& choices, const ChannelEvent& e) {
     ChoiceState& c = choices[e.choice];
@@ -21,82 +17,114 @@ void apply(std::vector<ChoiceState>& choices, const ChannelEvent& e) {
     if (e.output.finish != FinishReason::None) c.finish = e.output.finish;
 }
 
-void count_usage(ServerMetrics& metrics, const GenerationSpec& spec,
-                 const std::vector<ChoiceState>& choices) {
-    int64_t completion = 0;
-    for (const ChoiceState& c : choices) completion += c.completion_tokens;
-    metrics.count_request_tokens(static_cast<int64_t>(spec.base.prompt.size()), completion);
+ApiError timeout_error() {
+    return ApiError(408, "the request timed out", "timeout", "", "timeout");
+}
+
+// An abort the client did not ask for and that was not a timeout: the server is shutting down
+// (or a failed engine step ended every request).
+ApiError aborted_error() {
+    return ApiError(503, "the request was aborted: the server is shutting down", "server_error",
+                    "", "aborted");
 }
 
 }  // namespace
 
-std::shared_ptr<RequestChannel> start_generation(EngineService& service, const GenerationSpec& spec,
-                                                 Clock::time_point deadline) {
-    std::shared_ptr<RequestChannel> channel;
+HttpResponse json_response(int status, const nlohmann::json& body) {
+    HttpResponse r;
+    r.status = status;
+    r.body = dump_json(body);
+    return r;
+}
+
+HttpResponse error_response(const ApiError& e) {
+    HttpResponse r = json_response(e.status, e.body());
+    if (e.status == 429) r.headers.emplace_back("Retry-After", "1");
+    return r;
+}
+
+GenerationReply::GenerationReply(EngineService& service, GenerationSpec spec, ResponseMeta meta,
+                                 Clock::time_point deadline, ServerMetrics& metrics, Waker waker)
+    : service_(service),
+      spec_(std::move(spec)),
+      meta_(std::move(meta)),
+      deadline_(deadline),
+      metrics_(metrics) {
     try {
-        channel = service.submit(expand_choices(spec));
+        channel_ = service_.submit(expand_choices(spec_), std::move(waker));
     } catch (const QueueFull& e) {
         throw ApiError(429, e.what(), "rate_limit_error", "", "queue_full");
     } catch (const ShuttingDown& e) {
         throw ApiError(503, e.what(), "server_error", "", "shutting_down");
     }
-    if (!channel->wait_accepted(deadline)) {
-        service.cancel(channel);
-        throw ApiError(408, "the request timed out waiting for the engine", "timeout", "",
-                       "timeout");
-    }
-    if (channel->rejected()) {
-        throw ApiError(400, channel->rejection(), "invalid_request_error", "", "invalid_value");
-    }
-    return channel;
+    choices_.resize(channel_->n_choices());
+    started_.assign(channel_->n_choices(), false);
 }
 
-nlohmann::json run_to_completion(EngineService& service, const GenerationSpec& spec,
-                                 const ResponseMeta& meta, Clock::time_point deadline,
-                                 ServerMetrics& metrics) {
-    auto channel = start_generation(service, spec, deadline);
-    std::vector<ChoiceState> choices(channel->n_choices());
+GenerationReply::~GenerationReply() {
+    if (!ended_) cancel();
+}
+
+void GenerationReply::end() {
+    ended_ = true;
+    int64_t completion = 0;
+    for (const ChoiceState& c : choices_) completion += c.completion_tokens;
+    metrics_.count_request_tokens(static_cast<int64_t>(spec_.base.prompt.size()), completion);
+}
+
+void GenerationReply::cancel() {
+    if (ended_) return;
+    service_.cancel(channel_);
+    end();
+}
+
+void GenerationReply::poll(ReplySink& sink) {
+    if (ended_) return;
     std::vector<ChannelEvent> events;
-    for (;;) {
-        events.clear();
-        const RequestChannel::Poll poll = channel->wait(events, deadline);
-        for (const ChannelEvent& e : events) apply(choices, e);
-        if (poll == RequestChannel::Poll::Done) break;
-        if (poll == RequestChannel::Poll::Timeout) {
-            service.cancel(channel);
-            count_usage(metrics, spec, choices);
-            throw ApiError(408, "the request timed out", "timeout", "", "timeout");
+    bool done = false;
+    const RequestChannel::State state = channel_->take(events, done);
+    if (state == RequestChannel::State::Rejected) {
+        end();
+        sink.respond(error_response(ApiError(400, channel_->rejection(), "invalid_request_error",
+                                             "", "invalid_value")));
+        return;
+    }
+    if (!done && Clock::now() >= deadline_) {
+        // Out of time: the engine aborts the rest at its next step; the client hears now.
+        service_.cancel(channel_);
+        timed_out_ = true;
+    }
+    if (spec_.stream && (stream_open_ || state == RequestChannel::State::Accepted)) {
+        stream(sink, events, done);
+    } else {
+        collect(sink, events, done);
+    }
+}
+
+void GenerationReply::collect(ReplySink& sink, const std::vector<ChannelEvent>& events,
+                              bool done) {
+    for (const ChannelEvent& e : events) apply(choices_, e);
+    if (timed_out_) {
+        end();
+        sink.respond(error_response(timeout_error()));
+        return;
+    }
+    if (!done) return;
+    end();
+    for (const ChoiceState& c : choices_) {
+        if (c.finish == FinishReason::Abort) {
+            sink.respond(error_response(aborted_error()));
+            return;
         }
     }
-    count_usage(metrics, spec, choices);
-    return full_response(spec, meta, choices);
+    sink.respond(json_response(200, full_response(spec_, meta_, choices_)));
 }
 
-SseStream::SseStream(EngineService& service, GenerationSpec spec, ResponseMeta meta,
-                     std::shared_ptr<RequestChannel> channel, Clock::time_point deadline,
-                     ServerMetrics& metrics)
-    : service_(service),
-      spec_(std::move(spec)),
-      meta_(std::move(meta)),
-      channel_(std::move(channel)),
-      deadline_(deadline),
-      metrics_(metrics),
-      choices_(channel_->n_choices()),
-      started_(channel_->n_choices(), false) {}
-
-SseStream::~SseStream() {
-    if (!finished_) {
-        service_.cancel(channel_);
-        count_usage(metrics_, spec_, choices_);
+void GenerationReply::stream(ReplySink& sink, const std::vector<ChannelEvent>& events, bool done) {
+    if (!stream_open_) {
+        sink.start_stream(200, "text/event-stream", {{"Cache-Control", "no-cache"}});
+        stream_open_ = true;
     }
-}
-
-std::string SseStream::next(bool& done) {
-    done = false;
-    std::vector<ChannelEvent> events;
-    // Short slices so the HTTP layer regains control (and notices shutdown) regularly.
-    const auto slice = std::min(deadline_, Clock::now() + std::chrono::milliseconds(200));
-    const RequestChannel::Poll poll = channel_->wait(events, slice);
     std::string out;
     for (const ChannelEvent& e : events) {
         const size_t logprobs_before = choices_[e.choice].logprobs.size();
@@ -111,25 +139,20 @@ std::string SseStream::next(bool& done) {
         out += sse_event(stream_chunk(spec_, meta_, e.choice, e.output.text, e.output.finish, first,
                                       choices_[e.choice], logprobs_before));
     }
-    if (poll == RequestChannel::Poll::Timeout && Clock::now() >= deadline_) {
-        // Out of time: abort and let the engine's Abort finishes end the stream as "length".
-        service_.cancel(channel_);
-        deadline_ = Clock::now() + kAbortGrace;
+    if (timed_out_) {
+        // The status line is out: the timeout travels as an error event, as OpenAI's API
+        // reports errors mid-stream, then the stream ends normally.
+        out += sse_event(timeout_error().body());
+        out += "data: [DONE]\n\n";
+    } else if (done) {
+        if (spec_.include_usage) out += sse_event(usage_chunk(spec_, meta_, choices_));
+        out += "data: [DONE]\n\n";
     }
-    if (poll == RequestChannel::Poll::Done) {
-        out += finish_events();
-        done = true;
+    sink.send(out);
+    if (timed_out_ || done) {
+        end();
+        sink.end_stream();
     }
-    return out;
-}
-
-std::string SseStream::finish_events() {
-    finished_ = true;
-    count_usage(metrics_, spec_, choices_);
-    std::string out;
-    if (spec_.include_usage) out += sse_event(usage_chunk(spec_, meta_, choices_));
-    out += "data: [DONE]\n\n";
-    return out;
 }
 
 }  // namespace vela::server

@@ -1,50 +1,48 @@
 #pragma once
-// Runs one parsed generation request against the EngineService: either to completion (one JSON
-// response) or as an SSE stream pulled by the HTTP layer chunk by chunk.
-#include <functional>
+// One generation request (/v1/completions, /v1/chat/completions) as a Reply the HTTP loop
+// polls: submitted to the EngineService on construction, then either collected into one JSON
+// response or streamed as SSE events while the engine produces them. Nothing here blocks.
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "server/engine_service.h"
+#include "server/http_server.h"
 #include "server/openai_response.h"
 
 namespace vela::server {
 
-// Submits the spec's n choices and waits for the engine to accept them. ApiError 429/503/400
-// when the service refuses or the engine rejects the request.
-std::shared_ptr<RequestChannel> start_generation(EngineService& service, const GenerationSpec& spec,
-                                                 Clock::time_point deadline);
+// The OpenAI-style JSON error response for an ApiError.
+HttpResponse error_response(const ApiError& e);
+HttpResponse json_response(int status, const nlohmann::json& body);
 
-// Collects every choice; ApiError 408 (after cancelling) when the deadline passes first.
-nlohmann::json run_to_completion(EngineService& service, const GenerationSpec& spec,
-                                 const ResponseMeta& meta, Clock::time_point deadline,
-                                 ServerMetrics& metrics);
-
-// Produces the SSE events of one streamed response. Not thread-safe: one HTTP thread pulls.
-class SseStream {
+class GenerationReply : public Reply {
   public:
-    SseStream(EngineService& service, GenerationSpec spec, ResponseMeta meta,
-              std::shared_ptr<RequestChannel> channel, Clock::time_point deadline,
-              ServerMetrics& metrics);
-    ~SseStream();  // cancels the generation unless it finished (client gone, write failed)
+    // Submits the spec's n choices; ApiError 429 (queue full) or 503 (shutting down) when the
+    // service refuses them. `waker` is called whenever the engine has news for this reply.
+    GenerationReply(EngineService& service, GenerationSpec spec, ResponseMeta meta,
+                    Clock::time_point deadline, ServerMetrics& metrics, Waker waker);
+    ~GenerationReply() override;  // cancels the generation unless it ended
 
-    // Waits for the next increments and returns their events ("" when none arrived yet);
-    // sets `done` with the final events (usage, [DONE]).
-    std::string next(bool& done);
+    void poll(ReplySink& sink) override;
+    void cancel() override;  // the client is gone
 
   private:
-    std::string finish_events();
+    void collect(ReplySink& sink, const std::vector<ChannelEvent>& events, bool done);
+    void stream(ReplySink& sink, const std::vector<ChannelEvent>& events, bool done);
+    void end();
 
     EngineService& service_;
     GenerationSpec spec_;
     ResponseMeta meta_;
-    std::shared_ptr<RequestChannel> channel_;
     Clock::time_point deadline_;
     ServerMetrics& metrics_;
+    std::shared_ptr<RequestChannel> channel_;
     std::vector<ChoiceState> choices_;
-    std::vector<bool> started_;
-    bool finished_ = false;
+    std::vector<bool> started_;  // per choice: its first chunk was sent
+    bool stream_open_ = false;
+    bool timed_out_ = false;
+    bool ended_ = false;
 };
 
 }  // namespace vela::server

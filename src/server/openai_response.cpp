@@ -5,7 +5,14 @@ namespace vela::server {
 using nlohmann::json;
 
 const char* openai_finish_reason(FinishReason r) {
-    return r == FinishReason::Stop ? "stop" : "length";
+    switch (r) {
+        case FinishReason::Stop:
+            return "stop";
+        case FinishReason::Abort:
+            return "abort";
+        default:
+            return "length";
+    }
 }
 
 json usage_json(int64_t prompt_tokens, const std::vector<ChoiceState>& choices) {

@@ -27,7 +27,8 @@ struct ResponseMeta {
     std::string model;
 };
 
-// OpenAI knows only stop/length: an abort (timeout, shutdown) truncated the output -> "length".
+// "stop", "length", or "abort" for a generation the server ended (shutdown): a truncated output
+// must not pass for one that reached its token limit.
 const char* openai_finish_reason(FinishReason r);
 
 nlohmann::json usage_json(int64_t prompt_tokens, const std::vector<ChoiceState>& choices);

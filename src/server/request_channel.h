@@ -1,10 +1,11 @@
 #pragma once
-// The hand-off point between one HTTP handler thread and the engine thread: the engine thread
-// accepts or rejects the handler's requests and pushes their increments; the handler waits on a
-// condition variable. One channel carries all n choices of one HTTP request.
+// The hand-off point between one HTTP reply and the engine thread: the engine thread accepts or
+// rejects the reply's requests and pushes their increments; after each change it calls the
+// notify callback (the reply's Waker), and the reply takes what arrived without blocking. One
+// channel carries all n choices of one HTTP request.
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -22,34 +23,31 @@ struct ChannelEvent {
 
 class RequestChannel {
   public:
-    enum class Poll { Events, Done, Rejected, Timeout };
+    enum class State { Pending, Accepted, Rejected };
 
-    explicit RequestChannel(size_t n_choices) : n_choices_(n_choices) {}
+    // `notify` is called from the engine thread, outside the channel's lock, after every
+    // change; it must be cheap and thread-safe.
+    RequestChannel(size_t n_choices, std::function<void()> notify)
+        : n_choices_(n_choices), notify_(std::move(notify)) {}
 
     // Engine thread.
     void accept();
     void reject(std::string message);
     void push(size_t choice, StepOutput output);
 
-    // Handler thread: waits until events arrive, everything finished, the engine rejected the
-    // request, or `deadline` passed; moves pending events into `out`. Done is returned only
-    // after every event has been handed out.
-    Poll wait(std::vector<ChannelEvent>& out, Clock::time_point deadline);
-    // Handler thread: blocks until the engine thread accepted or rejected the request.
-    bool wait_accepted(Clock::time_point deadline);
-    bool rejected() const;
+    // Reply side: moves the events that arrived into `out` and returns the state; `done` is set
+    // once every choice has finished and all their events have been handed out.
+    State take(std::vector<ChannelEvent>& out, bool& done);
     std::string rejection() const;
 
     size_t n_choices() const { return n_choices_; }
     Clock::time_point created() const { return created_; }
 
   private:
-    enum class State { Pending, Accepted, Rejected };
-
     const size_t n_choices_;
+    const std::function<void()> notify_;
     const Clock::time_point created_ = Clock::now();
     mutable std::mutex mu_;
-    std::condition_variable cv_;
     State state_ = State::Pending;
     std::string rejection_;
     std::vector<ChannelEvent> events_;

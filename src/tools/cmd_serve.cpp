@@ -7,8 +7,13 @@
 #include <cstring>
 #include <thread>
 
+#include <cstdlib>
+#include <fstream>
+
+#include "core/error.h"
 #include "server/engine_service.h"
 #include "server/http_server.h"
+#include "server/openai_api.h"
 #include "tools/commands.h"
 #include "tools/common.h"
 
@@ -17,7 +22,9 @@ namespace {
 
 struct ServeOptions {
     CommonOptions common;
-    server::ServerOptions http;
+    server::HttpServerOptions http;
+    server::ApiOptions api;
+    std::string api_key_file;
     int64_t parallel = 16;
     int64_t kv_blocks = 0;
     int64_t max_queue = 256;
@@ -25,6 +32,23 @@ struct ServeOptions {
     int64_t drain_s = 10;
     int max_n = 16;
 };
+
+// The key from --api-key, else --api-key-file, else $VELA_API_KEY: a key on the command line is
+// visible to every user in `ps`, the other two are not.
+std::string resolve_api_key(const ServeOptions& o) {
+    if (!o.api.api_key.empty()) return o.api.api_key;
+    if (!o.api_key_file.empty()) {
+        std::ifstream in(o.api_key_file);
+        if (!in) fail<InvalidArgument>("cannot read the API key file {}", o.api_key_file);
+        std::string key;
+        std::getline(in, key);
+        while (!key.empty() && (key.back() == '\r' || key.back() == ' ')) key.pop_back();
+        if (key.empty()) fail<InvalidArgument>("the API key file {} is empty", o.api_key_file);
+        return key;
+    }
+    const char* env = std::getenv("VELA_API_KEY");
+    return env != nullptr ? env : "";
+}
 
 // SIGINT/SIGTERM are blocked in every thread (set before any is created) and taken here
 // synchronously, so the drain runs as ordinary code rather than in a signal handler.
@@ -46,20 +70,21 @@ int run_serve(ServeOptions& o) {
     ec.scheduler.max_running = o.parallel;
     Engine engine(*rt.model, *rt.tokenizer, *rt.backend, ec);
 
+    o.api.api_key = resolve_api_key(o);
     server::ServerMetrics metrics;
     server::EngineService service(engine, {o.parallel, o.max_queue}, metrics);
-    o.http.timeout = std::chrono::seconds(o.timeout_s);
-    o.http.limits.n_ctx = ec.n_ctx;
+    o.api.timeout = std::chrono::seconds(o.timeout_s);
+    o.api.limits.n_ctx = ec.n_ctx;
     const int64_t capacity = engine.kv_cache().num_total_blocks() * ec.kv_block_size;
-    o.http.limits.max_prompt_tokens = std::min(ec.n_ctx, capacity) - 1;
-    o.http.limits.n_vocab = rt.model->hparams().n_vocab;
-    o.http.limits.max_n = o.max_n;
-    o.http.http_threads = static_cast<int>(std::min<int64_t>(o.parallel + o.max_queue + 8, 512));
-    server::HttpServer http(o.http, *rt.tokenizer, service, metrics);
+    o.api.limits.max_prompt_tokens = std::min(ec.n_ctx, capacity) - 1;
+    o.api.limits.n_vocab = rt.model->hparams().n_vocab;
+    o.api.limits.max_n = o.max_n;
+    server::OpenAiApi api(o.api, *rt.tokenizer, service, metrics);
+    server::HttpServer http(o.http, api);
     const int port = http.bind();
     std::fprintf(stderr,
                  "vela serve: listening on http://%s:%d (model %s, ctx %lld, parallel %lld)\n",
-                 o.http.host.c_str(), port, o.http.model_name.c_str(),
+                 o.http.host.c_str(), port, o.api.model_name.c_str(),
                  static_cast<long long>(ec.n_ctx), static_cast<long long>(o.parallel));
 
     std::thread waiter([&] {
@@ -97,7 +122,9 @@ void register_serve(CLI::App& app) {
     cmd->add_option("--parallel", o->parallel, "max sequences decoded together (also -np)")
         ->check(CLI::Range(int64_t{1}, int64_t{4096}))
         ->capture_default_str();
-    cmd->add_option("--api-key", o->http.api_key, "require Authorization: Bearer <key>");
+    cmd->add_option("--api-key", o->api.api_key,
+                    "require Authorization: Bearer <key> (also --api-key-file, $VELA_API_KEY)");
+    cmd->add_option("--api-key-file", o->api_key_file, "read the API key from the file's first line");
     cmd->add_option("--kv-blocks", o->kv_blocks,
                     "KV cache blocks of 16 tokens (0: one full context)")
         ->check(CLI::Range(int64_t{0}, int64_t{1} << 24))
@@ -112,12 +139,17 @@ void register_serve(CLI::App& app) {
                     "seconds in-flight requests may finish after SIGTERM")
         ->check(CLI::Range(int64_t{0}, int64_t{3600}))
         ->capture_default_str();
-    cmd->add_option("--max-body", o->http.max_body_bytes, "largest accepted request body in bytes")
+    cmd->add_option("--max-body", o->http.limits.max_body, "largest accepted request body in bytes")
+        ->check(CLI::Range(size_t{1}, size_t{1} << 32))
+        ->capture_default_str();
+    cmd->add_option("--max-connections", o->http.max_connections,
+                    "open connections; at the limit the oldest idle one is closed")
+        ->check(CLI::Range(16, 1 << 20))
         ->capture_default_str();
     cmd->add_option("--max-n", o->max_n, "largest n (choices per request)")
         ->check(CLI::Range(1, 128))
         ->capture_default_str();
-    cmd->add_option("-a,--alias", o->http.model_name, "model name reported by the API")
+    cmd->add_option("-a,--alias", o->api.model_name, "model name reported by the API")
         ->capture_default_str();
     cmd->callback([o] { throw CLI::RuntimeError(run_guarded([o] { return run_serve(*o); })); });
 }
