@@ -6,7 +6,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 packages=(build-essential cmake ninja-build ccache pkg-config git python3 python3-pip
-          libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libcpp-httplib-dev
+          libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
           libcli11-dev libfmt-dev libre2-dev libxxhash-dev libopenblas-dev)
 missing=()
 for p in "${packages[@]}"; do

@@ -3,7 +3,12 @@
 // tokens, so text that could be the beginning of one is held back until it either completes the
 // stop string (then it is dropped, with everything after it) or cannot any more (then it is
 // released). Positions are bytes of UTF-8; the text streamed never contains a stop string.
+//
+// Cost: each stop string is a Knuth-Morris-Pratt automaton fed only the new bytes, so a push
+// costs O(new bytes + longest stop string) per stop string (amortised O(new bytes)), however
+// long the text so far or the held-back part is.
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,10 +39,19 @@ class StopChecker {
     bool stopped() const { return stopped_; }
     const std::vector<std::string>& stops() const { return stops_; }
 
+    // Automaton transitions so far (one per byte and stop string, plus KMP fall-backs): lets
+    // tests bound the work of a push without timing it.
+    uint64_t steps() const { return steps_; }
+
   private:
     std::vector<std::string> stops_;
+    // Per stop string: KMP fall-back table, and the length of the longest prefix of it that
+    // ends the text pushed so far (always <= pending_.size()).
+    std::vector<std::vector<uint32_t>> fallback_;
+    std::vector<size_t> matched_;
     std::string pending_;  // text received but not yet released
     bool stopped_ = false;
+    uint64_t steps_ = 0;
 };
 
 // Length of the longest suffix of `text` that is a proper prefix of some stop string: the bytes

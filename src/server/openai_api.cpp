@@ -7,6 +7,7 @@
 
 #include "server/api_error.h"
 #include "server/generation.h"
+#include "server/json_limits.h"
 
 namespace vela::server {
 namespace {
@@ -132,12 +133,7 @@ std::unique_ptr<Reply> OpenAiApi::handle(HttpRequest request, Waker waker) {
 std::unique_ptr<Reply> OpenAiApi::generate(Endpoint endpoint, const HttpRequest& request,
                                            Waker waker) {
     const Clock::time_point deadline = Clock::now() + options_.timeout;
-    json body;
-    try {
-        body = json::parse(request.body);
-    } catch (const json::parse_error& e) {
-        throw ApiError(400, fmt::format("the body is not valid JSON: {}", e.what()));
-    }
+    const json body = parse_json_body(request.body, options_.max_json_depth);
     GenerationSpec spec = parse_generation_request(endpoint, body, tokenizer_, options_.limits);
     ResponseMeta meta{response_id(endpoint), static_cast<int64_t>(std::time(nullptr)),
                       spec.model.empty() ? options_.model_name : spec.model};

@@ -190,22 +190,34 @@ std::vector<int32_t> parse_prompt(const json* prompt, const Tokenizer& tok,
     return ids;
 }
 
+// Stop strings are matched on the engine thread against every sequence's new text, and a
+// partial match holds streamed text back: both are bounded here. OpenAI allows 4 strings,
+// SGLang 32; markers such as "</tool_call>" or "\nUser:" are a few bytes.
+constexpr size_t kMaxStopStrings = 16;
+constexpr size_t kMaxStopBytes = 1024;
+
 std::vector<std::string> parse_stop(const Fields& f) {
     const json* v = f.get("stop");
     if (v == nullptr) return {};
     std::vector<std::string> stops;
     if (v->is_string()) {
         stops.push_back(v->get<std::string>());
-    } else if (v->is_array() && v->size() <= 16) {
+    } else if (v->is_array() && v->size() <= kMaxStopStrings) {
         for (const json& s : *v) {
             if (!s.is_string()) throw bad_field("stop", "'stop' entries must be strings");
             stops.push_back(s.get<std::string>());
         }
     } else {
-        throw bad_field("stop", "'stop' must be a string or an array of at most 16 strings");
+        throw bad_field("stop", fmt::format("'stop' must be a string or an array of at most {} "
+                                            "strings",
+                                            kMaxStopStrings));
     }
     for (const std::string& s : stops) {
         if (s.empty()) throw bad_field("stop", "stop strings must not be empty");
+        if (s.size() > kMaxStopBytes) {
+            throw bad_field("stop", fmt::format("stop strings must be at most {} bytes, got {}",
+                                                kMaxStopBytes, s.size()));
+        }
     }
     return stops;
 }
@@ -265,8 +277,8 @@ GenerationSpec parse_generation_request(Endpoint endpoint, const json& body, con
     f.string("user");  // accepted for compatibility, type-checked only
     const char* prompt_field = endpoint == Endpoint::Chat ? "messages" : "prompt";
     if (endpoint == Endpoint::Chat) {
-        const std::string text = apply_chat_template(tok, parse_messages(f.get("messages")), true);
-        spec.base.prompt = tok.encode(text, tok.add_bos_default(), true);
+        // Message text is never parsed for control tokens: only the template's markup is.
+        spec.base.prompt = encode_chat(tok, parse_messages(f.get("messages")), true);
     } else {
         spec.base.prompt = parse_prompt(f.get("prompt"), tok, limits, spec.echo_text);
         spec.echo = f.boolean("echo").value_or(false);

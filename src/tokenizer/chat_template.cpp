@@ -15,20 +15,63 @@ bool is_py_space(uint32_t cp) {
            cp == 0x202F || cp == 0x205F || cp == 0x3000;
 }
 
-std::string strip(std::string_view s) {
-    size_t begin = 0, end = s.size();
-    while (begin < end) {
+// Bytes of leading whitespace.
+size_t leading_space(std::string_view s) {
+    size_t begin = 0;
+    while (begin < s.size()) {
         size_t next = begin;
         if (!is_py_space(utf8::decode(s, next))) break;
         begin = next;
     }
-    // Scan forward to find where the trailing whitespace run starts.
-    size_t last_non_space = begin;
-    for (size_t pos = begin; pos < end;) {
-        const uint32_t cp = utf8::decode(s, pos);
-        if (!is_py_space(cp)) last_non_space = pos;
+    return begin;
+}
+
+// Where the trailing whitespace starts (0 when all of `s` is whitespace). UTF-8 is decoded
+// forward only, so this scans the whole string.
+size_t trailing_space_start(std::string_view s) {
+    size_t end = 0;
+    for (size_t pos = 0; pos < s.size();) {
+        if (!is_py_space(utf8::decode(s, pos))) end = pos;
     }
-    return std::string(s.substr(begin, last_non_space - begin));
+    return end;
+}
+
+std::string strip(std::string_view s) {
+    const std::string_view rest = s.substr(leading_space(s));
+    return std::string(rest.substr(0, trailing_space_start(rest)));
+}
+
+// Builds the segment list, merging neighbours of the same kind.
+class SegmentWriter {
+  public:
+    void markup(std::string_view s) { add(s, true); }  // the template's own text
+    void text(std::string_view s) { add(s, false); }   // roles and message contents
+    void append(const std::vector<TextSegment>& segments) {
+        for (const TextSegment& s : segments) add(s.text, s.parse_special);
+    }
+    std::vector<TextSegment> take() { return std::move(out_); }
+
+  private:
+    void add(std::string_view s, bool parse_special) {
+        if (s.empty()) return;
+        if (!out_.empty() && out_.back().parse_special == parse_special)
+            out_.back().text += s;
+        else
+            out_.push_back({std::string(s), parse_special});
+    }
+    std::vector<TextSegment> out_;
+};
+
+// Python's .strip() of the joined text, applied piecewise: whitespace may run across segments.
+void strip(std::vector<TextSegment>& segments) {
+    for (TextSegment& s : segments) {
+        s.text.erase(0, leading_space(s.text));
+        if (!s.text.empty()) break;
+    }
+    for (auto it = segments.rbegin(); it != segments.rend(); ++it) {
+        it->text.resize(trailing_space_start(it->text));
+        if (!it->text.empty()) break;
+    }
 }
 
 // The system prompt a ChatML template inserts when the conversation has none, e.g. SmolLM2's
@@ -52,30 +95,40 @@ std::string find_default_system(const std::string& jinja) {
     return jinja.substr(begin, end - begin);
 }
 
-std::string render_chatml(const ChatTemplate& t, std::span<const ChatMessage> messages, bool gen) {
-    std::string out;
+std::vector<TextSegment> render_chatml(const ChatTemplate& t, std::span<const ChatMessage> messages,
+                                       bool gen) {
+    SegmentWriter out;
     for (size_t i = 0; i < messages.size(); ++i) {
         if (i == 0 && messages[0].role != "system" && !t.default_system.empty())
-            out += "<|im_start|>system\n" + t.default_system + "<|im_end|>\n";
-        out += "<|im_start|>" + messages[i].role + "\n" + messages[i].content + "<|im_end|>\n";
+            out.markup("<|im_start|>system\n" + t.default_system + "<|im_end|>\n");
+        out.markup("<|im_start|>");
+        out.text(messages[i].role);
+        out.markup("\n");
+        out.text(messages[i].content);
+        out.markup("<|im_end|>\n");
     }
-    if (gen) out += "<|im_start|>assistant\n";
-    return out;
+    if (gen) out.markup("<|im_start|>assistant\n");
+    return out.take();
 }
 
-std::string render_llama3(std::span<const ChatMessage> messages, bool gen) {
-    std::string out;
-    for (const ChatMessage& m : messages)
-        out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + strip(m.content) +
-               "<|eot_id|>";
-    if (gen) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
-    return out;
+std::vector<TextSegment> render_llama3(std::span<const ChatMessage> messages, bool gen) {
+    SegmentWriter out;
+    for (const ChatMessage& m : messages) {
+        out.markup("<|start_header_id|>");
+        out.text(m.role);
+        out.markup("<|end_header_id|>\n\n");
+        out.text(strip(m.content));
+        out.markup("<|eot_id|>");
+    }
+    if (gen) out.markup("<|start_header_id|>assistant<|end_header_id|>\n\n");
+    return out.take();
 }
 
 // Llama-2-chat: the system prompt is folded into the first user turn; roles must alternate.
 // The template ignores add_generation_prompt: "[/INST]" already asks for the answer.
-std::string render_llama2(const ChatTemplate& t, std::span<const ChatMessage> messages) {
-    std::string out;
+std::vector<TextSegment> render_llama2(const ChatTemplate& t,
+                                       std::span<const ChatMessage> messages) {
+    SegmentWriter out;
     const bool has_system = !messages.empty() && messages[0].role == "system";
     const std::span<const ChatMessage> turns = has_system ? messages.subspan(1) : messages;
     for (size_t i = 0; i < turns.size(); ++i) {
@@ -84,18 +137,27 @@ std::string render_llama2(const ChatTemplate& t, std::span<const ChatMessage> me
             fail<InvalidArgument>(
                 "chat: roles must alternate user/assistant/user/... (message {} is '{}')",
                 i + (has_system ? 1 : 0), m.role);
-        std::string content;
-        if (i == 0 && has_system)
-            content.append("<<SYS>>\n").append(messages[0].content).append("\n<</SYS>>\n\n");
-        content.append(m.content);
+        SegmentWriter turn;
+        if (i == 0 && has_system) {
+            turn.markup("<<SYS>>\n");
+            turn.text(messages[0].content);
+            turn.markup("\n<</SYS>>\n\n");
+        }
+        turn.text(m.content);
+        std::vector<TextSegment> content = turn.take();
+        strip(content);
         if (m.role == "user") {
-            if (i > 0) out.append(t.bos_text);
-            out.append("[INST] ").append(strip(content)).append(" [/INST]");
+            if (i > 0) out.markup(t.bos_text);
+            out.markup("[INST] ");
+            out.append(content);
+            out.markup(" [/INST]");
         } else {
-            out.append(" ").append(strip(content)).append(" ").append(t.eos_text);
+            out.markup(" ");
+            out.append(content);
+            out.markup(" " + t.eos_text);
         }
     }
-    return out;
+    return out.take();
 }
 
 }  // namespace
@@ -119,8 +181,9 @@ ChatTemplate detect_chat_template(const std::string& jinja, std::string bos_text
     return t;
 }
 
-std::string render_chat(const ChatTemplate& tmpl, std::span<const ChatMessage> messages,
-                        bool add_generation_prompt) {
+std::vector<TextSegment> render_chat(const ChatTemplate& tmpl,
+                                     std::span<const ChatMessage> messages,
+                                     bool add_generation_prompt) {
     switch (tmpl.format) {
         case ChatFormat::ChatML:
             return render_chatml(tmpl, messages, add_generation_prompt);
@@ -132,14 +195,22 @@ std::string render_chat(const ChatTemplate& tmpl, std::span<const ChatMessage> m
     return {};
 }
 
-std::string apply_chat_template(const Tokenizer& tokenizer, std::span<const ChatMessage> messages,
-                                bool add_generation_prompt) {
+std::vector<TextSegment> apply_chat_template(const Tokenizer& tokenizer,
+                                             std::span<const ChatMessage> messages,
+                                             bool add_generation_prompt) {
     const auto text_of = [&](int32_t id) {
         return id >= 0 ? std::string(tokenizer.token_text(id)) : std::string();
     };
     const ChatTemplate t = detect_chat_template(tokenizer.chat_template(), text_of(tokenizer.bos()),
                                                 text_of(tokenizer.eos()));
     return render_chat(t, messages, add_generation_prompt);
+}
+
+std::vector<int32_t> encode_chat(const Tokenizer& tokenizer, std::span<const ChatMessage> messages,
+                                 bool add_generation_prompt) {
+    const std::vector<TextSegment> segments =
+        apply_chat_template(tokenizer, messages, add_generation_prompt);
+    return tokenizer.encode(segments, tokenizer.add_bos_default());
 }
 
 }  // namespace vela

@@ -110,20 +110,47 @@ std::string_view Tokenizer::token_text(int32_t id) const {
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos,
                                        bool parse_special) const {
+    const std::vector<Fragment> fragments = impl_->specials.split(text, parse_special);
+    return encode_fragments(fragments, add_bos, text.size());
+}
+
+std::vector<int32_t> Tokenizer::encode(std::span<const TextSegment> segments, bool add_bos) const {
+    std::vector<Fragment> fragments;
+    size_t size = 0;
+    for (const TextSegment& s : segments) {
+        for (const Fragment& f : impl_->specials.split(s.text, s.parse_special))
+            fragments.push_back(f);
+        size += s.text.size();
+    }
+    return encode_fragments(fragments, add_bos, size);
+}
+
+std::vector<int32_t> Tokenizer::encode_fragments(std::span<const Fragment> fragments, bool add_bos,
+                                                 size_t size_hint) const {
     std::vector<int32_t> ids;
-    ids.reserve(text.size() / 3 + 2);
+    ids.reserve(size_hint / 3 + 2);
     if (add_bos && data_.bos >= 0) ids.push_back(data_.bos);
     // SentencePiece's dummy prefix goes before the text and after every special token, as in
     // llama.cpp and HF (which normalizes each piece between added tokens separately).
     bool after_special = true;
-    for (const Fragment& f : impl_->specials.split(text, parse_special)) {
-        if (f.token >= 0) {
-            ids.push_back(f.token);
+    std::string joined;  // a text run split over several fragments (segment boundaries)
+    for (size_t i = 0; i < fragments.size();) {
+        if (fragments[i].token >= 0) {
+            ids.push_back(fragments[i++].token);
             after_special = true;
-        } else {
-            encode_raw(f.text, after_special, ids);
-            after_special = false;
+            continue;
         }
+        size_t end = i + 1;
+        while (end < fragments.size() && fragments[end].token < 0) ++end;
+        std::string_view run = fragments[i].text;
+        if (end > i + 1) {
+            joined.clear();
+            for (size_t j = i; j < end; ++j) joined += fragments[j].text;
+            run = joined;
+        }
+        encode_raw(run, after_special, ids);
+        after_special = false;
+        i = end;
     }
     if (add_bos && data_.add_eos && data_.eos >= 0) ids.push_back(data_.eos);
     return ids;

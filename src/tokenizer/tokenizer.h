@@ -12,6 +12,7 @@
 
 #include "tokenizer/chat_template.h"
 #include "tokenizer/stream_decoder.h"
+#include "tokenizer/text_segment.h"
 #include "tokenizer/tokenizer_data.h"
 
 namespace vela {
@@ -19,6 +20,7 @@ namespace vela {
 namespace gguf {
 class File;
 }
+struct Fragment;
 
 class Tokenizer {
   public:
@@ -35,6 +37,11 @@ class Tokenizer {
     // add_bos: prepend BOS (and append EOS when the model asks for it, as llama.cpp's
     // add_special does).
     std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special) const;
+    // Encodes the joined text of `segments`, parsing control-token texts only inside segments
+    // that ask for it. Text runs on across segment boundaries (BPE and SentencePiece's dummy
+    // prefix see the joined text), so the ids equal encode(joined_text(segments), add_bos, true)
+    // whenever no plain segment holds a control token's text.
+    std::vector<int32_t> encode(std::span<const TextSegment> segments, bool add_bos) const;
     // Control tokens (BOS, EOS, <|im_start|>, ...) are skipped, as HF's
     // skip_special_tokens=True; every other token is rendered. Invalid UTF-8 that byte tokens
     // can produce is replaced by U+FFFD, so the result is always valid UTF-8.
@@ -62,6 +69,8 @@ class Tokenizer {
   private:
     struct Impl;
     void encode_raw(std::string_view text, bool space_prefix, std::vector<int32_t>& out) const;
+    std::vector<int32_t> encode_fragments(std::span<const Fragment> fragments, bool add_bos,
+                                          size_t size_hint) const;
 
     TokenizerData data_;
     std::unique_ptr<Impl> impl_;

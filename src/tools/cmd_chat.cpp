@@ -31,9 +31,9 @@ int run_chat(const ChatOptions& o) {
         if (line.empty()) continue;
         if (line == "/exit" || line == "/quit") break;
         messages.push_back({"user", line});
-        const std::string text = apply_chat_template(*rt.tokenizer, messages, true);
         Request req;
-        req.prompt = rt.tokenizer->encode(text, rt.tokenizer->add_bos_default(), true);
+        // What the user types stays text: "<|im_end|>" in a line cannot end the turn.
+        req.prompt = encode_chat(*rt.tokenizer, messages, true);
         if (static_cast<int64_t>(req.prompt.size()) + 1 >= o.common.ctx_size) {
             std::fprintf(stderr,
                          "vela: the conversation no longer fits the context (%lld tokens); "

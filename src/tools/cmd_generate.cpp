@@ -23,13 +23,16 @@ int run_generate(const GenerateOptions& o) {
     if (prompt.empty()) fail<InvalidArgument>("the prompt is empty (use -p TEXT or -f FILE)");
 
     Runtime rt = Runtime::load(o.common);
-    if (o.chat) {
-        const ChatMessage msg{"user", prompt};
-        prompt = apply_chat_template(*rt.tokenizer, std::span(&msg, 1), true);
-    }
     Request req;
-    req.prompt =
-        rt.tokenizer->encode(prompt, rt.tokenizer->add_bos_default(), /*parse_special=*/true);
+    if (o.chat) {
+        // The prompt is a message: its text stays text, only the template adds control tokens.
+        const ChatMessage msg{"user", prompt};
+        req.prompt = encode_chat(*rt.tokenizer, std::span(&msg, 1), true);
+    } else {
+        // A raw prompt may spell control tokens on purpose, as llama.cpp and vLLM allow.
+        req.prompt =
+            rt.tokenizer->encode(prompt, rt.tokenizer->add_bos_default(), /*parse_special=*/true);
+    }
     req.sampling = o.sampling.params;
     req.max_tokens = o.sampling.max_tokens;
     req.stop = o.sampling.stop;

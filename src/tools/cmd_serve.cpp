@@ -31,6 +31,8 @@ struct ServeOptions {
     int64_t timeout_s = 600;
     int64_t drain_s = 10;
     int max_n = 16;
+    int64_t header_timeout_s = 10;
+    int64_t idle_timeout_s = 30;
 };
 
 // The key from --api-key, else --api-key-file, else $VELA_API_KEY: a key on the command line is
@@ -79,6 +81,8 @@ int run_serve(ServeOptions& o) {
     o.api.limits.max_prompt_tokens = std::min(ec.n_ctx, capacity) - 1;
     o.api.limits.n_vocab = rt.model->hparams().n_vocab;
     o.api.limits.max_n = o.max_n;
+    o.http.header_timeout = std::chrono::seconds(o.header_timeout_s);
+    o.http.idle_timeout = std::chrono::seconds(o.idle_timeout_s);
     server::OpenAiApi api(o.api, *rt.tokenizer, service, metrics);
     server::HttpServer http(o.http, api);
     const int port = http.bind();
@@ -141,6 +145,14 @@ void register_serve(CLI::App& app) {
         ->capture_default_str();
     cmd->add_option("--max-body", o->http.limits.max_body, "largest accepted request body in bytes")
         ->check(CLI::Range(size_t{1}, size_t{1} << 32))
+        ->capture_default_str();
+    cmd->add_option("--header-timeout", o->header_timeout_s,
+                    "seconds a client may take to send a request's head")
+        ->check(CLI::Range(int64_t{1}, int64_t{3600}))
+        ->capture_default_str();
+    cmd->add_option("--idle-timeout", o->idle_timeout_s,
+                    "seconds an idle keep-alive connection stays open")
+        ->check(CLI::Range(int64_t{1}, int64_t{3600}))
         ->capture_default_str();
     cmd->add_option("--max-connections", o->http.max_connections,
                     "open connections; at the limit the oldest idle one is closed")

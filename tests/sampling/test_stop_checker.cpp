@@ -95,5 +95,115 @@ TEST(StopChecker, AnySplitGivesTheSameOutput) {
     EXPECT_EQ(out + tail.flush(), "three <|e");
 }
 
+TEST(StopChecker, StopSpanningManyTokensIsFound) {
+    std::string stop;
+    for (int i = 0; i < 40; ++i) stop += "line " + std::to_string(i) + "\n";
+    StopChecker s({stop, "END"});
+    std::string out;
+    StopChecker::Update u = s.push("prologue ");
+    out += u.text;
+    // A false start first: the first half of the stop string, then something else.
+    for (size_t i = 0; i < stop.size() / 2; i += 3) out += s.push(stop.substr(i, 3)).text;
+    out += s.push("!").text;
+    for (size_t i = 0; i < stop.size() && !u.stopped; i += 2) {
+        u = s.push(stop.substr(i, 2));
+        out += u.text;
+        if (!u.stopped) {
+            EXPECT_EQ(s.held_back(), i + 2);  // all of it may still be the stop
+        }
+    }
+    ASSERT_TRUE(u.stopped);
+    EXPECT_EQ(u.stop_index, 0);
+    EXPECT_EQ(out, "prologue " + stop.substr(0, (stop.size() / 2 + 2) / 3 * 3) + "!");
+}
+
+// The slow path the server must never take: each push's work depends on the new text and the
+// longest stop string, not on how much text came before (the held-back text is not rescanned).
+TEST(StopChecker, WorkPerPushIsBoundedByNewTextAndLongestStop) {
+    const std::vector<std::string> stops = {std::string(1000, 'a') + "b", "aab", "xyz"};
+    size_t stop_bytes = 0;
+    for (const std::string& x : stops) stop_bytes += x.size();
+    StopChecker s(stops);
+    uint64_t pushed = 0;
+    for (int i = 0; i < 20000; ++i) {
+        // Runs of 'a' longer than the stop keep 1000 bytes held back; "c" breaks them.
+        const std::string piece = i % 1000 == 1 ? "c" : "aa";
+        const uint64_t before = s.steps();
+        ASSERT_FALSE(s.push(piece).stopped);
+        const uint64_t work = s.steps() - before;
+        // KMP: one step per byte per stop string, plus fall-backs that undo at most the
+        // matched prefix held before the push and the bytes it gained in it.
+        ASSERT_LE(work, 2 * stops.size() * piece.size() + stop_bytes) << "push " << i;
+        pushed += piece.size();
+    }
+    EXPECT_LE(s.steps(), 2 * stops.size() * pushed);  // amortised: O(1) per byte and stop
+    EXPECT_EQ(s.held_back(), 1000u);
+}
+
+// The stop string a naive scan of all the text so far finds first (earliest start, then the
+// longest), or npos.
+std::pair<size_t, int> naive_first_stop(const std::string& text,
+                                        const std::vector<std::string>& stops) {
+    size_t first = std::string::npos;
+    int index = -1;
+    for (size_t i = 0; i < stops.size(); ++i) {
+        const size_t at = text.find(stops[i]);
+        if (at != std::string::npos &&
+            (at < first || (at == first && stops[i].size() > stops[index].size()))) {
+            first = at;
+            index = static_cast<int>(i);
+        }
+    }
+    return {first, index};
+}
+
+// Property against a rescan of everything after every push: random stops and texts over a
+// three-letter alphabet (many partial matches), random token boundaries.
+TEST(StopChecker, MatchesANaiveRescanOfAllText) {
+    const uint32_t seed = std::random_device{}();
+    SCOPED_TRACE(testing::Message() << "seed " << seed);
+    std::mt19937 rng(seed);
+    auto word = [&](size_t len) {
+        std::string w;
+        for (size_t i = 0; i < len; ++i) w.push_back(static_cast<char>('a' + rng() % 3));
+        return w;
+    };
+    for (int trial = 0; trial < 2000; ++trial) {
+        std::vector<std::string> stops;
+        for (size_t n = 1 + rng() % 4; stops.size() < n;) stops.push_back(word(1 + rng() % 7));
+        const std::string text = word(rng() % 80);
+        StopChecker s(stops);
+        std::string all, out;
+        bool stopped = false;
+        for (size_t i = 0; i < text.size() && !stopped;) {
+            const size_t len = std::min(text.size() - i, static_cast<size_t>(rng() % 6));
+            const auto u = s.push(std::string_view(text).substr(i, len));
+            all += text.substr(i, len);
+            i += len;
+            out += u.text;
+            stopped = u.stopped;
+            const auto [at, index] = naive_first_stop(all, stops);
+            ASSERT_EQ(stopped, at != std::string::npos) << all;
+            if (stopped) {
+                ASSERT_EQ(u.stop_index, index) << all;
+                ASSERT_EQ(out, all.substr(0, at)) << all;
+            } else {
+                ASSERT_EQ(s.held_back(), partial_stop_suffix(all, stops)) << all;
+                ASSERT_EQ(out + all.substr(out.size()), all);
+            }
+        }
+        if (!stopped) {
+            ASSERT_EQ(out + s.flush(), all);
+        }
+    }
+}
+
+TEST(StopChecker, PartialSuffixOfPeriodicText) {
+    const std::vector<std::string> stops = {"abababx"};
+    EXPECT_EQ(partial_stop_suffix("abababab", stops), 6u);
+    EXPECT_EQ(partial_stop_suffix("ababa", stops), 5u);
+    EXPECT_EQ(partial_stop_suffix("abababx", stops), 0u);
+}
+
 }  // namespace
 }  // namespace vela

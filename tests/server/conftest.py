@@ -34,6 +34,7 @@ def _model_path():
 class Server:
     def __init__(self, port):
         self.port = port
+        self.proc = None
         self.base = f"http://127.0.0.1:{port}"
         self.headers = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -65,20 +66,28 @@ class Server:
         raise AssertionError(f"server not idle after {timeout}s: {m}")
 
 
-@pytest.fixture(scope="session")
-def server():
+def launch(extra_args=(), env=None, api_key=API_KEY):
+    """Starts `vela serve` on a free port with the suite's defaults plus `extra_args`; returns the
+    Server once /health answers. Stop it with shutdown()."""
     binary = os.environ.get("VELA_BIN")
     if not binary:
         pytest.fail("set VELA_BIN to the vela binary (ctest does)")
     model = _model_path()
     if not os.path.exists(model):
-        pytest.skip(f"model {model} absent")
+        pytest.fail(f"model {model} absent: scripts/setup.sh fetches it")
     port = _free_port()
-    cmd = [binary, "serve", "-m", model, "-t", "2", "-c", str(CTX), "--host", "127.0.0.1",
-           "--port", str(port), "-np", "4", "--max-queue", "4", "--api-key", API_KEY,
-           "--timeout", "60", "--max-body", str(1 << 20), "--drain-timeout", "5"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    options = {"-m": model, "-t": "2", "-c": str(CTX), "--host": "127.0.0.1", "--port": str(port),
+               "-np": "4", "--max-queue": "4", "--timeout": "60", "--max-body": str(1 << 20),
+               "--drain-timeout": "5"}
+    if api_key:
+        options["--api-key"] = api_key
+    extra = list(extra_args)
+    options.update(zip(extra[0::2], extra[1::2]))  # flag, value pairs override the defaults
+    cmd = [binary, "serve"] + [x for kv in options.items() for x in kv]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, **(env or {})))
     srv = Server(port)
+    srv.proc = proc
     deadline = time.time() + 60
     while True:
         assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
@@ -89,16 +98,36 @@ def server():
             pass
         assert time.time() < deadline, "vela serve did not come up within 60 s"
         time.sleep(0.1)
-    yield srv
-    proc.send_signal(signal.SIGTERM)
+    return srv
+
+
+def shutdown(srv, timeout=30):
+    """SIGTERM, then the graceful drain must exit 0. Returns the server's log."""
+    srv.proc.send_signal(signal.SIGTERM)
     try:
-        rc = proc.wait(timeout=30)
+        rc = srv.proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        srv.proc.kill()
         raise
-    log = proc.stdout.read().decode(errors="replace")
+    log = srv.proc.stdout.read().decode(errors="replace")
     assert rc == 0, log
     assert "stopped" in log, log
+    return log
+
+
+def rss_kb(srv):
+    with open(f"/proc/{srv.proc.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture(scope="session")
+def server():
+    srv = launch()
+    yield srv
+    shutdown(srv)
 
 
 @pytest.fixture(scope="session")
