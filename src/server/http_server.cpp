@@ -468,13 +468,19 @@ void HttpServer::Loop::on_event(Connection& c, uint32_t events) {
 
 void HttpServer::Loop::on_readable(Connection& c) {
     char buf[65536];
-    for (;;) {
+    // At most 1 MiB per wake-up, so one fast sender cannot hold the loop (level-triggered
+    // epoll comes back for the rest).
+    for (int reads = 0; reads < 16; ++reads) {
         const bool busy = c.phase == Connection::Phase::Working ||
                           c.phase == Connection::Phase::Replying;
         if (busy && c.in.size() - c.in_pos >= kMaxBufferedInput) break;
         const ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
         if (n > 0) {
-            if (c.phase != Connection::Phase::Lingering) c.in.append(buf, static_cast<size_t>(n));
+            if (c.phase == Connection::Phase::Lingering) continue;  // discarded
+            c.in.append(buf, static_cast<size_t>(n));
+            // Parsed as it arrives, so a fast sender never piles up more than one read here.
+            if (c.phase == Connection::Phase::Reading) process_input(c);
+            if (c.dead) return;
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
@@ -485,7 +491,6 @@ void HttpServer::Loop::on_readable(Connection& c) {
         return;
     }
     update_interest(c);
-    if (c.phase == Connection::Phase::Reading) process_input(c);
 }
 
 void HttpServer::Loop::process_input(Connection& c) {
