@@ -100,13 +100,11 @@ int64_t Engine::add_request(Request r) {
 }
 
 void Engine::reuse_retained_kv(Sequence& seq, int64_t source_id) {
-    const std::vector<int32_t>& old = retained_.at(source_id);
+    const std::vector<int32_t>& old = retained_.at(source_id);  // exactly the tokens in its KV
     const auto& now = seq.tokens();
     int64_t common = 0;
     const auto limit = std::min(old.size(), now.size() - 1);  // always compute >= 1 token
     while (common < static_cast<int64_t>(limit) && old[common] == now[common]) ++common;
-    // The retained KV holds every token but the last generated one (never fed back).
-    common = std::min<int64_t>(common, static_cast<int64_t>(old.size()) - 1);
     kv_->truncate(source_id, common);
     kv_->fork(source_id, seq.id());
     kv_->free(source_id);
@@ -173,6 +171,11 @@ void Engine::release_retained(int64_t request_id) {
     if (retained_.erase(request_id) > 0) kv_->free(request_id);
 }
 
+void Engine::release_all_retained() {
+    for (const auto& [id, tokens] : retained_) kv_->free(id);
+    retained_.clear();
+}
+
 void Engine::abort(int64_t request_id) {
     if (sequences_.count(request_id)) aborted_.push_back(request_id);
 }
@@ -185,7 +188,11 @@ void Engine::finish(Sequence& seq, std::vector<StepOutput>& out, FinishReason re
     if (kv_->is_swapped(seq.id())) kv_->free(seq.id());
     if (kv_->has_sequence(seq.id())) {
         if (seq.request().retain_kv) {
-            retained_[seq.id()] = seq.tokens();
+            // The KV holds the computed tokens only: never the last sampled one, and fewer when
+            // the sequence was aborted before its prompt was done.
+            VELA_ASSERT(kv_->n_tokens(seq.id()) == seq.n_computed());
+            const auto& t = seq.tokens();
+            retained_[seq.id()] = std::vector<int32_t>(t.begin(), t.begin() + seq.n_computed());
         } else {
             kv_->free(seq.id());
         }
@@ -202,7 +209,23 @@ std::vector<StepOutput> Engine::step() {
     aborted_.clear();
 
     std::vector<Sequence*> preempted;
-    const std::vector<ScheduledSeq> work = scheduler_.schedule(*kv_, preempted);
+    std::vector<ScheduledSeq> work = scheduler_.schedule(*kv_, preempted);
+    const bool stalled = work.empty() && scheduler_.has_work();
+    if (!retained_.empty() && (stalled || !preempted.empty())) {
+        // Live sequences are short of blocks: KV kept for a next chat turn must not keep them
+        // from finishing (that turn can do without it).
+        release_all_retained();
+        if (stalled) work = scheduler_.schedule(*kv_, preempted);
+    }
+    // Every sequence fits the pool on its own, so with nothing else holding blocks the head is
+    // admitted: a step with work always computes something (the server's loop relies on it).
+    // Should that ever break, the caller hears it (the server aborts the requests and stays up)
+    // instead of spinning on empty steps.
+    if (work.empty() && scheduler_.has_work()) {
+        fail<Error>("the scheduler made no progress: {} running, {} waiting, {} of {} KV blocks used",
+                    scheduler_.n_running(), scheduler_.n_waiting(), kv_->num_used_blocks(),
+                    kv_->num_total_blocks());
+    }
     if (work.empty()) return out;
     ++stats_.steps;
     runner_.run(work, *kv_);

@@ -69,11 +69,16 @@ class Engine {
     std::vector<int64_t> add_request_group(Request request, int64_t n);
     // Ends a request at the next step boundary (its KV is freed); unknown ids are ignored.
     void abort(int64_t request_id);
-    // Runs one scheduling step and returns the increments it produced.
+    // Runs one scheduling step and returns the increments it produced. While has_work(), each
+    // step computes tokens (and so, after boundedly many, finishes requests): callers may loop
+    // on it without a progress check.
     std::vector<StepOutput> step();
     bool has_work() const { return scheduler_.has_work(); }
 
-    // Drops KV kept for a finished sequence with retain_kv.
+    // Drops KV kept for a finished sequence with retain_kv. The engine also drops it by itself
+    // when live sequences are short of blocks (a step preempts or can schedule nothing);
+    // reuse_kv_of naming a dropped sequence then recomputes the prefix (or finds it in the
+    // prefix cache).
     void release_retained(int64_t request_id);
 
     // Counters so far and gauges as of now.
@@ -88,6 +93,7 @@ class Engine {
     void finish(Sequence& seq, std::vector<StepOutput>& out, FinishReason reason);
     void reuse_retained_kv(Sequence& seq, int64_t source_id);
     void start_followers(Sequence& leader, bool fork_kv);
+    void release_all_retained();
 
     Model& model_;
     const Tokenizer& tokenizer_;
@@ -96,7 +102,7 @@ class Engine {
     Scheduler scheduler_;
     ModelRunner runner_;
     std::map<int64_t, std::unique_ptr<Sequence>> sequences_;  // live (not finished)
-    std::map<int64_t, std::vector<int32_t>> retained_;        // finished, KV kept: their tokens
+    std::map<int64_t, std::vector<int32_t>> retained_;        // finished, KV kept: the tokens in it
     std::vector<int64_t> aborted_;
     // Samples 2..n of a group wait here until their leader has computed the prompt.
     std::map<int64_t, std::vector<Sequence*>> followers_;

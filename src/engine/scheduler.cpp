@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/error.h"
+
 namespace vela {
 
 void Scheduler::remove(Sequence* seq) {
@@ -44,9 +46,14 @@ void Scheduler::schedule_running(KvCache& kv, int64_t& budget, std::vector<Sched
         while (!kv.can_append(seq->id(), n)) {
             if (!preempt_last(kv, seq, preempted)) break;
         }
+        // The oldest running sequence must always be able to finish: once nothing else runs,
+        // KV that waiting sequences hold is all that can stand in its way (besides KV the engine
+        // retains, which it gives up when this step reports preemptions).
+        if (i == 0 && !kv.can_append(seq->id(), n)) release_waiting_kv(kv);
         if (!kv.can_append(seq->id(), n)) {
             // Even without later sequences it does not fit: preempt itself; it is retried when
-            // earlier ones finish and free their blocks.
+            // earlier ones finish and free their blocks (the oldest one, when the engine has
+            // given up its retained KV).
             running_.erase(running_.begin() + static_cast<long>(i));
             preempt(kv, seq, preempted);
             break;
@@ -56,46 +63,69 @@ void Scheduler::schedule_running(KvCache& kv, int64_t& budget, std::vector<Sched
     }
 }
 
-bool Scheduler::restore_kv(KvCache& kv, Sequence* seq, int64_t budget) {
+std::optional<ScheduledSeq> Scheduler::try_admit(KvCache& kv, Sequence* seq, int64_t budget) {
     const SeqId id = seq->id();
     if (kv.is_swapped(id)) {
-        // Swapped KV comes back into fresh blocks: it needs all of them plus the next chunk's.
+        // Swapped KV comes back into fresh blocks: it needs all of them plus the chunk's.
         const int64_t bs = kv.config().block_size;
         const int64_t n = std::min(seq->n_uncomputed(), budget);
-        const int64_t needed = (seq->n_computed() + n + bs - 1) / bs;
-        if (needed > kv.num_free_blocks()) return false;
+        if ((seq->n_computed() + n + bs - 1) / bs > kv.num_free_blocks()) return std::nullopt;
         kv.swap_in(id);
         ++counters_.swap_ins;
-        return true;
+        return ScheduledSeq{seq, n, kv.append(id, n)};
     }
-    if (!kv.has_sequence(id)) {
-        kv.add_sequence(id);
-        // The table keeps these blocks while the sequence waits for the rest, so the lookup
-        // (and its hit counters) happens once per admission.
-        seq->reset_computed(kv.acquire_cached_prefix(id, seq->tokens()));
+    if (kv.has_sequence(id)) {
+        // KV handed over before admission (a follower's fork, a chat turn's reused KV).
+        const int64_t n = std::min(seq->n_uncomputed(), budget);
+        if (!kv.can_append(id, n)) return std::nullopt;
+        return ScheduledSeq{seq, n, kv.append(id, n)};
     }
-    return true;
+    const PrefixHit hit = kv.match_cached_prefix(seq->tokens());
+    const int64_t n_tokens = static_cast<int64_t>(seq->tokens().size());
+    const int64_t n = std::min(n_tokens - hit.n_tokens, budget);
+    if (kv.blocks_to_admit(hit, n) > kv.num_free_blocks()) return std::nullopt;
+    kv.add_sequence(id);
+    // Counted in the prefix-cache hit counters here, once per admission.
+    seq->reset_computed(kv.acquire_cached_prefix(id, seq->tokens()));
+    VELA_ASSERT(seq->n_computed() == hit.n_tokens);
+    return ScheduledSeq{seq, n, kv.append(id, n)};
+}
+
+void Scheduler::admit_waiting(KvCache& kv, int64_t& budget, std::vector<ScheduledSeq>& out) {
+    while (!waiting_.empty() && budget > 0 &&
+           static_cast<int64_t>(running_.size()) < config_.max_running) {
+        Sequence* seq = waiting_.front();
+        std::optional<ScheduledSeq> s = try_admit(kv, seq, budget);
+        if (!s) break;
+        waiting_.pop_front();
+        seq->set_status(Sequence::Status::Running);
+        running_.push_back(seq);
+        budget -= s->n_tokens;
+        out.push_back(std::move(*s));
+    }
+}
+
+bool Scheduler::release_waiting_kv(KvCache& kv) {
+    bool released = false;
+    for (Sequence* seq : waiting_) {
+        if (!kv.has_sequence(seq->id())) continue;
+        kv.free(seq->id());
+        seq->reset_computed(0);
+        released = true;
+    }
+    return released;
 }
 
 std::vector<ScheduledSeq> Scheduler::schedule(KvCache& kv, std::vector<Sequence*>& preempted) {
     std::vector<ScheduledSeq> out;
     int64_t budget = config_.max_batched_tokens;
     schedule_running(kv, budget, out, preempted);
-
-    // Waiting sequences, in arrival order, while budget, slots and blocks allow. Nothing is
-    // admitted in a step that had to preempt: the blocks are short.
-    while (!waiting_.empty() && budget > 0 &&
-           static_cast<int64_t>(running_.size()) < config_.max_running && preempted.empty()) {
-        Sequence* seq = waiting_.front();
-        if (!restore_kv(kv, seq, budget)) break;
-        const int64_t n = std::min(seq->n_uncomputed(), budget);
-        if (!kv.can_append(seq->id(), n)) break;
-        waiting_.pop_front();
-        seq->set_status(Sequence::Status::Running);
-        running_.push_back(seq);
-        out.push_back(ScheduledSeq{seq, n, kv.append(seq->id(), n)});
-        budget -= n;
-    }
+    // Nothing is admitted in a step that had to preempt (the blocks are short), unless nothing
+    // runs any more: the head (the earliest admitted of those preempted) then has the pool.
+    if (preempted.empty() || running_.empty()) admit_waiting(kv, budget, out);
+    // Nothing runs and the head does not fit: what is in its way is KV that waiting sequences
+    // hold (nothing runs, so nothing would ever free it) or KV the engine retains.
+    if (out.empty() && release_waiting_kv(kv)) admit_waiting(kv, budget, out);
     return out;
 }
 

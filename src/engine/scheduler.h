@@ -4,10 +4,16 @@
 // only when their KV blocks can be allocated. When a running sequence cannot grow, the most
 // recently admitted one is preempted (FCFS fairness): its KV is dropped and recomputed later
 // (Recompute), or copied to host memory and copied back when it is re-admitted (Swap).
-// Admission first takes the longest cached prefix of the sequence's tokens (when the KV cache
-// has prefix caching on), so only the rest is computed.
+//
+// Admission is check/act: whether the head's next chunk fits is computed without touching the
+// KV cache (cached-prefix blocks that are evictable count as taken), and only then does the
+// head take its cached prefix (when the KV cache has prefix caching on) and its chunk's blocks.
+// A waiting sequence therefore holds no KV blocks, except KV handed to it before admission (a
+// follower's fork of its leader's prompt, a chat turn's reused KV); when nothing can run, those
+// are given up, so the head always fits eventually (every sequence fits the pool on its own).
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <vector>
 
 #include "engine/sequence.h"
@@ -44,7 +50,9 @@ class Scheduler {
     void remove(Sequence* seq);
 
     // Picks this step's work and allocates its KV slots in `kv`. Sequences preempted to make
-    // room are reported in `preempted` (their KV is already freed or swapped out).
+    // room are reported in `preempted` (their KV is already freed or swapped out). Empty only
+    // when there is no work, or when KV held outside the scheduler's sequences (retained for a
+    // chat turn) keeps the queue head out.
     std::vector<ScheduledSeq> schedule(KvCache& kv, std::vector<Sequence*>& preempted);
 
     bool has_work() const { return !waiting_.empty() || !running_.empty(); }
@@ -58,9 +66,13 @@ class Scheduler {
     void preempt(KvCache& kv, Sequence* victim, std::vector<Sequence*>& preempted);
     void schedule_running(KvCache& kv, int64_t& budget, std::vector<ScheduledSeq>& out,
                           std::vector<Sequence*>& preempted);
-    // Gives the waiting head its KV back (swap-in) or a fresh table (with any cached prefix).
-    // Returns false, changing nothing, when a swap-in does not fit together with n_next tokens.
-    bool restore_kv(KvCache& kv, Sequence* seq, int64_t budget);
+    // Admits waiting sequences in arrival order while budget, max_running and blocks allow.
+    void admit_waiting(KvCache& kv, int64_t& budget, std::vector<ScheduledSeq>& out);
+    // The head's next chunk (at most `budget` tokens) with its slots, after swapping its KV in
+    // or taking its cached prefix; nullopt, changing nothing, when the blocks are not there.
+    std::optional<ScheduledSeq> try_admit(KvCache& kv, Sequence* seq, int64_t budget);
+    // Frees the KV that waiting sequences hold (they recompute it); false when none held any.
+    bool release_waiting_kv(KvCache& kv);
 
     SchedulerConfig config_;
     std::deque<Sequence*> waiting_;

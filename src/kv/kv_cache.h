@@ -50,6 +50,16 @@ struct PrefixCacheStats {
     int64_t evictable_blocks = 0;  // of those, referenced by no sequence (count as free)
 };
 
+// What acquire_cached_prefix would take for some tokens, asked without taking it (admission
+// checks whether a sequence fits before it acquires anything).
+struct PrefixHit {
+    int64_t n_tokens = 0;  // tokens the hit covers (whole blocks)
+    int64_t n_blocks = 0;
+    // Of those blocks, the ones only the cache references: they count as free now and stop
+    // being free once acquired.
+    int64_t n_evictable = 0;
+};
+
 // One layer's K/V storage as the attention kernels see it; the shape lets them check that the
 // caller's parameters describe this cache.
 struct KvLayerView {
@@ -106,6 +116,13 @@ class KvCache {
     // token uncached (the model has to compute something to produce logits), and returns the
     // number of tokens it now holds. 0 when prefix caching is off.
     int64_t acquire_cached_prefix(SeqId id, std::span<const int32_t> tokens);
+    // Pure: what acquire_cached_prefix(., tokens) would take now (empty when prefix caching is
+    // off). No hit counters move.
+    PrefixHit match_cached_prefix(std::span<const int32_t> tokens) const;
+    // Pure: free blocks that a new sequence takes by acquiring `hit` and then appending n
+    // tokens (its fresh blocks plus the evictable hit blocks). The check of a check/act
+    // admission: blocks_to_admit(...) <= num_free_blocks() means both calls succeed.
+    int64_t blocks_to_admit(const PrefixHit& hit, int64_t n) const;
     // Registers the sequence's full blocks among tokens[0, computed.size()), whose KV has been
     // written. Idempotent; no-op when prefix caching is off.
     void cache_computed(SeqId id, std::span<const int32_t> computed);
@@ -136,6 +153,8 @@ class KvCache {
     std::byte* block_ptr(int64_t layer, bool value, int32_t block) const;
     void copy_block(int32_t from, int32_t to);
     bool last_block_shared(const BlockTable& t) const;
+    // The longest cached chain for tokens, leaving at least one token to compute.
+    std::vector<int32_t> cached_prefix_blocks(std::span<const int32_t> tokens) const;
     // Pool access that keeps the prefix cache's LRU in step with reference counts.
     int32_t allocate_block();
     void retain_block(int32_t b);

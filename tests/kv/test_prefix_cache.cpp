@@ -179,6 +179,39 @@ TEST_F(KvPrefix, SharedBlocksAreRefCountedAndFreeWhenOnlyCached) {
     EXPECT_EQ(kv.prefix_stats().evictable_blocks, 2);
 }
 
+TEST_F(KvPrefix, MatchIsPureAndCountsEvictableHitsAsTaken) {
+    // 6 blocks of 4. Sequence 1 computes p (3 full blocks + 1 token) and releases it: its three
+    // full blocks stay cached, evictable, counted free.
+    KvCache kv(config(6));
+    const auto p = random_tokens(13, 16);
+    kv.add_sequence(1);
+    compute(kv, 1, p);
+    kv.free(1);
+    kv.add_sequence(2);  // holds the first cached block, so only two of the hit are evictable
+    EXPECT_EQ(kv.acquire_cached_prefix(2, std::vector<int32_t>(p.begin(), p.begin() + 5)), 4);
+    const PrefixCacheStats before = kv.prefix_stats();
+    const PrefixHit hit = kv.match_cached_prefix(p);
+    EXPECT_EQ(hit.n_tokens, 12);
+    EXPECT_EQ(hit.n_blocks, 3);
+    EXPECT_EQ(hit.n_evictable, 2);
+    EXPECT_EQ(kv.prefix_stats().query_tokens, before.query_tokens);  // asking counts nothing
+    EXPECT_EQ(kv.prefix_stats().hit_tokens, before.hit_tokens);
+    EXPECT_EQ(kv.num_free_blocks(), 5);
+    // 12 cached + 1 + 7 more tokens = 5 blocks, 3 of them hits: 2 fresh + 2 evictable hits.
+    EXPECT_EQ(kv.blocks_to_admit(hit, 8), 4);
+    EXPECT_EQ(kv.blocks_to_admit(hit, 12), 5);
+    EXPECT_EQ(kv.blocks_to_admit(hit, 13), 6);  // one more than is free: acquiring would strand
+    // The check is exact: at the limit, acquire + append succeed and use up the pool.
+    kv.add_sequence(3);
+    EXPECT_EQ(kv.acquire_cached_prefix(3, p), 12);
+    kv.append(3, 12);
+    EXPECT_EQ(kv.num_free_blocks(), 0);
+    EXPECT_EQ(kv.match_cached_prefix(p).n_evictable, 0);
+    KvCache off(KvCacheConfig{2, 3, 8, 4, 6, DType::F16});
+    EXPECT_EQ(off.match_cached_prefix(p).n_blocks, 0);
+    EXPECT_EQ(off.blocks_to_admit(PrefixHit{}, 13), 4);
+}
+
 TEST_F(KvPrefix, AlwaysLeavesOneTokenToCompute) {
     KvCache kv(config(10));
     const auto p = random_tokens(8, 11);  // exactly 2 blocks
