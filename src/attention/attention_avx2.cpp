@@ -158,6 +158,16 @@ struct Avx2Ops {
         }
         for (; i < n; ++i) dst[i] = _cvtsh_ss(src[i]);
     }
+    // bfloat16 is the upper half of a float: widen and shift.
+    static void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+            const __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+            _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(w));
+        }
+        for (; i < n; ++i) dst[i] = bf16_to_fp32(src[i]);
+    }
 };
 
 }  // namespace

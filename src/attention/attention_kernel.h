@@ -35,7 +35,7 @@ struct TileScratch {
 };
 
 // Points k_rows/v_rows at the float rows of keys [first, first + n) of one KV head, following
-// the block table; F16 rows are decoded once into the scratch tile for the whole group.
+// the block table; F16 and BF16 rows are decoded once into the scratch tile for the whole group.
 template <class Ops, class T>
 void load_tile(const PagedAttentionParams& p, const AttentionSeq& seq, int64_t kv_head,
                int64_t first, int64_t n, TileScratch& s) {
@@ -50,11 +50,18 @@ void load_tile(const PagedAttentionParams& p, const AttentionSeq& seq, int64_t k
             s.k_rows[j] = k + off;
             s.v_rows[j] = v + off;
         } else {
-            static_assert(std::is_same_v<T, KvF16>);
             float* kd = s.k_tile.data() + j * hd;
             float* vd = s.v_tile.data() + j * hd;
-            Ops::f16_to_f32(reinterpret_cast<const uint16_t*>(k + off), kd, hd);
-            Ops::f16_to_f32(reinterpret_cast<const uint16_t*>(v + off), vd, hd);
+            const auto* kb = reinterpret_cast<const uint16_t*>(k + off);
+            const auto* vb = reinterpret_cast<const uint16_t*>(v + off);
+            if constexpr (std::is_same_v<T, KvF16>) {
+                Ops::f16_to_f32(kb, kd, hd);
+                Ops::f16_to_f32(vb, vd, hd);
+            } else {
+                static_assert(std::is_same_v<T, KvBF16>);
+                Ops::bf16_to_f32(kb, kd, hd);
+                Ops::bf16_to_f32(vb, vd, hd);
+            }
             s.k_rows[j] = kd;
             s.v_rows[j] = vd;
         }

@@ -36,6 +36,9 @@ struct ScalarOps {
     static void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
         for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(src[i]);
     }
+    static void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
+        for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_fp32(src[i]);
+    }
 };
 
 }  // namespace

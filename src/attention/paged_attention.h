@@ -8,7 +8,7 @@
 #include <span>
 
 #include "core/thread_pool.h"
-#include "kv/kv_cache.h"
+#include "kv/host_kv_storage.h"
 
 namespace vela {
 
@@ -31,7 +31,7 @@ struct PagedAttentionParams {
     int64_t head_dim = 0;
     int64_t block_size = 0;
     float scale = 0.0f;  // usually 1 / sqrt(head_dim)
-    KvLayerView kv;      // one layer's K/V storage, layout as in KvCache
+    KvLayerView kv;      // one layer's K/V storage, layout as in kv/kv_storage.h
     std::span<const AttentionSeq> seqs;
     // Query row i of a sequence has absolute position kv_len - q_len + i and attends to keys at
     // positions in (pos - window, pos]; window 0 means no limit (plain causal).

@@ -1,42 +1,77 @@
 #pragma once
-// The operations a model's forward pass needs. The model is written once against this
-// interface; CPU (backend/cpu) and CUDA implement it. Activations are row-major float arrays
-// owned by the caller, in the backend's memory.
+// The device a model runs on. The model is written once against this interface; the CPU
+// backend (backend/cpu) implements it and the CUDA backend will. One step goes:
+//   plan(batch)   once, before any op: the backend takes the step's metadata (token ids,
+//                 positions, slots, block tables) into its own memory and picks its kernels;
+//   ops           on activations (Tensors in the backend's memory, from allocate());
+//   to_host       the logits (or, later, sampled ids) back to the host.
+// Weights stay in the file's format; load_weights() gives the backend the chance to copy them
+// to its memory once. KV lives in a KvStorage the backend makes, in its memory and format.
+#include <cstddef>
 #include <cstdint>
-#include <span>
+#include <memory>
+#include <string>
 
-#include "attention/paged_attention.h"
 #include "core/tensor.h"
-#include "kv/kv_cache.h"
+#include "kv/kv_storage.h"
+#include "model/forward_batch.h"
 
 namespace vela {
+
+struct ModelWeights;
+
+// Memory a backend handed out; freed with the object.
+class DeviceBuffer {
+  public:
+    virtual ~DeviceBuffer() = default;
+    virtual void* data() = 0;
+    virtual size_t bytes() const = 0;
+};
 
 class Backend {
   public:
     virtual ~Backend() = default;
 
+    virtual Device device() const = 0;
+    virtual std::string name() const = 0;
+
+    // --- memory ---
+    virtual std::unique_ptr<DeviceBuffer> allocate(size_t bytes) = 0;
+    virtual void to_device(const void* host, Tensor dst) = 0;  // dst.numel() elements
+    virtual void to_host(const Tensor& src, void* host) = 0;
+
+    // Makes the weights usable on this device (CPU: the mapped file as it is; a GPU backend
+    // uploads them and repoints every Weight). Called once, before the first forward.
+    virtual void load_weights(ModelWeights& weights) = 0;
+    // The KV pool in this backend's memory.
+    virtual std::unique_ptr<KvStorage> make_kv_storage(const KvLayout& layout,
+                                                       KvFormat format) = 0;
+
+    // --- one step ---
+    // Takes the batch's metadata for the ops below; the batch must outlive the step.
+    virtual void plan(const ForwardBatch& batch) = 0;
+
+    // out[i] = row batch.tokens[i] of the embedding table, dequantised (n_rows x cols).
+    virtual void embed(const Weight& table, Tensor out) = 0;
     // y[m][w.rows] = x[m][w.cols] * W^T
-    virtual void matmul(const Weight& w, const float* x, int64_t m, float* y) = 0;
-    // out[i] = row ids[i] of the embedding table, dequantised
-    virtual void get_rows(const Weight& table, std::span<const int32_t> ids, float* out) = 0;
-    // Each of `rows` rows of n: y = x / rms(x) * weight
-    virtual void rms_norm(const float* x, const Weight& weight, float* y, int64_t rows, int64_t n,
-                          float eps) = 0;
-    // y += x over n elements
-    virtual void add_inplace(float* y, const float* x, int64_t n) = 0;
-    // Each of `rows` rows of n: y += bias
-    virtual void add_bias(float* y, const Weight& bias, int64_t rows, int64_t n) = 0;
-    // y = silu(gate) * up over n elements
-    virtual void silu_mul(const float* gate, const float* up, float* y, int64_t n) = 0;
-    // Rotates `rows` rows of n_heads x head_dim in place; cos/sin hold rows x rot_dim/2.
-    virtual void rope(float* x, int64_t rows, int64_t n_heads, int64_t head_dim, int64_t rot_dim,
-                      const float* cos, const float* sin, bool neox) = 0;
-    // Stores this step's keys/values (rows of n_kv_heads x head_dim) into their cache slots.
-    virtual void write_kv(KvCache& kv, int64_t layer, std::span<const int64_t> slots,
-                          const float* k, const float* v) = 0;
-    // Causal attention of q over each sequence's paged KV (see attention/paged_attention.h).
-    virtual void attention(const KvCache& kv, int64_t layer, const float* q, float* out,
-                           std::span<const AttentionSeq> seqs, int64_t n_heads, float scale) = 0;
+    virtual void matmul(const Weight& w, const Tensor& x, Tensor y) = 0;
+    // Each row: y = x / rms(x) * weight
+    virtual void rms_norm(const Tensor& x, const Weight& weight, Tensor y, float eps) = 0;
+    virtual void add_inplace(Tensor y, const Tensor& x) = 0;     // y += x
+    virtual void add_bias(Tensor y, const Weight& bias) = 0;     // each row += bias
+    virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor y) = 0;
+    // Rotates each row's n_heads x head_dim in place at the batch's positions (rows of
+    // cos/sin: rot_dim / 2 angles per row, made by the model).
+    virtual void rope(Tensor x, int64_t n_heads, int64_t head_dim, int64_t rot_dim,
+                      const Tensor& cos, const Tensor& sin, bool neox) = 0;
+    // Stores this step's keys/values (rows of n_kv_heads x head_dim) at the batch's slots.
+    virtual void write_kv(KvStorage& kv, int64_t layer, const Tensor& k, const Tensor& v) = 0;
+    // Causal attention of q (n_rows x n_heads*head_dim) over each sequence's paged KV, as the
+    // batch describes it; `window` > 0 limits each query to its last `window` keys.
+    virtual void attention(const KvStorage& kv, int64_t layer, const Tensor& q, Tensor out,
+                           int64_t n_heads, float scale, int64_t window = 0) = 0;
+    // out[i] = x[batch.logit_rows[i]]
+    virtual void gather_logit_rows(const Tensor& x, Tensor out) = 0;
 };
 
 }  // namespace vela

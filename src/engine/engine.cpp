@@ -22,11 +22,8 @@ const char* finish_reason_name(FinishReason r) {
 
 namespace {
 
-KvCacheConfig kv_config(const HParams& hp, const EngineConfig& c) {
-    KvCacheConfig k;
-    k.n_layers = hp.n_layers;
-    k.n_kv_heads = hp.n_kv_heads;
-    k.head_dim = hp.head_dim;
+BlockManagerConfig block_config(const EngineConfig& c) {
+    BlockManagerConfig k;
     k.block_size = c.kv_block_size;
     const int64_t per_ctx = (c.n_ctx + c.kv_block_size - 1) / c.kv_block_size;
     k.num_blocks = c.kv_blocks > 0 ? c.kv_blocks : per_ctx;
@@ -46,6 +43,7 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, Engin
     : model_(model),
       tokenizer_(tokenizer),
       config_(config),
+      backend_(backend),
       scheduler_(scheduler_config(config)),
       runner_(model, backend) {
     if (config_.n_ctx < 2) fail<InvalidArgument>("context size {} is too small", config_.n_ctx);
@@ -55,7 +53,9 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, Engin
     if (config_.scheduler.max_batched_tokens < 1 || config_.scheduler.max_running < 1) {
         fail<InvalidArgument>("scheduler limits must be >= 1");
     }
-    kv_ = std::make_unique<KvCache>(kv_config(model.hparams(), config_));
+    kv_ = std::make_unique<BlockManager>(block_config(config_));
+    storage_ = backend_.make_kv_storage(
+        model.kv_layout(config_.kv_block_size, kv_->num_total_blocks()), config_.kv_format);
 }
 
 Engine::~Engine() = default;
@@ -228,7 +228,10 @@ std::vector<StepOutput> Engine::step() {
     }
     if (work.empty()) return out;
     ++stats_.steps;
-    runner_.run(work, *kv_);
+    runner_.prepare(work, *kv_);
+    // Copies and swaps decided while scheduling happen before this step reads or writes KV.
+    storage_->apply(kv_->take_ops());
+    runner_.run(*storage_);
 
     std::vector<Sequence*> done;
     for (size_t i = 0; i < work.size(); ++i) {

@@ -11,7 +11,8 @@
 #include "engine/request.h"
 #include "engine/scheduler.h"
 #include "engine/sequence.h"
-#include "kv/kv_cache.h"
+#include "kv/block_manager.h"
+#include "kv/kv_storage.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -21,6 +22,7 @@ struct EngineConfig {
     int64_t n_ctx = 4096;  // max tokens of one sequence (prompt + generated)
     int64_t kv_block_size = 16;
     int64_t kv_blocks = 0;  // 0: enough for one full context
+    KvFormat kv_format = KvFormat::F16;
     // Reuse the KV of full blocks whose tokens (and all tokens before them) were computed
     // before, by this or an earlier request; see kv/prefix_cache.h.
     bool prefix_caching = true;
@@ -86,7 +88,8 @@ class Engine {
     // KV blocks referenced by live (or retained) sequences; 0 once every request has finished
     // (blocks that only the prefix cache holds count as free).
     int64_t num_used_kv_blocks() const { return kv_->num_used_blocks(); }
-    const KvCache& kv_cache() const { return *kv_; }
+    const BlockManager& kv_blocks() const { return *kv_; }
+    const KvStorage& kv_storage() const { return *storage_; }
     const EngineConfig& config() const { return config_; }
 
   private:
@@ -98,7 +101,9 @@ class Engine {
     Model& model_;
     const Tokenizer& tokenizer_;
     EngineConfig config_;
-    std::unique_ptr<KvCache> kv_;
+    Backend& backend_;
+    std::unique_ptr<BlockManager> kv_;         // bookkeeping
+    std::unique_ptr<KvStorage> storage_;       // the bytes, in the backend's memory
     Scheduler scheduler_;
     ModelRunner runner_;
     std::map<int64_t, std::unique_ptr<Sequence>> sequences_;  // live (not finished)

@@ -7,40 +7,43 @@ namespace {
 constexpr int64_t kSeq = 0;
 constexpr int64_t kBlockSize = 16;
 
-KvCacheConfig config_for(const HParams& hp, int64_t n_ctx) {
-    KvCacheConfig c;
-    c.n_layers = hp.n_layers;
-    c.n_kv_heads = hp.n_kv_heads;
-    c.head_dim = hp.head_dim;
+BlockManagerConfig config_for(int64_t n_ctx) {
+    BlockManagerConfig c;
     c.block_size = kBlockSize;
     c.num_blocks = (n_ctx + kBlockSize - 1) / kBlockSize;
     return c;
 }
 }  // namespace
 
-ForwardDriver::ForwardDriver(Model& model, Backend& backend, int64_t n_ctx, int64_t batch_size)
+ForwardDriver::ForwardDriver(Model& model, Backend& backend, int64_t n_ctx, int64_t batch_size,
+                             KvFormat kv_format)
     : model_(model),
       backend_(backend),
       batch_size_(batch_size),
-      kv_(config_for(model.hparams(), n_ctx)) {
-    kv_.add_sequence(kSeq);
+      blocks_(config_for(n_ctx)),
+      storage_(backend.make_kv_storage(model.kv_layout(kBlockSize, blocks_.num_total_blocks()),
+                                       kv_format)) {
+    blocks_.add_sequence(kSeq);
 }
 
 void ForwardDriver::reset() {
-    kv_.free(kSeq);
-    kv_.add_sequence(kSeq);
-    n_past_ = 0;
+    blocks_.free(kSeq);
+    blocks_.add_sequence(kSeq);
 }
 
-void ForwardDriver::forward(const int32_t* tokens, int64_t n, BatchSequence::Logits logits) {
-    if (!kv_.can_append(kSeq, n)) {
-        fail<ResourceExhausted>("{} tokens do not fit the context", n_past_ + n);
+void ForwardDriver::forward(const int32_t* tokens, int64_t n, bool last_logits, bool all_logits) {
+    if (!blocks_.can_append(kSeq, n)) {
+        fail<ResourceExhausted>("{} tokens do not fit the context", blocks_.n_tokens(kSeq) + n);
     }
-    batch_.tokens.assign(tokens, tokens + n);
-    batch_.slots = kv_.append(kSeq, n);
-    batch_.seqs = {BatchSequence{kSeq, n_past_, n, logits}};
-    model_.forward(batch_, kv_, backend_, step_logits_);
-    n_past_ += n;
+    const int64_t n_past = blocks_.n_tokens(kSeq);
+    const std::vector<int64_t> slots = blocks_.append(kSeq, n);
+    const BlockTable& table = blocks_.table(kSeq);
+    batch_.clear();
+    batch_.add_sequence({tokens, static_cast<size_t>(n)}, n_past, slots, table.blocks,
+                        table.n_tokens, last_logits, all_logits);
+    batch_.finish();
+    storage_->apply(blocks_.take_ops());
+    model_.forward(batch_, *storage_, backend_, step_logits_);
 }
 
 const std::vector<float>& ForwardDriver::evaluate(const std::vector<int32_t>& tokens,
@@ -51,15 +54,14 @@ const std::vector<float>& ForwardDriver::evaluate(const std::vector<int32_t>& to
     for (int64_t begin = 0; begin < n; begin += batch_size_) {
         const int64_t len = std::min(batch_size_, n - begin);
         const bool last = begin + len == n;
-        using L = BatchSequence::Logits;
-        forward(tokens.data() + begin, len, all_logits ? L::All : (last ? L::Last : L::None));
+        forward(tokens.data() + begin, len, last, all_logits);
         logits_.insert(logits_.end(), step_logits_.begin(), step_logits_.end());
     }
     return logits_;
 }
 
 const std::vector<float>& ForwardDriver::extend(const std::vector<int32_t>& tokens) {
-    forward(tokens.data(), static_cast<int64_t>(tokens.size()), BatchSequence::Logits::Last);
+    forward(tokens.data(), static_cast<int64_t>(tokens.size()), true, false);
     return step_logits_;
 }
 

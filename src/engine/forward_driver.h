@@ -1,17 +1,21 @@
 #pragma once
 // Feeds one sequence of known tokens through the model in batch-size pieces, from an empty
 // cache: the common core of `perplexity` and `bench`, which need no scheduler or sampling.
+#include <memory>
 #include <vector>
 
 #include "backend/backend.h"
-#include "kv/kv_cache.h"
+#include "kv/block_manager.h"
+#include "kv/kv_storage.h"
+#include "model/forward_batch.h"
 #include "model/model.h"
 
 namespace vela {
 
 class ForwardDriver {
   public:
-    ForwardDriver(Model& model, Backend& backend, int64_t n_ctx, int64_t batch_size);
+    ForwardDriver(Model& model, Backend& backend, int64_t n_ctx, int64_t batch_size,
+                  KvFormat kv_format = KvFormat::F16);
 
     // Clears the cache, then evaluates `tokens`; returns the logits of every row (all_logits)
     // or of the last row only.
@@ -21,14 +25,14 @@ class ForwardDriver {
     void reset();
 
   private:
-    void forward(const int32_t* tokens, int64_t n, BatchSequence::Logits logits);
+    void forward(const int32_t* tokens, int64_t n, bool last_logits, bool all_logits);
 
     Model& model_;
     Backend& backend_;
     int64_t batch_size_;
-    KvCache kv_;
-    int64_t n_past_ = 0;
-    Batch batch_;
+    BlockManager blocks_;
+    std::unique_ptr<KvStorage> storage_;
+    ForwardBatch batch_;
     std::vector<float> step_logits_;
     std::vector<float> logits_;
 };

@@ -1,28 +1,37 @@
 #include "engine/model_runner.h"
 
+#include "core/error.h"
+
 namespace vela {
 
-void ModelRunner::run(const std::vector<ScheduledSeq>& scheduled, KvCache& kv) {
-    batch_.tokens.clear();
-    batch_.slots.clear();
-    batch_.seqs.clear();
+const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& scheduled,
+                                         const BlockManager& blocks) {
+    batch_.clear();
     logit_row_.assign(scheduled.size(), -1);
+    const int64_t bs = blocks.config().block_size;
     int64_t n_logit_rows = 0;
     for (size_t i = 0; i < scheduled.size(); ++i) {
         const ScheduledSeq& s = scheduled[i];
         const auto& tokens = s.seq->tokens();
         const int64_t begin = s.seq->n_computed();
-        batch_.tokens.insert(batch_.tokens.end(), tokens.begin() + begin,
-                             tokens.begin() + begin + s.n_tokens);
-        batch_.slots.insert(batch_.slots.end(), s.slots.begin(), s.slots.end());
-        // Only a sequence whose last token is fed this step samples; a partial prefill chunk
-        // needs no logits.
+        const BlockTable& table = blocks.table(s.seq->id());
+        VELA_ASSERT(table.n_tokens == begin + s.n_tokens);
+        for (int64_t slot : s.slots) {
+            // Writing into a shared block would change another sequence's KV.
+            VELA_ASSERT(blocks.pool().ref_count(static_cast<int32_t>(slot / bs)) == 1);
+        }
+        // Only a sequence whose last token is fed this step samples.
         const bool samples = begin + s.n_tokens == static_cast<int64_t>(tokens.size());
-        batch_.seqs.push_back(
-            BatchSequence{s.seq->id(), begin, s.n_tokens,
-                          samples ? BatchSequence::Logits::Last : BatchSequence::Logits::None});
+        batch_.add_sequence(std::span(tokens).subspan(static_cast<size_t>(begin),
+                                                      static_cast<size_t>(s.n_tokens)),
+                            begin, s.slots, table.blocks, table.n_tokens, samples);
         if (samples) logit_row_[i] = n_logit_rows++;
     }
+    batch_.finish();
+    return batch_;
+}
+
+void ModelRunner::run(KvStorage& kv) {
     model_.forward(batch_, kv, backend_, logits_);
 }
 

@@ -1,11 +1,13 @@
 #pragma once
-// Turns a step's schedule into a flat Batch, runs the model, and hands back one logits row per
-// sequence that samples this step.
+// Turns a step's schedule into a ForwardBatch (prepare), runs the model on it, and hands back
+// the logits rows of the sequences that sample this step.
 #include <span>
 #include <vector>
 
 #include "backend/backend.h"
 #include "engine/scheduler.h"
+#include "kv/block_manager.h"
+#include "model/forward_batch.h"
 #include "model/model.h"
 
 namespace vela {
@@ -14,15 +16,20 @@ class ModelRunner {
   public:
     ModelRunner(Model& model, Backend& backend) : model_(model), backend_(backend) {}
 
-    // Runs the scheduled work. Afterwards, logits_for(i) is the logits row of scheduled[i]
-    // when that sequence reached the end of its tokens this step (so it samples), else empty.
-    void run(const std::vector<ScheduledSeq>& scheduled, KvCache& kv);
+    // The step's batch: each scheduled sequence's new tokens at their positions, their slots,
+    // the sequence's block table, and a logits row for each sequence whose last token is fed
+    // (the others are partial prefill chunks).
+    const ForwardBatch& prepare(const std::vector<ScheduledSeq>& scheduled,
+                                const BlockManager& blocks);
+    // Runs the prepared batch. Afterwards, logits_for(i) is the logits row of scheduled[i]
+    // when it samples this step, else empty.
+    void run(KvStorage& kv);
     std::span<float> logits_for(size_t i);
 
   private:
     Model& model_;
     Backend& backend_;
-    Batch batch_;
+    ForwardBatch batch_;
     std::vector<float> logits_;
     std::vector<int64_t> logit_row_;  // per scheduled sequence, -1 when it does not sample
 };

@@ -11,7 +11,7 @@ void Scheduler::remove(Sequence* seq) {
     std::erase(running_, seq);
 }
 
-void Scheduler::preempt(KvCache& kv, Sequence* victim, std::vector<Sequence*>& preempted) {
+void Scheduler::preempt(BlockManager& kv, Sequence* victim, std::vector<Sequence*>& preempted) {
     if (config_.preemption == Preemption::Swap) {
         kv.swap_out(victim->id());  // n_computed stays: the KV comes back as it was
         ++counters_.swap_outs;
@@ -27,7 +27,7 @@ void Scheduler::preempt(KvCache& kv, Sequence* victim, std::vector<Sequence*>& p
     preempted.push_back(victim);
 }
 
-bool Scheduler::preempt_last(KvCache& kv, const Sequence* keep, std::vector<Sequence*>& preempted) {
+bool Scheduler::preempt_last(BlockManager& kv, const Sequence* keep, std::vector<Sequence*>& preempted) {
     if (running_.empty() || running_.back() == keep) return false;
     Sequence* victim = running_.back();
     running_.pop_back();
@@ -35,7 +35,7 @@ bool Scheduler::preempt_last(KvCache& kv, const Sequence* keep, std::vector<Sequ
     return true;
 }
 
-void Scheduler::schedule_running(KvCache& kv, int64_t& budget, std::vector<ScheduledSeq>& out,
+void Scheduler::schedule_running(BlockManager& kv, int64_t& budget, std::vector<ScheduledSeq>& out,
                                  std::vector<Sequence*>& preempted) {
     // Each continues (decode token or the rest of a chunked prefill). Victims are taken from
     // the back, after index i, so none of them is already in `out`.
@@ -63,7 +63,7 @@ void Scheduler::schedule_running(KvCache& kv, int64_t& budget, std::vector<Sched
     }
 }
 
-std::optional<ScheduledSeq> Scheduler::try_admit(KvCache& kv, Sequence* seq, int64_t budget) {
+std::optional<ScheduledSeq> Scheduler::try_admit(BlockManager& kv, Sequence* seq, int64_t budget) {
     const SeqId id = seq->id();
     if (kv.is_swapped(id)) {
         // Swapped KV comes back into fresh blocks: it needs all of them plus the chunk's.
@@ -91,7 +91,7 @@ std::optional<ScheduledSeq> Scheduler::try_admit(KvCache& kv, Sequence* seq, int
     return ScheduledSeq{seq, n, kv.append(id, n)};
 }
 
-void Scheduler::admit_waiting(KvCache& kv, int64_t& budget, std::vector<ScheduledSeq>& out) {
+void Scheduler::admit_waiting(BlockManager& kv, int64_t& budget, std::vector<ScheduledSeq>& out) {
     while (!waiting_.empty() && budget > 0 &&
            static_cast<int64_t>(running_.size()) < config_.max_running) {
         Sequence* seq = waiting_.front();
@@ -105,7 +105,7 @@ void Scheduler::admit_waiting(KvCache& kv, int64_t& budget, std::vector<Schedule
     }
 }
 
-bool Scheduler::release_waiting_kv(KvCache& kv) {
+bool Scheduler::release_waiting_kv(BlockManager& kv) {
     bool released = false;
     for (Sequence* seq : waiting_) {
         if (!kv.has_sequence(seq->id())) continue;
@@ -116,7 +116,7 @@ bool Scheduler::release_waiting_kv(KvCache& kv) {
     return released;
 }
 
-std::vector<ScheduledSeq> Scheduler::schedule(KvCache& kv, std::vector<Sequence*>& preempted) {
+std::vector<ScheduledSeq> Scheduler::schedule(BlockManager& kv, std::vector<Sequence*>& preempted) {
     std::vector<ScheduledSeq> out;
     int64_t budget = config_.max_batched_tokens;
     schedule_running(kv, budget, out, preempted);

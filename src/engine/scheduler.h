@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "engine/sequence.h"
-#include "kv/kv_cache.h"
+#include "kv/block_manager.h"
 
 namespace vela {
 
@@ -53,7 +53,7 @@ class Scheduler {
     // room are reported in `preempted` (their KV is already freed or swapped out). Empty only
     // when there is no work, or when KV held outside the scheduler's sequences (retained for a
     // chat turn) keeps the queue head out.
-    std::vector<ScheduledSeq> schedule(KvCache& kv, std::vector<Sequence*>& preempted);
+    std::vector<ScheduledSeq> schedule(BlockManager& kv, std::vector<Sequence*>& preempted);
 
     bool has_work() const { return !waiting_.empty() || !running_.empty(); }
     size_t n_waiting() const { return waiting_.size(); }
@@ -62,17 +62,17 @@ class Scheduler {
     const SchedulerConfig& config() const { return config_; }
 
   private:
-    bool preempt_last(KvCache& kv, const Sequence* keep, std::vector<Sequence*>& preempted);
-    void preempt(KvCache& kv, Sequence* victim, std::vector<Sequence*>& preempted);
-    void schedule_running(KvCache& kv, int64_t& budget, std::vector<ScheduledSeq>& out,
+    bool preempt_last(BlockManager& kv, const Sequence* keep, std::vector<Sequence*>& preempted);
+    void preempt(BlockManager& kv, Sequence* victim, std::vector<Sequence*>& preempted);
+    void schedule_running(BlockManager& kv, int64_t& budget, std::vector<ScheduledSeq>& out,
                           std::vector<Sequence*>& preempted);
     // Admits waiting sequences in arrival order while budget, max_running and blocks allow.
-    void admit_waiting(KvCache& kv, int64_t& budget, std::vector<ScheduledSeq>& out);
+    void admit_waiting(BlockManager& kv, int64_t& budget, std::vector<ScheduledSeq>& out);
     // The head's next chunk (at most `budget` tokens) with its slots, after swapping its KV in
     // or taking its cached prefix; nullopt, changing nothing, when the blocks are not there.
-    std::optional<ScheduledSeq> try_admit(KvCache& kv, Sequence* seq, int64_t budget);
+    std::optional<ScheduledSeq> try_admit(BlockManager& kv, Sequence* seq, int64_t budget);
     // Frees the KV that waiting sequences hold (they recompute it); false when none held any.
-    bool release_waiting_kv(KvCache& kv);
+    bool release_waiting_kv(BlockManager& kv);
 
     SchedulerConfig config_;
     std::deque<Sequence*> waiting_;

@@ -16,6 +16,11 @@ struct KvF16 {
     uint16_t bits;
 };
 
+// bfloat16 stored as its raw bits (the upper half of a float).
+struct KvBF16 {
+    uint16_t bits;
+};
+
 template <class T>
 struct KvElement;
 
@@ -33,6 +38,13 @@ struct KvElement<KvF16> {
     static float decode(KvF16 x) { return fp16_to_fp32(x.bits); }
 };
 
+template <>
+struct KvElement<KvBF16> {
+    static constexpr DType dtype = DType::BF16;
+    static KvBF16 encode(float x) { return KvBF16{fp32_to_bf16(x)}; }
+    static float decode(KvBF16 x) { return bf16_to_fp32(x.bits); }
+};
+
 // Calls fn(T{}) with T the element type of `dtype`; throws InvalidArgument for types the KV
 // cache does not store.
 template <class Fn>
@@ -42,10 +54,13 @@ decltype(auto) visit_kv_dtype(DType dtype, Fn&& fn) {
             return fn(float{});
         case DType::F16:
             return fn(KvF16{});
+        case DType::BF16:
+            return fn(KvBF16{});
         default:
             break;
     }
-    fail<InvalidArgument>("KV cache dtype {} is not supported (F32 or F16)", dtype_name(dtype));
+    fail<InvalidArgument>("KV cache dtype {} is not supported (F32, F16 or BF16)",
+                          dtype_name(dtype));
 }
 
 inline size_t kv_element_size(DType dtype) {

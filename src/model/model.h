@@ -1,14 +1,15 @@
 #pragma once
 // A Llama-family decoder (Llama 1/2/3, Mistral, SmolLM, Qwen2) over paged KV, written once
-// against the Backend interface.
+// against the Backend interface: it reads the step from a ForwardBatch and never touches KV
+// bookkeeping.
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "backend/backend.h"
 #include "gguf/gguf_file.h"
-#include "kv/kv_cache.h"
-#include "model/batch.h"
+#include "kv/kv_storage.h"
+#include "model/forward_batch.h"
 #include "model/hparams.h"
 #include "model/weights.h"
 
@@ -25,17 +26,23 @@ class Model {
     const gguf::File& file() const { return file_; }
     const ModelWeights& weights() const { return weights_; }
 
-    // Runs the batch through the network. Keys/values of the new tokens are written into `kv`
-    // at batch.slots; logits (n_logit_rows x n_vocab, sequence order) are written to `logits`.
-    void forward(const Batch& batch, KvCache& kv, Backend& backend, std::vector<float>& logits);
+    // The KV layout this model needs for `num_blocks` blocks of `block_size` tokens.
+    KvLayout kv_layout(int64_t block_size, int64_t num_blocks) const;
+
+    // Runs the batch through the network on `backend` (which gets the weights on first use).
+    // Keys/values of the new rows are written into `kv` at batch.slot_mapping; logits of
+    // batch.logit_rows (in that order, n_vocab each) are copied to `logits` on the host.
+    void forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
+                 std::vector<float>& logits);
 
   private:
     struct Scratch;
-    void layer(int64_t il, const Batch& batch, KvCache& kv, Backend& backend, Scratch& s);
+    void layer(int64_t il, KvStorage& kv, Backend& backend, Scratch& s);
 
     gguf::File file_;
     HParams hp_;
     ModelWeights weights_;
+    Backend* loaded_on_ = nullptr;  // the backend load_weights() ran for
     std::unique_ptr<Scratch> scratch_;
 };
 

@@ -92,7 +92,7 @@ class EngineServing : public ::testing::Test {
         EXPECT_EQ(s.kv_blocks_used, 0);
         EXPECT_EQ(s.kv_blocks_swapped, 0);
         EXPECT_EQ(s.running + s.waiting, 0);
-        EXPECT_EQ(e.kv_cache().num_sequences(), 0);
+        EXPECT_EQ(e.kv_blocks().num_sequences(), 0);
     }
 
     static inline Model* model_ = nullptr;
@@ -231,7 +231,7 @@ TEST_F(EngineServing, KvPressureNeverStallsTheQueue) {
         EXPECT_FALSE(e.has_work())
             << "no progress after " << steps << " steps: running " << e.stats().running
             << ", waiting " << e.stats().waiting << ", KV blocks used " << e.num_used_kv_blocks()
-            << "/" << e.stats().kv_blocks_total << " by " << e.kv_cache().num_sequences()
+            << "/" << e.stats().kv_blocks_total << " by " << e.kv_blocks().num_sequences()
             << " KV tables, preemptions " << e.stats().preemptions << ", generated "
             << e.stats().generated_tokens;
         if (!e.has_work()) expect_no_leak(e);

@@ -233,7 +233,7 @@ class ScheduleRun {
         }
         out_.stats = engine_.stats();
         EXPECT_EQ(engine_.num_used_kv_blocks(), 0) << "KV blocks leaked";
-        EXPECT_EQ(engine_.kv_cache().num_sequences(), 0);
+        EXPECT_EQ(engine_.kv_blocks().num_sequences(), 0);
         EXPECT_EQ(out_.stats.kv_blocks_swapped, 0);
         return std::move(out_);
     }

@@ -1,70 +1,193 @@
 #include "backend/cpu/cpu_backend.h"
 
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
+
 #include "core/error.h"
+#include "kv/host_kv_storage.h"
 
 namespace vela {
+namespace {
 
-void CpuBackend::matmul(const Weight& w, const float* x, int64_t m, float* y) {
-    cpu::matmul(cpu::MatmulParams{w.data, w.type, w.rows, w.cols, x, w.cols, m, y, w.rows}, ws_,
-                pool_);
+class HostBuffer final : public DeviceBuffer {
+  public:
+    explicit HostBuffer(size_t bytes)
+        : bytes_(bytes), data_(std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64)) {
+        if (data_ == nullptr) fail<ResourceExhausted>("cannot allocate {} bytes", bytes);
+    }
+    ~HostBuffer() override { std::free(data_); }
+    void* data() override { return data_; }
+    size_t bytes() const override { return bytes_; }
+
+  private:
+    size_t bytes_;
+    void* data_;
+};
+
+// Ops take float activations in host memory; anything else is a caller bug.
+void check_f32(const Tensor& t) {
+    VELA_ASSERT(t.device == Device::Cpu && t.dtype == DType::F32);
 }
 
-void CpuBackend::get_rows(const Weight& table, std::span<const int32_t> ids, float* out) {
+template <class Storage>  // KvStorage or const KvStorage
+auto& host_storage(Storage& kv) {
+    if (kv.device() != Device::Cpu) {
+        fail<InvalidArgument>("the CPU backend cannot use KV storage on {}",
+                              device_name(kv.device()));
+    }
+    using Host = std::conditional_t<std::is_const_v<Storage>, const HostKvStorage, HostKvStorage>;
+    return static_cast<Host&>(kv);
+}
+
+}  // namespace
+
+std::unique_ptr<DeviceBuffer> CpuBackend::allocate(size_t bytes) {
+    return std::make_unique<HostBuffer>(bytes);
+}
+
+void CpuBackend::to_device(const void* host, Tensor dst) {
+    VELA_ASSERT(dst.device == Device::Cpu);
+    std::memcpy(dst.data, host, row_bytes(dst.dtype, dst.cols) * static_cast<size_t>(dst.rows));
+}
+
+void CpuBackend::to_host(const Tensor& src, void* host) {
+    VELA_ASSERT(src.device == Device::Cpu);
+    std::memcpy(host, src.data, row_bytes(src.dtype, src.cols) * static_cast<size_t>(src.rows));
+}
+
+void CpuBackend::load_weights(ModelWeights&) {
+    // The kernels read the memory-mapped file in place.
+}
+
+std::unique_ptr<KvStorage> CpuBackend::make_kv_storage(const KvLayout& layout, KvFormat format) {
+    return std::make_unique<HostKvStorage>(layout, format);
+}
+
+const ForwardBatch& CpuBackend::batch() const {
+    VELA_ASSERT(batch_ != nullptr && "plan() comes before the step's ops");
+    return *batch_;
+}
+
+void CpuBackend::plan(const ForwardBatch& batch) {
+    if (!batch.tree_mask.empty()) {
+        fail<InvalidArgument>("the CPU backend does not run tree attention masks yet");
+    }
+    batch_ = &batch;
+    attn_seqs_.clear();
+    for (int64_t s = 0; s < batch.n_seqs(); ++s) {
+        attn_seqs_.push_back(AttentionSeq{batch.query_start[s], batch.q_len(s), batch.kv_len[s],
+                                          batch.blocks(s).data()});
+    }
+}
+
+void CpuBackend::embed(const Weight& table, Tensor out) {
+    check_f32(out);
+    const ForwardBatch& b = batch();
+    VELA_ASSERT(out.rows == b.n_rows() && out.cols == table.cols);
     const size_t row_size = row_bytes(table.type, table.cols);
     const auto* base = static_cast<const uint8_t*>(table.data);
-    for (size_t i = 0; i < ids.size(); ++i) {
-        VELA_ASSERT(ids[i] >= 0 && ids[i] < table.rows);
-        cpu::dequantize_row(table.type, base + static_cast<size_t>(ids[i]) * row_size,
-                            out + static_cast<int64_t>(i) * table.cols, table.cols);
+    for (int64_t i = 0; i < out.rows; ++i) {
+        const int32_t id = b.tokens[i];
+        VELA_ASSERT(id >= 0 && id < table.rows);
+        cpu::dequantize_row(table.type, base + static_cast<size_t>(id) * row_size,
+                            out.f32() + i * table.cols, table.cols);
     }
 }
 
-void CpuBackend::rms_norm(const float* x, const Weight& weight, float* y, int64_t rows, int64_t n,
-                          float eps) {
-    for (int64_t r = 0; r < rows; ++r) cpu::rms_norm(x + r * n, weight.f32(), y + r * n, n, eps);
+void CpuBackend::matmul(const Weight& w, const Tensor& x, Tensor y) {
+    check_f32(x);
+    check_f32(y);
+    VELA_ASSERT(x.cols == w.cols && y.cols == w.rows && x.rows == y.rows);
+    cpu::matmul(cpu::MatmulParams{w.data, w.type, w.rows, w.cols, x.f32(), w.cols, x.rows, y.f32(),
+                                  w.rows},
+                ws_, pool_);
 }
 
-void CpuBackend::add_inplace(float* y, const float* x, int64_t n) {
-    cpu::add(y, x, y, n);
+void CpuBackend::rms_norm(const Tensor& x, const Weight& weight, Tensor y, float eps) {
+    check_f32(x);
+    check_f32(y);
+    VELA_ASSERT(x.cols == weight.cols && y.cols == x.cols && y.rows == x.rows);
+    for (int64_t r = 0; r < x.rows; ++r) {
+        cpu::rms_norm(x.f32() + r * x.cols, weight.f32(), y.f32() + r * x.cols, x.cols, eps);
+    }
 }
 
-void CpuBackend::add_bias(float* y, const Weight& bias, int64_t rows, int64_t n) {
-    for (int64_t r = 0; r < rows; ++r) cpu::add(y + r * n, bias.f32(), y + r * n, n);
+void CpuBackend::add_inplace(Tensor y, const Tensor& x) {
+    check_f32(x);
+    check_f32(y);
+    VELA_ASSERT(x.numel() == y.numel());
+    cpu::add(y.f32(), x.f32(), y.f32(), y.numel());
 }
 
-void CpuBackend::silu_mul(const float* gate, const float* up, float* y, int64_t n) {
-    pool_.parallel_for(
-        n, [&](int64_t b, int64_t e) { cpu::silu_mul(gate + b, up + b, y + b, e - b); });
+void CpuBackend::add_bias(Tensor y, const Weight& bias) {
+    check_f32(y);
+    VELA_ASSERT(bias.cols == y.cols);
+    for (int64_t r = 0; r < y.rows; ++r) {
+        cpu::add(y.f32() + r * y.cols, bias.f32(), y.f32() + r * y.cols, y.cols);
+    }
 }
 
-void CpuBackend::rope(float* x, int64_t rows, int64_t n_heads, int64_t head_dim, int64_t rot_dim,
-                      const float* cos, const float* sin, bool neox) {
+void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor y) {
+    check_f32(gate);
+    check_f32(up);
+    check_f32(y);
+    VELA_ASSERT(gate.numel() == up.numel() && y.numel() == gate.numel());
+    const float* g = gate.f32();
+    const float* u = up.f32();
+    float* out = y.f32();
+    pool_.parallel_for(gate.numel(),
+                       [&](int64_t b, int64_t e) { cpu::silu_mul(g + b, u + b, out + b, e - b); });
+}
+
+void CpuBackend::rope(Tensor x, int64_t n_heads, int64_t head_dim, int64_t rot_dim,
+                      const Tensor& cos, const Tensor& sin, bool neox) {
+    check_f32(x);
     const int64_t half = rot_dim / 2;
-    for (int64_t r = 0; r < rows; ++r) {
-        cpu::rope(x + r * n_heads * head_dim, n_heads, head_dim, rot_dim, cos + r * half,
-                  sin + r * half, neox);
+    VELA_ASSERT(x.cols == n_heads * head_dim && cos.rows == x.rows && cos.cols == half);
+    for (int64_t r = 0; r < x.rows; ++r) {
+        cpu::rope(x.f32() + r * x.cols, n_heads, head_dim, rot_dim, cos.f32() + r * half,
+                  sin.f32() + r * half, neox);
     }
 }
 
-void CpuBackend::write_kv(KvCache& kv, int64_t layer, std::span<const int64_t> slots,
-                          const float* k, const float* v) {
-    kv.write(layer, slots, k, v);
+void CpuBackend::write_kv(KvStorage& kv, int64_t layer, const Tensor& k, const Tensor& v) {
+    check_f32(k);
+    check_f32(v);
+    const ForwardBatch& b = batch();
+    VELA_ASSERT(k.rows == b.n_rows() && v.rows == b.n_rows());
+    host_storage(kv).write(layer, b.slot_mapping, k.f32(), v.f32());
 }
 
-void CpuBackend::attention(const KvCache& kv, int64_t layer, const float* q, float* out,
-                           std::span<const AttentionSeq> seqs, int64_t n_heads, float scale) {
-    const KvCacheConfig& c = kv.config();
+void CpuBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q, Tensor out,
+                           int64_t n_heads, float scale, int64_t window) {
+    check_f32(q);
+    check_f32(out);
+    const HostKvStorage& host = host_storage(kv);
+    const KvLayout& l = host.layout();
     PagedAttentionParams p;
-    p.q = q;
-    p.out = out;
+    p.q = q.f32();
+    p.out = out.f32();
     p.n_heads = n_heads;
-    p.n_kv_heads = c.n_kv_heads;
-    p.head_dim = c.head_dim;
-    p.block_size = c.block_size;
+    p.n_kv_heads = l.n_kv_heads;
+    p.head_dim = l.head_dim;
+    p.block_size = l.block_size;
     p.scale = scale;
-    p.kv = kv.layer(layer);
-    p.seqs = seqs;
+    p.kv = host.layer(layer);
+    p.seqs = attn_seqs_;
+    p.window = window;
     paged_attention(p, pool_);
+}
+
+void CpuBackend::gather_logit_rows(const Tensor& x, Tensor out) {
+    check_f32(x);
+    check_f32(out);
+    const ForwardBatch& b = batch();
+    VELA_ASSERT(out.rows == static_cast<int64_t>(b.logit_rows.size()) && out.cols == x.cols);
+    for (int64_t i = 0; i < out.rows; ++i) {
+        std::memcpy(out.f32() + i * x.cols, x.f32() + b.logit_rows[i] * x.cols,
+                    sizeof(float) * static_cast<size_t>(x.cols));
+    }
 }
 
 }  // namespace vela

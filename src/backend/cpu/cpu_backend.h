@@ -1,6 +1,10 @@
 #pragma once
 // The CPU implementation of Backend: quantised matmuls and elementwise ops from ops.h, paged
-// FlashAttention from attention/, all on one ThreadPool.
+// FlashAttention from attention/, all on one ThreadPool. Memory is host memory; weights are
+// the mapped GGUF file; the KV storage is a HostKvStorage.
+#include <vector>
+
+#include "attention/paged_attention.h"
 #include "backend/backend.h"
 #include "backend/cpu/ops.h"
 #include "core/thread_pool.h"
@@ -11,25 +15,38 @@ class CpuBackend final : public Backend {
   public:
     explicit CpuBackend(ThreadPool& pool) : pool_(pool) {}
 
-    void matmul(const Weight& w, const float* x, int64_t m, float* y) override;
-    void get_rows(const Weight& table, std::span<const int32_t> ids, float* out) override;
-    void rms_norm(const float* x, const Weight& weight, float* y, int64_t rows, int64_t n,
-                  float eps) override;
-    void add_inplace(float* y, const float* x, int64_t n) override;
-    void add_bias(float* y, const Weight& bias, int64_t rows, int64_t n) override;
-    void silu_mul(const float* gate, const float* up, float* y, int64_t n) override;
-    void rope(float* x, int64_t rows, int64_t n_heads, int64_t head_dim, int64_t rot_dim,
-              const float* cos, const float* sin, bool neox) override;
-    void write_kv(KvCache& kv, int64_t layer, std::span<const int64_t> slots, const float* k,
-                  const float* v) override;
-    void attention(const KvCache& kv, int64_t layer, const float* q, float* out,
-                   std::span<const AttentionSeq> seqs, int64_t n_heads, float scale) override;
+    Device device() const override { return Device::Cpu; }
+    std::string name() const override { return "cpu"; }
+
+    std::unique_ptr<DeviceBuffer> allocate(size_t bytes) override;
+    void to_device(const void* host, Tensor dst) override;
+    void to_host(const Tensor& src, void* host) override;
+    void load_weights(ModelWeights& weights) override;
+    std::unique_ptr<KvStorage> make_kv_storage(const KvLayout& layout, KvFormat format) override;
+
+    void plan(const ForwardBatch& batch) override;
+    void embed(const Weight& table, Tensor out) override;
+    void matmul(const Weight& w, const Tensor& x, Tensor y) override;
+    void rms_norm(const Tensor& x, const Weight& weight, Tensor y, float eps) override;
+    void add_inplace(Tensor y, const Tensor& x) override;
+    void add_bias(Tensor y, const Weight& bias) override;
+    void silu_mul(const Tensor& gate, const Tensor& up, Tensor y) override;
+    void rope(Tensor x, int64_t n_heads, int64_t head_dim, int64_t rot_dim, const Tensor& cos,
+              const Tensor& sin, bool neox) override;
+    void write_kv(KvStorage& kv, int64_t layer, const Tensor& k, const Tensor& v) override;
+    void attention(const KvStorage& kv, int64_t layer, const Tensor& q, Tensor out,
+                   int64_t n_heads, float scale, int64_t window) override;
+    void gather_logit_rows(const Tensor& x, Tensor out) override;
 
     ThreadPool& pool() { return pool_; }
 
   private:
+    const ForwardBatch& batch() const;
+
     ThreadPool& pool_;
     cpu::Workspace ws_;
+    const ForwardBatch* batch_ = nullptr;
+    std::vector<AttentionSeq> attn_seqs_;  // the batch's sequences as the CPU kernel reads them
 };
 
 }  // namespace vela

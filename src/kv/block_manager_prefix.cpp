@@ -1,18 +1,18 @@
-// KvCache's prefix-cache side: what a new sequence would find in the cache (pure), taking those
+// BlockManager's prefix-cache side: what a new sequence would find in the cache (pure), taking those
 // blocks, and registering the blocks a sequence has computed. The index itself is PrefixCache.
 #include "core/error.h"
-#include "kv/kv_cache.h"
+#include "kv/block_manager.h"
 
 namespace vela {
 
-std::vector<int32_t> KvCache::cached_prefix_blocks(std::span<const int32_t> tokens) const {
+std::vector<int32_t> BlockManager::cached_prefix_blocks(std::span<const int32_t> tokens) const {
     if (!prefix_ || tokens.empty()) return {};
     // At least one token is left to compute.
     const int64_t max_blocks = (static_cast<int64_t>(tokens.size()) - 1) / config_.block_size;
     return prefix_->match(tokens, max_blocks);
 }
 
-PrefixHit KvCache::match_cached_prefix(std::span<const int32_t> tokens) const {
+PrefixHit BlockManager::match_cached_prefix(std::span<const int32_t> tokens) const {
     PrefixHit hit;
     for (int32_t b : cached_prefix_blocks(tokens)) {
         ++hit.n_blocks;
@@ -22,14 +22,14 @@ PrefixHit KvCache::match_cached_prefix(std::span<const int32_t> tokens) const {
     return hit;
 }
 
-int64_t KvCache::blocks_to_admit(const PrefixHit& hit, int64_t n) const {
+int64_t BlockManager::blocks_to_admit(const PrefixHit& hit, int64_t n) const {
     if (n < 0) fail<InvalidArgument>("cannot admit a KV sequence with {} new tokens", n);
     const int64_t bs = config_.block_size;
     const int64_t fresh = (hit.n_tokens + n + bs - 1) / bs - hit.n_blocks;
     return fresh + hit.n_evictable;
 }
 
-int64_t KvCache::acquire_cached_prefix(SeqId id, std::span<const int32_t> tokens) {
+int64_t BlockManager::acquire_cached_prefix(SeqId id, std::span<const int32_t> tokens) {
     BlockTable& t = mutable_table(id);
     if (t.n_tokens != 0) fail<InvalidArgument>("KV sequence {} already holds tokens", id);
     if (!prefix_ || tokens.empty()) return 0;
@@ -44,7 +44,7 @@ int64_t KvCache::acquire_cached_prefix(SeqId id, std::span<const int32_t> tokens
     return t.n_tokens;
 }
 
-void KvCache::cache_computed(SeqId id, std::span<const int32_t> computed) {
+void BlockManager::cache_computed(SeqId id, std::span<const int32_t> computed) {
     if (!prefix_) return;
     const BlockTable& t = table(id);
     if (static_cast<int64_t>(computed.size()) > t.n_tokens) {
@@ -67,7 +67,7 @@ void KvCache::cache_computed(SeqId id, std::span<const int32_t> computed) {
     }
 }
 
-PrefixCacheStats KvCache::prefix_stats() const {
+PrefixCacheStats BlockManager::prefix_stats() const {
     PrefixCacheStats s;
     s.query_tokens = query_tokens_;
     s.hit_tokens = hit_tokens_;

@@ -1,0 +1,69 @@
+#pragma once
+// The bytes of a paged KV cache, apart from its bookkeeping (BlockManager): one per backend,
+// in that backend's memory, in one KvFormat. It knows blocks by id and nothing of sequences;
+// the BlockManager's decisions reach it as BlockOps (copy-on-write copies, swaps to and from
+// host memory), carried out in order by apply() before the step that depends on them.
+//
+// Layout of every implementation (the attention kernels rely on it): per layer, K and V each
+// [num_blocks][n_kv_heads][block_size][head_dim], so the keys of one head in one block are
+// contiguous. A token's flat slot is block * block_size + offset.
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/tensor.h"
+
+namespace vela {
+
+// Element formats of the stored K and V. Quantised formats (INT8/INT4/FP8, with per-block
+// scales) are added by the KV-compression work.
+enum class KvFormat { F32, F16, BF16 };
+
+std::string_view kv_format_name(KvFormat f);
+size_t kv_format_bytes(KvFormat f);  // bytes per element
+// "f32", "f16", "bf16" (as --kv-type spells them); InvalidArgument otherwise.
+KvFormat parse_kv_format(std::string_view name);
+
+struct KvLayout {
+    int64_t n_layers = 0;
+    int64_t n_kv_heads = 0;
+    int64_t head_dim = 0;
+    int64_t block_size = 16;
+    int64_t num_blocks = 0;
+
+    int64_t num_slots() const { return num_blocks * block_size; }
+};
+
+// One block operation. Device blocks are the BlockPool's ids; host slots are the swap space's.
+struct BlockOp {
+    enum class Kind {
+        Copy,     // device block src -> device block dst (copy-on-write)
+        SwapOut,  // device block src -> host slot dst
+        SwapIn    // host slot src -> device block dst
+    };
+    Kind kind = Kind::Copy;
+    int32_t src = 0;
+    int32_t dst = 0;
+
+    bool operator==(const BlockOp&) const = default;
+};
+
+class KvStorage {
+  public:
+    virtual ~KvStorage() = default;
+
+    virtual const KvLayout& layout() const = 0;
+    virtual KvFormat format() const = 0;
+    virtual Device device() const = 0;
+    // Carries out the operations in order.
+    virtual void apply(std::span<const BlockOp> ops) = 0;
+    // K and V of one token over all layers, in bytes.
+    size_t bytes_per_token() const;
+    // Device memory of the pool (K and V, all layers).
+    size_t device_bytes() const;
+};
+
+}  // namespace vela
