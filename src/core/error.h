@@ -1,6 +1,6 @@
 #pragma once
-// Errors in layers (see STYLE.md): invariants abort through VELA_ASSERT; anything a user can
-// cause (bad file, bad flag, bad request) throws vela::Error with a message naming the culprit.
+// Errors in layers (docs/architecture.md): invariants abort through VELA_ASSERT; anything a user
+// can cause (bad file, bad flag, bad request) throws vela::Error with a message naming the culprit.
 #include <fmt/format.h>
 
 #include <cstdio>

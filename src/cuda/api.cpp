@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <string>
 
 #include "core/error.h"
 #include "cuda/attention_params.h"
@@ -15,11 +16,26 @@ void check(cudaError_t e, const char* what) {
     if (e != cudaSuccess) fail<Error>("CUDA error in {}: {}", what, cudaGetErrorString(e));
 }
 
-void check_heads(int head_dim, int num_heads, int num_kv_heads, const char* kernel,
-                 bool allow_256 = false) {
-    if (head_dim != 64 && head_dim != 128 && !(allow_256 && head_dim == 256))
-        fail<InvalidArgument>("{}: head_dim {} unsupported (64 or 128{})", kernel, head_dim,
-                              allow_256 ? " or 256" : "");
+// The kernel instances launch.h lists are the only ones built (dispatch.cuh launches exactly
+// those): any other dtype, KV format or head dim is named here, with what is supported.
+template <int... kDims>
+void check_head_dim(detail::HeadDims<kDims...> dims, int head_dim, const char* kernel) {
+    if (dims.contains(head_dim)) return;
+    std::string supported;
+    ((supported += (supported.empty() ? "" : ", ") + std::to_string(kDims)), ...);
+    fail<InvalidArgument>("{}: head_dim {} unsupported (instances: {})", kernel, head_dim,
+                          supported);
+}
+
+void check_dtype(Dtype dtype, const char* kernel) {
+    if (dtype != Dtype::kF16 && dtype != Dtype::kBf16)
+        fail<InvalidArgument>("{}: dtype {} unsupported (kF16 or kBf16)", kernel,
+                              static_cast<int>(dtype));
+}
+
+template <class Dims>
+void check_heads(Dims dims, int head_dim, int num_heads, int num_kv_heads, const char* kernel) {
+    check_head_dim(dims, head_dim, kernel);
     if (num_heads <= 0 || num_kv_heads <= 0 || num_heads % num_kv_heads != 0)
         fail<InvalidArgument>("{}: num_heads {} is not a multiple of num_kv_heads {}", kernel,
                               num_heads, num_kv_heads);
@@ -70,7 +86,13 @@ void prefill_forward(const PrefillParams& p, void* stream) {
     if (wgmma && !prefill_wgmma_available())
         fail<InvalidArgument>(
             "prefill_forward: the wgmma kernel needs an sm_90a build and an sm_90 device");
-    check_heads(p.head_dim, p.num_heads, p.num_kv_heads, "prefill_forward", wgmma);
+    check_dtype(p.dtype, "prefill_forward");
+    if (wgmma)
+        check_heads(detail::PrefillSm90HeadDims{}, p.head_dim, p.num_heads, p.num_kv_heads,
+                    "prefill_forward (wgmma)");
+    else
+        check_heads(detail::PrefillHeadDims{}, p.head_dim, p.num_heads, p.num_kv_heads,
+                    "prefill_forward (mma.sync)");
     if (p.batch < 0 || p.max_seqlen_q < 0 || p.q == nullptr || p.o == nullptr ||
         p.cu_seqlens_q == nullptr)
         fail<InvalidArgument>("prefill_forward: q, o and cu_seqlens_q are required (batch {})",
@@ -102,7 +124,9 @@ size_t backward_workspace_bytes(const BackwardParams& p) {
 }
 
 void prefill_backward(const BackwardParams& p, void* stream) {
-    check_heads(p.head_dim, p.num_heads, p.num_kv_heads, "prefill_backward");
+    check_dtype(p.dtype, "prefill_backward");
+    check_heads(detail::BackwardHeadDims{}, p.head_dim, p.num_heads, p.num_kv_heads,
+                "prefill_backward");
     if (p.batch < 0 || p.total_q < 0 || p.max_seqlen_q < 0 || p.max_seqlen_k < 0)
         fail<InvalidArgument>("prefill_backward: negative batch {} / total_q {} / max_seqlen",
                               p.batch, p.total_q);
@@ -120,8 +144,7 @@ void prefill_backward(const BackwardParams& p, void* stream) {
     if (wgmma && !prefill_wgmma_available())
         fail<InvalidArgument>(
             "prefill_backward: the wgmma kernel needs an sm_90a build and an sm_90 device");
-    check(detail::launch_backward(p, wgmma, static_cast<cudaStream_t>(stream)),
-          "prefill_backward");
+    check(detail::launch_backward(p, wgmma, static_cast<cudaStream_t>(stream)), "prefill_backward");
 }
 
 // Split count minimising the estimated time in keys: waves of CTAs x (keys per split + a fixed
@@ -136,8 +159,8 @@ void decode_plan(DecodeParams& p, int device_sm_count) {
     if (p.num_splits > 0) return;
     const bool quantised = p.kv_format == KvFormat::kInt8 || p.kv_format == KvFormat::kFp8E4M3;
     // About 2-3 us of a CTA slot, in keys streamed per slot in that time (8-bit keys are half
-    // the bytes). The 8-bit plans were measured with 3 CTAs per SM; at 2 (run s4-4) the same
-    // constants chose 1-4 splits where 3-10 had been chosen, and every row got faster.
+    // the bytes). The 8-bit constant was fitted at 3 CTAs per SM; at 2 it picks 1-4 splits where
+    // 3 CTAs would take 3-10, and every row measured faster so (H100).
     const int64_t cta_cost = quantised ? 128 : 64;
     const int keys = std::max(p.max_seqlen_k, 1);
     const int64_t per_split = std::max(1, p.batch * p.num_kv_heads);
@@ -167,7 +190,13 @@ size_t decode_workspace_bytes(const DecodeParams& p) {
 }
 
 void decode_forward(const DecodeParams& p, void* stream) {
-    check_heads(p.head_dim, p.num_heads, p.num_kv_heads, "decode_forward");
+    check_dtype(p.dtype, "decode_forward");
+    if (p.kv_format != KvFormat::kF16 && p.kv_format != KvFormat::kBf16 &&
+        p.kv_format != KvFormat::kInt8 && p.kv_format != KvFormat::kFp8E4M3)
+        fail<InvalidArgument>("decode_forward: kv_format {} unsupported",
+                              static_cast<int>(p.kv_format));
+    check_heads(detail::DecodeHeadDims{}, p.head_dim, p.num_heads, p.num_kv_heads,
+                "decode_forward");
     check_paged(p.paged, "decode_forward");
     const int group = p.num_heads / p.num_kv_heads;
     if (group > detail::kDecodeMaxGroup)

@@ -1,7 +1,7 @@
 #pragma once
 // Host API of the CUDA attention kernels. Plain C++ (no CUDA headers), so engine code built
 // without nvcc can fill these structs. All pointers are device pointers; strides are in
-// elements. One Params struct per kernel (STYLE.md), validated once at the launch boundary.
+// elements. One Params struct per kernel, validated once at the launch boundary.
 #include <cstddef>
 #include <cstdint>
 
@@ -156,7 +156,7 @@ struct DecodeParams {
     // caches, at most each sequence's newest key (the token this step appends, as a fused
     // append-and-rope kernel does) and the scales only of a block that key opens: each warp
     // whose first tiles hold only older keys then copies them into shared memory before the
-    // launch wait, not just into L2. Speed (docs/benchmarks-cuda.md, runs s11-3 / s11-4):
+    // launch wait, not just into L2. Speed against kv_ready off (docs/benchmarks-cuda.md):
     // H200 0.99-1.11x, H100 0.94-1.06x (slower at 8-bit batch 1 with 16k-32k keys).
     bool kv_ready = false;
 
@@ -178,9 +178,9 @@ size_t backward_workspace_bytes(const BackwardParams& p);
 // Writes dq, dk and dv (every element, including rows of empty sequences).
 void prefill_backward(const BackwardParams& p, void* stream = nullptr);
 
-// Fills p.num_splits when 0 so the grid covers the device's multiprocessors in few, full waves,
-// and prepares the kernel for p's KV format and head dim: call it (once per step, or whenever
-// kv_format / head_dim change) before decode_forward, also when num_splits is set by hand.
+// Fills p.num_splits when 0 so the grid covers the device's multiprocessors in few, full waves:
+// call it once per step, before decode_forward. It also prepares the kernel instance for p (its
+// shared-memory limit, raised once per instance and device), so no launch pays for that.
 void decode_plan(DecodeParams& p, int device_sm_count);
 size_t decode_workspace_bytes(const DecodeParams& p);
 void decode_forward(const DecodeParams& p, void* stream = nullptr);

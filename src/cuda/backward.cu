@@ -1,7 +1,8 @@
-// Dispatch point of the backward kernels: dtype x head dim, and which dK/dV kernel (mma.sync or
-// the Hopper wgmma one in backward_sm90.cu). Causal, window and GQA are run-time branches inside
-// the kernels, as in the forward.
+// Launcher of the backward: preprocess, one dK/dV kernel (mma.sync, or the Hopper wgmma one in
+// backward_sm90.cu), dQ convert; instances per dtype x head dim. Causal, window and GQA are
+// run-time branches inside the kernels, as in the forward.
 #include "cuda/backward_kernel.cuh"
+#include "cuda/dispatch.cuh"
 #include "cuda/launch.h"
 
 namespace vela::cuda::detail {
@@ -24,11 +25,9 @@ cudaError_t launch(const BackwardParams& p, bool wgmma, cudaStream_t stream) {
     if (e != cudaSuccess && e != cudaErrorNotSupported) return e;
     if (e == cudaErrorNotSupported && p.max_seqlen_k > 0) {
         constexpr int smem = Shape::template smem_bytes<T>();
-        auto* kernel = &bwd_dkdv_kernel<T, HD>;
-        if (smem > 48 * 1024) {
-            e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-            if (e != cudaSuccess) return e;
-        }
+        constexpr auto kernel = &bwd_dkdv_kernel<T, HD>;
+        e = allow_dynamic_smem<kernel>(smem);
+        if (e != cudaSuccess) return e;
         const dim3 grid((p.max_seqlen_k + Shape::kN - 1) / Shape::kN, p.num_kv_heads, p.batch);
         kernel<<<grid, Shape::kThreads, smem, stream>>>(p, dq_acc, d_sum);
     }
@@ -38,17 +37,13 @@ cudaError_t launch(const BackwardParams& p, bool wgmma, cudaStream_t stream) {
     return cudaGetLastError();
 }
 
-template <class T>
-cudaError_t launch_dtype(const BackwardParams& p, bool wgmma, cudaStream_t stream) {
-    return p.head_dim == 64 ? launch<T, 64>(p, wgmma, stream) : launch<T, 128>(p, wgmma, stream);
-}
-
 }  // namespace
 
 cudaError_t launch_backward(const BackwardParams& p, bool wgmma, cudaStream_t stream) {
     if (p.batch == 0) return cudaSuccess;
-    return p.dtype == Dtype::kF16 ? launch_dtype<__half>(p, wgmma, stream)
-                                  : launch_dtype<__nv_bfloat16>(p, wgmma, stream);
+    return dispatch_dtype<BackwardHeadDims>(p.dtype, p.head_dim, [&](auto t, auto hd) {
+        return launch<typename decltype(t)::type, decltype(hd)::value>(p, wgmma, stream);
+    });
 }
 
 }  // namespace vela::cuda::detail

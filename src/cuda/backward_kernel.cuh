@@ -20,7 +20,8 @@
 namespace vela::cuda::detail {
 
 // The Hopper dK/dV kernel (backward_sm90.cu; code only in sm_90a builds): same inputs and
-// outputs as bwd_dkdv_kernel, launched between the same preprocess and convert kernels.
+// outputs as bwd_dkdv_kernel, launched between the same preprocess and convert kernels. Its
+// instance is picked in its own translation unit, by the same dispatch over BackwardHeadDims.
 cudaError_t launch_backward_dkdv_sm90(const BackwardParams& p, float* dq_acc, const float* d_sum,
                                       cudaStream_t stream);
 

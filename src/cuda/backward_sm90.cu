@@ -14,6 +14,7 @@
 #include <cmath>
 
 #include "cuda/backward_kernel.cuh"
+#include "cuda/dispatch.cuh"
 #include "cuda/sm90_sync.cuh"
 #include "cuda/tma_map.h"
 #include "cuda/wgmma.cuh"
@@ -419,10 +420,8 @@ cudaError_t launch(const BackwardParams& p, float* dq_acc, const float* d_sum,
         !encode_map(&maps.d_o, tma_dtype<T>(), p.d_o, HD, p.total_q, p.num_heads, p.q_row_stride,
                     p.q_head_stride, Shape::kM))
         return cudaErrorNotSupported;
-    auto* kernel = &bwd_dkdv_sm90_kernel<T, HD>;
-    const cudaError_t e =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Shape::kSmem);
-    if (e != cudaSuccess) return e;
+    constexpr auto kernel = &bwd_dkdv_sm90_kernel<T, HD>;
+    if (const cudaError_t e = allow_dynamic_smem<kernel>(Shape::kSmem); e != cudaSuccess) return e;
     const dim3 grid((p.max_seqlen_k + Shape::kN - 1) / Shape::kN, p.num_kv_heads, p.batch);
     kernel<<<grid, Shape::kThreads + 128, Shape::kSmem, stream>>>(p, maps, dq_acc, d_sum);
     return cudaGetLastError();
@@ -432,12 +431,9 @@ cudaError_t launch(const BackwardParams& p, float* dq_acc, const float* d_sum,
 
 cudaError_t launch_backward_dkdv_sm90(const BackwardParams& p, float* dq_acc, const float* d_sum,
                                       cudaStream_t stream) {
-    const bool f16 = p.dtype == Dtype::kF16;
-    if (p.head_dim == 64)
-        return f16 ? launch<__half, 64>(p, dq_acc, d_sum, stream)
-                   : launch<__nv_bfloat16, 64>(p, dq_acc, d_sum, stream);
-    return f16 ? launch<__half, 128>(p, dq_acc, d_sum, stream)
-               : launch<__nv_bfloat16, 128>(p, dq_acc, d_sum, stream);
+    return dispatch_dtype<BackwardHeadDims>(p.dtype, p.head_dim, [&](auto t, auto hd) {
+        return launch<typename decltype(t)::type, decltype(hd)::value>(p, dq_acc, d_sum, stream);
+    });
 }
 
 }  // namespace vela::cuda::detail

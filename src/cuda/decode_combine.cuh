@@ -134,7 +134,7 @@ __device__ void finish_split(const DecodeParams& p, const DecodeOut& out, char* 
     __syncthreads();
     // One float4 of one head's dims per thread: each thread works out its head's warp weights
     // itself (broadcast shared loads), then merges 4 float4s. (A loop over single dims that
-    // recomputed the weights for each took about 1.4 us a call on H100, run s7-6.)
+    // recomputed the weights for each took about 1.4 us a call on H100.)
     constexpr int kPerHead = HD / 4, kHeadsPerPass = kDecodeThreads / kPerHead;
     const int d4 = threadIdx.x % kPerHead;
     for (int g = threadIdx.x / kPerHead; g < group; g += kHeadsPerPass) {
@@ -169,12 +169,12 @@ __device__ void finish_split(const DecodeParams& p, const DecodeOut& out, char* 
     }
     if (num_splits == 1) return;
     // The flag travels by __syncthreads_or, not a static __shared__ variable: with one, the
-    // whole kernel ran 5-8% slower at every batch and context (H100, run s4-1; it also moved
-    // the dynamic shared memory to a 16-byte offset; the cause was not isolated further).
+    // whole kernel ran 5-8% slower at every batch and context on H100 (it also moves the
+    // dynamic shared memory to a 16-byte offset; the cause was not isolated further).
     // One thread counts the CTA in with an acquire-release atomic, CUTLASS's semaphore pattern:
     // the barrier orders every thread's partial writes before its release, and the barrier after
-    // its acquire orders the combine's reads after the other splits' writes. It replaced a
-    // __threadfence in every thread on both sides: 1.00-1.05x (H200, run s7-3).
+    // its acquire orders the combine's reads after the other splits' writes. Against a
+    // __threadfence in every thread on both sides it runs 1.00-1.05x on H200.
     __syncthreads();
     bool last = false;
     if (threadIdx.x == 0) {

@@ -39,10 +39,10 @@ struct DecodeShape {
     // K tile, V tile, then (quantised) 16 K scales and 16 V scales.
     static constexpr int kStageBytes = 2 * kTileBytes + (kQuant ? 2 * kDecodeTile * 4 : 0);
     // K/V stage bytes per CTA: at 2 CTAs per SM 3 stages of 16-bit KV, 5 of 8-bit; at 3, 4 of
-    // 8-bit. (A block-id ring loaded kStages tiles ahead instead of one did not help: a warp is
+    // 8-bit. (A block-id ring loaded kStages tiles ahead instead of one does not help: a warp is
     // bound by its own instruction latency, ~4.6 cycles an instruction at 2 warps per
-    // scheduler, Nsight Compute, run s4-4. Yet 4 CTAs per SM, 16 warps with 3 stages each, ran
-    // 1.00x at 8-bit batch 8 / 4k and 0.74-0.93x at batch 1 / 16k-32k: H200, run s9-1.)
+    // scheduler, Nsight Compute on H100. Yet 4 CTAs per SM, 16 warps with 3 stages each, ran
+    // 1.00x at 8-bit batch 8 / 4k and 0.74-0.93x at batch 1 / 16k-32k on H200.)
     static constexpr int kStageBudget = (kCtasPerSm == 2 ? 96 : 66) * 1024;
     static constexpr int kMinCtasPerSm = kCtasPerSm;  // registers capped to match
     static constexpr int kStagesFit = kStageBudget / (kDecodeWarps * kStageBytes);

@@ -30,8 +30,8 @@ struct DecodeSlice {
     int64_t block_stride, token_stride, head_off;
     FastDivmod block_size;
     int table_len, num_kv_heads, kvh, start, end;
-    // Every K/V byte is read once a call: copied evict-first (l2_evict_first_policy), which ran
-    // 1.00-1.05x (H200, run s9-2), most where the call is short.
+    // Every K/V byte is read once a call, so it is copied evict-first (l2_evict_first_policy):
+    // 1.00-1.05x on H200 against the default policy, most where the call is short.
     uint64_t l2_policy;
 
     // Block id of this lane's key (tile0 + lane % 16); loaded a tile ahead of its use so the
@@ -45,7 +45,7 @@ struct DecodeSlice {
 
     // Asks L2 for this lane's row of the tile at tile0 (`blk` = block_of(tile0, lane)): lanes
     // 0-15 the K rows, 16-31 the V rows of the same keys (not the scales: prefetching those too
-    // ran 0.96x at 8-bit batch 1 / 1k, run s8-3). A hint, never a fault or a stale value (L2 is
+    // ran 0.96x at 8-bit batch 1 / 1k on H100). A hint, never a fault or a stale value (L2 is
     // where the previous kernel's writes land), so it may run before the wait for that kernel,
     // hiding the first tiles' memory latency behind it.
     template <KvFormat F, int HD>
@@ -73,8 +73,8 @@ __device__ __forceinline__ void issue_tile(char* stage, const DecodeSlice& c, in
     const int64_t off =
         valid ? blk * c.block_stride + c.block_size.mod(key) * c.token_stride + c.head_off : 0;
     // Consecutive lanes copy consecutive units, so one instruction covers whole 128-byte lines.
-    // (Two lanes per row, each computing its own address with no shuffles, runs 0.83-0.96x:
-    // each instruction then touches 16 lines; run s6-3.)
+    // (Two lanes per row, each computing its own address with no shuffles, runs 0.83-0.96x on
+    // H100: each instruction then touches 16 lines.)
     constexpr int kRowsPerPass = 32 / S::kUnits;
 #pragma unroll
     for (int t = 0; t < kDecodeTile / kRowsPerPass; ++t) {
@@ -246,11 +246,11 @@ struct WarpShare {
 
 // Runs warp `warp`'s share of the slice: tiles warp, warp + 4, ... through a kStages ring,
 // kPerStep tiles consumed a step while kStages - kPerStep more are in flight. 8-bit KV takes two
-// a step where that leaves >= 3 in flight: the two score products are independent, which gives a
-// warp bound by its own instruction latency (run s4-4) twice the work to overlap, and one
-// softmax update covers both. A tile count rounded up to a whole step issues the odd tile past
-// the slice too: zero-filled, its keys masked. prologue_issued: the first kAhead tiles are
-// already in flight (kv_ready).
+// a step where that leaves >= 3 in flight: the two score products are independent, which gives
+// a warp bound by its own instruction latency (Nsight Compute on H100) twice the work to
+// overlap, and one softmax update covers both. A tile count rounded up to a whole step issues the
+// odd tile past the slice too: zero-filled, its keys masked. prologue_issued: the first kAhead
+// tiles are already in flight (kv_ready).
 template <KvFormat F, int HD, int kCtasPerSm>
 __device__ __forceinline__ void stream_slice(
     char* ring, const DecodeSlice& c, const int (&blk)[DecodeShape<F, HD, kCtasPerSm>::kStages],
@@ -343,9 +343,9 @@ __global__ void __launch_bounds__(kDecodeThreads, kCtasPerSm)
         // With p.kv_ready the kernel before writes no key below seqlens_k - 1, nor the scales
         // of their blocks: a prologue of such keys only may be copied now.
         early = p.kv_ready && share.prologue_below(c, p.seqlens_k[b] - 1);
-        // Only the tiles the prologue will copy: 2x and 4x as many ran 0.74-1.0x (run s8-4),
-        // 16 MB a call no faster (run s9-2), and prefetching inside the ring, 4-8 tiles ahead
-        // of the copies, 0.64-0.87x (run s9-8).
+        // Only the tiles the prologue will copy: more competes with the previous kernel's reads
+        // (2x and 4x as many ran 0.74-1.0x on H100, 16 MB a call no faster on H200), and
+        // prefetching inside the ring, 4-8 tiles ahead of the copies, ran 0.64-0.87x (H200).
 #pragma unroll
         for (int i = early ? share.kAhead : 0; i < S::kStages; ++i)
             c.prefetch_rows<F, HD>(share.tile0(i), blk[i], lane);
@@ -353,7 +353,7 @@ __global__ void __launch_bounds__(kDecodeThreads, kCtasPerSm)
         wait_previous_kernel();
     }
     // The next call's CTAs may launch from here on. Triggering at entry instead ran 0.75-1.02x
-    // (H200, run s12-2): three calls' CTAs then share the SMs and a grid piles up unevenly.
+    // on H200: three calls' CTAs then share the SMs and a grid piles up unevenly.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;");
 #endif

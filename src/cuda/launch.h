@@ -1,12 +1,23 @@
 #pragma once
 // Internal boundary between the validating host API (api.cpp, plain C++) and the kernel
-// translation units (*.cu). Each launcher is the single dispatch point from runtime values
-// (dtype, head dim, KV format) to template arguments.
+// translation units (*.cu): the kernel instances that exist and the launchers. Run-time values
+// (dtype, head dim, KV format) become template arguments in one place, dispatch.cuh, over the
+// lists below; api.cpp rejects any other value with an error naming the supported ones.
 #include <cuda_runtime_api.h>
 
 #include "cuda/attention_params.h"
 
 namespace vela::cuda::detail {
+
+// The head dims a kernel is instantiated for (each in both dtypes, or in every KvFormat).
+template <int... kDims>
+struct HeadDims {
+    static constexpr bool contains(int head_dim) { return ((head_dim == kDims) || ...); }
+};
+using PrefillHeadDims = HeadDims<64, 128>;           // mma.sync forward
+using PrefillSm90HeadDims = HeadDims<64, 128, 256>;  // wgmma forward (sm_90a builds)
+using BackwardHeadDims = HeadDims<64, 128>;          // both dK/dV kernels
+using DecodeHeadDims = HeadDims<64, 128>;
 
 constexpr int kDecodeMaxGroup = 8;        // query heads per kv head held in registers
 constexpr int kDecodeMaxSplitLen = 8192;  // longest split: bounds per-CTA imbalance
@@ -17,8 +28,8 @@ cudaError_t launch_prefill_sm90(const PrefillParams& p, cudaStream_t stream);  /
 cudaError_t launch_backward(const BackwardParams& p, bool wgmma, cudaStream_t stream);
 cudaError_t launch_decode(const DecodeParams& p, int split_len, cudaStream_t stream);
 
-// Raises the decode kernel's shared-memory limit for p's KV format and head dim (needed before
-// its first launch) and returns its resident CTAs per SM (plans the split count).
+// Resident CTAs per SM of the decode kernel instance for p (plans the split count); also raises
+// that instance's shared-memory limit, which its first launch needs.
 int decode_prepare(const DecodeParams& p);
 
 // Decode workspace layout: one finish counter per (sequence, kv head) first, padded to 16 bytes,

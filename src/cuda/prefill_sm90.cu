@@ -12,6 +12,7 @@
 // Masks (causal, window, block-sparse, sequence end) are the same as the mma.sync kernel's.
 #include <cmath>
 
+#include "cuda/dispatch.cuh"
 #include "cuda/launch.h"
 #include "cuda/prefill_kernel.cuh"
 #include "cuda/sm90_sync.cuh"
@@ -498,12 +499,10 @@ int mask_smem_stride(const PrefillParams& p) {
 template <class T, int HD, bool kTma, bool kMasked>
 cudaError_t launch(const PrefillParams& p, const Sm90Maps& maps, cudaStream_t stream) {
     using Shape = Sm90Shape<HD, kTma>;
-    auto* kernel = &prefill_sm90_kernel<T, HD, kTma, kMasked>;
+    constexpr auto kernel = &prefill_sm90_kernel<T, HD, kTma, kMasked>;
     const int mask_stride = kMasked ? mask_smem_stride<HD, kTma>(p) : 0;
     const int smem = Shape::kSmem + Shape::kConsumers * mask_stride;
-    const cudaError_t e =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    if (e != cudaSuccess) return e;
+    if (const cudaError_t e = allow_dynamic_smem<kernel>(smem); e != cudaSuccess) return e;
     const dim3 grid((p.max_seqlen_q + Shape::kM - 1) / Shape::kM, p.num_heads, p.batch);
     kernel<<<grid, Shape::kThreads, smem, stream>>>(p, maps, mask_stride);
     return cudaGetLastError();
@@ -516,26 +515,17 @@ cudaError_t launch_hd(const PrefillParams& p, cudaStream_t stream) {
     return launch<T, HD, false, kMasked>(p, maps, stream);
 }
 
-template <class T, int HD>
-cudaError_t launch_hd(const PrefillParams& p, cudaStream_t stream) {
-    return p.block_mask != nullptr ? launch_hd<T, HD, true>(p, stream)
-                                   : launch_hd<T, HD, false>(p, stream);
-}
-
-template <class T>
-cudaError_t launch_dtype(const PrefillParams& p, cudaStream_t stream) {
-    switch (p.head_dim) {
-        case 64: return launch_hd<T, 64>(p, stream);
-        case 128: return launch_hd<T, 128>(p, stream);
-        default: return launch_hd<T, 256>(p, stream);
-    }
-}
-
 }  // namespace
 
+// Instances: dtype x head dim (dispatch.cuh), and within each, whether a block mask is given and
+// whether Q/K/V could be mapped for TMA (run-time facts of the call, not of the model).
 cudaError_t launch_prefill_sm90(const PrefillParams& p, cudaStream_t stream) {
-    return p.dtype == Dtype::kF16 ? launch_dtype<__half>(p, stream)
-                                  : launch_dtype<__nv_bfloat16>(p, stream);
+    return dispatch_dtype<PrefillSm90HeadDims>(p.dtype, p.head_dim, [&](auto t, auto hd) {
+        using T = typename decltype(t)::type;
+        constexpr int HD = decltype(hd)::value;
+        return p.block_mask != nullptr ? launch_hd<T, HD, true>(p, stream)
+                                       : launch_hd<T, HD, false>(p, stream);
+    });
 }
 
 }  // namespace vela::cuda::detail

@@ -14,14 +14,6 @@
 namespace vela::cli {
 namespace {
 
-struct BenchOptions {
-    CommonOptions common;
-    int64_t n_prompt = 512;
-    int64_t n_gen = 128;
-    int repetitions = 5;
-    bool json = false;
-};
-
 struct Result {
     std::string test;
     double mean = 0, stddev = 0;
@@ -44,6 +36,8 @@ Result measure(const std::string& name, int64_t n_tokens, int reps, F&& run_once
         var += (x - mean) * (x - mean) / static_cast<double>(std::max<size_t>(1, rates.size() - 1));
     return {name, mean, std::sqrt(var)};
 }
+
+}  // namespace
 
 int run_bench(const BenchOptions& o) {
     Runtime rt = Runtime::load(o.common);
@@ -85,24 +79,6 @@ int run_bench(const BenchOptions& o) {
                    threads, r.test, r.mean, r.stddev);
     }
     return 0;
-}
-
-}  // namespace
-
-void register_bench(CLI::App& app) {
-    auto o = std::make_shared<BenchOptions>();
-    CLI::App* cmd =
-        app.add_subcommand("bench", "prefill and decode throughput (llama-bench style pp/tg)");
-    add_common_options(*cmd, o->common);
-    cmd->add_option("-p,--n-prompt", o->n_prompt, "prompt tokens for the pp test (0 skips)")
-        ->capture_default_str();
-    cmd->add_option("-n,--n-gen", o->n_gen, "generated tokens for the tg test (0 skips)")
-        ->capture_default_str();
-    cmd->add_option("-r,--repetitions", o->repetitions, "repetitions")
-        ->check(CLI::Range(1, 1000))
-        ->capture_default_str();
-    cmd->add_flag("--json", o->json, "print results as JSON");
-    cmd->callback([o] { throw CLI::RuntimeError(run_guarded([o] { return run_bench(*o); })); });
 }
 
 }  // namespace vela::cli

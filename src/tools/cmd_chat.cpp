@@ -1,6 +1,8 @@
 // `vela chat`: a multi-turn conversation on stdin/stdout. Each turn re-renders the whole
 // conversation with the model's chat template; the engine reuses the KV of the common prefix
 // kept from the previous turn, so only the new text is prefilled.
+#include <unistd.h>
+
 #include <cstdio>
 #include <iostream>
 
@@ -8,13 +10,6 @@
 #include "tools/common.h"
 
 namespace vela::cli {
-namespace {
-
-struct ChatOptions {
-    CommonOptions common;
-    SamplingOptions sampling;
-    std::string system;
-};
 
 int run_chat(const ChatOptions& o) {
     Runtime rt = Runtime::load(o.common);
@@ -60,18 +55,6 @@ int run_chat(const ChatOptions& o) {
         previous = id;
     }
     return 0;
-}
-
-}  // namespace
-
-void register_chat(CLI::App& app) {
-    auto o = std::make_shared<ChatOptions>();
-    o->sampling.max_tokens = 512;
-    CLI::App* cmd = app.add_subcommand("chat", "multi-turn chat on stdin/stdout (/exit to quit)");
-    add_common_options(*cmd, o->common);
-    add_sampling_options(*cmd, o->sampling);
-    cmd->add_option("--system", o->system, "system message");
-    cmd->callback([o] { throw CLI::RuntimeError(run_guarded([o] { return run_chat(*o); })); });
 }
 
 }  // namespace vela::cli

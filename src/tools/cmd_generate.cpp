@@ -7,15 +7,6 @@
 #include "tools/common.h"
 
 namespace vela::cli {
-namespace {
-
-struct GenerateOptions {
-    CommonOptions common;
-    SamplingOptions sampling;
-    std::string prompt;
-    std::string prompt_file;
-    bool chat = false;
-};
 
 int run_generate(const GenerateOptions& o) {
     std::string prompt = o.prompt;
@@ -64,20 +55,6 @@ int run_generate(const GenerateOptions& o) {
                  static_cast<long long>(n_generated),
                  n_generated > 1 ? (n_generated - 1) / decode_s : 0.0, finish_reason_name(reason));
     return 0;
-}
-
-}  // namespace
-
-void register_generate(CLI::App& app) {
-    auto o = std::make_shared<GenerateOptions>();
-    CLI::App* cmd = app.add_subcommand("generate", "generate text from a prompt, streaming it");
-    add_common_options(*cmd, o->common);
-    add_sampling_options(*cmd, o->sampling);
-    cmd->add_option("-p,--prompt", o->prompt, "prompt text");
-    cmd->add_option("-f,--file", o->prompt_file, "read the prompt from a file");
-    cmd->add_flag("--chat", o->chat,
-                  "wrap the prompt as a user message in the model's chat template");
-    cmd->callback([o] { throw CLI::RuntimeError(run_guarded([o] { return run_generate(*o); })); });
 }
 
 }  // namespace vela::cli

@@ -9,12 +9,6 @@
 #include "tools/common.h"
 
 namespace vela::cli {
-namespace {
-
-struct InfoOptions {
-    std::string model;
-    bool all_metadata = false;
-};
 
 int run_info(const InfoOptions& o) {
     const std::string path = o.model.empty() ? default_model_path() : o.model;
@@ -57,17 +51,6 @@ int run_info(const InfoOptions& o) {
             fmt::print("  {} = {}\n", key, gguf::describe(value));
     }
     return 0;
-}
-
-}  // namespace
-
-void register_info(CLI::App& app) {
-    auto o = std::make_shared<InfoOptions>();
-    CLI::App* cmd = app.add_subcommand(
-        "info", "show a model's architecture, sizes, tensor types and tokenizer");
-    cmd->add_option("-m,--model", o->model, "GGUF model file (default: the bundled SmolLM2-135M)");
-    cmd->add_flag("--metadata", o->all_metadata, "also list every metadata key");
-    cmd->callback([o] { throw CLI::RuntimeError(run_guarded([o] { return run_info(*o); })); });
 }
 
 }  // namespace vela::cli

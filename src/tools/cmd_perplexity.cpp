@@ -12,13 +12,6 @@
 #include "tools/common.h"
 
 namespace vela::cli {
-namespace {
-
-struct PerplexityOptions {
-    CommonOptions common;
-    std::string file;
-    int64_t max_chunks = -1;
-};
 
 int run_perplexity(const PerplexityOptions& o) {
     Runtime rt = Runtime::load(o.common);
@@ -53,31 +46,6 @@ int run_perplexity(const PerplexityOptions& o) {
     fmt::print("\nFinal estimate: PPL = {:.4f} over {} scored tokens ({} chunks of {})\n", ppl,
                count, n_chunks, n_ctx);
     return 0;
-}
-
-}  // namespace
-
-void register_perplexity(CLI::App& app) {
-    auto o = std::make_shared<PerplexityOptions>();
-    o->common.ctx_size = 512;
-    CLI::App* cmd =
-        app.add_subcommand("perplexity", "chunked perplexity of a text file (llama.cpp method)");
-    add_common_options(*cmd, o->common);
-    cmd->add_option("file", o->file, "text file")->required();
-    cmd->add_option("--chunks", o->max_chunks, "evaluate at most this many chunks");
-    cmd->callback(
-        [o] { throw CLI::RuntimeError(run_guarded([o] { return run_perplexity(*o); })); });
-}
-
-std::string read_text_file(const std::string& path) {
-    std::FILE* f = std::fopen(path.c_str(), "rb");
-    if (f == nullptr) fail<InvalidArgument>("cannot read '{}': {}", path, std::strerror(errno));
-    std::string s;
-    char buf[1 << 16];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
-    std::fclose(f);
-    return s;
 }
 
 }  // namespace vela::cli

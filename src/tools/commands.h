@@ -1,21 +1,20 @@
 #pragma once
-// Each `vela` subcommand registers itself on the top-level app.
-#include <CLI/CLI.hpp>
-#include <string>
-#include <vector>
+// The `vela` subcommands, one run function each (cmd_<name>.cpp). Each returns the process exit
+// status; errors a user can cause throw vela::Error, which run_guarded turns into one line.
+#include <functional>
+
+#include "tools/options.h"
 
 namespace vela::cli {
 
-void register_generate(CLI::App& app);
-void register_chat(CLI::App& app);
-void register_info(CLI::App& app);
-void register_perplexity(CLI::App& app);
-void register_bench(CLI::App& app);
-void register_serve(CLI::App& app);
-// llama-server spellings CLI11 cannot declare (multi-letter single-dash flags such as -np).
-void rewrite_llama_server_flags(std::vector<std::string>& args);
+int run_generate(const GenerateOptions& o);
+int run_chat(const ChatOptions& o);
+int run_info(const InfoOptions& o);
+int run_perplexity(const PerplexityOptions& o);
+int run_bench(const BenchOptions& o);
+int run_serve(const ServeOptions& o);
 
-// Whole file as a string; vela::Error naming the path when it cannot be read.
-std::string read_text_file(const std::string& path);
+// Runs a command, turning vela::Error into the line `vela: error: ...` and exit status 1.
+int run_guarded(const std::function<int()>& command);
 
 }  // namespace vela::cli

@@ -2,12 +2,16 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <functional>
 #include <thread>
 
 #include "core/error.h"
 #include "core/log.h"
+#include "tools/commands.h"
 
 namespace vela::cli {
 namespace fs = std::filesystem;
@@ -37,41 +41,6 @@ void prefault(const gguf::File& f) {
     if (show) std::fprintf(stderr, "\n");
 }
 }  // namespace
-
-void add_common_options(CLI::App& app, CommonOptions& o) {
-    app.add_option("-m,--model", o.model, "GGUF model file (default: the bundled SmolLM2-135M)");
-    app.add_option("-t,--threads", o.threads, "CPU threads (default: all cores)")
-        ->check(CLI::Range(0, 1024));
-    app.add_option("-c,--ctx-size", o.ctx_size, "context size in tokens")
-        ->check(CLI::Range(int64_t{16}, int64_t{1} << 22))
-        ->capture_default_str();
-    app.add_option("-b,--batch-size", o.batch_size, "max tokens per forward step (prefill chunk)")
-        ->check(CLI::Range(int64_t{1}, int64_t{1} << 16))
-        ->capture_default_str();
-    app.add_flag("-v,--verbose", o.verbose, "log more");
-}
-
-void add_sampling_options(CLI::App& app, SamplingOptions& o) {
-    SamplingParams& p = o.params;
-    app.add_option("-n,--max-tokens,--n-predict", o.max_tokens, "tokens to generate")
-        ->capture_default_str();
-    app.add_option("--temperature,--temp", p.temperature, "sampling temperature (0 = greedy)")
-        ->capture_default_str();
-    app.add_option("--top-k", p.top_k, "top-k (<= 0 disables)")->capture_default_str();
-    app.add_option("--top-p", p.top_p, "top-p / nucleus (1 disables)")->capture_default_str();
-    app.add_option("--min-p", p.min_p, "min-p (0 disables)")->capture_default_str();
-    app.add_option("--repeat-penalty", p.repetition_penalty, "repetition penalty (1 disables)")
-        ->capture_default_str();
-    app.add_option("--frequency-penalty", p.frequency_penalty, "frequency penalty")
-        ->capture_default_str();
-    app.add_option("--presence-penalty", p.presence_penalty, "presence penalty")
-        ->capture_default_str();
-    app.add_option("--repeat-last-n", p.penalty_last_n, "penalty window (-1 = whole context)")
-        ->capture_default_str();
-    app.add_option("-s,--seed", p.seed, "RNG seed (default: random)");
-    app.add_option("--stop", o.stop, "stop string (repeatable)");
-    app.add_flag("--ignore-eos", o.ignore_eos, "keep generating past end-of-generation tokens");
-}
 
 std::string default_model_path() {
     if (const char* env = std::getenv("VELA_MODEL"); env != nullptr && *env != '\0') return env;
@@ -110,9 +79,20 @@ EngineConfig Runtime::engine_config(const CommonOptions& o) const {
     return c;
 }
 
-int run_guarded(const std::function<int()>& body) {
+std::string read_text_file(const std::string& path) {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (f == nullptr) fail<InvalidArgument>("cannot read '{}': {}", path, std::strerror(errno));
+    std::string s;
+    char buf[1 << 16];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
+    std::fclose(f);
+    return s;
+}
+
+int run_guarded(const std::function<int()>& command) {
     try {
-        return body();
+        return command();
     } catch (const Error& e) {
         std::fprintf(stderr, "vela: error: %s\n", e.what());
         return 1;

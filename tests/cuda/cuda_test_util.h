@@ -8,8 +8,10 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/fp16.h"
 #include "cuda/attention_params.h"
 
@@ -19,6 +21,17 @@ namespace vela::cuda::test {
     if (!::vela::cuda::device_available()) GTEST_SKIP() << "no CUDA device"
 
 #define ASSERT_CUDA(expr) ASSERT_EQ((expr), cudaSuccess) << cudaGetErrorString(expr)
+
+// The message of the vela::InvalidArgument that call() throws; empty when it throws none.
+template <class Call>
+std::string invalid_argument_of(Call&& call) {
+    try {
+        call();
+    } catch (const InvalidArgument& e) {
+        return e.what();
+    }
+    return {};
+}
 
 template <class T>
 class DeviceBuffer {

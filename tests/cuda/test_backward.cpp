@@ -232,6 +232,19 @@ TEST(Backward, Long600NonCausalGqa3Bf16Hd64) {
     run_backward_case({Dtype::kBf16, 64, 3, 1, {600, 65}, {520, 200}, false}, 17);
 }
 
+TEST(Backward, RejectsUnsupportedHeadDimAndDtype) {
+    BackwardParams p;
+    p.num_heads = p.num_kv_heads = 1;
+    for (int hd : {32, 96, 256}) {
+        p.head_dim = hd;
+        const std::string what = invalid_argument_of([&] { prefill_backward(p); });
+        EXPECT_NE(what.find("head_dim " + std::to_string(hd)), std::string::npos) << what;
+    }
+    p.head_dim = 64;
+    p.dtype = static_cast<Dtype>(9);
+    EXPECT_NE(invalid_argument_of([&] { prefill_backward(p); }).find("dtype 9"), std::string::npos);
+}
+
 TEST(Backward, RejectsMissingWorkspace) {
     BackwardParams p;
     p.head_dim = 64;

@@ -517,6 +517,21 @@ TEST(DecodeGqa, PagedMatchesContiguousPrefill) {
     EXPECT_LE(err.max_abs, 4e-3);
 }
 
+TEST(DecodeGqa, RejectsUnsupportedHeadDimAndKvFormat) {
+    DecodeParams p;
+    p.num_heads = p.num_kv_heads = 1;
+    p.paged.k_cache = p.paged.v_cache = &p;
+    p.paged.block_size = p.paged.block_table_stride = 1;
+    p.head_dim = 256;
+    const std::string what = invalid_argument_of([&] { decode_forward(p); });
+    EXPECT_NE(what.find("head_dim 256"), std::string::npos) << what;
+    EXPECT_NE(what.find("64, 128"), std::string::npos) << what;
+    p.head_dim = 128;
+    p.kv_format = static_cast<KvFormat>(4);
+    EXPECT_NE(invalid_argument_of([&] { decode_forward(p); }).find("kv_format 4"),
+              std::string::npos);
+}
+
 TEST(DecodeGqa, RejectsGroupAbove8) {
     DecodeParams p;
     p.head_dim = 64;

@@ -356,6 +356,19 @@ TEST(Prefill, RejectsUnsupportedHeadDim) {
     p.head_dim = 96;
     p.num_heads = p.num_kv_heads = 1;
     EXPECT_THROW(prefill_forward(p), InvalidArgument);
+    // The message names the value and the instances that exist (cuda/launch.h).
+    p.kernel = PrefillKernel::kMmaSync;
+    const std::string what = invalid_argument_of([&] { prefill_forward(p); });
+    EXPECT_NE(what.find("head_dim 96"), std::string::npos) << what;
+    EXPECT_NE(what.find("64, 128"), std::string::npos) << what;
+}
+
+TEST(Prefill, RejectsUnknownDtype) {
+    PrefillParams p;
+    p.head_dim = 128;
+    p.num_heads = p.num_kv_heads = 1;
+    p.dtype = static_cast<Dtype>(7);
+    EXPECT_NE(invalid_argument_of([&] { prefill_forward(p); }).find("dtype 7"), std::string::npos);
 }
 
 // Negative row counts are rejected before anything runs (the pointers are never read).

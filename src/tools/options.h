@@ -1,0 +1,81 @@
+#pragma once
+// What each `vela` subcommand's flags fill in: plain structs with the defaults the help shows.
+// main.cpp declares the flags (the only file that sees CLI11); each cmd_*.cpp runs one struct.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sampling/sampling_params.h"
+#include "server/http_server.h"
+
+namespace vela::cli {
+
+struct CommonOptions {
+    std::string model;  // empty: the default model
+    int threads = 0;    // 0: all cores
+    int64_t ctx_size = 4096;
+    int64_t batch_size = 512;
+    bool verbose = false;
+};
+
+struct SamplingOptions {
+    SamplingParams params;
+    int64_t max_tokens = 128;
+    std::vector<std::string> stop;
+    bool ignore_eos = false;
+};
+
+struct GenerateOptions {
+    CommonOptions common;
+    SamplingOptions sampling;
+    std::string prompt;
+    std::string prompt_file;
+    bool chat = false;
+};
+
+struct ChatOptions {
+    ChatOptions() { sampling.max_tokens = 512; }
+
+    CommonOptions common;
+    SamplingOptions sampling;
+    std::string system;
+};
+
+struct InfoOptions {
+    std::string model;
+    bool all_metadata = false;
+};
+
+struct PerplexityOptions {
+    PerplexityOptions() { common.ctx_size = 512; }  // llama.cpp's perplexity default
+
+    CommonOptions common;
+    std::string file;
+    int64_t max_chunks = -1;
+};
+
+struct BenchOptions {
+    CommonOptions common;
+    int64_t n_prompt = 512;
+    int64_t n_gen = 128;
+    int repetitions = 5;
+    bool json = false;
+};
+
+struct ServeOptions {
+    CommonOptions common;
+    server::HttpServerOptions http;  // --host, --port, --max-body, --max-connections
+    std::string api_key;
+    std::string api_key_file;
+    std::string model_name = "vela";  // reported by /v1/models and in responses
+    int64_t parallel = 16;
+    int64_t kv_blocks = 0;
+    int64_t max_queue = 256;
+    int64_t timeout_s = 600;
+    int64_t drain_s = 10;
+    int max_n = 16;
+    int64_t header_timeout_s = 10;
+    int64_t idle_timeout_s = 30;
+};
+
+}  // namespace vela::cli
