@@ -49,7 +49,8 @@ RunResult run(vela::Model& model, const vela::Tokenizer& tok, vela::Backend& bac
     }
     while (engine.has_work()) {
         for (const vela::StepOutput& o : engine.step()) {
-            if (o.token >= 0) r.outputs[index.at(o.request_id)].push_back(o.token);
+            auto& got = r.outputs[index.at(o.request_id)];
+            got.insert(got.end(), o.tokens.begin(), o.tokens.end());
         }
     }
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -36,14 +36,16 @@ struct TokenChoice {
     std::string bytes;
 };
 
-// One streamed increment of one request.
+// One streamed increment of one request: the tokens one step appended (several when a step
+// accepts draft tokens), their new text, and how the request ended if it did.
 struct StepOutput {
     int64_t request_id = 0;
-    int32_t token = -1;  // the token sampled this step (-1 when none)
-    std::string text;    // new complete UTF-8 text (stop strings held back)
+    std::vector<int32_t> tokens;  // appended this step, in order (empty when none)
+    std::string text;             // new complete UTF-8 text (stop strings held back)
     FinishReason finish = FinishReason::None;
-    // When the request asked for logprobs: [0] is the sampled token, then the top alternatives.
-    std::vector<TokenChoice> logprobs;
+    // When the request asked for logprobs, one entry per token: [0] is that token, then the
+    // top alternatives.
+    std::vector<std::vector<TokenChoice>> logprobs;
 };
 
 }  // namespace vela

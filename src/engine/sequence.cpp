@@ -1,5 +1,6 @@
 #include "engine/sequence.h"
 
+#include "core/error.h"
 #include "sampling/logprobs.h"
 
 namespace vela {
@@ -19,16 +20,34 @@ StepOutput Sequence::append_sampled(std::span<float> logits) {
     out.request_id = id_;
     if (request_.logprobs >= 0) raw_logits_.assign(logits.begin(), logits.end());
     const int32_t token = sampler_.sample(logits, tokens_);
-    tokens_.push_back(token);
-    out.token = token;
-    if (request_.logprobs >= 0) out.logprobs = logprobs_of(token);
+    accept(token, out);
+    return out;
+}
 
+StepOutput Sequence::append_tokens(std::span<const int32_t> tokens) {
+    StepOutput out;
+    out.request_id = id_;
+    for (int32_t t : tokens) {
+        if (finish_ != FinishReason::None) break;  // what follows an end is not generated
+        accept(t, out);
+    }
+    return out;
+}
+
+void Sequence::accept(int32_t token, StepOutput& out) {
+    VELA_ASSERT(finish_ == FinishReason::None);
+    tokens_.push_back(token);
+    out.tokens.push_back(token);
+    if (request_.logprobs >= 0 && !raw_logits_.empty()) {
+        out.logprobs.push_back(logprobs_of(token));
+        raw_logits_.clear();
+    }
     if (!request_.ignore_eos && tokenizer_.is_eog(token)) {
         // The end-of-generation token itself is not text; release what was held back.
         const StopChecker::Update tail = stop_.push(decoder_.flush());
-        out.text = tail.text + (tail.stopped ? "" : stop_.flush());
+        out.text += tail.text + (tail.stopped ? "" : stop_.flush());
         finish_ = out.finish = FinishReason::Stop;
-        return out;
+        return;
     }
     StopChecker::Update r = stop_.push(decoder_.push(token));
     if (!r.stopped && n_generated() >= request_.max_tokens) {
@@ -40,8 +59,7 @@ StepOutput Sequence::append_sampled(std::span<float> logits) {
     } else if (r.stopped) {
         finish_ = out.finish = FinishReason::Stop;
     }
-    out.text = std::move(r.text);
-    return out;
+    out.text += r.text;
 }
 
 std::vector<TokenChoice> Sequence::logprobs_of(int32_t token) const {

@@ -36,11 +36,15 @@ class Sequence {
     // Samples the next token from this sequence's logits row, appends it, and returns the
     // output increment (text and finish reason).
     StepOutput append_sampled(std::span<float> logits);
+    // Appends tokens chosen elsewhere (accepted draft tokens), stopping at the first that ends
+    // the sequence (end of generation, a stop string, max_tokens).
+    StepOutput append_tokens(std::span<const int32_t> tokens);
     // Ends the sequence from outside (abort, context full).
     StepOutput finish_now(FinishReason reason);
     FinishReason finish_reason() const { return finish_; }
 
   private:
+    void accept(int32_t token, StepOutput& out);
     std::vector<TokenChoice> logprobs_of(int32_t token) const;
 
     int64_t id_;

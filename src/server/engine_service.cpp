@@ -149,14 +149,18 @@ void EngineService::deliver(const std::vector<StepOutput>& outputs) {
         auto it = live_.find(out.request_id);
         if (it == live_.end()) continue;  // aborted before its channel was accepted
         Live& live = it->second;
-        if (out.token >= 0) {
+        if (!out.tokens.empty()) {
             const Clock::time_point since =
                 live.has_token ? live.last_token : live.channel->created();
             const double dt = std::chrono::duration<double>(now - since).count();
-            if (live.has_token) {
-                metrics_.observe_itl(dt);
-            } else {
+            // Tokens of one increment arrived together: the gap is shared among them.
+            size_t n_itl = out.tokens.size();
+            if (!live.has_token) {
                 metrics_.observe_ttft(dt);
+                --n_itl;
+            }
+            for (size_t i = 0; i < n_itl; ++i) {
+                metrics_.observe_itl(dt / static_cast<double>(out.tokens.size()));
             }
             live.has_token = true;
             live.last_token = now;

@@ -8,12 +8,15 @@ namespace {
 // Folds one event into its choice.
 void apply(std::vector<ChoiceState>& choices, const ChannelEvent& e) {
     ChoiceState& c = choices[e.choice];
-    if (!e.output.logprobs.empty()) {
-        c.logprobs.push_back(e.output.logprobs);
-        c.text_offsets.push_back(static_cast<int64_t>(c.text.size()));
+    // Each token's text starts where the previous token's bytes end.
+    auto offset = static_cast<int64_t>(c.text.size());
+    for (const std::vector<TokenChoice>& lp : e.output.logprobs) {
+        c.logprobs.push_back(lp);
+        c.text_offsets.push_back(offset);
+        offset += static_cast<int64_t>(lp.front().bytes.size());
     }
     c.text += e.output.text;
-    if (e.output.token >= 0) ++c.completion_tokens;
+    c.completion_tokens += static_cast<int64_t>(e.output.tokens.size());
     if (e.output.finish != FinishReason::None) c.finish = e.output.finish;
 }
 

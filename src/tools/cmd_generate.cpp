@@ -38,7 +38,8 @@ int run_generate(const GenerateOptions& o) {
     FinishReason reason = FinishReason::None;
     while (engine.has_work()) {
         for (const StepOutput& out : engine.step()) {
-            if (out.token >= 0 && n_generated++ == 0) t_first = Clock::now();
+            if (!out.tokens.empty() && n_generated == 0) t_first = Clock::now();
+            n_generated += static_cast<int64_t>(out.tokens.size());
             std::fwrite(out.text.data(), 1, out.text.size(), stdout);
             if (out.finish != FinishReason::None) reason = out.finish;
         }

@@ -10,6 +10,7 @@
 #include "../common/default_model.h"
 #include "backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
+#include "engine/sequence.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -64,7 +65,8 @@ class EngineServing : public ::testing::Test {
         std::vector<Tokens> out(prompts.size());
         while (engine.has_work()) {
             for (const StepOutput& o : engine.step()) {
-                if (o.token >= 0) out[index.at(o.request_id)].push_back(o.token);
+                auto& got = out[index.at(o.request_id)];
+                got.insert(got.end(), o.tokens.begin(), o.tokens.end());
             }
             EXPECT_LE(engine.stats().running, engine.config().scheduler.max_running);
         }
@@ -187,7 +189,8 @@ TEST_F(EngineServing, GroupOfSamplesSharesPromptKv) {
         std::map<int64_t, Tokens> out;
         while (e.has_work()) {
             for (const StepOutput& o : e.step()) {
-                if (o.token >= 0) out[o.request_id].push_back(o.token);
+                auto& got = out[o.request_id];
+                got.insert(got.end(), o.tokens.begin(), o.tokens.end());
             }
         }
         for (int64_t id : ids) EXPECT_EQ(out[id], alone()[4]) << "prefix " << prefix;
@@ -225,7 +228,8 @@ TEST_F(EngineServing, KvPressureNeverStallsTheQueue) {
         int64_t steps = 0;
         for (; e.has_work() && steps < max_steps; ++steps) {
             for (const StepOutput& o : e.step()) {
-                if (o.token >= 0) out[index.at(o.request_id)].push_back(o.token);
+                auto& got = out[index.at(o.request_id)];
+                got.insert(got.end(), o.tokens.begin(), o.tokens.end());
             }
         }
         EXPECT_FALSE(e.has_work())
@@ -274,6 +278,39 @@ TEST_F(EngineServing, AbortReleasesBlocks) {
     e.step();
     EXPECT_FALSE(e.has_work());
     expect_no_leak(e);
+}
+
+}  // namespace
+}  // namespace vela
+
+namespace vela {
+namespace {
+
+// Several tokens in one increment (accepted draft tokens): appended in order, and nothing after
+// the one that ends the sequence.
+TEST(SequenceAppend, SeveralTokensStopAtTheEnd) {
+    test::DefaultModel* m = test::default_model();
+    if (m == nullptr) GTEST_SKIP() << "default model not fetched";
+    const Tokenizer& tok = m->tokenizer;
+    const Tokens prompt = tok.encode("Hello", true, false);
+    const Tokens words = tok.encode(" one two three four", false, false);
+    ASSERT_GE(words.size(), 4u);
+
+    Request r;
+    r.prompt = prompt;
+    r.max_tokens = 10;
+    Sequence eos_seq(1, r, tok);
+    const StepOutput a = eos_seq.append_tokens(Tokens{words[0], words[1], tok.eos(), words[2]});
+    EXPECT_EQ(a.tokens, (Tokens{words[0], words[1], tok.eos()}));
+    EXPECT_EQ(a.finish, FinishReason::Stop);
+    EXPECT_EQ(a.text, tok.decode(Tokens{words[0], words[1]}));
+
+    r.max_tokens = 3;
+    Sequence len_seq(2, r, tok);
+    const StepOutput b = len_seq.append_tokens(words);
+    EXPECT_EQ(b.tokens, Tokens(words.begin(), words.begin() + 3));
+    EXPECT_EQ(b.finish, FinishReason::Length);
+    EXPECT_EQ(len_seq.n_generated(), 3);
 }
 
 }  // namespace

@@ -271,7 +271,8 @@ class ScheduleRun {
         const auto [i, k] = where_.at(o.request_id);
         Sample& sample = out_.samples[i][k];
         EXPECT_EQ(sample.finish, FinishReason::None) << "output after the finish";
-        if (o.token >= 0) sample.tokens.push_back(o.token);
+        auto& got = sample.tokens;
+        got.insert(got.end(), o.tokens.begin(), o.tokens.end());
         if (o.finish != FinishReason::None) sample.finish = o.finish;
     }
 

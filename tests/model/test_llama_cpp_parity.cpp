@@ -51,7 +51,8 @@ class LlamaCppParity : public ::testing::Test {
         std::vector<std::vector<int32_t>> out(prompts.size());
         while (engine.has_work()) {
             for (const StepOutput& o : engine.step()) {
-                if (o.token >= 0) out[index.at(o.request_id)].push_back(o.token);
+                auto& got = out[index.at(o.request_id)];
+                got.insert(got.end(), o.tokens.begin(), o.tokens.end());
             }
         }
         return out;
