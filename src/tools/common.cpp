@@ -9,6 +9,7 @@
 #include <functional>
 #include <thread>
 
+#include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "tools/commands.h"
@@ -54,6 +55,19 @@ std::string default_model_path() {
     return (fs::path("models") / kDefaultModel).string();
 }
 
+// The one place that picks the backend. The CUDA attention kernels exist (src/cuda) but no
+// CUDA Backend yet, so "auto" means the CPU and "cuda" is refused by name.
+std::unique_ptr<Backend> make_backend(const std::string& device, ThreadPool& pool) {
+    if (device == "cuda") {
+        fail<InvalidArgument>("--device cuda: this build has no CUDA backend (whole models run on "
+                              "the CPU for now); use --device cpu");
+    }
+    if (device != "cpu" && device != "auto") {
+        fail<InvalidArgument>("--device must be cpu, cuda or auto, got '{}'", device);
+    }
+    return std::make_unique<CpuBackend>(pool);
+}
+
 Runtime Runtime::load(const CommonOptions& o) {
     if (o.verbose) log_level() = LogLevel::Debug;
     const std::string path = o.model.empty() ? default_model_path() : o.model;
@@ -68,7 +82,8 @@ Runtime Runtime::load(const CommonOptions& o) {
     const int threads =
         o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency());
     rt.pool = std::make_unique<ThreadPool>(threads);
-    rt.backend = std::make_unique<CpuBackend>(*rt.pool);
+    rt.backend = make_backend(o.device, *rt.pool);
+    rt.kv_format = parse_kv_format(o.kv_type);
     return rt;
 }
 
@@ -76,6 +91,7 @@ EngineConfig Runtime::engine_config(const CommonOptions& o) const {
     EngineConfig c;
     c.n_ctx = o.ctx_size;
     c.scheduler.max_batched_tokens = o.batch_size;
+    c.kv_format = kv_format;
     return c;
 }
 

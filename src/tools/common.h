@@ -4,7 +4,7 @@
 #include <memory>
 #include <string>
 
-#include "backend/cpu/cpu_backend.h"
+#include "backend/backend.h"
 #include "core/thread_pool.h"
 #include "engine/engine.h"
 #include "model/model.h"
@@ -25,7 +25,8 @@ struct Runtime {
     std::unique_ptr<Model> model;
     std::unique_ptr<Tokenizer> tokenizer;
     std::unique_ptr<ThreadPool> pool;
-    std::unique_ptr<CpuBackend> backend;
+    std::unique_ptr<Backend> backend;
+    KvFormat kv_format = KvFormat::F16;
 
     static Runtime load(const CommonOptions& o);
     EngineConfig engine_config(const CommonOptions& o) const;

@@ -22,6 +22,13 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
     app.add_option("-b,--batch-size", o.batch_size, "max tokens per forward step (prefill chunk)")
         ->check(CLI::Range(int64_t{1}, int64_t{1} << 16))
         ->capture_default_str();
+    app.add_option("--device", o.device, "where the model runs: cpu, cuda, or auto (cuda when "
+                                          "built in and a GPU is present)")
+        ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+        ->capture_default_str();
+    app.add_option("--kv-type", o.kv_type, "KV cache element type: f32, f16 or bf16")
+        ->check(CLI::IsMember({"f32", "f16", "bf16"}))
+        ->capture_default_str();
     app.add_flag("-v,--verbose", o.verbose, "log more");
 }
 

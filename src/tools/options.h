@@ -15,6 +15,8 @@ struct CommonOptions {
     int threads = 0;    // 0: all cores
     int64_t ctx_size = 4096;
     int64_t batch_size = 512;
+    std::string device = "auto";  // cpu, cuda, auto
+    std::string kv_type = "f16";   // f32, f16, bf16
     bool verbose = false;
 };
 

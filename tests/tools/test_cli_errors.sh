@@ -38,6 +38,9 @@ expect_error "prompt is empty" generate -m "$model" -f "$tmp/empty.txt"
 expect_error "cannot read" generate -m "$model" -f /nonexistent/prompt.txt
 expect_error "context" generate -m "$model" -c 16 -p "$(printf 'word %.0s' {1..64})"
 expect_error "temperature" generate -m "$model" -p hi --temperature -1
+expect_error "no CUDA backend" generate -m "$model" -p hi --device cuda
+expect_error "device" generate -m "$model" -p hi --device tpu
+expect_error "kv-type" generate -m "$model" -p hi --kv-type q3
 expect_error "top_p|top-p" generate -m "$model" -p hi --top-p 1.5
 expect_error "top_p|top-p" generate -m "$model" -p hi --top-p nan
 expect_error "min_p|min-p" generate -m "$model" -p hi --min-p -0.5
