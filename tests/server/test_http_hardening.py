@@ -295,15 +295,16 @@ def test_sigterm_drain_ends_every_stream_properly():
 
 
 def test_kv_pressure_does_not_deadlock():
-    """Three prompts that cannot all fit 32 blocks of 16 tokens, each generating 96 tokens:
-    before, the scheduler stalled with every block held by waiting sequences."""
+    """Three ~195-token prompts that cannot all fit 32 blocks of 16 tokens, each generating 96
+    tokens: before, the scheduler stalled with every block held by waiting sequences (all three
+    requests hung; 36 words instead of 40 happened to pass)."""
     srv = launch(["--kv-blocks", "32", "-np", "16"])
     try:
         results = []
 
         def run(i):
-            words = " ".join(f"w{i}x{j}" for j in range(60))  # ~180 distinct tokens
-            r = requests.post(srv.url("/v1/completions"), headers=srv.headers, timeout=120,
+            words = " ".join(f"w{i}x{j}" for j in range(40))  # ~195 distinct tokens
+            r = requests.post(srv.url("/v1/completions"), headers=srv.headers, timeout=60,
                               json={"prompt": words, "max_tokens": 96, "temperature": 0,
                                     "ignore_eos": True})
             results.append(r)
