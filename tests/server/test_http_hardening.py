@@ -180,8 +180,9 @@ def test_hang_up_of_a_queued_request_is_noticed(server):
 
 @pytest.fixture(scope="module")
 def tight_server():
-    """Short header timeout and few connections, to see slow clients cut and evicted."""
-    srv = launch(["--header-timeout", "2", "--max-connections", "64"])
+    """Short header and request timeouts and few connections, to see slow clients cut and
+    evicted and long requests timed out."""
+    srv = launch(["--header-timeout", "2", "--max-connections", "64", "--timeout", "2"])
     yield srv
     shutdown(srv)
 
@@ -235,6 +236,22 @@ def test_slowloris_does_not_starve_health(tight_server):
     assert survivors == 0
     m = srv.metrics()
     assert m["vela_kv_blocks_used"] == 0
+
+
+def test_timeouts_are_reported_as_timeouts(tight_server):
+    """A request that outlives --timeout: 408 when not streamed; when streamed, an error event
+    then [DONE] (never a finish_reason of "length", which would pass for a complete answer)."""
+    srv = tight_server
+    body = {"prompt": "Once upon a time", "max_tokens": 5000, "temperature": 0, "ignore_eos": True}
+    r = requests.post(srv.url("/v1/completions"), json=body, headers=srv.headers, timeout=30)
+    assert r.status_code == 408 and r.json()["error"]["code"] == "timeout", r.text[:300]
+    r = requests.post(srv.url("/v1/completions"), json=dict(body, stream=True), stream=True,
+                      headers=srv.headers, timeout=30)
+    events = [line for line in r.iter_lines() if line.startswith(b"data: ")]
+    assert events[-1] == b"data: [DONE]"
+    assert json.loads(events[-2][6:])["error"]["code"] == "timeout"
+    assert all(b'"finish_reason":"length"' not in e for e in events)
+    srv.wait_idle(timeout=10)
 
 
 def test_api_key_from_environment_and_file(tmp_path):
