@@ -42,6 +42,14 @@ auto& host_storage(Storage& kv) {
 
 }  // namespace
 
+// The attention kernels have a scalar and an AVX2 path; AVX-512 machines run the AVX2 one.
+CpuBackend::CpuBackend(ThreadPool& pool) : CpuBackend(pool, cpu::default_isa()) {}
+
+CpuBackend::CpuBackend(ThreadPool& pool, cpu::Isa isa)
+    : pool_(pool),
+      ws_(isa),
+      attention_impl_(isa == cpu::Isa::Scalar ? AttentionImpl::Scalar : AttentionImpl::Auto) {}
+
 std::unique_ptr<DeviceBuffer> CpuBackend::allocate(size_t bytes) {
     return std::make_unique<HostBuffer>(bytes);
 }
@@ -176,6 +184,7 @@ void CpuBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q, 
     p.kv = host.layer(layer);
     p.seqs = attn_seqs_;
     p.window = window;
+    p.impl = attention_impl_;
     paged_attention(p, pool_);
 }
 

@@ -13,7 +13,10 @@ namespace vela {
 
 class CpuBackend final : public Backend {
   public:
-    explicit CpuBackend(ThreadPool& pool) : pool_(pool) {}
+    // Kernels of the best ISA this machine runs, lowered by VELA_CPU_ISA (matmuls and attention
+    // alike), or of the given one.
+    explicit CpuBackend(ThreadPool& pool);
+    CpuBackend(ThreadPool& pool, cpu::Isa isa);
 
     Device device() const override { return Device::Cpu; }
     std::string name() const override { return "cpu"; }
@@ -45,6 +48,7 @@ class CpuBackend final : public Backend {
 
     ThreadPool& pool_;
     cpu::Workspace ws_;
+    AttentionImpl attention_impl_;
     const ForwardBatch* batch_ = nullptr;
     std::vector<AttentionSeq> attn_seqs_;  // the batch's sequences as the CPU kernel reads them
 };

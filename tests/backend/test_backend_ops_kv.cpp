@@ -1,0 +1,469 @@
+// Conformance of the Backend's KV ops (write_kv, attention, KvStorage::apply) for every KvFormat
+// against float64 references written here, on every built backend. Sequences sit on shuffled,
+// non-contiguous blocks of a pool whose every slot starts NaN, so a kernel that reads a slot it
+// should not (a key past the causal limit, outside the window, in another layer, or in a block
+// the sequence does not own) turns its output NaN.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "backend_conformance.h"
+#include "reference_dequant.h"
+
+namespace vela::test {
+namespace {
+
+constexpr KvFormat kFormats[] = {KvFormat::F32, KvFormat::F16, KvFormat::BF16};
+
+std::string name_of(KvFormat f) {
+    std::string s(kv_format_name(f));
+    for (char& c : s) c = static_cast<char>(std::toupper(c));
+    return s;
+}
+
+// What the storage holds for x: the nearest value of the format, ties to even.
+double stored(KvFormat f, double x) {
+    switch (f) {
+        case KvFormat::F16:
+            return round_to_format(x, 10, -14);
+        case KvFormat::BF16:
+            return round_to_format(x, 7, -126);
+        case KvFormat::F32:
+            break;
+    }
+    return x;
+}
+
+struct SeqShape {
+    int64_t q_len, kv_len;  // kv_len counts this step's q_len new tokens
+};
+
+// Sequences placed on shuffled blocks of one pool.
+struct PagedSeqs {
+    std::vector<SeqShape> shapes;
+    std::vector<std::vector<int32_t>> blocks;
+    int64_t block_size = 0;
+
+    int64_t slot(size_t s, int64_t pos) const {
+        return int64_t{blocks[s][pos / block_size]} * block_size + pos % block_size;
+    }
+};
+
+int64_t blocks_needed(const std::vector<SeqShape>& shapes, int64_t bs) {
+    int64_t n = 0;
+    for (const SeqShape& s : shapes) n += (s.kv_len + bs - 1) / bs;
+    return n;
+}
+
+PagedSeqs place(const std::vector<SeqShape>& shapes, const KvLayout& l, std::mt19937_64& rng) {
+    std::vector<int32_t> ids(static_cast<size_t>(l.num_blocks));
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), rng);
+    PagedSeqs p{shapes, {}, l.block_size};
+    size_t next = 0;
+    for (const SeqShape& s : shapes) {
+        const auto n = static_cast<size_t>((s.kv_len + l.block_size - 1) / l.block_size);
+        p.blocks.emplace_back(ids.begin() + static_cast<long>(next),
+                              ids.begin() + static_cast<long>(next + n));
+        next += n;
+    }
+    VELA_ASSERT(next <= ids.size());
+    return p;
+}
+
+// Positions [from(s), to(s)) of every sequence as one batch: the history a step builds on, or
+// the step itself.
+template <class From, class To>
+ForwardBatch span_batch(const PagedSeqs& p, From from, To to) {
+    ForwardBatch b;
+    b.clear();
+    for (size_t s = 0; s < p.shapes.size(); ++s) {
+        const int64_t first = from(p.shapes[s]), last = to(p.shapes[s]);
+        std::vector<int64_t> slots;
+        for (int64_t pos = first; pos < last; ++pos) slots.push_back(p.slot(s, pos));
+        b.add_sequence(std::vector<int32_t>(slots.size(), 0), first, slots, p.blocks[s], last,
+                       true);
+    }
+    b.finish();
+    b.validate(p.block_size);
+    return b;
+}
+
+ForwardBatch history_batch(const PagedSeqs& p) {
+    return span_batch(
+        p, [](const SeqShape&) { return int64_t{0}; },
+        [](const SeqShape& s) { return s.kv_len - s.q_len; });
+}
+ForwardBatch step_batch(const PagedSeqs& p) {
+    return span_batch(
+        p, [](const SeqShape& s) { return s.kv_len - s.q_len; },
+        [](const SeqShape& s) { return s.kv_len; });
+}
+
+// A block's contents in every layer, as stored: [layer][K, V][head][offset][dim].
+using BlockData = std::vector<double>;
+
+size_t block_index(const KvLayout& l, int64_t layer, bool value, int64_t h, int64_t off,
+                   int64_t d) {
+    return static_cast<size_t>(
+        (((layer * 2 + (value ? 1 : 0)) * l.n_kv_heads + h) * l.block_size + off) * l.head_dim + d);
+}
+
+// One attention batch: its storage format and shape, the window, the spread of the queries.
+struct AttentionCase {
+    KvFormat format;
+    int64_t n_kv_heads, ratio, head_dim, block_size, window;
+    double q_sigma;
+};
+
+class BackendKvOps : public BackendTest {
+  protected:
+    void check_write_kv(KvFormat f, int64_t block_size, int64_t heads, int64_t head_dim,
+                        std::mt19937_64& rng);
+    void check_attention(const AttentionCase& c, std::mt19937_64& rng);
+    void check_block_ops(KvFormat f, int64_t block_size, std::mt19937_64& rng);
+    void refill_blocks(KvStorage& kv, const std::vector<int32_t>& blocks,
+                       std::vector<BlockData>& dev, std::mt19937_64& rng);
+    BlockData read_block(const KvStorage& kv, int32_t block);
+
+    std::unique_ptr<KvStorage> make_kv(const KvLayout& l, KvFormat f) {
+        return backend().make_kv_storage(l, f);
+    }
+    // Plans `batch` and stores rows k, v (rows x n_kv_heads * head_dim) at its slots.
+    void write(KvStorage& kv, int64_t layer, const ForwardBatch& batch, const std::vector<float>& k,
+               const std::vector<float>& v) {
+        const int64_t rows = batch.n_rows(), cols = kv.layout().n_kv_heads * kv.layout().head_dim;
+        if (rows == 0) return;
+        DeviceTensor dk(backend(), rows, cols), dv(backend(), rows, cols);
+        dk.upload(k);
+        dv.upload(v);
+        backend().plan(batch);
+        backend().write_kv(kv, layer, dk.view(), dv.view());
+    }
+    // Every slot of `layer` set to `k`/`v` (num_slots x n_kv_heads * head_dim).
+    void write_all(KvStorage& kv, int64_t layer, const std::vector<float>& k,
+                   const std::vector<float>& v) {
+        const KvLayout& l = kv.layout();
+        std::vector<int32_t> blocks(static_cast<size_t>(l.num_blocks));
+        std::iota(blocks.begin(), blocks.end(), 0);
+        std::vector<int64_t> slots(static_cast<size_t>(l.num_slots()));
+        std::iota(slots.begin(), slots.end(), 0);
+        pool_batch_.clear();
+        pool_batch_.add_sequence(std::vector<int32_t>(slots.size(), 0), 0, slots, blocks,
+                                 l.num_slots(), false);
+        pool_batch_.finish();
+        write(kv, layer, pool_batch_, k, v);
+    }
+    void poison(KvStorage& kv) {
+        const KvLayout& l = kv.layout();
+        const std::vector<float> nan(static_cast<size_t>(l.num_slots() * l.n_kv_heads * l.head_dim),
+                                     kPoison);
+        for (int64_t layer = 0; layer < l.n_layers; ++layer) write_all(kv, layer, nan, nan);
+    }
+    std::vector<float> read(const KvStorage& kv, int64_t layer, int64_t slot, int64_t head,
+                            bool value) {
+        std::vector<float> row(static_cast<size_t>(kv.layout().head_dim));
+        GetParam().read_kv(kv, layer, slot, head, value, row.data());
+        return row;
+    }
+
+    ForwardBatch pool_batch_;
+};
+
+// write_kv: every written (slot, head) row holds the input rounded to the format (to nearest,
+// ties to even): exact, tolerance 0. Every other slot, and the other layer, keeps its NaN.
+void BackendKvOps::check_write_kv(KvFormat f, int64_t bs, int64_t heads, int64_t hd,
+                                  std::mt19937_64& rng) {
+    const std::vector<SeqShape> shapes = {{1, 1}, {5, 12}, {17, 17}, {1, 40}};
+    const KvLayout l{2, heads, hd, bs, blocks_needed(shapes, bs) + 2};
+    auto kv = make_kv(l, f);
+    poison(*kv);
+    const ForwardBatch batch = step_batch(place(shapes, l, rng));
+    const auto n = static_cast<size_t>(batch.n_rows() * heads * hd);
+    const std::vector<float> k = normal_floats(n, rng), v = normal_floats(n, rng);
+    write(*kv, 1, batch, k, v);
+
+    std::vector<int64_t> row_of_slot(static_cast<size_t>(l.num_slots()), -1);
+    for (int64_t r = 0; r < batch.n_rows(); ++r) row_of_slot[batch.slot_mapping[r]] = r;
+    double worst = 0.0;
+    std::string wrong, clobbered;  // the first wrong written row, the first overwritten one
+    for (int64_t layer = 0; layer < l.n_layers; ++layer) {
+        for (int64_t slot = 0; slot < l.num_slots(); ++slot) {
+            const int64_t r = layer == 1 ? row_of_slot[slot] : -1;
+            for (int64_t h = 0; h < heads; ++h) {
+                for (bool value : {false, true}) {
+                    const std::vector<float> got = read(*kv, layer, slot, h, value);
+                    const std::string where = fmt::format("layer {} slot {} head {} {}", layer,
+                                                          slot, h, value ? "V" : "K");
+                    for (int64_t d = 0; d < hd; ++d) {
+                        if (r < 0) {
+                            if (!std::isnan(got[d]) && clobbered.empty()) clobbered = where;
+                            continue;
+                        }
+                        const float x = (value ? v : k)[(r * heads + h) * hd + d];
+                        const double e = std::fabs(got[d] - stored(f, x));
+                        if (!(e == 0.0) && wrong.empty()) {
+                            wrong = fmt::format("{} dim {}: got {} want {}", where, d, got[d],
+                                                stored(f, x));
+                        }
+                        worst = std::isnan(e) ? INFINITY : std::max(worst, e);
+                    }
+                }
+            }
+        }
+    }
+    report_.add("write_kv", name_of(f), worst, 0.0);
+    const std::string what =
+        fmt::format("write_kv {} block_size {} heads {} head_dim {}", name_of(f), bs, heads, hd);
+    EXPECT_EQ(worst, 0.0) << what << ": " << wrong << ", seed " << run_seed();
+    EXPECT_TRUE(clobbered.empty()) << what << " wrote outside its rows, at " << clobbered;
+}
+
+TEST_P(BackendKvOps, WriteKv) {
+    auto rng = op_rng("write_kv");
+    for (KvFormat f : kFormats) {
+        for (int64_t bs : {1, 7, 16}) {
+            check_write_kv(f, bs, 1, 40, rng);
+            check_write_kv(f, bs, 3, 72, rng);
+        }
+    }
+}
+
+// attention: out[row][h] = sum_j softmax_j(scale * q . K_j) V_j over the keys at positions
+// (pos - window, pos] (all of [0, pos] when window is 0), with K/V as stored (rounded to the
+// format). Scale of a row: the largest |V| of its sequence (the output is a convex combination
+// of those values). Float dots, exp and sums: 1e-5.
+//
+// The float64 attention of step rows of every sequence. k, v: per sequence, all kv_len tokens
+// (rows of n_kv_heads * head_dim), already rounded to the format; q: the step's rows.
+std::vector<double> attention_reference(const AttentionCase& c, const PagedSeqs& p,
+                                        const std::vector<std::vector<double>>& k,
+                                        const std::vector<std::vector<double>>& v,
+                                        const std::vector<float>& q, double scale) {
+    const int64_t hd = c.head_dim, n_heads = c.n_kv_heads * c.ratio, kv_cols = c.n_kv_heads * hd;
+    std::vector<double> out(q.size());
+    int64_t row = 0;
+    for (size_t s = 0; s < p.shapes.size(); ++s) {
+        const SeqShape sh = p.shapes[s];
+        for (int64_t i = 0; i < sh.q_len; ++i, ++row) {
+            const int64_t pos = sh.kv_len - sh.q_len + i;
+            const int64_t lo = c.window > 0 ? std::max<int64_t>(0, pos - c.window + 1) : 0;
+            for (int64_t h = 0; h < n_heads; ++h) {
+                const int64_t g = h / c.ratio;
+                const float* qh = q.data() + (row * n_heads + h) * hd;
+                std::vector<double> w(static_cast<size_t>(pos - lo + 1));
+                double mx = -INFINITY, sum = 0.0;
+                for (int64_t j = lo; j <= pos; ++j) {
+                    double dot = 0.0;
+                    for (int64_t d = 0; d < hd; ++d) dot += qh[d] * k[s][j * kv_cols + g * hd + d];
+                    w[j - lo] = scale * dot;
+                    mx = std::max(mx, w[j - lo]);
+                }
+                for (double& x : w) sum += (x = std::exp(x - mx));
+                double* o = out.data() + (row * n_heads + h) * hd;
+                for (int64_t j = lo; j <= pos; ++j) {
+                    for (int64_t d = 0; d < hd; ++d) {
+                        o[d] += w[j - lo] / sum * v[s][j * kv_cols + g * hd + d];
+                    }
+                }
+            }
+        }
+    }
+    return out;
+}
+
+void BackendKvOps::check_attention(const AttentionCase& c, std::mt19937_64& rng) {
+    const int64_t hd = c.head_dim, n_heads = c.n_kv_heads * c.ratio, kv_cols = c.n_kv_heads * hd;
+    // Decode rows and prompt chunks in one batch: a first token, a whole prompt, a decode over
+    // several key tiles, a chunk in the middle of a prompt, draft verification rows, a prompt
+    // of several query tiles, and one random shape.
+    std::vector<SeqShape> shapes = {{1, 1}, {17, 17}, {1, 130}, {33, 100}, {3, 50}, {70, 70}};
+    const int64_t q_len = std::uniform_int_distribution<int64_t>(1, 24)(rng);
+    shapes.push_back({q_len, q_len + std::uniform_int_distribution<int64_t>(0, 120)(rng)});
+    const KvLayout l{2, c.n_kv_heads, hd, c.block_size, blocks_needed(shapes, c.block_size) + 3};
+    auto kv = make_kv(l, c.format);
+    poison(*kv);
+    const PagedSeqs p = place(shapes, l, rng);
+
+    // Each sequence's K/V: the history is written by an earlier step, the new rows by this one.
+    std::vector<std::vector<double>> k_stored, v_stored;
+    std::vector<float> k_hist, v_hist, k_new, v_new;
+    std::vector<double> row_scale;
+    for (const SeqShape& sh : shapes) {
+        const std::vector<float> k = normal_floats(static_cast<size_t>(sh.kv_len * kv_cols), rng);
+        const std::vector<float> v = normal_floats(k.size(), rng);
+        const auto split = static_cast<long>((sh.kv_len - sh.q_len) * kv_cols);
+        k_hist.insert(k_hist.end(), k.begin(), k.begin() + split);
+        v_hist.insert(v_hist.end(), v.begin(), v.begin() + split);
+        k_new.insert(k_new.end(), k.begin() + split, k.end());
+        v_new.insert(v_new.end(), v.begin() + split, v.end());
+        std::vector<double> ks(k.size()), vs(v.size());
+        double vmax = 0.0;
+        for (size_t i = 0; i < k.size(); ++i) {
+            ks[i] = stored(c.format, k[i]);
+            vs[i] = stored(c.format, v[i]);
+            vmax = std::max(vmax, std::fabs(vs[i]));
+        }
+        k_stored.push_back(std::move(ks));
+        v_stored.push_back(std::move(vs));
+        row_scale.insert(row_scale.end(), static_cast<size_t>(sh.q_len), vmax);
+    }
+    write(*kv, 1, history_batch(p), k_hist, v_hist);
+    const ForwardBatch step = step_batch(p);
+    write(*kv, 1, step, k_new, v_new);  // plans the step
+
+    const int64_t rows = step.n_rows();
+    const std::vector<float> q =
+        normal_floats(static_cast<size_t>(rows * n_heads * hd), rng, c.q_sigma);
+    DeviceTensor dq(backend(), rows, n_heads * hd), dout(backend(), rows, n_heads * hd);
+    dq.upload(q);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    backend().attention(*kv, 1, dq.view(), dout.view(), n_heads, scale, c.window);
+    const std::vector<double> ref = attention_reference(c, p, k_stored, v_stored, q, scale);
+    expect_close(report_, "attention", name_of(c.format), dout, ref, row_scale, 1e-5,
+                 fmt::format("gqa {}x{} head_dim {} block_size {} window {} q_sigma {}",
+                             c.n_kv_heads, c.ratio, hd, c.block_size, c.window, c.q_sigma));
+}
+
+TEST_P(BackendKvOps, Attention) {
+    auto rng = op_rng("attention");
+    const int64_t ratios[] = {1, 3, 7}, block_sizes[] = {1, 7, 16};
+    const int64_t head_dims[] = {64, 72, 40, 128}, windows[] = {1, 5, 48};
+    for (KvFormat f : kFormats) {
+        for (int ri = 0; ri < 3; ++ri) {
+            for (int bi = 0; bi < 3; ++bi) {
+                for (bool windowed : {false, true}) {
+                    const int64_t ratio = ratios[ri];
+                    const int64_t n_kv = ratio == 1 ? 3 : ratio == 3 ? 2 : 1;
+                    check_attention(
+                        {f, n_kv, ratio, head_dims[(ri + bi) % 4], block_sizes[bi],
+                         windowed ? windows[(ri + bi) % 3] : 0, (ri + bi) % 2 == 0 ? 1.0 : 3.0},
+                        rng);
+                }
+            }
+        }
+    }
+}
+
+// KvStorage::apply: Copy, SwapOut and SwapIn move whole blocks (every layer, K and V) in order;
+// host slots keep what was swapped out across apply() calls while the device blocks are
+// reused. Bytes are moved, not recomputed: exact, tolerance 0.
+void BackendKvOps::check_block_ops(KvFormat f, int64_t bs, std::mt19937_64& rng) {
+    const KvLayout l{2, 2, 40, bs, 8};
+    auto kv = make_kv(l, f);
+    const size_t block_elems = block_index(l, l.n_layers, false, 0, 0, 0);
+    std::vector<BlockData> dev(static_cast<size_t>(l.num_blocks), BlockData(block_elems));
+    std::vector<BlockData> host(3);
+    auto refill = [&](const std::vector<int32_t>& blocks) { refill_blocks(*kv, blocks, dev, rng); };
+    auto apply = [&](const std::vector<BlockOp>& ops) {
+        kv->apply(ops);
+        for (const BlockOp& op : ops) {
+            switch (op.kind) {
+                case BlockOp::Kind::Copy:
+                    dev[op.dst] = dev[op.src];
+                    break;
+                case BlockOp::Kind::SwapOut:
+                    host[op.dst] = dev[op.src];
+                    break;
+                case BlockOp::Kind::SwapIn:
+                    dev[op.dst] = host[op.src];
+                    break;
+            }
+        }
+    };
+    using K = BlockOp::Kind;
+    refill({0, 1, 2, 3, 4, 5, 6, 7});
+    apply({{K::Copy, 2, 5}, {K::SwapOut, 3, 0}, {K::SwapOut, 5, 1}, {K::Copy, 1, 3}});
+    refill({0, 7});  // blocks handed to other sequences meanwhile
+    apply({{K::SwapIn, 0, 7},
+           {K::SwapIn, 1, 0},
+           {K::Copy, 7, 6},
+           {K::SwapOut, 6, 2},
+           {K::SwapIn, 2, 4}});
+
+    double worst = 0.0;
+    std::string wrong;  // each block that differs, at its first wrong element
+    for (int32_t b = 0; b < l.num_blocks; ++b) {
+        const BlockData got = read_block(*kv, b);
+        bool named = false;
+        for (size_t i = 0; i < block_elems; ++i) {
+            const double e = std::fabs(got[i] - dev[b][i]);
+            worst = std::isnan(e) ? INFINITY : std::max(worst, e);
+            if (e == 0.0 || named) continue;
+            const size_t per_kv = block_elems / static_cast<size_t>(2 * l.n_layers);
+            wrong += fmt::format(" block {} (layer {} {}: got {} want {})", b, i / (2 * per_kv),
+                                 (i / per_kv) % 2 == 0 ? "K" : "V", got[i], dev[b][i]);
+            named = true;
+        }
+    }
+    report_.add("kv_apply", name_of(f), worst, 0.0);
+    EXPECT_EQ(worst, 0.0) << "KvStorage::apply " << name_of(f) << " block_size " << bs << ":"
+                          << wrong << ", seed " << run_seed();
+}
+
+// Fresh values in `blocks` of every layer, written to the storage and recorded in `dev`.
+void BackendKvOps::refill_blocks(KvStorage& kv, const std::vector<int32_t>& blocks,
+                                 std::vector<BlockData>& dev, std::mt19937_64& rng) {
+    const KvLayout& l = kv.layout();
+    const int64_t bs = l.block_size, hd = l.head_dim, cols = l.n_kv_heads * hd;
+    std::vector<int64_t> slots;
+    for (int32_t b : blocks) {
+        for (int64_t off = 0; off < bs; ++off) slots.push_back(b * bs + off);
+    }
+    ForwardBatch batch;
+    batch.clear();
+    batch.add_sequence(std::vector<int32_t>(slots.size(), 0), 0, slots, blocks, std::ssize(slots),
+                       false);
+    batch.finish();
+    for (int64_t layer = 0; layer < l.n_layers; ++layer) {
+        const std::vector<float> k = normal_floats(slots.size() * cols, rng);
+        const std::vector<float> v = normal_floats(k.size(), rng);
+        write(kv, layer, batch, k, v);
+        for (size_t i = 0; i < slots.size(); ++i) {
+            BlockData& blk = dev[blocks[i / bs]];
+            for (int64_t h = 0; h < l.n_kv_heads; ++h) {
+                for (int64_t d = 0; d < hd; ++d) {
+                    const size_t src = i * cols + h * hd + d;
+                    blk[block_index(l, layer, false, h, i % bs, d)] = stored(kv.format(), k[src]);
+                    blk[block_index(l, layer, true, h, i % bs, d)] = stored(kv.format(), v[src]);
+                }
+            }
+        }
+    }
+}
+
+BlockData BackendKvOps::read_block(const KvStorage& kv, int32_t b) {
+    const KvLayout& l = kv.layout();
+    BlockData out(block_index(l, l.n_layers, false, 0, 0, 0));
+    for (int64_t layer = 0; layer < l.n_layers; ++layer) {
+        for (bool value : {false, true}) {
+            for (int64_t h = 0; h < l.n_kv_heads; ++h) {
+                for (int64_t off = 0; off < l.block_size; ++off) {
+                    const std::vector<float> row =
+                        read(kv, layer, b * l.block_size + off, h, value);
+                    for (int64_t d = 0; d < l.head_dim; ++d) {
+                        out[block_index(l, layer, value, h, off, d)] = row[d];
+                    }
+                }
+            }
+        }
+    }
+    return out;
+}
+
+TEST_P(BackendKvOps, ApplyBlockOps) {
+    auto rng = op_rng("kv_apply");
+    for (KvFormat f : kFormats) {
+        for (int64_t bs : {1, 7, 16}) check_block_ops(f, bs, rng);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Built, BackendKvOps, ::testing::ValuesIn(built_backends()), factory_name);
+
+}  // namespace
+}  // namespace vela::test
