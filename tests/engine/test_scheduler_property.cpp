@@ -21,6 +21,7 @@
 #include <sstream>
 #include <string>
 
+#include "../common/byte_vocabulary.h"
 #include "backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
 #include "model/model.h"
@@ -53,20 +54,10 @@ bool chance(Rng& rng, double p) {
 struct TinyModel {
     TinyModel()
         : model(std::string(VELA_SOURCE_DIR) + "/tests/model/data/tiny_llama.gguf"),
-          tokenizer(byte_vocabulary()),
+          tokenizer(test::byte_vocabulary()),
           pool(1),
           backend(pool) {}
 
-    static TokenizerData byte_vocabulary() {
-        TokenizerData d;
-        ByteLevelAlphabet alphabet;
-        for (int b = 0; b < 256; ++b) {
-            std::string s;
-            alphabet.encode(std::string(1, static_cast<char>(b)), s);
-            d.tokens.push_back(s);
-        }
-        return d;
-    }
 
     Model model;
     Tokenizer tokenizer;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/byte_vocabulary.h"
 #include "server/json_limits.h"
 #include "server/openai_request.h"
 #include "tokenizer/byte_level.h"
@@ -24,14 +25,7 @@ constexpr int32_t kImEnd = 257;
 // any text are its bytes, independent of the encoder under test.
 const Tokenizer& chatml_tokenizer() {
     static const Tokenizer tok = [] {
-        TokenizerData d;
-        ByteLevelAlphabet alphabet;
-        for (int b = 0; b < 256; ++b) {
-            std::string s;
-            alphabet.encode(std::string(1, static_cast<char>(b)), s);
-            d.tokens.push_back(s);
-            d.types.push_back(TokenType::Normal);
-        }
+        TokenizerData d = test::byte_vocabulary();
         for (const char* special : {"<|im_start|>", "<|im_end|>"}) {
             d.tokens.push_back(special);
             d.types.push_back(TokenType::Control);

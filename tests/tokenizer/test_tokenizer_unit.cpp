@@ -5,6 +5,7 @@
 
 #include <thread>
 
+#include "../common/byte_vocabulary.h"
 #include "../gguf/gguf_builder.h"
 #include "core/error.h"
 #include "tokenizer/byte_level.h"
@@ -18,14 +19,7 @@ const std::string kFffd = "\xEF\xBF\xBD";
 // 256 byte-level alphabet tokens, then the given extra tokens and merges.
 TokenizerData byte_level(std::vector<std::pair<std::string, TokenType>> extra,
                          std::vector<std::string> merges) {
-    TokenizerData d;
-    ByteLevelAlphabet alphabet;
-    for (int b = 0; b < 256; ++b) {
-        std::string s;
-        alphabet.encode(std::string(1, static_cast<char>(b)), s);
-        d.tokens.push_back(s);
-        d.types.push_back(TokenType::Normal);
-    }
+    TokenizerData d = test::byte_vocabulary();
     for (auto& [text, type] : extra) {
         d.tokens.push_back(text);
         d.types.push_back(type);
