@@ -51,6 +51,51 @@ def reference(logits, history, p):
     return order, softmax(l[order], p["temperature"])
 
 
+CANONICAL = ("top_k", "top_p", "min_p", "temperature")
+# Orders a sampler might plausibly use instead; the order-sensitive case must tell each of them
+# apart from CANONICAL (orders that only swap commuting steps, such as top_k with min_p or with
+# temperature, give the same result and are not listed).
+ALTERNATIVE_ORDERS = [
+    ("temperature", "top_k", "top_p", "min_p"),  # temperature first (as vLLM does)
+    ("top_k", "temperature", "top_p", "min_p"),
+    ("top_p", "top_k", "min_p", "temperature"),
+    ("top_k", "min_p", "top_p", "temperature"),
+    ("min_p", "top_p", "top_k", "temperature"),
+]
+
+
+def reference_in_order(logits, history, p, steps):
+    """The chain with its four steps in the given order; temperature rescales the logits that
+    every later step sees. Returns (support in rank order, final probabilities)."""
+    l = penalize(logits.astype(np.float64), history, p)
+    order = np.lexsort((np.arange(len(l)), -l))
+    scaled = False
+    for step in steps:
+        if step == "temperature":
+            l = l / p["temperature"]
+            scaled = True
+        elif step == "top_k" and 0 < p["top_k"] < len(order):
+            order = order[:p["top_k"]]
+        elif step == "top_p" and p["top_p"] < 1.0:
+            cum = np.cumsum(softmax(l[order]))
+            order = order[:int(np.argmax(cum >= p["top_p"])) + 1]
+        elif step == "min_p" and p["min_p"] > 0.0:
+            order = order[l[order] - l[order[0]] >= np.log(p["min_p"])]
+    return order, softmax(l[order], 1.0 if scaled else p["temperature"])
+
+
+def assert_order_sensitive(case):
+    """Every alternative order must give a different support or clearly different probabilities
+    than the canonical one, so a sampler that applies its steps in another order fails."""
+    logits = np.array(case["logits"], dtype=np.float32)
+    want_support, want_probs = reference_in_order(logits, case["history"], case["params"], CANONICAL)
+    assert want_support.tolist() == case["support"], "generalised chain disagrees with reference()"
+    for steps in ALTERNATIVE_ORDERS:
+        support, probs = reference_in_order(logits, case["history"], case["params"], steps)
+        same = support.tolist() == want_support.tolist() and np.max(np.abs(probs - want_probs)) < 1e-3
+        assert not same, f"order {steps} gives the same distribution as {CANONICAL}"
+
+
 def make_case(rng, name, vocab, scale, history_len, **overrides):
     params = dict(NEUTRAL, **overrides)
     # 4 decimals keep the fixture small; the reference works on their float32 values, which is
@@ -83,6 +128,13 @@ def main():
         make_case(rng, "full_chain_no_top_k", 1999, 2.5, 80, temperature=1.3, top_p=0.8,
                   min_p=0.01, penalty_last_n=-1, **pen),
     ]
+    # One case whose result depends on the order of top-k, top-p, min-p and temperature: min-p
+    # removes enough mass that top-p after it cuts elsewhere. Its own generator (seed found by
+    # search) keeps the cases above unchanged.
+    order_case = make_case(np.random.default_rng(0), "order_sensitive", 307, 0.8, 0,
+                           temperature=0.5, top_k=50, top_p=0.6, min_p=0.2)
+    assert_order_sensitive(order_case)
+    cases.append(order_case)
     out = pathlib.Path(__file__).parent / "data" / "sampling_reference.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"cases": cases}, separators=(",", ":")) + "\n")
