@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -17,8 +18,18 @@
 
 namespace vela::cuda::test {
 
-#define VELA_SKIP_WITHOUT_DEVICE() \
-    if (!::vela::cuda::device_available()) GTEST_SKIP() << "no CUDA device"
+// Whether the run was asked to use a GPU (VELA_REQUIRE_GPU=1, as on the GPU machine): then a
+// missing device is a failure, not a skip, so "all skipped" can never pass for "all passed".
+inline bool gpu_required() {
+    const char* v = std::getenv("VELA_REQUIRE_GPU");
+    return v != nullptr && std::string(v) != "" && std::string(v) != "0";
+}
+
+#define VELA_SKIP_WITHOUT_DEVICE()                                                    \
+    if (!::vela::cuda::device_available()) {                                          \
+        if (::vela::cuda::test::gpu_required()) FAIL() << "VELA_REQUIRE_GPU=1, no GPU"; \
+        GTEST_SKIP() << "no CUDA device";                                             \
+    }
 
 #define ASSERT_CUDA(expr) ASSERT_EQ((expr), cudaSuccess) << cudaGetErrorString(expr)
 
