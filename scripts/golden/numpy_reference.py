@@ -20,9 +20,8 @@ import llama_numpy
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def main():
-    tokens = json.loads(pathlib.Path(sys.argv[1]).read_text())
-    model = sys.argv[3] if len(sys.argv) > 3 else ROOT / "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+def load(model):
+    """Dequantised float64 weights by tensor name and the hyper-parameters llama_numpy needs."""
     r = GGUFReader(model)
     f = {k: v.contents() for k, v in r.fields.items() if not k.startswith("tokenizer.")}
     arch = f["general.architecture"]
@@ -35,6 +34,13 @@ def main():
         [int(d) for d in reversed(t.shape)]) for t in r.tensors}
     hp = {"n_layers": n_layers, "n_heads": n_heads, "n_kv_heads": n_kv, "eps": eps, "theta": theta,
           "neox": arch == "qwen2"}
+    return W, hp
+
+
+def main():
+    tokens = json.loads(pathlib.Path(sys.argv[1]).read_text())
+    model = sys.argv[3] if len(sys.argv) > 3 else ROOT / "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    W, hp = load(model)
     logits = llama_numpy.forward(W, hp, tokens)
     np.save(sys.argv[2], logits)
 
