@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <optional>
 
 #include "core/error.h"
 #include "gguf/gguf_file.h"
@@ -66,8 +67,11 @@ HParams HParams::from_gguf(const gguf::File& f) {
                           r.dim, h.head_dim);
     }
     r.neox = uses_neox_rope(h.arch);
-    r.scaling = parse_scaling(f.path(), f.get_string(a + "rope.scaling.type").value_or(""));
+    const std::optional<std::string> type = f.get_string(a + "rope.scaling.type");
+    r.scaling = parse_scaling(f.path(), type.value_or(""));
     r.factor = static_cast<float>(f.get_float(a + "rope.scaling.factor").value_or(1.0));
+    // A factor without a type means linear scaling, as llama.cpp reads such files.
+    if (!type && r.factor != 1.f) r.scaling = RopeScaling::Linear;
     if (auto scale = f.get_float(a + "rope.scale_linear")) {  // older files
         r.scaling = RopeScaling::Linear;
         r.factor = static_cast<float>(*scale);
@@ -80,7 +84,7 @@ HParams HParams::from_gguf(const gguf::File& f) {
         static_cast<float>(f.get_float(a + "rope.scaling.yarn_beta_fast").value_or(32.0));
     r.yarn_beta_slow =
         static_cast<float>(f.get_float(a + "rope.scaling.yarn_beta_slow").value_or(1.0));
-    r.yarn_attn_factor =
+    r.attn_factor =
         static_cast<float>(f.get_float(a + "rope.scaling.attn_factor").value_or(1.0));
     return h;
 }

@@ -20,7 +20,7 @@ struct RopeParams {
     float yarn_beta_fast = 32.f;
     float yarn_beta_slow = 1.f;
     float yarn_ext_factor = 1.f;
-    float yarn_attn_factor = 1.f;
+    float attn_factor = 1.f;  // cos/sin magnitude, every scaling type (YaRN multiplies it more)
     float llama3_low_freq_factor = 1.f;
     float llama3_high_freq_factor = 4.f;
 };

@@ -20,15 +20,13 @@ void rope_cos_sin(const RopeParams& r, const float* freq_factors, int64_t pos, f
     const int64_t half = r.dim / 2;
     const bool yarn = r.scaling == RopeScaling::Yarn;
     const double freq_scale = (r.scaling == RopeScaling::Linear || yarn) ? 1.0 / r.factor : 1.0;
-    double low = 0, high = 0, mscale = r.yarn_attn_factor;
+    double low = 0, high = 0, mscale = r.attn_factor;
     if (yarn) {
         low = std::max(
             0.0, std::floor(yarn_corr_dim(r.dim, r.original_context, r.yarn_beta_fast, r.theta)));
         high = std::min<double>(r.dim - 1, std::ceil(yarn_corr_dim(r.dim, r.original_context,
                                                                    r.yarn_beta_slow, r.theta)));
         mscale *= 1.0 + 0.1 * std::log(1.0 / freq_scale);
-    } else {
-        mscale = 1.0;
     }
     for (int64_t i = 0; i < half; ++i) {
         double freq = std::pow(static_cast<double>(r.theta), -2.0 * i / r.dim);

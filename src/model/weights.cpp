@@ -53,6 +53,10 @@ ModelWeights ModelWeights::bind(const gguf::File& f, const HParams& hp) {
                                               : m.token_embd;
     if (const auto* t = f.find_tensor("rope_freqs.weight")) {
         m.rope_freq_factors = b.vector(t->name, hp.rope.dim / 2).f32();
+    } else if (hp.rope.scaling == RopeScaling::Llama3) {
+        // Llama-3 scaling lives in that tensor; running without it would silently not scale.
+        fail<FormatError>("{}: rope scaling type llama3 needs the rope_freqs.weight tensor",
+                          f.path());
     }
     const bool qkv_bias = f.find_tensor("blk.0.attn_q.bias") != nullptr;
     m.layers.resize(static_cast<size_t>(hp.n_layers));

@@ -40,8 +40,7 @@ class GgufBuilder {
         Tensor t{name, shape, 0, data_.size()};
         for (uint64_t i = 0; i < n; ++i) {
             float f = static_cast<float>(i);
-            const auto* p = reinterpret_cast<const uint8_t*>(&f);
-            data_.insert(data_.end(), p, p + 4);
+            append_bytes(data_, &f, 4);
         }
         while (data_.size() % 32 != 0) data_.push_back(0);
         tensors_.push_back(t);
@@ -49,10 +48,7 @@ class GgufBuilder {
 
     std::vector<uint8_t> build() const {
         std::vector<uint8_t> out;
-        auto put_to = [&out](const void* p, size_t n) {
-            const auto* b = static_cast<const uint8_t*>(p);
-            out.insert(out.end(), b, b + n);
-        };
+        auto put_to = [&out](const void* p, size_t n) { append_bytes(out, p, n); };
         const uint32_t magic = 0x46554747u;
         put_to(&magic, 4);
         put_to(&version_, 4);
@@ -82,14 +78,21 @@ class GgufBuilder {
         uint32_t type;
         uint64_t offset;
     };
+    // resize + memcpy rather than vector::insert of a byte range: GCC 12 warns falsely
+    // (-Wstringop-overflow) on the latter once inlined into some callers.
+    static void append_bytes(std::vector<uint8_t>& out, const void* p, size_t n) {
+        if (n == 0) return;
+        const size_t at = out.size();
+        out.resize(at + n);
+        std::memcpy(out.data() + at, p, n);
+    }
     template <class T>
     void put(T v) {
-        const auto* p = reinterpret_cast<const uint8_t*>(&v);
-        kv_.insert(kv_.end(), p, p + sizeof(T));
+        append_bytes(kv_, &v, sizeof(T));
     }
     void str(const std::string& s) {
         put(uint64_t{s.size()});
-        kv_.insert(kv_.end(), s.begin(), s.end());
+        append_bytes(kv_, s.data(), s.size());
     }
     void kv_header(const std::string& key, uint32_t type) {
         str(key);
