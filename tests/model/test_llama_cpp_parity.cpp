@@ -145,6 +145,80 @@ TEST_F(LlamaCppParity, GreedyContinuationsMatch) {
     }
 }
 
+// llama.cpp along the paths a single prefill does not take (scripts/golden/gen_llama_cpp_paths.py):
+// its decode path (one token per call, each greedy prompt followed by llama.cpp's own greedy
+// tokens) and its prefill in chunks of 7. Vela is fed the same tokens the same way. Margins:
+// both engines sit ~0.17-0.24 from the exact logits (Float64Parity), so two correct engines are
+// at most about the sum of that apart; a wrong path lands far beyond (see Float64Parity).
+constexpr double kPeerMeanMargin = 0.30;
+constexpr double kPeerAgreementMargin = 0.97;
+
+struct PeerErrors {
+    double sum = 0;
+    int64_t n = 0, agree = 0, decisive = 0;
+    void add(const float* row, const nlohmann::json& top_ids_j, const nlohmann::json& top_logits_j) {
+        const auto ids = top_ids_j.get<std::vector<int32_t>>();
+        const auto logits = top_logits_j.get<std::vector<double>>();
+        int32_t best = ids[0];
+        for (size_t i = 0; i < ids.size(); ++i) {
+            sum += std::fabs(row[ids[i]] - logits[i]);
+            ++n;
+            if (row[ids[i]] > row[best]) best = ids[i];
+        }
+        if (logits[0] - logits[1] >= 0.5) {  // not a near tie for llama.cpp
+            ++decisive;
+            agree += best == ids[0];
+        }
+    }
+    void check(const char* path) const {
+        const double mean = sum / static_cast<double>(n);
+        const double agreement = static_cast<double>(agree) / static_cast<double>(decisive);
+        std::printf("vela vs llama.cpp, %s: mean |dlogit| over llama.cpp's top-20 %.4f (margin "
+                    "%.2f), top-1 agreement %.4f over %lld decisive steps (margin %.2f)\n",
+                    path, mean, kPeerMeanMargin, agreement, static_cast<long long>(decisive),
+                    kPeerAgreementMargin);
+        EXPECT_LE(mean, kPeerMeanMargin) << path;
+        EXPECT_GE(agreement, kPeerAgreementMargin) << path;
+    }
+};
+
+nlohmann::json load_paths() {
+    std::ifstream in(kDir + "/tests/model/data/llama_cpp_paths.json");
+    if (!in) throw std::runtime_error("missing fixture llama_cpp_paths.json");
+    return nlohmann::json::parse(in);
+}
+
+TEST_F(LlamaCppParity, DecodePathLogits) {
+    const nlohmann::json paths = load_paths();
+    ForwardDriver driver(*model_, *backend_, 1024, 512);
+    PeerErrors e;
+    for (const auto& [name, d] : paths["decode"].items()) {
+        const auto prompt = d["tokens"].get<std::vector<int32_t>>();
+        const auto generated = d["generated"].get<std::vector<int32_t>>();
+        std::vector<float> row = driver.evaluate(prompt, /*all_logits=*/false);
+        for (size_t step = 0; step < generated.size(); ++step) {
+            e.add(row.data(), d["steps"][step]["top_ids"], d["steps"][step]["top_logits"]);
+            row = driver.extend({generated[step]});
+        }
+    }
+    e.check("decode path, one token per call");
+}
+
+TEST_F(LlamaCppParity, ChunkedPrefillLogits) {
+    const nlohmann::json paths = load_paths();
+    const size_t V = static_cast<size_t>(model_->hparams().n_vocab);
+    ForwardDriver driver(*model_, *backend_, 1024, 7);
+    PeerErrors e;
+    for (const auto& [name, c] : paths["chunked"].items()) {
+        const auto tokens = c["tokens"].get<std::vector<int32_t>>();
+        const std::vector<float>& logits = driver.evaluate(tokens, /*all_logits=*/true);
+        for (size_t p = 0; p < tokens.size(); ++p) {
+            e.add(&logits[p * V], c["top_ids"][p], c["top_logits"][p]);
+        }
+    }
+    e.check("prefill in chunks of 7");
+}
+
 TEST_F(LlamaCppParity, PromptTokensMatchOurTokenizer) {
     for (const auto& [name, g] : (*golden_)["greedy"].items()) {
         const bool special = name == "chat";
