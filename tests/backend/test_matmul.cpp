@@ -12,6 +12,7 @@
 
 #include "backend/cpu/ops.h"
 #include "core/error.h"
+#include "../common/test_seed.h"
 #include "random_weights.h"
 
 namespace vela::cpu {
@@ -19,9 +20,11 @@ namespace {
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-bool is_q8_type(DType t) {
-    return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 || t == DType::Q5_1 ||
-           t == DType::Q8_0;
+// Elements per 8-bit activation block the matmul rounds to for weights of type t (one scale
+// each): 32 for the legacy types, 256 for the K-quants, 0 where it does not round (float types).
+int64_t act_block(DType t) {
+    const int64_t bs = dtype_info(t).block_size;
+    return bs == 32 || bs == 256 ? bs : 0;
 }
 
 struct Problem {
@@ -54,26 +57,28 @@ std::vector<float> run(const Problem& p, Isa isa, int threads) {
     return y;
 }
 
-// |error| bound of row r . token c. Activations are rounded to d * q with d = amax / 127, an
-// error of at most amax / 254 per element; `simd` instead bounds the float-order difference
-// between two paths that share the quantised activations (offset codes reach 128 * d).
+// |error| bound of row r . token c. Activations are rounded per block (act_block) to d * q with
+// d = amax / 127, an error of at most amax / 254 per element; `simd` instead bounds the
+// float-order difference between two paths that share the quantised activations (offset codes
+// reach 128 * d).
 double tolerance(const Problem& p, int64_t r, int64_t c, bool simd) {
     const double* w = p.w_float.data() + r * p.k;
     const float* x = p.x.data() + c * p.ldx;
+    const int64_t block = act_block(p.type) != 0 ? act_block(p.type) : 32;
     double abs_dot = 0.0, quant = 0.0, offset = 0.0;
-    for (int64_t b = 0; b < p.k; b += 32) {
+    for (int64_t b = 0; b < p.k; b += block) {
         double amax = 0.0, wsum = 0.0, wmax = 0.0;
-        for (int64_t i = b; i < b + 32; ++i) {
+        for (int64_t i = b; i < b + block; ++i) {
             amax = std::max(amax, std::fabs(double{x[i]}));
             wsum += std::fabs(w[i]);
             wmax = std::max(wmax, std::fabs(w[i]));
             abs_dot += std::fabs(w[i] * x[i]);
         }
         quant += amax / 254.0 * wsum;
-        offset += (wsum + 32.0 * wmax) * amax;
+        offset += (wsum + static_cast<double>(block) * wmax) * amax;
     }
     if (simd) return 2e-6 * offset + 1e-6;
-    return (is_q8_type(p.type) ? quant * 1.001 : 0.0) + 1e-5 * abs_dot + 1e-6;
+    return (act_block(p.type) != 0 ? quant * 1.001 : 0.0) + 1e-5 * abs_dot + 1e-6;
 }
 
 void expect_padding_untouched(const Problem& p, const std::vector<float>& y) {
@@ -111,7 +116,7 @@ TEST_P(MatmulType, MatchesFloat64AtAwkwardSizes) {
     const int64_t bs = dtype_info(t).block_size;
     // 3 blocks of 32 (an odd count: the pairwise AVX-512 loop's tail) or 1 super-block.
     const int64_t k_small = bs == 256 ? 256 : 96;
-    std::mt19937 rng(std::random_device{}());
+    std::mt19937 rng(test::fresh_seed());
     for (int64_t m : {1, 3, 17, 64}) {
         for (int64_t n : {1, 33, 576}) {
             const Problem p = make_problem(t, n, k_small, m, rng);
@@ -125,7 +130,7 @@ TEST_P(MatmulType, MatchesFloat64AtAwkwardSizes) {
 TEST_P(MatmulType, EverySimdPathMatchesScalar) {
     const DType t = GetParam();
     const int64_t k = dtype_info(t).block_size == 256 ? 512 : 160;
-    std::mt19937 rng(std::random_device{}());
+    std::mt19937 rng(test::fresh_seed());
     for (int64_t m : {1, 6, 17}) {
         const Problem p = make_problem(t, 45, k, m, rng);
         const std::vector<float> ref = run(p, Isa::Scalar, 1);
@@ -151,9 +156,23 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, MatmulType,
 
 TEST(Matmul, DefaultModelShapeOnEveryPath) {
     // The shapes that matter most: Q4_1 576 -> 1536 over a prefill-sized batch.
-    std::mt19937 rng(std::random_device{}());
+    std::mt19937 rng(test::fresh_seed());
     const Problem p = make_problem(DType::Q4_1, 1536, 576, 64, rng);
     for (Isa isa : isas_of_this_cpu()) check_against_float64(p, isa, 2);
+}
+
+TEST(Matmul, QwenKQuantShapesOnEveryPath) {
+    // Qwen2.5-Coder Q4_K_M: Q4_K/Q6_K rows of 1536 (hidden) and 8960 (ffn down, 35 super-blocks:
+    // an odd count), over a decode token and a prefill tile with a ragged tail.
+    std::mt19937 rng(std::random_device{}());
+    for (DType t : {DType::Q4_K, DType::Q6_K}) {
+        for (int64_t k : {1536, 8960}) {
+            for (int64_t m : {1, 23}) {
+                const Problem p = make_problem(t, 70, k, m, rng);
+                for (Isa isa : isas_of_this_cpu()) check_against_float64(p, isa, 2);
+            }
+        }
+    }
 }
 
 TEST(Matmul, RejectsUnsupportedTypeNamingIt) {

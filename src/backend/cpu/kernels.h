@@ -30,6 +30,36 @@ struct TileArgs {
 };
 using TileFn = void (*)(const TileArgs&);
 
+// Weight types whose super-blocks of 256 take the integer path against ActBlockKs.
+enum class KKind { Q2_K = 0, Q3_K, Q4_K, Q5_K, Q6_K, Count };
+
+// As TileArgs, over nb super-blocks of 256 against ActBlockK rows.
+struct KTileArgs {
+    const uint8_t* w;
+    size_t w_stride;
+    const ActBlockK* x;
+    int64_t x_stride;  // super-blocks between activation rows
+    int64_t nb;
+    float* y;
+    int64_t ldy;
+    int nr;  // 1..kTileRows
+    int nc;  // 1..KQuantKernels::tile_cols
+};
+using KTileFn = void (*)(const KTileArgs&);
+
+// The K-quant kernels of one ISA (kquant_<isa>.cpp). A null tile means this ISA has none for
+// that type and matmul uses the scalar one (same ActBlockK input, so the sets mix freely).
+struct KQuantKernels {
+    int tile_cols;
+    // k floats (k % 256 == 0) to k/256 ActBlockKs, q = round-half-even(x / d), d = amax / 127.
+    void (*quantize_act)(const float* x, ActBlockK* out, int64_t k);
+    KTileFn tile[static_cast<int>(KKind::Count)];
+};
+
+KQuantKernels kquant_kernels_scalar();
+KQuantKernels kquant_kernels_avx2();    // only call where the CPU has AVX2+FMA+F16C
+KQuantKernels kquant_kernels_avx512();  // only call where the CPU has AVX-512 F/BW/VL/VNNI
+
 struct KernelSet {
     int tile_cols;  // the nc this ISA's kernels are fastest at
     TileFn q8_tile[static_cast<int>(Q8Kind::Count)];
@@ -45,6 +75,7 @@ struct KernelSet {
     void (*pack_rows[static_cast<int>(Q8Kind::Count)])(const uint8_t* w, size_t w_stride, int nr,
                                                        int64_t nb, void* out);
     TileFn packed_tile;
+    KQuantKernels kquant;
 };
 
 const KernelSet& kernels_scalar();

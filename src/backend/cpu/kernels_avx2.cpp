@@ -211,6 +211,7 @@ const KernelSet& kernels_avx2() {
         nullptr,
         {},
         nullptr,
+        kquant_kernels_avx2(),
     };
     return set;
 }

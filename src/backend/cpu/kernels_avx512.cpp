@@ -269,6 +269,7 @@ const KernelSet& kernels_avx512() {
         {pack_rows<Q8Kind::Q4_0>, pack_rows<Q8Kind::Q4_1>, pack_rows<Q8Kind::Q5_0>,
          pack_rows<Q8Kind::Q5_1>, pack_rows<Q8Kind::Q8_0>},
         tile<Q8Kind::Count>,
+        kquant_kernels_avx512(),
     };
     return set;
 }

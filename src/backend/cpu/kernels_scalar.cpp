@@ -115,6 +115,7 @@ const KernelSet& kernels_scalar() {
         nullptr,
         {},
         nullptr,
+        kquant_kernels_scalar(),
     };
     return set;
 }

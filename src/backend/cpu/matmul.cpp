@@ -45,6 +45,23 @@ std::optional<Q8Kind> q8_kind(DType t) {
     }
 }
 
+std::optional<KKind> k_kind(DType t) {
+    switch (t) {
+        case DType::Q2_K:
+            return KKind::Q2_K;
+        case DType::Q3_K:
+            return KKind::Q3_K;
+        case DType::Q4_K:
+            return KKind::Q4_K;
+        case DType::Q5_K:
+            return KKind::Q5_K;
+        case DType::Q6_K:
+            return KKind::Q6_K;
+        default:
+            return std::nullopt;
+    }
+}
+
 void check_params(const MatmulParams& p) {
     if (!supports_weight_type(p.w_type)) {
         fail("cpu matmul: no kernel for weight type {}", dtype_name(p.w_type));
@@ -124,8 +141,40 @@ void matmul_q8(const MatmulParams& p, Q8Kind kind, const KernelSet& ks, Workspac
     });
 }
 
-// Types without an integer kernel: each thread decodes one weight row at a time to floats and
-// dots it with every token of its range, so a row is decoded once per matmul.
+// K-quants: activations quantised once per call to ActBlockKs, then the same walk as matmul_q8
+// (row chunks x all tokens, tiles of 4 rows x tile_cols tokens) without packing.
+void matmul_k(const MatmulParams& p, KKind kind, const KernelSet& ks, Workspace& ws,
+              ThreadPool& pool) {
+    const int64_t nb = p.k / kQKK;
+    auto* xq =
+        reinterpret_cast<ActBlockK*>(ws.scratch(static_cast<size_t>(p.m * nb) * sizeof(ActBlockK)));
+    const KQuantKernels& kk = ks.kquant;
+    pool.parallel_for(p.m, [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) kk.quantize_act(p.x + c * p.ldx, xq + c * nb, p.k);
+    });
+    const int ki = static_cast<int>(kind);
+    const KTileFn tile = kk.tile[ki] != nullptr ? kk.tile[ki] : kernels_scalar().kquant.tile[ki];
+    const int tile_cols = kk.tile[ki] != nullptr ? kk.tile_cols : 1;
+    const size_t w_stride = row_bytes(p.w_type, p.k);
+    const auto* w = static_cast<const uint8_t*>(p.w);
+    split_output(p.n, p.m, pool, [&](int, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+        for (int64_t rc = r0; rc < r1; rc += kRowChunk) {
+            const int64_t rc_end = rc + kRowChunk < r1 ? rc + kRowChunk : r1;
+            for (int64_t c = c0; c < c1; c += tile_cols) {
+                const int nc = static_cast<int>(c1 - c < tile_cols ? c1 - c : tile_cols);
+                for (int64_t r = rc; r < rc_end; r += kTileRows) {
+                    const int nr =
+                        static_cast<int>(rc_end - r < kTileRows ? rc_end - r : kTileRows);
+                    tile({w + r * w_stride, w_stride, xq + c * nb, nb, nb, p.y + c * p.ldy + r,
+                          p.ldy, nr, nc});
+                }
+            }
+        }
+    });
+}
+
+// Types without an integer kernel (F32/F16/BF16): each thread converts one weight row at a time
+// to floats and dots it with every token of its range, so a row is converted once per matmul.
 void matmul_float(const MatmulParams& p, const KernelSet& ks, Workspace& ws, ThreadPool& pool) {
     const size_t row_floats = (static_cast<size_t>(p.k) + 15) / 16 * 16;
     float* rows = reinterpret_cast<float*>(ws.scratch(row_floats * sizeof(float) * pool.size()));
@@ -181,6 +230,8 @@ void matmul(const MatmulParams& p, Workspace& ws, ThreadPool& pool) {
     const KernelSet& ks = kernels_for(ws.isa());
     if (const std::optional<Q8Kind> kind = q8_kind(p.w_type)) {
         matmul_q8(p, *kind, ks, ws, pool);
+    } else if (const std::optional<KKind> kkind = k_kind(p.w_type)) {
+        matmul_k(p, *kkind, ks, ws, pool);
     } else {
         matmul_float(p, ks, ws, pool);
     }

@@ -79,4 +79,16 @@ struct ActBlock {
 };
 static_assert(sizeof(ActBlock) == 40);
 
+// One activation super-block for the K-quant weights (llama.cpp's Q8_K idea): x_i ~= d * q_i over
+// 256 values, with the sum of every 16 q (a weight sub-block of 16 or two of them make one of 32)
+// so that per-sub-block weight minimums and offsets cost one small integer dot per super-block.
+// One float scale per 256 keeps the integer dot running across all sub-blocks of a weight
+// super-block; q first and the size a multiple of 64 keep q cache-line aligned in an array.
+struct alignas(64) ActBlockK {
+    int8_t q[256];
+    int16_t bsums[16];
+    float d;
+};
+static_assert(sizeof(ActBlockK) == 320);
+
 }  // namespace vela::cpu
