@@ -7,7 +7,10 @@ cd "$root"
 
 packages=(build-essential cmake ninja-build ccache pkg-config git python3 python3-pip
           libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
-          libcli11-dev libfmt-dev libre2-dev libxxhash-dev libopenblas-dev)
+          libcli11-dev libfmt-dev libre2-dev libxxhash-dev libopenblas-dev
+          # clang and its compiler-rt (libFuzzer, ASan, UBSan) for the `fuzz` preset, which
+          # scripts/ci_checks.sh runs in CI.
+          clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,10 +24,20 @@ fi
 
 "$root/scripts/fetch_model.sh"
 
-# PyPI packages for the server tests (official openai client) and scripts/load_test.py.
-if ! python3 -c "import openai, pytest, requests" 2>/dev/null; then
-    python3 -m pip install --quiet openai pytest requests ||
-        python3 -m pip install --quiet --break-system-packages openai pytest requests
+# PyPI packages for the server tests (official openai client) and scripts/load_test.py, pinned
+# so that a new release of one cannot change what the suite checks between two CI runs. These
+# are the versions the suite was last run with; bump them deliberately.
+py_pins=(openai==3.63.0 pytest==9.2.0 requests==2.34.2)
+if ! python3 - "${py_pins[@]}" 2>/dev/null <<'PY'
+import importlib.metadata as md, sys
+for pin in sys.argv[1:]:
+    name, version = pin.split("==")
+    if md.version(name) != version:
+        sys.exit(1)
+PY
+then
+    python3 -m pip install --quiet "${py_pins[@]}" ||
+        python3 -m pip install --quiet --break-system-packages "${py_pins[@]}"
 fi
 
 cmake_args=()

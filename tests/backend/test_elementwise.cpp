@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/cpu/ops.h"
+#include "../common/test_seed.h"
 #include "random_weights.h"
 
 namespace vela::cpu {
@@ -22,7 +23,7 @@ std::vector<int64_t> sizes() {
 }
 
 TEST(RmsNorm, MatchesDoubleAndAllowsInPlace) {
-    std::mt19937 rng(std::random_device{}());
+    std::mt19937 rng(test::fresh_seed());
     for (int64_t n : sizes()) {
         const std::vector<float> x = test::random_floats(n, rng, 3.0f),
                                  w = test::random_floats(n, rng);
@@ -42,7 +43,7 @@ TEST(RmsNorm, MatchesDoubleAndAllowsInPlace) {
 }
 
 TEST(Add, MatchesAndAliases) {
-    std::mt19937 rng(std::random_device{}());
+    std::mt19937 rng(test::fresh_seed());
     for (int64_t n : sizes()) {
         std::vector<float> a = test::random_floats(n, rng), b = test::random_floats(n, rng);
         std::vector<float> y(n, kNaN);
@@ -54,7 +55,7 @@ TEST(Add, MatchesAndAliases) {
 }
 
 TEST(SiluMul, MatchesDouble) {
-    std::mt19937 rng(std::random_device{}());
+    std::mt19937 rng(test::fresh_seed());
     for (int64_t n : sizes()) {
         std::vector<float> g = test::random_floats(n, rng, 4.0f), u = test::random_floats(n, rng);
         g[0] = -90.0f;  // exp overflow side must give 0, not NaN
@@ -68,7 +69,7 @@ TEST(SiluMul, MatchesDouble) {
 }
 
 TEST(Softmax, MatchesDoubleAndIsStableForLargeLogits) {
-    std::mt19937 rng(std::random_device{}());
+    std::mt19937 rng(test::fresh_seed());
     for (int64_t n : sizes()) {
         std::vector<float> x = test::random_floats(n, rng, 5.0f);
         x[0] += 1000.0f;  // naive exp would overflow
@@ -83,7 +84,7 @@ TEST(Softmax, MatchesDoubleAndIsStableForLargeLogits) {
 
 // Reference rotation as complex multiplication of each (first, second) pair by e^{i theta}.
 void check_rope(bool neox, int64_t n_heads, int64_t head_dim, int64_t rot_dim) {
-    std::mt19937 rng(std::random_device{}());
+    std::mt19937 rng(test::fresh_seed());
     const int64_t half = rot_dim / 2;
     std::vector<float> x = test::random_floats(n_heads * head_dim, rng);
     std::vector<float> cos(half), sin(half);

@@ -4,6 +4,7 @@
 
 #include <random>
 
+#include "../common/test_seed.h"
 #include "core/error.h"
 #include "sampling/stop_checker.h"
 
@@ -74,7 +75,7 @@ TEST(StopChecker, PartialSuffix) {
 TEST(StopChecker, AnySplitGivesTheSameOutput) {
     const std::string text = "one two <|end|> three <|e";
     const std::vector<std::string> stops = {"<|end|>", "four"};
-    std::mt19937 rng(std::random_device{}());
+    std::mt19937 rng(test::fresh_seed());
     for (int trial = 0; trial < 300; ++trial) {
         StopChecker s(stops);
         std::string out;
@@ -160,7 +161,7 @@ std::pair<size_t, int> naive_first_stop(const std::string& text,
 // Property against a rescan of everything after every push: random stops and texts over a
 // three-letter alphabet (many partial matches), random token boundaries.
 TEST(StopChecker, MatchesANaiveRescanOfAllText) {
-    const uint32_t seed = std::random_device{}();
+    const uint32_t seed = test::fresh_seed();
     SCOPED_TRACE(testing::Message() << "seed " << seed);
     std::mt19937 rng(seed);
     auto word = [&](size_t len) {
