@@ -164,7 +164,7 @@ TEST(Matmul, DefaultModelShapeOnEveryPath) {
 TEST(Matmul, QwenKQuantShapesOnEveryPath) {
     // Qwen2.5-Coder Q4_K_M: Q4_K/Q6_K rows of 1536 (hidden) and 8960 (ffn down, 35 super-blocks:
     // an odd count), over a decode token and a prefill tile with a ragged tail.
-    std::mt19937 rng(std::random_device{}());
+    std::mt19937 rng(test::fresh_seed());
     for (DType t : {DType::Q4_K, DType::Q6_K}) {
         for (int64_t k : {1536, 8960}) {
             for (int64_t m : {1, 23}) {
