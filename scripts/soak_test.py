@@ -63,21 +63,11 @@ class Stats:
                 self.problems.append(what)
 
 
-def greedy(base, prompt, max_tokens=24, stream=False, timeout=120):
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": stream}
-    r = requests.post(base + "/v1/completions", json=body, timeout=timeout, stream=stream,
+def greedy(base, prompt, max_tokens=24, timeout=120):
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
+    r = requests.post(base + "/v1/completions", json=body, timeout=timeout,
                       headers={"Authorization": f"Bearer {KEY}"})
-    if not stream:
-        return r.status_code, r.json()["choices"][0]["text"] if r.status_code == 200 else r.text
-    text, done = "", False
-    for line in r.iter_lines():
-        if not line.startswith(b"data: "):
-            continue
-        if line == b"data: [DONE]":
-            done = True
-            break
-        text += json.loads(line[6:])["choices"][0]["text"]
-    return (r.status_code if done else -1), text
+    return r.status_code, r.json()["choices"][0]["text"] if r.status_code == 200 else r.text
 
 
 def stream_client(base, stats, stop, rng, reference):

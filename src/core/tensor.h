@@ -34,10 +34,6 @@ struct Tensor {
     Device device = Device::Cpu;
 
     int64_t numel() const { return rows * cols; }
-    // Rows [begin, begin + n) of this tensor.
-    Tensor rows_view(int64_t begin, int64_t n) const;
-    // The same memory seen as `r` rows of `c` (r * c == numel()).
-    Tensor reshaped(int64_t r, int64_t c) const;
     float* f32() const { return static_cast<float*>(data); }
 };
 

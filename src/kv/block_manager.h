@@ -95,7 +95,6 @@ class BlockManager {
     // The block operations emitted since the last call, in order; the storage must carry them
     // out before the next forward writes or reads KV.
     std::vector<BlockOp> take_ops();
-    bool has_pending_ops() const { return !ops_.empty(); }
 
     // Prefix cache. acquire_cached_prefix: `id` must have no tokens yet; it takes the longest
     // cached chain of full blocks equal to the start of `tokens`, always leaving at least one

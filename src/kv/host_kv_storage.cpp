@@ -51,10 +51,6 @@ size_t KvStorage::bytes_per_token() const {
            kv_format_bytes(format());
 }
 
-size_t KvStorage::device_bytes() const {
-    return bytes_per_token() * static_cast<size_t>(layout().num_slots());
-}
-
 DType kv_format_dtype(KvFormat f) {
     switch (f) {
         case KvFormat::F32: return DType::F32;

@@ -44,7 +44,6 @@ class HostKvStorage final : public KvStorage {
     // Reads one token's K or V row of one head back as float (tests, debugging).
     void read(int64_t layer, int64_t slot, int64_t kv_head, bool value, float* out) const;
     KvLayerView layer(int64_t layer) const;
-    size_t host_slot_bytes() const { return host_.size(); }
 
   private:
     size_t block_bytes() const;  // one block of one layer's K (or V)

@@ -62,8 +62,6 @@ class KvStorage {
     virtual void apply(std::span<const BlockOp> ops) = 0;
     // K and V of one token over all layers, in bytes.
     size_t bytes_per_token() const;
-    // Device memory of the pool (K and V, all layers).
-    size_t device_bytes() const;
 };
 
 }  // namespace vela

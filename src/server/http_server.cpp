@@ -227,7 +227,6 @@ class HttpServer::Loop {
         stop_requested_ = true;
         mailbox_->signal();
     }
-    int64_t connections() const { return n_conns_.load(); }
 
     // ReplySink for one connection.
     class Sink : public ReplySink {
@@ -303,7 +302,6 @@ class HttpServer::Loop {
     bool listening_ = false;
     Clock::time_point accept_paused_until_;
     std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
-    std::atomic<int64_t> n_conns_{0};
     uint64_t next_id_ = 2;  // 0 and 1 are the listener's and the mailbox's epoll keys
     std::atomic<bool> stop_requested_{false};
     bool stopping_ = false;
@@ -427,7 +425,6 @@ void HttpServer::Loop::accept_all() {
         c->interest = EPOLLIN | EPOLLRDHUP;
         add_fd(fd, c->interest, c->id);
         conns_.emplace(c->id, std::move(c));
-        ++n_conns_;
     }
 }
 
@@ -684,7 +681,6 @@ void HttpServer::Loop::close_now(Connection& c) {
     epoll_ctl(epoll_, EPOLL_CTL_DEL, c.fd, nullptr);
     ::close(c.fd);
     c.fd = -1;
-    --n_conns_;
 }
 
 void HttpServer::Loop::reap() {
@@ -779,10 +775,6 @@ void HttpServer::listen() {
 
 void HttpServer::stop() {
     loop_->request_stop();
-}
-
-int64_t HttpServer::connections() const {
-    return loop_->connections();
 }
 
 }  // namespace vela::server

@@ -113,9 +113,6 @@ class HttpServer {
     // Thread-safe: stops accepting, lets replies in progress end, then returns from listen().
     void stop();
 
-    // Connections open now (for tests and /metrics).
-    int64_t connections() const;
-
   private:
     class Loop;
     std::unique_ptr<Loop> loop_;
