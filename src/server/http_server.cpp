@@ -192,6 +192,7 @@ struct Connection {
     bool dead = false;
     bool processing = false;  // inside process_input (pipelined requests loop there, not recurse)
     uint32_t interest = 0;  // epoll events registered now
+    bool heard_from = false;          // any byte received since the accept
     Clock::time_point request_start;  // first byte of the request being read
     Clock::time_point head_done;
     Clock::time_point last_activity;  // accept, or the end of the last response
@@ -424,20 +425,28 @@ void HttpServer::Loop::accept_all() {
         c->last_activity = now_;
         c->interest = EPOLLIN | EPOLLRDHUP;
         add_fd(fd, c->interest, c->id);
+        Connection& added = *c;
         conns_.emplace(c->id, std::move(c));
+        // Read what came with the handshake now: a client that sent its whole request at once is
+        // answered before a burst of later arrivals could evict it as "not yet started".
+        on_readable(added);
     }
 }
 
 // Closes the connection that has waited longest without a request in progress (idle, or still
-// sending its head or body). False when every connection has a request in progress.
+// sending its head or body). A connection accepted under a second ago that has sent nothing yet
+// goes last: its client may simply not have been scheduled since connect() while a burst of
+// slow heads arrived. False when every connection has a request in progress.
 bool HttpServer::Loop::evict_idle() {
     Connection* victim = nullptr;
-    Clock::time_point oldest = Clock::time_point::max();
+    std::pair<bool, Clock::time_point> best{true, Clock::time_point::max()};
     for (auto& [id, c] : conns_) {
         if (c->dead || c->phase != Connection::Phase::Reading) continue;
         const Clock::time_point since = c->parser.started() ? c->request_start : c->last_activity;
-        if (since < oldest) {
-            oldest = since;
+        const bool fresh = !c->heard_from && now_ - since < std::chrono::seconds(1);
+        const std::pair<bool, Clock::time_point> rank{fresh, since};
+        if (victim == nullptr || rank < best) {
+            best = rank;
             victim = c.get();
         }
     }
@@ -473,6 +482,7 @@ void HttpServer::Loop::on_readable(Connection& c) {
         if (busy && c.in.size() - c.in_pos >= kMaxBufferedInput) break;
         const ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
         if (n > 0) {
+            c.heard_from = true;
             if (c.phase == Connection::Phase::Lingering) continue;  // discarded
             c.in.append(buf, static_cast<size_t>(n));
             // Parsed as it arrives, so a fast sender never piles up more than one read here.
