@@ -22,8 +22,9 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
     app.add_option("-b,--batch-size", o.batch_size, "max tokens per forward step (prefill chunk)")
         ->check(CLI::Range(int64_t{1}, int64_t{1} << 16))
         ->capture_default_str();
-    app.add_option("--device", o.device, "where the model runs: cpu, cuda, or auto (cuda when "
-                                          "built in and a GPU is present)")
+    app.add_option("--device", o.device,
+                   "where the model runs: cpu, cuda, or auto (cuda when "
+                   "built in and a GPU is present)")
         ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
         ->capture_default_str();
     app.add_option("--kv-type", o.kv_type, "KV cache element type: f32, f16 or bf16")
@@ -98,6 +99,10 @@ void add_perplexity(CLI::App& app, PerplexityOptions& o, std::function<int()>& c
     add_common_options(*cmd, o.common);
     cmd->add_option("file", o.file, "text file")->required();
     cmd->add_option("--chunks", o.max_chunks, "evaluate at most this many chunks");
+    cmd->add_option(
+        "--kl-divergence-base", o.kl_divergence_base,
+        "also write every scored token's log-probabilities to this file, in the format "
+        "of llama-perplexity's --kl-divergence-base (compare with its --kl-divergence)");
 }
 
 void add_bench(CLI::App& app, BenchOptions& o, std::function<int()>& chosen) {

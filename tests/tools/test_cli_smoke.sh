@@ -9,6 +9,8 @@ model="$2"
 here="$(cd "$(dirname "$0")" && pwd)"
 fails=0
 passes=0
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
 
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 pass() { passes=$((passes + 1)); }
@@ -121,6 +123,39 @@ if run "perplexity" perplexity -m "$model" -t 2 -c 128 "$here/data/english.txt";
     check "perplexity chunks" "over [0-9]+ scored tokens \(3 chunks of 128\)" "$out"
     ppl="$(sed -nE 's/^Final estimate: PPL = ([^ ]+) .*/\1/p' <<<"$out")"
     in_range "perplexity of English text" "$ppl" 7 18
+fi
+
+# --- the same perplexity, with the distributions saved for llama-perplexity --kl-divergence ---
+# The file is read back as llama.cpp reads it: header, tokens, one quantised log-softmax per
+# scored token; the scored tokens' log-probabilities from it must give the printed perplexity.
+if run "perplexity kl base" perplexity -m "$model" -t 2 -c 128 --kl-divergence-base "$tmp/base.kld" \
+        "$here/data/english.txt"; then
+    ppl="$(sed -nE 's/^Final estimate: PPL = ([^ ]+) .*/\1/p' <<<"$out")"
+    if kl_ppl="$(python3 - "$tmp/base.kld" <<'PY' 2>&1
+import math, struct, sys
+data = open(sys.argv[1], "rb").read()
+assert data[:8] == b"_logits_", data[:8]
+n_ctx, n_vocab, n_chunks = struct.unpack_from("<3i", data, 8)
+tokens = struct.unpack_from(f"<{n_chunks * n_ctx}i", data, 20)
+nv, first = 2 * ((n_vocab + 1) // 2) + 4, n_ctx // 2
+at = 20 + 4 * n_chunks * n_ctx
+records = n_chunks * (n_ctx - 1 - first)
+assert len(data) == at + records * nv * 2, (len(data), at + records * nv * 2)
+nll = 0.0
+for c in range(n_chunks):
+    for j in range(first, n_ctx - 1):
+        scale, min_log_prob = struct.unpack_from("<2f", data, at)
+        (q,) = struct.unpack_from("<H", data, at + 8 + 2 * tokens[c * n_ctx + j + 1])
+        nll -= scale * q + min_log_prob
+        at += nv * 2
+print(f"{math.exp(nll / records):.4f}")
+PY
+)"; then
+        in_range "perplexity from the KL base file (printed $ppl)" "$kl_ppl" \
+            "$(python3 -c "print($ppl * 0.995)")" "$(python3 -c "print($ppl * 1.005)")"
+    else
+        fail "KL base file unreadable: $kl_ppl"
+    fi
 fi
 
 # --- help ---
