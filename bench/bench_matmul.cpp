@@ -103,6 +103,17 @@ void register_all() {
             benchmark::RegisterBenchmark(("Q8_0/" + tag).c_str(), BM_Matmul, DType::Q8_0, isa),
             true);
     }
+    // Qwen2.5-Coder-1.5B's K-quant shapes (hidden 1536, ffn 8960): attention q/o, ffn
+    // gate/up, ffn down.
+    for (DType t : {DType::Q4_K, DType::Q6_K}) {
+        auto* b = benchmark::RegisterBenchmark(
+            (std::string(vela::dtype_name(t)) + "/" + std::string(vela::cpu::isa_name(best)))
+                .c_str(),
+            BM_Matmul, t, best);
+        for (int64_t m : {1, 512})
+            b->Args({1536, 1536, m})->Args({8960, 1536, m})->Args({1536, 8960, m});
+        b->ArgNames({"n", "k", "m"})->Unit(benchmark::kMicrosecond)->UseRealTime();
+    }
     // Q4_1 576x1536 (553 KB, cache-resident) and the Q8_0 vocab head (30 MB, from DRAM).
     benchmark::RegisterBenchmark("ReadBandwidth", BM_ReadBandwidth)
         ->Arg(552960)

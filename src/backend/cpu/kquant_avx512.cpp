@@ -231,49 +231,46 @@ struct Q3K {
     }
 };
 
-template <class T, int R, int C>
-void tile_fixed(const KTileArgs& a) {
-    __m512 acc[R][C];
-    for (int r = 0; r < R; ++r) {
-        for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
-    }
+// One weight row against C tokens: each super-block is unpacked once and used C times, the C
+// accumulators stay in registers (a 4-row tile's 16 accumulators, with the unpacked codes and
+// scales, spill to the stack), and the rows of a tile are walked one after the other.
+template <class T, int C>
+void row_fixed(const KTileArgs& a, int r) {
+    __m512 acc[C];
+    for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
+    const uint8_t* w = a.w + r * a.w_stride;
     for (int64_t b = 0; b < a.nb; ++b) {
         const ActBlockK* x[C];
         for (int c = 0; c < C; ++c) x[c] = a.x + c * a.x_stride + b;
-        for (int r = 0; r < R; ++r) {
-            T::template run<C>(a.w + r * a.w_stride + b * T::kBytes, x, acc[r]);
-        }
+        T::template run<C>(w + b * T::kBytes, x, acc);
     }
-    for (int r = 0; r < R; ++r) {
-        for (int c = 0; c < C; ++c) a.y[c * a.ldy + r] = _mm512_reduce_add_ps(acc[r][c]);
-    }
+    for (int c = 0; c < C; ++c) a.y[c * a.ldy + r] = _mm512_reduce_add_ps(acc[c]);
 }
 
-template <class T, int R>
-void tile_rows(const KTileArgs& a) {
-    switch (a.nc) {
-        case 1:
-            return tile_fixed<T, R, 1>(a);
-        case 2:
-            return tile_fixed<T, R, 2>(a);
-        case 3:
-            return tile_fixed<T, R, 3>(a);
-        default:
-            return tile_fixed<T, R, 4>(a);
-    }
+template <class T, int C>
+void rows_fixed(const KTileArgs& a) {
+    for (int r = 0; r < a.nr; ++r) row_fixed<T, C>(a, r);
 }
 
 template <class T>
 void tile(const KTileArgs& a) {
-    switch (a.nr) {
+    switch (a.nc) {
         case 1:
-            return tile_rows<T, 1>(a);
+            return rows_fixed<T, 1>(a);
         case 2:
-            return tile_rows<T, 2>(a);
+            return rows_fixed<T, 2>(a);
         case 3:
-            return tile_rows<T, 3>(a);
+            return rows_fixed<T, 3>(a);
+        case 4:
+            return rows_fixed<T, 4>(a);
+        case 5:
+            return rows_fixed<T, 5>(a);
+        case 6:
+            return rows_fixed<T, 6>(a);
+        case 7:
+            return rows_fixed<T, 7>(a);
         default:
-            return tile_rows<T, 4>(a);
+            return rows_fixed<T, 8>(a);
     }
 }
 
@@ -300,7 +297,7 @@ void quantize_act(const float* x, ActBlockK* out, int64_t k) {
 
 KQuantKernels kquant_kernels_avx512() {
     return {
-        4, quantize_act, {tile<Q2K>, tile<Q3K>, tile<Q45K<false>>, tile<Q45K<true>>, tile<Q6K>}};
+        8, quantize_act, {tile<Q2K>, tile<Q3K>, tile<Q45K<false>>, tile<Q45K<true>>, tile<Q6K>}};
 }
 
 }  // namespace vela::cpu
