@@ -120,6 +120,10 @@ std::string_view Tokenizer::token_text(int32_t id) const {
     return impl_->vocab.text(id);
 }
 
+std::optional<int32_t> Tokenizer::find_token(std::string_view text) const {
+    return impl_->vocab.find(text);
+}
+
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos,
                                        bool parse_special) const {
     const std::vector<Fragment> fragments = impl_->specials.split(text, parse_special);
