@@ -75,7 +75,7 @@ HParams HParams::from_gguf(const gguf::File& f) {
     if (std::find(kSupported.begin(), kSupported.end(), h.arch) == kSupported.end()) {
         fail<FormatError>(
             "{}: unsupported architecture '{}' (supported: llama, mistral, qwen2, gemma3)",
-                          f.path(), h.arch);
+            f.path(), h.arch);
     }
     const std::string a = h.arch + ".";
     h.n_layers = f.require_int(a + "block_count");

@@ -48,8 +48,8 @@ struct HParams {
     std::vector<bool> layer_is_local;
     int64_t sliding_window = 0;
     RopeParams rope_local;
-    float attn_scale = 0.f;    // multiplies q.k; 1/sqrt(head_dim) unless the architecture says
-    float embd_scale = 1.f;    // token embeddings are multiplied by it (Gemma: sqrt(n_embd))
+    float attn_scale = 0.f;  // multiplies q.k; 1/sqrt(head_dim) unless the architecture says
+    float embd_scale = 1.f;  // token embeddings are multiplied by it (Gemma: sqrt(n_embd))
     FfnActivation ffn_act = FfnActivation::Silu;
 
     int64_t q_dim() const { return n_heads * head_dim; }

@@ -93,7 +93,8 @@ void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
     backend.plan(batch);
 
     s.make_angles(backend, hp_.rope, weights_.rope_freq_factors, batch, s.global);
-    if (!hp_.layer_is_local.empty()) s.make_angles(backend, hp_.rope_local, nullptr, batch, s.local);
+    if (!hp_.layer_is_local.empty())
+        s.make_angles(backend, hp_.rope_local, nullptr, batch, s.local);
 
     backend.embed(weights_.token_embd, s.tx);
     if (hp_.embd_scale != 1.f) backend.scale(s.tx, hp_.embd_scale);
@@ -133,8 +134,7 @@ void Model::layer(int64_t il, KvStorage& kv, Backend& backend, Scratch& s) {
     const RopeParams& rope = hp_.rope_of(il);
     const Scratch::Angles& angles = hp_.is_local(il) ? s.local : s.global;
     backend.rope(s.tq, hp_.n_heads, hp_.head_dim, rope.dim, angles.tcos, angles.tsin, rope.neox);
-    backend.rope(s.tk, hp_.n_kv_heads, hp_.head_dim, rope.dim, angles.tcos, angles.tsin,
-                 rope.neox);
+    backend.rope(s.tk, hp_.n_kv_heads, hp_.head_dim, rope.dim, angles.tcos, angles.tsin, rope.neox);
     backend.write_kv(kv, il, s.tk, s.tv);
     backend.attention(kv, il, s.tq, s.tattn, hp_.n_heads, hp_.attn_scale, hp_.window(il));
     backend.matmul(w.wo, s.tattn, s.th);

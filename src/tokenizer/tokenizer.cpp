@@ -26,8 +26,7 @@ constexpr std::array<std::string_view, 10> kEndOfTurnTexts = {
     "<|end|>",       "<EOT>",      "<|return|>", "<|end_of_text|>", "</s>"};
 
 bool is_end_of_turn_text(std::string_view text) {
-    return std::find(kEndOfTurnTexts.begin(), kEndOfTurnTexts.end(), text) !=
-           kEndOfTurnTexts.end();
+    return std::find(kEndOfTurnTexts.begin(), kEndOfTurnTexts.end(), text) != kEndOfTurnTexts.end();
 }
 
 void check_special_id(int32_t id, const char* name, size_t n_tokens) {
@@ -97,7 +96,8 @@ Tokenizer::Tokenizer(TokenizerData data) : data_(std::move(data)) {
     for (const int32_t id : {data_.eos, data_.eot, data_.eom})
         if (id >= 0) impl_->eog[static_cast<size_t>(id)] = true;
     for (int32_t id = 0; id < impl_->vocab.size(); ++id) {
-        if (impl_->vocab.type(id) == TokenType::Control && is_end_of_turn_text(impl_->vocab.text(id)))
+        if (impl_->vocab.type(id) == TokenType::Control &&
+            is_end_of_turn_text(impl_->vocab.text(id)))
             impl_->eog[static_cast<size_t>(id)] = true;
     }
 }

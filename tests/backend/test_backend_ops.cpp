@@ -1,7 +1,8 @@
 // Conformance of the Backend ops on weights and activations (embed, matmul for every weight
 // type, rms_norm, add_inplace, add_bias, silu_mul, gelu_mul, scale, rope, gather_logit_rows)
-// against float64 references written here, on every built backend (backend_conformance.h), at awkward sizes,
-// with fresh random data and NaN-poisoned outputs. The KV ops are in test_backend_ops_kv.cpp.
+// against float64 references written here, on every built backend (backend_conformance.h), at
+// awkward sizes, with fresh random data and NaN-poisoned outputs. The KV ops are in
+// test_backend_ops_kv.cpp.
 //
 // Errors are measured per output row, relative to a scale of that row stated beside each op
 // (usually its largest |reference| value), against a tolerance per op and dtype.

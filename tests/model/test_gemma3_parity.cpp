@@ -23,8 +23,11 @@ const std::string kDir = VELA_SOURCE_DIR;
 const std::string kModelPath = kDir + "/models/gemma-3-270m-q4_k_m.gguf";
 
 struct Gemma {
-    Gemma() : model(kModelPath), tokenizer(Tokenizer::from_gguf(model.file())), pool(2),
-              backend(pool) {}
+    Gemma()
+        : model(kModelPath),
+          tokenizer(Tokenizer::from_gguf(model.file())),
+          pool(2),
+          backend(pool) {}
     Model model;
     Tokenizer tokenizer;
     ThreadPool pool;
@@ -85,10 +88,11 @@ struct Agreement {
     // Vela must be about as close to llama.cpp as llama.cpp is to itself: top-1 agreement within
     // two points of llama.cpp's self-agreement and a mean top-20 error at most 1.5x its own.
     void check(const std::string& what) const {
-        std::printf("%s: top-1 agreement %.4f over %lld positions (llama.cpp fa-off vs fa-on "
-                    "%.4f); top-20 |dlogit| mean %.4f max %.4f (llama.cpp vs itself mean %.4f)\n",
-                    what.c_str(), rate(), static_cast<long long>(positions), self_rate(), mean(),
-                    max, self_mean());
+        std::printf(
+            "%s: top-1 agreement %.4f over %lld positions (llama.cpp fa-off vs fa-on "
+            "%.4f); top-20 |dlogit| mean %.4f max %.4f (llama.cpp vs itself mean %.4f)\n",
+            what.c_str(), rate(), static_cast<long long>(positions), self_rate(), mean(), max,
+            self_mean());
         EXPECT_GE(rate(), self_rate() - 0.02) << what;
         EXPECT_LE(mean(), 1.5 * self_mean() + 0.02) << what;
         EXPECT_LT(max, 3.0) << what;
@@ -142,8 +146,8 @@ TEST_F(Gemma3Parity, GreedyContinuationsMatch) {
         std::vector<int32_t> got;
         std::vector<float> row = driver.evaluate(prompt, /*all_logits=*/false);
         for (size_t i = 0; i < expected.size(); ++i) {
-            got.push_back(static_cast<int32_t>(std::max_element(row.begin(), row.end()) -
-                                               row.begin()));
+            got.push_back(
+                static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin()));
             row = driver.extend({got.back()});
         }
         size_t first_tie = 0;
@@ -152,9 +156,9 @@ TEST_F(Gemma3Parity, GreedyContinuationsMatch) {
         while (same < got.size() && got[same] == expected[same]) ++same;
         std::printf("%s: identical for %zu of %zu tokens; llama.cpp's first near tie at step %zu\n",
                     name.c_str(), same, got.size(), first_tie);
-        EXPECT_GE(same, first_tie) << name << ": ours \"" << gemma_->tokenizer.decode(got)
-                                   << "\" vs llama.cpp \"" << gemma_->tokenizer.decode(expected)
-                                   << "\"";
+        EXPECT_GE(same, first_tie)
+            << name << ": ours \"" << gemma_->tokenizer.decode(got) << "\" vs llama.cpp \""
+            << gemma_->tokenizer.decode(expected) << "\"";
     }
 }
 

@@ -5,8 +5,8 @@
 
 #include <cmath>
 
-#include "core/error.h"
 #include "../gguf/gguf_builder.h"
+#include "core/error.h"
 #include "gguf/gguf_file.h"
 #include "model/hparams.h"
 #include "model/rope.h"

@@ -3,9 +3,9 @@
 // biases, untied LM head), MQA, F16 weights, every RoPE scaling hparams accepts (linear by
 // either key, YaRN, Llama-3 rope_freqs with and without the "llama3" type, partial rotary) and
 // Gemma 3 (scripts/golden/gemma3_numpy.py: sandwich norms, query/key norms, GeGLU, local layers
-// with an 8-key window beside a global one). The reference's RoPE is written from the papers and llama.cpp's formulas, not from rope.cpp.
-// Float weights take the float matmul path, so agreement is tight. Fixtures:
-// scripts/golden/gen_tiny_models.py.
+// with an 8-key window beside a global one). The reference's RoPE is written from the papers and
+// llama.cpp's formulas, not from rope.cpp. Float weights take the float matmul path, so agreement
+// is tight. Fixtures: scripts/golden/gen_tiny_models.py.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -20,8 +20,8 @@ namespace {
 
 const std::string kData = std::string(VELA_SOURCE_DIR) + "/tests/model/data/";
 
-// The RoPE variants' and Gemma 3's logits live in their own files so that adding them left the original
-// fixtures byte-identical.
+// The RoPE variants' and Gemma 3's logits live in their own files so that adding them left the
+// original fixtures byte-identical.
 nlohmann::json expected_logits(const std::string& variant) {
     for (const char* file :
          {"tiny_models_expected.json", "tiny_rope_expected.json", "tiny_gemma3_expected.json"}) {

@@ -203,7 +203,7 @@ TEST(ChatTemplate, TemplatelessGemmaIsRecognisedByItsVocabulary) {
     const auto ids = encode_chat(tok, msgs, true);
     ASSERT_GE(ids.size(), 4u);
     EXPECT_EQ(ids[0], tok.bos());
-    EXPECT_EQ(ids[1], 105);  // <start_of_turn>
+    EXPECT_EQ(ids[1], 105);                                 // <start_of_turn>
     EXPECT_EQ(std::count(ids.begin(), ids.end(), 106), 1);  // the message's text is not a marker
 }
 

@@ -25,9 +25,9 @@ const Tokenizer* gemma_tokenizer() {
     return tok.get();
 }
 
-#define SKIP_WITHOUT_GEMMA()                                                            \
-    if (!gemma_tokenizer())                                                             \
-    GTEST_SKIP() << "*** Gemma 3 model absent: " << gemma_path()                        \
+#define SKIP_WITHOUT_GEMMA()                                     \
+    if (!gemma_tokenizer())                                      \
+    GTEST_SKIP() << "*** Gemma 3 model absent: " << gemma_path() \
                  << " (run `scripts/fetch_models.sh gemma3`); NOT TESTED ***"
 
 TEST(Gemma3Tokenizer, Metadata) {
@@ -57,8 +57,8 @@ TEST(Gemma3Tokenizer, MatchesLlamaCppOnCorpus) {
         EXPECT_EQ(plain, test::ids_of(c["ids_plain"])) << "plain, text: " << text;
         EXPECT_EQ(special, test::ids_of(c["ids_special"])) << "parse_special, text: " << text;
         EXPECT_EQ(tok.decode(plain), text);
-        failures += plain != test::ids_of(c["ids_plain"]) ||
-                    special != test::ids_of(c["ids_special"]);
+        failures +=
+            plain != test::ids_of(c["ids_plain"]) || special != test::ids_of(c["ids_special"]);
         if (failures > 20) FAIL() << "too many mismatches";
     }
     // BOS is the only difference add_bos makes (Gemma adds no EOS).
