@@ -15,6 +15,11 @@ pairs both turn far enough to matter. Each draws from its own seeded generator s
 one never changes the bytes of another (or of the three original fixtures, which share one
 generator in a fixed order).
 
+Gemma 3 (gemma3_numpy.py) goes to tiny_gemma3_expected.json: pre and post norms, per-head
+query/key norms, GeGLU, a head_dim (key_length) unlike n_embd / n_heads, MQA, three layers with
+`sliding_window_pattern` 3 (two local layers with an 8-key window and the default local RoPE base
+10000, one global layer with base 1e6), over 40 positions, so the window cuts most keys.
+
 Generated with numpy 2.4.6 and gguf 0.19.0 (pip); the GGUF bytes depend on the gguf writer.
 """
 import json
@@ -24,6 +29,7 @@ import zlib
 import numpy as np
 from gguf import GGUFWriter, GGMLQuantizationType
 
+import gemma3_numpy
 import llama_numpy
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -190,6 +196,64 @@ def reference_rope(rope):
     return hp
 
 
+GEMMA3 = dict(n_layers=3, n_heads=4, n_kv_heads=1, head_dim=32, eps=1e-6, theta=1e6,
+              theta_local=10000.0, window=8, pattern=3)
+
+
+def make_gemma3(rng, n_tokens=N_TOKENS):
+    g = GEMMA3
+    q_dim, kv_dim = g["n_heads"] * g["head_dim"], g["n_kv_heads"] * g["head_dim"]
+
+    def mat(rows, cols, scale=0.15):
+        return (rng.standard_normal((rows, cols)) * scale).astype(np.float32)
+
+    def norm(n):  # stored as the converter writes them: 1 + Gemma's w
+        return (1 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+
+    W = {"token_embd.weight": mat(N_VOCAB, N_EMBD, 0.2), "output_norm.weight": norm(N_EMBD)}
+    for layer in range(g["n_layers"]):
+        p = f"blk.{layer}."
+        W[p + "attn_norm.weight"] = norm(N_EMBD)
+        W[p + "attn_q.weight"] = mat(q_dim, N_EMBD)
+        W[p + "attn_k.weight"] = mat(kv_dim, N_EMBD)
+        W[p + "attn_v.weight"] = mat(kv_dim, N_EMBD)
+        W[p + "attn_q_norm.weight"] = norm(g["head_dim"])
+        W[p + "attn_k_norm.weight"] = norm(g["head_dim"])
+        W[p + "attn_output.weight"] = mat(N_EMBD, q_dim)
+        W[p + "post_attention_norm.weight"] = norm(N_EMBD)
+        W[p + "ffn_norm.weight"] = norm(N_EMBD)
+        W[p + "ffn_gate.weight"] = mat(N_FF, N_EMBD)
+        W[p + "ffn_up.weight"] = mat(N_FF, N_EMBD)
+        W[p + "ffn_down.weight"] = mat(N_EMBD, N_FF)
+        W[p + "post_ffw_norm.weight"] = norm(N_EMBD)
+
+    a = "gemma3"
+    w = GGUFWriter(str(OUT / "tiny_gemma3.gguf"), a)
+    w.add_block_count(g["n_layers"])
+    w.add_context_length(256)
+    w.add_embedding_length(N_EMBD)
+    w.add_feed_forward_length(N_FF)
+    w.add_head_count(g["n_heads"])
+    w.add_head_count_kv(g["n_kv_heads"])
+    w.add_key_length(g["head_dim"])
+    w.add_value_length(g["head_dim"])
+    w.add_rope_freq_base(g["theta"])
+    w.add_layer_norm_rms_eps(g["eps"])
+    w.add_vocab_size(N_VOCAB)
+    w.add_uint32(f"{a}.attention.sliding_window", g["window"])
+    w.add_uint32(f"{a}.attention.sliding_window_pattern", g["pattern"])
+    for tname, t in W.items():
+        w.add_tensor(tname, t)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+    tokens = rng.integers(0, N_VOCAB, n_tokens).tolist()
+    logits = gemma3_numpy.forward({k: t.astype(np.float64) for k, t in W.items()}, g, tokens)
+    return {"tokens": tokens, "logits": np.round(logits, 6).tolist()}
+
+
 def main():
     rng = np.random.default_rng(2026)
     expected = {name: make(name, v, rng) for name, v in VARIANTS.items()}
@@ -199,7 +263,9 @@ def main():
         for name, v in ROPE_VARIANTS.items()
     }
     (OUT / "tiny_rope_expected.json").write_text(json.dumps(rope_expected) + "\n")
-    names = [*VARIANTS, *ROPE_VARIANTS]
+    gemma3 = {"tiny_gemma3": make_gemma3(np.random.default_rng(zlib.crc32(b"tiny_gemma3")))}
+    (OUT / "tiny_gemma3_expected.json").write_text(json.dumps(gemma3) + "\n")
+    names = [*VARIANTS, *ROPE_VARIANTS, *gemma3]
     print("wrote", ", ".join(f"{n}.gguf" for n in names), "and their expected logits")
 
 

@@ -60,6 +60,9 @@ class Backend {
     virtual void add_inplace(Tensor y, const Tensor& x) = 0;     // y += x
     virtual void add_bias(Tensor y, const Weight& bias) = 0;     // each row += bias
     virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor y) = 0;
+    // y = gelu(gate) * up, GELU in its tanh approximation (GeGLU)
+    virtual void gelu_mul(const Tensor& gate, const Tensor& up, Tensor y) = 0;
+    virtual void scale(Tensor y, float factor) = 0;  // y *= factor
     // Rotates each row's n_heads x head_dim in place at the batch's positions (rows of
     // cos/sin: rot_dim / 2 angles per row, made by the model).
     virtual void rope(Tensor x, int64_t n_heads, int64_t head_dim, int64_t rot_dim,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <optional>
 
 #include "core/error.h"
@@ -11,11 +12,51 @@ namespace vela {
 namespace {
 
 // Architectures whose forward is the Llama block (RMSNorm, RoPE, GQA attention, SwiGLU).
-// Qwen2 adds QKV biases and rotates NeoX-style.
-constexpr std::array<std::string_view, 4> kSupported = {"llama", "mistral", "qwen2", "smollm"};
+// Qwen2 adds QKV biases and rotates NeoX-style; Gemma 3 adds norms around both sub-blocks,
+// per-head query/key norms, GeGLU and local (sliding-window) layers.
+constexpr std::array<std::string_view, 5> kSupported = {"llama", "mistral", "qwen2", "smollm",
+                                                        "gemma3"};
 
 bool uses_neox_rope(const std::string& arch) {
-    return arch == "qwen2";
+    return arch == "qwen2" || arch == "gemma3";
+}
+
+// Gemma 3's extras, with llama.cpp's defaults for keys the converter leaves out: every 6th layer
+// (5, 11, ...) is global unless `attention.sliding_window_pattern` gives another period, local
+// layers rotate with base 10000 unless `rope.freq_base_swa` says otherwise, and queries are
+// scaled by 1/sqrt(head_dim), except in the 62-layer 27B model, which uses n_embd / n_heads
+// (query_pre_attn_scalar of Google's configs). The GGUF converter has already added Gemma's 1 to
+// every norm weight, so the norms are plain RMSNorms.
+void read_gemma3(const gguf::File& f, HParams& h) {
+    const std::string a = h.arch + ".";
+    h.ffn_act = FfnActivation::GeluTanh;
+    h.embd_scale = std::sqrt(static_cast<float>(h.n_embd));
+    const int64_t query_scalar = h.n_layers == 62 ? h.n_embd / h.n_heads : h.head_dim;
+    h.attn_scale = 1.0f / std::sqrt(static_cast<float>(query_scalar));
+    if (const auto cap = f.get_float(a + "final_logit_softcapping"); cap && *cap != 0.0) {
+        fail<FormatError>("{}: {}final_logit_softcapping {} is not supported", f.path(), a, *cap);
+    }
+    h.sliding_window = f.get_int(a + "attention.sliding_window").value_or(0);
+    if (h.sliding_window < 0) {
+        fail<FormatError>("{}: {}attention.sliding_window {} must be >= 0", f.path(), a,
+                          h.sliding_window);
+    }
+    if (h.sliding_window == 0) return;  // every layer global
+    const int64_t period = f.get_int(a + "attention.sliding_window_pattern").value_or(6);
+    if (period < 1) {
+        fail<FormatError>("{}: {}attention.sliding_window_pattern {} must be >= 1", f.path(), a,
+                          period);
+    }
+    h.layer_is_local.resize(static_cast<size_t>(h.n_layers));
+    for (int64_t il = 0; il < h.n_layers; ++il) {
+        h.layer_is_local[static_cast<size_t>(il)] = period == 1 || il % period < period - 1;
+    }
+    h.rope_local = RopeParams{};
+    h.rope_local.theta =
+        static_cast<float>(f.get_float(a + "rope.freq_base_swa").value_or(10000.0));
+    h.rope_local.dim = h.rope.dim;
+    h.rope_local.neox = h.rope.neox;
+    h.rope_local.attn_factor = h.rope.attn_factor;
 }
 
 RopeScaling parse_scaling(const std::string& path, const std::string& s) {
@@ -32,8 +73,9 @@ HParams HParams::from_gguf(const gguf::File& f) {
     HParams h;
     h.arch = f.require_string("general.architecture");
     if (std::find(kSupported.begin(), kSupported.end(), h.arch) == kSupported.end()) {
-        fail<FormatError>("{}: unsupported architecture '{}' (supported: llama, mistral, qwen2)",
-                          f.path(), h.arch);
+        fail<FormatError>(
+            "{}: unsupported architecture '{}' (supported: llama, mistral, qwen2, gemma3)",
+            f.path(), h.arch);
     }
     const std::string a = h.arch + ".";
     h.n_layers = f.require_int(a + "block_count");
@@ -86,6 +128,8 @@ HParams HParams::from_gguf(const gguf::File& f) {
         static_cast<float>(f.get_float(a + "rope.scaling.yarn_beta_slow").value_or(1.0));
     r.attn_factor =
         static_cast<float>(f.get_float(a + "rope.scaling.attn_factor").value_or(1.0));
+    h.attn_scale = 1.0f / std::sqrt(static_cast<float>(h.head_dim));
+    if (h.arch == "gemma3") read_gemma3(f, h);
     return h;
 }
 

@@ -18,9 +18,15 @@ struct Model::Scratch {
         }
     };
     Backend* backend = nullptr;
-    Slot x, h, q, k, v, attn, gate, up, cos, sin, out_rows, logits;
-    Tensor tx, th, tq, tk, tv, tattn, tgate, tup, tcos, tsin;
-    std::vector<float> host_cos, host_sin;
+    // Rotary angles of every row: one table per RopeParams (global layers, local layers).
+    struct Angles {
+        Slot cos, sin;
+        Tensor tcos, tsin;
+        std::vector<float> host_cos, host_sin;
+    };
+    Slot x, h, q, k, v, attn, gate, up, out_rows, logits;
+    Tensor tx, th, tq, tk, tv, tattn, tgate, tup;
+    Angles global, local;
 
     void prepare(Backend& b, const HParams& hp, int64_t rows) {
         if (backend != &b) *this = Scratch{};  // buffers belong to the backend that made them
@@ -33,10 +39,33 @@ struct Model::Scratch {
         tattn = attn.view(b, rows, hp.q_dim());
         tgate = gate.view(b, rows, hp.n_ff);
         tup = up.view(b, rows, hp.n_ff);
-        tcos = cos.view(b, rows, hp.rope.dim / 2);
-        tsin = sin.view(b, rows, hp.rope.dim / 2);
+    }
+
+    // Fills `a` with the angles of every row's position for `rope`, on the device.
+    void make_angles(Backend& b, const RopeParams& rope, const float* freq_factors,
+                     const ForwardBatch& batch, Angles& a) {
+        const int64_t rows = batch.n_rows(), half = rope.dim / 2;
+        a.tcos = a.cos.view(b, rows, half);
+        a.tsin = a.sin.view(b, rows, half);
+        a.host_cos.resize(static_cast<size_t>(rows * half));
+        a.host_sin.resize(static_cast<size_t>(rows * half));
+        for (int64_t r = 0; r < rows; ++r) {
+            rope_cos_sin(rope, freq_factors, batch.positions[r], &a.host_cos[r * half],
+                         &a.host_sin[r * half]);
+        }
+        b.to_device(a.host_cos.data(), a.tcos);
+        b.to_device(a.host_sin.data(), a.tsin);
     }
 };
+
+namespace {
+
+// The rows of `t` (n_heads heads of head_dim each) seen as one row per head.
+Tensor per_head(const Tensor& t, int64_t head_dim) {
+    return Tensor{t.data, t.dtype, t.numel() / head_dim, head_dim, t.device};
+}
+
+}  // namespace
 
 Model::Model(const std::string& path)
     : file_(gguf::File::open(path)),
@@ -63,18 +92,12 @@ void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
     s.prepare(backend, hp_, rows);
     backend.plan(batch);
 
-    // Rotary angles of every row's position, shared by all layers.
-    const int64_t half = hp_.rope.dim / 2;
-    s.host_cos.resize(static_cast<size_t>(rows * half));
-    s.host_sin.resize(static_cast<size_t>(rows * half));
-    for (int64_t r = 0; r < rows; ++r) {
-        rope_cos_sin(hp_.rope, weights_.rope_freq_factors, batch.positions[r],
-                     &s.host_cos[r * half], &s.host_sin[r * half]);
-    }
-    backend.to_device(s.host_cos.data(), s.tcos);
-    backend.to_device(s.host_sin.data(), s.tsin);
+    s.make_angles(backend, hp_.rope, weights_.rope_freq_factors, batch, s.global);
+    if (!hp_.layer_is_local.empty())
+        s.make_angles(backend, hp_.rope_local, nullptr, batch, s.local);
 
     backend.embed(weights_.token_embd, s.tx);
+    if (hp_.embd_scale != 1.f) backend.scale(s.tx, hp_.embd_scale);
     for (int64_t il = 0; il < hp_.n_layers; ++il) layer(il, kv, backend, s);
 
     // Only the rows that need logits go through the final norm and the LM head.
@@ -102,20 +125,32 @@ void Model::layer(int64_t il, KvStorage& kv, Backend& backend, Scratch& s) {
         backend.add_bias(s.tk, w.bk);
         backend.add_bias(s.tv, w.bv);
     }
-    backend.rope(s.tq, hp_.n_heads, hp_.head_dim, hp_.rope.dim, s.tcos, s.tsin, hp_.rope.neox);
-    backend.rope(s.tk, hp_.n_kv_heads, hp_.head_dim, hp_.rope.dim, s.tcos, s.tsin, hp_.rope.neox);
+    if (w.q_norm) {  // Gemma 3: every query and key head is RMS-normalised before rotation
+        backend.rms_norm(per_head(s.tq, hp_.head_dim), w.q_norm, per_head(s.tq, hp_.head_dim),
+                         hp_.rms_eps);
+        backend.rms_norm(per_head(s.tk, hp_.head_dim), w.k_norm, per_head(s.tk, hp_.head_dim),
+                         hp_.rms_eps);
+    }
+    const RopeParams& rope = hp_.rope_of(il);
+    const Scratch::Angles& angles = hp_.is_local(il) ? s.local : s.global;
+    backend.rope(s.tq, hp_.n_heads, hp_.head_dim, rope.dim, angles.tcos, angles.tsin, rope.neox);
+    backend.rope(s.tk, hp_.n_kv_heads, hp_.head_dim, rope.dim, angles.tcos, angles.tsin, rope.neox);
     backend.write_kv(kv, il, s.tk, s.tv);
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hp_.head_dim));
-    backend.attention(kv, il, s.tq, s.tattn, hp_.n_heads, scale);
+    backend.attention(kv, il, s.tq, s.tattn, hp_.n_heads, hp_.attn_scale, hp_.window(il));
     backend.matmul(w.wo, s.tattn, s.th);
+    if (w.attn_post_norm) backend.rms_norm(s.th, w.attn_post_norm, s.th, hp_.rms_eps);
     backend.add_inplace(s.tx, s.th);
 
-    // Feed-forward block (SwiGLU).
+    // Feed-forward block (SwiGLU, or GeGLU for Gemma).
     backend.rms_norm(s.tx, w.ffn_norm, s.th, hp_.rms_eps);
     backend.matmul(w.w_gate, s.th, s.tgate);
     backend.matmul(w.w_up, s.th, s.tup);
-    backend.silu_mul(s.tgate, s.tup, s.tgate);
+    if (hp_.ffn_act == FfnActivation::GeluTanh)
+        backend.gelu_mul(s.tgate, s.tup, s.tgate);
+    else
+        backend.silu_mul(s.tgate, s.tup, s.tgate);
     backend.matmul(w.w_down, s.tgate, s.th);
+    if (w.ffn_post_norm) backend.rms_norm(s.th, w.ffn_post_norm, s.th, hp_.rms_eps);
     backend.add_inplace(s.tx, s.th);
 }
 

@@ -1,6 +1,6 @@
 #pragma once
-// A Llama-family decoder (Llama 1/2/3, Mistral, SmolLM, Qwen2) over paged KV, written once
-// against the Backend interface: it reads the step from a ForwardBatch and never touches KV
+// A Llama-family decoder (Llama 1/2/3, Mistral, SmolLM, Qwen2) or Gemma 3 over paged KV, written
+// once against the Backend interface: it reads the step from a ForwardBatch and never touches KV
 // bookkeeping.
 #include <memory>
 #include <string>

@@ -77,6 +77,12 @@ ModelWeights ModelWeights::bind(const gguf::File& f, const HParams& hp) {
         l.w_gate = b.matrix(p + "ffn_gate.weight", hp.n_ff, hp.n_embd);
         l.w_up = b.matrix(p + "ffn_up.weight", hp.n_ff, hp.n_embd);
         l.w_down = b.matrix(p + "ffn_down.weight", hp.n_embd, hp.n_ff);
+        if (hp.arch == "gemma3") {
+            l.q_norm = b.vector(p + "attn_q_norm.weight", hp.head_dim);
+            l.k_norm = b.vector(p + "attn_k_norm.weight", hp.head_dim);
+            l.attn_post_norm = b.vector(p + "post_attention_norm.weight", hp.n_embd);
+            l.ffn_post_norm = b.vector(p + "post_ffw_norm.weight", hp.n_embd);
+        }
     }
     return m;
 }

@@ -16,6 +16,9 @@ struct LayerWeights {
     Weight attn_norm, wq, wk, wv, wo;
     Weight bq, bk, bv;  // Qwen2 only
     Weight ffn_norm, w_gate, w_up, w_down;
+    // Gemma 3 only: RMSNorm weights of each query/key head (head_dim) and of the attention and
+    // feed-forward outputs before they join the residual (n_embd).
+    Weight q_norm, k_norm, attn_post_norm, ffn_post_norm;
 };
 
 struct ModelWeights {

@@ -160,6 +160,42 @@ std::vector<TextSegment> render_llama2(const ChatTemplate& t,
     return out.take();
 }
 
+// llama.cpp's trim (C isspace), which its Gemma rendering applies; Gemma's Jinja template uses
+// Python's, which differs only on non-ASCII spaces.
+std::string trim_ascii(std::string_view s) {
+    const auto space = [](char c) {
+        return std::string_view(" \t\n\v\f\r").find(c) != std::string_view::npos;
+    };
+    while (!s.empty() && space(s.front())) s.remove_prefix(1);
+    while (!s.empty() && space(s.back())) s.remove_suffix(1);
+    return std::string(s);
+}
+
+// Gemma has no system turn: as llama.cpp renders it, system messages (trimmed) are held and put
+// before the next user turn, followed by a blank line; "assistant" is called "model".
+std::vector<TextSegment> render_gemma(std::span<const ChatMessage> messages, bool gen) {
+    SegmentWriter out;
+    std::string system;
+    for (const ChatMessage& m : messages) {
+        if (m.role == "system") {
+            system += trim_ascii(m.content);
+            continue;
+        }
+        const bool model = m.role == "assistant";
+        out.markup("<start_of_turn>");
+        out.text(model ? "model" : m.role);
+        out.markup("\n");
+        if (!system.empty() && !model) {
+            out.text(system + "\n\n");
+            system.clear();
+        }
+        out.text(trim_ascii(m.content));
+        out.markup("<end_of_turn>\n");
+    }
+    if (gen) out.markup("<start_of_turn>model\n");
+    return out.take();
+}
+
 }  // namespace
 
 ChatTemplate detect_chat_template(const std::string& jinja, std::string bos_text,
@@ -174,6 +210,8 @@ ChatTemplate detect_chat_template(const std::string& jinja, std::string bos_text
         t.format = ChatFormat::Llama3;
     } else if (jinja.find("[INST]") != std::string::npos) {
         t.format = ChatFormat::Llama2;
+    } else if (jinja.find("<start_of_turn>") != std::string::npos) {
+        t.format = ChatFormat::Gemma;
     } else {
         log(LogLevel::Warn, "chat template not recognised ({} chars); using ChatML", jinja.size());
         t.format = ChatFormat::ChatML;
@@ -191,6 +229,8 @@ std::vector<TextSegment> render_chat(const ChatTemplate& tmpl,
             return render_llama3(messages, add_generation_prompt);
         case ChatFormat::Llama2:
             return render_llama2(tmpl, messages);
+        case ChatFormat::Gemma:
+            return render_gemma(messages, add_generation_prompt);
     }
     return {};
 }
@@ -201,6 +241,9 @@ std::vector<TextSegment> apply_chat_template(const Tokenizer& tokenizer,
     const auto text_of = [&](int32_t id) {
         return id >= 0 ? std::string(tokenizer.token_text(id)) : std::string();
     };
+    // Some Gemma GGUFs (Gemma 3 270M) ship no template; their turn tokens say what they are.
+    if (tokenizer.chat_template().empty() && tokenizer.find_token("<start_of_turn>"))
+        return render_gemma(messages, add_generation_prompt);
     const ChatTemplate t = detect_chat_template(tokenizer.chat_template(), text_of(tokenizer.bos()),
                                                 text_of(tokenizer.eos()));
     return render_chat(t, messages, add_generation_prompt);

@@ -24,6 +24,7 @@ enum class ChatFormat {
     ChatML,  // <|im_start|>role\n...<|im_end|>\n (SmolLM2, Qwen); default system prompt if any
     Llama3,  // <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|>
     Llama2,  // [INST] <<SYS>>...<</SYS>> ... [/INST] (Llama-2-chat)
+    Gemma,   // <start_of_turn>user\n...<end_of_turn>\n, "model" for the assistant (Gemma 1-3)
 };
 
 struct ChatTemplate {
@@ -35,7 +36,7 @@ struct ChatTemplate {
 };
 
 // Recognises the family of a Jinja chat template; unknown or empty templates give ChatML and
-// log a warning.
+// log a warning. (apply_chat_template first recognises a template-less Gemma by its vocabulary.)
 ChatTemplate detect_chat_template(const std::string& jinja, std::string bos_text,
                                   std::string eos_text);
 

@@ -1,5 +1,6 @@
 #include "tokenizer/tokenizer.h"
 
+#include <algorithm>
 #include <array>
 #include <optional>
 
@@ -16,10 +17,17 @@ namespace {
 
 constexpr std::string_view kSpaceMark = "\xE2\x96\x81";  // "▁", SentencePiece's space
 
-// Control tokens that end a turn in the chat formats we know, beyond the declared eos/eot.
-constexpr std::array<std::string_view, 9> kEndOfTurnTexts = {
-    "<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>",     "<end_of_turn>",
-    "<|end|>",       "<EOT>",      "<|return|>", "<|end_of_text|>"};
+// Control tokens that end a turn in the chat formats we know, beyond the declared eos/eot. A
+// user-defined token with one of these texts is taken for a control token, as llama.cpp does
+// (Gemma 3 declares "</s>" user-defined; llama.cpp then neither matches it in plain text nor
+// renders it).
+constexpr std::array<std::string_view, 10> kEndOfTurnTexts = {
+    "<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>",      "<end_of_turn>",
+    "<|end|>",       "<EOT>",      "<|return|>", "<|end_of_text|>", "</s>"};
+
+bool is_end_of_turn_text(std::string_view text) {
+    return std::find(kEndOfTurnTexts.begin(), kEndOfTurnTexts.end(), text) != kEndOfTurnTexts.end();
+}
 
 void check_special_id(int32_t id, const char* name, size_t n_tokens) {
     if (id < -1 || id >= static_cast<int64_t>(n_tokens))
@@ -66,6 +74,10 @@ Tokenizer::Tokenizer(TokenizerData data) : data_(std::move(data)) {
     check_special_id(data_.pad, "padding", n);
     check_special_id(data_.eot, "eot", n);
     check_special_id(data_.eom, "eom", n);
+    for (size_t id = 0; id < data_.types.size(); ++id) {
+        if (data_.types[id] == TokenType::UserDefined && is_end_of_turn_text(data_.tokens[id]))
+            data_.types[id] = TokenType::Control;
+    }
     impl_ = std::make_unique<Impl>(data_);
     if (data_.model == TokenizerModel::ByteLevelBpe) {
         impl_->pre.emplace(data_.pre);
@@ -84,9 +96,9 @@ Tokenizer::Tokenizer(TokenizerData data) : data_(std::move(data)) {
     for (const int32_t id : {data_.eos, data_.eot, data_.eom})
         if (id >= 0) impl_->eog[static_cast<size_t>(id)] = true;
     for (int32_t id = 0; id < impl_->vocab.size(); ++id) {
-        if (impl_->vocab.type(id) != TokenType::Control) continue;
-        for (const std::string_view t : kEndOfTurnTexts)
-            if (impl_->vocab.text(id) == t) impl_->eog[static_cast<size_t>(id)] = true;
+        if (impl_->vocab.type(id) == TokenType::Control &&
+            is_end_of_turn_text(impl_->vocab.text(id)))
+            impl_->eog[static_cast<size_t>(id)] = true;
     }
 }
 
@@ -106,6 +118,10 @@ std::string_view Tokenizer::token_text(int32_t id) const {
     if (!impl_->vocab.valid(id))
         fail<InvalidArgument>("token id {} outside the vocabulary of {}", id, vocab_size());
     return impl_->vocab.text(id);
+}
+
+std::optional<int32_t> Tokenizer::find_token(std::string_view text) const {
+    return impl_->vocab.find(text);
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos,

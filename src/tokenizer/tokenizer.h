@@ -5,6 +5,7 @@
 // Thread-safe: encode/decode are const and may run concurrently.
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -49,6 +50,8 @@ class Tokenizer {
     // The vocabulary's text of a token (byte-level alphabet or "▁" form). InvalidArgument when
     // the id is out of range.
     std::string_view token_text(int32_t id) const;
+    // The id of a token text (the lowest when texts repeat), if the vocabulary has it.
+    std::optional<int32_t> find_token(std::string_view text) const;
 
     int32_t vocab_size() const;
     int32_t bos() const { return data_.bos; }

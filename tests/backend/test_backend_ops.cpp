@@ -1,7 +1,8 @@
 // Conformance of the Backend ops on weights and activations (embed, matmul for every weight
-// type, rms_norm, add_inplace, add_bias, silu_mul, rope, gather_logit_rows) against float64
-// references written here, on every built backend (backend_conformance.h), at awkward sizes,
-// with fresh random data and NaN-poisoned outputs. The KV ops are in test_backend_ops_kv.cpp.
+// type, rms_norm, add_inplace, add_bias, silu_mul, gelu_mul, scale, rope, gather_logit_rows)
+// against float64 references written here, on every built backend (backend_conformance.h), at
+// awkward sizes, with fresh random data and NaN-poisoned outputs. The KV ops are in
+// test_backend_ops_kv.cpp.
 //
 // Errors are measured per output row, relative to a scale of that row stated beside each op
 // (usually its largest |reference| value), against a tolerance per op and dtype.
@@ -10,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numbers>
 #include <random>
 #include <vector>
 
@@ -374,6 +376,58 @@ TEST_P(BackendOps, SiluMul) {
             }
             expect_close(report_, "silu_mul", "F32", dy, ref, row_max_abs(gate_up, rows, cols),
                          2e-6, fmt::format("rows {} cols {}", rows, cols));
+        }
+    }
+}
+
+// gelu_mul: y = gelu(gate) * up with GELU's tanh approximation, 0.5 g (1 + tanh(sqrt(2/pi) (g +
+// 0.044715 g^3))). Scale of a row: its largest |gate * up| (|gelu(g)| <= |g|). tanh, a cube and
+// three products: 2e-6. Gates of +-30 and +-100 reach the saturated ends (the cube overflows no
+// float there, but tanh must not turn into NaN).
+TEST_P(BackendOps, GeluMul) {
+    auto rng = op_rng("gelu_mul");
+    for (int64_t cols : {1, 31, 96, 257}) {
+        for (int64_t rows : {1, 3, 17}) {
+            const auto n = static_cast<size_t>(rows * cols);
+            std::vector<float> gate = normal_floats(n, rng, 3.0);
+            const std::vector<float> up = normal_floats(n, rng);
+            const float extremes[] = {30.0f, -30.0f, 100.0f, -100.0f};
+            for (size_t i = 0; i < std::min<size_t>(n, 4); ++i) gate[n - 1 - i] = extremes[i];
+            DeviceTensor dg(backend(), rows, cols), du(backend(), rows, cols);
+            DeviceTensor dy(backend(), rows, cols);
+            dg.upload(gate);
+            du.upload(up);
+            plan_rows(rows);
+            backend().gelu_mul(dg.view(), du.view(), dy.view());
+            std::vector<double> ref(n);
+            std::vector<double> gate_up(n);
+            const double k = std::sqrt(2.0 / std::numbers::pi);
+            for (size_t i = 0; i < n; ++i) {
+                const double g = gate[i];
+                ref[i] = 0.5 * g * (1.0 + std::tanh(k * (g + 0.044715 * g * g * g))) * up[i];
+                gate_up[i] = g * up[i];
+            }
+            expect_close(report_, "gelu_mul", "F32", dy, ref, row_max_abs(gate_up, rows, cols),
+                         2e-6, fmt::format("rows {} cols {}", rows, cols));
+        }
+    }
+}
+
+// scale: y *= factor, in place (as add_inplace). One rounding: 1e-6.
+TEST_P(BackendOps, Scale) {
+    auto rng = op_rng("scale");
+    for (int64_t cols : {1, 31, 640}) {
+        for (int64_t rows : {1, 3, 17}) {
+            const std::vector<float> y = normal_floats(static_cast<size_t>(rows * cols), rng);
+            const float factor = std::sqrt(static_cast<float>(cols)) + 0.5f;
+            DeviceTensor dy(backend(), rows, cols);
+            dy.upload(y);
+            plan_rows(rows);
+            backend().scale(dy.view(), factor);
+            std::vector<double> ref(y.size());
+            for (size_t i = 0; i < y.size(); ++i) ref[i] = double{y[i]} * factor;
+            expect_close(report_, "scale", "F32", dy, ref, row_max_abs(ref, rows, cols), 1e-6,
+                         fmt::format("rows {} cols {}", rows, cols));
         }
     }
 }

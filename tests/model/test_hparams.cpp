@@ -1,10 +1,12 @@
 // How RoPE scaling metadata is read, where llama.cpp's reading of the same keys is the rule:
-// a factor without a type is linear, attn_factor scales cos/sin for every type.
+// a factor without a type is linear, attn_factor scales cos/sin for every type. Gemma 3's
+// defaults for keys its converter leaves out, and refusals of what Vela does not run.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "../gguf/gguf_builder.h"
+#include "core/error.h"
 #include "gguf/gguf_file.h"
 #include "model/hparams.h"
 #include "model/rope.h"
@@ -58,4 +60,43 @@ TEST(HParams, AttnFactorScalesEveryType) {
 }
 
 }  // namespace
+std::vector<uint8_t> gemma3_metadata(void (*extra)(test::GgufBuilder&)) {
+    test::GgufBuilder b;
+    b.kv_str("general.architecture", "gemma3");
+    b.kv_u32("gemma3.block_count", 12);
+    b.kv_u32("gemma3.embedding_length", 64);
+    b.kv_u32("gemma3.feed_forward_length", 96);
+    b.kv_u32("gemma3.attention.head_count", 4);
+    b.kv_u32("gemma3.attention.key_length", 32);
+    b.kv_u32("gemma3.vocab_size", 128);
+    b.kv_u32("gemma3.attention.sliding_window", 512);
+    extra(b);
+    return b.build();
+}
+
+// Without a pattern every sixth layer (5, 11) is global; local layers rotate with base 10000.
+TEST(HParams, Gemma3DefaultsAsLlamaCpp) {
+    const HParams h = parse(gemma3_metadata([](test::GgufBuilder&) {}));
+    for (int64_t il = 0; il < 12; ++il) {
+        EXPECT_EQ(h.is_local(il), il != 5 && il != 11) << il;
+        EXPECT_EQ(h.window(il), h.is_local(il) ? 512 : 0) << il;
+    }
+    EXPECT_EQ(h.rope_local.theta, 10000.f);
+    EXPECT_TRUE(h.rope.neox && h.rope_local.neox);
+    EXPECT_FLOAT_EQ(h.attn_scale, 1.f / std::sqrt(32.f));  // head_dim, not n_embd / n_heads
+    EXPECT_FLOAT_EQ(h.embd_scale, 8.f);
+    EXPECT_EQ(h.ffn_act, FfnActivation::GeluTanh);
+}
+
+TEST(HParams, Gemma3RefusesWhatItDoesNotRun) {
+    EXPECT_THROW(parse(gemma3_metadata([](test::GgufBuilder& b) {
+                     b.kv_f32("gemma3.final_logit_softcapping", 30.f);
+                 })),
+                 FormatError);
+    EXPECT_THROW(parse(gemma3_metadata([](test::GgufBuilder& b) {
+                     b.kv_u32("gemma3.attention.sliding_window_pattern", 0);
+                 })),
+                 FormatError);
+}
+
 }  // namespace vela

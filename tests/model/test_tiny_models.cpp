@@ -1,10 +1,11 @@
 // Vela's model code against a float64 numpy forward (scripts/golden/llama_numpy.py) on tiny
 // random GGUFs covering what the default model does not: Qwen2 (NeoX rotary layout, QKV
-// biases, untied LM head), MQA, F16 weights and every RoPE scaling hparams accepts (linear by
-// either key, YaRN, Llama-3 rope_freqs with and without the "llama3" type, partial rotary).
-// The reference's RoPE is written from the papers and llama.cpp's formulas, not from rope.cpp.
-// Float weights take the float matmul path, so agreement is tight. Fixtures:
-// scripts/golden/gen_tiny_models.py.
+// biases, untied LM head), MQA, F16 weights, every RoPE scaling hparams accepts (linear by
+// either key, YaRN, Llama-3 rope_freqs with and without the "llama3" type, partial rotary) and
+// Gemma 3 (scripts/golden/gemma3_numpy.py: sandwich norms, query/key norms, GeGLU, local layers
+// with an 8-key window beside a global one). The reference's RoPE is written from the papers and
+// llama.cpp's formulas, not from rope.cpp. Float weights take the float matmul path, so agreement
+// is tight. Fixtures: scripts/golden/gen_tiny_models.py.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -19,10 +20,11 @@ namespace {
 
 const std::string kData = std::string(VELA_SOURCE_DIR) + "/tests/model/data/";
 
-// The RoPE variants' logits live in their own file so that adding them left the original
-// fixtures byte-identical.
+// The RoPE variants' and Gemma 3's logits live in their own files so that adding them left the
+// original fixtures byte-identical.
 nlohmann::json expected_logits(const std::string& variant) {
-    for (const char* file : {"tiny_models_expected.json", "tiny_rope_expected.json"}) {
+    for (const char* file :
+         {"tiny_models_expected.json", "tiny_rope_expected.json", "tiny_gemma3_expected.json"}) {
         std::ifstream in(kData + file);
         if (!in) continue;
         auto all = nlohmann::json::parse(in);
@@ -73,6 +75,8 @@ INSTANTIATE_TEST_SUITE_P(Rope, TinyModel,
                                            "tiny_qwen2_rope_freqs_partial",
                                            "tiny_llama_partial_rotary", "tiny_llama3_scaling_type",
                                            "tiny_llama_linear_legacy_key"));
+// Sliding window 8 over 40 positions, prefilled in chunks of 40, 7 and 1 over paged KV.
+INSTANTIATE_TEST_SUITE_P(Gemma3, TinyModel, ::testing::Values("tiny_gemma3"));
 
 }  // namespace
 }  // namespace vela

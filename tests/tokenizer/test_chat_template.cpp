@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 
 #include "core/error.h"
 #include "tokenizer_test_util.h"
@@ -161,6 +162,49 @@ TEST(ChatTemplate, ControlTokenTextsInMessagesStayText) {
                 << name << " " << c["family"];
         }
     }
+}
+
+}  // namespace
+}  // namespace vela
+
+namespace vela {
+namespace {
+
+// Gemma's turns against llama.cpp's built-in "gemma" rendering (data/gemma3_chat_golden.json,
+// gen_gemma3_chat_golden.py): system folded into the next user turn, "model" for the assistant,
+// contents trimmed.
+TEST(ChatTemplate, GemmaMatchesLlamaCpp) {
+    const nlohmann::json golden = test::load_json("gemma3_chat_golden.json");
+    ASSERT_GE(golden["cases"].size(), 10u);
+    const ChatTemplate t = detect_chat_template("{{ '<start_of_turn>' + role }}", "<bos>", "<eos>");
+    EXPECT_EQ(t.format, ChatFormat::Gemma);
+    for (const auto& c : golden["cases"]) {
+        const auto messages = messages_of(c["messages"]);
+        EXPECT_EQ(joined_text(render_chat(t, messages, c["add_generation_prompt"])),
+                  c["expected"].get<std::string>())
+            << c["messages"].dump();
+    }
+}
+
+// Gemma 3 270M's GGUF has no template: its <start_of_turn> token selects the Gemma format, the
+// ids start with BOS and the turn markers are single control tokens, the contents plain text.
+TEST(ChatTemplate, TemplatelessGemmaIsRecognisedByItsVocabulary) {
+    const auto path = test::source_dir() / "models" / "gemma-3-270m-q4_k_m.gguf";
+    if (!std::filesystem::exists(path)) {
+        GTEST_SKIP() << "*** Gemma 3 model absent: " << path
+                     << " (run `scripts/fetch_models.sh gemma3`); NOT TESTED ***";
+    }
+    const Tokenizer tok = Tokenizer::from_gguf(gguf::File::open(path.string()));
+    ASSERT_TRUE(tok.chat_template().empty());
+    const std::vector<ChatMessage> msgs = {{"system", "Be brief."}, {"user", "Hi <end_of_turn>"}};
+    EXPECT_EQ(joined_text(apply_chat_template(tok, msgs, true)),
+              "<start_of_turn>user\nBe brief.\n\nHi <end_of_turn><end_of_turn>\n"
+              "<start_of_turn>model\n");
+    const auto ids = encode_chat(tok, msgs, true);
+    ASSERT_GE(ids.size(), 4u);
+    EXPECT_EQ(ids[0], tok.bos());
+    EXPECT_EQ(ids[1], 105);                                 // <start_of_turn>
+    EXPECT_EQ(std::count(ids.begin(), ids.end(), 106), 1);  // the message's text is not a marker
 }
 
 }  // namespace

@@ -148,6 +148,24 @@ void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor y) {
                        [&](int64_t b, int64_t e) { cpu::silu_mul(g + b, u + b, out + b, e - b); });
 }
 
+void CpuBackend::gelu_mul(const Tensor& gate, const Tensor& up, Tensor y) {
+    check_f32(gate);
+    check_f32(up);
+    check_f32(y);
+    VELA_ASSERT(gate.numel() == up.numel() && y.numel() == gate.numel());
+    const float* g = gate.f32();
+    const float* u = up.f32();
+    float* out = y.f32();
+    pool_.parallel_for(gate.numel(),
+                       [&](int64_t b, int64_t e) { cpu::gelu_mul(g + b, u + b, out + b, e - b); });
+}
+
+void CpuBackend::scale(Tensor y, float factor) {
+    check_f32(y);
+    float* v = y.f32();
+    for (int64_t i = 0; i < y.numel(); ++i) v[i] *= factor;
+}
+
 void CpuBackend::rope(Tensor x, int64_t n_heads, int64_t head_dim, int64_t rot_dim,
                       const Tensor& cos, const Tensor& sin, bool neox) {
     check_f32(x);

@@ -34,6 +34,8 @@ class CpuBackend final : public Backend {
     void add_inplace(Tensor y, const Tensor& x) override;
     void add_bias(Tensor y, const Weight& bias) override;
     void silu_mul(const Tensor& gate, const Tensor& up, Tensor y) override;
+    void gelu_mul(const Tensor& gate, const Tensor& up, Tensor y) override;
+    void scale(Tensor y, float factor) override;
     void rope(Tensor x, int64_t n_heads, int64_t head_dim, int64_t rot_dim, const Tensor& cos,
               const Tensor& sin, bool neox) override;
     void write_kv(KvStorage& kv, int64_t layer, const Tensor& k, const Tensor& v) override;

@@ -26,6 +26,16 @@ void silu_mul(const float* gate, const float* up, float* y, int64_t n) {
     }
 }
 
+void gelu_mul(const float* gate, const float* up, float* y, int64_t n) {
+    // GELU's tanh approximation, as Gemma was trained with (gelu_pytorch_tanh).
+    constexpr float kSqrt2OverPi = 0.7978845608028654f;
+    for (int64_t i = 0; i < n; ++i) {
+        const float g = gate[i];
+        const float inner = kSqrt2OverPi * (g + 0.044715f * g * g * g);
+        y[i] = 0.5f * g * (1.0f + std::tanh(inner)) * up[i];
+    }
+}
+
 void softmax(float* x, int64_t n) {
     if (n <= 0) return;
     const float mx = *std::max_element(x, x + n);

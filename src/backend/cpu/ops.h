@@ -62,6 +62,7 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t k);
 void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps);  // y may == x
 void add(const float* a, const float* b, float* y, int64_t n);           // y may alias a or b
 void silu_mul(const float* gate, const float* up, float* y, int64_t n);  // y = silu(gate)*up
+void gelu_mul(const float* gate, const float* up, float* y, int64_t n);  // y = gelu(gate)*up
 void softmax(float* x, int64_t n);                                       // in place, max-subtracted
 
 // Rotary embedding for one token's heads, in place: x has n_heads rows of head_dim floats,
