@@ -5,12 +5,15 @@
 // count returns to 0 and rejected drafts never reach the prefix cache.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <map>
 #include <random>
 
 #include "../common/default_model.h"
 #include "../common/test_seed.h"
+#include "core/error.h"
 #include "engine/engine.h"
+#include "spec/draft_model_drafter.h"
 #include "spec/ngram_drafter.h"
 
 namespace vela {
@@ -132,6 +135,12 @@ class SpecEngine : public ::testing::Test {
 
     static std::unique_ptr<spec::Drafter> drafter(const std::string& name) {
         if (name == "ngram") return std::make_unique<spec::NgramDrafter>();
+        if (name == "draft") {
+            // SmolLM2 drafting for itself: a perfect drafter under greedy decoding.
+            return std::make_unique<spec::DraftModelDrafter>(dm_->model, dm_->tokenizer,
+                                                             dm_->backend, dm_->model,
+                                                             dm_->tokenizer, 4096, KvFormat::F16);
+        }
         return std::make_unique<RandomDrafter>(test::fresh_seed(),
                                                static_cast<int32_t>(dm_->model.hparams().n_vocab));
     }
@@ -140,7 +149,7 @@ class SpecEngine : public ::testing::Test {
     static inline std::vector<Tokens> prompts_;
 };
 
-const char* const kDrafters[] = {"ngram", "random"};
+const char* const kDrafters[] = {"ngram", "random", "draft"};
 
 TEST_F(SpecEngine, GreedyIdenticalAlone) {
     for (const char* name : kDrafters) {
@@ -153,6 +162,10 @@ TEST_F(SpecEngine, GreedyIdenticalAlone) {
             EXPECT_EQ(tokens_of(run(*e, {reqs[i]}))[0], reference()[i]) << name << " prompt " << i;
             EXPECT_GT(e->stats().spec_verify_steps, 0) << name << " prompt " << i;
             accepted += e->stats().spec_accepted_tokens;
+            if (std::string(name) == "draft") {
+                // The target drafting for itself: its KV in step, every draft is accepted.
+                EXPECT_EQ(e->stats().spec_accepted_tokens, e->stats().spec_draft_tokens) << i;
+            }
             expect_no_leak(*e);
         }
         if (std::string(name) == "ngram") EXPECT_GT(accepted, 0);
@@ -286,6 +299,28 @@ TEST_F(SpecEngine, StopsWhereDecodingWithoutSpeculationStops) {
         }
         EXPECT_EQ(tokens_of(got), tokens_of(want)) << name;
         expect_no_leak(*e);
+    }
+}
+
+}  // namespace
+}  // namespace vela
+
+namespace vela {
+namespace {
+
+TEST(DraftModelDrafter, RefusesAnotherVocabulary) {
+    test::DefaultModel* m = test::default_model();
+    const std::string qwen =
+        std::string(VELA_SOURCE_DIR) + "/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+    if (m == nullptr || !std::filesystem::exists(qwen)) GTEST_SKIP() << "models not fetched";
+    Model draft(qwen);
+    const Tokenizer tok = Tokenizer::from_gguf(draft.file());
+    try {
+        spec::DraftModelDrafter d(draft, tok, m->backend, m->model, m->tokenizer, 64,
+                                  KvFormat::F16);
+        FAIL() << "a Qwen draft model was accepted for SmolLM2";
+    } catch (const InvalidArgument& e) {
+        EXPECT_NE(std::string(e.what()).find("vocabulary"), std::string::npos) << e.what();
     }
 }
 
