@@ -302,6 +302,26 @@ TEST_F(SpecEngine, StopsWhereDecodingWithoutSpeculationStops) {
     }
 }
 
+TEST_F(SpecEngine, SampledRequestsRunWithEveryDrafter) {
+    // The distribution itself is tested in test_verifier_distribution.cpp; here the sampled
+    // path runs end to end on the real model (draft distributions q from the draft model).
+    for (const char* name : kDrafters) {
+        EngineConfig c;
+        c.n_ctx = 512;
+        auto e = engine(c, drafter(name));
+        std::vector<Request> reqs = greedy_requests();
+        for (size_t i = 0; i < reqs.size(); ++i) {
+            reqs[i].sampling.temperature = 0.8f;
+            reqs[i].sampling.top_k = i % 2 ? 40 : 0;
+            reqs[i].sampling.seed = i;
+        }
+        const std::vector<Tokens> got = tokens_of(run(*e, reqs));
+        for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(got[i].size(), size_t{kGen}) << name;
+        EXPECT_GT(e->stats().spec_draft_tokens, 0) << name;
+        expect_no_leak(*e);
+    }
+}
+
 }  // namespace
 }  // namespace vela
 
