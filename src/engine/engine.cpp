@@ -280,8 +280,8 @@ void Engine::propose_drafts() {
         if (seq->n_uncomputed() != 1 || seq->n_generated() < 1) continue;
         // A step emits at most draft + 1 tokens: never draft past max_tokens.
         const int64_t room = seq->request().max_tokens - seq->n_generated() - 1;
-        const auto k = static_cast<int32_t>(std::min<int64_t>(
-            seq->draft_length().next(config_.speculation.max_tokens), room));
+        const auto k = static_cast<int32_t>(
+            std::min<int64_t>(seq->draft_length().next(config_.speculation.max_tokens), room));
         if (k <= 0) continue;
         draft_requests_.push_back({seq->id(), seq->tokens(), &seq->request().sampling, k});
         drafting_.push_back(seq);

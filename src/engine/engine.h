@@ -50,11 +50,11 @@ struct EngineStats {
     int64_t swap_outs = 0;
     int64_t swap_ins = 0;
     int64_t steps = 0;
-    int64_t prefix_query_tokens = 0;  // tokens looked up in the prefix cache at admission
-    int64_t prefix_hit_tokens = 0;    // of those, found (not computed again)
-    int64_t spec_verify_steps = 0;    // decode steps that verified a draft
-    int64_t spec_draft_tokens = 0;    // draft tokens verified
-    int64_t spec_accepted_tokens = 0; // of those, accepted
+    int64_t prefix_query_tokens = 0;   // tokens looked up in the prefix cache at admission
+    int64_t prefix_hit_tokens = 0;     // of those, found (not computed again)
+    int64_t spec_verify_steps = 0;     // decode steps that verified a draft
+    int64_t spec_draft_tokens = 0;     // draft tokens verified
+    int64_t spec_accepted_tokens = 0;  // of those, accepted
 
     int64_t running = 0;
     int64_t waiting = 0;

@@ -32,9 +32,10 @@ class ModelRunner {
     Backend& backend_;
     ForwardBatch batch_;
     std::vector<float> logits_;
-    std::vector<int64_t> logit_row_;   // per scheduled sequence: first row, -1 when it does not sample
-    std::vector<int64_t> logit_rows_;  // per scheduled sequence: how many rows
-    std::vector<int32_t> fed_;         // scratch: a verifying sequence's last token + draft
+    // Per scheduled sequence: its first logits row (-1 when it does not sample), and how many.
+    std::vector<int64_t> logit_row_;
+    std::vector<int64_t> logit_rows_;
+    std::vector<int32_t> fed_;  // scratch: a verifying sequence's last token + draft
 };
 
 }  // namespace vela

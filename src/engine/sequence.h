@@ -46,8 +46,8 @@ class Sequence {
     // appends what the verifier emits, stopping like append_tokens. n_valid_kv receives how
     // many of the step's fed tokens (the last one + the draft) hold KV of tokens the sequence
     // now has: the engine truncates the rest.
-    StepOutput append_verified(std::span<float> rows, spec::Verifier& verifier,
-                               int64_t& n_accepted, int64_t& n_valid_kv);
+    StepOutput append_verified(std::span<float> rows, spec::Verifier& verifier, int64_t& n_accepted,
+                               int64_t& n_valid_kv);
     // Draft tokens to verify with the next decode token (empty: a plain decode step).
     spec::Draft& draft() { return draft_; }
     const spec::Draft& draft() const { return draft_; }
@@ -73,7 +73,7 @@ class Sequence {
     StreamDecoder decoder_;
     StopChecker stop_;
     FinishReason finish_ = FinishReason::None;
-    std::vector<float> raw_logits_;  // rows copied before sampling, only when logprobs are requested
+    std::vector<float> raw_logits_;  // rows before sampling, only when logprobs are requested
     spec::Draft draft_;
     spec::AdaptiveLength draft_length_;
 };

@@ -88,7 +88,8 @@ std::string ServerMetrics::render(const EngineStats& e) const {
     metric(out, "vela_prefix_cache_hit_rate", "gauge",
            "prompt tokens found in the prefix cache / tokens looked up", e.prefix_hit_rate());
     metric(out, "vela_spec_draft_tokens_total", "counter",
-           "draft tokens verified (speculative decoding)", static_cast<double>(e.spec_draft_tokens));
+           "draft tokens verified (speculative decoding)",
+           static_cast<double>(e.spec_draft_tokens));
     metric(out, "vela_spec_accepted_tokens_total", "counter", "draft tokens accepted",
            static_cast<double>(e.spec_accepted_tokens));
     metric(out, "vela_spec_verify_steps_total", "counter", "decode steps that verified a draft",

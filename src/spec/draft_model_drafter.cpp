@@ -65,7 +65,9 @@ void DraftModelDrafter::drop(int64_t seq_id) {
     states_.erase(seq_id);
 }
 
-void DraftModelDrafter::release(int64_t seq_id) { drop(seq_id); }
+void DraftModelDrafter::release(int64_t seq_id) {
+    drop(seq_id);
+}
 
 void DraftModelDrafter::accepted(int64_t seq_id, std::span<const int32_t> tokens) {
     auto it = states_.find(seq_id);
@@ -141,10 +143,10 @@ void DraftModelDrafter::propose(std::span<const DraftRequest> requests,
             Draft& d = drafts[active[a]];
             const std::span<const float> row(logits_.data() + a * vocab, vocab);
             s.sampler->distribution(row, s.held, q_);
-            const int32_t token = s.sampler->params().temperature == 0.0f
-                                      ? static_cast<int32_t>(std::max_element(q_.begin(), q_.end()) -
-                                                             q_.begin())
-                                      : s.sampler->sample_from(q_);
+            const int32_t token =
+                s.sampler->params().temperature == 0.0f
+                    ? static_cast<int32_t>(std::max_element(q_.begin(), q_.end()) - q_.begin())
+                    : s.sampler->sample_from(q_);
             d.tokens.push_back(token);
             // Greedy drafts are deterministic (q one-hot); sampled ones carry q.
             if (s.sampler->params().temperature != 0.0f)

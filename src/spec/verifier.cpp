@@ -38,8 +38,8 @@ Verdict Verifier::verify(Sampler& sampler, std::span<float> rows, std::span<cons
         } else {
             for (size_t t = 0; t < vocab; ++t) residual_[t] = std::max(0.0f, p_[t] - q[t]);
         }
-        const bool has_mass = std::any_of(residual_.begin(), residual_.end(),
-                                          [](float r) { return r > 0.0f; });
+        const bool has_mass =
+            std::any_of(residual_.begin(), residual_.end(), [](float r) { return r > 0.0f; });
         v.tokens.push_back(sampler.sample_from(has_mass ? residual_ : p_));
         return v;
     }

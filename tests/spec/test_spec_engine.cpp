@@ -105,7 +105,8 @@ class SpecEngine : public ::testing::Test {
     static std::vector<Tokens> tokens_of(const std::vector<std::vector<StepOutput>>& outs) {
         std::vector<Tokens> t(outs.size());
         for (size_t i = 0; i < outs.size(); ++i)
-            for (const StepOutput& o : outs[i]) t[i].insert(t[i].end(), o.tokens.begin(), o.tokens.end());
+            for (const StepOutput& o : outs[i])
+                t[i].insert(t[i].end(), o.tokens.begin(), o.tokens.end());
         return t;
     }
 
@@ -122,7 +123,8 @@ class SpecEngine : public ::testing::Test {
             EngineConfig c;
             c.prefix_caching = false;
             c.n_ctx = 256;
-            for (const Request& r : greedy_requests()) out.push_back(tokens_of(run(*engine(c), {r}))[0]);
+            for (const Request& r : greedy_requests())
+                out.push_back(tokens_of(run(*engine(c), {r}))[0]);
         }
         return out;
     }
@@ -178,14 +180,15 @@ TEST_F(SpecEngine, GreedyIdenticalInABatchWithChunkedPrefillAndPrefixCache) {
         c.n_ctx = 1024;
         c.kv_block_size = 4;
         c.scheduler.max_batched_tokens = 40;  // chunked prefill beside verification steps
-        c.speculation.max_batch = 64;          // draft in a batch of 16 too
+        c.speculation.max_batch = 64;         // draft in a batch of 16 too
         std::vector<Request> reqs = greedy_requests();
         // Every prompt twice: the second copy finds the first one's blocks in the prefix cache.
         const size_t n = reqs.size();
         for (size_t i = 0; i < n; ++i) reqs.push_back(reqs[i]);
         auto e = engine(c, drafter(name));
         const std::vector<Tokens> got = tokens_of(run(*e, reqs));
-        for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(got[i], reference()[i % n]) << name << " " << i;
+        for (size_t i = 0; i < reqs.size(); ++i)
+            EXPECT_EQ(got[i], reference()[i % n]) << name << " " << i;
         const EngineStats s = e->stats();
         EXPECT_GT(s.spec_draft_tokens, 0) << name;
         EXPECT_GT(s.prefix_hit_tokens, 0) << name;
@@ -203,7 +206,8 @@ TEST_F(SpecEngine, GreedyIdenticalUnderPreemption) {
             c.scheduler.max_batched_tokens = 64;
             auto e = engine(c, drafter(name));
             const std::vector<Tokens> got = tokens_of(run(*e, greedy_requests()));
-            EXPECT_EQ(got, reference()) << name << (mode == Preemption::Swap ? " swap" : " recompute");
+            EXPECT_EQ(got, reference())
+                << name << (mode == Preemption::Swap ? " swap" : " recompute");
             EXPECT_GT(e->stats().preemptions, 0);
             EXPECT_GT(e->stats().spec_draft_tokens, 0);
             expect_no_leak(*e);
@@ -215,8 +219,8 @@ TEST_F(SpecEngine, RejectedDraftsNeverReachThePrefixCache) {
     EngineConfig c;
     c.n_ctx = 1024;
     c.kv_block_size = 2;  // small blocks: most drafts fill some
-    auto owned = std::make_unique<RandomDrafter>(test::fresh_seed(),
-                                                 static_cast<int32_t>(dm_->model.hparams().n_vocab));
+    auto owned = std::make_unique<RandomDrafter>(
+        test::fresh_seed(), static_cast<int32_t>(dm_->model.hparams().n_vocab));
     RandomDrafter* random = owned.get();
     auto e = engine(c, std::move(owned));
     const std::vector<Request> reqs = greedy_requests();

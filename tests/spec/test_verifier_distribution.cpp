@@ -121,8 +121,8 @@ double emitted_pair_p_value(const Setting& s, uint32_t seed) {
             const double expected = kDraws * static_cast<double>(p1[a]) * p2[b];
             const double observed = counts[a * kVocab + b];
             if (expected == 0.0) {
-                EXPECT_EQ(observed, 0.0) << "emitted a token the target never produces: " << a
-                                         << " " << b;
+                EXPECT_EQ(observed, 0.0)
+                    << "emitted a token the target never produces: " << a << " " << b;
             } else if (expected < 5.0) {
                 pooled_obs += observed;
                 pooled_exp += expected;
@@ -170,8 +170,8 @@ std::vector<Setting> settings() {
     return {
         {"temperature 1, no truncation, close drafter", params(1.0f, 0, 1.0f, 0.0f), close},
         {"temperature 0.7, top-k 5, uniform drafter", params(0.7f, 5, 1.0f, 0.0f), uniform},
-        {"temperature 1.3, top-p 0.8, min-p 0.05, contrary drafter",
-         params(1.3f, 0, 0.8f, 0.05f), contrary},
+        {"temperature 1.3, top-p 0.8, min-p 0.05, contrary drafter", params(1.3f, 0, 0.8f, 0.05f),
+         contrary},
         {"temperature 0.9, top-k 4, top-p 0.9, fixed-token drafter", params(0.9f, 4, 0.9f, 0.0f),
          nullptr},
         {"penalties, top-k 6, contrary drafter", penalised, contrary},
