@@ -39,19 +39,25 @@ SchedulerConfig scheduler_config(const EngineConfig& c) {
 
 }  // namespace
 
-Engine::Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, EngineConfig config)
+Engine::Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, EngineConfig config,
+               std::unique_ptr<spec::Drafter> drafter)
     : model_(model),
       tokenizer_(tokenizer),
       config_(config),
       backend_(backend),
       scheduler_(scheduler_config(config)),
-      runner_(model, backend) {
+      runner_(model, backend),
+      drafter_(std::move(drafter)) {
     if (config_.n_ctx < 2) fail<InvalidArgument>("context size {} is too small", config_.n_ctx);
     if (config_.kv_block_size < 1) {
         fail<InvalidArgument>("KV block size {} must be >= 1", config_.kv_block_size);
     }
     if (config_.scheduler.max_batched_tokens < 1 || config_.scheduler.max_running < 1) {
         fail<InvalidArgument>("scheduler limits must be >= 1");
+    }
+    if (config_.speculation.max_tokens < 0 || config_.speculation.max_tokens > 64) {
+        fail<InvalidArgument>("draft tokens per step must be between 0 and 64, got {}",
+                              config_.speculation.max_tokens);
     }
     kv_ = std::make_unique<BlockManager>(block_config(config_));
     storage_ = backend_.make_kv_storage(
@@ -183,6 +189,7 @@ void Engine::abort(int64_t request_id) {
 void Engine::finish(Sequence& seq, std::vector<StepOutput>& out, FinishReason reason) {
     if (seq.finish_reason() == FinishReason::None) out.push_back(seq.finish_now(reason));
     scheduler_.remove(&seq);
+    if (drafter_) drafter_->release(seq.id());
     start_followers(seq, false);  // the leader ended before its prompt was done: plain admission
     for (auto& [leader, list] : followers_) std::erase(list, &seq);
     if (kv_->is_swapped(seq.id())) kv_->free(seq.id());
@@ -208,6 +215,7 @@ std::vector<StepOutput> Engine::step() {
     }
     aborted_.clear();
 
+    if (drafter_) propose_drafts();
     std::vector<Sequence*> preempted;
     std::vector<ScheduledSeq> work = scheduler_.schedule(*kv_, preempted);
     const bool stalled = work.empty() && scheduler_.has_work();
@@ -236,10 +244,15 @@ std::vector<StepOutput> Engine::step() {
     std::vector<Sequence*> done;
     for (size_t i = 0; i < work.size(); ++i) {
         Sequence& seq = *work[i].seq;
+        std::span<float> logits = runner_.logits_for(i);
+        if (seq.draft().size() > 0) {
+            out.push_back(verify_draft(seq, logits));
+            if (out.back().finish != FinishReason::None) done.push_back(&seq);
+            continue;
+        }
         seq.mark_computed(work[i].n_tokens);
         kv_->cache_computed(seq.id(),
                             std::span(seq.tokens()).first(static_cast<size_t>(seq.n_computed())));
-        std::span<float> logits = runner_.logits_for(i);
         if (logits.empty()) {
             stats_.prompt_tokens += work[i].n_tokens;
             continue;
@@ -254,6 +267,50 @@ std::vector<StepOutput> Engine::step() {
     }
     for (Sequence* seq : done) finish(*seq, out, seq->finish_reason());
     return out;
+}
+
+void Engine::propose_drafts() {
+    const auto& running = scheduler_.running();
+    for (Sequence* seq : running) seq->draft().clear();
+    if (static_cast<int64_t>(running.size()) > config_.speculation.max_batch) return;
+    draft_requests_.clear();
+    drafting_.clear();
+    for (Sequence* seq : running) {
+        // Decode steps only (one token to feed), after the first generated token.
+        if (seq->n_uncomputed() != 1 || seq->n_generated() < 1) continue;
+        // A step emits at most draft + 1 tokens: never draft past max_tokens.
+        const int64_t room = seq->request().max_tokens - seq->n_generated() - 1;
+        const auto k = static_cast<int32_t>(
+            std::min<int64_t>(seq->draft_length().next(config_.speculation.max_tokens), room));
+        if (k <= 0) continue;
+        draft_requests_.push_back({seq->id(), seq->tokens(), &seq->request().sampling, k});
+        drafting_.push_back(seq);
+    }
+    if (drafting_.empty()) return;
+    drafter_->propose(draft_requests_, drafts_);
+    for (size_t i = 0; i < drafting_.size(); ++i) {
+        VELA_ASSERT(drafts_[i].size() <= draft_requests_[i].max_tokens);
+        drafting_[i]->draft() = std::move(drafts_[i]);
+    }
+}
+
+StepOutput Engine::verify_draft(Sequence& seq, std::span<float> rows) {
+    const int64_t drafted = seq.draft().size();
+    int64_t accepted = 0, valid_kv = 0;
+    StepOutput o = seq.append_verified(rows, verifier_, accepted, valid_kv);
+    seq.mark_computed(valid_kv);
+    // The rejected drafts' KV goes before the prefix cache sees the new blocks: it never
+    // enters the cache, and its slots are written again by the next step.
+    kv_->truncate(seq.id(), seq.n_computed());
+    kv_->cache_computed(seq.id(),
+                        std::span(seq.tokens()).first(static_cast<size_t>(seq.n_computed())));
+    drafter_->accepted(seq.id(), seq.tokens());
+    seq.draft_length().record(drafted, accepted);
+    ++stats_.spec_verify_steps;
+    stats_.spec_draft_tokens += drafted;
+    stats_.spec_accepted_tokens += accepted;
+    stats_.generated_tokens += static_cast<int64_t>(o.tokens.size());
+    return o;
 }
 
 }  // namespace vela

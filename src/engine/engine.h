@@ -14,9 +14,19 @@
 #include "kv/block_manager.h"
 #include "kv/kv_storage.h"
 #include "model/model.h"
+#include "spec/drafter.h"
+#include "spec/verifier.h"
 #include "tokenizer/tokenizer.h"
 
 namespace vela {
+
+// Speculative decoding, when the engine has a Drafter.
+struct SpeculationConfig {
+    int32_t max_tokens = 5;  // draft tokens per sequence and step, at most
+    // No drafting in a step with more running sequences than this: a large batch already keeps
+    // the matmuls busy, and verification rows would slow it down.
+    int64_t max_batch = 8;
+};
 
 struct EngineConfig {
     int64_t n_ctx = 4096;  // max tokens of one sequence (prompt + generated)
@@ -29,6 +39,7 @@ struct EngineConfig {
     // What happens to a sequence preempted for lack of KV blocks (overrides scheduler's).
     Preemption preemption = Preemption::Recompute;
     SchedulerConfig scheduler;
+    SpeculationConfig speculation;
 };
 
 // Counters (monotonic) and gauges (now) for logs and /metrics.
@@ -39,8 +50,11 @@ struct EngineStats {
     int64_t swap_outs = 0;
     int64_t swap_ins = 0;
     int64_t steps = 0;
-    int64_t prefix_query_tokens = 0;  // tokens looked up in the prefix cache at admission
-    int64_t prefix_hit_tokens = 0;    // of those, found (not computed again)
+    int64_t prefix_query_tokens = 0;   // tokens looked up in the prefix cache at admission
+    int64_t prefix_hit_tokens = 0;     // of those, found (not computed again)
+    int64_t spec_verify_steps = 0;     // decode steps that verified a draft
+    int64_t spec_draft_tokens = 0;     // draft tokens verified
+    int64_t spec_accepted_tokens = 0;  // of those, accepted
 
     int64_t running = 0;
     int64_t waiting = 0;
@@ -54,11 +68,25 @@ struct EngineStats {
                                              static_cast<double>(prefix_query_tokens)
                                        : 0.0;
     }
+    double spec_acceptance_rate() const {
+        return spec_draft_tokens > 0 ? static_cast<double>(spec_accepted_tokens) /
+                                           static_cast<double>(spec_draft_tokens)
+                                     : 0.0;
+    }
+    // Tokens a verifying decode step emits on average (the accepted drafts + one).
+    double spec_mean_accepted_length() const {
+        return spec_verify_steps > 0 ? 1.0 + static_cast<double>(spec_accepted_tokens) /
+                                                 static_cast<double>(spec_verify_steps)
+                                     : 0.0;
+    }
 };
 
 class Engine {
   public:
-    Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, EngineConfig config);
+    // With a drafter, decode steps verify its draft tokens (speculative decoding): the output
+    // follows the same distribution as without, and is the same under greedy sampling.
+    Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, EngineConfig config,
+           std::unique_ptr<spec::Drafter> drafter = nullptr);
     ~Engine();
 
     // Validates and queues a request; returns its id. InvalidArgument for an empty prompt,
@@ -97,6 +125,10 @@ class Engine {
     void reuse_retained_kv(Sequence& seq, int64_t source_id);
     void start_followers(Sequence& leader, bool fork_kv);
     void release_all_retained();
+    // Asks the drafter for this step's drafts of the running sequences in decode.
+    void propose_drafts();
+    // Verifies seq's draft against its rows, keeps the accepted KV, and drops the rest.
+    StepOutput verify_draft(Sequence& seq, std::span<float> rows);
 
     Model& model_;
     const Tokenizer& tokenizer_;
@@ -113,6 +145,11 @@ class Engine {
     std::map<int64_t, std::vector<Sequence*>> followers_;
     int64_t next_id_ = 1;
     EngineStats stats_;
+    std::unique_ptr<spec::Drafter> drafter_;
+    spec::Verifier verifier_;
+    std::vector<spec::DraftRequest> draft_requests_;
+    std::vector<Sequence*> drafting_;
+    std::vector<spec::Draft> drafts_;
 };
 
 }  // namespace vela

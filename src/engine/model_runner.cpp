@@ -8,6 +8,7 @@ const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& schedu
                                          const BlockManager& blocks) {
     batch_.clear();
     logit_row_.assign(scheduled.size(), -1);
+    logit_rows_.assign(scheduled.size(), 0);
     const int64_t bs = blocks.config().block_size;
     int64_t n_logit_rows = 0;
     for (size_t i = 0; i < scheduled.size(); ++i) {
@@ -20,12 +21,26 @@ const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& schedu
             // Writing into a shared block would change another sequence's KV.
             VELA_ASSERT(blocks.pool().ref_count(static_cast<int32_t>(slot / bs)) == 1);
         }
+        const spec::Draft& draft = s.seq->draft();
+        if (draft.size() > 0) {
+            VELA_ASSERT(begin + s.n_tokens == static_cast<int64_t>(tokens.size()) + draft.size());
+            fed_.assign(1, tokens.back());
+            fed_.insert(fed_.end(), draft.tokens.begin(), draft.tokens.end());
+            batch_.add_sequence(fed_, begin, s.slots, table.blocks, table.n_tokens, true, true);
+            logit_row_[i] = n_logit_rows;
+            logit_rows_[i] = s.n_tokens;
+            n_logit_rows += s.n_tokens;
+            continue;
+        }
         // Only a sequence whose last token is fed this step samples.
         const bool samples = begin + s.n_tokens == static_cast<int64_t>(tokens.size());
         batch_.add_sequence(std::span(tokens).subspan(static_cast<size_t>(begin),
                                                       static_cast<size_t>(s.n_tokens)),
                             begin, s.slots, table.blocks, table.n_tokens, samples);
-        if (samples) logit_row_[i] = n_logit_rows++;
+        if (samples) {
+            logit_row_[i] = n_logit_rows++;
+            logit_rows_[i] = 1;
+        }
     }
     batch_.finish();
     return batch_;
@@ -38,7 +53,8 @@ void ModelRunner::run(KvStorage& kv) {
 std::span<float> ModelRunner::logits_for(size_t i) {
     if (logit_row_[i] < 0) return {};
     const int64_t n_vocab = model_.hparams().n_vocab;
-    return std::span<float>(logits_.data() + logit_row_[i] * n_vocab, static_cast<size_t>(n_vocab));
+    return std::span<float>(logits_.data() + logit_row_[i] * n_vocab,
+                            static_cast<size_t>(logit_rows_[i] * n_vocab));
 }
 
 }  // namespace vela

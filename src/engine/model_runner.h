@@ -18,11 +18,12 @@ class ModelRunner {
 
     // The step's batch: each scheduled sequence's new tokens at their positions, their slots,
     // the sequence's block table, and a logits row for each sequence whose last token is fed
-    // (the others are partial prefill chunks).
+    // (the others are partial prefill chunks); a sequence verifying a draft feeds its last
+    // token and the draft tokens, with a logits row each.
     const ForwardBatch& prepare(const std::vector<ScheduledSeq>& scheduled,
                                 const BlockManager& blocks);
-    // Runs the prepared batch. Afterwards, logits_for(i) is the logits row of scheduled[i]
-    // when it samples this step, else empty.
+    // Runs the prepared batch. Afterwards, logits_for(i) holds the logits rows of scheduled[i]
+    // (one, or draft size + 1 when it verifies a draft) when it samples this step, else empty.
     void run(KvStorage& kv);
     std::span<float> logits_for(size_t i);
 
@@ -31,7 +32,10 @@ class ModelRunner {
     Backend& backend_;
     ForwardBatch batch_;
     std::vector<float> logits_;
-    std::vector<int64_t> logit_row_;  // per scheduled sequence, -1 when it does not sample
+    // Per scheduled sequence: its first logits row (-1 when it does not sample), and how many.
+    std::vector<int64_t> logit_row_;
+    std::vector<int64_t> logit_rows_;
+    std::vector<int32_t> fed_;  // scratch: a verifying sequence's last token + draft
 };
 
 }  // namespace vela

@@ -20,6 +20,7 @@ void Scheduler::preempt(BlockManager& kv, Sequence* victim, std::vector<Sequence
         victim->reset_computed(0);
     }
     ++counters_.preemptions;
+    victim->draft().clear();
     victim->set_status(Sequence::Status::Waiting);
     // Preempted sequences go back to the head of the queue, in their original order (the last
     // admitted is preempted first, so pushing to the front keeps arrival order).
@@ -105,6 +106,23 @@ void Scheduler::admit_waiting(BlockManager& kv, int64_t& budget, std::vector<Sch
     }
 }
 
+void Scheduler::add_drafts(BlockManager& kv, int64_t& budget, std::vector<ScheduledSeq>& out) {
+    for (ScheduledSeq& s : out) {
+        spec::Draft& draft = s.seq->draft();
+        if (draft.size() == 0) continue;
+        // Only a decode step (its one new token fed) verifies a draft.
+        VELA_ASSERT(s.n_tokens == 1 && s.seq->n_uncomputed() == 1);
+        int64_t n = std::min(draft.size(), budget);
+        if (n > 0 && !kv.can_append(s.seq->id(), n)) n = 0;
+        draft.truncate(n);
+        if (n == 0) continue;
+        const std::vector<int64_t> slots = kv.append(s.seq->id(), n);
+        s.slots.insert(s.slots.end(), slots.begin(), slots.end());
+        s.n_tokens += n;
+        budget -= n;
+    }
+}
+
 bool Scheduler::release_waiting_kv(BlockManager& kv) {
     bool released = false;
     for (Sequence* seq : waiting_) {
@@ -126,6 +144,7 @@ std::vector<ScheduledSeq> Scheduler::schedule(BlockManager& kv, std::vector<Sequ
     // Nothing runs and the head does not fit: what is in its way is KV that waiting sequences
     // hold (nothing runs, so nothing would ever free it) or KV the engine retains.
     if (out.empty() && release_waiting_kv(kv)) admit_waiting(kv, budget, out);
+    add_drafts(kv, budget, out);
     return out;
 }
 

@@ -11,6 +11,10 @@
 // A waiting sequence therefore holds no KV blocks, except KV handed to it before admission (a
 // follower's fork of its leader's prompt, a chat turn's reused KV); when nothing can run, those
 // are given up, so the head always fits eventually (every sequence fits the pool on its own).
+//
+// Draft tokens (speculative decoding) ride along with a running sequence's decode token, using
+// only the budget and blocks left after everything else is scheduled: drafts never preempt a
+// sequence or delay an admission. A draft that does not fit is cut (Sequence::draft()).
 #include <cstdint>
 #include <deque>
 #include <optional>
@@ -58,6 +62,7 @@ class Scheduler {
     bool has_work() const { return !waiting_.empty() || !running_.empty(); }
     size_t n_waiting() const { return waiting_.size(); }
     size_t n_running() const { return running_.size(); }
+    const std::deque<Sequence*>& running() const { return running_; }
     const SchedulerCounters& counters() const { return counters_; }
     const SchedulerConfig& config() const { return config_; }
 
@@ -71,6 +76,8 @@ class Scheduler {
     // The head's next chunk (at most `budget` tokens) with its slots, after swapping its KV in
     // or taking its cached prefix; nullopt, changing nothing, when the blocks are not there.
     std::optional<ScheduledSeq> try_admit(BlockManager& kv, Sequence* seq, int64_t budget);
+    // Extends the scheduled decode steps by their draft tokens where budget and blocks allow.
+    void add_drafts(BlockManager& kv, int64_t& budget, std::vector<ScheduledSeq>& out);
     // Frees the KV that waiting sequences hold (they recompute it); false when none held any.
     bool release_waiting_kv(BlockManager& kv);
 

@@ -20,7 +20,28 @@ StepOutput Sequence::append_sampled(std::span<float> logits) {
     out.request_id = id_;
     if (request_.logprobs >= 0) raw_logits_.assign(logits.begin(), logits.end());
     const int32_t token = sampler_.sample(logits, tokens_);
-    accept(token, out);
+    accept(token, out, raw_logits_);
+    return out;
+}
+
+StepOutput Sequence::append_verified(std::span<float> rows, spec::Verifier& verifier,
+                                     int64_t& n_accepted, int64_t& n_valid_kv) {
+    StepOutput out;
+    out.request_id = id_;
+    const size_t vocab = rows.size() / static_cast<size_t>(draft_.size() + 1);
+    // Logprobs describe the raw rows; the verifier applies penalties to the last one in place.
+    if (request_.logprobs >= 0) raw_logits_.assign(rows.begin(), rows.end());
+    const spec::Verdict v = verifier.verify(sampler_, rows, tokens_, draft_);
+    for (size_t i = 0; i < v.tokens.size() && finish_ == FinishReason::None; ++i) {
+        const std::span<const float> raw =
+            raw_logits_.empty() ? std::span<const float>{}
+                                : std::span<const float>(raw_logits_).subspan(i * vocab, vocab);
+        accept(v.tokens[i], out, raw);
+    }
+    n_accepted = v.n_accepted;
+    // The fed last token, then the accepted drafts that the sequence kept.
+    n_valid_kv = 1 + std::min<int64_t>(v.n_accepted, static_cast<int64_t>(out.tokens.size()));
+    draft_.clear();
     return out;
 }
 
@@ -34,13 +55,12 @@ StepOutput Sequence::append_tokens(std::span<const int32_t> tokens) {
     return out;
 }
 
-void Sequence::accept(int32_t token, StepOutput& out) {
+void Sequence::accept(int32_t token, StepOutput& out, std::span<const float> raw_logits) {
     VELA_ASSERT(finish_ == FinishReason::None);
     tokens_.push_back(token);
     out.tokens.push_back(token);
-    if (request_.logprobs >= 0 && !raw_logits_.empty()) {
-        out.logprobs.push_back(logprobs_of(token));
-        raw_logits_.clear();
+    if (request_.logprobs >= 0 && !raw_logits.empty()) {
+        out.logprobs.push_back(logprobs_of(token, raw_logits));
     }
     if (!request_.ignore_eos && tokenizer_.is_eog(token)) {
         // The end-of-generation token itself is not text; release what was held back.
@@ -62,12 +82,13 @@ void Sequence::accept(int32_t token, StepOutput& out) {
     out.text += r.text;
 }
 
-std::vector<TokenChoice> Sequence::logprobs_of(int32_t token) const {
+std::vector<TokenChoice> Sequence::logprobs_of(int32_t token,
+                                               std::span<const float> raw_logits) const {
     std::vector<TokenChoice> out;
     const bool at_start = n_generated() == 1;
     out.push_back(
-        {token, token_logprob(raw_logits_, token), tokenizer_.token_bytes(token, at_start)});
-    for (const TokenLogprob& t : top_logprobs(raw_logits_, request_.logprobs)) {
+        {token, token_logprob(raw_logits, token), tokenizer_.token_bytes(token, at_start)});
+    for (const TokenLogprob& t : top_logprobs(raw_logits, request_.logprobs)) {
         out.push_back({t.token, t.logprob, tokenizer_.token_bytes(t.token, at_start)});
     }
     return out;

@@ -8,6 +8,9 @@
 #include "engine/request.h"
 #include "sampling/sampler.h"
 #include "sampling/stop_checker.h"
+#include "spec/adaptive_length.h"
+#include "spec/drafter.h"
+#include "spec/verifier.h"
 #include "tokenizer/stream_decoder.h"
 #include "tokenizer/tokenizer.h"
 
@@ -39,13 +42,25 @@ class Sequence {
     // Appends tokens chosen elsewhere (accepted draft tokens), stopping at the first that ends
     // the sequence (end of generation, a stop string, max_tokens).
     StepOutput append_tokens(std::span<const int32_t> tokens);
+    // Verifies this step's draft against the target's rows (draft().size() + 1 of them) and
+    // appends what the verifier emits, stopping like append_tokens. n_valid_kv receives how
+    // many of the step's fed tokens (the last one + the draft) hold KV of tokens the sequence
+    // now has: the engine truncates the rest.
+    StepOutput append_verified(std::span<float> rows, spec::Verifier& verifier, int64_t& n_accepted,
+                               int64_t& n_valid_kv);
+    // Draft tokens to verify with the next decode token (empty: a plain decode step).
+    spec::Draft& draft() { return draft_; }
+    const spec::Draft& draft() const { return draft_; }
+    spec::AdaptiveLength& draft_length() { return draft_length_; }
+
     // Ends the sequence from outside (abort, context full).
     StepOutput finish_now(FinishReason reason);
     FinishReason finish_reason() const { return finish_; }
 
   private:
-    void accept(int32_t token, StepOutput& out);
-    std::vector<TokenChoice> logprobs_of(int32_t token) const;
+    // raw_logits: the row the token came from, for logprobs (empty: none).
+    void accept(int32_t token, StepOutput& out, std::span<const float> raw_logits = {});
+    std::vector<TokenChoice> logprobs_of(int32_t token, std::span<const float> raw_logits) const;
 
     int64_t id_;
     Request request_;
@@ -58,7 +73,9 @@ class Sequence {
     StreamDecoder decoder_;
     StopChecker stop_;
     FinishReason finish_ = FinishReason::None;
-    std::vector<float> raw_logits_;  // copy before sampling, only when logprobs are requested
+    std::vector<float> raw_logits_;  // rows before sampling, only when logprobs are requested
+    spec::Draft draft_;
+    spec::AdaptiveLength draft_length_;
 };
 
 }  // namespace vela

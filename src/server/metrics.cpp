@@ -87,6 +87,18 @@ std::string ServerMetrics::render(const EngineStats& e) const {
            static_cast<double>(e.kv_blocks_cached));
     metric(out, "vela_prefix_cache_hit_rate", "gauge",
            "prompt tokens found in the prefix cache / tokens looked up", e.prefix_hit_rate());
+    metric(out, "vela_spec_draft_tokens_total", "counter",
+           "draft tokens verified (speculative decoding)",
+           static_cast<double>(e.spec_draft_tokens));
+    metric(out, "vela_spec_accepted_tokens_total", "counter", "draft tokens accepted",
+           static_cast<double>(e.spec_accepted_tokens));
+    metric(out, "vela_spec_verify_steps_total", "counter", "decode steps that verified a draft",
+           static_cast<double>(e.spec_verify_steps));
+    metric(out, "vela_spec_acceptance_rate", "gauge", "accepted / drafted tokens",
+           e.spec_acceptance_rate());
+    metric(out, "vela_spec_mean_accepted_length", "gauge",
+           "tokens a verifying step emits on average (accepted drafts + 1)",
+           e.spec_mean_accepted_length());
     ttft_.render(out, "vela_time_to_first_token_seconds", "time from arrival to the first token");
     itl_.render(out, "vela_inter_token_latency_seconds", "time between consecutive tokens");
     return out;

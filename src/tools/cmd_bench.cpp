@@ -1,10 +1,13 @@
 // `vela bench`: llama-bench style throughput. ppN: one N-token prompt through an empty cache;
 // tgN: N single-token decode steps from an empty cache. Mean and standard deviation over
-// repetitions, after one warm-up run of each test.
+// repetitions, after one warm-up run of each test. With --spec: tgN through the engine (greedy,
+// the prompt of -f or n-prompt random tokens, decode time only), without and with speculation,
+// with the acceptance counters.
 #include <fmt/format.h>
 
 #include <chrono>
 #include <cmath>
+#include <optional>
 #include <random>
 
 #include "engine/forward_driver.h"
@@ -19,6 +22,14 @@ struct Result {
     double mean = 0, stddev = 0;
 };
 
+Result summarize(const std::string& name, const std::vector<double>& rates) {
+    double mean = 0, var = 0;
+    for (double x : rates) mean += x / static_cast<double>(rates.size());
+    for (double x : rates)
+        var += (x - mean) * (x - mean) / static_cast<double>(std::max<size_t>(1, rates.size() - 1));
+    return {name, mean, std::sqrt(var)};
+}
+
 template <class F>
 Result measure(const std::string& name, int64_t n_tokens, int reps, F&& run_once) {
     run_once();  // warm-up: page faults, caches, thread wake-up
@@ -30,11 +41,55 @@ Result measure(const std::string& name, int64_t n_tokens, int reps, F&& run_once
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         rates.push_back(static_cast<double>(n_tokens) / s);
     }
-    double mean = 0, var = 0;
-    for (double x : rates) mean += x / static_cast<double>(rates.size());
-    for (double x : rates)
-        var += (x - mean) * (x - mean) / static_cast<double>(std::max<size_t>(1, rates.size() - 1));
-    return {name, mean, std::sqrt(var)};
+    return summarize(name, rates);
+}
+
+// Decode tokens per second of one greedy request through `engine` (prefill excluded).
+double engine_decode_rate(Engine& engine, const std::vector<int32_t>& prompt, int64_t n_gen) {
+    Request r;
+    r.prompt = prompt;
+    r.max_tokens = n_gen;
+    r.ignore_eos = true;
+    r.sampling.temperature = 0;
+    engine.add_request(r);
+    using Clock = std::chrono::steady_clock;
+    Clock::time_point t_first{};
+    int64_t n = 0;
+    while (engine.has_work()) {
+        for (const StepOutput& o : engine.step()) {
+            if (n == 0 && !o.tokens.empty()) t_first = Clock::now();
+            n += static_cast<int64_t>(o.tokens.size());
+        }
+    }
+    const double s = std::chrono::duration<double>(Clock::now() - t_first).count();
+    return static_cast<double>(n - 1) / s;
+}
+
+struct SpecResult {
+    Result off, on;
+    EngineStats stats;  // of the speculative runs
+};
+
+SpecResult bench_speculation(Runtime& rt, const BenchOptions& o,
+                             const std::vector<int32_t>& prompt) {
+    EngineConfig config = rt.engine_config(o.common);
+    config.n_ctx = static_cast<int64_t>(prompt.size()) + o.n_gen + 16;
+    std::unique_ptr<spec::Drafter> drafter = rt.make_drafter(o.spec, config);
+    Engine plain(*rt.model, *rt.tokenizer, *rt.backend, config);
+    Engine spec(*rt.model, *rt.tokenizer, *rt.backend, config, std::move(drafter));
+    // Warm-up runs first (page faults, and the prompt enters each engine's prefix cache).
+    engine_decode_rate(plain, prompt, o.n_gen);
+    engine_decode_rate(spec, prompt, o.n_gen);
+    std::vector<double> off, on;
+    for (int i = 0; i < o.repetitions; ++i) {
+        off.push_back(engine_decode_rate(plain, prompt, o.n_gen));
+        on.push_back(engine_decode_rate(spec, prompt, o.n_gen));
+    }
+    SpecResult r;
+    r.off = summarize(fmt::format("tg{} engine", o.n_gen), off);
+    r.on = summarize(fmt::format("tg{} engine --spec {}", o.n_gen, o.spec.method), on);
+    r.stats = spec.stats();
+    return r;
 }
 
 }  // namespace
@@ -60,6 +115,18 @@ int run_bench(const BenchOptions& o) {
             for (int64_t i = 0; i < o.n_gen; ++i) driver.extend(tok);
         }));
     }
+    std::optional<SpecResult> spec;
+    if (o.spec.method != "off" && o.n_gen > 1) {
+        std::vector<int32_t> spec_prompt = prompt;
+        if (!o.prompt_file.empty()) {
+            spec_prompt = rt.tokenizer->encode(read_text_file(o.prompt_file),
+                                               rt.tokenizer->add_bos_default(), true);
+        }
+        if (spec_prompt.empty()) spec_prompt.push_back(1);
+        spec = bench_speculation(rt, o, spec_prompt);
+        results.push_back(spec->off);
+        results.push_back(spec->on);
+    }
     const int threads = rt.pool->size();
     if (o.json) {
         fmt::print("[");
@@ -69,6 +136,14 @@ int run_bench(const BenchOptions& o) {
                 "{:.3f}}}",
                 i ? ", " : "", results[i].test, threads, results[i].mean, results[i].stddev);
         }
+        if (spec) {
+            fmt::print(", {{\"test\": \"speculation\", \"method\": \"{}\", \"drafted\": {}, "
+                       "\"accepted\": {}, \"acceptance_rate\": {:.4f}, \"mean_accepted_length\": "
+                       "{:.3f}, \"speedup\": {:.3f}}}",
+                       o.spec.method, spec->stats.spec_draft_tokens,
+                       spec->stats.spec_accepted_tokens, spec->stats.spec_acceptance_rate(),
+                       spec->stats.spec_mean_accepted_length(), spec->on.mean / spec->off.mean);
+        }
         fmt::print("]\n");
         return 0;
     }
@@ -77,6 +152,14 @@ int run_bench(const BenchOptions& o) {
     for (const Result& r : results) {
         fmt::print("| {} {}L/{} | {} | {} | {:.2f} ± {:.2f} |\n", hp.arch, hp.n_layers, hp.n_embd,
                    threads, r.test, r.mean, r.stddev);
+    }
+    if (spec) {
+        const EngineStats& st = spec->stats;
+        fmt::print("\nspeculation ({}, at most {} draft tokens): {} drafted, {} accepted, acceptance "
+                   "rate {:.1f}%, mean accepted length {:.2f}, decode speed-up {:.2f}x\n",
+                   o.spec.method, o.spec.max_tokens, st.spec_draft_tokens,
+                   st.spec_accepted_tokens, 100.0 * st.spec_acceptance_rate(),
+                   st.spec_mean_accepted_length(), spec->on.mean / spec->off.mean);
     }
     return 0;
 }

@@ -29,7 +29,9 @@ int run_generate(const GenerateOptions& o) {
     req.stop = o.sampling.stop;
     req.ignore_eos = o.sampling.ignore_eos;
 
-    Engine engine(*rt.model, *rt.tokenizer, *rt.backend, rt.engine_config(o.common));
+    EngineConfig config = rt.engine_config(o.common);
+    std::unique_ptr<spec::Drafter> drafter = rt.make_drafter(o.spec, config);
+    Engine engine(*rt.model, *rt.tokenizer, *rt.backend, config, std::move(drafter));
     using Clock = std::chrono::steady_clock;
     const auto t0 = Clock::now();
     engine.add_request(std::move(req));
@@ -55,6 +57,15 @@ int run_generate(const GenerateOptions& o) {
                  static_cast<long long>(n_prompt), prefill_s, n_prompt / prefill_s,
                  static_cast<long long>(n_generated),
                  n_generated > 1 ? (n_generated - 1) / decode_s : 0.0, finish_reason_name(reason));
+    const EngineStats s = engine.stats();
+    if (o.spec.method != "off") {
+        std::fprintf(stderr,
+                     "speculation (%s): %lld drafted, %lld accepted (%.1f%%), mean accepted "
+                     "length %.2f tokens per target step\n",
+                     o.spec.method.c_str(), static_cast<long long>(s.spec_draft_tokens),
+                     static_cast<long long>(s.spec_accepted_tokens),
+                     100.0 * s.spec_acceptance_rate(), s.spec_mean_accepted_length());
+    }
     return 0;
 }
 

@@ -56,7 +56,8 @@ int run_serve(const ServeOptions& o) {
     EngineConfig ec = rt.engine_config(o.common);
     ec.kv_blocks = o.kv_blocks;
     ec.scheduler.max_running = o.parallel;
-    Engine engine(*rt.model, *rt.tokenizer, *rt.backend, ec);
+    std::unique_ptr<spec::Drafter> drafter = rt.make_drafter(o.spec, ec);
+    Engine engine(*rt.model, *rt.tokenizer, *rt.backend, ec, std::move(drafter));
 
     server::ApiOptions api_options;
     api_options.api_key = resolve_api_key(o);

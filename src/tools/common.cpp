@@ -12,6 +12,8 @@
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "spec/draft_model_drafter.h"
+#include "spec/ngram_drafter.h"
 #include "tools/commands.h"
 
 namespace vela::cli {
@@ -93,6 +95,31 @@ EngineConfig Runtime::engine_config(const CommonOptions& o) const {
     c.scheduler.max_batched_tokens = o.batch_size;
     c.kv_format = kv_format;
     return c;
+}
+
+std::unique_ptr<spec::Drafter> Runtime::make_drafter(const SpecOptions& o, EngineConfig& config) {
+    if (o.method != "draft" && !o.draft_model.empty()) {
+        fail<InvalidArgument>("--draft-model is only used with --spec draft (got --spec {})",
+                              o.method);
+    }
+    config.speculation.max_tokens = o.max_tokens;
+    if (o.method == "off") return nullptr;
+    if (o.method == "ngram") return std::make_unique<spec::NgramDrafter>();
+    if (o.method != "draft") {
+        fail<InvalidArgument>("--spec must be off, ngram or draft, got '{}'", o.method);
+    }
+    if (o.draft_model.empty()) fail<InvalidArgument>("--spec draft needs --draft-model FILE");
+    if (!fs::exists(o.draft_model)) {
+        fail<InvalidArgument>("draft model file '{}' not found", o.draft_model);
+    }
+    draft_model = std::make_unique<Model>(o.draft_model);
+    prefault(draft_model->file());
+    draft_tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_gguf(draft_model->file()));
+    // The draft KV holds as many tokens as the model's own pool.
+    const int64_t kv_tokens =
+        config.kv_blocks > 0 ? config.kv_blocks * config.kv_block_size : config.n_ctx;
+    return std::make_unique<spec::DraftModelDrafter>(*draft_model, *draft_tokenizer, *backend,
+                                                     *model, *tokenizer, kv_tokens, kv_format);
 }
 
 std::string read_text_file(const std::string& path) {

@@ -9,6 +9,7 @@
 #include "engine/engine.h"
 #include "model/model.h"
 #include "sampling/sampler.h"
+#include "spec/drafter.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/options.h"
@@ -28,8 +29,16 @@ struct Runtime {
     std::unique_ptr<Backend> backend;
     KvFormat kv_format = KvFormat::F16;
 
+    // The draft model of --spec draft, loaded by make_drafter.
+    std::unique_ptr<Model> draft_model;
+    std::unique_ptr<Tokenizer> draft_tokenizer;
+
     static Runtime load(const CommonOptions& o);
     EngineConfig engine_config(const CommonOptions& o) const;
+    // The drafter --spec asks for (null when off), loading the draft model; sets the
+    // speculation part of `config`. InvalidArgument for inconsistent flags or a draft model
+    // whose vocabulary is not the model's.
+    std::unique_ptr<spec::Drafter> make_drafter(const SpecOptions& o, EngineConfig& config);
 };
 
 // Whole file as a string; vela::Error naming the path when it cannot be read.

@@ -55,6 +55,19 @@ void add_sampling_options(CLI::App& app, SamplingOptions& o) {
     app.add_flag("--ignore-eos", o.ignore_eos, "keep generating past end-of-generation tokens");
 }
 
+void add_spec_options(CLI::App& app, SpecOptions& o) {
+    app.add_option("--spec", o.method,
+                   "speculative decoding: off, ngram (prompt lookup) or draft (--draft-model)")
+        ->check(CLI::IsMember({"off", "ngram", "draft"}))
+        ->capture_default_str();
+    app.add_option("--draft-model", o.draft_model,
+                   "GGUF draft model for --spec draft (same vocabulary as the model)");
+    app.add_option("--spec-max-tokens,--draft-max", o.max_tokens,
+                   "draft tokens per sequence and step, at most")
+        ->check(CLI::Range(1, 64))
+        ->capture_default_str();
+}
+
 // A subcommand whose callback (run once CLI11 has parsed and checked its flags) makes `chosen`
 // run `run` on its options. The options live in the caller's frame for the whole parse.
 template <class Options>
@@ -70,6 +83,7 @@ void add_generate(CLI::App& app, GenerateOptions& o, std::function<int()>& chose
                                 &run_generate, chosen);
     add_common_options(*cmd, o.common);
     add_sampling_options(*cmd, o.sampling);
+    add_spec_options(*cmd, o.spec);
     cmd->add_option("-p,--prompt", o.prompt, "prompt text");
     cmd->add_option("-f,--file", o.prompt_file, "read the prompt from a file");
     cmd->add_flag("--chat", o.chat,
@@ -118,6 +132,9 @@ void add_bench(CLI::App& app, BenchOptions& o, std::function<int()>& chosen) {
         ->check(CLI::Range(1, 1000))
         ->capture_default_str();
     cmd->add_flag("--json", o.json, "print results as JSON");
+    add_spec_options(*cmd, o.spec);
+    cmd->add_option("-f,--file", o.prompt_file,
+                    "prompt text of the speculative test (default: n-prompt random tokens)");
 }
 
 // Flags follow llama-server where they overlap (--host, --port, -m, -t, -c, -np/--parallel,
@@ -128,6 +145,7 @@ void add_serve(CLI::App& app, ServeOptions& o, std::function<int()>& chosen) {
                                 "/v1/chat/completions, /v1/models, /health, /metrics)",
                                 o, &run_serve, chosen);
     add_common_options(*cmd, o.common);
+    add_spec_options(*cmd, o.spec);
     cmd->add_option("--host", o.http.host, "address to listen on")->capture_default_str();
     cmd->add_option("--port", o.http.port, "port (0: any free port)")
         ->check(CLI::Range(0, 65535))

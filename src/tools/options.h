@@ -20,6 +20,13 @@ struct CommonOptions {
     bool verbose = false;
 };
 
+// Speculative decoding (generate, bench, serve).
+struct SpecOptions {
+    std::string method = "off";  // off, ngram, draft
+    std::string draft_model;     // GGUF of the draft model (--spec draft)
+    int32_t max_tokens = 5;      // draft tokens per sequence and step, at most
+};
+
 struct SamplingOptions {
     SamplingParams params;
     int64_t max_tokens = 128;
@@ -30,6 +37,7 @@ struct SamplingOptions {
 struct GenerateOptions {
     CommonOptions common;
     SamplingOptions sampling;
+    SpecOptions spec;
     std::string prompt;
     std::string prompt_file;
     bool chat = false;
@@ -59,6 +67,8 @@ struct PerplexityOptions {
 
 struct BenchOptions {
     CommonOptions common;
+    SpecOptions spec;
+    std::string prompt_file;  // the speculative test's prompt (default: n_prompt random tokens)
     int64_t n_prompt = 512;
     int64_t n_gen = 128;
     int repetitions = 5;
@@ -67,6 +77,7 @@ struct BenchOptions {
 
 struct ServeOptions {
     CommonOptions common;
+    SpecOptions spec;
     server::HttpServerOptions http;  // --host, --port, --max-body, --max-connections
     std::string api_key;
     std::string api_key_file;

@@ -1,0 +1,25 @@
+#pragma once
+// Prompt lookup (n-gram) drafting, no model: find the most recent earlier occurrence of the
+// sequence's last n tokens (n from max_ngram down to min_ngram, the longest match wins) in its
+// prompt + output, and propose the tokens that followed it. Pays off when the output copies
+// from the input (editing code, quoting, summarising); proposes nothing otherwise, at a cost of
+// one scan of the sequence per step. Deterministic: q is one-hot.
+#include "spec/drafter.h"
+
+namespace vela::spec {
+
+class NgramDrafter final : public Drafter {
+  public:
+    explicit NgramDrafter(int32_t min_ngram = 1, int32_t max_ngram = 3);
+    const char* name() const override { return "ngram"; }
+    void propose(std::span<const DraftRequest> requests, std::vector<Draft>& drafts) override;
+
+    // The proposal for one token list (exposed for tests).
+    void propose_one(std::span<const int32_t> tokens, int32_t max_tokens, Draft& draft) const;
+
+  private:
+    int32_t min_ngram_;
+    int32_t max_ngram_;
+};
+
+}  // namespace vela::spec

@@ -1,0 +1,30 @@
+"""`vela serve --spec ngram`: greedy completions equal the default server's, and /metrics
+reports the speculation counters."""
+from conftest import launch, shutdown
+
+PROMPT = ("Repeat exactly: alpha beta gamma delta epsilon zeta eta theta. "
+          "Repeat exactly: alpha beta gamma delta")
+
+
+def test_ngram_speculation_keeps_greedy_output(server):
+    body = {"model": "vela", "prompt": PROMPT, "max_tokens": 32, "temperature": 0}
+    want = server.post("/v1/completions", body).json()["choices"][0]["text"]
+    spec = launch(["--spec", "ngram", "--spec-max-tokens", "4"])
+    try:
+        got = spec.post("/v1/completions", body).json()["choices"][0]["text"]
+        assert got == want
+        m = spec.wait_idle()
+        assert m["vela_spec_draft_tokens_total"] > 0
+        assert 0 <= m["vela_spec_accepted_tokens_total"] <= m["vela_spec_draft_tokens_total"]
+        assert m["vela_spec_mean_accepted_length"] >= 1
+    finally:
+        shutdown(spec)
+
+
+def test_spec_draft_without_model_is_refused():
+    import os
+    import subprocess
+    out = subprocess.run([os.environ["VELA_BIN"], "serve", "--spec", "draft"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "--spec draft needs --draft-model" in out.stderr
