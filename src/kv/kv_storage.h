@@ -18,13 +18,14 @@
 
 namespace vela {
 
-// Element formats of the stored K and V. Quantised formats (INT8/INT4/FP8, with per-block
-// scales) are added by the KV-compression work.
-enum class KvFormat { F32, F16, BF16 };
+// Formats of the stored K and V. Q8: int8 with an fp16 scale per 32 values of a row
+// (kv/kv_quant.h).
+enum class KvFormat { F32, F16, BF16, Q8 };
 
 std::string_view kv_format_name(KvFormat f);
-size_t kv_format_bytes(KvFormat f);  // bytes per element
-// "f32", "f16", "bf16" (as --kv-type spells them); InvalidArgument otherwise.
+// Bytes of one token's K (or V) row of one KV head, its scales included.
+size_t kv_row_bytes(KvFormat f, int64_t head_dim);
+// "f32", "f16", "bf16", "q8" (as --kv-type spells them); InvalidArgument otherwise.
 KvFormat parse_kv_format(std::string_view name);
 
 struct KvLayout {

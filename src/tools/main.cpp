@@ -26,8 +26,8 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
                                           "built in and a GPU is present)")
         ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
         ->capture_default_str();
-    app.add_option("--kv-type", o.kv_type, "KV cache element type: f32, f16 or bf16")
-        ->check(CLI::IsMember({"f32", "f16", "bf16"}))
+    app.add_option("--kv-type", o.kv_type, "KV cache element type: f32, f16, bf16 or q8")
+        ->check(CLI::IsMember({"f32", "f16", "bf16", "q8"}))
         ->capture_default_str();
     app.add_flag("-v,--verbose", o.verbose, "log more");
 }
