@@ -4,6 +4,8 @@
 #include <cstring>
 #include <type_traits>
 
+#include <fmt/format.h>
+
 #include "core/error.h"
 #include "kv/kv_dtype.h"
 
@@ -47,6 +49,11 @@ size_t kv_row_bytes(KvFormat f, int64_t head_dim) {
     return 0;
 }
 
+std::string kv_formats_name(KvFormats f) {
+    if (f.k == f.v) return std::string(kv_format_name(f.k));
+    return fmt::format("k {}, v {}", kv_format_name(f.k), kv_format_name(f.v));
+}
+
 KvFormat parse_kv_format(std::string_view name) {
     for (KvFormat f : {KvFormat::F32, KvFormat::F16, KvFormat::BF16, KvFormat::Q8}) {
         if (kv_format_name(f) == name) return f;
@@ -56,7 +63,9 @@ KvFormat parse_kv_format(std::string_view name) {
 
 size_t KvStorage::bytes_per_token() const {
     const KvLayout& l = layout();
-    return 2 * static_cast<size_t>(l.n_layers * l.n_kv_heads) * kv_row_bytes(format(), l.head_dim);
+    const KvFormats f = formats();
+    return static_cast<size_t>(l.n_layers * l.n_kv_heads) *
+           (kv_row_bytes(f.k, l.head_dim) + kv_row_bytes(f.v, l.head_dim));
 }
 
 KvSideView::KvSideView(const std::byte* data, KvFormat format, int64_t n_kv_heads,
@@ -75,11 +84,11 @@ void HostKvStorage::AlignedFree::operator()(std::byte* p) const {
     std::free(p);
 }
 
-HostKvStorage::HostKvStorage(const KvLayout& layout, KvFormat format)
-    : layout_((check_layout(layout), layout)), format_(format) {
+HostKvStorage::HostKvStorage(const KvLayout& layout, KvFormats formats)
+    : layout_((check_layout(layout), layout)), formats_(formats) {
     for (bool value : {false, true}) {
-        shape_[value] = KvSideView(nullptr, format, layout_.n_kv_heads, layout_.head_dim,
-                                   layout_.block_size);
+        shape_[value] = KvSideView(nullptr, value ? formats.v : formats.k, layout_.n_kv_heads,
+                                   layout_.head_dim, layout_.block_size);
     }
     storage_.reserve(static_cast<size_t>(2 * layout_.n_layers));
     for (int64_t i = 0; i < 2 * layout_.n_layers; ++i) {

@@ -53,13 +53,13 @@ struct KvLayerView {
 
 class HostKvStorage final : public KvStorage {
   public:
-    HostKvStorage(const KvLayout& layout, KvFormat format);
+    HostKvStorage(const KvLayout& layout, KvFormats formats);
     ~HostKvStorage() override;
     HostKvStorage(const HostKvStorage&) = delete;
     HostKvStorage& operator=(const HostKvStorage&) = delete;
 
     const KvLayout& layout() const override { return layout_; }
-    KvFormat format() const override { return format_; }
+    KvFormats formats() const override { return formats_; }
     Device device() const override { return Device::Cpu; }
     void apply(std::span<const BlockOp> ops) override;
 
@@ -75,7 +75,7 @@ class HostKvStorage final : public KvStorage {
     std::byte* host_ptr(int32_t slot);  // a host slot: [layer][K, V] of one block each
 
     KvLayout layout_;
-    KvFormat format_;
+    KvFormats formats_;
     KvSideView shape_[2];  // K and V without data: block sizes and offsets
     struct AlignedFree {
         void operator()(std::byte* p) const;

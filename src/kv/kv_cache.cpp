@@ -14,7 +14,7 @@ KvCache::KvCache(const KvCacheConfig& config, PrefixCache::HashFn hash)
     : BlockManager(BlockManagerConfig{config.block_size, config.num_blocks, config.prefix_caching},
                    hash, [this](const BlockOp& op) { storage_.apply({&op, 1}); }),
       config_(config),
-      storage_(kv_layout(config), config.format) {}
+      storage_(kv_layout(config), config.formats) {}
 
 void KvCache::write(int64_t layer, std::span<const int64_t> slots, const float* k,
                     const float* v) {

@@ -18,7 +18,7 @@ struct KvCacheConfig {
     int64_t head_dim = 0;
     int64_t block_size = 16;  // tokens per block, any >= 1
     int64_t num_blocks = 0;
-    KvFormat format = KvFormat::F16;
+    KvFormats formats = KvFormat::F16;
     bool prefix_caching = false;
 };
 

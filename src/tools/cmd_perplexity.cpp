@@ -26,7 +26,7 @@ int run_perplexity(const PerplexityOptions& o) {
                               tokens.size(), n_ctx);
     }
     fmt::print(stderr, "perplexity: {} tokens, {} chunks of {}\n", tokens.size(), n_chunks, n_ctx);
-    vela::ForwardDriver driver(*rt.model, *rt.backend, n_ctx, o.common.batch_size, rt.kv_format);
+    vela::ForwardDriver driver(*rt.model, *rt.backend, n_ctx, o.common.batch_size, rt.kv_formats);
     const int64_t first = n_ctx / 2;
     double nll = 0;
     int64_t count = 0;

@@ -26,7 +26,7 @@ struct Runtime {
     std::unique_ptr<Tokenizer> tokenizer;
     std::unique_ptr<ThreadPool> pool;
     std::unique_ptr<Backend> backend;
-    KvFormat kv_format = KvFormat::F16;
+    KvFormats kv_formats = KvFormat::F16;
 
     static Runtime load(const CommonOptions& o);
     EngineConfig engine_config(const CommonOptions& o) const;

@@ -26,9 +26,14 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
                                           "built in and a GPU is present)")
         ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
         ->capture_default_str();
-    app.add_option("--kv-type", o.kv_type, "KV cache element type: f32, f16, bf16 or q8")
-        ->check(CLI::IsMember({"f32", "f16", "bf16", "q8"}))
+    const auto kv_types = CLI::IsMember({"f32", "f16", "bf16", "q8"});
+    app.add_option("--kv-type", o.kv_type, "KV cache format of K and V: f32, f16, bf16 or q8")
+        ->check(kv_types)
         ->capture_default_str();
+    app.add_option("--kv-type-k", o.kv_type_k, "KV cache format of K (default: --kv-type)")
+        ->check(kv_types);
+    app.add_option("--kv-type-v", o.kv_type_v, "KV cache format of V (default: --kv-type)")
+        ->check(kv_types);
     app.add_flag("-v,--verbose", o.verbose, "log more");
 }
 

@@ -81,7 +81,7 @@ class EngineServing : public ::testing::Test {
             EngineConfig c;
             c.prefix_caching = false;
             c.n_ctx = 256;  // a small pool: creating the engine zeroes it
-            c.kv_format = format;
+            c.kv_formats = format;
             for (const Tokens& p : prompts_) {
                 Engine e(*model_, *tokenizer_, *backend_, c);
                 out.push_back(run(e, {p})[0]);
@@ -183,7 +183,7 @@ TEST_F(EngineServing, QuantisedKvKeepsOutputsIdenticalToAlone) {
         const std::string what(kv_format_name(format));
         const std::vector<Tokens>& want = alone(format);
         EngineConfig c;
-        c.kv_format = format;
+        c.kv_formats = format;
         c.n_ctx = 1024;
         c.scheduler.max_batched_tokens = 96;
         c.scheduler.max_running = 20;
