@@ -114,6 +114,9 @@ void add_bench(CLI::App& app, BenchOptions& o, std::function<int()>& chosen) {
         ->capture_default_str();
     cmd->add_option("-n,--n-gen", o.n_gen, "generated tokens for the tg test (0 skips)")
         ->capture_default_str();
+    cmd->add_option("-d,--depth", o.depth, "tokens already in the cache when the tg test starts")
+        ->check(CLI::Range(int64_t{0}, int64_t{1} << 22))
+        ->capture_default_str();
     cmd->add_option("-r,--repetitions", o.repetitions, "repetitions")
         ->check(CLI::Range(1, 1000))
         ->capture_default_str();

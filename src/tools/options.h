@@ -62,6 +62,7 @@ struct BenchOptions {
     CommonOptions common;
     int64_t n_prompt = 512;
     int64_t n_gen = 128;
+    int64_t depth = 0;  // tokens in the cache before the tg test
     int repetitions = 5;
     bool json = false;
 };
