@@ -23,7 +23,7 @@ struct Setup {
     std::vector<AttentionSeq> seqs;
 
     Setup(int64_t n_seqs, int64_t ctx, int64_t q_len)
-        : kv({1, kKvHeads, kDim, kBlock, n_seqs * ((ctx + kBlock - 1) / kBlock), DType::F16}) {
+        : kv({1, kKvHeads, kDim, kBlock, n_seqs * ((ctx + kBlock - 1) / kBlock), KvFormat::F16}) {
         std::mt19937 rng(1);
         std::normal_distribution<float> dist;
         std::vector<float> rows(static_cast<size_t>(ctx * kKvHeads * kDim));

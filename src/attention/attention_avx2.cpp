@@ -15,6 +15,7 @@
 #include "attention/attention_work.h"
 #include "core/fp16.h"
 #include "kv/kv_dtype.h"
+#include "kv/kv_quant.h"
 
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
@@ -54,6 +55,12 @@ __m256 exp_nonpositive(__m256 x) {
     const __m256i e =
         _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// Eight int8 values widened to float in registers.
+__m256 load_i8x8(const int8_t* p) {
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
 }
 
 struct Avx2Ops {
@@ -123,6 +130,69 @@ struct Avx2Ops {
         }
         for (; d < hd; ++d) {
             for (int64_t j = 0; j < n; ++j) acc[d] += w[j] * rows[j][d];
+        }
+    }
+    // out[j] = q . rows[j] dequantised: each group's partial dot is scaled once.
+    static void dot_rows_q8(const float* q, const int8_t* const* rows, const float* scales,
+                            int64_t n, int64_t hd, float* out) {
+        const int64_t groups = q8_groups(hd);
+        for (int64_t j = 0; j < n; ++j) {
+            const int8_t* r = rows[j];
+            const float* sc = scales + j * groups;
+            __m256 total = _mm256_setzero_ps();
+            float tail = 0.0f;
+            for (int64_t g = 0; g < groups; ++g) {
+                const int64_t end = std::min(hd, (g + 1) * kQ8Group);
+                __m256 part = _mm256_setzero_ps();
+                int64_t d = g * kQ8Group;
+                for (; d + 8 <= end; d += 8) {
+                    part = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), load_i8x8(r + d), part);
+                }
+                total = _mm256_fmadd_ps(part, _mm256_set1_ps(sc[g]), total);
+                float part_tail = 0.0f;
+                for (; d < end; ++d) part_tail += q[d] * static_cast<float>(r[d]);
+                tail += sc[g] * part_tail;
+            }
+            out[j] = hsum(total) + tail;
+        }
+    }
+    // acc += sum_j w[j] * rows[j] dequantised: 32 columns (one scale group) in registers, the
+    // group's scale folded into each row's weight.
+    static void accumulate_q8(const float* w, const int8_t* const* rows, const float* scales,
+                              int64_t n, float* acc, int64_t hd) {
+        const int64_t groups = q8_groups(hd);
+        int64_t d = 0;
+        for (; d + 32 <= hd; d += 32) {
+            const int64_t g = d / kQ8Group;
+            __m256 c0 = _mm256_loadu_ps(acc + d), c1 = _mm256_loadu_ps(acc + d + 8);
+            __m256 c2 = _mm256_loadu_ps(acc + d + 16), c3 = _mm256_loadu_ps(acc + d + 24);
+            for (int64_t j = 0; j < n; ++j) {
+                const __m256 wj = _mm256_set1_ps(w[j] * scales[j * groups + g]);
+                const int8_t* r = rows[j] + d;
+                c0 = _mm256_fmadd_ps(wj, load_i8x8(r), c0);
+                c1 = _mm256_fmadd_ps(wj, load_i8x8(r + 8), c1);
+                c2 = _mm256_fmadd_ps(wj, load_i8x8(r + 16), c2);
+                c3 = _mm256_fmadd_ps(wj, load_i8x8(r + 24), c3);
+            }
+            _mm256_storeu_ps(acc + d, c0);
+            _mm256_storeu_ps(acc + d + 8, c1);
+            _mm256_storeu_ps(acc + d + 16, c2);
+            _mm256_storeu_ps(acc + d + 24, c3);
+        }
+        for (; d + 8 <= hd; d += 8) {
+            const int64_t g = d / kQ8Group;
+            __m256 c = _mm256_loadu_ps(acc + d);
+            for (int64_t j = 0; j < n; ++j) {
+                const __m256 wj = _mm256_set1_ps(w[j] * scales[j * groups + g]);
+                c = _mm256_fmadd_ps(wj, load_i8x8(rows[j] + d), c);
+            }
+            _mm256_storeu_ps(acc + d, c);
+        }
+        for (; d < hd; ++d) {
+            const int64_t g = d / kQ8Group;
+            for (int64_t j = 0; j < n; ++j) {
+                acc[d] += w[j] * scales[j * groups + g] * static_cast<float>(rows[j][d]);
+            }
         }
     }
     static void scale(float* y, float a, int64_t n) {

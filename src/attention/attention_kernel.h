@@ -1,6 +1,8 @@
 #pragma once
 // Internal: the tiled online-softmax kernel, written once against an `Ops` policy of vector
-// primitives (row dots, weighted row sums, scale, exp-and-sum, F16 decode). attention_scalar.cpp
+// primitives (row dots, weighted row sums, scale, exp-and-sum, F16 decode, and the int8 dots
+// and sums that dequantise Q8 rows in registers). K and V formats are independent template
+// arguments, chosen at one dispatch point (run_attention). attention_scalar.cpp
 // and attention_avx2.cpp each instantiate it; the AVX2 file compiles it under a target pragma, so
 // everything here has internal linkage: the linker must never merge an AVX2 copy into the
 // scalar path.
@@ -15,83 +17,105 @@
 
 #include "attention/attention_work.h"
 #include "kv/kv_dtype.h"
+#include "kv/kv_quant.h"
 
 namespace vela::attention_detail {
 namespace {
 
+// One tile of K or V rows of one KV head. Float formats: `rows` point at float rows (F32 in the
+// cache, F16/BF16 decoded once per tile into `decoded` for the whole GQA group). Q8: `q8` points
+// at the int8 rows in the cache and `scales` holds their group scales as float; the Ops
+// dequantise in registers.
+struct SideTile {
+    std::vector<float> decoded, scales;
+    std::vector<const float*> rows;
+    std::vector<const int8_t*> q8;
+
+    explicit SideTile(int64_t head_dim)
+        : decoded(static_cast<size_t>(kKeyTile * head_dim)),
+          scales(static_cast<size_t>(kKeyTile * q8_groups(head_dim))),
+          rows(kKeyTile),
+          q8(kKeyTile) {}
+};
+
 struct TileScratch {
-    std::vector<float> scores, acc, max, sum, k_tile, v_tile;
-    std::vector<const float*> k_rows, v_rows;
+    std::vector<float> scores, acc, max, sum;
+    SideTile k, v;
 
     TileScratch(int64_t vectors, int64_t head_dim)
         : scores(kKeyTile),
           acc(static_cast<size_t>(vectors * head_dim)),
           max(static_cast<size_t>(vectors)),
           sum(static_cast<size_t>(vectors)),
-          k_tile(static_cast<size_t>(kKeyTile * head_dim)),
-          v_tile(static_cast<size_t>(kKeyTile * head_dim)),
-          k_rows(kKeyTile),
-          v_rows(kKeyTile) {}
+          k(head_dim),
+          v(head_dim) {}
 };
 
-// Points k_rows/v_rows at the float rows of keys [first, first + n) of one KV head, following
-// the block table; F16 and BF16 rows are decoded once into the scratch tile for the whole group.
+// Loads the rows of keys [first, first + n) of one KV head of one side, following the block
+// table.
 template <class Ops, class T>
-void load_tile(const PagedAttentionParams& p, const AttentionSeq& seq, int64_t kv_head,
-               int64_t first, int64_t n, TileScratch& s) {
-    const int64_t bs = p.block_size, hd = p.head_dim;
-    const T* k = static_cast<const T*>(p.kv.k);
-    const T* v = static_cast<const T*>(p.kv.v);
+void load_side(const KvSideView& side, const AttentionSeq& seq, int64_t kv_head, int64_t first,
+               int64_t n, SideTile& t) {
+    const int64_t bs = side.block_size, hd = side.head_dim, groups = q8_groups(hd);
     for (int64_t j = 0; j < n; ++j) {
         const int64_t pos = first + j;
         const int64_t block = seq.block_table[pos / bs];
-        const int64_t off = ((block * p.n_kv_heads + kv_head) * bs + pos % bs) * hd;
+        const std::byte* row = side.row(block, kv_head, pos % bs);
         if constexpr (std::is_same_v<T, float>) {
-            s.k_rows[j] = k + off;
-            s.v_rows[j] = v + off;
+            t.rows[j] = reinterpret_cast<const float*>(row);
+        } else if constexpr (std::is_same_v<T, KvQ8>) {
+            t.q8[j] = reinterpret_cast<const int8_t*>(row);
+            Ops::f16_to_f32(side.q8_scales(block, kv_head, pos % bs), &t.scales[j * groups],
+                            groups);
         } else {
-            float* kd = s.k_tile.data() + j * hd;
-            float* vd = s.v_tile.data() + j * hd;
-            const auto* kb = reinterpret_cast<const uint16_t*>(k + off);
-            const auto* vb = reinterpret_cast<const uint16_t*>(v + off);
+            float* decoded = t.decoded.data() + j * hd;
+            const auto* bits = reinterpret_cast<const uint16_t*>(row);
             if constexpr (std::is_same_v<T, KvF16>) {
-                Ops::f16_to_f32(kb, kd, hd);
-                Ops::f16_to_f32(vb, vd, hd);
+                Ops::f16_to_f32(bits, decoded, hd);
             } else {
                 static_assert(std::is_same_v<T, KvBF16>);
-                Ops::bf16_to_f32(kb, kd, hd);
-                Ops::bf16_to_f32(vb, vd, hd);
+                Ops::bf16_to_f32(bits, decoded, hd);
             }
-            s.k_rows[j] = kd;
-            s.v_rows[j] = vd;
+            t.rows[j] = decoded;
         }
     }
 }
 
 // Folds tile keys [lo, hi] into one query vector's running (max, sum, acc).
-template <class Ops>
+template <class Ops, class TK, class TV>
 void fold_keys(const float* q, TileScratch& s, int64_t lo, int64_t hi, float scale, int64_t hd,
                float* acc, float& max, float& sum) {
     float* scores = s.scores.data();
+    const int64_t n = hi - lo + 1, groups = q8_groups(hd);
     float tile_max = -std::numeric_limits<float>::infinity();
-    Ops::dot_rows(q, s.k_rows.data() + lo, hi - lo + 1, hd, scores + lo);
+    if constexpr (std::is_same_v<TK, KvQ8>) {
+        Ops::dot_rows_q8(q, s.k.q8.data() + lo, s.k.scales.data() + lo * groups, n, hd,
+                         scores + lo);
+    } else {
+        Ops::dot_rows(q, s.k.rows.data() + lo, n, hd, scores + lo);
+    }
     for (int64_t j = lo; j <= hi; ++j) {
         scores[j] *= scale;
         tile_max = std::max(tile_max, scores[j]);
     }
     const float new_max = std::max(max, tile_max);
     const float correction = std::exp(max - new_max);  // 0 on the first tile (max = -inf)
-    const float tile_sum = Ops::exp_shift_sum(scores + lo, hi - lo + 1, new_max);
+    const float tile_sum = Ops::exp_shift_sum(scores + lo, n, new_max);
     sum = sum * correction + tile_sum;
     Ops::scale(acc, correction, hd);
-    Ops::accumulate(scores + lo, s.v_rows.data() + lo, hi - lo + 1, acc, hd);
+    if constexpr (std::is_same_v<TV, KvQ8>) {
+        Ops::accumulate_q8(scores + lo, s.v.q8.data() + lo, s.v.scales.data() + lo * groups, n,
+                           acc, hd);
+    } else {
+        Ops::accumulate(scores + lo, s.v.rows.data() + lo, n, acc, hd);
+    }
     max = new_max;
 }
 
 // One work item: query rows [row_begin, row_end) x the heads of one KV group. Key tiles sit on
 // a fixed grid (multiples of kKeyTile from position 0) and each query vector only folds its own
 // valid keys, so its result does not depend on which other rows share the work item.
-template <class Ops, class T>
+template <class Ops, class TK, class TV>
 void attend(const PagedAttentionParams& p, const AttentionWork& w, TileScratch& s) {
     const AttentionSeq& seq = p.seqs[static_cast<size_t>(w.seq)];
     const int64_t group = p.n_heads / p.n_kv_heads, hd = p.head_dim;
@@ -106,7 +130,8 @@ void attend(const PagedAttentionParams& p, const AttentionWork& w, TileScratch& 
         p.window > 0 ? std::max<int64_t>(0, pos0 + w.row_begin - p.window + 1) : 0;
     for (int64_t t0 = first_key / kKeyTile * kKeyTile; t0 <= last_key; t0 += kKeyTile) {
         const int64_t n = std::min(kKeyTile, last_key + 1 - t0);
-        load_tile<Ops, T>(p, seq, w.kv_head, t0, n, s);
+        load_side<Ops, TK>(p.kv.k, seq, w.kv_head, t0, n, s.k);
+        load_side<Ops, TV>(p.kv.v, seq, w.kv_head, t0, n, s.v);
         for (int64_t m = 0; m < vectors; ++m) {
             const int64_t row = w.row_begin + m / group;
             const int64_t pos = pos0 + row;
@@ -115,7 +140,7 @@ void attend(const PagedAttentionParams& p, const AttentionWork& w, TileScratch& 
             if (lo > hi) continue;
             const float* q =
                 p.q + ((seq.q_begin + row) * p.n_heads + w.kv_head * group + m % group) * hd;
-            fold_keys<Ops>(q, s, lo, hi, p.scale, hd, &s.acc[m * hd], s.max[m], s.sum[m]);
+            fold_keys<Ops, TK, TV>(q, s, lo, hi, p.scale, hd, &s.acc[m * hd], s.max[m], s.sum[m]);
         }
     }
     for (int64_t m = 0; m < vectors; ++m) {
@@ -126,7 +151,7 @@ void attend(const PagedAttentionParams& p, const AttentionWork& w, TileScratch& 
     }
 }
 
-template <class Ops, class T>
+template <class Ops, class TK, class TV>
 void run_typed(const PagedAttentionParams& p, std::span<const AttentionWork> work,
                ThreadPool& pool) {
     const int64_t group = p.n_heads / p.n_kv_heads;
@@ -139,7 +164,7 @@ void run_typed(const PagedAttentionParams& p, std::span<const AttentionWork> wor
         std::optional<TileScratch> scratch;
         for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < work.size();) {
             if (!scratch) scratch.emplace(max_vectors, p.head_dim);
-            attend<Ops, T>(p, work[i], *scratch);
+            attend<Ops, TK, TV>(p, work[i], *scratch);
         }
     });
 }
@@ -147,7 +172,11 @@ void run_typed(const PagedAttentionParams& p, std::span<const AttentionWork> wor
 template <class Ops>
 void run_attention(const PagedAttentionParams& p, std::span<const AttentionWork> work,
                    ThreadPool& pool) {
-    visit_kv_dtype(p.kv.dtype, [&](auto tag) { run_typed<Ops, decltype(tag)>(p, work, pool); });
+    visit_kv_format(p.kv.k.format, [&](auto tk) {
+        visit_kv_format(p.kv.v.format, [&](auto tv) {
+            run_typed<Ops, decltype(tk), decltype(tv)>(p, work, pool);
+        });
+    });
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
 // Portable path: plain loops (the compiler may vectorise what it can prove safe).
+#include <algorithm>
 #include <cmath>
 
 #include "attention/attention_kernel.h"
@@ -22,6 +23,32 @@ struct ScalarOps {
                            int64_t hd) {
         for (int64_t j = 0; j < n; ++j) {
             for (int64_t d = 0; d < hd; ++d) acc[d] += w[j] * rows[j][d];
+        }
+    }
+    // out[j] = q . (rows[j] dequantised with scales[j * groups ...]): one multiply per group.
+    static void dot_rows_q8(const float* q, const int8_t* const* rows, const float* scales,
+                            int64_t n, int64_t hd, float* out) {
+        const int64_t groups = q8_groups(hd);
+        for (int64_t j = 0; j < n; ++j) {
+            float s = 0.0f;
+            for (int64_t g = 0; g < groups; ++g) {
+                float part = 0.0f;
+                for (int64_t d = g * kQ8Group; d < std::min(hd, (g + 1) * kQ8Group); ++d) {
+                    part += q[d] * static_cast<float>(rows[j][d]);
+                }
+                s += scales[j * groups + g] * part;
+            }
+            out[j] = s;
+        }
+    }
+    // acc += sum_j w[j] * rows[j] dequantised: the scale folds into the row's weight.
+    static void accumulate_q8(const float* w, const int8_t* const* rows, const float* scales,
+                              int64_t n, float* acc, int64_t hd) {
+        const int64_t groups = q8_groups(hd);
+        for (int64_t j = 0; j < n; ++j) {
+            for (int64_t d = 0; d < hd; ++d) {
+                acc[d] += w[j] * scales[j * groups + d / kQ8Group] * static_cast<float>(rows[j][d]);
+            }
         }
     }
     static void scale(float* y, float a, int64_t n) {

@@ -19,7 +19,7 @@ void check_params(const PagedAttentionParams& p) {
         fail<InvalidArgument>("attention: bad head_dim {} / block_size {} / window {}", p.head_dim,
                               p.block_size, p.window);
     }
-    if (p.kv.k == nullptr || p.kv.v == nullptr || p.q == nullptr || p.out == nullptr) {
+    if (p.kv.k.data == nullptr || p.kv.v.data == nullptr || p.q == nullptr || p.out == nullptr) {
         fail<InvalidArgument>("attention: null q, out or KV pointer");
     }
     const KvLayerView& kv = p.kv;

@@ -45,7 +45,7 @@ class Backend {
     virtual void load_weights(ModelWeights& weights) = 0;
     // The KV pool in this backend's memory.
     virtual std::unique_ptr<KvStorage> make_kv_storage(const KvLayout& layout,
-                                                       KvFormat format) = 0;
+                                                       KvFormats formats) = 0;
 
     // --- one step ---
     // Takes the batch's metadata for the ops below; the batch must outlive the step.

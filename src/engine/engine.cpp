@@ -61,7 +61,7 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, Engin
     }
     kv_ = std::make_unique<BlockManager>(block_config(config_));
     storage_ = backend_.make_kv_storage(
-        model.kv_layout(config_.kv_block_size, kv_->num_total_blocks()), config_.kv_format);
+        model.kv_layout(config_.kv_block_size, kv_->num_total_blocks()), config_.kv_formats);
 }
 
 Engine::~Engine() = default;
@@ -130,6 +130,7 @@ EngineStats Engine::stats() const {
     s.running = static_cast<int64_t>(scheduler_.n_running());
     s.waiting = static_cast<int64_t>(scheduler_.n_waiting());
     s.kv_blocks_total = kv_->num_total_blocks();
+    s.kv_bytes_per_token = static_cast<int64_t>(storage_->bytes_per_token());
     s.kv_blocks_used = kv_->num_used_blocks();
     s.kv_blocks_cached = p.cached_blocks;
     s.kv_blocks_swapped = kv_->num_swapped_blocks();

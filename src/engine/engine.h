@@ -32,7 +32,7 @@ struct EngineConfig {
     int64_t n_ctx = 4096;  // max tokens of one sequence (prompt + generated)
     int64_t kv_block_size = 16;
     int64_t kv_blocks = 0;  // 0: enough for one full context
-    KvFormat kv_format = KvFormat::F16;
+    KvFormats kv_formats = KvFormat::F16;
     // Reuse the KV of full blocks whose tokens (and all tokens before them) were computed
     // before, by this or an earlier request; see kv/prefix_cache.h.
     bool prefix_caching = true;
@@ -62,6 +62,7 @@ struct EngineStats {
     int64_t kv_blocks_used = 0;     // referenced by a sequence (or retained for chat)
     int64_t kv_blocks_cached = 0;   // in the prefix cache, used or not
     int64_t kv_blocks_swapped = 0;  // copies in host memory
+    int64_t kv_bytes_per_token = 0;  // K and V of one token over all layers, scales included
 
     double prefix_hit_rate() const {
         return prefix_query_tokens > 0 ? static_cast<double>(prefix_hit_tokens) /

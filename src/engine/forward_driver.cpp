@@ -16,13 +16,13 @@ BlockManagerConfig config_for(int64_t n_ctx) {
 }  // namespace
 
 ForwardDriver::ForwardDriver(Model& model, Backend& backend, int64_t n_ctx, int64_t batch_size,
-                             KvFormat kv_format)
+                             KvFormats kv_formats)
     : model_(model),
       backend_(backend),
       batch_size_(batch_size),
       blocks_(config_for(n_ctx)),
       storage_(backend.make_kv_storage(model.kv_layout(kBlockSize, blocks_.num_total_blocks()),
-                                       kv_format)) {
+                                       kv_formats)) {
     blocks_.add_sequence(kSeq);
 }
 

@@ -15,7 +15,7 @@ namespace vela {
 class ForwardDriver {
   public:
     ForwardDriver(Model& model, Backend& backend, int64_t n_ctx, int64_t batch_size,
-                  KvFormat kv_format = KvFormat::F16);
+                  KvFormats kv_formats = KvFormat::F16);
 
     // Clears the cache, then evaluates `tokens`; returns the logits of every row (all_logits)
     // or of the last row only.

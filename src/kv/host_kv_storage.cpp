@@ -2,6 +2,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "kv/kv_dtype.h"
@@ -30,46 +33,67 @@ std::string_view kv_format_name(KvFormat f) {
         case KvFormat::F32: return "f32";
         case KvFormat::F16: return "f16";
         case KvFormat::BF16: return "bf16";
+        case KvFormat::Q8: return "q8";
     }
     return "?";
 }
 
-size_t kv_format_bytes(KvFormat f) {
-    return f == KvFormat::F32 ? 4 : 2;
+size_t kv_row_bytes(KvFormat f, int64_t head_dim) {
+    const auto hd = static_cast<size_t>(head_dim);
+    switch (f) {
+        case KvFormat::F32: return 4 * hd;
+        case KvFormat::F16:
+        case KvFormat::BF16: return 2 * hd;
+        case KvFormat::Q8: return hd + 2 * static_cast<size_t>(q8_groups(head_dim));
+    }
+    return 0;
+}
+
+std::string kv_formats_name(KvFormats f) {
+    if (f.k == f.v) return std::string(kv_format_name(f.k));
+    return fmt::format("k {}, v {}", kv_format_name(f.k), kv_format_name(f.v));
 }
 
 KvFormat parse_kv_format(std::string_view name) {
-    for (KvFormat f : {KvFormat::F32, KvFormat::F16, KvFormat::BF16}) {
+    for (KvFormat f : {KvFormat::F32, KvFormat::F16, KvFormat::BF16, KvFormat::Q8}) {
         if (kv_format_name(f) == name) return f;
     }
-    fail<InvalidArgument>("unknown KV format '{}' (f32, f16 or bf16)", name);
+    fail<InvalidArgument>("unknown KV format '{}' (f32, f16, bf16 or q8)", name);
 }
 
 size_t KvStorage::bytes_per_token() const {
     const KvLayout& l = layout();
-    return 2 * static_cast<size_t>(l.n_layers * l.n_kv_heads * l.head_dim) *
-           kv_format_bytes(format());
+    const KvFormats f = formats();
+    return static_cast<size_t>(l.n_layers * l.n_kv_heads) *
+           (kv_row_bytes(f.k, l.head_dim) + kv_row_bytes(f.v, l.head_dim));
 }
 
-DType kv_format_dtype(KvFormat f) {
-    switch (f) {
-        case KvFormat::F32: return DType::F32;
-        case KvFormat::F16: return DType::F16;
-        case KvFormat::BF16: return DType::BF16;
-    }
-    return DType::F32;
+KvSideView::KvSideView(const std::byte* data, KvFormat format, int64_t n_kv_heads,
+                       int64_t head_dim, int64_t block_size)
+    : data(data), format(format), n_kv_heads(n_kv_heads), head_dim(head_dim),
+      block_size(block_size) {
+    const auto rows = static_cast<size_t>(n_kv_heads * block_size);
+    const bool q8 = format == KvFormat::Q8;
+    scale_bytes = q8 ? rows * 2 * static_cast<size_t>(q8_groups(head_dim)) : 0;
+    row_bytes = q8 ? static_cast<size_t>(head_dim) : kv_row_bytes(format, head_dim);
+    // Whole 4-byte units keep every block's scales aligned.
+    block_bytes = (scale_bytes + rows * row_bytes + 3) / 4 * 4;
 }
 
 void HostKvStorage::AlignedFree::operator()(std::byte* p) const {
     std::free(p);
 }
 
-HostKvStorage::HostKvStorage(const KvLayout& layout, KvFormat format)
-    : layout_((check_layout(layout), layout)), format_(format), dtype_(kv_format_dtype(format)) {
-    const size_t bytes = block_bytes() * static_cast<size_t>(layout_.num_blocks);
-    const size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
+HostKvStorage::HostKvStorage(const KvLayout& layout, KvFormats formats)
+    : layout_((check_layout(layout), layout)), formats_(formats) {
+    for (bool value : {false, true}) {
+        shape_[value] = KvSideView(nullptr, value ? formats.v : formats.k, layout_.n_kv_heads,
+                                   layout_.head_dim, layout_.block_size);
+    }
     storage_.reserve(static_cast<size_t>(2 * layout_.n_layers));
     for (int64_t i = 0; i < 2 * layout_.n_layers; ++i) {
+        const size_t bytes = shape_[i % 2].block_bytes * static_cast<size_t>(layout_.num_blocks);
+        const size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
         auto* p = static_cast<std::byte*>(std::aligned_alloc(kAlign, rounded));
         if (p == nullptr) fail<ResourceExhausted>("cannot allocate {} bytes of KV cache", rounded);
         // Zeroed so that reading a never-written slot gives 0, not garbage (or a NaN pattern).
@@ -80,31 +104,33 @@ HostKvStorage::HostKvStorage(const KvLayout& layout, KvFormat format)
 
 HostKvStorage::~HostKvStorage() = default;
 
-size_t HostKvStorage::block_bytes() const {
-    return static_cast<size_t>(layout_.n_kv_heads * layout_.block_size * layout_.head_dim) *
-           kv_format_bytes(format_);
+KvSideView HostKvStorage::side(int64_t layer, bool value) const {
+    KvSideView s = shape_[value];
+    s.data = storage_[static_cast<size_t>(2 * layer + (value ? 1 : 0))].get();
+    return s;
 }
 
 std::byte* HostKvStorage::block_ptr(int64_t layer, bool value, int32_t block) const {
     return storage_[static_cast<size_t>(2 * layer + (value ? 1 : 0))].get() +
-           block_bytes() * static_cast<size_t>(block);
+           shape_[value].block_bytes * static_cast<size_t>(block);
 }
 
 std::byte* HostKvStorage::host_ptr(int32_t slot) {
-    const size_t per_slot = block_bytes() * 2 * static_cast<size_t>(layout_.n_layers);
+    const size_t per_slot =
+        (shape_[0].block_bytes + shape_[1].block_bytes) * static_cast<size_t>(layout_.n_layers);
     const size_t end = per_slot * (static_cast<size_t>(slot) + 1);
     if (host_.size() < end) host_.resize(end);
     return host_.data() + per_slot * static_cast<size_t>(slot);
 }
 
 void HostKvStorage::apply(std::span<const BlockOp> ops) {
-    const size_t bb = block_bytes();
     for (const BlockOp& op : ops) {
         VELA_ASSERT(op.src >= 0 && op.dst >= 0);
         if (op.kind == BlockOp::Kind::Copy) {
             for (int64_t l = 0; l < layout_.n_layers; ++l) {
                 for (bool value : {false, true}) {
-                    std::memcpy(block_ptr(l, value, op.dst), block_ptr(l, value, op.src), bb);
+                    std::memcpy(block_ptr(l, value, op.dst), block_ptr(l, value, op.src),
+                                shape_[value].block_bytes);
                 }
             }
             continue;
@@ -115,6 +141,7 @@ void HostKvStorage::apply(std::span<const BlockOp> ops) {
         for (int64_t l = 0; l < layout_.n_layers; ++l) {
             for (bool value : {false, true}) {
                 std::byte* dev = block_ptr(l, value, block);
+                const size_t bb = shape_[value].block_bytes;
                 if (out) {
                     std::memcpy(host, dev, bb);
                 } else {
@@ -130,30 +157,38 @@ KvLayerView HostKvStorage::layer(int64_t layer) const {
     if (layer < 0 || layer >= layout_.n_layers) {
         fail<InvalidArgument>("KV layer {} out of range [0, {})", layer, layout_.n_layers);
     }
-    return KvLayerView{block_ptr(layer, false, 0), block_ptr(layer, true, 0), dtype_,
-                       layout_.n_kv_heads,         layout_.head_dim,          layout_.block_size};
+    return KvLayerView{side(layer, false), side(layer, true), layout_.n_kv_heads,
+                       layout_.head_dim, layout_.block_size};
 }
 
 void HostKvStorage::write(int64_t layer, std::span<const int64_t> slots, const float* k,
                           const float* v) {
     VELA_ASSERT(layer >= 0 && layer < layout_.n_layers);
     const int64_t bs = layout_.block_size, hd = layout_.head_dim, nh = layout_.n_kv_heads;
-    visit_kv_dtype(dtype_, [&](auto tag) {
-        using T = decltype(tag);
-        for (size_t r = 0; r < slots.size(); ++r) {
-            const int64_t slot = slots[r];
-            VELA_ASSERT(slot >= 0 && slot < layout_.num_slots());
-            const auto block = static_cast<int32_t>(slot / bs);
-            for (bool value : {false, true}) {
-                auto* dst = reinterpret_cast<T*>(block_ptr(layer, value, block));
+    for (bool value : {false, true}) {
+        const KvSideView s = side(layer, value);
+        visit_kv_format(s.format, [&](auto tag) {
+            using T = decltype(tag);
+            for (size_t r = 0; r < slots.size(); ++r) {
+                const int64_t slot = slots[r];
+                VELA_ASSERT(slot >= 0 && slot < layout_.num_slots());
                 const float* src = (value ? v : k) + static_cast<int64_t>(r) * nh * hd;
                 for (int64_t h = 0; h < nh; ++h) {
-                    T* row = dst + (h * bs + slot % bs) * hd;
-                    for (int64_t d = 0; d < hd; ++d) row[d] = KvElement<T>::encode(src[h * hd + d]);
+                    // The storage is this object's own; the views hand out const pointers.
+                    auto* row = const_cast<std::byte*>(s.row(slot / bs, h, slot % bs));
+                    if constexpr (std::is_same_v<T, KvQ8>) {
+                        auto* scales = const_cast<uint16_t*>(s.q8_scales(slot / bs, h, slot % bs));
+                        quantize_q8_row(src + h * hd, hd, reinterpret_cast<int8_t*>(row), scales);
+                    } else {
+                        T* out = reinterpret_cast<T*>(row);
+                        for (int64_t d = 0; d < hd; ++d) {
+                            out[d] = KvElement<T>::encode(src[h * hd + d]);
+                        }
+                    }
                 }
             }
-        }
-    });
+        });
+    }
 }
 
 void HostKvStorage::read(int64_t layer, int64_t slot, int64_t kv_head, bool value,
@@ -162,12 +197,17 @@ void HostKvStorage::read(int64_t layer, int64_t slot, int64_t kv_head, bool valu
     VELA_ASSERT(slot >= 0 && slot < layout_.num_slots());
     VELA_ASSERT(kv_head >= 0 && kv_head < layout_.n_kv_heads);
     const int64_t bs = layout_.block_size, hd = layout_.head_dim;
-    visit_kv_dtype(dtype_, [&](auto tag) {
+    const KvSideView s = side(layer, value);
+    visit_kv_format(s.format, [&](auto tag) {
         using T = decltype(tag);
-        const auto* base =
-            reinterpret_cast<const T*>(block_ptr(layer, value, static_cast<int32_t>(slot / bs)));
-        const T* row = base + (kv_head * bs + slot % bs) * hd;
-        for (int64_t d = 0; d < hd; ++d) out[d] = KvElement<T>::decode(row[d]);
+        const std::byte* row = s.row(slot / bs, kv_head, slot % bs);
+        if constexpr (std::is_same_v<T, KvQ8>) {
+            dequantize_q8_row(reinterpret_cast<const int8_t*>(row),
+                              s.q8_scales(slot / bs, kv_head, slot % bs), hd, out);
+        } else {
+            const T* in = reinterpret_cast<const T*>(row);
+            for (int64_t d = 0; d < hd; ++d) out[d] = KvElement<T>::decode(in[d]);
+        }
     });
 }
 

@@ -1,6 +1,6 @@
 #pragma once
 // KvStorage in host memory: the CPU backend's KV, and the storage of KvCache. Rows are written
-// and read as float and stored in the format's element type; the swap space (host slots) grows
+// and read as float and stored in the format (quantised as they are written); the swap space (host slots) grows
 // as SwapOut ops need it.
 #include <cstddef>
 #include <cstdint>
@@ -9,33 +9,57 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "kv/kv_quant.h"
 #include "kv/kv_storage.h"
 
 namespace vela {
 
-// One layer's K/V storage as the attention kernels see it; the shape lets them check that the
-// caller's parameters describe this storage.
+// One side (K or V) of one layer's storage as the attention kernels see it. A block holds,
+// for Q8, the fp16 scales of its rows first ([n_kv_heads][block_size][q8_groups(head_dim)]),
+// then the rows ([n_kv_heads][block_size] of row_bytes); the float formats have rows only.
+// Scales live inside their block, so copying or swapping a block moves them too.
+struct KvSideView {
+    const std::byte* data = nullptr;  // block 0
+    KvFormat format = KvFormat::F16;
+    int64_t n_kv_heads = 0;
+    int64_t head_dim = 0;
+    int64_t block_size = 0;
+    size_t scale_bytes = 0;  // scales at the start of each block
+    size_t row_bytes = 0;    // one token's elements of one head
+    size_t block_bytes = 0;  // one block, scales included (a multiple of 4)
+
+    KvSideView() = default;
+    KvSideView(const std::byte* data, KvFormat format, int64_t n_kv_heads, int64_t head_dim,
+               int64_t block_size);
+
+    const std::byte* row(int64_t block, int64_t head, int64_t offset) const {
+        return data + static_cast<size_t>(block) * block_bytes + scale_bytes +
+               static_cast<size_t>(head * block_size + offset) * row_bytes;
+    }
+    const uint16_t* q8_scales(int64_t block, int64_t head, int64_t offset) const {
+        return reinterpret_cast<const uint16_t*>(data + static_cast<size_t>(block) * block_bytes) +
+               (head * block_size + offset) * q8_groups(head_dim);
+    }
+};
+
+// One layer's K/V storage; the shape lets the kernels check that the caller's parameters
+// describe this storage.
 struct KvLayerView {
-    const void* k = nullptr;
-    const void* v = nullptr;
-    DType dtype = DType::F16;
+    KvSideView k, v;
     int64_t n_kv_heads = 0;
     int64_t head_dim = 0;
     int64_t block_size = 0;
 };
 
-// The element type of a format, as a DType (F32, F16, BF16).
-DType kv_format_dtype(KvFormat f);
-
 class HostKvStorage final : public KvStorage {
   public:
-    HostKvStorage(const KvLayout& layout, KvFormat format);
+    HostKvStorage(const KvLayout& layout, KvFormats formats);
     ~HostKvStorage() override;
     HostKvStorage(const HostKvStorage&) = delete;
     HostKvStorage& operator=(const HostKvStorage&) = delete;
 
     const KvLayout& layout() const override { return layout_; }
-    KvFormat format() const override { return format_; }
+    KvFormats formats() const override { return formats_; }
     Device device() const override { return Device::Cpu; }
     void apply(std::span<const BlockOp> ops) override;
 
@@ -46,13 +70,13 @@ class HostKvStorage final : public KvStorage {
     KvLayerView layer(int64_t layer) const;
 
   private:
-    size_t block_bytes() const;  // one block of one layer's K (or V)
+    KvSideView side(int64_t layer, bool value) const;
     std::byte* block_ptr(int64_t layer, bool value, int32_t block) const;
-    std::byte* host_ptr(int32_t slot);  // a host slot: [layer][K, V] of block_bytes() each
+    std::byte* host_ptr(int32_t slot);  // a host slot: [layer][K, V] of one block each
 
     KvLayout layout_;
-    KvFormat format_;
-    DType dtype_;
+    KvFormats formats_;
+    KvSideView shape_[2];  // K and V without data: block sizes and offsets
     struct AlignedFree {
         void operator()(std::byte* p) const;
     };

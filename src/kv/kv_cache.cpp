@@ -8,24 +8,13 @@ KvLayout kv_layout(const KvCacheConfig& c) {
     return KvLayout{c.n_layers, c.n_kv_heads, c.head_dim, c.block_size, c.num_blocks};
 }
 
-KvFormat kv_format_of(DType dtype) {
-    switch (dtype) {
-        case DType::F32: return KvFormat::F32;
-        case DType::F16: return KvFormat::F16;
-        case DType::BF16: return KvFormat::BF16;
-        default: break;
-    }
-    fail<InvalidArgument>("KV cache dtype {} is not supported (F32, F16 or BF16)",
-                          dtype_name(dtype));
-}
-
 // The storage is a member initialised after the base: the sink only runs once an op is
 // emitted, by which time both exist.
 KvCache::KvCache(const KvCacheConfig& config, PrefixCache::HashFn hash)
     : BlockManager(BlockManagerConfig{config.block_size, config.num_blocks, config.prefix_caching},
                    hash, [this](const BlockOp& op) { storage_.apply({&op, 1}); }),
       config_(config),
-      storage_(kv_layout(config), kv_format_of(config.dtype)) {}
+      storage_(kv_layout(config), config.formats) {}
 
 void KvCache::write(int64_t layer, std::span<const int64_t> slots, const float* k,
                     const float* v) {

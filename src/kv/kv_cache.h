@@ -18,19 +18,18 @@ struct KvCacheConfig {
     int64_t head_dim = 0;
     int64_t block_size = 16;  // tokens per block, any >= 1
     int64_t num_blocks = 0;
-    DType dtype = DType::F16;  // F32, F16 or BF16
+    KvFormats formats = KvFormat::F16;
     bool prefix_caching = false;
 };
 
 KvLayout kv_layout(const KvCacheConfig& c);
-KvFormat kv_format_of(DType dtype);  // InvalidArgument for types the KV does not store
 
 class KvCache : public BlockManager {
   public:
     explicit KvCache(const KvCacheConfig& config,
                      PrefixCache::HashFn hash = &PrefixCache::chain_hash);
 
-    // Hides BlockManager::config(): the whole configuration, shape and dtype included.
+    // Hides BlockManager::config(): the whole configuration, shape and format included.
     const KvCacheConfig& config() const { return config_; }
     HostKvStorage& storage() { return storage_; }
     const HostKvStorage& storage() const { return storage_; }
@@ -42,8 +41,6 @@ class KvCache : public BlockManager {
         storage_.read(layer, slot, kv_head, value, out);
     }
     KvLayerView layer(int64_t layer) const { return storage_.layer(layer); }
-    const void* k_data(int64_t layer) const { return storage_.layer(layer).k; }
-    const void* v_data(int64_t layer) const { return storage_.layer(layer).v; }
 
   private:
     KvCacheConfig config_;

@@ -1,13 +1,13 @@
 #pragma once
-// The KV element types and the one place that maps the runtime dtype to a C++ element type.
-// Adding INT8/INT4 KV means adding a case here (plus its row codec); callers that dispatch
-// through visit_kv_dtype then fail to compile until they handle it.
+// The KV element types and the one place that maps a runtime KvFormat to a C++ tag type.
+// Adding a KV format means adding a case here; callers that dispatch through visit_kv_format
+// then fail to compile until they handle it.
 #include <cstddef>
 #include <cstdint>
 
-#include "core/dtype.h"
 #include "core/error.h"
 #include "core/fp16.h"
+#include "kv/kv_storage.h"
 
 namespace vela {
 
@@ -21,50 +21,47 @@ struct KvBF16 {
     uint16_t bits;
 };
 
+// int8 with fp16 scales per kQ8Group values (kv/kv_quant.h); rows are quantised as a whole.
+struct KvQ8 {
+    int8_t q;
+};
+
+// Element codecs of the float formats (quantised formats have row codecs in kv_quant.h).
 template <class T>
 struct KvElement;
 
 template <>
 struct KvElement<float> {
-    static constexpr DType dtype = DType::F32;
     static float encode(float x) { return x; }
     static float decode(float x) { return x; }
 };
 
 template <>
 struct KvElement<KvF16> {
-    static constexpr DType dtype = DType::F16;
     static KvF16 encode(float x) { return KvF16{fp32_to_fp16(x)}; }
     static float decode(KvF16 x) { return fp16_to_fp32(x.bits); }
 };
 
 template <>
 struct KvElement<KvBF16> {
-    static constexpr DType dtype = DType::BF16;
     static KvBF16 encode(float x) { return KvBF16{fp32_to_bf16(x)}; }
     static float decode(KvBF16 x) { return bf16_to_fp32(x.bits); }
 };
 
-// Calls fn(T{}) with T the element type of `dtype`; throws InvalidArgument for types the KV
-// cache does not store.
+// Calls fn(T{}) with T the tag type of `format`.
 template <class Fn>
-decltype(auto) visit_kv_dtype(DType dtype, Fn&& fn) {
-    switch (dtype) {
-        case DType::F32:
+decltype(auto) visit_kv_format(KvFormat format, Fn&& fn) {
+    switch (format) {
+        case KvFormat::F32:
             return fn(float{});
-        case DType::F16:
+        case KvFormat::F16:
             return fn(KvF16{});
-        case DType::BF16:
+        case KvFormat::BF16:
             return fn(KvBF16{});
-        default:
-            break;
+        case KvFormat::Q8:
+            return fn(KvQ8{});
     }
-    fail<InvalidArgument>("KV cache dtype {} is not supported (F32, F16 or BF16)",
-                          dtype_name(dtype));
-}
-
-inline size_t kv_element_size(DType dtype) {
-    return visit_kv_dtype(dtype, [](auto t) { return sizeof(t); });
+    fail<InvalidArgument>("unknown KV format {}", static_cast<int>(format));
 }
 
 }  // namespace vela

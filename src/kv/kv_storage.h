@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -18,14 +19,30 @@
 
 namespace vela {
 
-// Element formats of the stored K and V. Quantised formats (INT8/INT4/FP8, with per-block
-// scales) are added by the KV-compression work.
-enum class KvFormat { F32, F16, BF16 };
+// Formats of the stored K and V. Q8: int8 with an fp16 scale per 32 values of a row
+// (kv/kv_quant.h).
+enum class KvFormat { F32, F16, BF16, Q8 };
 
 std::string_view kv_format_name(KvFormat f);
-size_t kv_format_bytes(KvFormat f);  // bytes per element
-// "f32", "f16", "bf16" (as --kv-type spells them); InvalidArgument otherwise.
+// Bytes of one token's K (or V) row of one KV head, its scales included.
+size_t kv_row_bytes(KvFormat f, int64_t head_dim);
+// "f32", "f16", "bf16", "q8" (as --kv-type spells them); InvalidArgument otherwise.
 KvFormat parse_kv_format(std::string_view name);
+
+// The formats of K and of V, chosen apart (as llama.cpp's -ctk / -ctv); a single format
+// converts to both.
+struct KvFormats {
+    KvFormat k = KvFormat::F16;
+    KvFormat v = KvFormat::F16;
+
+    KvFormats() = default;
+    KvFormats(KvFormat both) : k(both), v(both) {}  // NOLINT(google-explicit-constructor)
+    KvFormats(KvFormat k, KvFormat v) : k(k), v(v) {}
+    bool operator==(const KvFormats&) const = default;
+};
+
+// "q8" when K and V agree, else "k q8, v f16".
+std::string kv_formats_name(KvFormats f);
 
 struct KvLayout {
     int64_t n_layers = 0;
@@ -56,7 +73,7 @@ class KvStorage {
     virtual ~KvStorage() = default;
 
     virtual const KvLayout& layout() const = 0;
-    virtual KvFormat format() const = 0;
+    virtual KvFormats formats() const = 0;
     virtual Device device() const = 0;
     // Carries out the operations in order.
     virtual void apply(std::span<const BlockOp> ops) = 0;

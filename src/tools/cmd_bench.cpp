@@ -1,8 +1,9 @@
 // `vela bench`: llama-bench style throughput. ppN: one N-token prompt through an empty cache;
-// tgN: N single-token decode steps from an empty cache. Mean and standard deviation over
-// repetitions, after one warm-up run of each test. With --spec: tgN through the engine (greedy,
-// the prompt of -f or n-prompt random tokens, decode time only), without and with speculation,
-// with the acceptance counters.
+// tgN: N single-token decode steps from an empty cache, or after a D-token context with
+// --depth D (tgN@dD, untimed prefill first: decode at long context, where attention reads the
+// whole KV cache every step). Mean and standard deviation over repetitions, after one warm-up
+// run of each test. With --spec: tgN through the engine (greedy, the prompt of -f or n-prompt
+// random tokens, decode time only), without and with speculation, with the acceptance counters.
 #include <fmt/format.h>
 
 #include <chrono>
@@ -30,11 +31,14 @@ Result summarize(const std::string& name, const std::vector<double>& rates) {
     return {name, mean, std::sqrt(var)};
 }
 
-template <class F>
-Result measure(const std::string& name, int64_t n_tokens, int reps, F&& run_once) {
+// Times run_once (after an untimed setup) over `reps` repetitions.
+template <class Setup, class F>
+Result measure(const std::string& name, int64_t n_tokens, int reps, Setup&& setup, F&& run_once) {
+    setup();
     run_once();  // warm-up: page faults, caches, thread wake-up
     std::vector<double> rates;
     for (int r = 0; r < reps; ++r) {
+        setup();
         const auto t0 = std::chrono::steady_clock::now();
         run_once();
         const double s =
@@ -100,17 +104,27 @@ int run_bench(const BenchOptions& o) {
     std::mt19937 rng(42);
     std::vector<int32_t> prompt(static_cast<size_t>(o.n_prompt));
     for (auto& t : prompt) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(n_vocab));
-    const int64_t ctx = std::max(o.n_prompt, o.n_gen) + 16;
+    std::vector<int32_t> context(static_cast<size_t>(o.depth));
+    for (auto& t : context) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(n_vocab));
+    const int64_t ctx = std::max(o.n_prompt, o.depth + o.n_gen) + 16;
     vela::ForwardDriver driver(*rt.model, *rt.backend, ctx,
-                               std::max<int64_t>(o.common.batch_size, o.n_prompt), rt.kv_format);
+                               std::max<int64_t>(o.common.batch_size, o.n_prompt), rt.kv_formats);
     std::vector<Result> results;
     if (o.n_prompt > 0) {
         results.push_back(measure(fmt::format("pp{}", o.n_prompt), o.n_prompt, o.repetitions,
-                                  [&] { driver.evaluate(prompt, false); }));
+                                  [] {}, [&] { driver.evaluate(prompt, false); }));
     }
     if (o.n_gen > 0) {
-        results.push_back(measure(fmt::format("tg{}", o.n_gen), o.n_gen, o.repetitions, [&] {
-            driver.reset();
+        const std::string name = o.depth > 0 ? fmt::format("tg{}@d{}", o.n_gen, o.depth)
+                                             : fmt::format("tg{}", o.n_gen);
+        auto setup = [&] {
+            if (o.depth > 0) {
+                driver.evaluate(context, false);
+            } else {
+                driver.reset();
+            }
+        };
+        results.push_back(measure(name, o.n_gen, o.repetitions, setup, [&] {
             std::vector<int32_t> tok{prompt.empty() ? 1 : prompt[0]};
             for (int64_t i = 0; i < o.n_gen; ++i) driver.extend(tok);
         }));

@@ -92,7 +92,7 @@ int run_perplexity(const PerplexityOptions& o) {
                               tokens.size(), n_ctx);
     }
     fmt::print(stderr, "perplexity: {} tokens, {} chunks of {}\n", tokens.size(), n_chunks, n_ctx);
-    vela::ForwardDriver driver(*rt.model, *rt.backend, n_ctx, o.common.batch_size, rt.kv_format);
+    vela::ForwardDriver driver(*rt.model, *rt.backend, n_ctx, o.common.batch_size, rt.kv_formats);
     const int64_t first = n_ctx / 2;
     const size_t V = static_cast<size_t>(rt.model->hparams().n_vocab);
     std::optional<KlDivergenceBase> kl_base;

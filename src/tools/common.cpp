@@ -85,7 +85,9 @@ Runtime Runtime::load(const CommonOptions& o) {
         o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency());
     rt.pool = std::make_unique<ThreadPool>(threads);
     rt.backend = make_backend(o.device, *rt.pool);
-    rt.kv_format = parse_kv_format(o.kv_type);
+    const KvFormat both = parse_kv_format(o.kv_type);
+    rt.kv_formats = {o.kv_type_k.empty() ? both : parse_kv_format(o.kv_type_k),
+                     o.kv_type_v.empty() ? both : parse_kv_format(o.kv_type_v)};
     return rt;
 }
 
@@ -93,7 +95,7 @@ EngineConfig Runtime::engine_config(const CommonOptions& o) const {
     EngineConfig c;
     c.n_ctx = o.ctx_size;
     c.scheduler.max_batched_tokens = o.batch_size;
-    c.kv_format = kv_format;
+    c.kv_formats = kv_formats;
     return c;
 }
 

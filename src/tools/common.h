@@ -27,7 +27,7 @@ struct Runtime {
     std::unique_ptr<Tokenizer> tokenizer;
     std::unique_ptr<ThreadPool> pool;
     std::unique_ptr<Backend> backend;
-    KvFormat kv_format = KvFormat::F16;
+    KvFormats kv_formats = KvFormat::F16;
 
     // The draft model of --spec draft, loaded by make_drafter.
     std::unique_ptr<Model> draft_model;

@@ -27,9 +27,14 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
                    "built in and a GPU is present)")
         ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
         ->capture_default_str();
-    app.add_option("--kv-type", o.kv_type, "KV cache element type: f32, f16 or bf16")
-        ->check(CLI::IsMember({"f32", "f16", "bf16"}))
+    const auto kv_types = CLI::IsMember({"f32", "f16", "bf16", "q8"});
+    app.add_option("--kv-type", o.kv_type, "KV cache format of K and V: f32, f16, bf16 or q8")
+        ->check(kv_types)
         ->capture_default_str();
+    app.add_option("--kv-type-k", o.kv_type_k, "KV cache format of K (default: --kv-type)")
+        ->check(kv_types);
+    app.add_option("--kv-type-v", o.kv_type_v, "KV cache format of V (default: --kv-type)")
+        ->check(kv_types);
     app.add_flag("-v,--verbose", o.verbose, "log more");
 }
 
@@ -127,6 +132,9 @@ void add_bench(CLI::App& app, BenchOptions& o, std::function<int()>& chosen) {
     cmd->add_option("-p,--n-prompt", o.n_prompt, "prompt tokens for the pp test (0 skips)")
         ->capture_default_str();
     cmd->add_option("-n,--n-gen", o.n_gen, "generated tokens for the tg test (0 skips)")
+        ->capture_default_str();
+    cmd->add_option("-d,--depth", o.depth, "tokens already in the cache when the tg test starts")
+        ->check(CLI::Range(int64_t{0}, int64_t{1} << 22))
         ->capture_default_str();
     cmd->add_option("-r,--repetitions", o.repetitions, "repetitions")
         ->check(CLI::Range(1, 1000))

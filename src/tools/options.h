@@ -16,7 +16,9 @@ struct CommonOptions {
     int64_t ctx_size = 4096;
     int64_t batch_size = 512;
     std::string device = "auto";  // cpu, cuda, auto
-    std::string kv_type = "f16";  // f32, f16, bf16
+    std::string kv_type = "f16";  // f32, f16, bf16, q8: K and V
+    std::string kv_type_k;        // empty: kv_type
+    std::string kv_type_v;        // empty: kv_type
     bool verbose = false;
 };
 
@@ -71,6 +73,7 @@ struct BenchOptions {
     std::string prompt_file;  // the speculative test's prompt (default: n_prompt random tokens)
     int64_t n_prompt = 512;
     int64_t n_gen = 128;
+    int64_t depth = 0;  // tokens in the cache before the tg test
     int repetitions = 5;
     bool json = false;
 };

@@ -75,7 +75,7 @@ std::vector<float> run_paged(const AttentionProblem& pr, const KernelRun& run) {
     int64_t blocks = 0;
     for (const SeqShape& s : pr.shapes) blocks += (s.kv_len + run.block_size - 1) / run.block_size;
     KvCache kv(
-        {1, pr.n_kv_heads, pr.head_dim, run.block_size, std::max<int64_t>(blocks, 1), run.dtype});
+        {1, pr.n_kv_heads, pr.head_dim, run.block_size, std::max<int64_t>(blocks, 1), KvFormats(run.format)});
     fill_cache(pr, kv);
 
     const int64_t row = pr.n_heads * pr.head_dim;

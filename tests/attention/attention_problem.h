@@ -32,7 +32,7 @@ struct AttentionProblem {
 
 struct KernelRun {
     int64_t block_size = 16;
-    DType dtype = DType::F32;
+    KvFormat format = KvFormat::F32;
     AttentionImpl impl = AttentionImpl::Auto;
     int threads = 1;
 };

@@ -27,7 +27,7 @@ std::vector<float> f16_exact(int64_t n, std::mt19937_64& rng) {
 }
 
 struct ForkFixture {
-    KvCache kv{{1, kKvHeads, kDim, kBlock, 16, DType::F16}};
+    KvCache kv{{1, kKvHeads, kDim, kBlock, 16, KvFormat::F16}};
     ThreadPool pool{2};
 
     // Decodes query q (one row) for each sequence in one batched call.
@@ -116,7 +116,7 @@ TEST(PagedAttentionParams, InconsistentShapesThrow) {
     p.block_size = 8;  // not the cache's block size
     EXPECT_THROW(paged_attention(p, f.pool), InvalidArgument);
     p.block_size = kBlock;
-    p.kv.dtype = DType::Q8_0;
+    p.kv.v.format = static_cast<KvFormat>(42);  // no such format
     EXPECT_THROW(paged_attention(p, f.pool), InvalidArgument);
 }
 

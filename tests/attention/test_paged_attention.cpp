@@ -25,13 +25,27 @@ std::vector<AttentionImpl> impls() {
     return v;
 }
 
-// Storage rounding sets the bound: F16 keeps 11 significant bits, BF16 8.
-double atol(DType t) {
-    return t == DType::F32 ? 2e-5 : t == DType::F16 ? 5e-3 : 4e-2;
+// Storage rounding sets the bound: F16 keeps 11 significant bits, BF16 8, Q8 a step of
+// max|x| / 127 per 32 values (Q8: measured worst error ratio 0.8 with these, at head_dim 128).
+double atol(KvFormat f) {
+    switch (f) {
+        case KvFormat::F32: return 2e-5;
+        case KvFormat::F16: return 5e-3;
+        case KvFormat::BF16: return 4e-2;
+        case KvFormat::Q8: return 7e-2;
+    }
+    return 0.0;
 }
-double rtol(DType t) {
-    return t == DType::F32 ? 1e-4 : t == DType::F16 ? 2e-3 : 1.6e-2;
+double rtol(KvFormat f) {
+    switch (f) {
+        case KvFormat::F32: return 1e-4;
+        case KvFormat::F16: return 2e-3;
+        case KvFormat::BF16: return 1.6e-2;
+        case KvFormat::Q8: return 2e-2;
+    }
+    return 0.0;
 }
+constexpr KvFormat kFormats[] = {KvFormat::F32, KvFormat::F16, KvFormat::BF16, KvFormat::Q8};
 
 // A batch mixing decode rows, a whole prompt, and prefill chunks over earlier context.
 std::vector<SeqShape> mixed_batch() {
@@ -61,11 +75,11 @@ TEST_P(PagedAttentionSweep, MatchesReference) {
     const auto [head_dim, group] = GetParam();
     const AttentionProblem& pr = problem(head_dim, group);
     for (int64_t bs : {1, 16}) {
-        for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+        for (KvFormat dt : kFormats) {
             for (AttentionImpl impl : impls()) {
                 const std::vector<float> out = run_paged(pr, {bs, dt, impl, 2});
                 const double err = test::error_ratio(pr, out, atol(dt), rtol(dt));
-                EXPECT_LE(err, 1.0) << "block_size " << bs << " dtype " << dtype_name(dt)
+                EXPECT_LE(err, 1.0) << "block_size " << bs << " format " << kv_format_name(dt)
                                     << " impl " << static_cast<int>(impl);
             }
         }
@@ -80,7 +94,7 @@ TEST(PagedAttention, OddHeadDimsAndBlockSize7) {
     for (int64_t hd : {8, 40, 20}) {
         const auto pr = AttentionProblem::random({{33, 33}, {70, 3}, {5, 1}}, 6, 2, hd, 7 + hd);
         for (AttentionImpl impl : impls()) {
-            EXPECT_LE(test::error_ratio(pr, run_paged(pr, {7, DType::F32, impl, 2}), 2e-5, 1e-4),
+            EXPECT_LE(test::error_ratio(pr, run_paged(pr, {7, KvFormat::F32, impl, 2}), 2e-5, 1e-4),
                       1.0)
                 << "head_dim " << hd;
         }
@@ -92,7 +106,7 @@ TEST(PagedAttention, SlidingWindow) {
         const auto pr = AttentionProblem::random({{300, 70}, {130, 1}, {20, 20}}, 6, 2, 64,
                                                  11 + window, window);
         for (AttentionImpl impl : impls()) {
-            EXPECT_LE(test::error_ratio(pr, run_paged(pr, {16, DType::F32, impl, 2}), 2e-5, 1e-4),
+            EXPECT_LE(test::error_ratio(pr, run_paged(pr, {16, KvFormat::F32, impl, 2}), 2e-5, 1e-4),
                       1.0)
                 << "window " << window;
         }
@@ -103,7 +117,7 @@ TEST(PagedAttention, SlidingWindow) {
 TEST(PagedAttention, BatchedEqualsPerSequenceBitForBit) {
     const auto pr = AttentionProblem::random(mixed_batch(), 9, 3, 64, 5);
     for (AttentionImpl impl : impls()) {
-        for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+        for (KvFormat dt : kFormats) {
             const std::vector<float> batched = run_paged(pr, {16, dt, impl, 2});
             int64_t row = 0;
             for (size_t i = 0; i < pr.shapes.size(); ++i) {

@@ -73,13 +73,15 @@ class EngineServing : public ::testing::Test {
         return out;
     }
 
-    // Each prompt alone in a fresh engine without prefix cache: the reference.
-    static const std::vector<Tokens>& alone() {
-        static std::vector<Tokens> out;
+    // Each prompt alone in a fresh engine without prefix cache: the reference (per KV format).
+    static const std::vector<Tokens>& alone(KvFormat format = KvFormat::F16) {
+        static std::map<KvFormat, std::vector<Tokens>> cache;
+        std::vector<Tokens>& out = cache[format];
         if (out.empty()) {
             EngineConfig c;
             c.prefix_caching = false;
             c.n_ctx = 256;  // a small pool: creating the engine zeroes it
+            c.kv_formats = format;
             for (const Tokens& p : prompts_) {
                 Engine e(*model_, *tokenizer_, *backend_, c);
                 out.push_back(run(e, {p})[0]);
@@ -169,6 +171,57 @@ TEST_F(EngineServing, PreemptionUnderMemoryPressureKeepsOutputs) {
             }
             expect_no_leak(e);
         }
+    }
+}
+
+// A quantised KV row depends only on its own token, so every invariant above holds bit for bit
+// with a quantised cache too: batched with chunked prefill and a warm prefix cache, under swap
+// preemption (quantised blocks and their scales go to host memory and back), and for a group
+// of samples forked from one prompt (copy-on-write of a partly filled quantised block).
+TEST_F(EngineServing, QuantisedKvKeepsOutputsIdenticalToAlone) {
+    for (KvFormat format : {KvFormat::Q8}) {
+        const std::string what(kv_format_name(format));
+        const std::vector<Tokens>& want = alone(format);
+        EngineConfig c;
+        c.kv_formats = format;
+        c.n_ctx = 1024;
+        c.scheduler.max_batched_tokens = 96;
+        c.scheduler.max_running = 20;
+        Engine batched(*model_, *tokenizer_, *backend_, c);
+        EXPECT_EQ(run(batched, prompts_), want) << what;
+        EXPECT_GT(batched.stats().prefix_hit_tokens, 0) << what;
+        expect_no_leak(batched);
+
+        EngineConfig tight = c;
+        tight.preemption = Preemption::Swap;
+        tight.kv_block_size = 4;
+        tight.kv_blocks = 36;
+        tight.scheduler.max_batched_tokens = 64;
+        Engine swapping(*model_, *tokenizer_, *backend_, tight);
+        const std::vector<Tokens> prompts(prompts_.begin(), prompts_.begin() + 8);
+        EXPECT_EQ(run(swapping, prompts), std::vector<Tokens>(want.begin(), want.begin() + 8))
+            << what;
+        EXPECT_GT(swapping.stats().swap_outs, 0) << what;
+        expect_no_leak(swapping);
+
+        EngineConfig forking = c;
+        forking.kv_block_size = 8;
+        Engine e(*model_, *tokenizer_, *backend_, forking);
+        Request r;
+        r.prompt = prompts_[4];
+        r.max_tokens = kGen;
+        r.ignore_eos = true;
+        r.sampling.temperature = 0;
+        const std::vector<int64_t> ids = e.add_request_group(r, 3);
+        std::map<int64_t, Tokens> out;
+        while (e.has_work()) {
+            for (const StepOutput& o : e.step()) {
+                out[o.request_id].insert(out[o.request_id].end(), o.tokens.begin(),
+                                         o.tokens.end());
+            }
+        }
+        for (int64_t id : ids) EXPECT_EQ(out[id], want[4]) << what;
+        expect_no_leak(e);
     }
 }
 

@@ -15,7 +15,7 @@ namespace {
 using test::holds_tags;
 using test::write_tagged;
 
-class KvCacheTest : public ::testing::TestWithParam<std::tuple<int64_t, DType>> {
+class KvCacheTest : public ::testing::TestWithParam<std::tuple<int64_t, KvFormat>> {
   protected:
     int64_t bs() const { return std::get<0>(GetParam()); }
     KvCacheConfig config(int64_t num_blocks) const {
@@ -153,13 +153,12 @@ TEST_P(KvCacheTest, UserErrorsThrowAndChangeNothing) {
 
 INSTANTIATE_TEST_SUITE_P(BlockSizes, KvCacheTest,
                          ::testing::Combine(::testing::Values(1, 7, 16),
-                                            ::testing::Values(DType::F32, DType::F16)));
+                                            ::testing::Values(KvFormat::F32, KvFormat::F16)));
 
 TEST(KvCacheConfig, RejectsBadConfigs) {
-    EXPECT_THROW(KvCache(KvCacheConfig{1, 1, 8, 0, 4, DType::F16}), InvalidArgument);
-    EXPECT_THROW(KvCache(KvCacheConfig{1, 1, 8, 16, 0, DType::F16}), InvalidArgument);
-    EXPECT_THROW(KvCache(KvCacheConfig{0, 1, 8, 16, 4, DType::F16}), InvalidArgument);
-    EXPECT_THROW(KvCache(KvCacheConfig{1, 1, 8, 16, 4, DType::Q4_0}), InvalidArgument);
+    EXPECT_THROW(KvCache(KvCacheConfig{1, 1, 8, 0, 4, KvFormat::F16}), InvalidArgument);
+    EXPECT_THROW(KvCache(KvCacheConfig{1, 1, 8, 16, 0, KvFormat::F16}), InvalidArgument);
+    EXPECT_THROW(KvCache(KvCacheConfig{0, 1, 8, 16, 4, KvFormat::F16}), InvalidArgument);
 }
 
 }  // namespace

@@ -15,7 +15,7 @@
 namespace vela {
 namespace {
 
-class KvProperty : public ::testing::TestWithParam<std::tuple<int64_t, DType>> {};
+class KvProperty : public ::testing::TestWithParam<std::tuple<int64_t, KvFormat>> {};
 
 void check_invariants(const KvCache& kv, const std::map<SeqId, std::vector<int64_t>>& model) {
     const int64_t bs = kv.config().block_size;
@@ -88,7 +88,7 @@ TEST_P(KvProperty, RandomOperationsMatchModel) {
 
 INSTANTIATE_TEST_SUITE_P(BlockSizes, KvProperty,
                          ::testing::Combine(::testing::Values(1, 7, 16),
-                                            ::testing::Values(DType::F32, DType::F16)));
+                                            ::testing::Values(KvFormat::F32, KvFormat::F16)));
 
 }  // namespace
 }  // namespace vela

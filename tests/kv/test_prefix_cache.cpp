@@ -135,7 +135,7 @@ TEST(PrefixCache, EvictsOldestReleasedFirst) {
 class KvPrefix : public ::testing::Test {
   protected:
     static KvCacheConfig config(int64_t num_blocks, int64_t bs = 4) {
-        KvCacheConfig c{2, 3, 8, bs, num_blocks, DType::F16};
+        KvCacheConfig c{2, 3, 8, bs, num_blocks, KvFormat::F16};
         c.prefix_caching = true;
         return c;
     }
@@ -207,7 +207,7 @@ TEST_F(KvPrefix, MatchIsPureAndCountsEvictableHitsAsTaken) {
     kv.append(3, 12);
     EXPECT_EQ(kv.num_free_blocks(), 0);
     EXPECT_EQ(kv.match_cached_prefix(p).n_evictable, 0);
-    KvCache off(KvCacheConfig{2, 3, 8, 4, 6, DType::F16});
+    KvCache off(KvCacheConfig{2, 3, 8, 4, 6, KvFormat::F16});
     EXPECT_EQ(off.match_cached_prefix(p).n_blocks, 0);
     EXPECT_EQ(off.blocks_to_admit(PrefixHit{}, 13), 4);
 }

@@ -68,8 +68,9 @@ void CpuBackend::load_weights(ModelWeights&) {
     // The kernels read the memory-mapped file in place.
 }
 
-std::unique_ptr<KvStorage> CpuBackend::make_kv_storage(const KvLayout& layout, KvFormat format) {
-    return std::make_unique<HostKvStorage>(layout, format);
+std::unique_ptr<KvStorage> CpuBackend::make_kv_storage(const KvLayout& layout,
+                                                       KvFormats formats) {
+    return std::make_unique<HostKvStorage>(layout, formats);
 }
 
 const ForwardBatch& CpuBackend::batch() const {

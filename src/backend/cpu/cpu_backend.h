@@ -25,7 +25,7 @@ class CpuBackend final : public Backend {
     void to_device(const void* host, Tensor dst) override;
     void to_host(const Tensor& src, void* host) override;
     void load_weights(ModelWeights& weights) override;
-    std::unique_ptr<KvStorage> make_kv_storage(const KvLayout& layout, KvFormat format) override;
+    std::unique_ptr<KvStorage> make_kv_storage(const KvLayout& layout, KvFormats formats) override;
 
     void plan(const ForwardBatch& batch) override;
     void embed(const Weight& table, Tensor out) override;

@@ -1,0 +1,54 @@
+#pragma once
+// Double-precision references of the quantised KV formats, written from their definitions
+// (src/kv/kv_quant.h) without the code under test: what a row should read back as, and how far
+// an implementation in float may be from it.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace vela::test {
+
+// The spacing of IEEE binary16 values around x >= 0 (10 stored mantissa bits, subnormals
+// below 2^-14).
+inline double fp16_quantum(double x) {
+    int e = 0;
+    std::frexp(x, &e);
+    return std::ldexp(1.0, std::max(e - 1, -14) - 10);
+}
+
+// Whether v sits within `eps` of a rounding tie (k + 1/2): there a float computation may
+// legitimately land on either side.
+inline bool near_tie(double v, double eps) {
+    return std::fabs(v - std::floor(v) - 0.5) < eps;
+}
+
+struct QuantRow {
+    std::vector<double> value;  // what the row should read back as
+    std::vector<double> slack;  // per element: how far a float implementation may be from it
+    std::vector<double> scale;  // per element: the scale of its group
+};
+
+// Q8: per group of 32 values, scale = max|x| / 127 rounded up to fp16, q = round(x / scale)
+// (ties to even), value = q * scale. Slack: one step where x / scale is a near-tie, or where
+// max|x| / 127 is (nearly) an fp16 value (float may then round the scale either way).
+inline QuantRow q8_reference(const float* x, int64_t n) {
+    QuantRow r{std::vector<double>(n), std::vector<double>(n), std::vector<double>(n)};
+    for (int64_t g = 0; g * 32 < n; ++g) {
+        const int64_t begin = g * 32, end = std::min<int64_t>(n, begin + 32);
+        double amax = 0.0;
+        for (int64_t i = begin; i < end; ++i) amax = std::max(amax, std::fabs(double{x[i]}));
+        const double exact = amax / 127.0, quantum = fp16_quantum(exact);
+        const double scale = std::ceil(exact / quantum) * quantum;
+        const bool scale_tie = exact > 0.0 && near_tie(exact / quantum + 0.5, 1e-4);
+        for (int64_t i = begin; i < end; ++i) {
+            const double v = scale > 0.0 ? x[i] / scale : 0.0;
+            r.value[i] = std::nearbyint(v) * scale;
+            r.slack[i] = (scale_tie || near_tie(v, 1e-4)) ? 1.01 * scale : 0.0;
+            r.scale[i] = scale;
+        }
+    }
+    return r;
+}
+
+}  // namespace vela::test
