@@ -42,15 +42,17 @@ TEST_P(RealModelTokenizer, StreamDecodingMatchesDecode) {
 }
 
 // The two Qwen2.5-Coder files share one tokenizer (the draft/target pair): one fixture for both.
-INSTANTIATE_TEST_SUITE_P(
-    Qwen25Coder, RealModelTokenizer,
-    testing::Values(RealModel{"qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "qwen0.5b",
-                              "qwen2.5_coder_golden.json", 151936},
-                    RealModel{"qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", "qwen1.5b",
-                              "qwen2.5_coder_golden.json", 151936}),
-    [](const testing::TestParamInfo<RealModel>& info) {
-        return std::string(info.param.fetch_key).substr(4, 1) == "0" ? "Qwen05B" : "Qwen15B";
-    });
+INSTANTIATE_TEST_SUITE_P(Qwen25Coder, RealModelTokenizer,
+                         testing::Values(RealModel{"qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+                                                   "qwen0.5b", "qwen2.5_coder_golden.json", 151936},
+                                         RealModel{"qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+                                                   "qwen1.5b", "qwen2.5_coder_golden.json",
+                                                   151936}),
+                         [](const testing::TestParamInfo<RealModel>& info) {
+                             return std::string(info.param.fetch_key).substr(4, 1) == "0"
+                                        ? "Qwen05B"
+                                        : "Qwen15B";
+                         });
 
 }  // namespace
 }  // namespace vela
