@@ -43,14 +43,14 @@ BlockManagerConfig pool_config(int64_t kv_tokens) {
 DraftModelDrafter::DraftModelDrafter(Model& draft, const Tokenizer& draft_tokenizer,
                                      Backend& backend, const Model& target,
                                      const Tokenizer& target_tokenizer, int64_t kv_tokens,
-                                     KvFormat kv_format)
+                                     KvFormats kv_formats)
     : model_(draft),
       backend_(backend),
       n_vocab_(static_cast<int32_t>(draft.hparams().n_vocab)),
       blocks_(pool_config(kv_tokens)) {
     check_same_vocabulary(draft, draft_tokenizer, target, target_tokenizer);
     storage_ = backend_.make_kv_storage(model_.kv_layout(kBlockSize, blocks_.num_total_blocks()),
-                                        kv_format);
+                                        kv_formats);
 }
 
 DraftModelDrafter::~DraftModelDrafter() = default;

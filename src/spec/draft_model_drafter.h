@@ -29,7 +29,7 @@ class DraftModelDrafter final : public Drafter {
     // texts, logits width) is not the target's. kv_tokens: capacity of the draft KV pool.
     DraftModelDrafter(Model& draft, const Tokenizer& draft_tokenizer, Backend& backend,
                       const Model& target, const Tokenizer& target_tokenizer, int64_t kv_tokens,
-                      KvFormat kv_format);
+                      KvFormats kv_formats);
     ~DraftModelDrafter() override;
 
     const char* name() const override { return "draft"; }

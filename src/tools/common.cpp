@@ -61,8 +61,9 @@ std::string default_model_path() {
 // CUDA Backend yet, so "auto" means the CPU and "cuda" is refused by name.
 std::unique_ptr<Backend> make_backend(const std::string& device, ThreadPool& pool) {
     if (device == "cuda") {
-        fail<InvalidArgument>("--device cuda: this build has no CUDA backend (whole models run on "
-                              "the CPU for now); use --device cpu");
+        fail<InvalidArgument>(
+            "--device cuda: this build has no CUDA backend (whole models run on "
+            "the CPU for now); use --device cpu");
     }
     if (device != "cpu" && device != "auto") {
         fail<InvalidArgument>("--device must be cpu, cuda or auto, got '{}'", device);
@@ -121,7 +122,7 @@ std::unique_ptr<spec::Drafter> Runtime::make_drafter(const SpecOptions& o, Engin
     const int64_t kv_tokens =
         config.kv_blocks > 0 ? config.kv_blocks * config.kv_block_size : config.n_ctx;
     return std::make_unique<spec::DraftModelDrafter>(*draft_model, *draft_tokenizer, *backend,
-                                                     *model, *tokenizer, kv_tokens, kv_format);
+                                                     *model, *tokenizer, kv_tokens, kv_formats);
 }
 
 std::string read_text_file(const std::string& path) {
