@@ -26,7 +26,10 @@ TEXTS = {  # name: (file, tokens incl. BOS)
     "apache2": ("/usr/share/common-licenses/Apache-2.0", 128),
     "gpl3": ("/usr/share/common-licenses/GPL-3", 700),
 }
-GREEDY_PROMPTS = {  # name: (text, parse special tokens)
+GREEDY_PROMPTS = {  # name: (text, parse special tokens); the first two are confident runs
+    "count": ("1, 2, 3, 4, 5, 6, 7, 8,", False),
+    "license": ("GNU GENERAL PUBLIC LICENSE\nVersion 3, 29 June 2007\n\nCopyright (C) 2007 Free "
+                "Software Foundation, Inc.", False),
     "capital": ("The capital of France is", False),
     "chat": ("<start_of_turn>user\nWhat is gravity?<end_of_turn>\n<start_of_turn>model\n", True),
 }
