@@ -1,6 +1,9 @@
 """`vela serve --spec ngram`: greedy completions equal the default server's, and /metrics
 reports the speculation counters."""
-from conftest import launch, shutdown
+import os
+import subprocess
+
+from conftest import _model_path, launch, shutdown
 
 PROMPT = ("Repeat exactly: alpha beta gamma delta epsilon zeta eta theta. "
           "Repeat exactly: alpha beta gamma delta")
@@ -22,9 +25,7 @@ def test_ngram_speculation_keeps_greedy_output(server):
 
 
 def test_spec_draft_without_model_is_refused():
-    import os
-    import subprocess
-    out = subprocess.run([os.environ["VELA_BIN"], "serve", "--spec", "draft"],
+    out = subprocess.run([os.environ["VELA_BIN"], "serve", "-m", _model_path(), "--spec", "draft"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert "--spec draft needs --draft-model" in out.stderr
