@@ -3,7 +3,7 @@
 # greedy, with the acceptance counters. Usage: scripts/bench_spec.sh [vela binary] [repetitions]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VELA=${1:-build/bin/vela}
+VELA=${1:-build/release/bin/vela}
 REPS=${2:-3}
 uptime
 # n-gram (prompt lookup) on SmolLM2-135M, an input-grounded prompt (edit the given code).
