@@ -5,8 +5,10 @@
 // host memory), carried out in order by apply() before the step that depends on them.
 //
 // Layout of every implementation (the attention kernels rely on it): per layer, K and V each
-// [num_blocks][n_kv_heads][block_size][head_dim], so the keys of one head in one block are
-// contiguous. A token's flat slot is block * block_size + offset.
+// [num_blocks] blocks of [n_kv_heads][block_size] rows, so the keys of one head in one block are
+// contiguous; a quantised format's block starts with its rows' scales (host_kv_storage.h,
+// KvSideView), so block operations move them too. A token's flat slot is
+// block * block_size + offset.
 #include <cstddef>
 #include <cstdint>
 #include <span>
