@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <type_traits>
@@ -61,6 +62,18 @@ __m256 exp_nonpositive(__m256 x) {
 __m256 load_i8x8(const int8_t* p) {
     const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+}
+
+// Eight 4-bit values (4 bytes: values 0-3 in the low nibbles, 4-7 in the high ones) widened
+// to float in registers.
+__m256 load_q4x8(const uint8_t* p) {
+    int32_t bytes;
+    std::memcpy(&bytes, p, sizeof bytes);
+    const __m128i x = _mm_cvtsi32_si128(bytes);
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    const __m128i lo = _mm_and_si128(x, mask);
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(x, 4), mask);
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpacklo_epi32(lo, hi)));
 }
 
 struct Avx2Ops {
@@ -135,16 +148,16 @@ struct Avx2Ops {
     // out[j] = q . rows[j] dequantised: each group's partial dot is scaled once.
     static void dot_rows_q8(const float* q, const int8_t* const* rows, const float* scales,
                             int64_t n, int64_t hd, float* out) {
-        const int64_t groups = q8_groups(hd);
+        const int64_t groups = kv_groups(hd);
         for (int64_t j = 0; j < n; ++j) {
             const int8_t* r = rows[j];
             const float* sc = scales + j * groups;
             __m256 total = _mm256_setzero_ps();
             float tail = 0.0f;
             for (int64_t g = 0; g < groups; ++g) {
-                const int64_t end = std::min(hd, (g + 1) * kQ8Group);
+                const int64_t end = std::min(hd, (g + 1) * kKvGroup);
                 __m256 part = _mm256_setzero_ps();
-                int64_t d = g * kQ8Group;
+                int64_t d = g * kKvGroup;
                 for (; d + 8 <= end; d += 8) {
                     part = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), load_i8x8(r + d), part);
                 }
@@ -160,10 +173,10 @@ struct Avx2Ops {
     // group's scale folded into each row's weight.
     static void accumulate_q8(const float* w, const int8_t* const* rows, const float* scales,
                               int64_t n, float* acc, int64_t hd) {
-        const int64_t groups = q8_groups(hd);
+        const int64_t groups = kv_groups(hd);
         int64_t d = 0;
         for (; d + 32 <= hd; d += 32) {
-            const int64_t g = d / kQ8Group;
+            const int64_t g = d / kKvGroup;
             __m256 c0 = _mm256_loadu_ps(acc + d), c1 = _mm256_loadu_ps(acc + d + 8);
             __m256 c2 = _mm256_loadu_ps(acc + d + 16), c3 = _mm256_loadu_ps(acc + d + 24);
             for (int64_t j = 0; j < n; ++j) {
@@ -180,7 +193,7 @@ struct Avx2Ops {
             _mm256_storeu_ps(acc + d + 24, c3);
         }
         for (; d + 8 <= hd; d += 8) {
-            const int64_t g = d / kQ8Group;
+            const int64_t g = d / kKvGroup;
             __m256 c = _mm256_loadu_ps(acc + d);
             for (int64_t j = 0; j < n; ++j) {
                 const __m256 wj = _mm256_set1_ps(w[j] * scales[j * groups + g]);
@@ -189,9 +202,36 @@ struct Avx2Ops {
             _mm256_storeu_ps(acc + d, c);
         }
         for (; d < hd; ++d) {
-            const int64_t g = d / kQ8Group;
+            const int64_t g = d / kKvGroup;
             for (int64_t j = 0; j < n; ++j) {
                 acc[d] += w[j] * scales[j * groups + g] * static_cast<float>(rows[j][d]);
+            }
+        }
+    }
+    // acc += sum_j w[j] * rows[j] dequantised (min + q * scale per group): 8 columns at a time
+    // in a register; each row's w * min is summed per group and added once at the end.
+    static void accumulate_q4(const float* w, const uint8_t* const* rows, const float* scale_min,
+                              int64_t n, float* acc, int64_t hd) {
+        const int64_t groups = kv_groups(hd);
+        for (int64_t g = 0; g < groups; ++g) {
+            const int64_t begin = g * kKvGroup, end = std::min(hd, begin + kKvGroup);
+            float min_sum = 0.0f;
+            for (int64_t j = 0; j < n; ++j) min_sum += w[j] * scale_min[(j * groups + g) * 2 + 1];
+            int64_t d = begin;
+            for (; d + 8 <= end; d += 8) {
+                __m256 c = _mm256_loadu_ps(acc + d);
+                for (int64_t j = 0; j < n; ++j) {
+                    const __m256 wj = _mm256_set1_ps(w[j] * scale_min[(j * groups + g) * 2]);
+                    c = _mm256_fmadd_ps(wj, load_q4x8(rows[j] + d / 2), c);
+                }
+                _mm256_storeu_ps(acc + d, _mm256_add_ps(c, _mm256_set1_ps(min_sum)));
+            }
+            for (; d < end; ++d) {
+                for (int64_t j = 0; j < n; ++j) {
+                    acc[d] += w[j] * scale_min[(j * groups + g) * 2] *
+                              static_cast<float>(q4_nibble(rows[j], d));
+                }
+                acc[d] += min_sum;
             }
         }
     }

@@ -23,19 +23,21 @@ namespace vela::attention_detail {
 namespace {
 
 // One tile of K or V rows of one KV head. Float formats: `rows` point at float rows (F32 in the
-// cache, F16/BF16 decoded once per tile into `decoded` for the whole GQA group). Q8: `q8` points
-// at the int8 rows in the cache and `scales` holds their group scales as float; the Ops
-// dequantise in registers.
+// cache, F16/BF16 decoded once per tile into `decoded` for the whole GQA group). Q8 / Q4: `q8` /
+// `q4` point at the rows in the cache and `scales` holds each row's scales (and Q4's minima) as
+// float; the Ops dequantise in registers.
 struct SideTile {
     std::vector<float> decoded, scales;
     std::vector<const float*> rows;
     std::vector<const int8_t*> q8;
+    std::vector<const uint8_t*> q4;
 
     explicit SideTile(int64_t head_dim)
         : decoded(static_cast<size_t>(kKeyTile * head_dim)),
-          scales(static_cast<size_t>(kKeyTile * q8_groups(head_dim))),
+          scales(static_cast<size_t>(kKeyTile * 2 * kv_groups(head_dim))),
           rows(kKeyTile),
-          q8(kKeyTile) {}
+          q8(kKeyTile),
+          q4(kKeyTile) {}
 };
 
 struct TileScratch {
@@ -56,17 +58,21 @@ struct TileScratch {
 template <class Ops, class T>
 void load_side(const KvSideView& side, const AttentionSeq& seq, int64_t kv_head, int64_t first,
                int64_t n, SideTile& t) {
-    const int64_t bs = side.block_size, hd = side.head_dim, groups = q8_groups(hd);
+    const int64_t bs = side.block_size, hd = side.head_dim, per_row = side.scales_per_row;
     for (int64_t j = 0; j < n; ++j) {
         const int64_t pos = first + j;
         const int64_t block = seq.block_table[pos / bs];
         const std::byte* row = side.row(block, kv_head, pos % bs);
         if constexpr (std::is_same_v<T, float>) {
             t.rows[j] = reinterpret_cast<const float*>(row);
-        } else if constexpr (std::is_same_v<T, KvQ8>) {
-            t.q8[j] = reinterpret_cast<const int8_t*>(row);
-            Ops::f16_to_f32(side.q8_scales(block, kv_head, pos % bs), &t.scales[j * groups],
-                            groups);
+        } else if constexpr (std::is_same_v<T, KvQ8> || std::is_same_v<T, KvQ4>) {
+            if constexpr (std::is_same_v<T, KvQ8>) {
+                t.q8[j] = reinterpret_cast<const int8_t*>(row);
+            } else {
+                t.q4[j] = reinterpret_cast<const uint8_t*>(row);
+            }
+            Ops::f16_to_f32(side.scales(block, kv_head, pos % bs), &t.scales[j * per_row],
+                            per_row);
         } else {
             float* decoded = t.decoded.data() + j * hd;
             const auto* bits = reinterpret_cast<const uint16_t*>(row);
@@ -86,7 +92,7 @@ template <class Ops, class TK, class TV>
 void fold_keys(const float* q, TileScratch& s, int64_t lo, int64_t hi, float scale, int64_t hd,
                float* acc, float& max, float& sum) {
     float* scores = s.scores.data();
-    const int64_t n = hi - lo + 1, groups = q8_groups(hd);
+    const int64_t n = hi - lo + 1, groups = kv_groups(hd);
     float tile_max = -std::numeric_limits<float>::infinity();
     if constexpr (std::is_same_v<TK, KvQ8>) {
         Ops::dot_rows_q8(q, s.k.q8.data() + lo, s.k.scales.data() + lo * groups, n, hd,
@@ -106,6 +112,9 @@ void fold_keys(const float* q, TileScratch& s, int64_t lo, int64_t hi, float sca
     if constexpr (std::is_same_v<TV, KvQ8>) {
         Ops::accumulate_q8(scores + lo, s.v.q8.data() + lo, s.v.scales.data() + lo * groups, n,
                            acc, hd);
+    } else if constexpr (std::is_same_v<TV, KvQ4>) {
+        Ops::accumulate_q4(scores + lo, s.v.q4.data() + lo, s.v.scales.data() + lo * 2 * groups,
+                           n, acc, hd);
     } else {
         Ops::accumulate(scores + lo, s.v.rows.data() + lo, n, acc, hd);
     }
@@ -173,9 +182,13 @@ template <class Ops>
 void run_attention(const PagedAttentionParams& p, std::span<const AttentionWork> work,
                    ThreadPool& pool) {
     visit_kv_format(p.kv.k.format, [&](auto tk) {
-        visit_kv_format(p.kv.v.format, [&](auto tv) {
-            run_typed<Ops, decltype(tk), decltype(tv)>(p, work, pool);
-        });
+        using TK = decltype(tk);
+        if constexpr (std::is_same_v<TK, KvQ4>) {
+            fail<InvalidArgument>("attention: 4-bit keys are not supported (Q4 is for V only)");
+        } else {
+            visit_kv_format(p.kv.v.format,
+                            [&](auto tv) { run_typed<Ops, TK, decltype(tv)>(p, work, pool); });
+        }
     });
 }
 

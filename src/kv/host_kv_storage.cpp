@@ -34,6 +34,7 @@ std::string_view kv_format_name(KvFormat f) {
         case KvFormat::F16: return "f16";
         case KvFormat::BF16: return "bf16";
         case KvFormat::Q8: return "q8";
+        case KvFormat::Q4: return "q4";
     }
     return "?";
 }
@@ -44,7 +45,9 @@ size_t kv_row_bytes(KvFormat f, int64_t head_dim) {
         case KvFormat::F32: return 4 * hd;
         case KvFormat::F16:
         case KvFormat::BF16: return 2 * hd;
-        case KvFormat::Q8: return hd + 2 * static_cast<size_t>(q8_groups(head_dim));
+        case KvFormat::Q8: return hd + 2 * static_cast<size_t>(kv_groups(head_dim));
+        case KvFormat::Q4:
+            return static_cast<size_t>(q4_row_bytes(head_dim) + 4 * kv_groups(head_dim));
     }
     return 0;
 }
@@ -55,10 +58,10 @@ std::string kv_formats_name(KvFormats f) {
 }
 
 KvFormat parse_kv_format(std::string_view name) {
-    for (KvFormat f : {KvFormat::F32, KvFormat::F16, KvFormat::BF16, KvFormat::Q8}) {
+    for (KvFormat f : {KvFormat::F32, KvFormat::F16, KvFormat::BF16, KvFormat::Q8, KvFormat::Q4}) {
         if (kv_format_name(f) == name) return f;
     }
-    fail<InvalidArgument>("unknown KV format '{}' (f32, f16, bf16 or q8)", name);
+    fail<InvalidArgument>("unknown KV format '{}' (f32, f16, bf16, q8 or q4)", name);
 }
 
 size_t KvStorage::bytes_per_token() const {
@@ -73,9 +76,11 @@ KvSideView::KvSideView(const std::byte* data, KvFormat format, int64_t n_kv_head
     : data(data), format(format), n_kv_heads(n_kv_heads), head_dim(head_dim),
       block_size(block_size) {
     const auto rows = static_cast<size_t>(n_kv_heads * block_size);
-    const bool q8 = format == KvFormat::Q8;
-    scale_bytes = q8 ? rows * 2 * static_cast<size_t>(q8_groups(head_dim)) : 0;
-    row_bytes = q8 ? static_cast<size_t>(head_dim) : kv_row_bytes(format, head_dim);
+    scales_per_row = format == KvFormat::Q8   ? kv_groups(head_dim)
+                     : format == KvFormat::Q4 ? 2 * kv_groups(head_dim)
+                                              : 0;
+    scale_bytes = rows * 2 * static_cast<size_t>(scales_per_row);
+    row_bytes = kv_row_bytes(format, head_dim) - 2 * static_cast<size_t>(scales_per_row);
     // Whole 4-byte units keep every block's scales aligned.
     block_bytes = (scale_bytes + rows * row_bytes + 3) / 4 * 4;
 }
@@ -86,6 +91,11 @@ void HostKvStorage::AlignedFree::operator()(std::byte* p) const {
 
 HostKvStorage::HostKvStorage(const KvLayout& layout, KvFormats formats)
     : layout_((check_layout(layout), layout)), formats_(formats) {
+    if (formats.k == KvFormat::Q4) {
+        fail<InvalidArgument>(
+            "KV format q4 is for V only (--kv-type-v q4): 4-bit keys need KIVI's per-channel "
+            "quantisation, which is not built yet; use q8 or f16 for K");
+    }
     for (bool value : {false, true}) {
         shape_[value] = KvSideView(nullptr, value ? formats.v : formats.k, layout_.n_kv_heads,
                                    layout_.head_dim, layout_.block_size);
@@ -176,9 +186,11 @@ void HostKvStorage::write(int64_t layer, std::span<const int64_t> slots, const f
                 for (int64_t h = 0; h < nh; ++h) {
                     // The storage is this object's own; the views hand out const pointers.
                     auto* row = const_cast<std::byte*>(s.row(slot / bs, h, slot % bs));
+                    auto* scales = const_cast<uint16_t*>(s.scales(slot / bs, h, slot % bs));
                     if constexpr (std::is_same_v<T, KvQ8>) {
-                        auto* scales = const_cast<uint16_t*>(s.q8_scales(slot / bs, h, slot % bs));
                         quantize_q8_row(src + h * hd, hd, reinterpret_cast<int8_t*>(row), scales);
+                    } else if constexpr (std::is_same_v<T, KvQ4>) {
+                        quantize_q4_row(src + h * hd, hd, reinterpret_cast<uint8_t*>(row), scales);
                     } else {
                         T* out = reinterpret_cast<T*>(row);
                         for (int64_t d = 0; d < hd; ++d) {
@@ -201,9 +213,11 @@ void HostKvStorage::read(int64_t layer, int64_t slot, int64_t kv_head, bool valu
     visit_kv_format(s.format, [&](auto tag) {
         using T = decltype(tag);
         const std::byte* row = s.row(slot / bs, kv_head, slot % bs);
+        const uint16_t* scales = s.scales(slot / bs, kv_head, slot % bs);
         if constexpr (std::is_same_v<T, KvQ8>) {
-            dequantize_q8_row(reinterpret_cast<const int8_t*>(row),
-                              s.q8_scales(slot / bs, kv_head, slot % bs), hd, out);
+            dequantize_q8_row(reinterpret_cast<const int8_t*>(row), scales, hd, out);
+        } else if constexpr (std::is_same_v<T, KvQ4>) {
+            dequantize_q4_row(reinterpret_cast<const uint8_t*>(row), scales, hd, out);
         } else {
             const T* in = reinterpret_cast<const T*>(row);
             for (int64_t d = 0; d < hd; ++d) out[d] = KvElement<T>::decode(in[d]);

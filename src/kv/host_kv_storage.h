@@ -14,16 +14,18 @@
 
 namespace vela {
 
-// One side (K or V) of one layer's storage as the attention kernels see it. A block holds,
-// for Q8, the fp16 scales of its rows first ([n_kv_heads][block_size][q8_groups(head_dim)]),
-// then the rows ([n_kv_heads][block_size] of row_bytes); the float formats have rows only.
-// Scales live inside their block, so copying or swapping a block moves them too.
+// One side (K or V) of one layer's storage as the attention kernels see it. A block of a
+// quantised format holds the fp16 scales of its rows first ([n_kv_heads][block_size] of
+// scales_per_row: Q8 a scale per group, Q4 a (scale, min) pair), then the rows ([n_kv_heads]
+// [block_size] of row_bytes); the float formats have rows only. Scales live inside their
+// block, so copying or swapping a block moves them too.
 struct KvSideView {
     const std::byte* data = nullptr;  // block 0
     KvFormat format = KvFormat::F16;
     int64_t n_kv_heads = 0;
     int64_t head_dim = 0;
     int64_t block_size = 0;
+    int64_t scales_per_row = 0;
     size_t scale_bytes = 0;  // scales at the start of each block
     size_t row_bytes = 0;    // one token's elements of one head
     size_t block_bytes = 0;  // one block, scales included (a multiple of 4)
@@ -36,9 +38,9 @@ struct KvSideView {
         return data + static_cast<size_t>(block) * block_bytes + scale_bytes +
                static_cast<size_t>(head * block_size + offset) * row_bytes;
     }
-    const uint16_t* q8_scales(int64_t block, int64_t head, int64_t offset) const {
+    const uint16_t* scales(int64_t block, int64_t head, int64_t offset) const {
         return reinterpret_cast<const uint16_t*>(data + static_cast<size_t>(block) * block_bytes) +
-               (head * block_size + offset) * q8_groups(head_dim);
+               (head * block_size + offset) * scales_per_row;
     }
 };
 

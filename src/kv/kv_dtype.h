@@ -21,9 +21,14 @@ struct KvBF16 {
     uint16_t bits;
 };
 
-// int8 with fp16 scales per kQ8Group values (kv/kv_quant.h); rows are quantised as a whole.
+// int8 with fp16 scales per kKvGroup values (kv/kv_quant.h); rows are quantised as a whole.
 struct KvQ8 {
     int8_t q;
+};
+
+// 4-bit with fp16 (scale, min) per kKvGroup values (kv/kv_quant.h); V only.
+struct KvQ4 {
+    uint8_t q;
 };
 
 // Element codecs of the float formats (quantised formats have row codecs in kv_quant.h).
@@ -60,6 +65,8 @@ decltype(auto) visit_kv_format(KvFormat format, Fn&& fn) {
             return fn(KvBF16{});
         case KvFormat::Q8:
             return fn(KvQ8{});
+        case KvFormat::Q4:
+            return fn(KvQ4{});
     }
     fail<InvalidArgument>("unknown KV format {}", static_cast<int>(format));
 }

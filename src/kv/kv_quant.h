@@ -1,27 +1,48 @@
 #pragma once
 // Row codecs of the quantised KV formats, shared by the host storage (quantisation fused into
 // the KV append, reads for tests) and the attention kernels (which take the scales as they are
-// stored and dequantise in registers).
+// stored and dequantise in registers). A row is one token's K or V of one KV head; both formats
+// quantise it in groups of kKvGroup values, so a row's bytes depend on that row alone.
 //
-// Q8: symmetric int8 with one fp16 scale per group of kQ8Group values of a row (a row is one
-// token's K or V of one KV head), value = q * scale, q in [-127, 127], scale = max|x| / 127
-// rounded up to fp16 (up, so that no value needs clamping: |x - value| <= scale / 2 always). A group of 32 (as llama.cpp's q8_0) rather than one scale per row: keys of
-// real models have outlier channels (Qwen2.5's reach 10-100x the median), and one outlier then
-// only coarsens its own 32 values; the kernels apply the scale once per group of a dot product,
-// so the cost is one multiply per 32 values.
+// Q8: symmetric int8, one fp16 scale per group: value = q * scale, q in [-127, 127], scale =
+// max|x| / 127 rounded up to fp16 (up, so no value needs clamping: |x - value| <= scale / 2).
+// A group of 32 (as llama.cpp's q8_0) rather than one scale per row: keys of real models have
+// outlier channels (Qwen2.5's reach 10-100x the median), and one outlier then only coarsens its
+// own 32 values; the kernels apply the scale once per group of a dot product.
+//
+// Q4 (values only, KIVI's per-token half): asymmetric 4-bit, an fp16 (scale, min) pair per
+// group: value = min + q * scale, q in [0, 15], min rounded down and scale = (max - min) / 15
+// rounded up to fp16, so again |x - value| <= scale / 2. Nibbles are packed per 8 values in 4
+// bytes (byte i: value i in the low nibble, value i + 4 in the high one), which widens to 8
+// floats with one shift and one mask.
 #include <cstdint>
 
 namespace vela {
 
-inline constexpr int64_t kQ8Group = 32;
+inline constexpr int64_t kKvGroup = 32;
 
-inline int64_t q8_groups(int64_t head_dim) {
-    return (head_dim + kQ8Group - 1) / kQ8Group;
+inline int64_t kv_groups(int64_t head_dim) {
+    return (head_dim + kKvGroup - 1) / kKvGroup;
 }
 
-// x[0, n) -> q[0, n), scales[0, q8_groups(n)) (fp16 bits). A group with a NaN keeps NaN in its
+inline int64_t q4_row_bytes(int64_t head_dim) {
+    return (head_dim + 7) / 8 * 4;
+}
+
+// x[0, n) -> q[0, n), scales[0, kv_groups(n)) (fp16 bits). A group with a NaN keeps NaN in its
 // scale (so a poisoned row reads back NaN); an all-zero group has scale 0.
 void quantize_q8_row(const float* x, int64_t n, int8_t* q, uint16_t* scales);
 void dequantize_q8_row(const int8_t* q, const uint16_t* scales, int64_t n, float* out);
+
+// x[0, n) -> q[0, q4_row_bytes(n)), scale_min[0, 2 * kv_groups(n)) (fp16 bits: scale, min per
+// group). A group with a NaN reads back NaN.
+void quantize_q4_row(const float* x, int64_t n, uint8_t* q, uint16_t* scale_min);
+void dequantize_q4_row(const uint8_t* q, const uint16_t* scale_min, int64_t n, float* out);
+
+// The nibble of value d of a packed Q4 row.
+inline int q4_nibble(const uint8_t* q, int64_t d) {
+    const uint8_t byte = q[d / 8 * 4 + d % 4];
+    return d % 8 < 4 ? byte & 0x0F : byte >> 4;
+}
 
 }  // namespace vela

@@ -5,8 +5,10 @@
 // host memory), carried out in order by apply() before the step that depends on them.
 //
 // Layout of every implementation (the attention kernels rely on it): per layer, K and V each
-// [num_blocks][n_kv_heads][block_size][head_dim], so the keys of one head in one block are
-// contiguous. A token's flat slot is block * block_size + offset.
+// [num_blocks] blocks of [n_kv_heads][block_size] rows, so the keys of one head in one block are
+// contiguous; a quantised format's block starts with its rows' scales (host_kv_storage.h,
+// KvSideView), so block operations move them too. A token's flat slot is
+// block * block_size + offset.
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -19,14 +21,15 @@
 
 namespace vela {
 
-// Formats of the stored K and V. Q8: int8 with an fp16 scale per 32 values of a row
-// (kv/kv_quant.h).
-enum class KvFormat { F32, F16, BF16, Q8 };
+// Formats of the stored K and V (kv/kv_quant.h). Q8: int8 with an fp16 scale per 32 values of
+// a row. Q4: 4-bit with an fp16 scale and minimum per 32 values of a row, for V only (4-bit keys
+// need KIVI's per-channel quantisation, not built yet).
+enum class KvFormat { F32, F16, BF16, Q8, Q4 };
 
 std::string_view kv_format_name(KvFormat f);
 // Bytes of one token's K (or V) row of one KV head, its scales included.
 size_t kv_row_bytes(KvFormat f, int64_t head_dim);
-// "f32", "f16", "bf16", "q8" (as --kv-type spells them); InvalidArgument otherwise.
+// "f32", "f16", "bf16", "q8", "q4" (as --kv-type spells them); InvalidArgument otherwise.
 KvFormat parse_kv_format(std::string_view name);
 
 // The formats of K and of V, chosen apart (as llama.cpp's -ctk / -ctv); a single format

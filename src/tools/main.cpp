@@ -27,8 +27,9 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
                    "built in and a GPU is present)")
         ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
         ->capture_default_str();
-    const auto kv_types = CLI::IsMember({"f32", "f16", "bf16", "q8"});
-    app.add_option("--kv-type", o.kv_type, "KV cache format of K and V: f32, f16, bf16 or q8")
+    const auto kv_types = CLI::IsMember({"f32", "f16", "bf16", "q8", "q4"});
+    app.add_option("--kv-type", o.kv_type,
+                   "KV cache format of K and V: f32, f16, bf16, q8 (int8), q4 (4-bit, V only)")
         ->check(kv_types)
         ->capture_default_str();
     app.add_option("--kv-type-k", o.kv_type_k, "KV cache format of K (default: --kv-type)")

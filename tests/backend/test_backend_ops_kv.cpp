@@ -19,10 +19,13 @@
 namespace vela::test {
 namespace {
 
-constexpr KvFormat kFormats[] = {KvFormat::F32, KvFormat::F16, KvFormat::BF16, KvFormat::Q8};
+// K and V formats: each format for both, and 4-bit V (which has no 4-bit K yet) beside Q8 K.
+const KvFormats kFormats[] = {KvFormat::F32, KvFormat::F16, KvFormat::BF16, KvFormat::Q8,
+                              {KvFormat::Q8, KvFormat::Q4}};
 
-std::string name_of(KvFormat f) {
-    std::string s(kv_format_name(f));
+std::string name_of(KvFormats f) {
+    std::string s(kv_format_name(f.k));
+    if (f.v != f.k) s += "/" + std::string(kv_format_name(f.v));
     for (char& c : s) c = static_cast<char>(std::toupper(c));
     return s;
 }
@@ -32,6 +35,7 @@ std::string name_of(KvFormat f) {
 // may round either way (quantisation ties).
 QuantRow stored_row(KvFormat f, const float* x, int64_t n) {
     if (f == KvFormat::Q8) return q8_reference(x, n);
+    if (f == KvFormat::Q4) return q4_reference(x, n);
     QuantRow r{std::vector<double>(n), std::vector<double>(n, 0.0), std::vector<double>(n, 0.0)};
     for (int64_t i = 0; i < n; ++i) {
         switch (f) {
@@ -45,13 +49,14 @@ QuantRow stored_row(KvFormat f, const float* x, int64_t n) {
 
 // Quantised formats are compared with attention over their stored values (tight) and over the
 // unquantised input: the format's own error, relative to the row's largest |V|. Q8 measured
-// worst 1.9e-2 over the cases below (3 seeds x 3 ISAs; q_sigma 3 makes the softmax sharp), so
-// the tolerance is twice that.
-bool quantised(KvFormat f) {
-    return f == KvFormat::Q8;
+// worst 1.9e-2 over the cases below (3 seeds x 3 ISAs; q_sigma 3 makes the softmax sharp), Q8
+// keys with Q4 values QQ; the tolerance is about twice that.
+bool quantised(KvFormats f) {
+    return f.k == KvFormat::Q8 || f.k == KvFormat::Q4 || f.v == KvFormat::Q8 ||
+           f.v == KvFormat::Q4;
 }
-double quantisation_tolerance(KvFormat f) {
-    return f == KvFormat::Q8 ? 4e-2 : 0.0;
+double quantisation_tolerance(KvFormats f) {
+    return f.v == KvFormat::Q4 ? 0.1 : f.k == KvFormat::Q8 ? 4e-2 : 0.0;
 }
 
 struct SeqShape {
@@ -131,22 +136,22 @@ size_t block_index(const KvLayout& l, int64_t layer, bool value, int64_t h, int6
 
 // One attention batch: its storage format and shape, the window, the spread of the queries.
 struct AttentionCase {
-    KvFormat format;
+    KvFormats format;
     int64_t n_kv_heads, ratio, head_dim, block_size, window;
     double q_sigma;
 };
 
 class BackendKvOps : public BackendTest {
   protected:
-    void check_write_kv(KvFormat f, int64_t block_size, int64_t heads, int64_t head_dim,
+    void check_write_kv(KvFormats f, int64_t block_size, int64_t heads, int64_t head_dim,
                         std::mt19937_64& rng);
     void check_attention(const AttentionCase& c, std::mt19937_64& rng);
-    void check_block_ops(KvFormat f, int64_t block_size, std::mt19937_64& rng);
+    void check_block_ops(KvFormats f, int64_t block_size, std::mt19937_64& rng);
     void refill_blocks(KvStorage& kv, const std::vector<int32_t>& blocks,
                        std::vector<BlockData>& dev, std::mt19937_64& rng);
     BlockData read_block(const KvStorage& kv, int32_t block);
 
-    std::unique_ptr<KvStorage> make_kv(const KvLayout& l, KvFormat f) {
+    std::unique_ptr<KvStorage> make_kv(const KvLayout& l, KvFormats f) {
         return backend().make_kv_storage(l, f);
     }
     // Plans `batch` and stores rows k, v (rows x n_kv_heads * head_dim) at its slots.
@@ -193,7 +198,7 @@ class BackendKvOps : public BackendTest {
 // write_kv: every written (slot, head) row holds the input rounded to the format (to nearest,
 // ties to even) or quantised by its definition: exact, tolerance 0 (one quantisation step at
 // rounding ties). Every other slot, and the other layer, keeps its NaN.
-void BackendKvOps::check_write_kv(KvFormat f, int64_t bs, int64_t heads, int64_t hd,
+void BackendKvOps::check_write_kv(KvFormats f, int64_t bs, int64_t heads, int64_t hd,
                                   std::mt19937_64& rng) {
     const std::vector<SeqShape> shapes = {{1, 1}, {5, 12}, {17, 17}, {1, 40}};
     const KvLayout l{2, heads, hd, bs, blocks_needed(shapes, bs) + 2};
@@ -216,7 +221,7 @@ void BackendKvOps::check_write_kv(KvFormat f, int64_t bs, int64_t heads, int64_t
                     const std::vector<float> got = read(*kv, layer, slot, h, value);
                     const QuantRow want =
                         r < 0 ? QuantRow{}
-                              : stored_row(f, (value ? v : k).data() + (r * heads + h) * hd, hd);
+                              : stored_row(value ? f.v : f.k, (value ? v : k).data() + (r * heads + h) * hd, hd);
                     const std::string where = fmt::format("layer {} slot {} head {} {}", layer,
                                                           slot, h, value ? "V" : "K");
                     for (int64_t d = 0; d < hd; ++d) {
@@ -245,10 +250,11 @@ void BackendKvOps::check_write_kv(KvFormat f, int64_t bs, int64_t heads, int64_t
 
 TEST_P(BackendKvOps, WriteKv) {
     auto rng = op_rng("write_kv");
-    for (KvFormat f : kFormats) {
+    for (KvFormats f : kFormats) {
         for (int64_t bs : {1, 7, 16}) {
             check_write_kv(f, bs, 1, 40, rng);
             check_write_kv(f, bs, 3, 72, rng);
+            check_write_kv(f, bs, 2, 37, rng);
         }
     }
 }
@@ -370,8 +376,8 @@ void BackendKvOps::check_attention(const AttentionCase& c, std::mt19937_64& rng)
 TEST_P(BackendKvOps, Attention) {
     auto rng = op_rng("attention");
     const int64_t ratios[] = {1, 3, 7}, block_sizes[] = {1, 7, 16};
-    const int64_t head_dims[] = {64, 72, 40, 128}, windows[] = {1, 5, 48};
-    for (KvFormat f : kFormats) {
+    const int64_t head_dims[] = {64, 72, 37, 128}, windows[] = {1, 5, 48};
+    for (KvFormats f : kFormats) {
         for (int ri = 0; ri < 3; ++ri) {
             for (int bi = 0; bi < 3; ++bi) {
                 for (bool windowed : {false, true}) {
@@ -390,7 +396,7 @@ TEST_P(BackendKvOps, Attention) {
 // KvStorage::apply: Copy, SwapOut and SwapIn move whole blocks (every layer, K and V) in order;
 // host slots keep what was swapped out across apply() calls while the device blocks are
 // reused. Bytes are moved, not recomputed: exact, tolerance 0.
-void BackendKvOps::check_block_ops(KvFormat f, int64_t bs, std::mt19937_64& rng) {
+void BackendKvOps::check_block_ops(KvFormats f, int64_t bs, std::mt19937_64& rng) {
     const KvLayout l{2, 2, 40, bs, 8};
     auto kv = make_kv(l, f);
     const size_t block_elems = block_index(l, l.n_layers, false, 0, 0, 0);
@@ -487,7 +493,7 @@ BlockData BackendKvOps::read_block(const KvStorage& kv, int32_t b) {
 
 TEST_P(BackendKvOps, ApplyBlockOps) {
     auto rng = op_rng("kv_apply");
-    for (KvFormat f : kFormats) {
+    for (KvFormats f : kFormats) {
         for (int64_t bs : {1, 7, 16}) check_block_ops(f, bs, rng);
     }
 }

@@ -51,4 +51,34 @@ inline QuantRow q8_reference(const float* x, int64_t n) {
     return r;
 }
 
+// Q4: per group of 32 values, min = min(x) rounded down to fp16, scale = (max(x) - min) / 15
+// rounded up to fp16, q = round((x - min) / scale) (ties to even), value = min + q * scale.
+// Slack as for Q8, plus half a float ulp of the result (the sum is rounded to float).
+inline QuantRow q4_reference(const float* x, int64_t n) {
+    QuantRow r{std::vector<double>(n), std::vector<double>(n), std::vector<double>(n)};
+    for (int64_t g = 0; g * 32 < n; ++g) {
+        const int64_t begin = g * 32, end = std::min<int64_t>(n, begin + 32);
+        double lo = x[begin], hi = x[begin];
+        for (int64_t i = begin; i < end; ++i) {
+            lo = std::min(lo, double{x[i]});
+            hi = std::max(hi, double{x[i]});
+        }
+        const double min_quantum = fp16_quantum(std::fabs(lo));
+        // Rounding down may cross into the binade below a negative power of two: still exact.
+        const double min = std::floor(lo / min_quantum) * min_quantum;
+        const double exact = (hi - min) / 15.0, quantum = fp16_quantum(exact);
+        const double scale = std::ceil(exact / quantum) * quantum;
+        const bool scale_tie = exact > 0.0 && near_tie(exact / quantum + 0.5, 1e-4);
+        for (int64_t i = begin; i < end; ++i) {
+            const double v = scale > 0.0 ? (x[i] - min) / scale : 0.0;
+            r.value[i] = min + std::nearbyint(v) * scale;
+            // Plus the float rounding of min + q * scale (q * scale itself is exact).
+            r.slack[i] = ((scale_tie || near_tie(v, 1e-4)) ? 1.01 * scale : 0.0) +
+                         std::fabs(r.value[i]) * 0x1p-24;
+            r.scale[i] = scale > 0.0 ? scale : 2 * min_quantum;  // all equal: min's rounding
+        }
+    }
+    return r;
+}
+
 }  // namespace vela::test

@@ -74,9 +74,9 @@ class EngineServing : public ::testing::Test {
     }
 
     // Each prompt alone in a fresh engine without prefix cache: the reference (per KV format).
-    static const std::vector<Tokens>& alone(KvFormat format = KvFormat::F16) {
-        static std::map<KvFormat, std::vector<Tokens>> cache;
-        std::vector<Tokens>& out = cache[format];
+    static const std::vector<Tokens>& alone(KvFormats format = KvFormat::F16) {
+        static std::map<std::string, std::vector<Tokens>> cache;
+        std::vector<Tokens>& out = cache[kv_formats_name(format)];
         if (out.empty()) {
             EngineConfig c;
             c.prefix_caching = false;
@@ -179,8 +179,8 @@ TEST_F(EngineServing, PreemptionUnderMemoryPressureKeepsOutputs) {
 // preemption (quantised blocks and their scales go to host memory and back), and for a group
 // of samples forked from one prompt (copy-on-write of a partly filled quantised block).
 TEST_F(EngineServing, QuantisedKvKeepsOutputsIdenticalToAlone) {
-    for (KvFormat format : {KvFormat::Q8}) {
-        const std::string what(kv_format_name(format));
+    for (KvFormats format : {KvFormats(KvFormat::Q8), KvFormats(KvFormat::Q8, KvFormat::Q4)}) {
+        const std::string what = kv_formats_name(format);
         const std::vector<Tokens>& want = alone(format);
         EngineConfig c;
         c.kv_formats = format;

@@ -24,40 +24,61 @@ struct Q8Row {
 
 Q8Row round_trip_q8(const std::vector<float>& x) {
     const auto n = static_cast<int64_t>(x.size());
-    Q8Row r{std::vector<int8_t>(x.size()), std::vector<uint16_t>(q8_groups(n)),
+    Q8Row r{std::vector<int8_t>(x.size()), std::vector<uint16_t>(kv_groups(n)),
             std::vector<float>(x.size())};
     quantize_q8_row(x.data(), n, r.q.data(), r.scales.data());
     dequantize_q8_row(r.q.data(), r.scales.data(), n, r.back.data());
     return r;
 }
 
-TEST(KvQuant, Q8MatchesDoublePrecisionReference) {
+std::vector<float> round_trip_q4(const std::vector<float>& x) {
+    const auto n = static_cast<int64_t>(x.size());
+    std::vector<uint8_t> q(static_cast<size_t>(q4_row_bytes(n)));
+    std::vector<uint16_t> scale_min(static_cast<size_t>(2 * kv_groups(n)));
+    std::vector<float> back(x.size());
+    quantize_q4_row(x.data(), n, q.data(), scale_min.data());
+    dequantize_q4_row(q.data(), scale_min.data(), n, back.data());
+    return back;
+}
+
+// Rows of odd lengths, each at its own magnitude (2^-12 .. 2^4) with one outlier channel 30x,
+// through `round_trip` against `reference`.
+template <class RoundTrip, class Reference>
+void expect_matches_reference(const char* format, RoundTrip round_trip, Reference reference) {
     std::mt19937 rng(fresh_seed());
     std::normal_distribution<float> normal;
     std::uniform_real_distribution<float> spread(-12.0f, 4.0f);
-    for (int64_t n : {1, 7, 31, 32, 33, 40, 64, 72, 97, 127, 128, 200}) {
+    for (int64_t n : {1, 7, 31, 32, 33, 37, 40, 64, 72, 97, 127, 128, 200}) {
         for (int trial = 0; trial < 20; ++trial) {
-            // Each row at its own magnitude (2^-12 .. 2^4), with one outlier channel 30x.
             const float mag = std::exp2(spread(rng));
             std::vector<float> x(static_cast<size_t>(n));
             for (float& v : x) v = normal(rng) * mag;
             x[static_cast<size_t>(trial) % x.size()] *= 30.0f;
-            const Q8Row got = round_trip_q8(x);
-            const QuantRow ref = q8_reference(x.data(), n);
+            const std::vector<float> got = round_trip(x);
+            const QuantRow ref = reference(x.data(), n);
             for (int64_t i = 0; i < n; ++i) {
-                const double err = std::fabs(got.back[i] - ref.value[i]);
-                ASSERT_LE(err, ref.slack[i]) << "n " << n << " element " << i << " of " << x[i]
-                                             << ": got " << got.back[i] << " want "
+                const double err = std::fabs(got[i] - ref.value[i]);
+                ASSERT_LE(err, ref.slack[i]) << format << " n " << n << " element " << i << " of "
+                                             << x[i] << ": got " << got[i] << " want "
                                              << ref.value[i];
                 // The format's bound: half a step.
-                ASSERT_LE(std::fabs(got.back[i] - double{x[i]}), 0.5 * ref.scale[i] * (1 + 1e-5))
-                    << "n " << n << " element " << i;
+                ASSERT_LE(std::fabs(got[i] - double{x[i]}), 0.5 * ref.scale[i] * (1 + 1e-5))
+                    << format << " n " << n << " element " << i;
             }
         }
     }
 }
 
-TEST(KvQuant, Q8ZeroAndNanRows) {
+TEST(KvQuant, Q8MatchesDoublePrecisionReference) {
+    expect_matches_reference(
+        "q8", [](const std::vector<float>& x) { return round_trip_q8(x).back; }, q8_reference);
+}
+
+TEST(KvQuant, Q4MatchesDoublePrecisionReference) {
+    expect_matches_reference("q4", round_trip_q4, q4_reference);
+}
+
+TEST(KvQuant, ZeroAndNanRows) {
     const std::vector<float> zeros(40, 0.0f);
     for (float v : round_trip_q8(zeros).back) EXPECT_EQ(v, 0.0f);
     // A NaN poisons its own group (so a poisoned KV slot reads back NaN) and no other.
@@ -66,6 +87,10 @@ TEST(KvQuant, Q8ZeroAndNanRows) {
     const Q8Row r = round_trip_q8(x);
     for (int i = 0; i < 32; ++i) EXPECT_TRUE(std::isnan(r.back[i])) << i;
     for (int i = 32; i < 40; ++i) EXPECT_NEAR(r.back[i], 1.0f, 1.0 / 254) << i;
+    const std::vector<float> q4 = round_trip_q4(x);
+    for (int i = 0; i < 32; ++i) EXPECT_TRUE(std::isnan(q4[i])) << i;
+    for (int i = 32; i < 40; ++i) EXPECT_FLOAT_EQ(q4[i], 1.0f) << i;
+    for (float v : round_trip_q4(zeros)) EXPECT_EQ(v, 0.0f);
 }
 
 }  // namespace

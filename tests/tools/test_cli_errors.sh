@@ -46,6 +46,7 @@ expect_error "temperature" generate -m "$model" -p hi --temperature -1
 expect_error "no CUDA backend" generate -m "$model" -p hi --device cuda
 expect_error "device" generate -m "$model" -p hi --device tpu
 expect_error "kv-type" generate -m "$model" -p hi --kv-type q3
+expect_error "V only" generate -m "$model" -p hi --kv-type q4
 expect_error "kv-type-k" generate -m "$model" -p hi --kv-type-k int4
 expect_error "kv-type-v" perplexity -m "$model" --kv-type-v "" /etc/hostname
 expect_error "top_p|top-p" generate -m "$model" -p hi --top-p 1.5
