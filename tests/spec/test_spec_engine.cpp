@@ -170,7 +170,9 @@ TEST_F(SpecEngine, GreedyIdenticalAlone) {
             }
             expect_no_leak(*e);
         }
-        if (std::string(name) == "ngram") EXPECT_GT(accepted, 0);
+        if (std::string(name) == "ngram") {
+            EXPECT_GT(accepted, 0);
+        }
     }
 }
 
