@@ -24,8 +24,8 @@ const KvFormats kFormats[] = {KvFormat::F32, KvFormat::F16, KvFormat::BF16, KvFo
                               {KvFormat::Q8, KvFormat::Q4}};
 
 std::string name_of(KvFormats f) {
-    std::string s(kv_format_name(f.k));
-    if (f.v != f.k) s += "/" + std::string(kv_format_name(f.v));
+    std::string s = f.v == f.k ? fmt::format("{}", kv_format_name(f.k))
+                               : fmt::format("{}/{}", kv_format_name(f.k), kv_format_name(f.v));
     for (char& c : s) c = static_cast<char>(std::toupper(c));
     return s;
 }
