@@ -240,8 +240,11 @@ TEST_F(SpecEngine, RejectedDraftsNeverReachThePrefixCache) {
     int64_t rejected = 0;
     for (const auto& p : random->proposals) {
         const Tokens* full = nullptr;
-        for (const auto& [prompt, all] : final_of)
-            if (std::equal(prompt.begin(), prompt.end(), p.tokens.begin())) full = &all;
+        for (const auto& [prompt, all] : final_of) {
+            const bool extends = p.tokens.size() >= prompt.size() &&
+                                 std::equal(prompt.begin(), prompt.end(), p.tokens.begin());
+            if (extends) full = &all;
+        }
         ASSERT_NE(full, nullptr);
         int64_t agree = 0;  // tokens of the proposal that are the sequence's own
         while (agree < static_cast<int64_t>(std::min(full->size(), p.tokens.size())) &&
