@@ -65,9 +65,9 @@ step_fuzz() {
 # (model parity), Gemma3Parity's logits and greedy runs, EngineServing.* (serving with the
 # model), the speculative engine suites but two (GreedyIdenticalAlone, 215 s under ASan, and
 # RejectedDraftsNeverReachThePrefixCache, 125 s, stay: the others take 200-250 s each),
-# server_openai (a sanitized server under the
-# suite's 60 s request timeouts), cli_smoke_catches_fakes (cli_smoke run 11 times). The real
-# model still runs under the sanitizers in cli_smoke and cli_errors, through `vela`.
+# server_openai (a sanitized server under the suite's 60 s request timeouts),
+# cli_smoke_catches_fakes (cli_smoke run 11 times). The real model still runs under the
+# sanitizers in cli_smoke and cli_errors, through `vela`.
 asan_skip='^(LlamaCppParity\..*|float64_parity_.*|EngineServing\..*|server_openai'
 asan_skip+='|Gemma3Parity\.(TeacherForcedLogits|GreedyContinuationsMatch)'
 asan_skip+='|SpecEngine\.(GreedyIdenticalInABatch.*|GreedyIdenticalUnderPreemption'
