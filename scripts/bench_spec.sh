@@ -19,8 +19,8 @@ uptime
 "$VELA" bench -t 2 -m "$target" -p 0 -n 64 -r "$REPS" --spec draft --draft-model "$draft" -f "$prompt"
 if [ -n "$LLAMA" ]; then
     echo "llama.cpp, same pair and prompt, 64 greedy tokens, at most 5 draft tokens:"
-    "$LLAMA/llama-speculative-simple" -m "$target" -md "$draft" -f "$prompt" -n 64 -t 2 \
-        --draft-max 5 --temp 0 -c 2048 2>&1 | grep -E "decoded|n_drafted|n_accept|accept " || true
+    "$LLAMA/llama-speculative-simple" -m "$target" -md "$draft" --spec-type draft-simple -f "$prompt" -n 64 -t 2 \
+        --spec-draft-n-max 5 --temp 0 -c 2048 2>&1 | grep -E "decoded|n_drafted|n_accept|accept " || true
     echo "llama.cpp without speculation (llama-bench tg64 of the target):"
     "$LLAMA/llama-bench" -m "$target" -t 2 -p 0 -n 64 -r "$REPS" 2>/dev/null | grep tg64
 fi
