@@ -40,6 +40,20 @@ auto& host_storage(Storage& kv) {
     return static_cast<Host&>(kv);
 }
 
+// y = act(gate) * up elementwise (SwiGLU, GeGLU), split over the pool.
+void gated_mul(ThreadPool& pool, const Tensor& gate, const Tensor& up, Tensor y,
+               void (*act_mul)(const float*, const float*, float*, int64_t)) {
+    check_f32(gate);
+    check_f32(up);
+    check_f32(y);
+    VELA_ASSERT(gate.numel() == up.numel() && y.numel() == gate.numel());
+    const float* g = gate.f32();
+    const float* u = up.f32();
+    float* out = y.f32();
+    pool.parallel_for(gate.numel(),
+                      [&](int64_t b, int64_t e) { act_mul(g + b, u + b, out + b, e - b); });
+}
+
 }  // namespace
 
 // The attention kernels have a scalar and an AVX2 path; AVX-512 machines run the AVX2 one.
@@ -138,27 +152,11 @@ void CpuBackend::add_bias(Tensor y, const Weight& bias) {
 }
 
 void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor y) {
-    check_f32(gate);
-    check_f32(up);
-    check_f32(y);
-    VELA_ASSERT(gate.numel() == up.numel() && y.numel() == gate.numel());
-    const float* g = gate.f32();
-    const float* u = up.f32();
-    float* out = y.f32();
-    pool_.parallel_for(gate.numel(),
-                       [&](int64_t b, int64_t e) { cpu::silu_mul(g + b, u + b, out + b, e - b); });
+    gated_mul(pool_, gate, up, y, &cpu::silu_mul);
 }
 
 void CpuBackend::gelu_mul(const Tensor& gate, const Tensor& up, Tensor y) {
-    check_f32(gate);
-    check_f32(up);
-    check_f32(y);
-    VELA_ASSERT(gate.numel() == up.numel() && y.numel() == gate.numel());
-    const float* g = gate.f32();
-    const float* u = up.f32();
-    float* out = y.f32();
-    pool_.parallel_for(gate.numel(),
-                       [&](int64_t b, int64_t e) { cpu::gelu_mul(g + b, u + b, out + b, e - b); });
+    gated_mul(pool_, gate, up, y, &cpu::gelu_mul);
 }
 
 void CpuBackend::scale(Tensor y, float factor) {
