@@ -1,0 +1,38 @@
+#pragma once
+// CUDA kernels that read GGUF weights in their stored (quantised) formats: the decode matvec,
+// the bf16 dequantisation feeding the prefill GEMM, and the embedding lookup. Plain C++ (no CUDA
+// headers); values are those of vela::cpu::dequantize_row, bit for bit.
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace vela::cuda_backend {
+
+// Largest number of activation rows matvec() takes (decode, and draft verification).
+inline constexpr int64_t kMatvecMaxRows = 8;
+
+// Whether the kernels below read weights of this type.
+bool supports_weight_type(DType t);
+
+// y[m][n] (row stride ldy) = x[m][k] (row stride ldx) * W^T, where W is n rows of k elements of
+// type t, each row row_bytes(t, k) bytes, rows contiguous. All pointers are device pointers.
+// Weights are dequantised exactly in fp32 and products accumulated in fp32. 1 <= m <=
+// kMatvecMaxRows. `stream` is a cudaStream_t (nullptr: default stream). Throws
+// vela::InvalidArgument for an unsupported type, a k that is not a multiple of the type's block
+// size, or m out of range. w must be 16-byte aligned (cudaMalloc'd, or a GGUF tensor at its 32-byte
+// alignment); also InvalidArgument when it is not, or when n or k exceed 2^30.
+void matvec(DType t, const void* w, int64_t n, int64_t k, const float* x, int64_t ldx, int64_t m,
+            float* y, int64_t ldy, void* stream);
+
+// out (rows x cols, row-major, bf16 as uint16 bits, round-to-nearest-even) = W rows [0, rows)
+// dequantised: the operand of the tensor-core GEMM used for prefill. w and out 16-byte aligned.
+void dequantize_bf16(DType t, const void* w, int64_t rows, int64_t cols, uint16_t* out,
+                     void* stream);
+
+// out[i][0 .. cols) = row ids[i] of `table` (rows of cols elements of type t) dequantised to fp32,
+// for i < n; ids is a device array of int32 (each a valid row: not checked). table and out
+// 16-byte aligned.
+void embed_rows(DType t, const void* table, int64_t cols, const int32_t* ids, int64_t n, float* out,
+                void* stream);
+
+}  // namespace vela::cuda_backend
