@@ -11,7 +11,8 @@ set -euo pipefail
 
 build="${1:?usage: $0 BUILD_DIR OUTDIR}"
 outdir="${2:?usage: $0 BUILD_DIR OUTDIR}"
-programs=(llama-bench llama-perplexity llama-quantize llama-server llama-cli)
+# PROGRAMS overrides the list (space-separated), e.g. for a partial build.
+read -r -a programs <<< "${PROGRAMS:-llama-bench llama-perplexity llama-quantize llama-server llama-cli}"
 bin="$build/bin"
 
 stage="$(mktemp -d)"
@@ -46,7 +47,7 @@ du -sh "$stage/bin"
 
 name=llama-cpp-cuda.tar.xz
 rm -f "$outdir/$name".part-* "$outdir/$name.sha256"
-tar -C "$stage" -cf - bin | xz -9 -T0 > "$stage/$name"
+tar -C "$stage" -cf - bin | xz -6 -T0 > "$stage/$name"
 (cd "$stage" && sha256sum "$name") > "$outdir/$name.sha256"
 split -b 15M "$stage/$name" "$outdir/$name.part-"
 ls -la "$outdir"

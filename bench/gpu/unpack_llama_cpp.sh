@@ -25,7 +25,8 @@ else
     echo "unpack_llama_cpp.sh: no $name.sha256 in $parts; not checked" >&2
 fi
 xz -dc "$tmp/$name" | tar -C "$dest" -xf -
-for p in llama-bench llama-perplexity llama-quantize llama-server llama-cli; do
+for p in "$dest"/bin/llama-*; do
+    p="$(basename "$p")"
     if ldd "$dest/bin/$p" | grep -q "not found"; then
         ldd "$dest/bin/$p" >&2
         echo "unpack_llama_cpp.sh: $p has unresolved libraries" >&2
