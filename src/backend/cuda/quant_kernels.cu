@@ -332,17 +332,18 @@ DeviceInfo device_info() {
     return {sms[dev].load(std::memory_order_relaxed), smem[dev].load(std::memory_order_relaxed)};
 }
 
-// Lets a kernel instance use kMatvecSmemCap of dynamic shared memory, once per device.
-template <class Kernel>
-void allow_matvec_smem(Kernel kernel) {
+// Lets the matvec_kernel<F, M> instance use kMatvecSmemCap of dynamic shared memory, once per
+// instance and device (one flag per instance: the attribute belongs to each kernel).
+template <class F, int M>
+void allow_matvec_smem() {
     static std::atomic<uint64_t> done{0};
     int dev = 0;
     check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
     const uint64_t bit = uint64_t{1} << (dev & 63);
     if (done.load(std::memory_order_relaxed) & bit) return;
-    check_cuda(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMatvecSmemCap),
-        "cudaFuncSetAttribute");
+    check_cuda(cudaFuncSetAttribute(matvec_kernel<F, M>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    kMatvecSmemCap),
+               "cudaFuncSetAttribute");
     done.fetch_or(bit, std::memory_order_relaxed);
 }
 
@@ -366,7 +367,7 @@ void launch_matvec(MatvecArgs a, cudaStream_t stream) {
     while (warps > 2 && (a.n + warps - 1) / warps < max_ctas) warps /= 2;
     const int grid = std::min((a.n + warps - 1) / warps, max_ctas);
     auto kernel = matvec_kernel<F, M>;
-    if (smem > 48 * 1024) allow_matvec_smem(kernel);
+    if (smem > 48 * 1024) allow_matvec_smem<F, M>();
     kernel<<<grid, warps * 32, smem, stream>>>(a);
     check_cuda(cudaGetLastError(), "matvec launch");
 }
