@@ -31,6 +31,19 @@ struct ModelWeights {
     // Binds every tensor the forward needs and checks its shape and type; FormatError naming the
     // tensor otherwise.
     static ModelWeights bind(const gguf::File& f, const HParams& hp);
+
+    // Calls f(Weight&) on every bound tensor (a tied LM head too: it is token_embd's view again).
+    template <class F>
+    void for_each(F&& f) {
+        for (Weight* w : {&token_embd, &output_norm, &output}) f(*w);
+        for (LayerWeights& l : layers) {
+            for (Weight* w : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv,
+                              &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down, &l.q_norm, &l.k_norm,
+                              &l.attn_post_norm, &l.ffn_post_norm}) {
+                if (*w) f(*w);
+            }
+        }
+    }
 };
 
 }  // namespace vela

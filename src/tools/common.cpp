@@ -10,6 +10,9 @@
 #include <thread>
 
 #include "backend/cpu/cpu_backend.h"
+#ifdef VELA_HAS_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 #include "core/error.h"
 #include "core/log.h"
 #include "spec/draft_model_drafter.h"
@@ -57,17 +60,23 @@ std::string default_model_path() {
     return (fs::path("models") / kDefaultModel).string();
 }
 
-// The one place that picks the backend. The CUDA attention kernels exist (src/cuda) but no
-// CUDA Backend yet, so "auto" means the CPU and "cuda" is refused by name.
+// The one place that picks the backend: "auto" is the GPU when the build has CUDA and the
+// machine a usable device, else the CPU.
 std::unique_ptr<Backend> make_backend(const std::string& device, ThreadPool& pool) {
-    if (device == "cuda") {
-        fail<InvalidArgument>(
-            "--device cuda: this build has no CUDA backend (whole models run on "
-            "the CPU for now); use --device cpu");
-    }
-    if (device != "cpu" && device != "auto") {
+    if (device != "cpu" && device != "cuda" && device != "auto") {
         fail<InvalidArgument>("--device must be cpu, cuda or auto, got '{}'", device);
     }
+#ifdef VELA_HAS_CUDA
+    if (device == "cuda" || (device == "auto" && cuda_device_available())) {
+        return std::make_unique<CudaBackend>();
+    }
+#else
+    if (device == "cuda") {
+        fail<InvalidArgument>(
+            "--device cuda: this build has no CUDA backend (built without "
+            "nvcc); use --device cpu");
+    }
+#endif
     return std::make_unique<CpuBackend>(pool);
 }
 

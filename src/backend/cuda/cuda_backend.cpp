@@ -1,0 +1,555 @@
+#include "backend/cuda/cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <unordered_map>
+
+#include "backend/cuda/ops.h"
+#include "backend/cuda/quant_kernels.h"
+#include "core/error.h"
+#include "core/fp16.h"
+#include "cuda/attention_params.h"
+#include "model/weights.h"
+
+namespace vela {
+namespace {
+
+using cuda_backend::Half;
+
+void check(cudaError_t e, const char* what) {
+    if (e != cudaSuccess) fail<Error>("CUDA error in {}: {}", what, cudaGetErrorString(e));
+}
+
+void check(cublasStatus_t s, const char* what) {
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        fail<Error>("cuBLAS error in {}: {}", what, cublasGetStatusString(s));
+    }
+}
+
+cudaStream_t as_stream(void* s) {
+    return static_cast<cudaStream_t>(s);
+}
+
+// Ops take float activations in device memory; anything else is a caller bug.
+void check_f32(const Tensor& t) {
+    VELA_ASSERT(t.device == Device::Cuda && t.dtype == DType::F32);
+}
+
+void check_device_weight(const Weight& w) {
+    if (w.device != Device::Cuda) {
+        fail<InvalidArgument>("the CUDA backend got a weight in {} memory (load_weights first)",
+                              device_name(w.device));
+    }
+}
+
+Half half_of(KvFormat f) {
+    return f == KvFormat::BF16 ? Half::BF16 : Half::F16;
+}
+
+cuda::Dtype attention_dtype(Half h) {
+    return h == Half::BF16 ? cuda::Dtype::kBf16 : cuda::Dtype::kF16;
+}
+
+const DeviceKvStorage& device_storage(const KvStorage& kv) {
+    if (kv.device() != Device::Cuda) {
+        fail<InvalidArgument>("the CUDA backend cannot use KV storage on {}",
+                              device_name(kv.device()));
+    }
+    return static_cast<const DeviceKvStorage&>(kv);
+}
+
+constexpr size_t kAlign = 256;
+
+size_t align_up(size_t n) {
+    return (n + kAlign - 1) / kAlign * kAlign;
+}
+
+}  // namespace
+
+// --- memory ---
+
+CudaBuffer::CudaBuffer(size_t bytes) : bytes_(bytes) {
+    if (bytes == 0) return;
+    const cudaError_t e = cudaMalloc(&data_, bytes);
+    if (e == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError();  // clears the sticky-free error so the process goes on
+        size_t free = 0, total = 0;
+        cudaMemGetInfo(&free, &total);
+        fail<ResourceExhausted>("cannot allocate {} MiB of GPU memory ({} MiB free of {} MiB)",
+                                bytes >> 20, free >> 20, total >> 20);
+    }
+    check(e, "cudaMalloc");
+}
+
+CudaBuffer::~CudaBuffer() {
+    if (data_ != nullptr) cudaFree(data_);
+}
+
+bool cuda_device_available() {
+    return cuda::device_available();
+}
+
+// --- KV storage ---
+
+void DeviceKvStorage::PinnedFree::operator()(std::byte* p) const {
+    cudaFreeHost(p);
+}
+
+DeviceKvStorage::DeviceKvStorage(const KvLayout& layout, KvFormats formats, void* stream)
+    : layout_(layout), formats_(formats), stream_(stream) {
+    block_bytes_ = kv_row_bytes(formats.k, layout.head_dim) *
+                   static_cast<size_t>(layout.n_kv_heads * layout.block_size);
+    memory_ = std::make_unique<CudaBuffer>(block_bytes_ * static_cast<size_t>(layout.num_blocks) *
+                                           static_cast<size_t>(2 * layout.n_layers));
+}
+
+DeviceKvStorage::~DeviceKvStorage() = default;
+
+void* DeviceKvStorage::side(int64_t layer, bool value) const {
+    VELA_ASSERT(layer >= 0 && layer < layout_.n_layers);
+    const size_t side_bytes = block_bytes_ * static_cast<size_t>(layout_.num_blocks);
+    return static_cast<std::byte*>(memory_->data()) +
+           side_bytes * static_cast<size_t>(2 * layer + (value ? 1 : 0));
+}
+
+void DeviceKvStorage::apply(std::span<const BlockOp> ops) {
+    const cudaStream_t s = as_stream(stream_);
+    bool swapped = false;
+    for (const BlockOp& op : ops) {
+        for (int64_t layer = 0; layer < layout_.n_layers; ++layer) {
+            for (bool value : {false, true}) {
+                auto* base = static_cast<std::byte*>(side(layer, value));
+                // A host slot holds [layer][K, V] of one block.
+                const size_t host_off = block_bytes_ * static_cast<size_t>(2 * layer + value);
+                switch (op.kind) {
+                    case BlockOp::Kind::Copy:
+                        check(cudaMemcpyAsync(base + block_bytes_ * op.dst,
+                                              base + block_bytes_ * op.src, block_bytes_,
+                                              cudaMemcpyDeviceToDevice, s),
+                              "KV block copy");
+                        break;
+                    case BlockOp::Kind::SwapOut: {
+                        auto& slot = host_[op.dst];
+                        if (!slot) {
+                            void* p = nullptr;
+                            check(cudaMallocHost(
+                                      &p, block_bytes_ * 2 * static_cast<size_t>(layout_.n_layers)),
+                                  "cudaMallocHost (KV swap space)");
+                            slot.reset(static_cast<std::byte*>(p));
+                        }
+                        check(cudaMemcpyAsync(slot.get() + host_off, base + block_bytes_ * op.src,
+                                              block_bytes_, cudaMemcpyDeviceToHost, s),
+                              "KV swap out");
+                        swapped = true;
+                        break;
+                    }
+                    case BlockOp::Kind::SwapIn: {
+                        const auto it = host_.find(op.src);
+                        VELA_ASSERT(it != host_.end() && "swap in of a host slot never written");
+                        check(cudaMemcpyAsync(base + block_bytes_ * op.dst,
+                                              it->second.get() + host_off, block_bytes_,
+                                              cudaMemcpyHostToDevice, s),
+                              "KV swap in");
+                        swapped = true;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // Host slots are read and rewritten by later calls: their copies must be done.
+    if (swapped) check(cudaStreamSynchronize(s), "KV swap");
+}
+
+void DeviceKvStorage::read(int64_t layer, int64_t slot, int64_t kv_head, bool value,
+                           float* out) const {
+    const int64_t hd = layout_.head_dim, bs = layout_.block_size;
+    const int64_t block = slot / bs, off = slot % bs;
+    std::vector<uint16_t> row(static_cast<size_t>(hd));
+    const auto* src =
+        static_cast<const std::byte*>(side(layer, value)) +
+        2 * static_cast<size_t>(((block * layout_.n_kv_heads + kv_head) * bs + off) * hd);
+    check(cudaStreamSynchronize(as_stream(stream_)), "KV read");
+    check(cudaMemcpy(row.data(), src, row.size() * 2, cudaMemcpyDeviceToHost), "KV read");
+    const KvFormat f = value ? formats_.v : formats_.k;
+    for (int64_t d = 0; d < hd; ++d) {
+        out[d] = f == KvFormat::BF16 ? bf16_to_fp32(row[d]) : fp16_to_fp32(row[d]);
+    }
+}
+
+// --- backend ---
+
+void* CudaBackend::Scratch::get(size_t bytes) {
+    if (!buf || buf->bytes() < bytes) {
+        buf.reset();  // free first: the old and new buffers need not fit together
+        buf = std::make_unique<CudaBuffer>(bytes);
+    }
+    return buf->data();
+}
+
+CudaBackend::CudaBackend() {
+    if (!cuda_device_available()) {
+        fail<Error>("--device cuda: no usable CUDA device (cudaGetDeviceCount found none)");
+    }
+    int device = 0;
+    check(cudaGetDevice(&device), "cudaGetDevice");
+    check(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, device),
+          "cudaDeviceGetAttribute");
+    cudaStream_t s = nullptr;
+    check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+    stream_ = s;
+    cublasHandle_t h = nullptr;
+    check(cublasCreate(&h), "cublasCreate");
+    cublas_ = h;
+    check(cublasSetStream(h, s), "cublasSetStream");
+}
+
+CudaBackend::~CudaBackend() {
+    if (stream_ != nullptr) cudaStreamSynchronize(as_stream(stream_));
+    if (cublas_ != nullptr) cublasDestroy(static_cast<cublasHandle_t>(cublas_));
+    if (stream_ != nullptr) cudaStreamDestroy(as_stream(stream_));
+}
+
+void CudaBackend::check_launch(const char* what) const {
+    check(cudaGetLastError(), what);
+}
+
+std::unique_ptr<DeviceBuffer> CudaBackend::allocate(size_t bytes) {
+    return std::make_unique<CudaBuffer>(bytes);
+}
+
+void CudaBackend::to_device(const void* host, Tensor dst) {
+    VELA_ASSERT(dst.device == Device::Cuda);
+    // From pageable memory the copy returns once `host` has been read: the caller may reuse it.
+    check(cudaMemcpyAsync(dst.data, host,
+                          row_bytes(dst.dtype, dst.cols) * static_cast<size_t>(dst.rows),
+                          cudaMemcpyHostToDevice, as_stream(stream_)),
+          "to_device");
+}
+
+void CudaBackend::to_host(const Tensor& src, void* host) {
+    VELA_ASSERT(src.device == Device::Cuda);
+    check(cudaMemcpyAsync(host, src.data,
+                          row_bytes(src.dtype, src.cols) * static_cast<size_t>(src.rows),
+                          cudaMemcpyDeviceToHost, as_stream(stream_)),
+          "to_host");
+    check(cudaStreamSynchronize(as_stream(stream_)), "to_host");
+}
+
+void CudaBackend::load_weights(ModelWeights& weights) {
+    // One allocation for all; a tensor seen twice (a tied LM head) is uploaded once.
+    std::unordered_map<const void*, size_t> offset;
+    size_t total = 0;
+    weights.for_each([&](Weight& w) {
+        if (w.device == Device::Cuda) return;  // already uploaded
+        if (!cuda_backend::supports_weight_type(w.type)) {
+            fail<InvalidArgument>("the CUDA backend cannot read {} weights", dtype_name(w.type));
+        }
+        if (offset.emplace(w.data, total).second) {
+            total += align_up(row_bytes(w.type, w.cols) * static_cast<size_t>(w.rows));
+        }
+    });
+    if (total == 0) return;
+    auto memory = std::make_unique<CudaBuffer>(total);
+    auto* base = static_cast<std::byte*>(memory->data());
+    std::unordered_map<const void*, bool> copied;
+    weights.for_each([&](Weight& w) {
+        if (w.device == Device::Cuda) return;
+        std::byte* dst = base + offset.at(w.data);
+        if (copied.emplace(w.data, true).second) {
+            check(cudaMemcpy(dst, w.data, row_bytes(w.type, w.cols) * static_cast<size_t>(w.rows),
+                             cudaMemcpyHostToDevice),
+                  "weight upload");
+        }
+        w.data = dst;
+        w.device = Device::Cuda;
+    });
+    weights_ = std::move(memory);
+}
+
+bool CudaBackend::supports_kv(KvFormats formats, int64_t head_dim) {
+    const bool half =
+        formats.k == formats.v && (formats.k == KvFormat::F16 || formats.k == KvFormat::BF16);
+    return half && (head_dim == 0 || head_dim == 64 || head_dim == 128 || head_dim == 256);
+}
+
+std::unique_ptr<KvStorage> CudaBackend::make_kv_storage(const KvLayout& layout, KvFormats formats) {
+    // Any head size is stored; attention() refuses the ones its kernels lack (InvalidArgument).
+    if (!supports_kv(formats, 0)) {
+        fail<InvalidArgument>(
+            "the CUDA backend stores KV as f16 or bf16 (the same for K and V), got {}",
+            kv_formats_name(formats));
+    }
+    return std::make_unique<DeviceKvStorage>(layout, formats, stream_);
+}
+
+const CudaBackend::Plan& CudaBackend::planned() const {
+    VELA_ASSERT(plan_.batch != nullptr && "plan() comes before the step's ops");
+    return plan_;
+}
+
+void CudaBackend::plan(const ForwardBatch& batch) {
+    if (!batch.tree_mask.empty()) {
+        fail<InvalidArgument>("the CUDA backend does not run tree attention masks yet");
+    }
+    // One upload: the int64 slots first (8-byte aligned), then the int32 arrays.
+    const size_t n_slots = batch.slot_mapping.size();
+    std::vector<std::pair<const std::vector<int32_t>*, int32_t**>> arrays = {
+        {&batch.tokens, &plan_.tokens},         {&batch.query_start, &plan_.query_start},
+        {&batch.kv_len, &plan_.kv_len},         {&batch.block_table, &plan_.block_table},
+        {&batch.logit_rows, &plan_.logit_rows},
+    };
+    size_t bytes = n_slots * sizeof(int64_t);
+    for (const auto& [v, ptr] : arrays) bytes += align_up(v->size() * sizeof(int32_t));
+    meta_host_.resize(bytes);
+    auto* dev = static_cast<std::byte*>(meta_.get(std::max<size_t>(bytes, kAlign)));
+    std::memcpy(meta_host_.data(), batch.slot_mapping.data(), n_slots * sizeof(int64_t));
+    plan_.slots = reinterpret_cast<int64_t*>(dev);
+    size_t off = n_slots * sizeof(int64_t);
+    for (const auto& [v, ptr] : arrays) {
+        std::memcpy(meta_host_.data() + off, v->data(), v->size() * sizeof(int32_t));
+        *ptr = reinterpret_cast<int32_t*>(dev + off);
+        off += align_up(v->size() * sizeof(int32_t));
+    }
+    check(
+        cudaMemcpyAsync(dev, meta_host_.data(), bytes, cudaMemcpyHostToDevice, as_stream(stream_)),
+        "plan upload");
+    plan_.batch = &batch;
+    plan_.max_q_len = 0;
+    plan_.max_kv_len = 0;
+    for (int64_t s = 0; s < batch.n_seqs(); ++s) {
+        plan_.max_q_len = std::max<int32_t>(plan_.max_q_len, static_cast<int32_t>(batch.q_len(s)));
+        plan_.max_kv_len = std::max(plan_.max_kv_len, batch.kv_len[s]);
+    }
+}
+
+void CudaBackend::embed(const Weight& table, Tensor out) {
+    check_f32(out);
+    check_device_weight(table);
+    const Plan& p = planned();
+    VELA_ASSERT(out.rows == p.batch->n_rows() && out.cols == table.cols);
+    cuda_backend::embed_rows(table.type, table.data, table.cols, p.tokens, out.rows, out.f32(),
+                             stream_);
+    check_launch("embed");
+}
+
+void CudaBackend::matmul(const Weight& w, const Tensor& x, Tensor y) {
+    check_f32(x);
+    check_f32(y);
+    check_device_weight(w);
+    VELA_ASSERT(x.cols == w.cols && y.cols == w.rows && x.rows == y.rows);
+    const int64_t m = x.rows, n = w.rows, k = w.cols;
+    if (m == 0) return;
+    if (m <= cuda_backend::kMatvecMaxRows) {
+        cuda_backend::matvec(w.type, w.data, n, k, x.f32(), k, m, y.f32(), n, stream_);
+        check_launch("matvec");
+        return;
+    }
+    // Tensor cores: W dequantised to bf16 and the activations rounded to bf16, fp32 sums.
+    const void* wb = w.data;  // bf16 weights are used as they are
+    if (w.type != DType::BF16) {
+        auto* buf = static_cast<uint16_t*>(w_bf16_.get(static_cast<size_t>(n * k) * 2));
+        cuda_backend::dequantize_bf16(w.type, w.data, n, k, buf, stream_);
+        wb = buf;
+    }
+    auto* xb = x_bf16_.get(static_cast<size_t>(m * k) * 2);
+    cuda_backend::to_half(x.f32(), m * k, Half::BF16, xb, stream_);
+    check_launch("matmul operands");
+    const float alpha = 1.f, beta = 0.f;
+    // Column-major view: y^T (n x m) = W (k x n)^T * x^T (k x m).
+    check(cublasGemmEx(static_cast<cublasHandle_t>(cublas_), CUBLAS_OP_T, CUBLAS_OP_N,
+                       static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha, wb,
+                       CUDA_R_16BF, static_cast<int>(k), xb, CUDA_R_16BF, static_cast<int>(k),
+                       &beta, y.f32(), CUDA_R_32F, static_cast<int>(n), CUBLAS_COMPUTE_32F,
+                       CUBLAS_GEMM_DEFAULT),
+          "matmul (cublasGemmEx)");
+}
+
+void CudaBackend::rms_norm(const Tensor& x, const Weight& weight, Tensor y, float eps) {
+    check_f32(x);
+    check_f32(y);
+    check_device_weight(weight);
+    VELA_ASSERT(x.cols == weight.cols && y.cols == x.cols && y.rows == x.rows);
+    cuda_backend::rms_norm(x.f32(), weight.f32(), y.f32(), x.rows, x.cols, eps, stream_);
+    check_launch("rms_norm");
+}
+
+void CudaBackend::add_inplace(Tensor y, const Tensor& x) {
+    check_f32(x);
+    check_f32(y);
+    VELA_ASSERT(x.numel() == y.numel());
+    cuda_backend::add(y.f32(), x.f32(), y.numel(), stream_);
+    check_launch("add");
+}
+
+void CudaBackend::add_bias(Tensor y, const Weight& bias) {
+    check_f32(y);
+    check_device_weight(bias);
+    VELA_ASSERT(bias.cols == y.cols);
+    cuda_backend::add_bias(y.f32(), bias.f32(), y.rows, y.cols, stream_);
+    check_launch("add_bias");
+}
+
+void CudaBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor y) {
+    check_f32(gate);
+    check_f32(up);
+    check_f32(y);
+    VELA_ASSERT(gate.numel() == up.numel() && y.numel() == gate.numel());
+    cuda_backend::silu_mul(gate.f32(), up.f32(), y.f32(), y.numel(), stream_);
+    check_launch("silu_mul");
+}
+
+void CudaBackend::gelu_mul(const Tensor& gate, const Tensor& up, Tensor y) {
+    check_f32(gate);
+    check_f32(up);
+    check_f32(y);
+    VELA_ASSERT(gate.numel() == up.numel() && y.numel() == gate.numel());
+    cuda_backend::gelu_mul(gate.f32(), up.f32(), y.f32(), y.numel(), stream_);
+    check_launch("gelu_mul");
+}
+
+void CudaBackend::scale(Tensor y, float factor) {
+    check_f32(y);
+    cuda_backend::scale(y.f32(), factor, y.numel(), stream_);
+    check_launch("scale");
+}
+
+void CudaBackend::rope(Tensor x, int64_t n_heads, int64_t head_dim, int64_t rot_dim,
+                       const Tensor& cos, const Tensor& sin, bool neox) {
+    check_f32(x);
+    check_f32(cos);
+    check_f32(sin);
+    VELA_ASSERT(x.cols == n_heads * head_dim && rot_dim <= head_dim && rot_dim % 2 == 0);
+    VELA_ASSERT(cos.rows == x.rows && cos.cols == rot_dim / 2 && sin.rows == x.rows);
+    cuda_backend::rope(x.f32(), x.rows, n_heads, head_dim, rot_dim, cos.f32(), sin.f32(), neox,
+                       stream_);
+    check_launch("rope");
+}
+
+void CudaBackend::write_kv(KvStorage& kv, int64_t layer, const Tensor& k, const Tensor& v) {
+    check_f32(k);
+    check_f32(v);
+    const auto& dkv = device_storage(kv);
+    const KvLayout& l = dkv.layout();
+    const Plan& p = planned();
+    VELA_ASSERT(k.rows == p.batch->n_rows() && v.rows == k.rows);
+    VELA_ASSERT(k.cols == l.n_kv_heads * l.head_dim && v.cols == k.cols);
+    cuda_backend::KvWrite w;
+    w.k = k.f32();
+    w.v = v.f32();
+    w.slots = p.slots;
+    w.rows = k.rows;
+    w.n_kv_heads = l.n_kv_heads;
+    w.head_dim = l.head_dim;
+    w.block_size = l.block_size;
+    w.k_cache = dkv.side(layer, false);
+    w.v_cache = dkv.side(layer, true);
+    w.format = half_of(dkv.formats().k);
+    cuda_backend::write_kv(w, stream_);
+    check_launch("write_kv");
+}
+
+void CudaBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q, Tensor out,
+                            int64_t n_heads, float scale, int64_t window) {
+    check_f32(q);
+    check_f32(out);
+    const auto& dkv = device_storage(kv);
+    const KvLayout& l = dkv.layout();
+    const Plan& p = planned();
+    const ForwardBatch& b = *p.batch;
+    VELA_ASSERT(q.rows == b.n_rows() && q.cols == n_heads * l.head_dim && out.rows == q.rows &&
+                out.cols == q.cols);
+    const Half h = half_of(dkv.formats().k);
+    const size_t elems = static_cast<size_t>(q.numel());
+    void* qh = q_half_.get(elems * 2);
+    void* oh = o_half_.get(elems * 2);
+    cuda_backend::to_half(q.f32(), q.numel(), h, qh, stream_);
+    check_launch("attention q");
+
+    const bool decode =
+        p.max_q_len == 1 && window == 0 && l.head_dim <= 128 && n_heads / l.n_kv_heads <= 8;
+    if (decode) {
+        decode_attention(dkv, layer, qh, oh, n_heads, scale);
+    } else {
+        cuda::PrefillParams pp;
+        pp.dtype = attention_dtype(h);
+        pp.head_dim = static_cast<int>(l.head_dim);
+        pp.num_heads = static_cast<int>(n_heads);
+        pp.num_kv_heads = static_cast<int>(l.n_kv_heads);
+        pp.batch = static_cast<int>(b.n_seqs());
+        pp.max_seqlen_q = p.max_q_len;
+        pp.q = qh;
+        pp.q_row_stride = n_heads * l.head_dim;
+        pp.q_head_stride = l.head_dim;
+        pp.cu_seqlens_q = p.query_start;
+        pp.paged = cuda::PagedKv{dkv.side(layer, false),
+                                 dkv.side(layer, true),
+                                 p.block_table,
+                                 b.max_blocks,
+                                 static_cast<int>(l.block_size),
+                                 l.n_kv_heads * l.block_size * l.head_dim,
+                                 l.head_dim,
+                                 l.block_size * l.head_dim};
+        pp.seqlens_k = p.kv_len;
+        pp.o = oh;
+        pp.o_row_stride = pp.q_row_stride;
+        pp.o_head_stride = pp.q_head_stride;
+        pp.softmax_scale = scale;
+        pp.causal = true;
+        // The CPU's window W keeps the last W keys: distance < W, i.e. window_left = W - 1.
+        pp.window_left = window > 0 ? static_cast<int>(window - 1) : -1;
+        cuda::prefill_forward(pp, stream_);
+    }
+    cuda_backend::from_half(oh, out.numel(), h, out.f32(), stream_);
+    check_launch("attention out");
+}
+
+void CudaBackend::decode_attention(const DeviceKvStorage& kv, int64_t layer, const void* q, void* o,
+                                   int64_t n_heads, float scale) {
+    const KvLayout& l = kv.layout();
+    const Plan& p = planned();
+    cuda::DecodeParams d;
+    d.dtype = attention_dtype(half_of(kv.formats().k));
+    d.kv_format = kv.formats().k == KvFormat::BF16 ? cuda::KvFormat::kBf16 : cuda::KvFormat::kF16;
+    d.head_dim = static_cast<int>(l.head_dim);
+    d.num_heads = static_cast<int>(n_heads);
+    d.num_kv_heads = static_cast<int>(l.n_kv_heads);
+    d.batch = static_cast<int>(p.batch->n_seqs());
+    d.max_seqlen_k = p.max_kv_len;
+    d.q = q;
+    d.paged = cuda::PagedKv{kv.side(layer, false),
+                            kv.side(layer, true),
+                            p.block_table,
+                            p.batch->max_blocks,
+                            static_cast<int>(l.block_size),
+                            l.n_kv_heads * l.block_size * l.head_dim,
+                            l.head_dim,
+                            l.block_size * l.head_dim};
+    d.seqlens_k = p.kv_len;
+    d.o = o;
+    d.softmax_scale = scale;
+    cuda::decode_plan(d, sm_count_);
+    const size_t ws = cuda::decode_workspace_bytes(d);
+    const void* before = decode_ws_.buf ? decode_ws_.buf->data() : nullptr;
+    d.workspace = decode_ws_.get(ws);
+    if (d.workspace != before) {
+        // A new buffer: its counters must start at zero (every call leaves them zero).
+        check(cudaMemsetAsync(d.workspace, 0, decode_ws_.buf->bytes(), as_stream(stream_)),
+              "decode workspace");
+    }
+    cuda::decode_forward(d, stream_);
+}
+
+void CudaBackend::gather_logit_rows(const Tensor& x, Tensor out) {
+    check_f32(x);
+    check_f32(out);
+    const Plan& p = planned();
+    VELA_ASSERT(out.rows == static_cast<int64_t>(p.batch->logit_rows.size()) && out.cols == x.cols);
+    cuda_backend::gather_rows(x.f32(), x.cols, p.logit_rows, out.rows, out.f32(), stream_);
+    check_launch("gather_logit_rows");
+}
+
+}  // namespace vela

@@ -1,0 +1,215 @@
+// Elementwise and data-movement kernels of the CUDA backend (ops.h). They touch O(hidden)
+// values per token, a few percent of a step next to the matmuls, so they stay plain: one thread
+// per element, or one block per row where a row reduces.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "backend/cuda/ops.h"
+
+namespace vela::cuda_backend {
+namespace {
+
+constexpr int kThreads = 256;
+
+cudaStream_t as_stream(void* s) {
+    return static_cast<cudaStream_t>(s);
+}
+
+unsigned blocks_for(int64_t n) {
+    return static_cast<unsigned>((n + kThreads - 1) / kThreads);
+}
+
+// Sum of v over the block (blockDim.x a multiple of 32, at most 1024), returned to every thread.
+__device__ float block_sum(float v) {
+    __shared__ float partial[32];
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    __syncthreads();  // partial[] may still be read by a previous call
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    v = lane < blockDim.x / 32 ? partial[lane] : 0.f;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// One block per row. The sum of squares in fp32 over per-thread partials (the CPU sums in double;
+// rows of <= 8k values lose ~1e-7 relative here).
+__global__ void rms_norm_kernel(const float* x, const float* w, float* y, int64_t cols, float eps) {
+    const float* xr = x + blockIdx.x * cols;
+    float* yr = y + blockIdx.x * cols;
+    float ss = 0.f;
+    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = block_sum(ss);
+    const float scale = rsqrtf(ss / static_cast<float>(cols) + eps);
+    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) yr[i] = xr[i] * scale * w[i];
+}
+
+__global__ void add_kernel(float* y, const float* x, int64_t n) {
+    const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (i < n) y[i] += x[i];
+}
+
+__global__ void add_bias_kernel(float* y, const float* bias, int64_t n, int64_t cols) {
+    const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (i < n) y[i] += bias[i % cols];
+}
+
+__global__ void scale_kernel(float* y, float factor, int64_t n) {
+    const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (i < n) y[i] *= factor;
+}
+
+__global__ void silu_mul_kernel(const float* gate, const float* up, float* y, int64_t n) {
+    const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (i >= n) return;
+    const float g = gate[i];
+    y[i] = g / (1.f + expf(-g)) * up[i];
+}
+
+__global__ void gelu_mul_kernel(const float* gate, const float* up, float* y, int64_t n) {
+    const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (i >= n) return;
+    constexpr float kSqrt2OverPi = 0.7978845608028654f;
+    const float g = gate[i];
+    y[i] = 0.5f * g * (1.f + tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g))) * up[i];
+}
+
+// One thread per rotated pair: (row, head, i < rot_dim / 2).
+__global__ void rope_kernel(float* x, int64_t rows, int64_t n_heads, int64_t head_dim, int64_t half,
+                            const float* cos, const float* sin, bool neox) {
+    const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (t >= rows * n_heads * half) return;
+    const int64_t i = t % half, head = t / half % n_heads, row = t / half / n_heads;
+    float* v = x + (row * n_heads + head) * head_dim;
+    const int64_t i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+    const float c = cos[row * half + i], s = sin[row * half + i];
+    const float a = v[i0], b = v[i1];
+    v[i0] = a * c - b * s;
+    v[i1] = a * s + b * c;
+}
+
+__global__ void gather_rows_kernel(const float* x, int64_t cols, const int32_t* index, int64_t n,
+                                   float* out) {
+    const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (t >= n * cols) return;
+    out[t] = x[index[t / cols] * cols + t % cols];
+}
+
+template <class T>
+__device__ T to(float v);
+template <>
+__device__ __half to<__half>(float v) {
+    return __float2half_rn(v);
+}
+template <>
+__device__ __nv_bfloat16 to<__nv_bfloat16>(float v) {
+    return __float2bfloat16_rn(v);
+}
+
+template <class T>
+__global__ void to_half_kernel(const float* x, int64_t n, T* out) {
+    const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (i < n) out[i] = to<T>(x[i]);
+}
+
+template <class T>
+__global__ void from_half_kernel(const T* x, int64_t n, float* out) {
+    const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (i < n) out[i] = static_cast<float>(x[i]);
+}
+
+// One thread per stored element of K and of V: (row, kv head, dim).
+template <class T>
+__global__ void write_kv_kernel(KvWrite w) {
+    const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    const int64_t per_row = w.n_kv_heads * w.head_dim;
+    if (t >= w.rows * per_row) return;
+    const int64_t row = t / per_row, head = t % per_row / w.head_dim, d = t % w.head_dim;
+    const int64_t slot = w.slots[row], block = slot / w.block_size, off = slot % w.block_size;
+    const int64_t dst = ((block * w.n_kv_heads + head) * w.block_size + off) * w.head_dim + d;
+    static_cast<T*>(w.k_cache)[dst] = to<T>(w.k[t]);
+    static_cast<T*>(w.v_cache)[dst] = to<T>(w.v[t]);
+}
+
+}  // namespace
+
+void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t cols, float eps,
+              void* stream) {
+    if (rows == 0) return;
+    const int threads = cols >= 1024 ? 1024 : cols >= 256 ? 256 : 64;
+    rms_norm_kernel<<<static_cast<unsigned>(rows), threads, 0, as_stream(stream)>>>(x, w, y, cols,
+                                                                                    eps);
+}
+
+void add(float* y, const float* x, int64_t n, void* stream) {
+    if (n > 0) add_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(y, x, n);
+}
+
+void add_bias(float* y, const float* bias, int64_t rows, int64_t cols, void* stream) {
+    const int64_t n = rows * cols;
+    if (n > 0) add_bias_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(y, bias, n, cols);
+}
+
+void scale(float* y, float factor, int64_t n, void* stream) {
+    if (n > 0) scale_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(y, factor, n);
+}
+
+void silu_mul(const float* gate, const float* up, float* y, int64_t n, void* stream) {
+    if (n > 0) silu_mul_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(gate, up, y, n);
+}
+
+void gelu_mul(const float* gate, const float* up, float* y, int64_t n, void* stream) {
+    if (n > 0) gelu_mul_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(gate, up, y, n);
+}
+
+void rope(float* x, int64_t rows, int64_t n_heads, int64_t head_dim, int64_t rot_dim,
+          const float* cos, const float* sin, bool neox, void* stream) {
+    const int64_t half = rot_dim / 2, n = rows * n_heads * half;
+    if (n > 0) {
+        rope_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(x, rows, n_heads, head_dim,
+                                                                       half, cos, sin, neox);
+    }
+}
+
+void gather_rows(const float* x, int64_t cols, const int32_t* index, int64_t n, float* out,
+                 void* stream) {
+    if (n * cols > 0) {
+        gather_rows_kernel<<<blocks_for(n * cols), kThreads, 0, as_stream(stream)>>>(x, cols, index,
+                                                                                     n, out);
+    }
+}
+
+void to_half(const float* x, int64_t n, Half h, void* out, void* stream) {
+    if (n == 0) return;
+    if (h == Half::F16) {
+        to_half_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(
+            x, n, static_cast<__half*>(out));
+    } else {
+        to_half_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(
+            x, n, static_cast<__nv_bfloat16*>(out));
+    }
+}
+
+void from_half(const void* x, int64_t n, Half h, float* out, void* stream) {
+    if (n == 0) return;
+    if (h == Half::F16) {
+        from_half_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(
+            static_cast<const __half*>(x), n, out);
+    } else {
+        from_half_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(
+            static_cast<const __nv_bfloat16*>(x), n, out);
+    }
+}
+
+void write_kv(const KvWrite& w, void* stream) {
+    const int64_t n = w.rows * w.n_kv_heads * w.head_dim;
+    if (n == 0) return;
+    if (w.format == Half::F16) {
+        write_kv_kernel<__half><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(w);
+    } else {
+        write_kv_kernel<__nv_bfloat16><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(w);
+    }
+}
+
+}  // namespace vela::cuda_backend

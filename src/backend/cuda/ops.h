@@ -1,0 +1,44 @@
+#pragma once
+// Launchers of the CUDA backend's elementwise and data-movement kernels (ops.cu). Plain C++ (no
+// CUDA headers): every pointer is a device pointer, every `stream` a cudaStream_t. Shapes are
+// checked by the caller (cuda_backend.cpp); these only launch, and report launch errors through
+// the CUDA error state the caller checks.
+#include <cstdint>
+
+namespace vela::cuda_backend {
+
+// Storage of 16-bit floats: the KV cache and the tensor-core operands.
+enum class Half : uint8_t { F16, BF16 };
+
+// Each of `rows` rows of `cols` floats: y = x / rms(x) * w (w has cols entries); y may be x.
+void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t cols, float eps,
+              void* stream);
+void add(float* y, const float* x, int64_t n, void* stream);                           // y += x
+void add_bias(float* y, const float* bias, int64_t rows, int64_t cols, void* stream);  // rows
+void scale(float* y, float factor, int64_t n, void* stream);
+void silu_mul(const float* gate, const float* up, float* y, int64_t n, void* stream);
+void gelu_mul(const float* gate, const float* up, float* y, int64_t n, void* stream);  // tanh
+// Rotates each row's n_heads x head_dim in place; cos/sin hold rot_dim / 2 angles per row.
+void rope(float* x, int64_t rows, int64_t n_heads, int64_t head_dim, int64_t rot_dim,
+          const float* cos, const float* sin, bool neox, void* stream);
+// out[i] = x[index[i]] (rows of cols floats), i < n.
+void gather_rows(const float* x, int64_t cols, const int32_t* index, int64_t n, float* out,
+                 void* stream);
+// Conversions between float rows and 16-bit rows (round to nearest even).
+void to_half(const float* x, int64_t n, Half h, void* out, void* stream);
+void from_half(const void* x, int64_t n, Half h, float* out, void* stream);
+
+// Stores `rows` rows of K and V (n_kv_heads x head_dim floats each) as 16-bit values at their
+// slots in one layer's paged caches: [block][kv head][block_size][head_dim].
+struct KvWrite {
+    const float* k = nullptr;
+    const float* v = nullptr;
+    const int64_t* slots = nullptr;
+    int64_t rows = 0, n_kv_heads = 0, head_dim = 0, block_size = 0;
+    void* k_cache = nullptr;
+    void* v_cache = nullptr;
+    Half format = Half::F16;
+};
+void write_kv(const KvWrite& w, void* stream);
+
+}  // namespace vela::cuda_backend
