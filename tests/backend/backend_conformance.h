@@ -22,6 +22,9 @@
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/isa.h"
+#ifdef VELA_HAS_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "kv/host_kv_storage.h"
@@ -36,10 +39,26 @@ namespace vela::test {
 using KvReader = std::function<void(const KvStorage& kv, int64_t layer, int64_t slot,
                                     int64_t kv_head, bool value, float* out)>;
 
+// What a backend computes in less than fp32, stated with its factory so that each op's test
+// judges it by the precision it claims and no looser.
+struct Precision {
+    // Matmuls of more rows than this may round both operands to bf16 (tensor cores); up to it,
+    // the fp32 tolerances hold.
+    int64_t exact_matmul_rows = std::numeric_limits<int64_t>::max();
+    // Their tolerance, relative to the products' 2-norm as the matmul test measures it.
+    double rounded_matmul_tol = 0.0;
+    // Attention tolerance per KV format relative to max|V| (the CPU computes in fp32: 1e-5).
+    std::function<double(KvFormats)> attention_tol = [](KvFormats) { return 1e-5; };
+};
+
 struct BackendFactory {
     std::string name;  // the gtest parameter name: letters, digits and '_' only
     std::function<std::unique_ptr<Backend>(ThreadPool&)> make;
     KvReader read_kv;
+    Precision precision = {};
+    // Which KV formats it stores, and for head_dim > 0 attends over at that head size; the KV
+    // tests skip (and print) the others. Empty: all.
+    std::function<bool(KvFormats, int64_t head_dim)> supports_kv = {};
 };
 
 inline void read_host_kv(const KvStorage& kv, int64_t layer, int64_t slot, int64_t kv_head,
@@ -52,9 +71,29 @@ inline std::unique_ptr<Backend> make_cpu_backend(ThreadPool& pool, cpu::Isa isa)
     return std::make_unique<CpuBackend>(pool, isa);
 }
 
-// Every backend this binary has, one entry per CPU instruction-set level the machine runs. A new
-// backend is one more push_back here (e.g. under #ifdef VELA_HAS_CUDA: {"cuda", make_cuda,
-// read_cuda_kv}); every op test then runs on it.
+#ifdef VELA_HAS_CUDA
+inline void read_cuda_kv(const KvStorage& kv, int64_t layer, int64_t slot, int64_t kv_head,
+                         bool value, float* out) {
+    VELA_ASSERT(kv.device() == Device::Cuda);
+    static_cast<const DeviceKvStorage&>(kv).read(layer, slot, kv_head, value, out);
+}
+
+// The CUDA backend's precision (cuda_backend.h): matvecs (<= 8 rows) in fp32; larger matmuls
+// on tensor cores with bf16 operands: each product carries two roundings of <= 2^-9 relative,
+// random in sign, so the error of a k-term sum relative to the products' 2-norm is about
+// 2^-9 * sqrt(2/3) ~ 1.6e-3 on average: tolerance 1e-2. Attention rounds q and the
+// probabilities to the KV's 16 bits (fp32 sums): f16 (2^-11) and bf16 (2^-8) steps.
+inline Precision cuda_precision() {
+    Precision p;
+    p.exact_matmul_rows = 8;
+    p.rounded_matmul_tol = 1e-2;
+    p.attention_tol = [](KvFormats f) { return f.k == KvFormat::BF16 ? 2e-2 : 4e-3; };
+    return p;
+}
+#endif
+
+// Every backend this binary has: one entry per CPU instruction-set level the machine runs, and
+// the CUDA backend when built in and a device is present. Every op test runs on each.
 inline std::vector<BackendFactory> built_backends() {
     std::vector<BackendFactory> out;
     for (cpu::Isa isa : {cpu::Isa::Scalar, cpu::Isa::Avx2, cpu::Isa::Avx512}) {
@@ -63,6 +102,21 @@ inline std::vector<BackendFactory> built_backends() {
                        [isa](ThreadPool& pool) { return make_cpu_backend(pool, isa); },
                        read_host_kv});
     }
+#ifdef VELA_HAS_CUDA
+    // Without a device the CUDA entry is left out (printed); with VELA_REQUIRE_GPU=1 that fails.
+    if (cuda_device_available()) {
+        out.push_back({"cuda", [](ThreadPool&) { return std::make_unique<CudaBackend>(); },
+                       read_cuda_kv, cuda_precision(),
+                       [](KvFormats f, int64_t hd) { return CudaBackend::supports_kv(f, hd); }});
+    } else {
+        std::printf("[backend_ops] no CUDA device: the cuda backend is not tested\n");
+        const char* req = std::getenv("VELA_REQUIRE_GPU");
+        if (req != nullptr && std::string(req) == "1") {
+            std::fprintf(stderr, "VELA_REQUIRE_GPU=1 but no CUDA device is usable\n");
+            std::abort();
+        }
+    }
+#endif
     return out;
 }
 

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <set>
 #include <vector>
 
 #include "../common/kv_quant_reference.h"
@@ -154,6 +155,19 @@ class BackendKvOps : public BackendTest {
     std::unique_ptr<KvStorage> make_kv(const KvLayout& l, KvFormats f) {
         return backend().make_kv_storage(l, f);
     }
+    // True when this backend does not store format f (head_dim 0) or attend over it at that
+    // head size (BackendFactory::supports_kv); printed once per kind of case.
+    bool unsupported(KvFormats f, int64_t head_dim) {
+        const auto& supports = GetParam().supports_kv;
+        if (!supports || supports(f, head_dim)) return false;
+        const std::string what = fmt::format("{} head_dim {}", kv_formats_name(f), head_dim);
+        if (skipped_.insert(what).second) {
+            std::printf("[backend_ops] %s: KV %s not supported, skipped\n",
+                        GetParam().name.c_str(), what.c_str());
+        }
+        return true;
+    }
+    std::set<std::string> skipped_;
     // Plans `batch` and stores rows k, v (rows x n_kv_heads * head_dim) at its slots.
     void write(KvStorage& kv, int64_t layer, const ForwardBatch& batch, const std::vector<float>& k,
                const std::vector<float>& v) {
@@ -202,6 +216,10 @@ void BackendKvOps::check_write_kv(KvFormats f, int64_t bs, int64_t heads, int64_
                                   std::mt19937_64& rng) {
     const std::vector<SeqShape> shapes = {{1, 1}, {5, 12}, {17, 17}, {1, 40}};
     const KvLayout l{2, heads, hd, bs, blocks_needed(shapes, bs) + 2};
+    if (unsupported(f, 0)) {  // refused by name, never stored wrongly
+        EXPECT_THROW(make_kv(l, f), InvalidArgument) << kv_formats_name(f);
+        return;
+    }
     auto kv = make_kv(l, f);
     poison(*kv);
     const ForwardBatch batch = step_batch(place(shapes, l, rng));
@@ -303,6 +321,7 @@ std::vector<double> attention_reference(const AttentionCase& c, const PagedSeqs&
 }
 
 void BackendKvOps::check_attention(const AttentionCase& c, std::mt19937_64& rng) {
+    if (unsupported(c.format, c.head_dim)) return;
     const int64_t hd = c.head_dim, n_heads = c.n_kv_heads * c.ratio, kv_cols = c.n_kv_heads * hd;
     // Decode rows and prompt chunks in one batch: a first token, a whole prompt, a decode over
     // several key tiles, a chunk in the middle of a prompt, draft verification rows, a prompt
@@ -365,7 +384,8 @@ void BackendKvOps::check_attention(const AttentionCase& c, std::mt19937_64& rng)
         fmt::format("gqa {}x{} head_dim {} block_size {} window {} q_sigma {}", c.n_kv_heads,
                     c.ratio, hd, c.block_size, c.window, c.q_sigma);
     const std::vector<double> ref = attention_reference(c, p, k_stored, v_stored, q, scale);
-    expect_close(report_, "attention", name_of(c.format), dout, ref, row_scale, 1e-5, what);
+    expect_close(report_, "attention", name_of(c.format), dout, ref, row_scale,
+                 GetParam().precision.attention_tol(c.format), what);
     if (quantised(c.format)) {
         const std::vector<double> exact = attention_reference(c, p, k_input, v_input, q, scale);
         expect_close(report_, "attn_vs_f64", name_of(c.format), dout, exact, row_scale,
@@ -398,6 +418,7 @@ TEST_P(BackendKvOps, Attention) {
 // reused. Bytes are moved, not recomputed: exact, tolerance 0.
 void BackendKvOps::check_block_ops(KvFormats f, int64_t bs, std::mt19937_64& rng) {
     const KvLayout l{2, 2, 40, bs, 8};
+    if (unsupported(f, 0)) return;
     auto kv = make_kv(l, f);
     const size_t block_elems = block_index(l, l.n_layers, false, 0, 0, 0);
     std::vector<BlockData> dev(static_cast<size_t>(l.num_blocks), BlockData(block_elems));
