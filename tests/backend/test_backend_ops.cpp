@@ -232,12 +232,12 @@ void BackendOps::check_matmul(DType t, int64_t n, int64_t k, int64_t m, std::mt1
         plan_rows(m);
         backend().matmul(w.view(), dx.view(), dy.view());
         const MatmulReference ref = matmul_reference(t, w.bytes(), n, k, x, m);
-        const std::vector<float> got =
-            expect_close(report_, grid ? "matmul_grid" : "matmul", name_of(t), dy, ref.y, ref.scale,
-                         m > GetParam().precision.exact_matmul_rows
-                             ? std::max(matmul_tol(t, grid), GetParam().precision.rounded_matmul_tol)
-                             : matmul_tol(t, grid),
-                         fmt::format("n {} k {} m {}", n, k, m));
+        const std::vector<float> got = expect_close(
+            report_, grid ? "matmul_grid" : "matmul", name_of(t), dy, ref.y, ref.scale,
+            m > GetParam().precision.exact_matmul_rows
+                ? std::max(matmul_tol(t, grid), GetParam().precision.rounded_matmul_tol)
+                : matmul_tol(t, grid),
+            fmt::format("n {} k {} m {}", n, k, m));
         if (grid || !rounds_activations(t)) continue;
         for (size_t i = 0; i < got.size(); ++i) {
             if (ref.noise[i] == 0.0) continue;
@@ -272,6 +272,43 @@ TEST_P(BackendOps, Matmul) {
         EXPECT_LE(rms, 1.25) << "matmul " << name_of(t) << ": errors on normal activations are "
                              << rms << " x the noise of rounding them to the nearest 8-bit step ("
                              << stats.count << " outputs), seed " << run_seed();
+    }
+}
+
+// A matmul's row r depends on row r of x alone: the same rows give the same bits whether they
+// come in a batch of 1, 7 or 40 (a prefill chunked differently must not change a logit). Exact
+// on backends whose rounding is per row at every batch size; a backend that switches kernels
+// above Precision::exact_matmul_rows is compared on each side of the switch only.
+TEST_P(BackendOps, MatmulRowsIndependentOfBatch) {
+    auto rng = op_rng("matmul_batch");
+    constexpr int64_t kRows = 40;
+    for (DType t : kWeightTypes) {
+        for (const auto& [n, k] : {std::pair<int64_t, int64_t>{67, 256}, {576, 1536}, {9, 14336}}) {
+            if (k % dtype_info(t).block_size != 0) continue;
+            const DeviceWeight w(backend(), t, n, k, random_weight_bytes(t, n, k, rng));
+            const std::vector<float> x = normal_floats(static_cast<size_t>(kRows * k), rng);
+            auto run = [&](int64_t first, int64_t m) {
+                DeviceTensor dx(backend(), m, k), dy(backend(), m, n);
+                dx.upload(std::vector<float>(x.begin() + first * k, x.begin() + (first + m) * k));
+                plan_rows(m);
+                backend().matmul(w.view(), dx.view(), dy.view());
+                return dy.download();
+            };
+            const int64_t exact = GetParam().precision.exact_matmul_rows;
+            const int64_t big = exact >= kRows ? kRows : exact;  // the largest batch of one path
+            const std::vector<float> all = run(0, big);
+            for (int64_t m : {int64_t{1}, int64_t{7}}) {
+                if (m > big) continue;
+                for (int64_t first = 0; first + m <= big; first += 13) {
+                    const std::vector<float> part = run(first, m);
+                    for (int64_t i = 0; i < m * n; ++i) {
+                        ASSERT_EQ(part[i], all[first * n + i])
+                            << name_of(t) << " n " << n << " k " << k << ": row " << first + i / n
+                            << " col " << i % n << " in a batch of " << m << " vs " << big;
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 // |x| <= 127; Q4_1/Q5_1 keep unsigned codes and add m * sx per block.
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "backend/cpu/kernels.h"
@@ -103,7 +104,10 @@ void tile_fixed(const TileArgs& a) {
             for (int r = 0; r < R; ++r) {
                 acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(w[r].d * x.d), block_dot<K>(w[r], xq),
                                             acc[r][c]);
-                if constexpr (Traits<K>::kMin) corr[r][c] += w[r].m * x.s;
+                // One fused multiply-add in every tile shape: left to the compiler, some
+                // shapes contract it and others do not, and a row's result would depend on the
+                // batch it came in.
+                if constexpr (Traits<K>::kMin) corr[r][c] = std::fma(w[r].m, x.s, corr[r][c]);
             }
         }
     }
