@@ -8,6 +8,7 @@
 #include <numeric>
 #include <random>
 
+#include "../common/test_seed.h"
 #include "core/error.h"
 #include "sampling/fast_exp.h"
 #include "sampling/logits_processors.h"
@@ -20,12 +21,8 @@ namespace {
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-// Fresh data every run; the seed is printed so a failure can be replayed.
-uint64_t fresh_seed() {
-    const uint64_t s = std::random_device{}();
-    std::printf("data seed %llu\n", static_cast<unsigned long long>(s));
-    return s;
-}
+// Fresh data every run; the seed is printed and VELA_TEST_SEED replays it (test_seed.h).
+using test::fresh_seed;
 
 // Quantised logits give many exact ties, the case where a sloppy order would show.
 std::vector<float> random_logits(std::mt19937_64& rng, size_t n, float scale, bool ties) {

@@ -5,6 +5,7 @@
 #include <random>
 #include <string>
 
+#include "../common/test_seed.h"
 #include "server/http_parser.h"
 
 namespace vela::server {
@@ -42,8 +43,8 @@ Parsed parse(std::string_view bytes, HttpLimits limits = {}, size_t piece = 0) {
 }
 
 std::string post(std::string_view extra_headers, std::string_view body) {
-    return "POST /v1/completions HTTP/1.1\r\nHost: x\r\n" + std::string(extra_headers) +
-           "\r\n" + std::string(body);
+    return "POST /v1/completions HTTP/1.1\r\nHost: x\r\n" + std::string(extra_headers) + "\r\n" +
+           std::string(body);
 }
 
 TEST(HttpParser, SimpleGetAndPost) {
@@ -68,7 +69,8 @@ TEST(HttpParser, ChunkedBodyIsDecoded) {
 }
 
 TEST(HttpParser, KeepAliveRules) {
-    EXPECT_FALSE(parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").request.keep_alive);
+    EXPECT_FALSE(
+        parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").request.keep_alive);
     EXPECT_FALSE(parse("GET / HTTP/1.0\r\n\r\n").request.keep_alive);
     EXPECT_TRUE(parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").request.keep_alive);
 }
@@ -86,9 +88,9 @@ TEST(HttpParser, RefusesAmbiguousFraming) {
         {post("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", ""), 400},
         {post("Content-Encoding: gzip\r\nContent-Length: 2\r\n", "xx"), 415},
         {"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
-        {"GET / HTTP/1.1\r\n\r\n", 400},                     // no Host
+        {"GET / HTTP/1.1\r\n\r\n", 400},                        // no Host
         {"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},  // two Hosts
-        {"GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n", 400},     // bare LF
+        {"GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n", 400},       // bare LF
         {"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400},
         {"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400},
         {std::string("GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer k\0x\r\n\r\n", 54), 400},
@@ -121,11 +123,11 @@ TEST(HttpParser, LimitsApplyBeforeTheBytesArrive) {
     EXPECT_LT(c.used, chunked.size());
     // Header section and request line.
     limits.max_header_bytes = 200;
-    EXPECT_EQ(parse("GET / HTTP/1.1\r\nHost: a\r\nX: " + std::string(300, 'a') + "\r\n\r\n",
-                    limits).status,
+    EXPECT_EQ(parse("GET / HTTP/1.1\r\nHost: a\r\nX: " + std::string(300, 'a') + "\r\n\r\n", limits)
+                  .status,
               431);
-    const Parsed endless = parse("GET / HTTP/1.1\r\nHost: a\r\nX: " + std::string(1000, 'a'),
-                                 limits);
+    const Parsed endless =
+        parse("GET / HTTP/1.1\r\nHost: a\r\nX: " + std::string(1000, 'a'), limits);
     EXPECT_EQ(endless.status, 431);  // no blank line ever comes: refused at the limit
     limits.max_line = 50;
     EXPECT_EQ(parse("GET /" + std::string(100, 'a'), limits).status, 414);
@@ -151,9 +153,8 @@ TEST(HttpParser, StopsAfterTheHeadAndAfterOneRequest) {
 }
 
 TEST(HttpParser, AnySplitGivesTheSameRequest) {
-    const std::string chunked =
-        post("Transfer-Encoding: chunked\r\nX-A: 1\r\n", "3\r\nabc\r\n1a\r\n" +
-                                                             std::string(26, 'z') + "\r\n0\r\n\r\n");
+    const std::string chunked = post("Transfer-Encoding: chunked\r\nX-A: 1\r\n",
+                                     "3\r\nabc\r\n1a\r\n" + std::string(26, 'z') + "\r\n0\r\n\r\n");
     const std::string plain = post("Content-Length: 11\r\n", "hello world");
     for (const std::string& bytes : {chunked, plain}) {
         const Parsed whole = parse(bytes);
@@ -170,9 +171,7 @@ TEST(HttpParser, AnySplitGivesTheSameRequest) {
 // Random bytes and random mutations of a valid request never crash, and a verdict is always
 // reached or more input is asked for.
 TEST(HttpParser, RandomInputNeverBreaksIt) {
-    const uint32_t seed = std::random_device{}();
-    std::printf("HttpParser.RandomInputNeverBreaksIt seed %u\n", seed);
-    std::mt19937 rng(seed);
+    std::mt19937 rng(test::fresh_seed());  // printed; VELA_TEST_SEED replays it
     const std::string base = post("Transfer-Encoding: chunked\r\n", "3\r\nabc\r\n0\r\n\r\n");
     for (int iter = 0; iter < 20000; ++iter) {
         std::string bytes = base;
@@ -180,9 +179,15 @@ TEST(HttpParser, RandomInputNeverBreaksIt) {
         for (int e = 0; e < edits; ++e) {
             const size_t at = rng() % bytes.size();
             switch (rng() % 3) {
-                case 0: bytes[at] = static_cast<char>(rng()); break;
-                case 1: bytes.erase(at, 1 + rng() % 3); break;
-                default: bytes.insert(at, 1, static_cast<char>(rng())); break;
+                case 0:
+                    bytes[at] = static_cast<char>(rng());
+                    break;
+                case 1:
+                    bytes.erase(at, 1 + rng() % 3);
+                    break;
+                default:
+                    bytes.insert(at, 1, static_cast<char>(rng()));
+                    break;
             }
             if (bytes.empty()) bytes.push_back('x');
         }
