@@ -36,6 +36,12 @@ class Backend {
     virtual std::string name() const = 0;
 
     // --- memory ---
+    // Free and total bytes of the device's memory, for planning it before allocating (GPU);
+    // {0, 0} for host memory, which is not planned.
+    struct MemoryInfo {
+        size_t free = 0, total = 0;
+    };
+    virtual MemoryInfo memory_info() const { return {}; }
     virtual std::unique_ptr<DeviceBuffer> allocate(size_t bytes) = 0;
     virtual void to_device(const void* host, Tensor dst) = 0;  // dst.numel() elements
     virtual void to_host(const Tensor& src, void* host) = 0;
@@ -57,8 +63,8 @@ class Backend {
     virtual void matmul(const Weight& w, const Tensor& x, Tensor y) = 0;
     // Each row: y = x / rms(x) * weight
     virtual void rms_norm(const Tensor& x, const Weight& weight, Tensor y, float eps) = 0;
-    virtual void add_inplace(Tensor y, const Tensor& x) = 0;     // y += x
-    virtual void add_bias(Tensor y, const Weight& bias) = 0;     // each row += bias
+    virtual void add_inplace(Tensor y, const Tensor& x) = 0;  // y += x
+    virtual void add_bias(Tensor y, const Weight& bias) = 0;  // each row += bias
     virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor y) = 0;
     // y = gelu(gate) * up, GELU in its tanh approximation (GeGLU)
     virtual void gelu_mul(const Tensor& gate, const Tensor& up, Tensor y) = 0;

@@ -53,8 +53,8 @@ int run_serve(const ServeOptions& o) {
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
     Runtime rt = Runtime::load(o.common);
-    EngineConfig ec = rt.engine_config(o.common);
-    ec.kv_blocks = o.kv_blocks;
+    EngineConfig ec = rt.engine_config(o.common, /*fill_kv=*/o.kv_blocks == 0);
+    if (o.kv_blocks > 0) ec.kv_blocks = o.kv_blocks;
     ec.scheduler.max_running = o.parallel;
     std::unique_ptr<spec::Drafter> drafter = rt.make_drafter(o.spec, ec);
     Engine engine(*rt.model, *rt.tokenizer, *rt.backend, ec, std::move(drafter));

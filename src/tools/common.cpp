@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -15,6 +16,7 @@
 #endif
 #include "core/error.h"
 #include "core/log.h"
+#include "engine/memory_plan.h"
 #include "spec/draft_model_drafter.h"
 #include "spec/ngram_drafter.h"
 #include "tools/commands.h"
@@ -101,11 +103,33 @@ Runtime Runtime::load(const CommonOptions& o) {
     return rt;
 }
 
-EngineConfig Runtime::engine_config(const CommonOptions& o) const {
+EngineConfig Runtime::engine_config(const CommonOptions& o, bool fill_kv) const {
     EngineConfig c;
     c.n_ctx = o.ctx_size;
     c.scheduler.max_batched_tokens = o.batch_size;
     c.kv_formats = kv_formats;
+    const Backend::MemoryInfo mem = backend->memory_info();
+    if (mem.total == 0) return c;  // host memory: not planned
+
+    size_t weights = 0, largest = 0;
+    for (const auto& t : model->file().tensors()) {
+        weights += t.nbytes;
+        largest = std::max(largest, static_cast<size_t>(t.dim(0) * t.dim(1)));
+    }
+    const HParams& hp = model->hparams();
+    const size_t per_token =
+        (kv_row_bytes(c.kv_formats.k, hp.head_dim) + kv_row_bytes(c.kv_formats.v, hp.head_dim)) *
+        static_cast<size_t>(hp.n_kv_heads * hp.n_layers);
+    MemoryPlanInput in;
+    in.total = mem.total;
+    in.free = mem.free;
+    in.utilization = o.gpu_memory_utilization;
+    in.weights = weights;
+    in.workspace = forward_workspace_bytes(hp, c.scheduler.max_batched_tokens, largest);
+    in.kv_bytes_per_block = per_token * static_cast<size_t>(c.kv_block_size);
+    in.min_kv_blocks = (c.n_ctx + c.kv_block_size - 1) / c.kv_block_size;
+    const MemoryPlan plan = plan_gpu_memory(in);
+    if (fill_kv) c.kv_blocks = plan.kv_blocks;
     return c;
 }
 

@@ -34,7 +34,10 @@ struct Runtime {
     std::unique_ptr<Tokenizer> draft_tokenizer;
 
     static Runtime load(const CommonOptions& o);
-    EngineConfig engine_config(const CommonOptions& o) const;
+    // On a GPU, the memory is planned here (engine/memory_plan.h): a model whose weights,
+    // workspace and KV for one context do not fit is refused before anything is allocated, and
+    // with fill_kv (serve without --kv-blocks) the KV pool takes the rest of the budget.
+    EngineConfig engine_config(const CommonOptions& o, bool fill_kv = false) const;
     // The drafter --spec asks for (null when off), loading the draft model; sets the
     // speculation part of `config`. InvalidArgument for inconsistent flags or a draft model
     // whose vocabulary is not the model's.

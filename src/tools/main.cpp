@@ -27,6 +27,11 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
                    "built in and a GPU is present)")
         ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
         ->capture_default_str();
+    app.add_option("--gpu-memory-utilization", o.gpu_memory_utilization,
+                   "share of the GPU's memory for weights, workspace and KV (serve fills the "
+                   "rest with KV blocks unless --kv-blocks is given)")
+        ->check(CLI::Range(0.01, 1.0))
+        ->capture_default_str();
     const auto kv_types = CLI::IsMember({"f32", "f16", "bf16", "q8", "q4"});
     app.add_option("--kv-type", o.kv_type,
                    "KV cache format of K and V: f32, f16, bf16, q8 (int8), q4 (4-bit, V only)")

@@ -217,6 +217,12 @@ void CudaBackend::check_launch(const char* what) const {
     check(cudaGetLastError(), what);
 }
 
+Backend::MemoryInfo CudaBackend::memory_info() const {
+    MemoryInfo m;
+    check(cudaMemGetInfo(&m.free, &m.total), "cudaMemGetInfo");
+    return m;
+}
+
 std::unique_ptr<DeviceBuffer> CudaBackend::allocate(size_t bytes) {
     return std::make_unique<CudaBuffer>(bytes);
 }

@@ -77,6 +77,7 @@ class CudaBackend final : public Backend {
     Device device() const override { return Device::Cuda; }
     std::string name() const override { return "cuda"; }
 
+    MemoryInfo memory_info() const override;
     std::unique_ptr<DeviceBuffer> allocate(size_t bytes) override;
     void to_device(const void* host, Tensor dst) override;
     void to_host(const Tensor& src, void* host) override;
