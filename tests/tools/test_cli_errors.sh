@@ -43,7 +43,12 @@ expect_error "prompt is empty" generate -m "$model" -f "$tmp/empty.txt"
 expect_error "cannot read" generate -m "$model" -f /nonexistent/prompt.txt
 expect_error "context" generate -m "$model" -c 16 -p "$(printf 'word %.0s' {1..64})"
 expect_error "temperature" generate -m "$model" -p hi --temperature -1
-expect_error "no CUDA backend" generate -m "$model" -p hi --device cuda
+# Without a usable GPU (a build without CUDA, or no device): refused by name, never a silent
+# fallback to the CPU.
+if ! nvidia-smi -L >/dev/null 2>&1; then
+    expect_error "--device cuda: (this build has no CUDA backend|no usable CUDA device)" \
+        generate -m "$model" -p hi --device cuda
+fi
 expect_error "device" generate -m "$model" -p hi --device tpu
 expect_error "kv-type" generate -m "$model" -p hi --kv-type q3
 expect_error "V only" generate -m "$model" -p hi --kv-type q4
