@@ -146,9 +146,10 @@ int run_bench(const BenchOptions& o) {
         fmt::print("[");
         for (size_t i = 0; i < results.size(); ++i) {
             fmt::print(
-                "{}{{\"test\": \"{}\", \"threads\": {}, \"tokens_per_second\": {:.3f}, \"stddev\": "
-                "{:.3f}}}",
-                i ? ", " : "", results[i].test, threads, results[i].mean, results[i].stddev);
+                "{}{{\"test\": \"{}\", \"backend\": \"{}\", \"threads\": {}, "
+                "\"tokens_per_second\": {:.3f}, \"stddev\": {:.3f}}}",
+                i ? ", " : "", results[i].test, rt.backend->name(), threads, results[i].mean,
+                results[i].stddev);
         }
         if (spec) {
             fmt::print(", {{\"test\": \"speculation\", \"method\": \"{}\", \"drafted\": {}, "
@@ -162,10 +163,11 @@ int run_bench(const BenchOptions& o) {
         return 0;
     }
     const auto& hp = rt.model->hparams();
-    fmt::print("| model | threads | test | t/s |\n|---|---|---|---|\n");
+    // As llama-bench: the backend the model ran on, and the CPU threads beside it.
+    fmt::print("| model | backend | threads | test | t/s |\n|---|---|---|---|---|\n");
     for (const Result& r : results) {
-        fmt::print("| {} {}L/{} | {} | {} | {:.2f} ± {:.2f} |\n", hp.arch, hp.n_layers, hp.n_embd,
-                   threads, r.test, r.mean, r.stddev);
+        fmt::print("| {} {}L/{} | {} | {} | {} | {:.2f} ± {:.2f} |\n", hp.arch, hp.n_layers,
+                   hp.n_embd, rt.backend->name(), threads, r.test, r.mean, r.stddev);
     }
     if (spec) {
         const EngineStats& st = spec->stats;
