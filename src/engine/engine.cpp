@@ -91,6 +91,10 @@ int64_t Engine::add_request(Request r) {
     if (r.logprobs < -1 || r.logprobs > 20) {
         fail<InvalidArgument>("logprobs must be between 0 and 20 alternatives, got {}", r.logprobs);
     }
+    if (r.spec_max_tokens < -1 || r.spec_max_tokens > 64) {
+        fail<InvalidArgument>("draft tokens per step must be between 0 and 64, got {}",
+                              r.spec_max_tokens);
+    }
     r.sampling.validate();
     // A sequence must fit the whole KV pool on its own, or it would be preempted forever.
     const int64_t capacity = kv_->num_total_blocks() * config_.kv_block_size;
@@ -231,9 +235,10 @@ std::vector<StepOutput> Engine::step() {
     // Should that ever break, the caller hears it (the server aborts the requests and stays up)
     // instead of spinning on empty steps.
     if (work.empty() && scheduler_.has_work()) {
-        fail<Error>("the scheduler made no progress: {} running, {} waiting, {} of {} KV blocks used",
-                    scheduler_.n_running(), scheduler_.n_waiting(), kv_->num_used_blocks(),
-                    kv_->num_total_blocks());
+        fail<Error>(
+            "the scheduler made no progress: {} running, {} waiting, {} of {} KV blocks used",
+            scheduler_.n_running(), scheduler_.n_waiting(), kv_->num_used_blocks(),
+            kv_->num_total_blocks());
     }
     if (work.empty()) return out;
     ++stats_.steps;
@@ -281,8 +286,11 @@ void Engine::propose_drafts() {
         if (seq->n_uncomputed() != 1 || seq->n_generated() < 1) continue;
         // A step emits at most draft + 1 tokens: never draft past max_tokens.
         const int64_t room = seq->request().max_tokens - seq->n_generated() - 1;
-        const auto k = static_cast<int32_t>(
-            std::min<int64_t>(seq->draft_length().next(config_.speculation.max_tokens), room));
+        const int32_t cap = seq->request().spec_max_tokens;
+        const int32_t most = cap >= 0 ? std::min(cap, config_.speculation.max_tokens)
+                                      : config_.speculation.max_tokens;
+        const auto k =
+            static_cast<int32_t>(std::min<int64_t>(seq->draft_length().next(most), room));
         if (k <= 0) continue;
         draft_requests_.push_back({seq->id(), seq->tokens(), &seq->request().sampling, k});
         drafting_.push_back(seq);

@@ -27,6 +27,9 @@ struct Request {
     // sampled token's plus this many most likely alternatives. They describe the model's own
     // distribution (log-softmax of the raw logits), before any sampling processor.
     int32_t logprobs = -1;
+    // Draft tokens per step at most for this request when the engine speculates (llama-server's
+    // `speculative.n_max`): -1 the engine's setting, 0 no speculation; never above the engine's.
+    int32_t spec_max_tokens = -1;
 };
 
 // One token with its log-probability and the bytes it contributes to the text.

@@ -32,7 +32,8 @@ const std::set<std::string> kCommonFields = {
     "stream_options",
     "user",
     "logit_bias",
-    "ignore_eos"};  // llama-server extension: benchmarks generate exactly max_tokens
+    "ignore_eos",          // llama-server extension: benchmarks generate exactly max_tokens
+    "speculative.n_max"};  // llama-server extension: draft tokens per step at most (0: off)
 const std::set<std::string> kCompletionFields = {"prompt", "echo", "best_of", "suffix"};
 const std::set<std::string> kChatFields = {"messages", "max_completion_tokens", "top_logprobs",
                                            "response_format"};
@@ -307,6 +308,8 @@ GenerationSpec parse_generation_request(Endpoint endpoint, const json& body, con
     parse_sampling(f, spec);
     parse_logprobs(endpoint, f, spec);
     spec.base.ignore_eos = f.boolean("ignore_eos").value_or(false);
+    spec.base.spec_max_tokens =
+        static_cast<int32_t>(f.integer("speculative.n_max", 0, 64).value_or(-1));
     spec.stream = f.boolean("stream").value_or(false);
     if (const json* so = f.get("stream_options")) {
         if (!so->is_object())

@@ -24,6 +24,24 @@ def test_ngram_speculation_keeps_greedy_output(server):
         shutdown(spec)
 
 
+def test_per_request_draft_limit(server):
+    """llama-server's `speculative.n_max`: 0 turns drafting off for that request (same text, no
+    drafted tokens), a value outside 0..64 is a 400 naming the field."""
+    body = {"model": "vela", "prompt": PROMPT, "max_tokens": 32, "temperature": 0}
+    want = server.post("/v1/completions", body).json()["choices"][0]["text"]
+    spec = launch(["--spec", "ngram", "--spec-max-tokens", "4"])
+    try:
+        got = spec.post("/v1/completions", dict(body, **{"speculative.n_max": 0}))
+        assert got.status_code == 200, got.text
+        assert got.json()["choices"][0]["text"] == want
+        assert spec.wait_idle()["vela_spec_draft_tokens_total"] == 0
+        bad = spec.post("/v1/completions", dict(body, **{"speculative.n_max": 65}))
+        assert bad.status_code == 400
+        assert "speculative.n_max" in bad.text
+    finally:
+        shutdown(spec)
+
+
 def test_spec_draft_without_model_is_refused():
     out = subprocess.run([os.environ["VELA_BIN"], "serve", "-m", _model_path(), "--spec", "draft"],
                          capture_output=True, text=True, timeout=60)

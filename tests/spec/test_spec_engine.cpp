@@ -176,6 +176,35 @@ TEST_F(SpecEngine, GreedyIdenticalAlone) {
     }
 }
 
+// A request's own limit (llama-server's speculative.n_max): 0 turns speculation off for it, 1
+// drafts at most one token a step; the output stays the reference either way. Out-of-range
+// limits are refused.
+TEST_F(SpecEngine, PerRequestDraftLimit) {
+    EngineConfig c;
+    c.n_ctx = 256;
+    c.speculation.max_tokens = 5;
+    for (int32_t limit : {0, 1}) {
+        auto e = engine(c, drafter("ngram"));
+        Request r = greedy(prompts_[0]);  // repetitive code: n-grams draft at every step
+        r.spec_max_tokens = limit;
+        EXPECT_EQ(tokens_of(run(*e, {r}))[0], reference()[0]) << "limit " << limit;
+        const EngineStats st = e->stats();
+        if (limit == 0) {
+            EXPECT_EQ(st.spec_draft_tokens, 0);
+        } else {
+            EXPECT_GT(st.spec_draft_tokens, 0);
+            EXPECT_LE(st.spec_draft_tokens, st.spec_verify_steps) << "more than one draft a step";
+        }
+        expect_no_leak(*e);
+    }
+    auto e = engine(c, drafter("ngram"));
+    Request bad = greedy(prompts_[0]);
+    for (int32_t limit : {-2, 65}) {
+        bad.spec_max_tokens = limit;
+        EXPECT_THROW(e->add_request(bad), InvalidArgument) << limit;
+    }
+}
+
 TEST_F(SpecEngine, GreedyIdenticalInABatchWithChunkedPrefillAndPrefixCache) {
     for (const char* name : kDrafters) {
         EngineConfig c;
