@@ -77,9 +77,11 @@ int run_serve(const ServeOptions& o) {
     server::HttpServer http(http_options, api);
     const int port = http.bind();
     std::fprintf(stderr,
-                 "vela serve: listening on http://%s:%d (model %s, ctx %lld, parallel %lld)\n",
-                 o.http.host.c_str(), port, o.model_name.c_str(), static_cast<long long>(ec.n_ctx),
-                 static_cast<long long>(o.parallel));
+                 "vela serve: listening on http://%s:%d (model %s on %s, ctx %lld, parallel %lld, "
+                 "KV pool %lld tokens)\n",
+                 o.http.host.c_str(), port, o.model_name.c_str(), rt.backend->name().c_str(),
+                 static_cast<long long>(ec.n_ctx), static_cast<long long>(o.parallel),
+                 static_cast<long long>(capacity));
 
     std::thread waiter([&] {
         int sig = 0;
