@@ -5,7 +5,8 @@
 # machine's CPU cores. Logs land in OUT.
 #   bash bench/gpu/run_backend.sh BIN_DIR OUT [MODEL...]
 # BIN_DIR holds vela, test_backend_ops, test_cuda_model, test_cuda_attention and the shared
-# libraries they need (built on a host: the GPU machine lacks the Debian dev packages).
+# libraries they need (built on a host: the GPU machine lacks the Debian dev packages). The logs
+# are also packed into OUT/logs.tgz at the end: a device call brings back at most 8 files.
 set -uo pipefail
 bin=$1 out=$2
 shift 2
@@ -50,3 +51,5 @@ for m in "${models[@]}"; do
         tail -2 "$out/ppl-$name-$dev.log"
     done
 done
+tar -C "$out" -czf /tmp/run_backend_logs.tgz --exclude=logs.tgz . && mv /tmp/run_backend_logs.tgz "$out/logs.tgz"
+find "$out" -maxdepth 1 -type f ! -name logs.tgz ! -name gpu.txt -delete
