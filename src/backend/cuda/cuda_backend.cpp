@@ -7,30 +7,24 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "backend/cuda/cuda_check.h"
 #include "backend/cuda/ops.h"
 #include "backend/cuda/quant_kernels.h"
 #include "core/error.h"
-#include "core/fp16.h"
 #include "cuda/attention_params.h"
 #include "model/weights.h"
 
 namespace vela {
 namespace {
 
+using cuda_backend::as_stream;
+using cuda_backend::check;
 using cuda_backend::Half;
-
-void check(cudaError_t e, const char* what) {
-    if (e != cudaSuccess) fail<Error>("CUDA error in {}: {}", what, cudaGetErrorString(e));
-}
 
 void check(cublasStatus_t s, const char* what) {
     if (s != CUBLAS_STATUS_SUCCESS) {
         fail<Error>("cuBLAS error in {}: {}", what, cublasGetStatusString(s));
     }
-}
-
-cudaStream_t as_stream(void* s) {
-    return static_cast<cudaStream_t>(s);
 }
 
 // Ops take float activations in device memory; anything else is a caller bug.
@@ -68,117 +62,6 @@ size_t align_up(size_t n) {
 }
 
 }  // namespace
-
-// --- memory ---
-
-CudaBuffer::CudaBuffer(size_t bytes) : bytes_(bytes) {
-    if (bytes == 0) return;
-    const cudaError_t e = cudaMalloc(&data_, bytes);
-    if (e == cudaErrorMemoryAllocation) {
-        (void)cudaGetLastError();  // clears the sticky-free error so the process goes on
-        size_t free = 0, total = 0;
-        cudaMemGetInfo(&free, &total);
-        fail<ResourceExhausted>("cannot allocate {} MiB of GPU memory ({} MiB free of {} MiB)",
-                                bytes >> 20, free >> 20, total >> 20);
-    }
-    check(e, "cudaMalloc");
-}
-
-CudaBuffer::~CudaBuffer() {
-    if (data_ != nullptr) cudaFree(data_);
-}
-
-bool cuda_device_available() {
-    return cuda::device_available();
-}
-
-// --- KV storage ---
-
-void DeviceKvStorage::PinnedFree::operator()(std::byte* p) const {
-    cudaFreeHost(p);
-}
-
-DeviceKvStorage::DeviceKvStorage(const KvLayout& layout, KvFormats formats, void* stream)
-    : layout_(layout), formats_(formats), stream_(stream) {
-    block_bytes_ = kv_row_bytes(formats.k, layout.head_dim) *
-                   static_cast<size_t>(layout.n_kv_heads * layout.block_size);
-    memory_ = std::make_unique<CudaBuffer>(block_bytes_ * static_cast<size_t>(layout.num_blocks) *
-                                           static_cast<size_t>(2 * layout.n_layers));
-}
-
-DeviceKvStorage::~DeviceKvStorage() = default;
-
-void* DeviceKvStorage::side(int64_t layer, bool value) const {
-    VELA_ASSERT(layer >= 0 && layer < layout_.n_layers);
-    const size_t side_bytes = block_bytes_ * static_cast<size_t>(layout_.num_blocks);
-    return static_cast<std::byte*>(memory_->data()) +
-           side_bytes * static_cast<size_t>(2 * layer + (value ? 1 : 0));
-}
-
-void DeviceKvStorage::apply(std::span<const BlockOp> ops) {
-    const cudaStream_t s = as_stream(stream_);
-    bool swapped = false;
-    for (const BlockOp& op : ops) {
-        for (int64_t layer = 0; layer < layout_.n_layers; ++layer) {
-            for (bool value : {false, true}) {
-                auto* base = static_cast<std::byte*>(side(layer, value));
-                // A host slot holds [layer][K, V] of one block.
-                const size_t host_off = block_bytes_ * static_cast<size_t>(2 * layer + value);
-                switch (op.kind) {
-                    case BlockOp::Kind::Copy:
-                        check(cudaMemcpyAsync(base + block_bytes_ * op.dst,
-                                              base + block_bytes_ * op.src, block_bytes_,
-                                              cudaMemcpyDeviceToDevice, s),
-                              "KV block copy");
-                        break;
-                    case BlockOp::Kind::SwapOut: {
-                        auto& slot = host_[op.dst];
-                        if (!slot) {
-                            void* p = nullptr;
-                            check(cudaMallocHost(
-                                      &p, block_bytes_ * 2 * static_cast<size_t>(layout_.n_layers)),
-                                  "cudaMallocHost (KV swap space)");
-                            slot.reset(static_cast<std::byte*>(p));
-                        }
-                        check(cudaMemcpyAsync(slot.get() + host_off, base + block_bytes_ * op.src,
-                                              block_bytes_, cudaMemcpyDeviceToHost, s),
-                              "KV swap out");
-                        swapped = true;
-                        break;
-                    }
-                    case BlockOp::Kind::SwapIn: {
-                        const auto it = host_.find(op.src);
-                        VELA_ASSERT(it != host_.end() && "swap in of a host slot never written");
-                        check(cudaMemcpyAsync(base + block_bytes_ * op.dst,
-                                              it->second.get() + host_off, block_bytes_,
-                                              cudaMemcpyHostToDevice, s),
-                              "KV swap in");
-                        swapped = true;
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    // Host slots are read and rewritten by later calls: their copies must be done.
-    if (swapped) check(cudaStreamSynchronize(s), "KV swap");
-}
-
-void DeviceKvStorage::read(int64_t layer, int64_t slot, int64_t kv_head, bool value,
-                           float* out) const {
-    const int64_t hd = layout_.head_dim, bs = layout_.block_size;
-    const int64_t block = slot / bs, off = slot % bs;
-    std::vector<uint16_t> row(static_cast<size_t>(hd));
-    const auto* src =
-        static_cast<const std::byte*>(side(layer, value)) +
-        2 * static_cast<size_t>(((block * layout_.n_kv_heads + kv_head) * bs + off) * hd);
-    check(cudaStreamSynchronize(as_stream(stream_)), "KV read");
-    check(cudaMemcpy(row.data(), src, row.size() * 2, cudaMemcpyDeviceToHost), "KV read");
-    const KvFormat f = value ? formats_.v : formats_.k;
-    for (int64_t d = 0; d < hd; ++d) {
-        out[d] = f == KvFormat::BF16 ? bf16_to_fp32(row[d]) : fp16_to_fp32(row[d]);
-    }
-}
 
 // --- backend ---
 
@@ -246,34 +129,33 @@ void CudaBackend::to_host(const Tensor& src, void* host) {
 }
 
 void CudaBackend::load_weights(ModelWeights& weights) {
-    // One allocation for all; a tensor seen twice (a tied LM head) is uploaded once.
-    std::unordered_map<const void*, size_t> offset;
+    // One allocation per model; a tensor seen twice (a tied LM head) is uploaded once.
+    struct Upload {
+        size_t offset, bytes;
+    };
+    std::unordered_map<const void*, Upload> uploads;
     size_t total = 0;
     weights.for_each([&](Weight& w) {
         if (w.device == Device::Cuda) return;  // already uploaded
         if (!cuda_backend::supports_weight_type(w.type)) {
             fail<InvalidArgument>("the CUDA backend cannot read {} weights", dtype_name(w.type));
         }
-        if (offset.emplace(w.data, total).second) {
-            total += align_up(row_bytes(w.type, w.cols) * static_cast<size_t>(w.rows));
-        }
+        const size_t bytes = row_bytes(w.type, w.cols) * static_cast<size_t>(w.rows);
+        if (uploads.emplace(w.data, Upload{total, bytes}).second) total += align_up(bytes);
     });
     if (total == 0) return;
     auto memory = std::make_unique<CudaBuffer>(total);
     auto* base = static_cast<std::byte*>(memory->data());
-    std::unordered_map<const void*, bool> copied;
+    for (const auto& [host, u] : uploads) {
+        check(cudaMemcpy(base + u.offset, host, u.bytes, cudaMemcpyHostToDevice), "weight upload");
+    }
     weights.for_each([&](Weight& w) {
         if (w.device == Device::Cuda) return;
-        std::byte* dst = base + offset.at(w.data);
-        if (copied.emplace(w.data, true).second) {
-            check(cudaMemcpy(dst, w.data, row_bytes(w.type, w.cols) * static_cast<size_t>(w.rows),
-                             cudaMemcpyHostToDevice),
-                  "weight upload");
-        }
-        w.data = dst;
+        w.data = base + uploads.at(w.data).offset;
         w.device = Device::Cuda;
     });
-    weights_ = std::move(memory);
+    // Kept for the backend's life: several models (a draft model beside its target) share it.
+    weights_.push_back(std::move(memory));
 }
 
 bool CudaBackend::supports_kv(KvFormats formats, int64_t head_dim) {
@@ -324,6 +206,7 @@ void CudaBackend::plan(const ForwardBatch& batch) {
         cudaMemcpyAsync(dev, meta_host_.data(), bytes, cudaMemcpyHostToDevice, as_stream(stream_)),
         "plan upload");
     plan_.batch = &batch;
+    plan_.decode_splits = 0;
     plan_.max_q_len = 0;
     plan_.max_kv_len = 0;
     for (int64_t s = 0; s < batch.n_seqs(); ++s) {
@@ -537,7 +420,9 @@ void CudaBackend::decode_attention(const DeviceKvStorage& kv, int64_t layer, con
     d.seqlens_k = p.kv_len;
     d.o = o;
     d.softmax_scale = scale;
+    d.num_splits = plan_.decode_splits;  // every layer of a step has the same shape: plan once
     cuda::decode_plan(d, sm_count_);
+    plan_.decode_splits = d.num_splits;
     const size_t ws = cuda::decode_workspace_bytes(d);
     const void* before = decode_ws_.buf ? decode_ws_.buf->data() : nullptr;
     d.workspace = decode_ws_.get(ws);

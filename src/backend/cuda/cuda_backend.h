@@ -119,6 +119,7 @@ class CudaBackend final : public Backend {
         int32_t* block_table = nullptr;
         int32_t* logit_rows = nullptr;
         int32_t max_q_len = 0, max_kv_len = 0;
+        int decode_splits = 0;  // chosen by the step's first decode attention
     };
     const Plan& planned() const;
     void check_launch(const char* what) const;
@@ -128,7 +129,7 @@ class CudaBackend final : public Backend {
     void* stream_ = nullptr;  // cudaStream_t
     void* cublas_ = nullptr;  // cublasHandle_t
     int sm_count_ = 0;
-    std::unique_ptr<CudaBuffer> weights_;  // every weight, uploaded once
+    std::vector<std::unique_ptr<CudaBuffer>> weights_;  // one allocation per model loaded
     Plan plan_;
     std::vector<std::byte> meta_host_;
     Scratch meta_, w_bf16_, x_bf16_, q_half_, o_half_, decode_ws_;

@@ -1,0 +1,129 @@
+// Device memory of the CUDA backend: CudaBuffer (one cudaMalloc) and DeviceKvStorage (the paged
+// KV cache in device memory, with its swap space in pinned host memory).
+#include <cuda_runtime.h>
+
+#include <vector>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_check.h"
+#include "core/error.h"
+#include "core/fp16.h"
+#include "cuda/attention_params.h"
+
+namespace vela {
+
+using cuda_backend::as_stream;
+using cuda_backend::check;
+
+// --- memory ---
+
+CudaBuffer::CudaBuffer(size_t bytes) : bytes_(bytes) {
+    if (bytes == 0) return;
+    const cudaError_t e = cudaMalloc(&data_, bytes);
+    if (e == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError();  // clears the sticky-free error so the process goes on
+        size_t free = 0, total = 0;
+        cudaMemGetInfo(&free, &total);
+        fail<ResourceExhausted>("cannot allocate {} MiB of GPU memory ({} MiB free of {} MiB)",
+                                bytes >> 20, free >> 20, total >> 20);
+    }
+    check(e, "cudaMalloc");
+}
+
+CudaBuffer::~CudaBuffer() {
+    if (data_ != nullptr) cudaFree(data_);
+}
+
+bool cuda_device_available() {
+    return cuda::device_available();
+}
+
+// --- KV storage ---
+
+void DeviceKvStorage::PinnedFree::operator()(std::byte* p) const {
+    cudaFreeHost(p);
+}
+
+DeviceKvStorage::DeviceKvStorage(const KvLayout& layout, KvFormats formats, void* stream)
+    : layout_(layout), formats_(formats), stream_(stream) {
+    block_bytes_ = kv_row_bytes(formats.k, layout.head_dim) *
+                   static_cast<size_t>(layout.n_kv_heads * layout.block_size);
+    memory_ = std::make_unique<CudaBuffer>(block_bytes_ * static_cast<size_t>(layout.num_blocks) *
+                                           static_cast<size_t>(2 * layout.n_layers));
+}
+
+DeviceKvStorage::~DeviceKvStorage() = default;
+
+void* DeviceKvStorage::side(int64_t layer, bool value) const {
+    VELA_ASSERT(layer >= 0 && layer < layout_.n_layers);
+    const size_t side_bytes = block_bytes_ * static_cast<size_t>(layout_.num_blocks);
+    return static_cast<std::byte*>(memory_->data()) +
+           side_bytes * static_cast<size_t>(2 * layer + (value ? 1 : 0));
+}
+
+void DeviceKvStorage::apply(std::span<const BlockOp> ops) {
+    const cudaStream_t s = as_stream(stream_);
+    bool swapped = false;
+    for (const BlockOp& op : ops) {
+        for (int64_t layer = 0; layer < layout_.n_layers; ++layer) {
+            for (bool value : {false, true}) {
+                auto* base = static_cast<std::byte*>(side(layer, value));
+                // A host slot holds [layer][K, V] of one block.
+                const size_t host_off = block_bytes_ * static_cast<size_t>(2 * layer + value);
+                switch (op.kind) {
+                    case BlockOp::Kind::Copy:
+                        check(cudaMemcpyAsync(base + block_bytes_ * op.dst,
+                                              base + block_bytes_ * op.src, block_bytes_,
+                                              cudaMemcpyDeviceToDevice, s),
+                              "KV block copy");
+                        break;
+                    case BlockOp::Kind::SwapOut: {
+                        auto& slot = host_[op.dst];
+                        if (!slot) {
+                            void* p = nullptr;
+                            check(cudaMallocHost(
+                                      &p, block_bytes_ * 2 * static_cast<size_t>(layout_.n_layers)),
+                                  "cudaMallocHost (KV swap space)");
+                            slot.reset(static_cast<std::byte*>(p));
+                        }
+                        check(cudaMemcpyAsync(slot.get() + host_off, base + block_bytes_ * op.src,
+                                              block_bytes_, cudaMemcpyDeviceToHost, s),
+                              "KV swap out");
+                        swapped = true;
+                        break;
+                    }
+                    case BlockOp::Kind::SwapIn: {
+                        const auto it = host_.find(op.src);
+                        VELA_ASSERT(it != host_.end() && "swap in of a host slot never written");
+                        check(cudaMemcpyAsync(base + block_bytes_ * op.dst,
+                                              it->second.get() + host_off, block_bytes_,
+                                              cudaMemcpyHostToDevice, s),
+                              "KV swap in");
+                        swapped = true;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // Host slots are read and rewritten by later calls: their copies must be done.
+    if (swapped) check(cudaStreamSynchronize(s), "KV swap");
+}
+
+void DeviceKvStorage::read(int64_t layer, int64_t slot, int64_t kv_head, bool value,
+                           float* out) const {
+    const int64_t hd = layout_.head_dim, bs = layout_.block_size;
+    const int64_t block = slot / bs, off = slot % bs;
+    std::vector<uint16_t> row(static_cast<size_t>(hd));
+    const auto* src =
+        static_cast<const std::byte*>(side(layer, value)) +
+        2 * static_cast<size_t>(((block * layout_.n_kv_heads + kv_head) * bs + off) * hd);
+    check(cudaStreamSynchronize(as_stream(stream_)), "KV read");
+    check(cudaMemcpy(row.data(), src, row.size() * 2, cudaMemcpyDeviceToHost), "KV read");
+    const KvFormat f = value ? formats_.v : formats_.k;
+    for (int64_t d = 0; d < hd; ++d) {
+        out[d] = f == KvFormat::BF16 ? bf16_to_fp32(row[d]) : fp16_to_fp32(row[d]);
+    }
+}
+
+}  // namespace vela
