@@ -75,6 +75,8 @@ class BackendOps : public BackendTest {
         backend().plan(batch_);
     }
     void plan_rows(int64_t rows) { plan_one_sequence(std::vector<int32_t>(rows, 0), 0); }
+    using GatedOp = void (Backend::*)(const Tensor&, const Tensor&, Tensor);
+    void check_gated(const char* op, GatedOp run, double (*act)(double));
     void check_matmul(DType t, int64_t n, int64_t k, int64_t m, std::mt19937_64& rng,
                       NoiseStats& stats);
 
@@ -392,12 +394,13 @@ TEST_P(BackendOps, AddBias) {
     }
 }
 
-// silu_mul: y = gate / (1 + e^-gate) * up. Scale of a row: its largest |gate * up|, a bound on
-// |y| (|silu(g)| <= |g|) that does not vanish where a saturated gate makes y ~ 0 (silu(-100) is
-// 4e-42, below what a float computes). exp, a division and two products: 2e-6. Gates of +-30
-// and +-100 reach the saturated ends (e^100 overflows a float).
-TEST_P(BackendOps, SiluMul) {
-    auto rng = op_rng("silu_mul");
+// The gated products y = act(gate) * up (SwiGLU, GeGLU). Scale of a row: its largest
+// |gate * up|, a bound on |y| (|act(g)| <= |g| for both) that does not vanish where a saturated
+// gate makes y ~ 0 (silu(-100) is 4e-42, below what a float computes). An exp or a tanh, a cube
+// and a few products: 2e-6. Gates of +-30 and +-100 reach the saturated ends (e^100 overflows a
+// float; tanh must not turn into NaN).
+void BackendOps::check_gated(const char* op, GatedOp run, double (*act)(double)) {
+    auto rng = op_rng(op);
     for (int64_t cols : {1, 31, 96, 257}) {
         for (int64_t rows : {1, 3, 17}) {
             const auto n = static_cast<size_t>(rows * cols);
@@ -410,50 +413,29 @@ TEST_P(BackendOps, SiluMul) {
             dg.upload(gate);
             du.upload(up);
             plan_rows(rows);
-            backend().silu_mul(dg.view(), du.view(), dy.view());
-            std::vector<double> ref(n);
-            std::vector<double> gate_up(n);
+            (backend().*run)(dg.view(), du.view(), dy.view());
+            std::vector<double> ref(n), gate_up(n);
             for (size_t i = 0; i < n; ++i) {
-                ref[i] = gate[i] / (1.0 + std::exp(-double{gate[i]})) * up[i];
+                ref[i] = act(gate[i]) * up[i];
                 gate_up[i] = double{gate[i]} * up[i];
             }
-            expect_close(report_, "silu_mul", "F32", dy, ref, row_max_abs(gate_up, rows, cols),
-                         2e-6, fmt::format("rows {} cols {}", rows, cols));
+            expect_close(report_, op, "F32", dy, ref, row_max_abs(gate_up, rows, cols), 2e-6,
+                         fmt::format("rows {} cols {}", rows, cols));
         }
     }
 }
 
-// gelu_mul: y = gelu(gate) * up with GELU's tanh approximation, 0.5 g (1 + tanh(sqrt(2/pi) (g +
-// 0.044715 g^3))). Scale of a row: its largest |gate * up| (|gelu(g)| <= |g|). tanh, a cube and
-// three products: 2e-6. Gates of +-30 and +-100 reach the saturated ends (the cube overflows no
-// float there, but tanh must not turn into NaN).
+// silu(g) = g / (1 + e^-g)
+TEST_P(BackendOps, SiluMul) {
+    check_gated("silu_mul", &Backend::silu_mul, [](double g) { return g / (1.0 + std::exp(-g)); });
+}
+
+// gelu(g) in its tanh approximation: 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))
 TEST_P(BackendOps, GeluMul) {
-    auto rng = op_rng("gelu_mul");
-    for (int64_t cols : {1, 31, 96, 257}) {
-        for (int64_t rows : {1, 3, 17}) {
-            const auto n = static_cast<size_t>(rows * cols);
-            std::vector<float> gate = normal_floats(n, rng, 3.0);
-            const std::vector<float> up = normal_floats(n, rng);
-            const float extremes[] = {30.0f, -30.0f, 100.0f, -100.0f};
-            for (size_t i = 0; i < std::min<size_t>(n, 4); ++i) gate[n - 1 - i] = extremes[i];
-            DeviceTensor dg(backend(), rows, cols), du(backend(), rows, cols);
-            DeviceTensor dy(backend(), rows, cols);
-            dg.upload(gate);
-            du.upload(up);
-            plan_rows(rows);
-            backend().gelu_mul(dg.view(), du.view(), dy.view());
-            std::vector<double> ref(n);
-            std::vector<double> gate_up(n);
-            const double k = std::sqrt(2.0 / std::numbers::pi);
-            for (size_t i = 0; i < n; ++i) {
-                const double g = gate[i];
-                ref[i] = 0.5 * g * (1.0 + std::tanh(k * (g + 0.044715 * g * g * g))) * up[i];
-                gate_up[i] = g * up[i];
-            }
-            expect_close(report_, "gelu_mul", "F32", dy, ref, row_max_abs(gate_up, rows, cols),
-                         2e-6, fmt::format("rows {} cols {}", rows, cols));
-        }
-    }
+    check_gated("gelu_mul", &Backend::gelu_mul, [](double g) {
+        const double k = std::sqrt(2.0 / std::numbers::pi);
+        return 0.5 * g * (1.0 + std::tanh(k * (g + 0.044715 * g * g * g)));
+    });
 }
 
 // scale: y *= factor, in place (as add_inplace). One rounding: 1e-6.
