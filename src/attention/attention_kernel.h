@@ -123,9 +123,11 @@ void fold_keys(const float* q, TileScratch& s, int64_t lo, int64_t hi, float sca
 
 // One work item: query rows [row_begin, row_end) x the heads of one KV group. Key tiles sit on
 // a fixed grid (multiples of kKeyTile from position 0) and each query vector only folds its own
-// valid keys, so its result does not depend on which other rows share the work item.
+// valid keys, so its result does not depend on which other rows share the work item. With
+// `stats`, each query vector's final (max, sum) goes to stats[2 * (row * n_heads + head)].
 template <class Ops, class TK, class TV>
-void attend(const PagedAttentionParams& p, const AttentionWork& w, TileScratch& s) {
+void attend(const PagedAttentionParams& p, const AttentionWork& w, TileScratch& s,
+            float* stats) {
     const AttentionSeq& seq = p.seqs[static_cast<size_t>(w.seq)];
     const int64_t group = p.n_heads / p.n_kv_heads, hd = p.head_dim;
     const int64_t vectors = (w.row_end - w.row_begin) * group;
@@ -154,9 +156,67 @@ void attend(const PagedAttentionParams& p, const AttentionWork& w, TileScratch& 
     }
     for (int64_t m = 0; m < vectors; ++m) {
         const int64_t row = w.row_begin + m / group;
-        float* out = p.out + ((seq.q_begin + row) * p.n_heads + w.kv_head * group + m % group) * hd;
+        const int64_t vec = (seq.q_begin + row) * p.n_heads + w.kv_head * group + m % group;
+        float* out = p.out + vec * hd;
         const float inv = 1.0f / s.sum[m];
         for (int64_t d = 0; d < hd; ++d) out[d] = s.acc[m * hd + d] * inv;
+        if (stats != nullptr) {
+            stats[2 * vec] = s.max[m];
+            stats[2 * vec + 1] = s.sum[m];
+        }
+    }
+}
+
+// The scores pass (p.kv_scores, for the eviction policies): the softmax weight each recorded
+// query row gives each key, from the row's final (max, sum) in `stats`, added over the query
+// heads of KV head `kv_head` into the storage's per-token scores. Sequences are visited in
+// order by one thread per KV head, so sequences that share blocks (prefix cache, fork) add
+// into the same scores without a race.
+template <class Ops, class TK>
+void score_keys(const PagedAttentionParams& p, int64_t kv_head, const float* stats,
+                TileScratch& s) {
+    const int64_t group = p.n_heads / p.n_kv_heads, hd = p.head_dim, bs = p.block_size;
+    const bool last = p.kv_scores == KvScoreMode::Last;
+    for (const AttentionSeq& seq : p.seqs) {
+        if (seq.q_len == 0) continue;
+        auto score = [&](int64_t key) -> float& {
+            const int64_t block = seq.block_table[key / bs];
+            return p.kv.scores[(block * p.n_kv_heads + kv_head) * bs + key % bs];
+        };
+        if (last) {
+            for (int64_t key = 0; key < seq.kv_len; ++key) score(key) = 0.0f;
+        }
+        const int64_t pos0 = seq.kv_len - seq.q_len;
+        const int64_t row_begin = last ? seq.q_len - 1 : 0;
+        const int64_t last_key = seq.kv_len - 1;
+        const int64_t first_key =
+            p.window > 0 ? std::max<int64_t>(0, pos0 + row_begin - p.window + 1) : 0;
+        for (int64_t t0 = first_key / kKeyTile * kKeyTile; t0 <= last_key; t0 += kKeyTile) {
+            const int64_t n = std::min(kKeyTile, last_key + 1 - t0);
+            load_side<Ops, TK>(p.kv.k, seq, kv_head, t0, n, s.k);
+            for (int64_t row = row_begin; row < seq.q_len; ++row) {
+                const int64_t pos = pos0 + row;
+                const int64_t lo = p.window > 0 ? std::max(t0, pos - p.window + 1) - t0 : 0;
+                const int64_t hi = std::min(pos, t0 + n - 1) - t0;
+                if (lo > hi) continue;
+                for (int64_t g = 0; g < group; ++g) {
+                    const int64_t vec = (seq.q_begin + row) * p.n_heads + kv_head * group + g;
+                    const float* q = p.q + vec * hd;
+                    float* dots = s.scores.data() + lo;
+                    if constexpr (std::is_same_v<TK, KvQ8>) {
+                        Ops::dot_rows_q8(q, s.k.q8.data() + lo,
+                                         s.k.scales.data() + lo * kv_groups(hd), hi - lo + 1, hd,
+                                         dots);
+                    } else {
+                        Ops::dot_rows(q, s.k.rows.data() + lo, hi - lo + 1, hd, dots);
+                    }
+                    const float max = stats[2 * vec], inv = 1.0f / stats[2 * vec + 1];
+                    for (int64_t j = lo; j <= hi; ++j) {
+                        score(t0 + j) += std::exp(s.scores[j] * p.scale - max) * inv;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -167,13 +227,29 @@ void run_typed(const PagedAttentionParams& p, std::span<const AttentionWork> wor
     int64_t max_vectors = 1;
     for (const AttentionWork& w : work)
         max_vectors = std::max(max_vectors, (w.row_end - w.row_begin) * group);
+    std::vector<float> stats;
+    if (p.kv_scores != KvScoreMode::None) {
+        int64_t n_rows = 0;
+        for (const AttentionSeq& seq : p.seqs) n_rows = std::max(n_rows, seq.q_begin + seq.q_len);
+        stats.resize(static_cast<size_t>(2 * n_rows * p.n_heads));
+    }
+    float* stats_out = stats.empty() ? nullptr : stats.data();
     // Work items differ in cost (context lengths vary), so threads take them one at a time.
     std::atomic<size_t> next{0};
     pool.run([&](int, int) {
         std::optional<TileScratch> scratch;
         for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < work.size();) {
             if (!scratch) scratch.emplace(max_vectors, p.head_dim);
-            attend<Ops, TK, TV>(p, work[i], *scratch);
+            attend<Ops, TK, TV>(p, work[i], *scratch, stats_out);
+        }
+    });
+    if (stats.empty()) return;
+    std::atomic<int64_t> next_head{0};
+    pool.run([&](int, int) {
+        std::optional<TileScratch> scratch;
+        for (int64_t h; (h = next_head.fetch_add(1, std::memory_order_relaxed)) < p.n_kv_heads;) {
+            if (!scratch) scratch.emplace(1, p.head_dim);
+            score_keys<Ops, TK>(p, h, stats_out, *scratch);
         }
     });
 }

@@ -22,6 +22,9 @@ void check_params(const PagedAttentionParams& p) {
     if (p.kv.k.data == nullptr || p.kv.v.data == nullptr || p.q == nullptr || p.out == nullptr) {
         fail<InvalidArgument>("attention: null q, out or KV pointer");
     }
+    if (p.kv_scores != KvScoreMode::None && p.kv.scores == nullptr) {
+        fail<InvalidArgument>("attention: scores requested from a KV storage that keeps none");
+    }
     const KvLayerView& kv = p.kv;
     if (kv.n_kv_heads != p.n_kv_heads || kv.head_dim != p.head_dim ||
         kv.block_size != p.block_size) {

@@ -37,6 +37,8 @@ struct PagedAttentionParams {
     // positions in (pos - window, pos]; window 0 means no limit (plain causal).
     int64_t window = 0;
     AttentionImpl impl = AttentionImpl::Auto;
+    // Also record each key's attention into kv.scores (which must be set), as KvScoreMode says.
+    KvScoreMode kv_scores = KvScoreMode::None;
 };
 
 // Throws InvalidArgument for inconsistent shapes or an unavailable impl. Results do not depend

@@ -60,8 +60,27 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, Engin
                               config_.speculation.max_tokens);
     }
     kv_ = std::make_unique<BlockManager>(block_config(config_));
-    storage_ = backend_.make_kv_storage(
-        model.kv_layout(config_.kv_block_size, kv_->num_total_blocks()), config_.kv_formats);
+    KvLayout layout = model.kv_layout(config_.kv_block_size, kv_->num_total_blocks());
+    const EvictionConfig& ev = config_.eviction;
+    ev.validate();
+    if (ev.enabled()) {
+        if (model.hparams().sliding_window > 0) {
+            // Its local layers mask keys by distance in the KV, which compaction shortens.
+            fail<InvalidArgument>(
+                "KV eviction ({}) is not supported for a model with its own sliding window ({})",
+                eviction_policy_name(ev.policy), model.hparams().arch);
+        }
+        if (backend_.device() != Device::Cpu) {
+            fail<InvalidArgument>("KV eviction ({}) runs on the CPU backend only for now",
+                                  eviction_policy_name(ev.policy));
+        }
+        layout.attention_scores = ev.score_mode() != KvScoreMode::None;
+    }
+    storage_ = backend_.make_kv_storage(layout, config_.kv_formats);
+    if (ev.enabled()) {
+        evictor_ = std::make_unique<KvEvictor>(ev, layout);
+        runner_.set_kv_scores(ev.score_mode());
+    }
 }
 
 Engine::~Engine() = default;
@@ -170,8 +189,8 @@ void Engine::start_followers(Sequence& leader, bool fork_kv) {
             // The leader's KV holds exactly the prompt now; each follower recomputes only the
             // last prompt token, for logits of its own (its own block after copy-on-write).
             kv_->fork(leader.id(), f->id());
-            kv_->truncate(f->id(), n_prompt - 1);
-            f->reset_computed(n_prompt - 1);
+            kv_->truncate(f->id(), leader.n_kv() - 1);
+            f->reset_computed(n_prompt - 1, leader.n_evicted());
         }
         scheduler_.add(f);
     }
@@ -199,7 +218,8 @@ void Engine::finish(Sequence& seq, std::vector<StepOutput>& out, FinishReason re
     for (auto& [leader, list] : followers_) std::erase(list, &seq);
     if (kv_->is_swapped(seq.id())) kv_->free(seq.id());
     if (kv_->has_sequence(seq.id())) {
-        if (seq.request().retain_kv) {
+        // An evicted KV no longer holds the tokens' prefix a next turn would reuse.
+        if (seq.request().retain_kv && seq.n_evicted() == 0) {
             // The KV holds the computed tokens only: never the last sampled one, and fewer when
             // the sequence was aborted before its prompt was done.
             VELA_ASSERT(kv_->n_tokens(seq.id()) == seq.n_computed());
@@ -272,7 +292,27 @@ std::vector<StepOutput> Engine::step() {
         if (ended) done.push_back(&seq);
     }
     for (Sequence* seq : done) finish(*seq, out, seq->finish_reason());
+    if (evictor_) {
+        for (const ScheduledSeq& s : work) {
+            // Finished sequences are gone; a preempted one is not in this step's work.
+            if (sequences_.count(s.seq->id()) && kv_->has_sequence(s.seq->id())) evict(*s.seq);
+        }
+    }
     return out;
+}
+
+void Engine::evict(Sequence& seq) {
+    const int64_t n_kv = seq.n_kv();
+    if (!evictor_->due(n_kv, seq.n_computed())) return;
+    const std::vector<KeepGroup> keep =
+        evictor_->plan(*storage_, kv_->table(seq.id()), seq.n_computed());
+    const auto n_keep = static_cast<int64_t>(keep.front().indices.size());
+    // Out of free blocks for the copies of shared ones: it stays as it is and tries again
+    // after its next step.
+    if (!kv_->compact(seq.id(), n_keep, keep)) return;
+    storage_->apply(kv_->take_ops());
+    seq.mark_evicted(n_kv - n_keep);
+    stats_.kv_evicted_tokens += n_kv - n_keep;
 }
 
 void Engine::propose_drafts() {
@@ -310,7 +350,7 @@ StepOutput Engine::verify_draft(Sequence& seq, std::span<float> rows) {
     seq.mark_computed(valid_kv);
     // The rejected drafts' KV goes before the prefix cache sees the new blocks: it never
     // enters the cache, and its slots are written again by the next step.
-    kv_->truncate(seq.id(), seq.n_computed());
+    kv_->truncate(seq.id(), seq.n_kv());
     kv_->cache_computed(seq.id(),
                         std::span(seq.tokens()).first(static_cast<size_t>(seq.n_computed())));
     drafter_->accepted(seq.id(), seq.tokens());

@@ -12,6 +12,7 @@
 #include "engine/scheduler.h"
 #include "engine/sequence.h"
 #include "kv/block_manager.h"
+#include "kv/eviction.h"
 #include "kv/kv_storage.h"
 #include "model/model.h"
 #include "spec/drafter.h"
@@ -40,6 +41,8 @@ struct EngineConfig {
     Preemption preemption = Preemption::Recompute;
     SchedulerConfig scheduler;
     SpeculationConfig speculation;
+    // KV eviction policy and budget per sequence (kv/eviction.h); CPU backend only.
+    EvictionConfig eviction;
 };
 
 // Counters (monotonic) and gauges (now) for logs and /metrics.
@@ -55,6 +58,7 @@ struct EngineStats {
     int64_t spec_verify_steps = 0;     // decode steps that verified a draft
     int64_t spec_draft_tokens = 0;     // draft tokens verified
     int64_t spec_accepted_tokens = 0;  // of those, accepted
+    int64_t kv_evicted_tokens = 0;     // tokens dropped from sequences' KV by eviction
 
     int64_t running = 0;
     int64_t waiting = 0;
@@ -130,6 +134,8 @@ class Engine {
     void propose_drafts();
     // Verifies seq's draft against its rows, keeps the accepted KV, and drops the rest.
     StepOutput verify_draft(Sequence& seq, std::span<float> rows);
+    // Cuts the sequence's KV to its eviction budget when it has outgrown it.
+    void evict(Sequence& seq);
 
     Model& model_;
     const Tokenizer& tokenizer_;
@@ -137,6 +143,7 @@ class Engine {
     Backend& backend_;
     std::unique_ptr<BlockManager> kv_;         // bookkeeping
     std::unique_ptr<KvStorage> storage_;       // the bytes, in the backend's memory
+    std::unique_ptr<KvEvictor> evictor_;       // when eviction is on
     Scheduler scheduler_;
     ModelRunner runner_;
     std::map<int64_t, std::unique_ptr<Sequence>> sequences_;  // live (not finished)

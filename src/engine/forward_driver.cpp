@@ -4,7 +4,6 @@
 
 namespace vela {
 namespace {
-constexpr int64_t kSeq = 0;
 constexpr int64_t kBlockSize = 16;
 
 BlockManagerConfig config_for(int64_t n_ctx) {
@@ -16,34 +15,54 @@ BlockManagerConfig config_for(int64_t n_ctx) {
 }  // namespace
 
 ForwardDriver::ForwardDriver(Model& model, Backend& backend, int64_t n_ctx, int64_t batch_size,
-                             KvFormats kv_formats)
-    : model_(model),
-      backend_(backend),
-      batch_size_(batch_size),
-      blocks_(config_for(n_ctx)),
-      storage_(backend.make_kv_storage(model.kv_layout(kBlockSize, blocks_.num_total_blocks()),
-                                       kv_formats)) {
+                             KvFormats kv_formats, const EvictionConfig& eviction)
+    : model_(model), backend_(backend), batch_size_(batch_size), blocks_(config_for(n_ctx)) {
+    KvLayout layout = model.kv_layout(kBlockSize, blocks_.num_total_blocks());
+    eviction.validate();
+    if (eviction.enabled()) {
+        if (model.hparams().sliding_window > 0) {
+            fail<InvalidArgument>("KV eviction is not supported for a model with its own sliding "
+                                  "window ({})", model.hparams().arch);
+        }
+        if (backend.device() != Device::Cpu) {
+            fail<InvalidArgument>("KV eviction runs on the CPU backend only for now");
+        }
+        layout.attention_scores = eviction.score_mode() != KvScoreMode::None;
+        evictor_ = std::make_unique<KvEvictor>(eviction, layout);
+        batch_.kv_scores = eviction.score_mode();
+    }
+    storage_ = backend.make_kv_storage(layout, kv_formats);
     blocks_.add_sequence(kSeq);
 }
 
 void ForwardDriver::reset() {
     blocks_.free(kSeq);
     blocks_.add_sequence(kSeq);
+    n_seen_ = 0;
 }
 
 void ForwardDriver::forward(const int32_t* tokens, int64_t n, bool last_logits, bool all_logits) {
     if (!blocks_.can_append(kSeq, n)) {
         fail<ResourceExhausted>("{} tokens do not fit the context", blocks_.n_tokens(kSeq) + n);
     }
-    const int64_t n_past = blocks_.n_tokens(kSeq);
     const std::vector<int64_t> slots = blocks_.append(kSeq, n);
     const BlockTable& table = blocks_.table(kSeq);
     batch_.clear();
-    batch_.add_sequence({tokens, static_cast<size_t>(n)}, n_past, slots, table.blocks,
+    batch_.add_sequence({tokens, static_cast<size_t>(n)}, n_seen_, slots, table.blocks,
                         table.n_tokens, last_logits, all_logits);
     batch_.finish();
     storage_->apply(blocks_.take_ops());
     model_.forward(batch_, *storage_, backend_, step_logits_);
+    n_seen_ += n;
+    if (evictor_ && evictor_->due(blocks_.n_tokens(kSeq), n_seen_)) {
+        const std::vector<KeepGroup> keep =
+            evictor_->plan(*storage_, blocks_.table(kSeq), n_seen_);
+        // One sequence holds every block: compaction is in place and cannot run short.
+        const bool compacted =
+            blocks_.compact(kSeq, static_cast<int64_t>(keep.front().indices.size()), keep);
+        VELA_ASSERT(compacted);
+        storage_->apply(blocks_.take_ops());
+    }
 }
 
 const std::vector<float>& ForwardDriver::evaluate(const std::vector<int32_t>& tokens,

@@ -7,6 +7,7 @@ namespace vela {
 const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& scheduled,
                                          const BlockManager& blocks) {
     batch_.clear();
+    batch_.kv_scores = kv_scores_;
     logit_row_.assign(scheduled.size(), -1);
     logit_rows_.assign(scheduled.size(), 0);
     const int64_t bs = blocks.config().block_size;
@@ -16,7 +17,8 @@ const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& schedu
         const auto& tokens = s.seq->tokens();
         const int64_t begin = s.seq->n_computed();
         const BlockTable& table = blocks.table(s.seq->id());
-        VELA_ASSERT(table.n_tokens == begin + s.n_tokens);
+        // Positions continue the sequence; its KV holds the tokens eviction left.
+        VELA_ASSERT(table.n_tokens == s.seq->n_kv() + s.n_tokens);
         for (int64_t slot : s.slots) {
             // Writing into a shared block would change another sequence's KV.
             VELA_ASSERT(blocks.pool().ref_count(static_cast<int32_t>(slot / bs)) == 1);

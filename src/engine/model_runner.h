@@ -26,11 +26,14 @@ class ModelRunner {
     // (one, or draft size + 1 when it verifies a draft) when it samples this step, else empty.
     void run(KvStorage& kv);
     std::span<float> logits_for(size_t i);
+    // What attention records for KV eviction in every batch (kv/eviction.h).
+    void set_kv_scores(KvScoreMode mode) { kv_scores_ = mode; }
 
   private:
     Model& model_;
     Backend& backend_;
     ForwardBatch batch_;
+    KvScoreMode kv_scores_ = KvScoreMode::None;
     std::vector<float> logits_;
     // Per scheduled sequence: its first logits row (-1 when it does not sample), and how many.
     std::vector<int64_t> logit_row_;

@@ -70,7 +70,7 @@ std::optional<ScheduledSeq> Scheduler::try_admit(BlockManager& kv, Sequence* seq
         // Swapped KV comes back into fresh blocks: it needs all of them plus the chunk's.
         const int64_t bs = kv.config().block_size;
         const int64_t n = std::min(seq->n_uncomputed(), budget);
-        if ((seq->n_computed() + n + bs - 1) / bs > kv.num_free_blocks()) return std::nullopt;
+        if ((seq->n_kv() + n + bs - 1) / bs > kv.num_free_blocks()) return std::nullopt;
         kv.swap_in(id);
         ++counters_.swap_ins;
         return ScheduledSeq{seq, n, kv.append(id, n)};

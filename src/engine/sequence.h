@@ -34,7 +34,16 @@ class Sequence {
     int64_t n_computed() const { return n_computed_; }
     int64_t n_uncomputed() const { return static_cast<int64_t>(tokens_.size()) - n_computed_; }
     void mark_computed(int64_t n) { n_computed_ += n; }
-    void reset_computed(int64_t n) { n_computed_ = n; }  // preemption (0) or KV reuse (prefix)
+    // Preemption (0), KV reuse (a prefix) or a fork (`evicted` as its source's).
+    void reset_computed(int64_t n, int64_t evicted = 0) {
+        n_computed_ = n;
+        n_evicted_ = evicted;
+    }
+    // KV eviction: of the computed tokens, how many are no longer in the KV; the KV holds
+    // n_kv() = n_computed() - n_evicted() of them, and new tokens keep their positions.
+    int64_t n_evicted() const { return n_evicted_; }
+    int64_t n_kv() const { return n_computed_ - n_evicted_; }
+    void mark_evicted(int64_t n) { n_evicted_ += n; }
 
     // Samples the next token from this sequence's logits row, appends it, and returns the
     // output increment (text and finish reason).
@@ -69,6 +78,7 @@ class Sequence {
     std::vector<int32_t> tokens_;
     int64_t n_prompt_;
     int64_t n_computed_ = 0;
+    int64_t n_evicted_ = 0;
     Sampler sampler_;
     StreamDecoder decoder_;
     StopChecker stop_;

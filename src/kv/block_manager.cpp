@@ -65,6 +65,7 @@ void BlockManager::fork(SeqId src, SeqId dst) {
     for (int32_t b : from.blocks) retain_block(b);
     BlockTable copy = from;  // copied before emplace may rehash and move `from`
     tables_.emplace(dst, std::move(copy));
+    if (evicted(src)) evicted_.insert(dst);
     if (auto it = chains_.find(src); it != chains_.end()) {
         const CachedChain chain = it->second;
         chains_[dst] = chain;
@@ -101,6 +102,7 @@ void BlockManager::free(SeqId id) {
     std::vector<int32_t> blocks = std::move(it->second.blocks);
     tables_.erase(it);
     chains_.erase(id);
+    evicted_.erase(id);
     release_all(blocks);
 }
 

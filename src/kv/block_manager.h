@@ -22,6 +22,7 @@
 #include <memory>
 #include <span>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "kv/block_pool.h"
@@ -37,6 +38,14 @@ struct BlockManagerConfig {
     int64_t block_size = 16;  // tokens per block, any >= 1
     int64_t num_blocks = 0;
     bool prefix_caching = false;
+};
+
+// Tokens a sequence keeps when eviction compacts it (kv/eviction.h): their indices in its KV,
+// ascending, for the rows of one layer and KV head (-1: all layers / all heads).
+struct KeepGroup {
+    int32_t layer = -1;
+    int32_t head = -1;
+    std::vector<int32_t> indices;
 };
 
 // Prefix-cache counters, in tokens (as vLLM's /metrics reports them) and blocks.
@@ -91,6 +100,16 @@ class BlockManager {
     // Reserves n more tokens; returns their flat slots. Throws ResourceExhausted (and changes
     // nothing) when the blocks are not available.
     std::vector<int64_t> append(SeqId id, int64_t n);
+
+    // Eviction: keeps n_keep tokens of the sequence, per group the rows at its indices (every
+    // group lists n_keep of them), moved to indices [0, n_keep) by MoveRow ops; releases the
+    // blocks no longer needed. Blocks the sequence alone holds are compacted in place; shared
+    // ones (prefix cache, fork) are left to their other users and replaced by fresh blocks.
+    // Returns false, changing nothing, when those fresh blocks are not free. From then on the
+    // sequence's blocks never enter the prefix cache (their rows no longer follow its tokens).
+    bool compact(SeqId id, int64_t n_keep, std::span<const KeepGroup> groups);
+    // Whether the sequence has been compacted.
+    bool evicted(SeqId id) const { return evicted_.count(id) != 0; }
 
     // The block operations emitted since the last call, in order; the storage must carry them
     // out before the next forward writes or reads KV.
@@ -168,6 +187,7 @@ class BlockManager {
         std::vector<int32_t> host_slots;  // in block order
     };
     std::unordered_map<SeqId, Swapped> swapped_;
+    std::unordered_set<SeqId> evicted_;
     std::vector<int32_t> free_host_slots_;
     int32_t next_host_slot_ = 0;
 };

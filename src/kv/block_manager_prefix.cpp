@@ -45,7 +45,7 @@ int64_t BlockManager::acquire_cached_prefix(SeqId id, std::span<const int32_t> t
 }
 
 void BlockManager::cache_computed(SeqId id, std::span<const int32_t> computed) {
-    if (!prefix_) return;
+    if (!prefix_ || evicted(id)) return;
     const BlockTable& t = table(id);
     if (static_cast<int64_t>(computed.size()) > t.n_tokens) {
         fail<InvalidArgument>("KV sequence {} holds {} tokens, {} claimed computed", id, t.n_tokens,

@@ -110,6 +110,11 @@ HostKvStorage::HostKvStorage(const KvLayout& layout, KvFormats formats)
         std::memset(p, 0, rounded);
         storage_.emplace_back(p);
     }
+    if (layout_.attention_scores) {
+        const auto n = static_cast<size_t>(layout_.num_blocks * layout_.n_kv_heads *
+                                           layout_.block_size);
+        scores_.assign(static_cast<size_t>(layout_.n_layers), std::vector<float>(n, 0.0f));
+    }
 }
 
 HostKvStorage::~HostKvStorage() = default;
@@ -125,41 +130,99 @@ std::byte* HostKvStorage::block_ptr(int64_t layer, bool value, int32_t block) co
            shape_[value].block_bytes * static_cast<size_t>(block);
 }
 
+size_t HostKvStorage::score_block_bytes() const {
+    return scores_.empty()
+               ? 0
+               : sizeof(float) * static_cast<size_t>(layout_.n_kv_heads * layout_.block_size);
+}
+
+float* HostKvStorage::score_ptr(int64_t layer, int32_t block) const {
+    if (scores_.empty()) return nullptr;
+    // The storage is this object's own; read_scores and the layer views hand it out.
+    return const_cast<float*>(scores_[static_cast<size_t>(layer)].data()) +
+           static_cast<size_t>(block) * static_cast<size_t>(layout_.n_kv_heads * layout_.block_size);
+}
+
 std::byte* HostKvStorage::host_ptr(int32_t slot) {
-    const size_t per_slot =
-        (shape_[0].block_bytes + shape_[1].block_bytes) * static_cast<size_t>(layout_.n_layers);
+    const size_t per_slot = (shape_[0].block_bytes + shape_[1].block_bytes + score_block_bytes()) *
+                            static_cast<size_t>(layout_.n_layers);
     const size_t end = per_slot * (static_cast<size_t>(slot) + 1);
     if (host_.size() < end) host_.resize(end);
     return host_.data() + per_slot * static_cast<size_t>(slot);
 }
 
 void HostKvStorage::apply(std::span<const BlockOp> ops) {
+    const size_t sb = score_block_bytes();
     for (const BlockOp& op : ops) {
         VELA_ASSERT(op.src >= 0 && op.dst >= 0);
+        if (op.kind == BlockOp::Kind::MoveRow) {
+            move_row(op);
+            continue;
+        }
         if (op.kind == BlockOp::Kind::Copy) {
             for (int64_t l = 0; l < layout_.n_layers; ++l) {
                 for (bool value : {false, true}) {
                     std::memcpy(block_ptr(l, value, op.dst), block_ptr(l, value, op.src),
                                 shape_[value].block_bytes);
                 }
+                if (sb > 0) std::memcpy(score_ptr(l, op.dst), score_ptr(l, op.src), sb);
             }
             continue;
         }
         const bool out = op.kind == BlockOp::Kind::SwapOut;
         std::byte* host = host_ptr(out ? op.dst : op.src);
         const int32_t block = out ? op.src : op.dst;
+        auto transfer = [&](std::byte* dev, size_t bytes) {
+            if (out) {
+                std::memcpy(host, dev, bytes);
+            } else {
+                std::memcpy(dev, host, bytes);
+            }
+            host += bytes;
+        };
         for (int64_t l = 0; l < layout_.n_layers; ++l) {
             for (bool value : {false, true}) {
-                std::byte* dev = block_ptr(l, value, block);
-                const size_t bb = shape_[value].block_bytes;
-                if (out) {
-                    std::memcpy(host, dev, bb);
-                } else {
-                    std::memcpy(dev, host, bb);
-                }
-                host += bb;
+                transfer(block_ptr(l, value, block), shape_[value].block_bytes);
+            }
+            if (sb > 0) transfer(reinterpret_cast<std::byte*>(score_ptr(l, block)), sb);
+        }
+    }
+}
+
+void HostKvStorage::move_row(const BlockOp& op) {
+    const int64_t bs = layout_.block_size, nh = layout_.n_kv_heads;
+    VELA_ASSERT(op.src < layout_.num_slots() && op.dst < layout_.num_slots());
+    VELA_ASSERT(op.layer >= -1 && op.layer < layout_.n_layers && op.head >= -1 && op.head < nh);
+    const int64_t l0 = op.layer < 0 ? 0 : op.layer, l1 = op.layer < 0 ? layout_.n_layers : l0 + 1;
+    const int64_t h0 = op.head < 0 ? 0 : op.head, h1 = op.head < 0 ? nh : h0 + 1;
+    const int64_t sblock = op.src / bs, soff = op.src % bs, dblock = op.dst / bs, doff = op.dst % bs;
+    for (int64_t l = l0; l < l1; ++l) {
+        for (bool value : {false, true}) {
+            const KvSideView s = side(l, value);
+            for (int64_t h = h0; h < h1; ++h) {
+                std::memmove(const_cast<std::byte*>(s.row(dblock, h, doff)), s.row(sblock, h, soff),
+                             s.row_bytes);
+                std::memmove(const_cast<uint16_t*>(s.scales(dblock, h, doff)),
+                             s.scales(sblock, h, soff),
+                             sizeof(uint16_t) * static_cast<size_t>(s.scales_per_row));
             }
         }
+        if (scores_.empty()) continue;
+        for (int64_t h = h0; h < h1; ++h) {
+            score_ptr(l, static_cast<int32_t>(dblock))[h * bs + doff] =
+                score_ptr(l, static_cast<int32_t>(sblock))[h * bs + soff];
+        }
+    }
+}
+
+void HostKvStorage::read_scores(int64_t layer, std::span<const int64_t> slots, float* out) const {
+    if (scores_.empty()) fail<InvalidArgument>("this KV storage keeps no attention scores");
+    VELA_ASSERT(layer >= 0 && layer < layout_.n_layers);
+    const int64_t bs = layout_.block_size, nh = layout_.n_kv_heads;
+    for (size_t i = 0; i < slots.size(); ++i) {
+        VELA_ASSERT(slots[i] >= 0 && slots[i] < layout_.num_slots());
+        const float* block = score_ptr(layer, static_cast<int32_t>(slots[i] / bs));
+        for (int64_t h = 0; h < nh; ++h) out[static_cast<int64_t>(i) * nh + h] = block[h * bs + slots[i] % bs];
     }
 }
 
@@ -167,14 +230,23 @@ KvLayerView HostKvStorage::layer(int64_t layer) const {
     if (layer < 0 || layer >= layout_.n_layers) {
         fail<InvalidArgument>("KV layer {} out of range [0, {})", layer, layout_.n_layers);
     }
-    return KvLayerView{side(layer, false), side(layer, true), layout_.n_kv_heads,
-                       layout_.head_dim, layout_.block_size};
+    KvLayerView v{side(layer, false), side(layer, true), score_ptr(layer, 0), layout_.n_kv_heads,
+                  layout_.head_dim, layout_.block_size};
+    return v;
 }
 
 void HostKvStorage::write(int64_t layer, std::span<const int64_t> slots, const float* k,
                           const float* v) {
     VELA_ASSERT(layer >= 0 && layer < layout_.n_layers);
     const int64_t bs = layout_.block_size, hd = layout_.head_dim, nh = layout_.n_kv_heads;
+    if (!scores_.empty()) {
+        // A token written into a slot starts with no attention (a reused slot's old score goes).
+        for (int64_t slot : slots) {
+            VELA_ASSERT(slot >= 0 && slot < layout_.num_slots());
+            float* block = score_ptr(layer, static_cast<int32_t>(slot / bs));
+            for (int64_t h = 0; h < nh; ++h) block[h * bs + slot % bs] = 0.0f;
+        }
+    }
     for (bool value : {false, true}) {
         const KvSideView s = side(layer, value);
         visit_kv_format(s.format, [&](auto tag) {

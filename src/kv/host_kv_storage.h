@@ -48,6 +48,9 @@ struct KvSideView {
 // describe this storage.
 struct KvLayerView {
     KvSideView k, v;
+    // Attention scores ([num_blocks][n_kv_heads][block_size] floats from block 0), or null when
+    // the storage keeps none (KvLayout::attention_scores). Attention writes them.
+    float* scores = nullptr;
     int64_t n_kv_heads = 0;
     int64_t head_dim = 0;
     int64_t block_size = 0;
@@ -64,6 +67,7 @@ class HostKvStorage final : public KvStorage {
     KvFormats formats() const override { return formats_; }
     Device device() const override { return Device::Cpu; }
     void apply(std::span<const BlockOp> ops) override;
+    void read_scores(int64_t layer, std::span<const int64_t> slots, float* out) const override;
 
     // Stores rows k, v (float [slots.size()][n_kv_heads][head_dim]) into their slots.
     void write(int64_t layer, std::span<const int64_t> slots, const float* k, const float* v);
@@ -74,7 +78,11 @@ class HostKvStorage final : public KvStorage {
   private:
     KvSideView side(int64_t layer, bool value) const;
     std::byte* block_ptr(int64_t layer, bool value, int32_t block) const;
-    std::byte* host_ptr(int32_t slot);  // a host slot: [layer][K, V] of one block each
+    // A host slot: per layer, K and V of one block and then its scores (when kept).
+    std::byte* host_ptr(int32_t slot);
+    size_t score_block_bytes() const;  // one block's scores of one layer (0 when none are kept)
+    float* score_ptr(int64_t layer, int32_t block) const;
+    void move_row(const BlockOp& op);
 
     KvLayout layout_;
     KvFormats formats_;
@@ -84,6 +92,7 @@ class HostKvStorage final : public KvStorage {
     };
     // Per layer: K at 2 * layer, V at 2 * layer + 1.
     std::vector<std::unique_ptr<std::byte[], AlignedFree>> storage_;
+    std::vector<std::vector<float>> scores_;  // per layer, when kept
     std::vector<std::byte> host_;  // swap space
 };
 

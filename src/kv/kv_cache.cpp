@@ -5,7 +5,8 @@
 namespace vela {
 
 KvLayout kv_layout(const KvCacheConfig& c) {
-    return KvLayout{c.n_layers, c.n_kv_heads, c.head_dim, c.block_size, c.num_blocks};
+    return KvLayout{c.n_layers, c.n_kv_heads, c.head_dim, c.block_size, c.num_blocks,
+                    c.attention_scores};
 }
 
 // The storage is a member initialised after the base: the sink only runs once an op is

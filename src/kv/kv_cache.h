@@ -20,6 +20,7 @@ struct KvCacheConfig {
     int64_t num_blocks = 0;
     KvFormats formats = KvFormat::F16;
     bool prefix_caching = false;
+    bool attention_scores = false;  // KvLayout::attention_scores
 };
 
 KvLayout kv_layout(const KvCacheConfig& c);

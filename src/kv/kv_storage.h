@@ -53,20 +53,36 @@ struct KvLayout {
     int64_t head_dim = 0;
     int64_t block_size = 16;
     int64_t num_blocks = 0;
+    // Keep an attention score per token, layer and KV head beside the rows (what the eviction
+    // policies of kv/eviction.h rank tokens by): written by attention when a ForwardBatch asks
+    // for it, zeroed when a token's K/V is written, moved with its rows.
+    bool attention_scores = false;
 
     int64_t num_slots() const { return num_blocks * block_size; }
 };
+
+// What attention records into the storage's scores (KvLayout::attention_scores) in one forward.
+// Accumulate: each key's score grows by the softmax weight every query row gives it (summed
+// over the query heads of its KV head): H2O's accumulated attention. Last: each key's score
+// becomes the weight the sequence's last query row gives it: TOVA's current attention.
+enum class KvScoreMode : uint8_t { None, Accumulate, Last };
 
 // One block operation. Device blocks are the BlockPool's ids; host slots are the swap space's.
 struct BlockOp {
     enum class Kind {
         Copy,     // device block src -> device block dst (copy-on-write)
         SwapOut,  // device block src -> host slot dst
-        SwapIn    // host slot src -> device block dst
+        SwapIn,   // host slot src -> device block dst
+        // One token's rows (and scales, and score) from flat slot src to flat slot dst, in
+        // `layer` (-1: every layer) and KV head `head` (-1: every head): eviction compacting a
+        // sequence (BlockManager::compact).
+        MoveRow
     };
     Kind kind = Kind::Copy;
     int32_t src = 0;
     int32_t dst = 0;
+    int32_t layer = -1;  // MoveRow only
+    int32_t head = -1;   // MoveRow only
 
     bool operator==(const BlockOp&) const = default;
 };
@@ -80,6 +96,9 @@ class KvStorage {
     virtual Device device() const = 0;
     // Carries out the operations in order.
     virtual void apply(std::span<const BlockOp> ops) = 0;
+    // Attention scores (KvLayout::attention_scores) of the tokens at `slots` in one layer:
+    // out[i * n_kv_heads + h] for slot i, KV head h. InvalidArgument when the storage keeps none.
+    virtual void read_scores(int64_t layer, std::span<const int64_t> slots, float* out) const = 0;
     // K and V of one token over all layers, in bytes.
     size_t bytes_per_token() const;
 };

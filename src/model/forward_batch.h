@@ -11,6 +11,8 @@
 #include <span>
 #include <vector>
 
+#include "kv/kv_storage.h"
+
 namespace vela {
 
 struct ForwardBatch {
@@ -28,6 +30,9 @@ struct ForwardBatch {
     // attend) among its own new rows, stacked in sequence order; empty means causal. Backends
     // that do not implement trees refuse a batch that has one.
     std::vector<uint8_t> tree_mask;
+    // What attention records into the KV storage's scores for the eviction policies (the
+    // storage must keep scores: KvLayout::attention_scores). Not reset by clear().
+    KvScoreMode kv_scores = KvScoreMode::None;
 
     int64_t n_rows() const { return static_cast<int64_t>(tokens.size()); }
     int64_t n_seqs() const { return static_cast<int64_t>(kv_len.size()); }

@@ -88,6 +88,9 @@ std::string ServerMetrics::render(const EngineStats& e) const {
     metric(out, "vela_kv_bytes_per_token", "gauge",
            "KV cache bytes of one token (K and V, all layers, scales included)",
            static_cast<double>(e.kv_bytes_per_token));
+    metric(out, "vela_kv_evicted_tokens_total", "counter",
+           "tokens dropped from sequences' KV by the eviction policy (--kv-evict)",
+           static_cast<double>(e.kv_evicted_tokens));
     metric(out, "vela_prefix_cache_hit_rate", "gauge",
            "prompt tokens found in the prefix cache / tokens looked up", e.prefix_hit_rate());
     metric(out, "vela_spec_draft_tokens_total", "counter",

@@ -108,7 +108,8 @@ int run_bench(const BenchOptions& o) {
     for (auto& t : context) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(n_vocab));
     const int64_t ctx = std::max(o.n_prompt, o.depth + o.n_gen) + 16;
     vela::ForwardDriver driver(*rt.model, *rt.backend, ctx,
-                               std::max<int64_t>(o.common.batch_size, o.n_prompt), rt.kv_formats);
+                               std::max<int64_t>(o.common.batch_size, o.n_prompt), rt.kv_formats,
+                               rt.eviction);
     std::vector<Result> results;
     if (o.n_prompt > 0) {
         results.push_back(measure(fmt::format("pp{}", o.n_prompt), o.n_prompt, o.repetitions,

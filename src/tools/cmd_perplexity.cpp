@@ -92,7 +92,15 @@ int run_perplexity(const PerplexityOptions& o) {
                               tokens.size(), n_ctx);
     }
     fmt::print(stderr, "perplexity: {} tokens, {} chunks of {}\n", tokens.size(), n_chunks, n_ctx);
-    vela::ForwardDriver driver(*rt.model, *rt.backend, n_ctx, o.common.batch_size, rt.kv_formats);
+    if (rt.eviction.enabled()) {
+        fmt::print(stderr,
+                   "perplexity: KV eviction {} (budget {}), applied after each forward of -b {} "
+                   "tokens\n",
+                   eviction_policy_name(rt.eviction.policy), o.common.kv_budget,
+                   o.common.batch_size);
+    }
+    vela::ForwardDriver driver(*rt.model, *rt.backend, n_ctx, o.common.batch_size, rt.kv_formats,
+                               rt.eviction);
     const int64_t first = n_ctx / 2;
     const size_t V = static_cast<size_t>(rt.model->hparams().n_vocab);
     std::optional<KlDivergenceBase> kl_base;

@@ -100,6 +100,13 @@ Runtime Runtime::load(const CommonOptions& o) {
     const KvFormat both = parse_kv_format(o.kv_type);
     rt.kv_formats = {o.kv_type_k.empty() ? both : parse_kv_format(o.kv_type_k),
                      o.kv_type_v.empty() ? both : parse_kv_format(o.kv_type_v)};
+    rt.eviction.policy = parse_eviction_policy(o.kv_evict);
+    rt.eviction.sinks = o.kv_sinks;
+    if (!o.kv_budget.empty()) {
+        if (!rt.eviction.enabled()) fail<InvalidArgument>("--kv-budget needs --kv-evict POLICY");
+        parse_kv_budget(o.kv_budget, rt.eviction);
+    }
+    rt.eviction.validate();
     return rt;
 }
 
@@ -108,6 +115,7 @@ EngineConfig Runtime::engine_config(const CommonOptions& o, bool fill_kv) const 
     c.n_ctx = o.ctx_size;
     c.scheduler.max_batched_tokens = o.batch_size;
     c.kv_formats = kv_formats;
+    c.eviction = eviction;
     const Backend::MemoryInfo mem = backend->memory_info();
     if (mem.total == 0) return c;  // host memory: not planned
 

@@ -28,6 +28,7 @@ struct Runtime {
     std::unique_ptr<ThreadPool> pool;
     std::unique_ptr<Backend> backend;
     KvFormats kv_formats = KvFormat::F16;
+    EvictionConfig eviction;  // --kv-evict, --kv-budget, --kv-sinks
 
     // The draft model of --spec draft, loaded by make_drafter.
     std::unique_ptr<Model> draft_model;

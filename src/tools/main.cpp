@@ -41,6 +41,18 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
         ->check(kv_types);
     app.add_option("--kv-type-v", o.kv_type_v, "KV cache format of V (default: --kv-type)")
         ->check(kv_types);
+    app.add_option("--kv-evict", o.kv_evict,
+                   "KV eviction policy (CPU): none, window (recent tokens), sinks (StreamingLLM: "
+                   "first --kv-sinks + recent), h2o (accumulated attention), tova (attention of "
+                   "the newest query)")
+        ->check(CLI::IsMember({"none", "window", "sinks", "h2o", "tova"}))
+        ->capture_default_str();
+    app.add_option("--kv-budget", o.kv_budget,
+                   "KV tokens kept per sequence with --kv-evict: a number of tokens, or a "
+                   "fraction in (0, 1) of the tokens seen");
+    app.add_option("--kv-sinks", o.kv_sinks, "first tokens always kept by --kv-evict sinks")
+        ->check(CLI::Range(int64_t{0}, int64_t{1} << 20))
+        ->capture_default_str();
     app.add_flag("-v,--verbose", o.verbose, "log more");
 }
 

@@ -19,6 +19,9 @@ struct CommonOptions {
     std::string kv_type = "f16";  // f32, f16, bf16, q8, q4 (V only): K and V
     std::string kv_type_k;        // empty: kv_type
     std::string kv_type_v;        // empty: kv_type
+    std::string kv_evict = "none";  // none, window, sinks, h2o, tova
+    std::string kv_budget;          // tokens (>= 1) or a fraction in (0, 1); empty: none given
+    int64_t kv_sinks = 4;
     double gpu_memory_utilization = 0.9;  // share of the GPU's memory Vela may use
     bool verbose = false;
 };

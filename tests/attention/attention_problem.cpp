@@ -45,8 +45,6 @@ int64_t AttentionProblem::n_rows() const {
     return n;
 }
 
-namespace {
-
 // Appends every sequence's tokens in chunks of varying size, round robin, so that the blocks
 // of one sequence are scattered through the pool.
 void fill_cache(const AttentionProblem& pr, KvCache& kv) {
@@ -68,8 +66,6 @@ void fill_cache(const AttentionProblem& pr, KvCache& kv) {
         if (!any) break;
     }
 }
-
-}  // namespace
 
 std::vector<float> run_paged(const AttentionProblem& pr, const KernelRun& run) {
     int64_t blocks = 0;

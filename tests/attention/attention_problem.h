@@ -37,6 +37,10 @@ struct KernelRun {
     int threads = 1;
 };
 
+// Writes every sequence's K/V (layer 0) into `kv` as sequences 0..n-1, in chunks taken round
+// robin, so the blocks of one sequence are scattered through the pool.
+void fill_cache(const AttentionProblem& pr, KvCache& kv);
+
 // Output [n_rows][n_heads][head_dim] of one batched paged_attention call over all sequences.
 std::vector<float> run_paged(const AttentionProblem& pr, const KernelRun& run);
 

@@ -437,6 +437,20 @@ void BackendKvOps::check_block_ops(KvFormats f, int64_t bs, std::mt19937_64& rng
                 case BlockOp::Kind::SwapIn:
                     dev[op.dst] = host[op.src];
                     break;
+                case BlockOp::Kind::MoveRow:
+                    for (int64_t layer = 0; layer < l.n_layers; ++layer) {
+                        if (op.layer >= 0 && op.layer != layer) continue;
+                        for (bool value : {false, true}) {
+                            for (int64_t h = 0; h < l.n_kv_heads; ++h) {
+                                if (op.head >= 0 && op.head != h) continue;
+                                for (int64_t d = 0; d < l.head_dim; ++d) {
+                                    dev[op.dst / bs][block_index(l, layer, value, h, op.dst % bs, d)] =
+                                        dev[op.src / bs][block_index(l, layer, value, h, op.src % bs, d)];
+                                }
+                            }
+                        }
+                    }
+                    break;
             }
         }
     };
@@ -449,6 +463,15 @@ void BackendKvOps::check_block_ops(KvFormats f, int64_t bs, std::mt19937_64& rng
            {K::Copy, 7, 6},
            {K::SwapOut, 6, 2},
            {K::SwapIn, 2, 4}});
+    if (kv->device() == Device::Cpu) {  // eviction's row moves: host storage only for now
+        const auto slot = [bs](int32_t block, int64_t off) {
+            return static_cast<int32_t>(block * bs + off % bs);
+        };
+        apply({{K::MoveRow, slot(3, 5), slot(1, 0), -1, -1},
+               {K::MoveRow, slot(4, 2), slot(4, 0), 1, -1},
+               {K::MoveRow, slot(5, 1), slot(2, 3), 0, 1},
+               {K::MoveRow, slot(6, 0), slot(5, 1), 1, 0}});
+    }
 
     double worst = 0.0;
     std::string wrong;  // each block that differs, at its first wrong element

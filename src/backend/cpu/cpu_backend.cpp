@@ -202,6 +202,7 @@ void CpuBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q, 
     p.seqs = attn_seqs_;
     p.window = window;
     p.impl = attention_impl_;
+    p.kv_scores = batch().kv_scores;
     paged_attention(p, pool_);
 }
 

@@ -171,6 +171,10 @@ std::unique_ptr<KvStorage> CudaBackend::make_kv_storage(const KvLayout& layout, 
             "the CUDA backend stores KV as f16 or bf16 (the same for K and V), got {}",
             kv_formats_name(formats));
     }
+    if (layout.attention_scores) {
+        fail<InvalidArgument>(
+            "KV eviction by attention scores (h2o, tova) is not on the GPU yet: use --device cpu");
+    }
     return std::make_unique<DeviceKvStorage>(layout, formats, stream_);
 }
 
@@ -182,6 +186,9 @@ const CudaBackend::Plan& CudaBackend::planned() const {
 void CudaBackend::plan(const ForwardBatch& batch) {
     if (!batch.tree_mask.empty()) {
         fail<InvalidArgument>("the CUDA backend does not run tree attention masks yet");
+    }
+    if (batch.kv_scores != KvScoreMode::None) {
+        fail<InvalidArgument>("the CUDA backend does not record attention scores yet");
     }
     // One upload: the int64 slots first (8-byte aligned), then the int32 arrays.
     const size_t n_slots = batch.slot_mapping.size();

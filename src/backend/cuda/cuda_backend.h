@@ -45,6 +45,7 @@ class DeviceKvStorage final : public KvStorage {
     KvFormats formats() const override { return formats_; }
     Device device() const override { return Device::Cuda; }
     void apply(std::span<const BlockOp> ops) override;
+    void read_scores(int64_t layer, std::span<const int64_t> slots, float* out) const override;
 
     // Layer `layer`'s K (value = false) or V cache.
     void* side(int64_t layer, bool value) const;

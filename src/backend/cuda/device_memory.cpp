@@ -65,6 +65,9 @@ void DeviceKvStorage::apply(std::span<const BlockOp> ops) {
     const cudaStream_t s = as_stream(stream_);
     bool swapped = false;
     for (const BlockOp& op : ops) {
+        if (op.kind == BlockOp::Kind::MoveRow) {
+            fail<InvalidArgument>("KV eviction (row moves) is not on the GPU yet: use --device cpu");
+        }
         for (int64_t layer = 0; layer < layout_.n_layers; ++layer) {
             for (bool value : {false, true}) {
                 auto* base = static_cast<std::byte*>(side(layer, value));
@@ -102,12 +105,18 @@ void DeviceKvStorage::apply(std::span<const BlockOp> ops) {
                         swapped = true;
                         break;
                     }
+                    case BlockOp::Kind::MoveRow:
+                        break;  // refused above
                 }
             }
         }
     }
     // Host slots are read and rewritten by later calls: their copies must be done.
     if (swapped) check(cudaStreamSynchronize(s), "KV swap");
+}
+
+void DeviceKvStorage::read_scores(int64_t, std::span<const int64_t>, float*) const {
+    fail<InvalidArgument>("the GPU's KV storage keeps no attention scores yet");
 }
 
 void DeviceKvStorage::read(int64_t layer, int64_t slot, int64_t kv_head, bool value,

@@ -1,0 +1,59 @@
+// BlockManager::compact: eviction's bookkeeping (kv/eviction.h decides what stays).
+#include <algorithm>
+
+#include "core/error.h"
+#include "kv/block_manager.h"
+
+namespace vela {
+
+bool BlockManager::compact(SeqId id, int64_t n_keep, std::span<const KeepGroup> groups) {
+    BlockTable& t = mutable_table(id);
+    if (n_keep < 0 || n_keep > t.n_tokens || groups.empty()) {
+        fail<InvalidArgument>("cannot compact KV sequence {} of {} tokens to {} ({} groups)", id,
+                              t.n_tokens, n_keep, groups.size());
+    }
+    for (const KeepGroup& g : groups) {
+        const bool sorted = std::adjacent_find(g.indices.begin(), g.indices.end(),
+                                               std::greater_equal<>()) == g.indices.end();
+        if (static_cast<int64_t>(g.indices.size()) != n_keep || !sorted ||
+            (n_keep > 0 && (g.indices.front() < 0 || g.indices.back() >= t.n_tokens))) {
+            fail<InvalidArgument>(
+                "KV sequence {}: a keep group must list {} ascending token indices below {}", id,
+                n_keep, t.n_tokens);
+        }
+    }
+    const int64_t bs = config_.block_size;
+    const auto n_blocks = static_cast<size_t>((n_keep + bs - 1) / bs);
+    // Rows only move to lower indices, so a block held by this sequence alone can be
+    // compacted in place (a row is read before any later move writes over it); a shared block
+    // must stay as its other users see it.
+    int64_t fresh = 0;
+    for (size_t i = 0; i < n_blocks; ++i) fresh += pool_.ref_count(t.blocks[i]) > 1 ? 1 : 0;
+    if (fresh > num_free_blocks()) return false;
+
+    std::vector<int32_t> blocks(n_blocks);
+    for (size_t i = 0; i < n_blocks; ++i) {
+        blocks[i] = pool_.ref_count(t.blocks[i]) > 1 ? allocate_block() : t.blocks[i];
+    }
+    auto slot = [bs](const std::vector<int32_t>& table, int64_t index) {
+        return static_cast<int32_t>(int64_t{table[static_cast<size_t>(index / bs)]} * bs + index % bs);
+    };
+    for (const KeepGroup& g : groups) {
+        for (int64_t j = 0; j < n_keep; ++j) {
+            const int32_t src = slot(t.blocks, g.indices[j]), dst = slot(blocks, j);
+            if (src != dst) emit(BlockOp{BlockOp::Kind::MoveRow, src, dst, g.layer, g.head});
+        }
+    }
+    std::vector<int32_t> dropped;
+    for (size_t i = 0; i < t.blocks.size(); ++i) {
+        if (i >= n_blocks || blocks[i] != t.blocks[i]) dropped.push_back(t.blocks[i]);
+    }
+    t.blocks = std::move(blocks);
+    t.n_tokens = n_keep;
+    release_all(dropped);
+    chains_.erase(id);
+    evicted_.insert(id);
+    return true;
+}
+
+}  // namespace vela
