@@ -62,7 +62,7 @@ def configs(args):
     """(policy, budget) pairs: `none` once with budget None, every other policy per budget."""
     policies, budgets = args.policies.split(","), args.budgets.split(",")
     for b in budgets:
-        v = float(b)
+        v = float(b) if re.fullmatch(r"\d+|\d*\.\d+", b) else 0
         if not (0 < v < 1 or (v >= 1 and v == int(v))):
             sys.exit(f"error: budget {b!r} is neither a fraction in (0,1) nor an integer >= 1")
     return [("none", None)] * ("none" in policies) + [(p, b) for p in policies if p != "none" for b in budgets]
