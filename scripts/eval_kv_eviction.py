@@ -184,9 +184,8 @@ def plt_or_exit():
     try:
         import matplotlib
     except ImportError:
-        sys.exit("error: matplotlib is missing: install it with `pip install --user matplotlib` "
-                 "or `apt-get install python3-matplotlib`, then rerun `eval_kv_eviction.py report` "
-                 "(the JSON results are saved)")
+        sys.exit("error: matplotlib is missing (it draws the PNG plots): install it with "
+                 "`pip install --user matplotlib` or `apt-get install python3-matplotlib`")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
