@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "core/error.h"
@@ -128,11 +129,18 @@ std::vector<KeepGroup> KvEvictor::plan(const KvStorage& storage, const BlockTabl
     std::vector<int64_t> slots(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) slots[i] = int64_t{table.blocks[i / bs]} * bs + i % bs;
     std::vector<float> all(static_cast<size_t>(n * nh)), one(static_cast<size_t>(n));
+    // The first tokens are kept as attention sinks by every policy but window (--kv-sinks 0
+    // gives the policies as published).
+    const int64_t sinks = std::min(config_.sinks, keep);
+    auto pin_sinks = [&] {
+        for (int64_t i = 0; i < sinks; ++i) one[i] = std::numeric_limits<float>::infinity();
+    };
     for (int64_t l = 0; l < layout_.n_layers; ++l) {
         storage.read_scores(l, slots, all.data());
         if (config_.policy == EvictionPolicy::H2O) {
             for (int64_t h = 0; h < nh; ++h) {
                 for (int64_t i = 0; i < n; ++i) one[i] = all[i * nh + h];
+                pin_sinks();
                 groups.push_back({static_cast<int32_t>(l), static_cast<int32_t>(h),
                                   keep_best(one, keep, n - keep / 2)});
             }
@@ -142,6 +150,7 @@ std::vector<KeepGroup> KvEvictor::plan(const KvStorage& storage, const BlockTabl
                 for (int64_t h = 0; h < nh; ++h) sum += all[i * nh + h];
                 one[i] = sum;
             }
+            pin_sinks();
             groups.push_back({static_cast<int32_t>(l), -1, keep_best(one, keep, n)});
         }
     }
