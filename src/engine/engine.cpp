@@ -59,6 +59,9 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, Engin
         fail<InvalidArgument>("draft tokens per step must be between 0 and 64, got {}",
                               config_.speculation.max_tokens);
     }
+    // Attention scores live beside the rows, so a block shared through the prefix cache would
+    // carry the scores of whoever used it before: policies ranking by scores go without it.
+    if (config_.eviction.score_mode() != KvScoreMode::None) config_.prefix_caching = false;
     kv_ = std::make_unique<BlockManager>(block_config(config_));
     KvLayout layout = model.kv_layout(config_.kv_block_size, kv_->num_total_blocks());
     const EvictionConfig& ev = config_.eviction;

@@ -26,14 +26,28 @@ bool BlockManager::compact(SeqId id, int64_t n_keep, std::span<const KeepGroup> 
     const auto n_blocks = static_cast<size_t>((n_keep + bs - 1) / bs);
     // Rows only move to lower indices, so a block held by this sequence alone can be
     // compacted in place (a row is read before any later move writes over it); a shared block
-    // must stay as its other users see it.
-    int64_t fresh = 0;
-    for (size_t i = 0; i < n_blocks; ++i) fresh += pool_.ref_count(t.blocks[i]) > 1 ? 1 : 0;
-    if (fresh > num_free_blocks()) return false;
+    // must stay as its other users see it, so its rows go to a fresh block. When the pool is
+    // short of those, blocks shared only with the prefix cache are taken out of the cache and
+    // compacted in place instead.
+    auto cached_only = [&](int32_t b) {
+        return prefix_ && pool_.ref_count(b) == 2 && prefix_->contains(b);
+    };
+    int64_t shared = 0, stealable = 0;
+    for (size_t i = 0; i < n_blocks; ++i) {
+        shared += pool_.ref_count(t.blocks[i]) > 1 ? 1 : 0;
+        stealable += cached_only(t.blocks[i]) ? 1 : 0;
+    }
+    const bool steal = shared > num_free_blocks();
+    if (steal && shared - stealable > num_free_blocks()) return false;
 
     std::vector<int32_t> blocks(n_blocks);
     for (size_t i = 0; i < n_blocks; ++i) {
-        blocks[i] = pool_.ref_count(t.blocks[i]) > 1 ? allocate_block() : t.blocks[i];
+        const int32_t b = t.blocks[i];
+        if (steal && cached_only(b)) {
+            prefix_->erase(b);
+            pool_.unref(b);  // the cache's reference
+        }
+        blocks[i] = pool_.ref_count(b) > 1 ? allocate_block() : b;
     }
     auto slot = [bs](const std::vector<int32_t>& table, int64_t index) {
         return static_cast<int32_t>(int64_t{table[static_cast<size_t>(index / bs)]} * bs + index % bs);

@@ -99,4 +99,11 @@ int32_t PrefixCache::evict_oldest() {
     return block;
 }
 
+void PrefixCache::erase(int32_t block) {
+    auto it = entries_.find(block);
+    VELA_ASSERT(it != entries_.end() && !it->second.evictable);
+    by_hash_.erase(it->second.hash);
+    entries_.erase(it);
+}
+
 }  // namespace vela

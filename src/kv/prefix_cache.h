@@ -64,6 +64,9 @@ class PrefixCache {
     // Forgets the least recently released evictable block and returns its id; the caller drops
     // the cache's reference. Requires num_evictable() > 0.
     int32_t evict_oldest();
+    // Forgets a block in use (not evictable); the caller drops the cache's reference. Blocks
+    // chained after it become unreachable, as after evict_oldest.
+    void erase(int32_t block);
 
   private:
     struct Entry {

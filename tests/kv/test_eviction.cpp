@@ -269,3 +269,32 @@ TEST(Eviction, CompactWithoutFreeBlocksChangesNothing) {
 
 }  // namespace
 }  // namespace vela
+
+namespace vela {
+namespace {
+
+// Short of free blocks, compaction takes the blocks it shares only with the prefix cache out of
+// the cache and compacts them in place, rather than failing.
+TEST(Eviction, CompactTakesBlocksBackFromThePrefixCacheWhenShort) {
+    KvCacheConfig cfg = small_cache(4, 5);
+    cfg.prefix_caching = true;
+    KvCache kv(cfg);
+    std::vector<int32_t> tokens(16);
+    std::iota(tokens.begin(), tokens.end(), 7);
+    kv.add_sequence(0);
+    write_tagged(kv, kv.append(0, 16), iota(0, 16));
+    kv.cache_computed(0, tokens);
+    kv.add_sequence(1);
+    kv.append(1, 4);  // the last free block
+    ASSERT_EQ(kv.num_free_blocks(), 0);
+    const std::vector<int32_t> keep{0, 1, 2, 9, 10, 11, 12, 13, 14};
+    ASSERT_TRUE(kv.compact(0, 9, std::vector<KeepGroup>{{-1, -1, keep}}));
+    EXPECT_TRUE(holds_tags(kv, 0, {0, 1, 2, 9, 10, 11, 12, 13, 14}));
+    EXPECT_EQ(kv.num_free_blocks(), 1);  // 4 blocks -> 3; the last one was cached: now free
+    kv.free(0);
+    kv.free(1);
+    EXPECT_EQ(kv.num_used_blocks(), 0);
+}
+
+}  // namespace
+}  // namespace vela
