@@ -82,6 +82,12 @@ int run_serve(const ServeOptions& o) {
                  o.http.host.c_str(), port, o.model_name.c_str(), rt.backend->name().c_str(),
                  static_cast<long long>(ec.n_ctx), static_cast<long long>(o.parallel),
                  static_cast<long long>(capacity));
+    if (ec.eviction.enabled()) {
+        std::fprintf(stderr, "vela serve: KV eviction %s, budget %s per sequence%s\n",
+                     std::string(eviction_policy_name(ec.eviction.policy)).c_str(),
+                     o.common.kv_budget.c_str(),
+                     ec.eviction.score_mode() != KvScoreMode::None ? " (prefix cache off)" : "");
+    }
 
     std::thread waiter([&] {
         int sig = 0;

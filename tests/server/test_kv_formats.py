@@ -26,3 +26,24 @@ def test_kv_bytes_per_token_follow_the_formats(args, row_bytes):
         assert r.json()["choices"][0]["text"]
     finally:
         shutdown(srv)
+
+
+@pytest.mark.parametrize("policy", ["sinks", "h2o"])
+def test_kv_eviction_counts_evicted_tokens_and_frees_everything(policy):
+    """A 64-token budget: a sequence holds at most 64 + one block (16) of KV after a step, and
+    one more after the step that ends it (finished sequences are not cut), so of its prompt + 95
+    computed tokens at least that many minus 81 are evicted; the reply is complete, /metrics
+    counts the evicted tokens, and the pool drains."""
+    srv = launch(["--kv-evict", policy, "--kv-budget", "64", "--kv-sinks", "4"])
+    try:
+        prompt = "Write a long story about a lighthouse keeper and the sea. " * 3
+        r = srv.post("/v1/completions", {"prompt": prompt, "max_tokens": 96, "temperature": 0,
+                                         "ignore_eos": True})
+        assert r.status_code == 200, r.text
+        usage = r.json()["usage"]
+        assert usage["completion_tokens"] == 96
+        m = srv.wait_idle()
+        assert m["vela_kv_evicted_tokens_total"] >= usage["prompt_tokens"] + 95 - 81
+        assert m["vela_kv_blocks_used"] == 0
+    finally:
+        shutdown(srv)

@@ -54,6 +54,12 @@ expect_error "kv-type" generate -m "$model" -p hi --kv-type q3
 expect_error "V only" generate -m "$model" -p hi --kv-type q4
 expect_error "kv-type-k" generate -m "$model" -p hi --kv-type-k int4
 expect_error "kv-type-v" perplexity -m "$model" --kv-type-v "" /etc/hostname
+expect_error "kv-evict" generate -m "$model" -p hi --kv-evict lru --kv-budget 64
+expect_error "needs --kv-evict" generate -m "$model" -p hi --kv-budget 64
+expect_error "needs a budget" generate -m "$model" -p hi --kv-evict h2o
+expect_error "kv-budget" generate -m "$model" -p hi --kv-evict sinks --kv-budget 1.5
+expect_error "kv-budget" perplexity -m "$model" --kv-evict tova --kv-budget -3 /etc/hostname
+expect_error "beside 4 sinks" generate -m "$model" -p hi --kv-evict sinks --kv-budget 4
 expect_error "top_p|top-p" generate -m "$model" -p hi --top-p 1.5
 expect_error "top_p|top-p" generate -m "$model" -p hi --top-p nan
 expect_error "min_p|min-p" generate -m "$model" -p hi --min-p -0.5
