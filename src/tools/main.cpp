@@ -140,6 +140,10 @@ void add_perplexity(CLI::App& app, PerplexityOptions& o, std::function<int()>& c
         "--kl-divergence-base", o.kl_divergence_base,
         "also write every scored token's log-probabilities to this file, in the format "
         "of llama-perplexity's --kl-divergence-base (compare with its --kl-divergence)");
+    cmd->add_option("--kl-divergence", o.kl_divergence,
+                    "compare every scored token's distribution with a base file (written by "
+                    "--kl-divergence-base here or by llama-perplexity) and print the KL "
+                    "divergence and top-token agreement");
 }
 
 void add_bench(CLI::App& app, BenchOptions& o, std::function<int()>& chosen) {

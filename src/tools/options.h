@@ -69,6 +69,7 @@ struct PerplexityOptions {
     std::string file;
     int64_t max_chunks = -1;
     std::string kl_divergence_base;  // empty: not written
+    std::string kl_divergence;       // a base file to compare with; empty: none
 };
 
 struct BenchOptions {

@@ -156,6 +156,23 @@ PY
     else
         fail "KL base file unreadable: $kl_ppl"
     fi
+    # Read back by vela itself: the same run agrees with it everywhere (KL ~ 0, only the file's
+    # 16-bit rounding); another KV format drifts measurably; another context is refused.
+    if run "perplexity kl same" perplexity -m "$model" -t 2 -c 128 --kl-divergence "$tmp/base.kld" \
+            "$here/data/english.txt"; then
+        check "kl same: same top everywhere" "mean -?0\.0000[0-9]+ .*same top token 100\.00%" "$out"
+    fi
+    if run "perplexity kl q8" perplexity -m "$model" -t 2 -c 128 --kv-type q8 \
+            --kl-divergence "$tmp/base.kld" "$here/data/english.txt"; then
+        kld="$(sed -nE 's/^KL divergence .*: mean ([0-9.]+) .*/\1/p' <<<"$out")"
+        in_range "kl q8 vs f16 (mean KLD)" "$kld" 0.0001 0.1
+    fi
+    if "$vela" perplexity -m "$model" -t 2 -c 64 --kl-divergence "$tmp/base.kld" \
+            "$here/data/english.txt" >/dev/null 2>"$tmp/kl_err"; then
+        fail "kl base of another context accepted"
+    else
+        check "kl base of another context refused" "chunks of 128" "$(cat "$tmp/kl_err")"
+    fi
 fi
 
 # --- help ---
