@@ -43,6 +43,7 @@ struct SideTile {
 struct TileScratch {
     std::vector<float> scores, acc, max, sum;
     SideTile k, v;
+    std::vector<int64_t> keys;  // a token tree row's visible keys, in order
 
     TileScratch(int64_t vectors, int64_t head_dim)
         : scores(kKeyTile),
@@ -54,13 +55,13 @@ struct TileScratch {
 };
 
 // Loads the rows of keys [first, first + n) of one KV head of one side, following the block
-// table.
+// table; with `keys`, key i is the sequence's KV row keys[i] (a token tree row's visible keys).
 template <class Ops, class T>
 void load_side(const KvSideView& side, const AttentionSeq& seq, int64_t kv_head, int64_t first,
-               int64_t n, SideTile& t) {
+               int64_t n, SideTile& t, const int64_t* keys = nullptr) {
     const int64_t bs = side.block_size, hd = side.head_dim, per_row = side.scales_per_row;
     for (int64_t j = 0; j < n; ++j) {
-        const int64_t pos = first + j;
+        const int64_t pos = keys != nullptr ? keys[first + j] : first + j;
         const int64_t block = seq.block_table[pos / bs];
         const std::byte* row = side.row(block, kv_head, pos % bs);
         if constexpr (std::is_same_v<T, float>) {
@@ -136,16 +137,31 @@ void attend(const PagedAttentionParams& p, const AttentionWork& w, TileScratch& 
     std::fill_n(s.max.begin(), vectors, -std::numeric_limits<float>::infinity());
     std::fill_n(s.sum.begin(), vectors, 0.0f);
 
-    const int64_t last_key = pos0 + w.row_end - 1;
+    // A token tree row (its own work item) sees the keys before the tree and its ancestors in
+    // the tree, itself last: laid out as a contiguous list, they are exactly the keys it would
+    // see decoded alone, tiled on the same grid, so its result is the same bit for bit.
+    const int64_t* keys = nullptr;
+    int64_t tree_pos = -1;  // the tree row's index in that list
+    if (seq.tree_mask != nullptr) {
+        const uint8_t* visible = seq.tree_mask + w.row_begin * seq.q_len;
+        s.keys.resize(static_cast<size_t>(pos0));
+        for (int64_t i = 0; i < pos0; ++i) s.keys[i] = i;
+        for (int64_t j = 0; j <= w.row_begin; ++j) {
+            if (visible[j] != 0) s.keys.push_back(pos0 + j);
+        }
+        keys = s.keys.data();
+        tree_pos = static_cast<int64_t>(s.keys.size()) - 1;
+    }
+    const int64_t last_key = keys != nullptr ? tree_pos : pos0 + w.row_end - 1;
     const int64_t first_key =
         p.window > 0 ? std::max<int64_t>(0, pos0 + w.row_begin - p.window + 1) : 0;
     for (int64_t t0 = first_key / kKeyTile * kKeyTile; t0 <= last_key; t0 += kKeyTile) {
         const int64_t n = std::min(kKeyTile, last_key + 1 - t0);
-        load_side<Ops, TK>(p.kv.k, seq, w.kv_head, t0, n, s.k);
-        load_side<Ops, TV>(p.kv.v, seq, w.kv_head, t0, n, s.v);
+        load_side<Ops, TK>(p.kv.k, seq, w.kv_head, t0, n, s.k, keys);
+        load_side<Ops, TV>(p.kv.v, seq, w.kv_head, t0, n, s.v, keys);
         for (int64_t m = 0; m < vectors; ++m) {
             const int64_t row = w.row_begin + m / group;
-            const int64_t pos = pos0 + row;
+            const int64_t pos = keys != nullptr ? tree_pos : pos0 + row;
             const int64_t lo = p.window > 0 ? std::max(t0, pos - p.window + 1) - t0 : 0;
             const int64_t hi = std::min(pos, t0 + n - 1) - t0;
             if (lo > hi) continue;

@@ -1,5 +1,6 @@
 #include "attention/paged_attention.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "attention/attention_work.h"
@@ -42,6 +43,18 @@ void check_params(const PagedAttentionParams& p) {
                 "q_len and a block table)",
                 i, s.q_begin, s.q_len, s.kv_len);
         }
+        if (s.tree_mask == nullptr) continue;
+        if (p.window > 0 || p.kv_scores != KvScoreMode::None) {
+            fail<InvalidArgument>("attention: token trees with a window or recorded scores");
+        }
+        for (int64_t r = 0; r < s.q_len; ++r) {
+            const uint8_t* row = s.tree_mask + r * s.q_len;
+            if (row[r] == 0 || std::any_of(row + r + 1, row + s.q_len, [](uint8_t m) { return m; })) {
+                fail<InvalidArgument>(
+                    "attention: tree mask row {} of sequence {} must see itself and no later row",
+                    r, i);
+            }
+        }
     }
 }
 
@@ -53,10 +66,11 @@ std::vector<AttentionWork> plan_work(const PagedAttentionParams& p) {
     std::vector<AttentionWork> work;
     for (size_t i = 0; i < p.seqs.size(); ++i) {
         const AttentionSeq& s = p.seqs[i];
-        for (int64_t r = 0; r < s.q_len; r += rows_per_tile) {
+        // A tree row sees its own list of keys: one row per work item.
+        const int64_t rows = s.tree_mask != nullptr ? 1 : rows_per_tile;
+        for (int64_t r = 0; r < s.q_len; r += rows) {
             for (int64_t g = 0; g < p.n_kv_heads; ++g) {
-                work.push_back(
-                    {static_cast<int64_t>(i), g, r, std::min(s.q_len, r + rows_per_tile)});
+                work.push_back({static_cast<int64_t>(i), g, r, std::min(s.q_len, r + rows)});
             }
         }
     }

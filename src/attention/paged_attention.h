@@ -17,6 +17,10 @@ struct AttentionSeq {                      // one sequence of the batch
     int64_t q_len = 0;                     // number of query rows (prefill chunk or 1 for decode)
     int64_t kv_len = 0;                    // tokens in KV including this step's (already written)
     const int32_t* block_table = nullptr;  // ceil(kv_len / block_size) block ids
+    // Token tree (speculative verification): q_len x q_len, row-major; row i attends to the
+    // keys before the step's rows and to the new rows j <= i with tree_mask[i * q_len + j] != 0
+    // (its ancestors and itself, which must be set). Null: causal.
+    const uint8_t* tree_mask = nullptr;
 };
 
 // Which CPU code path runs; Auto picks AVX2+FMA+F16C when the CPU has them.
