@@ -349,11 +349,16 @@ void Engine::propose_drafts() {
 StepOutput Engine::verify_draft(Sequence& seq, std::span<float> rows) {
     const int64_t drafted = seq.draft().size();
     int64_t accepted = 0, valid_kv = 0;
-    StepOutput o = seq.append_verified(rows, verifier_, accepted, valid_kv);
+    const int64_t last = seq.n_kv();  // the fed last token's KV index
+    StepOutput o = seq.append_verified(rows, verifier_, accepted, valid_kv, path_);
     seq.mark_computed(valid_kv);
     // The rejected drafts' KV goes before the prefix cache sees the new blocks: it never
-    // enters the cache, and its slots are written again by the next step.
-    kv_->truncate(seq.id(), seq.n_kv());
+    // enters the cache, and its slots are written again by the next step. A tree's accepted
+    // branch moves behind the last token first.
+    tail_.clear();
+    for (int32_t node : path_) tail_.push_back(last + 1 + node);
+    kv_->keep_tail(seq.id(), last + 1, tail_);
+    storage_->apply(kv_->take_ops());
     kv_->cache_computed(seq.id(),
                         std::span(seq.tokens()).first(static_cast<size_t>(seq.n_computed())));
     drafter_->accepted(seq.id(), seq.tokens());

@@ -158,6 +158,8 @@ class Engine {
     std::vector<spec::DraftRequest> draft_requests_;
     std::vector<Sequence*> drafting_;
     std::vector<spec::Draft> drafts_;
+    std::vector<int32_t> path_;  // verify_draft's scratch: accepted draft indices
+    std::vector<int64_t> tail_;  // and their KV rows
 };
 
 }  // namespace vela

@@ -28,7 +28,11 @@ const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& schedu
             VELA_ASSERT(begin + s.n_tokens == static_cast<int64_t>(tokens.size()) + draft.size());
             fed_.assign(1, tokens.back());
             fed_.insert(fed_.end(), draft.tokens.begin(), draft.tokens.end());
-            batch_.add_sequence(fed_, begin, s.slots, table.blocks, table.n_tokens, true, true);
+            if (draft.is_tree()) {
+                batch_.add_tree(fed_, draft.parents, begin, s.slots, table.blocks, table.n_tokens);
+            } else {
+                batch_.add_sequence(fed_, begin, s.slots, table.blocks, table.n_tokens, true, true);
+            }
             logit_row_[i] = n_logit_rows;
             logit_rows_[i] = s.n_tokens;
             n_logit_rows += s.n_tokens;

@@ -25,22 +25,27 @@ StepOutput Sequence::append_sampled(std::span<float> logits) {
 }
 
 StepOutput Sequence::append_verified(std::span<float> rows, spec::Verifier& verifier,
-                                     int64_t& n_accepted, int64_t& n_valid_kv) {
+                                     int64_t& n_accepted, int64_t& n_valid_kv,
+                                     std::vector<int32_t>& path) {
     StepOutput out;
     out.request_id = id_;
     const size_t vocab = rows.size() / static_cast<size_t>(draft_.size() + 1);
     // Logprobs describe the raw rows; the verifier applies penalties to the last one in place.
     if (request_.logprobs >= 0) raw_logits_.assign(rows.begin(), rows.end());
-    const spec::Verdict v = verifier.verify(sampler_, rows, tokens_, draft_);
+    spec::Verdict v = verifier.verify(sampler_, rows, tokens_, draft_);
     for (size_t i = 0; i < v.tokens.size() && finish_ == FinishReason::None; ++i) {
+        // Token i was drawn from the row after the i-th accepted draft (row 0 first).
+        const size_t row = i == 0 ? 0 : static_cast<size_t>(v.path[i - 1]) + 1;
         const std::span<const float> raw =
             raw_logits_.empty() ? std::span<const float>{}
-                                : std::span<const float>(raw_logits_).subspan(i * vocab, vocab);
+                                : std::span<const float>(raw_logits_).subspan(row * vocab, vocab);
         accept(v.tokens[i], out, raw);
     }
     n_accepted = v.n_accepted;
     // The fed last token, then the accepted drafts that the sequence kept.
     n_valid_kv = 1 + std::min<int64_t>(v.n_accepted, static_cast<int64_t>(out.tokens.size()));
+    path = std::move(v.path);
+    path.resize(static_cast<size_t>(n_valid_kv - 1));
     draft_.clear();
     return out;
 }

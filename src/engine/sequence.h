@@ -53,10 +53,11 @@ class Sequence {
     StepOutput append_tokens(std::span<const int32_t> tokens);
     // Verifies this step's draft against the target's rows (draft().size() + 1 of them) and
     // appends what the verifier emits, stopping like append_tokens. n_valid_kv receives how
-    // many of the step's fed tokens (the last one + the draft) hold KV of tokens the sequence
-    // now has: the engine truncates the rest.
+    // many of the step's fed tokens hold KV of tokens the sequence now has: the last one, then
+    // the kept drafts, whose indices in the draft `path` receives (ascending; for a chain
+    // 0, 1, ...): the engine moves their KV behind the last token and truncates the rest.
     StepOutput append_verified(std::span<float> rows, spec::Verifier& verifier, int64_t& n_accepted,
-                               int64_t& n_valid_kv);
+                               int64_t& n_valid_kv, std::vector<int32_t>& path);
     // Draft tokens to verify with the next decode token (empty: a plain decode step).
     spec::Draft& draft() { return draft_; }
     const spec::Draft& draft() const { return draft_; }

@@ -110,6 +110,11 @@ class BlockManager {
     bool compact(SeqId id, int64_t n_keep, std::span<const KeepGroup> groups);
     // Whether the sequence has been compacted.
     bool evicted(SeqId id) const { return evicted_.count(id) != 0; }
+    // Token-tree verification: keeps tokens [0, from), then the tokens at `rows` (ascending,
+    // >= from, in blocks this sequence alone holds) moved down to indices from, from + 1, ...
+    // (MoveRow ops), and drops the rest. The sequence stays cacheable: its rows follow its
+    // tokens again.
+    void keep_tail(SeqId id, int64_t from, std::span<const int64_t> rows);
 
     // The block operations emitted since the last call, in order; the storage must carry them
     // out before the next forward writes or reads KV.

@@ -70,4 +70,22 @@ bool BlockManager::compact(SeqId id, int64_t n_keep, std::span<const KeepGroup> 
     return true;
 }
 
+void BlockManager::keep_tail(SeqId id, int64_t from, std::span<const int64_t> rows) {
+    const BlockTable& t = table(id);
+    const int64_t bs = config_.block_size;
+    for (size_t j = 0; j < rows.size(); ++j) {
+        const int64_t src = rows[j], dst = from + static_cast<int64_t>(j);
+        if (src < dst || src >= t.n_tokens || (j > 0 && src <= rows[j - 1])) {
+            fail<InvalidArgument>("KV sequence {}: cannot keep row {} at {}", id, src, dst);
+        }
+        if (src == dst) continue;
+        const int32_t block = t.blocks[static_cast<size_t>(dst / bs)];
+        VELA_ASSERT(pool_.ref_count(block) == 1);  // tree rows are this step's own
+        emit(BlockOp{BlockOp::Kind::MoveRow,
+                     static_cast<int32_t>(int64_t{t.blocks[static_cast<size_t>(src / bs)]} * bs + src % bs),
+                     static_cast<int32_t>(int64_t{block} * bs + dst % bs), -1, -1});
+    }
+    truncate(id, from + static_cast<int64_t>(rows.size()));
+}
+
 }  // namespace vela

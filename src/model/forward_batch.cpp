@@ -16,6 +16,7 @@ void ForwardBatch::clear() {
     block_table.clear();
     logit_rows.clear();
     tree_mask.clear();
+    tree_offset.clear();
     pending_blocks_.clear();
 }
 
@@ -38,6 +39,30 @@ void ForwardBatch::add_sequence(std::span<const int32_t> new_tokens, int64_t fir
     }
     pending_blocks_.emplace_back(blocks.begin(), blocks.end());
     max_blocks = std::max(max_blocks, static_cast<int32_t>(blocks.size()));
+    tree_offset.push_back(-1);
+}
+
+void ForwardBatch::add_tree(std::span<const int32_t> new_tokens, std::span<const int32_t> parents,
+                            int64_t first_pos, std::span<const int64_t> slots,
+                            std::span<const int32_t> blocks, int64_t kv_tokens) {
+    const auto n = static_cast<int64_t>(new_tokens.size());
+    VELA_ASSERT(static_cast<int64_t>(parents.size()) == n - 1);
+    add_sequence(new_tokens, first_pos, slots, blocks, kv_tokens, true, true);
+    // Rows: 0 is the last token, 1 + i is node i.
+    const size_t at = tree_mask.size();
+    tree_mask.resize(at + static_cast<size_t>(n * n), 0);
+    uint8_t* mask = tree_mask.data() + at;
+    int32_t* pos = positions.data() + positions.size() - n;
+    mask[0] = 1;
+    for (int64_t r = 1; r < n; ++r) {
+        const int32_t parent = parents[static_cast<size_t>(r - 1)];
+        VELA_ASSERT(parent >= -1 && parent < r - 1);
+        const int64_t parent_row = parent + 1;
+        std::copy_n(mask + parent_row * n, parent_row + 1, mask + r * n);
+        mask[r * n + r] = 1;
+        pos[r] = pos[parent_row] + 1;
+    }
+    tree_offset.back() = static_cast<int64_t>(at);
 }
 
 void ForwardBatch::finish() {
@@ -71,6 +96,15 @@ void ForwardBatch::validate(int64_t block_size) const {
     }
     for (int32_t r : logit_rows) {
         if (r < 0 || r >= rows) fail<InvalidArgument>("ForwardBatch: logit row {} out of range", r);
+    }
+    if (!tree_offset.empty() && static_cast<int64_t>(tree_offset.size()) != n_seqs()) {
+        fail<InvalidArgument>("ForwardBatch: tree_offset must have one entry per sequence");
+    }
+    for (int64_t s = 0; s < static_cast<int64_t>(tree_offset.size()); ++s) {
+        if (tree_offset[s] >= 0 &&
+            tree_offset[s] + q_len(s) * q_len(s) > static_cast<int64_t>(tree_mask.size())) {
+            fail<InvalidArgument>("ForwardBatch: sequence {}'s tree mask is out of range", s);
+        }
     }
 }
 

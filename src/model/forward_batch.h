@@ -26,10 +26,12 @@ struct ForwardBatch {
     // Rows whose logits are returned, in this order (several per sequence when a step verifies
     // draft tokens; none for a prefill chunk that does not end its prompt).
     std::vector<int32_t> logit_rows;
-    // Optional, for token trees: per sequence, a q_len x q_len mask (row-major, 1 = may
-    // attend) among its own new rows, stacked in sequence order; empty means causal. Backends
-    // that do not implement trees refuse a batch that has one.
+    // Token trees (speculative verification): a sequence s with tree_offset[s] >= 0 has a
+    // q_len x q_len mask (row-major, 1 = may attend) among its own new rows at
+    // tree_mask[tree_offset[s]...]; -1 (or an empty tree_offset) means causal. Backends that do
+    // not implement trees refuse a batch that has one.
     std::vector<uint8_t> tree_mask;
+    std::vector<int64_t> tree_offset;
     // What attention records into the KV storage's scores for the eviction policies (the
     // storage must keep scores: KvLayout::attention_scores). Not reset by clear().
     KvScoreMode kv_scores = KvScoreMode::None;
@@ -45,9 +47,22 @@ struct ForwardBatch {
     // Appends one sequence: its new tokens at consecutive positions starting at `first_pos`,
     // their slots, its block table, and whether its last row (or all rows) needs logits.
     // The table is padded to max_blocks when the batch is finished with finish().
+    // add_tree: a sequence verifying a token tree: its last token (row 0, at first_pos) and the
+    // tree's nodes, node i a child of node parents[i] (< i), or of row 0 when -1; a node at depth
+    // d is at position first_pos + d and sees the rows of its ancestors; every row gets logits.
     void add_sequence(std::span<const int32_t> new_tokens, int64_t first_pos,
                       std::span<const int64_t> slots, std::span<const int32_t> blocks,
                       int64_t kv_tokens, bool logits_last, bool logits_all = false);
+    void add_tree(std::span<const int32_t> new_tokens, std::span<const int32_t> parents,
+                  int64_t first_pos, std::span<const int64_t> slots,
+                  std::span<const int32_t> blocks, int64_t kv_tokens);
+    bool has_tree() const { return !tree_mask.empty(); }
+    // The tree mask of sequence s, or null when it is causal.
+    const uint8_t* tree_of(int64_t s) const {
+        return s < static_cast<int64_t>(tree_offset.size()) && tree_offset[s] >= 0
+                   ? tree_mask.data() + tree_offset[s]
+                   : nullptr;
+    }
     // Lays the per-sequence block lists out as the flat table. Call once after the last
     // add_sequence().
     void finish();

@@ -23,17 +23,22 @@ struct DraftRequest {
     int32_t max_tokens = 0;                    // k: propose at most this many
 };
 
-// A chain of draft tokens. Token trees would add parent links here; the verifier takes chains.
+// A chain of draft tokens, or a token tree: with `parents`, token i continues token
+// parents[i] (< i), or the sequence itself when -1; siblings differ. Trees come from
+// deterministic drafters only (probs empty).
 struct Draft {
     std::vector<int32_t> tokens;
+    std::vector<int32_t> parents;  // empty: a chain
     // q(. | tokens so far + tokens[0..i)) for each draft token, n_vocab floats per token, the
     // distribution tokens[i] was drawn from. Empty: a deterministic drafter (q is one-hot).
     std::vector<float> probs;
 
     bool deterministic() const { return probs.empty(); }
+    bool is_tree() const { return !parents.empty(); }
     int64_t size() const { return static_cast<int64_t>(tokens.size()); }
     void clear() {
         tokens.clear();
+        parents.clear();
         probs.clear();
     }
     void truncate(int64_t n);

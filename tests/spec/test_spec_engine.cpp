@@ -23,6 +23,48 @@ using Tokens = std::vector<int32_t>;
 constexpr int64_t kGen = 24;
 
 // Proposes random tokens (a deliberately bad drafter) and remembers what it proposed.
+// Knows every prompt's greedy continuation and proposes token trees that put it second: at
+// each level a wrong token first, then the right one, which continues the tree. Every accepted
+// path takes second children, so its KV rows must be moved behind the last token: a wrong
+// move changes what follows.
+class OracleTreeDrafter final : public spec::Drafter {
+  public:
+    OracleTreeDrafter(std::vector<Tokens> prompts, std::vector<Tokens> continuations, int32_t n_vocab)
+        : prompts_(std::move(prompts)), next_(std::move(continuations)), n_vocab_(n_vocab) {}
+    const char* name() const override { return "oracle-tree"; }
+    void propose(std::span<const spec::DraftRequest> requests,
+                 std::vector<spec::Draft>& drafts) override {
+        drafts.resize(requests.size());
+        for (size_t i = 0; i < requests.size(); ++i) {
+            spec::Draft& d = drafts[i];
+            d.clear();
+            const auto& tokens = requests[i].tokens;
+            for (size_t p = 0; p < prompts_.size(); ++p) {
+                const Tokens& prompt = prompts_[p];
+                if (tokens.size() < prompt.size() ||
+                    !std::equal(prompt.begin(), prompt.end(), tokens.begin())) {
+                    continue;
+                }
+                int32_t parent = -1;
+                for (size_t at = tokens.size() - prompt.size();
+                     at < next_[p].size() && d.size() + 2 <= requests[i].max_tokens; ++at) {
+                    const int32_t right = next_[p][at];
+                    d.tokens.push_back((right + 1) % n_vocab_);
+                    d.parents.push_back(parent);
+                    d.tokens.push_back(right);
+                    d.parents.push_back(parent);
+                    parent = static_cast<int32_t>(d.size() - 1);
+                }
+                break;
+            }
+        }
+    }
+
+  private:
+    std::vector<Tokens> prompts_, next_;
+    int32_t n_vocab_;
+};
+
 class RandomDrafter final : public spec::Drafter {
   public:
     explicit RandomDrafter(uint32_t seed, int32_t n_vocab) : rng_(seed), n_vocab_(n_vocab) {}
@@ -137,6 +179,8 @@ class SpecEngine : public ::testing::Test {
 
     static std::unique_ptr<spec::Drafter> drafter(const std::string& name) {
         if (name == "ngram") return std::make_unique<spec::NgramDrafter>();
+        // Up to 4 continuations merged into a token tree (rows moved after verification).
+        if (name == "ngram-tree") return std::make_unique<spec::NgramDrafter>(1, 3, 4);
         if (name == "draft") {
             // SmolLM2 drafting for itself: a perfect drafter under greedy decoding.
             return std::make_unique<spec::DraftModelDrafter>(dm_->model, dm_->tokenizer,
@@ -151,7 +195,7 @@ class SpecEngine : public ::testing::Test {
     static inline std::vector<Tokens> prompts_;
 };
 
-const char* const kDrafters[] = {"ngram", "random", "draft"};
+const char* const kDrafters[] = {"ngram", "ngram-tree", "random", "draft"};
 
 TEST_F(SpecEngine, GreedyIdenticalAlone) {
     for (const char* name : kDrafters) {
@@ -170,10 +214,25 @@ TEST_F(SpecEngine, GreedyIdenticalAlone) {
             }
             expect_no_leak(*e);
         }
-        if (std::string(name) == "ngram") {
+        if (std::string(name).starts_with("ngram")) {
             EXPECT_GT(accepted, 0);
         }
     }
+}
+
+TEST_F(SpecEngine, TokenTreeBranchesKeepGreedyOutput) {
+    EngineConfig c;
+    c.n_ctx = 256;
+    c.speculation.max_tokens = 8;
+    c.scheduler.max_batched_tokens = 48;
+    std::vector<Tokens> ps(prompts_.begin(), prompts_.end());
+    auto e = engine(c, std::make_unique<OracleTreeDrafter>(
+                           ps, reference(), static_cast<int32_t>(dm_->model.hparams().n_vocab)));
+    EXPECT_EQ(tokens_of(run(*e, greedy_requests())), reference());
+    const EngineStats st = e->stats();
+    // Half the nodes are right and on the accepted path.
+    EXPECT_GT(st.spec_accepted_tokens, st.spec_draft_tokens / 3);
+    expect_no_leak(*e);
 }
 
 // A request's own limit (llama-server's speculative.n_max): 0 turns speculation off for it, 1

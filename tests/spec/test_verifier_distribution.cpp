@@ -45,6 +45,7 @@ struct Setting {
     const char* name;
     SamplingParams params;
     DraftDistribution q;
+    bool tree = false;  // a deterministic token tree instead of q's chain
 };
 
 std::vector<float> softmax(std::vector<float> l, float temperature) {
@@ -73,6 +74,18 @@ Draft make_draft(const DraftDistribution& q, std::vector<int32_t> history, std::
     return d;
 }
 
+// A deterministic token tree after `history`: three candidates for the next token (one of them
+// repeated, which the verifier must survive), two under the first, one under the second, and a
+// third level under the first's first child. Tokens vary with the history.
+Draft make_tree(const std::vector<int32_t>& history) {
+    const auto h = static_cast<int32_t>(history.back() + history.size());
+    auto t = [&](int32_t k) { return (h + k) % static_cast<int32_t>(kVocab); };
+    Draft d;
+    d.tokens = {t(1), t(4), t(1), t(7), t(2), t(5), t(3)};
+    d.parents = {-1, -1, -1, 0, 0, 1, 3};
+    return d;
+}
+
 // Upper tail of the chi-square distribution (Wilson-Hilferty).
 double chi_square_p_value(double chi2, int df) {
     const double v = 2.0 / (9.0 * df);
@@ -81,6 +94,23 @@ double chi_square_p_value(double chi2, int df) {
 }
 
 constexpr uint64_t kTargetSalt = 11;
+
+// The target's rows for a draft: row 0 after `seq`, row 1 + i after node i's path (for a
+// chain: the first i + 1 drafts).
+std::vector<float> target_rows(const std::vector<int32_t>& seq, const Draft& draft) {
+    std::vector<float> rows = toy_logits(seq, kTargetSalt);
+    for (int64_t i = 0; i < draft.size(); ++i) {
+        std::vector<int32_t> path;
+        for (int64_t a = i; a >= 0; a = draft.is_tree() ? draft.parents[a] : a - 1) {
+            path.insert(path.begin(), draft.tokens[static_cast<size_t>(a)]);
+        }
+        std::vector<int32_t> prefix = seq;
+        prefix.insert(prefix.end(), path.begin(), path.end());
+        const std::vector<float> l = toy_logits(prefix, kTargetSalt);
+        rows.insert(rows.end(), l.begin(), l.end());
+    }
+    return rows;
+}
 
 // Runs kDraws speculative draws and returns the chi-square p-value of the emitted pairs.
 double emitted_pair_p_value(const Setting& s, uint32_t seed) {
@@ -94,14 +124,8 @@ double emitted_pair_p_value(const Setting& s, uint32_t seed) {
     for (int n = 0; n < kDraws; ++n) {
         std::vector<int32_t> seq = prompt;
         while (seq.size() < prompt.size() + 2) {
-            const Draft draft = make_draft(s.q, seq, draft_rng);
-            std::vector<float> rows;
-            std::vector<int32_t> prefix = seq;
-            for (int32_t i = 0; i <= kDraftLen; ++i) {
-                const std::vector<float> l = toy_logits(prefix, kTargetSalt);
-                rows.insert(rows.end(), l.begin(), l.end());
-                if (i < kDraftLen) prefix.push_back(draft.tokens[static_cast<size_t>(i)]);
-            }
+            const Draft draft = s.tree ? make_tree(seq) : make_draft(s.q, seq, draft_rng);
+            std::vector<float> rows = target_rows(seq, draft);
             const Verdict v = verifier.verify(sampler, rows, seq, draft);
             EXPECT_EQ(static_cast<int64_t>(v.tokens.size()), v.n_accepted + 1);
             seq.insert(seq.end(), v.tokens.begin(), v.tokens.end());
@@ -175,6 +199,8 @@ std::vector<Setting> settings() {
         {"temperature 0.9, top-k 4, top-p 0.9, fixed-token drafter", params(0.9f, 4, 0.9f, 0.0f),
          nullptr},
         {"penalties, top-k 6, contrary drafter", penalised, contrary},
+        {"temperature 1, top-p 0.9, token tree", params(1.0f, 0, 0.9f, 0.0f), nullptr, true},
+        {"penalties, top-k 6, token tree", penalised, nullptr, true},
     };
 }
 
@@ -185,6 +211,7 @@ TEST(VerifierDistribution, EmittedTokensFollowTheTarget) {
     }
 }
 
+// Greedy (chains and trees): every emitted token is the argmax after what precedes it.
 TEST(VerifierDistribution, GreedyEmitsTheArgmaxChain) {
     SamplingParams greedy = params(0.0f, 40, 0.95f, 0.05f);
     greedy.seed = 1;
@@ -196,14 +223,8 @@ TEST(VerifierDistribution, GreedyEmitsTheArgmaxChain) {
     };
     for (int n = 0; n < 2000; ++n) {
         std::vector<int32_t> seq{static_cast<int32_t>(n % kVocab)};
-        const Draft draft = make_draft(n % 2 ? uniform : nullptr, seq, rng);
-        std::vector<float> rows;
-        std::vector<int32_t> prefix = seq;
-        for (int32_t i = 0; i <= kDraftLen; ++i) {
-            const std::vector<float> l = toy_logits(prefix, kTargetSalt);
-            rows.insert(rows.end(), l.begin(), l.end());
-            if (i < kDraftLen) prefix.push_back(draft.tokens[static_cast<size_t>(i)]);
-        }
+        const Draft draft = n % 3 == 2 ? make_tree(seq) : make_draft(n % 3 ? uniform : nullptr, seq, rng);
+        std::vector<float> rows = target_rows(seq, draft);
         const Verdict v = verifier.verify(sampler, rows, seq, draft);
         for (int32_t t : v.tokens) {
             const std::vector<float> l = toy_logits(seq, kTargetSalt);

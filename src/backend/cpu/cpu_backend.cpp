@@ -93,14 +93,11 @@ const ForwardBatch& CpuBackend::batch() const {
 }
 
 void CpuBackend::plan(const ForwardBatch& batch) {
-    if (!batch.tree_mask.empty()) {
-        fail<InvalidArgument>("the CPU backend does not run tree attention masks yet");
-    }
     batch_ = &batch;
     attn_seqs_.clear();
     for (int64_t s = 0; s < batch.n_seqs(); ++s) {
         attn_seqs_.push_back(AttentionSeq{batch.query_start[s], batch.q_len(s), batch.kv_len[s],
-                                          batch.blocks(s).data()});
+                                          batch.blocks(s).data(), batch.tree_of(s)});
     }
 }
 
