@@ -147,8 +147,14 @@ std::unique_ptr<spec::Drafter> Runtime::make_drafter(const SpecOptions& o, Engin
                               o.method);
     }
     config.speculation.max_tokens = o.max_tokens;
+    if (o.branches > 1 && o.method != "ngram") {
+        fail<InvalidArgument>("--spec-branches is for --spec ngram (got --spec {})", o.method);
+    }
+    if (o.branches > 1 && backend->device() != Device::Cpu) {
+        fail<InvalidArgument>("--spec-branches: token trees run on the CPU backend only for now");
+    }
     if (o.method == "off") return nullptr;
-    if (o.method == "ngram") return std::make_unique<spec::NgramDrafter>();
+    if (o.method == "ngram") return std::make_unique<spec::NgramDrafter>(1, 3, o.branches);
     if (o.method != "draft") {
         fail<InvalidArgument>("--spec must be off, ngram or draft, got '{}'", o.method);
     }

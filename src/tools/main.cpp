@@ -89,6 +89,11 @@ void add_spec_options(CLI::App& app, SpecOptions& o) {
                    "draft tokens per sequence and step, at most")
         ->check(CLI::Range(1, 64))
         ->capture_default_str();
+    app.add_option("--spec-branches", o.branches,
+                   "--spec ngram: merge up to this many earlier continuations into a token tree "
+                   "(1: a chain; CPU backend)")
+        ->check(CLI::Range(1, 64))
+        ->capture_default_str();
 }
 
 // A subcommand whose callback (run once CLI11 has parsed and checked its flags) makes `chosen`

@@ -31,6 +31,7 @@ struct SpecOptions {
     std::string method = "off";  // off, ngram, draft
     std::string draft_model;     // GGUF of the draft model (--spec draft)
     int32_t max_tokens = 5;      // draft tokens per sequence and step, at most
+    int32_t branches = 1;        // n-gram continuations merged into a token tree (1: a chain)
 };
 
 struct SamplingOptions {
