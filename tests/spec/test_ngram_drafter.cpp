@@ -33,6 +33,29 @@ TEST(NgramDrafter, ProposesNothingWithoutAMatch) {
 TEST(NgramDrafter, RejectsBadSizes) {
     EXPECT_THROW(NgramDrafter(0, 3), InvalidArgument);
     EXPECT_THROW(NgramDrafter(3, 2), InvalidArgument);
+    EXPECT_THROW(NgramDrafter(1, 3, 0), InvalidArgument);
+    EXPECT_THROW(NgramDrafter(1, 3, 65), InvalidArgument);
+}
+
+// Branches: the continuations of the three most recent occurrences of "5 6" (7 2 | 7 3 | 8 1),
+// merged where they agree, the most recent first.
+TEST(NgramDrafter, MergesContinuationsIntoATree) {
+    const std::vector<int32_t> seq{5, 6, 8, 1, 5, 6, 7, 3, 5, 6, 7, 2, 9, 5, 6};
+    Draft d;
+    NgramDrafter(2, 2, 3).propose_one(seq, 8, d);
+    EXPECT_EQ(d.tokens, (std::vector<int32_t>{7, 2, 9, 5, 6, 3, 5, 6}));
+    EXPECT_EQ(d.parents, (std::vector<int32_t>{-1, 0, 1, 2, 3, 0, 5, 6}));
+    // A tighter budget keeps the most recent chain whole first.
+    NgramDrafter(2, 2, 3).propose_one(seq, 4, d);
+    EXPECT_EQ(d.tokens, (std::vector<int32_t>{7, 2, 9, 5}));
+    EXPECT_EQ(d.parents, (std::vector<int32_t>{-1, 0, 1, 2}));
+    // Cutting a tree (the scheduler does when short of budget) leaves a tree.
+    NgramDrafter(2, 2, 3).propose_one(seq, 3, d);
+    Draft t;
+    NgramDrafter(2, 2, 3).propose_one(seq, 8, t);
+    t.truncate(3);
+    EXPECT_EQ(t.tokens, d.tokens);
+    EXPECT_EQ(t.parents, d.parents);
 }
 
 }  // namespace
