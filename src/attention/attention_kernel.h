@@ -140,8 +140,10 @@ void attend(const PagedAttentionParams& p, const AttentionWork& w, TileScratch& 
     // A token tree row (its own work item) sees the keys before the tree and its ancestors in
     // the tree, itself last: laid out as a contiguous list, they are exactly the keys it would
     // see decoded alone, tiled on the same grid, so its result is the same bit for bit.
+    // A sparse row (self-speculative drafting) sees the first sparse_sinks keys and its last
+    // sparse_window ones, laid out the same way.
     const int64_t* keys = nullptr;
-    int64_t tree_pos = -1;  // the tree row's index in that list
+    int64_t tree_pos = -1;  // the row's index in that list
     if (seq.tree_mask != nullptr) {
         const uint8_t* visible = seq.tree_mask + w.row_begin * seq.q_len;
         s.keys.resize(static_cast<size_t>(pos0));
@@ -149,6 +151,14 @@ void attend(const PagedAttentionParams& p, const AttentionWork& w, TileScratch& 
         for (int64_t j = 0; j <= w.row_begin; ++j) {
             if (visible[j] != 0) s.keys.push_back(pos0 + j);
         }
+    } else if (seq.sparse_window > 0) {
+        const int64_t own = pos0 + w.row_begin;
+        const int64_t recent = std::max<int64_t>(0, own - seq.sparse_window + 1);
+        s.keys.clear();
+        for (int64_t i = 0; i < std::min(seq.sparse_sinks, recent); ++i) s.keys.push_back(i);
+        for (int64_t i = recent; i <= own; ++i) s.keys.push_back(i);
+    }
+    if (seq.tree_mask != nullptr || seq.sparse_window > 0) {
         keys = s.keys.data();
         tree_pos = static_cast<int64_t>(s.keys.size()) - 1;
     }

@@ -43,6 +43,12 @@ void check_params(const PagedAttentionParams& p) {
                 "q_len and a block table)",
                 i, s.q_begin, s.q_len, s.kv_len);
         }
+        if (s.sparse_window < 0 || s.sparse_sinks < 0 ||
+            (s.sparse_window > 0 && (s.tree_mask != nullptr || p.window > 0))) {
+            fail<InvalidArgument>(
+                "attention: sequence {}: sparse attention (sinks {}, window {}) alone only", i,
+                s.sparse_sinks, s.sparse_window);
+        }
         if (s.tree_mask == nullptr) continue;
         if (p.window > 0 || p.kv_scores != KvScoreMode::None) {
             fail<InvalidArgument>("attention: token trees with a window or recorded scores");
@@ -66,8 +72,8 @@ std::vector<AttentionWork> plan_work(const PagedAttentionParams& p) {
     std::vector<AttentionWork> work;
     for (size_t i = 0; i < p.seqs.size(); ++i) {
         const AttentionSeq& s = p.seqs[i];
-        // A tree row sees its own list of keys: one row per work item.
-        const int64_t rows = s.tree_mask != nullptr ? 1 : rows_per_tile;
+        // A tree or sparse row sees its own list of keys: one row per work item.
+        const int64_t rows = s.tree_mask != nullptr || s.sparse_window > 0 ? 1 : rows_per_tile;
         for (int64_t r = 0; r < s.q_len; r += rows) {
             for (int64_t g = 0; g < p.n_kv_heads; ++g) {
                 work.push_back({static_cast<int64_t>(i), g, r, std::min(s.q_len, r + rows)});

@@ -21,6 +21,10 @@ struct AttentionSeq {                      // one sequence of the batch
     // keys before the step's rows and to the new rows j <= i with tree_mask[i * q_len + j] != 0
     // (its ancestors and itself, which must be set). Null: causal.
     const uint8_t* tree_mask = nullptr;
+    // Sparse attention (self-speculative drafting): with sparse_window > 0, each row attends
+    // only to the first sparse_sinks keys and the last sparse_window keys up to its own.
+    int64_t sparse_sinks = 0;
+    int64_t sparse_window = 0;
 };
 
 // Which CPU code path runs; Auto picks AVX2+FMA+F16C when the CPU has them.

@@ -35,6 +35,11 @@ struct ForwardBatch {
     // What attention records into the KV storage's scores for the eviction policies (the
     // storage must keep scores: KvLayout::attention_scores). Not reset by clear().
     KvScoreMode kv_scores = KvScoreMode::None;
+    // Sparse attention for every sequence (self-speculative drafting, MagicDec-style): with
+    // sparse_window > 0 each row attends to the first sparse_sinks keys and its last
+    // sparse_window ones only. Not reset by clear().
+    int64_t sparse_sinks = 0;
+    int64_t sparse_window = 0;
 
     int64_t n_rows() const { return static_cast<int64_t>(tokens.size()); }
     int64_t n_seqs() const { return static_cast<int64_t>(kv_len.size()); }

@@ -21,7 +21,8 @@ struct Rows {
 
 // One paged_attention call over one sequence whose KV rows are `kv`, the last q_len of them new.
 std::vector<float> attend(const Rows& kv, int64_t n, const std::vector<float>& q, int64_t q_len,
-                          const uint8_t* mask, KvFormat format, AttentionImpl impl) {
+                          const uint8_t* mask, KvFormat format, AttentionImpl impl,
+                          int64_t sinks = 0, int64_t window = 0) {
     KvCache cache({1, kKvHeads, kHd, kBs, (n + kBs - 1) / kBs + 1, KvFormats(format)});
     cache.add_sequence(0);
     const std::vector<int64_t> slots = cache.append(0, n);
@@ -29,6 +30,8 @@ std::vector<float> attend(const Rows& kv, int64_t n, const std::vector<float>& q
     std::vector<float> out(static_cast<size_t>(q_len * kHeads * kHd));
     AttentionSeq seq{0, q_len, n, cache.table(0).blocks.data()};
     seq.tree_mask = mask;
+    seq.sparse_sinks = sinks;
+    seq.sparse_window = window;
     PagedAttentionParams p;
     p.q = q.data();
     p.out = out.data();
@@ -90,6 +93,46 @@ TEST(AttentionTree, EachRowEqualsItsPathDecodedAlone) {
                         << "prefix " << prefix << " row " << r << " " << kv_format_name(f)
                         << (impl == AttentionImpl::Scalar ? " scalar" : " avx2");
                 }
+            }
+        }
+    }
+}
+
+// Sparse rows (self-speculative drafting): each equals a lone decode row over the sinks and its
+// recent window only.
+TEST(AttentionSparse, EachRowEqualsItsKeysDecodedAlone) {
+    std::mt19937 rng(9);
+    std::normal_distribution<float> dist(0.0f, 1.5f);
+    const int64_t row = kKvHeads * kHd, qrow = kHeads * kHd, n = 150, q_len = 5;
+    Rows kv;
+    kv.k.resize(static_cast<size_t>(n * row));
+    kv.v.resize(kv.k.size());
+    for (float& x : kv.k) x = dist(rng);
+    for (float& x : kv.v) x = dist(rng);
+    std::vector<float> q(static_cast<size_t>(q_len * qrow));
+    for (float& x : q) x = dist(rng);
+    for (auto [sinks, window] : {std::pair<int64_t, int64_t>{4, 20}, {0, 7}, {3, 200}}) {
+        for (AttentionImpl impl : {AttentionImpl::Scalar, AttentionImpl::Avx2}) {
+            if (impl == AttentionImpl::Avx2 && !attention_avx2_available()) continue;
+            const std::vector<float> got =
+                attend(kv, n, q, q_len, nullptr, KvFormat::F16, impl, sinks, window);
+            for (int64_t r = 0; r < q_len; ++r) {
+                const int64_t own = n - q_len + r, recent = std::max<int64_t>(0, own - window + 1);
+                Rows alone;
+                auto take = [&](int64_t i) {
+                    alone.k.insert(alone.k.end(), kv.k.begin() + i * row, kv.k.begin() + (i + 1) * row);
+                    alone.v.insert(alone.v.end(), kv.v.begin() + i * row, kv.v.begin() + (i + 1) * row);
+                };
+                for (int64_t i = 0; i < std::min(sinks, recent); ++i) take(i);
+                for (int64_t i = recent; i <= own; ++i) take(i);
+                const std::vector<float> qr(q.begin() + r * qrow, q.begin() + (r + 1) * qrow);
+                const auto m = static_cast<int64_t>(alone.k.size()) / row;
+                const std::vector<float> want =
+                    attend(alone, m, qr, 1, nullptr, KvFormat::F16, impl);
+                EXPECT_EQ(std::memcmp(want.data(), got.data() + r * qrow,
+                                      sizeof(float) * static_cast<size_t>(qrow)),
+                          0)
+                    << "sinks " << sinks << " window " << window << " row " << r;
             }
         }
     }

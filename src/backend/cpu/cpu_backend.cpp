@@ -97,7 +97,8 @@ void CpuBackend::plan(const ForwardBatch& batch) {
     attn_seqs_.clear();
     for (int64_t s = 0; s < batch.n_seqs(); ++s) {
         attn_seqs_.push_back(AttentionSeq{batch.query_start[s], batch.q_len(s), batch.kv_len[s],
-                                          batch.blocks(s).data(), batch.tree_of(s)});
+                                          batch.blocks(s).data(), batch.tree_of(s),
+                                          batch.sparse_sinks, batch.sparse_window});
     }
 }
 

@@ -187,6 +187,9 @@ void CudaBackend::plan(const ForwardBatch& batch) {
     if (!batch.tree_mask.empty()) {
         fail<InvalidArgument>("the CUDA backend does not run tree attention masks yet");
     }
+    if (batch.sparse_window > 0) {
+        fail<InvalidArgument>("the CUDA backend does not run sparse (self-drafting) attention yet");
+    }
     if (batch.kv_scores != KvScoreMode::None) {
         fail<InvalidArgument>("the CUDA backend does not record attention scores yet");
     }
