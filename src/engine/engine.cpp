@@ -55,6 +55,22 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, Engin
     if (config_.scheduler.max_batched_tokens < 1 || config_.scheduler.max_running < 1) {
         fail<InvalidArgument>("scheduler limits must be >= 1");
     }
+    const SpeculationConfig& sp = config_.speculation;
+    if (sp.self_draft) {
+        if (drafter_) fail<InvalidArgument>("self-speculation replaces the drafter: pass none");
+        if (config_.eviction.enabled()) {
+            fail<InvalidArgument>("self-speculation and KV eviction do not run together");
+        }
+        if (backend_.device() != Device::Cpu) {
+            fail<InvalidArgument>("self-speculation runs on the CPU backend only for now");
+        }
+        if (sp.self_window < 1 || sp.self_sinks < 0) {
+            fail<InvalidArgument>("self-speculation needs a window >= 1 and sinks >= 0, got {} / {}",
+                                  sp.self_window, sp.self_sinks);
+        }
+        draft_batch_.sparse_sinks = sp.self_sinks;
+        draft_batch_.sparse_window = sp.self_window;
+    }
     if (config_.speculation.max_tokens < 0 || config_.speculation.max_tokens > 64) {
         fail<InvalidArgument>("draft tokens per step must be between 0 and 64, got {}",
                               config_.speculation.max_tokens);
@@ -243,7 +259,7 @@ std::vector<StepOutput> Engine::step() {
     }
     aborted_.clear();
 
-    if (drafter_) propose_drafts();
+    if (drafter_ || config_.speculation.self_draft) propose_drafts();
     std::vector<Sequence*> preempted;
     std::vector<ScheduledSeq> work = scheduler_.schedule(*kv_, preempted);
     const bool stalled = work.empty() && scheduler_.has_work();
@@ -265,9 +281,10 @@ std::vector<StepOutput> Engine::step() {
     }
     if (work.empty()) return out;
     ++stats_.steps;
-    runner_.prepare(work, *kv_);
     // Copies and swaps decided while scheduling happen before this step reads or writes KV.
     storage_->apply(kv_->take_ops());
+    if (config_.speculation.self_draft) self_draft(work);
+    runner_.prepare(work, *kv_);
     runner_.run(*storage_);
 
     std::vector<Sequence*> done;
@@ -302,6 +319,36 @@ std::vector<StepOutput> Engine::step() {
         }
     }
     return out;
+}
+
+void Engine::self_draft(const std::vector<ScheduledSeq>& work) {
+    int64_t k = 0;
+    for (const ScheduledSeq& s : work) k = std::max(k, s.seq->draft().size());
+    const auto n_vocab = static_cast<size_t>(model_.hparams().n_vocab);
+    // Draft j feeds each drafting sequence's token at position n + j (its last token, then its
+    // drafts so far) into the step's slot j, and draws the next draft from its logits.
+    for (int64_t j = 0; j < k; ++j) {
+        draft_batch_.clear();
+        std::vector<Sequence*> fed;
+        for (const ScheduledSeq& s : work) {
+            spec::Draft& d = s.seq->draft();
+            if (d.size() <= j) continue;
+            const int32_t token = j == 0 ? s.seq->tokens().back() : d.tokens[j - 1];
+            const BlockTable& table = kv_->table(s.seq->id());
+            draft_batch_.add_sequence({&token, 1}, s.seq->n_computed() + j,
+                                      {&s.slots[static_cast<size_t>(j)], 1}, table.blocks,
+                                      s.seq->n_kv() + j + 1, true);
+            fed.push_back(s.seq);
+        }
+        draft_batch_.finish();
+        model_.forward(draft_batch_, *storage_, backend_, draft_logits_);
+        for (size_t i = 0; i < fed.size(); ++i) {
+            // Greedy drafts (q one-hot): lossless for any sampling of the target.
+            const auto row = draft_logits_.begin() + static_cast<long>(i * n_vocab);
+            fed[i]->draft().tokens[j] =
+                static_cast<int32_t>(std::max_element(row, row + static_cast<long>(n_vocab)) - row);
+        }
+    }
 }
 
 void Engine::evict(Sequence& seq) {
@@ -339,6 +386,14 @@ void Engine::propose_drafts() {
         drafting_.push_back(seq);
     }
     if (drafting_.empty()) return;
+    if (!drafter_) {
+        // Self-speculation: the lengths now, the tokens once the step's slots exist.
+        for (size_t i = 0; i < drafting_.size(); ++i) {
+            drafting_[i]->draft().tokens.assign(static_cast<size_t>(draft_requests_[i].max_tokens),
+                                                drafting_[i]->tokens().back());
+        }
+        return;
+    }
     drafter_->propose(draft_requests_, drafts_);
     for (size_t i = 0; i < drafting_.size(); ++i) {
         VELA_ASSERT(drafts_[i].size() <= draft_requests_[i].max_tokens);
@@ -361,7 +416,7 @@ StepOutput Engine::verify_draft(Sequence& seq, std::span<float> rows) {
     storage_->apply(kv_->take_ops());
     kv_->cache_computed(seq.id(),
                         std::span(seq.tokens()).first(static_cast<size_t>(seq.n_computed())));
-    drafter_->accepted(seq.id(), seq.tokens());
+    if (drafter_) drafter_->accepted(seq.id(), seq.tokens());
     seq.draft_length().record(drafted, accepted);
     ++stats_.spec_verify_steps;
     stats_.spec_draft_tokens += drafted;

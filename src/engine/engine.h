@@ -27,6 +27,12 @@ struct SpeculationConfig {
     // No drafting in a step with more running sequences than this: a large batch already keeps
     // the matmuls busy, and verification rows would slow it down.
     int64_t max_batch = 8;
+    // Self-speculation (MagicDec-style): the model drafts for itself, each draft forward
+    // attending only to the first self_sinks tokens and the last self_window of its own paged
+    // KV; the verification forward attends to all of it. Instead of a Drafter; CPU backend.
+    bool self_draft = false;
+    int64_t self_sinks = 4;
+    int64_t self_window = 512;
 };
 
 struct EngineConfig {
@@ -136,6 +142,10 @@ class Engine {
     StepOutput verify_draft(Sequence& seq, std::span<float> rows);
     // Cuts the sequence's KV to its eviction budget when it has outgrown it.
     void evict(Sequence& seq);
+    // Self-speculation: fills the scheduled sequences' drafts (placeholders so far) by greedy
+    // sparse-attention forwards of the model itself, writing their KV into the step's slots
+    // (the verification forward writes them again with full attention).
+    void self_draft(const std::vector<ScheduledSeq>& work);
 
     Model& model_;
     const Tokenizer& tokenizer_;
@@ -159,6 +169,8 @@ class Engine {
     std::vector<Sequence*> drafting_;
     std::vector<spec::Draft> drafts_;
     std::vector<int32_t> path_;  // verify_draft's scratch: accepted draft indices
+    ForwardBatch draft_batch_;    // self_draft's forward
+    std::vector<float> draft_logits_;
     std::vector<int64_t> tail_;  // and their KV rows
 };
 

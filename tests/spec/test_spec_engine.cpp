@@ -235,6 +235,53 @@ TEST_F(SpecEngine, TokenTreeBranchesKeepGreedyOutput) {
     expect_no_leak(*e);
 }
 
+// Self-speculation: the model drafts for itself over sinks + a recent window of its own KV.
+// A window covering the whole context makes the draft the target itself: every draft token is
+// accepted. A small one drafts worse; greedy outputs stay the reference alone, batched with
+// chunked prefill and prefix cache, and under preemption.
+TEST_F(SpecEngine, SelfSpeculationKeepsGreedyOutput) {
+    EngineConfig c;
+    c.n_ctx = 256;
+    c.speculation.self_draft = true;
+    c.speculation.self_window = 256;
+    for (const Request& r : greedy_requests()) {
+        auto e = engine(c);
+        EXPECT_EQ(tokens_of(run(*e, {r}))[0], tokens_of(run(*engine(EngineConfig{}), {r}))[0]);
+        EXPECT_GT(e->stats().spec_draft_tokens, 0);
+        EXPECT_EQ(e->stats().spec_accepted_tokens, e->stats().spec_draft_tokens);
+        expect_no_leak(*e);
+    }
+    c.speculation.self_sinks = 2;
+    c.speculation.self_window = 6;
+    c.speculation.max_batch = 64;
+    c.kv_block_size = 4;
+    c.scheduler.max_batched_tokens = 40;
+    for (Preemption mode : {Preemption::Recompute, Preemption::Swap}) {
+        for (int64_t blocks : {int64_t{0}, int64_t{40}}) {
+            EngineConfig t = c;
+            t.preemption = mode;
+            t.kv_blocks = blocks;
+            auto e = engine(t);
+            std::vector<Request> reqs = greedy_requests();
+            const size_t n = reqs.size();
+            for (size_t i = 0; i < n; ++i) reqs.push_back(reqs[i]);  // prefix-cache hits
+            const std::vector<Tokens> got = tokens_of(run(*e, reqs));
+            for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(got[i], reference()[i % n]) << i;
+            const EngineStats st = e->stats();
+            EXPECT_GT(st.spec_accepted_tokens, 0);
+            EXPECT_LT(st.spec_accepted_tokens, st.spec_draft_tokens);
+            if (blocks > 0) {
+                EXPECT_GT(st.preemptions, 0);
+            }
+            expect_no_leak(*e);
+        }
+    }
+    EngineConfig bad = c;
+    bad.speculation.self_window = 0;
+    EXPECT_THROW(engine(bad), InvalidArgument);
+    EXPECT_THROW(engine(c, drafter("ngram")), InvalidArgument);
+}
+
 // A request's own limit (llama-server's speculative.n_max): 0 turns speculation off for it, 1
 // drafts at most one token a step; the output stays the reference either way. Out-of-range
 // limits are refused.
