@@ -78,9 +78,10 @@ SpecResult bench_speculation(Runtime& rt, const BenchOptions& o,
                              const std::vector<int32_t>& prompt) {
     EngineConfig config = rt.engine_config(o.common);
     config.n_ctx = static_cast<int64_t>(prompt.size()) + o.n_gen + 16;
-    std::unique_ptr<spec::Drafter> drafter = rt.make_drafter(o.spec, config);
+    EngineConfig spec_config = config;
+    std::unique_ptr<spec::Drafter> drafter = rt.make_drafter(o.spec, spec_config);
     Engine plain(*rt.model, *rt.tokenizer, *rt.backend, config);
-    Engine spec(*rt.model, *rt.tokenizer, *rt.backend, config, std::move(drafter));
+    Engine spec(*rt.model, *rt.tokenizer, *rt.backend, spec_config, std::move(drafter));
     // Warm-up runs first (page faults, and the prompt enters each engine's prefix cache).
     engine_decode_rate(plain, prompt, o.n_gen);
     engine_decode_rate(spec, prompt, o.n_gen);

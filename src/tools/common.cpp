@@ -155,8 +155,14 @@ std::unique_ptr<spec::Drafter> Runtime::make_drafter(const SpecOptions& o, Engin
     }
     if (o.method == "off") return nullptr;
     if (o.method == "ngram") return std::make_unique<spec::NgramDrafter>(1, 3, o.branches);
+    if (o.method == "self") {
+        config.speculation.self_draft = true;
+        config.speculation.self_sinks = o.self_sinks;
+        config.speculation.self_window = o.self_window;
+        return nullptr;
+    }
     if (o.method != "draft") {
-        fail<InvalidArgument>("--spec must be off, ngram or draft, got '{}'", o.method);
+        fail<InvalidArgument>("--spec must be off, ngram, draft or self, got '{}'", o.method);
     }
     if (o.draft_model.empty()) fail<InvalidArgument>("--spec draft needs --draft-model FILE");
     if (!fs::exists(o.draft_model)) {

@@ -80,14 +80,23 @@ void add_sampling_options(CLI::App& app, SamplingOptions& o) {
 
 void add_spec_options(CLI::App& app, SpecOptions& o) {
     app.add_option("--spec", o.method,
-                   "speculative decoding: off, ngram (prompt lookup) or draft (--draft-model)")
-        ->check(CLI::IsMember({"off", "ngram", "draft"}))
+                   "speculative decoding: off, ngram (prompt lookup), draft (--draft-model) or "
+                   "self (the model drafts over --spec-sinks + --spec-window of its KV; CPU)")
+        ->check(CLI::IsMember({"off", "ngram", "draft", "self"}))
         ->capture_default_str();
     app.add_option("--draft-model", o.draft_model,
                    "GGUF draft model for --spec draft (same vocabulary as the model)");
     app.add_option("--spec-max-tokens,--draft-max", o.max_tokens,
                    "draft tokens per sequence and step, at most")
         ->check(CLI::Range(1, 64))
+        ->capture_default_str();
+    app.add_option("--spec-window", o.self_window,
+                   "--spec self: recent KV tokens each draft forward attends to")
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 24))
+        ->capture_default_str();
+    app.add_option("--spec-sinks", o.self_sinks,
+                   "--spec self: first KV tokens each draft forward attends to")
+        ->check(CLI::Range(int64_t{0}, int64_t{1} << 20))
         ->capture_default_str();
     app.add_option("--spec-branches", o.branches,
                    "--spec ngram: merge up to this many earlier continuations into a token tree "

@@ -28,10 +28,12 @@ struct CommonOptions {
 
 // Speculative decoding (generate, bench, serve).
 struct SpecOptions {
-    std::string method = "off";  // off, ngram, draft
+    std::string method = "off";  // off, ngram, draft, self
     std::string draft_model;     // GGUF of the draft model (--spec draft)
     int32_t max_tokens = 5;      // draft tokens per sequence and step, at most
     int32_t branches = 1;        // n-gram continuations merged into a token tree (1: a chain)
+    int64_t self_sinks = 4;      // --spec self: the draft forwards' attention sinks
+    int64_t self_window = 512;   // and recent window
 };
 
 struct SamplingOptions {
