@@ -298,3 +298,30 @@ TEST(Eviction, CompactTakesBlocksBackFromThePrefixCacheWhenShort) {
 
 }  // namespace
 }  // namespace vela
+
+namespace vela {
+namespace {
+
+// Token-tree verification keeps the accepted branch: rows moved down behind the kept prefix,
+// the rest dropped, and the sequence stays cacheable (its rows follow its tokens again).
+TEST(KeepTail, MovesTheAcceptedRowsBehindThePrefix) {
+    KvCacheConfig cfg = small_cache(4, 8);
+    cfg.prefix_caching = true;
+    KvCache kv(cfg);
+    kv.add_sequence(0);
+    write_tagged(kv, kv.append(0, 12), iota(0, 12));
+    const std::vector<int64_t> rows{5, 7, 10};
+    kv.keep_tail(0, 4, rows);
+    EXPECT_TRUE(holds_tags(kv, 0, {0, 1, 2, 3, 5, 7, 10}));
+    EXPECT_FALSE(kv.evicted(0));
+    std::vector<int32_t> tokens(7, 1);
+    kv.cache_computed(0, tokens);
+    EXPECT_EQ(kv.prefix_stats().cached_blocks, 1);
+    EXPECT_THROW(kv.keep_tail(0, 5, std::vector<int64_t>{4}), InvalidArgument);  // moves up
+    EXPECT_THROW(kv.keep_tail(0, 4, std::vector<int64_t>{6, 5}), InvalidArgument);
+    kv.free(0);
+    EXPECT_EQ(kv.num_used_blocks(), 0);
+}
+
+}  // namespace
+}  // namespace vela

@@ -1,7 +1,9 @@
-"""`vela serve --spec ngram`: greedy completions equal the default server's, and /metrics
-reports the speculation counters."""
+"""`vela serve --spec ngram` (chains and token trees) and `--spec self`: greedy completions
+equal the default server's, and /metrics reports the speculation counters."""
 import os
 import subprocess
+
+import pytest
 
 from conftest import _model_path, launch, shutdown
 
@@ -9,10 +11,15 @@ PROMPT = ("Repeat exactly: alpha beta gamma delta epsilon zeta eta theta. "
           "Repeat exactly: alpha beta gamma delta")
 
 
-def test_ngram_speculation_keeps_greedy_output(server):
+@pytest.mark.parametrize("args", [
+    ["--spec", "ngram", "--spec-max-tokens", "4"],
+    ["--spec", "ngram", "--spec-max-tokens", "8", "--spec-branches", "3"],
+    ["--spec", "self", "--spec-max-tokens", "3", "--spec-window", "16"],
+])
+def test_speculation_keeps_greedy_output(server, args):
     body = {"model": "vela", "prompt": PROMPT, "max_tokens": 32, "temperature": 0}
     want = server.post("/v1/completions", body).json()["choices"][0]["text"]
-    spec = launch(["--spec", "ngram", "--spec-max-tokens", "4"])
+    spec = launch(args)
     try:
         got = spec.post("/v1/completions", body).json()["choices"][0]["text"]
         assert got == want
