@@ -267,12 +267,6 @@ TEST(Eviction, CompactWithoutFreeBlocksChangesNothing) {
     EXPECT_TRUE(holds_tags(kv, 1, iota(0, 12)));
 }
 
-}  // namespace
-}  // namespace vela
-
-namespace vela {
-namespace {
-
 // Short of free blocks, compaction takes the blocks it shares only with the prefix cache out of
 // the cache and compacts them in place, rather than failing.
 TEST(Eviction, CompactTakesBlocksBackFromThePrefixCacheWhenShort) {
@@ -295,12 +289,6 @@ TEST(Eviction, CompactTakesBlocksBackFromThePrefixCacheWhenShort) {
     kv.free(1);
     EXPECT_EQ(kv.num_used_blocks(), 0);
 }
-
-}  // namespace
-}  // namespace vela
-
-namespace vela {
-namespace {
 
 // Token-tree verification keeps the accepted branch: rows moved down behind the kept prefix,
 // the rest dropped, and the sequence stays cacheable (its rows follow its tokens again).
