@@ -70,6 +70,7 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, Engin
         }
         draft_batch_.sparse_sinks = sp.self_sinks;
         draft_batch_.sparse_window = sp.self_window;
+        for (const auto& t : model.file().tensors()) weight_bytes_ += static_cast<double>(t.nbytes);
     }
     if (config_.speculation.max_tokens < 0 || config_.speculation.max_tokens > 64) {
         fail<InvalidArgument>("draft tokens per step must be between 0 and 64, got {}",
@@ -387,8 +388,17 @@ void Engine::propose_drafts() {
     }
     if (drafting_.empty()) return;
     if (!drafter_) {
-        // Self-speculation: the lengths now, the tokens once the step's slots exist.
+        // Self-speculation: the lengths now, the tokens once the step's slots exist; only where
+        // a sparse draft forward reads far fewer bytes than a full one.
+        const SpeculationConfig& sp = config_.speculation;
+        const auto kv_token = static_cast<double>(storage_->bytes_per_token());
         for (size_t i = 0; i < drafting_.size(); ++i) {
+            const auto n_kv = static_cast<double>(drafting_[i]->n_kv());
+            const double sparse = std::min(n_kv, static_cast<double>(sp.self_sinks + sp.self_window));
+            if (weight_bytes_ + sparse * kv_token >
+                sp.self_max_cost * (weight_bytes_ + n_kv * kv_token)) {
+                continue;
+            }
             drafting_[i]->draft().tokens.assign(static_cast<size_t>(draft_requests_[i].max_tokens),
                                                 drafting_[i]->tokens().back());
         }

@@ -33,6 +33,11 @@ struct SpeculationConfig {
     bool self_draft = false;
     int64_t self_sinks = 4;
     int64_t self_window = 512;
+    // A sequence self-drafts only while a draft forward is estimated to cost at most this share
+    // of a full one (bytes read: weights + the KV it attends to), i.e. once its context is long
+    // enough that reading the KV dominates a step; below, drafting would cost more than it
+    // saves.
+    double self_max_cost = 0.5;
 };
 
 struct EngineConfig {
@@ -170,6 +175,7 @@ class Engine {
     std::vector<spec::Draft> drafts_;
     std::vector<int32_t> path_;  // verify_draft's scratch: accepted draft indices
     ForwardBatch draft_batch_;    // self_draft's forward
+    double weight_bytes_ = 0;     // the model's weights, for self_draft's cost estimate
     std::vector<float> draft_logits_;
     std::vector<int64_t> tail_;  // and their KV rows
 };

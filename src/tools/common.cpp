@@ -159,6 +159,7 @@ std::unique_ptr<spec::Drafter> Runtime::make_drafter(const SpecOptions& o, Engin
         config.speculation.self_draft = true;
         config.speculation.self_sinks = o.self_sinks;
         config.speculation.self_window = o.self_window;
+        config.speculation.self_max_cost = o.self_max_cost;
         return nullptr;
     }
     if (o.method != "draft") {

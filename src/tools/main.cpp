@@ -98,6 +98,11 @@ void add_spec_options(CLI::App& app, SpecOptions& o) {
                    "--spec self: first KV tokens each draft forward attends to")
         ->check(CLI::Range(int64_t{0}, int64_t{1} << 20))
         ->capture_default_str();
+    app.add_option("--spec-max-cost", o.self_max_cost,
+                   "--spec self: draft only while a draft forward is estimated to read at most "
+                   "this share of a full one's bytes (long contexts; 1: always)")
+        ->check(CLI::Range(0.0, 1.0))
+        ->capture_default_str();
     app.add_option("--spec-branches", o.branches,
                    "--spec ngram: merge up to this many earlier continuations into a token tree "
                    "(1: a chain; CPU backend)")

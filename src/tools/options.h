@@ -34,6 +34,7 @@ struct SpecOptions {
     int32_t branches = 1;        // n-gram continuations merged into a token tree (1: a chain)
     int64_t self_sinks = 4;      // --spec self: the draft forwards' attention sinks
     int64_t self_window = 512;   // and recent window
+    double self_max_cost = 0.5;  // draft only while a draft forward costs at most this share
 };
 
 struct SamplingOptions {

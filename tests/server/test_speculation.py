@@ -14,7 +14,7 @@ PROMPT = ("Repeat exactly: alpha beta gamma delta epsilon zeta eta theta. "
 @pytest.mark.parametrize("args", [
     ["--spec", "ngram", "--spec-max-tokens", "4"],
     ["--spec", "ngram", "--spec-max-tokens", "8", "--spec-branches", "3"],
-    ["--spec", "self", "--spec-max-tokens", "3", "--spec-window", "16"],
+    ["--spec", "self", "--spec-max-tokens", "3", "--spec-window", "16", "--spec-max-cost", "1"],
 ])
 def test_speculation_keeps_greedy_output(server, args):
     body = {"model": "vela", "prompt": PROMPT, "max_tokens": 32, "temperature": 0}

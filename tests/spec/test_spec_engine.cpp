@@ -243,6 +243,13 @@ TEST_F(SpecEngine, SelfSpeculationKeepsGreedyOutput) {
     EngineConfig c;
     c.n_ctx = 256;
     c.speculation.self_draft = true;
+    {
+        // By default short contexts do not self-draft: a draft would cost a full forward.
+        auto e = engine(c);
+        EXPECT_EQ(tokens_of(run(*e, {greedy(prompts_[0])}))[0], reference()[0]);
+        EXPECT_EQ(e->stats().spec_draft_tokens, 0);
+    }
+    c.speculation.self_max_cost = 1.0;  // draft whatever the cost
     c.speculation.self_window = 256;
     for (const Request& r : greedy_requests()) {
         auto e = engine(c);
