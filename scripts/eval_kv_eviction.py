@@ -82,8 +82,11 @@ def load(path, meta, resume):
     return {}
 
 
-def save(path, kind, meta, runs):
-    path.write_text(json.dumps({"kind": kind, "meta": meta, "runs": runs}, indent=1))
+def save(path, kind, meta, runs, earlier=None):
+    """Writes this invocation's runs, then the earlier ones (--resume) it did not repeat."""
+    keys = {r["cmd"] for r in runs}
+    kept = [r for k, r in (earlier or {}).items() if k not in keys]
+    path.write_text(json.dumps({"kind": kind, "meta": meta, "runs": runs + kept}, indent=1))
 
 
 def cmd_ppl(args):
@@ -113,7 +116,7 @@ def cmd_ppl(args):
         runs.append({"policy": policy, "budget": budget, "ppl": float(ppl), "scored_tokens": int(scored or 0),
                      "seconds": secs, "cmd": key})
         print(f"  PPL {float(ppl):.4f} ({scored or '?'} scored tokens, {secs} s)", flush=True)
-        save(path, "ppl", meta, runs)
+        save(path, "ppl", meta, runs, done)
     report_file(path)
 
 
@@ -172,7 +175,7 @@ def cmd_passkey(args):
                                  "output": stdout, "success": ok, "seconds": secs, "cmd": tag})
                     print(f"  {'OK  ' if ok else 'MISS'} key {key}, {runs[-1]['prompt_tokens']} prompt tokens, "
                           f"output {stdout!r} ({secs} s)", flush=True)
-                    save(path, "passkey", meta, runs)
+                    save(path, "passkey", meta, runs, done)
     report_file(path)
 
 
