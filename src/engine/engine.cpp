@@ -312,13 +312,13 @@ std::vector<StepOutput> Engine::step() {
         out.push_back(std::move(o));
         if (ended) done.push_back(&seq);
     }
-    for (Sequence* seq : done) finish(*seq, out, seq->finish_reason());
     if (evictor_) {
+        // Before finish() frees the ended ones (`done`, compared by address only).
         for (const ScheduledSeq& s : work) {
-            // Finished sequences are gone; a preempted one is not in this step's work.
-            if (sequences_.count(s.seq->id()) && kv_->has_sequence(s.seq->id())) evict(*s.seq);
+            if (std::find(done.begin(), done.end(), s.seq) == done.end()) evict(*s.seq);
         }
     }
+    for (Sequence* seq : done) finish(*seq, out, seq->finish_reason());
     return out;
 }
 
