@@ -42,7 +42,9 @@ inline uint16_t fp32_to_fp16(float f) {
     if (abs >= 0x477ff000) return static_cast<uint16_t>(sign | 0x7c00);  // rounds past max half
     if (abs < 0x38800000) {                                              // subnormal half or zero
         const uint32_t shift = 113 - (abs >> 23);
-        if (shift > 24) return static_cast<uint16_t>(sign);
+        // Below 2^-25 (half the smallest subnormal) everything rounds to zero; this also keeps
+        // the shifts below 32.
+        if (shift > 11) return static_cast<uint16_t>(sign);
         const uint32_t mant = (abs & 0x7fffff) | 0x800000;
         uint32_t h = mant >> (shift + 13);
         const uint32_t rem = mant & ((1u << (shift + 13)) - 1);

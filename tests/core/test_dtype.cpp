@@ -4,11 +4,21 @@
 #include <cstring>
 #include <random>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "core/dtype.h"
 #include "core/fp16.h"
 
 namespace vela {
 namespace {
+
+#if defined(__x86_64__)
+__attribute__((target("f16c"))) uint16_t hardware_fp16(float f) {
+    return static_cast<uint16_t>(_cvtss_sh(f, 0));  // 0: round to nearest even
+}
+#endif
 
 TEST(DType, KnownLayouts) {
     EXPECT_EQ(row_bytes(DType::F32, 7), 28u);
@@ -25,6 +35,24 @@ TEST(Fp16, RoundTripsEveryHalf) {
         if (std::isnan(f)) continue;
         EXPECT_EQ(fp32_to_fp16(f), h) << h;
     }
+}
+
+// Tiny values (subnormal halves and below, where the conversion shifts furthest) against the
+// CPU's own conversion (F16C, round to nearest even), every 31st float bit pattern of both signs.
+TEST(Fp16, TinyValuesMatchTheHardware) {
+#if defined(__x86_64__)
+    if (!__builtin_cpu_supports("f16c")) GTEST_SKIP() << "no F16C";
+    for (uint32_t bits = 0; bits < 0x38800000u; bits += 31) {
+        for (uint32_t sign : {0u, 0x80000000u}) {
+            const uint32_t x = bits | sign;
+            float f;
+            std::memcpy(&f, &x, sizeof f);
+            ASSERT_EQ(fp32_to_fp16(f), hardware_fp16(f)) << std::hex << x;
+        }
+    }
+#else
+    GTEST_SKIP() << "no x86 reference";
+#endif
 }
 
 TEST(Fp16, RoundsToNearestEven) {
