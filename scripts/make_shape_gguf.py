@@ -2,7 +2,8 @@
 """Write a GGUF with a real model's tensor shapes and hyper-parameters and random weights.
 
 For speed benchmarks where only the shapes matter (decode is bandwidth, prefill is matmul shape):
-Llama-3-8B (`--shape llama3-8b`), Qwen2.5-7B (`--shape qwen25-7b`, Q/K/V biases), and tiny
+Llama-3-8B (`--shape llama3-8b`), Qwen2.5-7B (`--shape qwen25-7b`, Q/K/V biases), SmolLM2-135M
+(`--shape smollm2-135m`), and tiny
 shapes for tests (`tiny`, `tiny-qwen2`). Weights are normal(0, 0.02) from a fixed seed, norms 1.0,
 biases 0. The text such a model writes is noise; its perplexity means nothing.
 
@@ -62,6 +63,10 @@ SHAPES = {
                        128256, 500000.0, 1e-5, 8192),
     "qwen25-7b": Shape("qwen2", "Qwen2.5-7B shape (random weights)", 3584, 28, 28, 4, 18944,
                        152064, 1000000.0, 1e-6, 32768, qkv_bias=True),
+    # SmolLM2-135M's shape (the default model): launch-bound decode, 64-wide heads. 576-wide
+    # rows take the 32-element types (Q4_0, Q4_1, Q8_0), not the K-quants.
+    "smollm2-135m": Shape("llama", "SmolLM2-135M shape (random weights)", 576, 30, 9, 3, 1536,
+                          49152, 100000.0, 1e-5, 8192, tied_output=True),
     # Test shapes: rows are multiples of 256 so every llama.cpp quantisation applies.
     "tiny": Shape("llama", "tiny llama shape (random weights)", 256, 2, 4, 2, 768, 1024,
                   10000.0, 1e-5, 2048),

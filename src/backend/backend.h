@@ -9,7 +9,9 @@
 // to its memory once. KV lives in a KvStorage the backend makes, in its memory and format.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "core/tensor.h"
@@ -56,6 +58,16 @@ class Backend {
     // --- one step ---
     // Takes the batch's metadata for the ops below; the batch must outlive the step.
     virtual void plan(const ForwardBatch& batch) = 0;
+    // Runs `ops`: the step's device work between plan() and the copy of its logits to the host,
+    // for one model (`model`) over one KV storage (`kv`). A GPU backend may record them once per
+    // step shape and replay the recording (CUDA graphs), so ops must depend on the step only
+    // through plan()'s metadata and the batch's sizes, and must not copy to the host. The CPU
+    // runs them.
+    virtual void run_ops(const void* model, const KvStorage& kv, const std::function<void()>& ops) {
+        (void)model;
+        (void)kv;
+        ops();
+    }
 
     // out[i] = row batch.tokens[i] of the embedding table, dequantised (n_rows x cols).
     virtual void embed(const Weight& table, Tensor out) = 0;
@@ -81,6 +93,40 @@ class Backend {
                            int64_t n_heads, float scale, int64_t window = 0) = 0;
     // out[i] = x[batch.logit_rows[i]]
     virtual void gather_logit_rows(const Tensor& x, Tensor out) = 0;
+
+    // --- fused ops: each is defined by the ops above, which the defaults run in turn; a
+    // backend may do the same work in fewer passes over memory (fewer launches on a GPU) ---
+
+    // x += delta, then y = rms_norm(x) * weight: a residual add and the next norm. y may be delta.
+    virtual void add_rms_norm(Tensor x, const Tensor& delta, const Weight& weight, Tensor y,
+                              float eps) {
+        add_inplace(x, delta);
+        rms_norm(x, weight, y, eps);
+    }
+    // ys[i] = x * ws[i]^T for every i: several projections of one input (Q, K and V).
+    virtual void matmuls(std::span<const Weight* const> ws, const Tensor& x,
+                         std::span<const Tensor> ys) {
+        for (size_t i = 0; i < ws.size(); ++i) matmul(*ws[i], x, ys[i]);
+    }
+    // The first half of a gated FFN: y = act(x * gate^T) * (x * up^T), act SiLU or (gelu) GELU
+    // in its tanh form; `up_out` is scratch of y's shape.
+    virtual void gated_ffn(const Weight& gate, const Weight& up, const Tensor& x, Tensor y,
+                           Tensor up_out, bool gelu) {
+        matmul(gate, x, y);
+        matmul(up, x, up_out);
+        if (gelu)
+            gelu_mul(y, up_out, y);
+        else
+            silu_mul(y, up_out, y);
+    }
+    // rope() of q and of k, then write_kv() of k and v: a layer's attention inputs.
+    virtual void rope_write_kv(KvStorage& kv, int64_t layer, Tensor q, Tensor k, const Tensor& v,
+                               int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                               int64_t rot_dim, const Tensor& cos, const Tensor& sin, bool neox) {
+        rope(q, n_heads, head_dim, rot_dim, cos, sin, neox);
+        rope(k, n_kv_heads, head_dim, rot_dim, cos, sin, neox);
+        write_kv(kv, layer, k, v);
+    }
 };
 
 }  // namespace vela

@@ -90,10 +90,6 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, Engin
                 "KV eviction ({}) is not supported for a model with its own sliding window ({})",
                 eviction_policy_name(ev.policy), model.hparams().arch);
         }
-        if (backend_.device() != Device::Cpu) {
-            fail<InvalidArgument>("KV eviction ({}) runs on the CPU backend only for now",
-                                  eviction_policy_name(ev.policy));
-        }
         layout.attention_scores = ev.score_mode() != KvScoreMode::None;
     }
     storage_ = backend_.make_kv_storage(layout, config_.kv_formats);

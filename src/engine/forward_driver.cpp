@@ -24,9 +24,6 @@ ForwardDriver::ForwardDriver(Model& model, Backend& backend, int64_t n_ctx, int6
             fail<InvalidArgument>("KV eviction is not supported for a model with its own sliding "
                                   "window ({})", model.hparams().arch);
         }
-        if (backend.device() != Device::Cpu) {
-            fail<InvalidArgument>("KV eviction runs on the CPU backend only for now");
-        }
         layout.attention_scores = eviction.score_mode() != KvScoreMode::None;
         evictor_ = std::make_unique<KvEvictor>(eviction, layout);
         batch_.kv_scores = eviction.score_mode();

@@ -96,30 +96,38 @@ void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
     if (!hp_.layer_is_local.empty())
         s.make_angles(backend, hp_.rope_local, nullptr, batch, s.local);
 
-    backend.embed(weights_.token_embd, s.tx);
-    if (hp_.embd_scale != 1.f) backend.scale(s.tx, hp_.embd_scale);
-    for (int64_t il = 0; il < hp_.n_layers; ++il) layer(il, kv, backend, s);
-
     // Only the rows that need logits go through the final norm and the LM head.
     const auto n_out = static_cast<int64_t>(batch.logit_rows.size());
     logits.resize(static_cast<size_t>(n_out * hp_.n_vocab));
+    Tensor out_rows, out_logits;
+    if (n_out > 0) {  // allocated here: the ops may be recorded once and replayed
+        out_rows = s.out_rows.view(backend, n_out, hp_.n_embd);
+        out_logits = s.logits.view(backend, n_out, hp_.n_vocab);
+    }
+    backend.run_ops(this, kv, [&] {
+        backend.embed(weights_.token_embd, s.tx);
+        if (hp_.embd_scale != 1.f) backend.scale(s.tx, hp_.embd_scale);
+        backend.rms_norm(s.tx, weights_.layers[0].attn_norm, s.th, hp_.rms_eps);
+        for (int64_t il = 0; il < hp_.n_layers; ++il) layer(il, kv, backend, s);
+        if (n_out == 0) return;
+        backend.gather_logit_rows(s.tx, out_rows);
+        backend.rms_norm(out_rows, weights_.output_norm, out_rows, hp_.rms_eps);
+        backend.matmul(weights_.output, out_rows, out_logits);
+    });
     if (n_out == 0) return;
-    Tensor out_rows = s.out_rows.view(backend, n_out, hp_.n_embd);
-    backend.gather_logit_rows(s.tx, out_rows);
-    backend.rms_norm(out_rows, weights_.output_norm, out_rows, hp_.rms_eps);
-    Tensor out_logits = s.logits.view(backend, n_out, hp_.n_vocab);
-    backend.matmul(weights_.output, out_rows, out_logits);
     backend.to_host(out_logits, logits.data());
 }
 
+// One layer. On entry s.th holds the layer's attention-normed input (forward() or the previous
+// layer's last fused op puts it there); on exit s.tx holds the layer's output and, unless this
+// is the last layer, s.th the next layer's attention-normed input.
 void Model::layer(int64_t il, KvStorage& kv, Backend& backend, Scratch& s) {
     const LayerWeights& w = weights_.layers[static_cast<size_t>(il)];
 
     // Attention block.
-    backend.rms_norm(s.tx, w.attn_norm, s.th, hp_.rms_eps);
-    backend.matmul(w.wq, s.th, s.tq);
-    backend.matmul(w.wk, s.th, s.tk);
-    backend.matmul(w.wv, s.th, s.tv);
+    const Weight* qkv[] = {&w.wq, &w.wk, &w.wv};
+    const Tensor qkv_out[] = {s.tq, s.tk, s.tv};
+    backend.matmuls(qkv, s.th, qkv_out);
     if (w.bq) {
         backend.add_bias(s.tq, w.bq);
         backend.add_bias(s.tk, w.bk);
@@ -133,25 +141,25 @@ void Model::layer(int64_t il, KvStorage& kv, Backend& backend, Scratch& s) {
     }
     const RopeParams& rope = hp_.rope_of(il);
     const Scratch::Angles& angles = hp_.is_local(il) ? s.local : s.global;
-    backend.rope(s.tq, hp_.n_heads, hp_.head_dim, rope.dim, angles.tcos, angles.tsin, rope.neox);
-    backend.rope(s.tk, hp_.n_kv_heads, hp_.head_dim, rope.dim, angles.tcos, angles.tsin, rope.neox);
-    backend.write_kv(kv, il, s.tk, s.tv);
+    backend.rope_write_kv(kv, il, s.tq, s.tk, s.tv, hp_.n_heads, hp_.n_kv_heads, hp_.head_dim,
+                          rope.dim, angles.tcos, angles.tsin, rope.neox);
     backend.attention(kv, il, s.tq, s.tattn, hp_.n_heads, hp_.attn_scale, hp_.window(il));
     backend.matmul(w.wo, s.tattn, s.th);
     if (w.attn_post_norm) backend.rms_norm(s.th, w.attn_post_norm, s.th, hp_.rms_eps);
-    backend.add_inplace(s.tx, s.th);
+    backend.add_rms_norm(s.tx, s.th, w.ffn_norm, s.th, hp_.rms_eps);
 
     // Feed-forward block (SwiGLU, or GeGLU for Gemma).
-    backend.rms_norm(s.tx, w.ffn_norm, s.th, hp_.rms_eps);
-    backend.matmul(w.w_gate, s.th, s.tgate);
-    backend.matmul(w.w_up, s.th, s.tup);
-    if (hp_.ffn_act == FfnActivation::GeluTanh)
-        backend.gelu_mul(s.tgate, s.tup, s.tgate);
-    else
-        backend.silu_mul(s.tgate, s.tup, s.tgate);
+    backend.gated_ffn(w.w_gate, w.w_up, s.th, s.tgate, s.tup,
+                      hp_.ffn_act == FfnActivation::GeluTanh);
     backend.matmul(w.w_down, s.tgate, s.th);
     if (w.ffn_post_norm) backend.rms_norm(s.th, w.ffn_post_norm, s.th, hp_.rms_eps);
-    backend.add_inplace(s.tx, s.th);
+    // The residual add, joined with the next layer's attention norm.
+    if (il + 1 < hp_.n_layers) {
+        const LayerWeights& next = weights_.layers[static_cast<size_t>(il + 1)];
+        backend.add_rms_norm(s.tx, s.th, next.attn_norm, s.th, hp_.rms_eps);
+    } else {
+        backend.add_inplace(s.tx, s.th);
+    }
 }
 
 }  // namespace vela

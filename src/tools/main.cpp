@@ -32,6 +32,9 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
                    "rest with KV blocks unless --kv-blocks is given)")
         ->check(CLI::Range(0.01, 1.0))
         ->capture_default_str();
+    app.add_flag("--enforce-eager", o.enforce_eager,
+                 "GPU: launch every op one by one instead of replaying decode steps recorded as "
+                 "CUDA graphs");
     const auto kv_types = CLI::IsMember({"f32", "f16", "bf16", "q8", "q4"});
     app.add_option("--kv-type", o.kv_type,
                    "KV cache format of K and V: f32, f16, bf16, q8 (int8), q4 (4-bit, V only)")

@@ -23,6 +23,7 @@ struct CommonOptions {
     std::string kv_budget;          // tokens (>= 1) or a fraction in (0, 1); empty: none given
     int64_t kv_sinks = 4;
     double gpu_memory_utilization = 0.9;  // share of the GPU's memory Vela may use
+    bool enforce_eager = false;           // no CUDA graphs: every op launched one by one
     bool verbose = false;
 };
 

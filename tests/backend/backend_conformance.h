@@ -79,9 +79,9 @@ inline void read_cuda_kv(const KvStorage& kv, int64_t layer, int64_t slot, int64
 }
 
 // The CUDA backend's precision (cuda_backend.h): matvecs (<= 8 rows) in fp32; larger matmuls
-// on tensor cores with bf16 operands: each product carries two roundings of <= 2^-9 relative,
-// random in sign, so the error of a k-term sum relative to the products' 2-norm is about
-// 2^-9 * sqrt(2/3) ~ 1.6e-3 on average: tolerance 1e-2. Attention rounds q and the
+// on tensor cores with bf16 operands (f16 for F16 weights, finer): each product carries two
+// roundings of <= 2^-9 relative, random in sign, so the error of a k-term sum relative to the
+// products' 2-norm is about 2^-9 * sqrt(2/3) ~ 1.6e-3 on average: tolerance 1e-2. Attention rounds q and the
 // probabilities to the KV's 16 bits (fp32 sums): f16 (2^-11) and bf16 (2^-8) steps.
 inline Precision cuda_precision() {
     Precision p;
@@ -320,9 +320,28 @@ class BackendTest : public ::testing::TestWithParam<BackendFactory> {
     BackendTest() : pool_(2), backend_(GetParam().make(pool_)), report_(GetParam().name) {}
     Backend& backend() { return *backend_; }
 
+    // Plans a step of one sequence whose `tokens` sit at positions first_pos, first_pos + 1,
+    // ... (slot = position, blocks 0, 1, ... of 16 tokens); the batch stays alive until the next
+    // plan, as the interface requires.
+    void plan_one_sequence(const std::vector<int32_t>& tokens, int64_t first_pos) {
+        constexpr int64_t kBlock = 16;
+        const auto n = static_cast<int64_t>(tokens.size());
+        std::vector<int64_t> slots(tokens.size());
+        for (int64_t i = 0; i < n; ++i) slots[i] = first_pos + i;
+        std::vector<int32_t> blocks(static_cast<size_t>((first_pos + n + kBlock - 1) / kBlock));
+        for (size_t b = 0; b < blocks.size(); ++b) blocks[b] = static_cast<int32_t>(b);
+        batch_.clear();
+        batch_.add_sequence(tokens, first_pos, slots, blocks, first_pos + n, true);
+        batch_.finish();
+        batch_.validate(kBlock);
+        backend().plan(batch_);
+    }
+    void plan_rows(int64_t rows) { plan_one_sequence(std::vector<int32_t>(rows, 0), 0); }
+
     ThreadPool pool_;
     std::unique_ptr<Backend> backend_;
     ErrorReport report_;
+    ForwardBatch batch_;
 };
 
 inline std::string factory_name(const ::testing::TestParamInfo<BackendFactory>& info) {

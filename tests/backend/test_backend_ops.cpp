@@ -59,28 +59,10 @@ struct NoiseStats;
 
 class BackendOps : public BackendTest {
   protected:
-    // Plans a step of one sequence whose `tokens` sit at positions first_pos, first_pos + 1,
-    // ...; the batch stays alive until the next plan, as the interface requires.
-    void plan_one_sequence(const std::vector<int32_t>& tokens, int64_t first_pos) {
-        constexpr int64_t kBlock = 16;
-        const auto n = static_cast<int64_t>(tokens.size());
-        std::vector<int64_t> slots(tokens.size());
-        for (int64_t i = 0; i < n; ++i) slots[i] = first_pos + i;
-        std::vector<int32_t> blocks(static_cast<size_t>((first_pos + n + kBlock - 1) / kBlock));
-        for (size_t b = 0; b < blocks.size(); ++b) blocks[b] = static_cast<int32_t>(b);
-        batch_.clear();
-        batch_.add_sequence(tokens, first_pos, slots, blocks, first_pos + n, true);
-        batch_.finish();
-        batch_.validate(kBlock);
-        backend().plan(batch_);
-    }
-    void plan_rows(int64_t rows) { plan_one_sequence(std::vector<int32_t>(rows, 0), 0); }
     using GatedOp = void (Backend::*)(const Tensor&, const Tensor&, Tensor);
     void check_gated(const char* op, GatedOp run, double (*act)(double));
     void check_matmul(DType t, int64_t n, int64_t k, int64_t m, std::mt19937_64& rng,
                       NoiseStats& stats);
-
-    ForwardBatch batch_;
 };
 
 TEST(BackendOpsCoverage, EveryCpuWeightTypeIsTested) {

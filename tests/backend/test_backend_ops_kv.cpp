@@ -463,15 +463,17 @@ void BackendKvOps::check_block_ops(KvFormats f, int64_t bs, std::mt19937_64& rng
            {K::Copy, 7, 6},
            {K::SwapOut, 6, 2},
            {K::SwapIn, 2, 4}});
-    if (kv->device() == Device::Cpu) {  // eviction's row moves: host storage only for now
-        const auto slot = [bs](int32_t block, int64_t off) {
-            return static_cast<int32_t>(block * bs + off % bs);
-        };
-        apply({{K::MoveRow, slot(3, 5), slot(1, 0), -1, -1},
-               {K::MoveRow, slot(4, 2), slot(4, 0), 1, -1},
-               {K::MoveRow, slot(5, 1), slot(2, 3), 0, 1},
-               {K::MoveRow, slot(6, 0), slot(5, 1), 1, 0}});
-    }
+    // Eviction's row moves, in order: the second reads the slot the first wrote, the fourth
+    // writes the slot the third read, and a copy between runs of moves keeps its place.
+    const auto slot = [bs](int32_t block, int64_t off) {
+        return static_cast<int32_t>(block * bs + off % bs);
+    };
+    apply({{K::MoveRow, slot(3, 5), slot(1, 0), -1, -1},
+           {K::MoveRow, slot(1, 0), slot(4, 0), 1, -1},
+           {K::MoveRow, slot(5, 1), slot(2, 3), 0, 1},
+           {K::MoveRow, slot(6, 0), slot(5, 1), 1, 0},
+           {K::Copy, 4, 6},
+           {K::MoveRow, slot(6, 1), slot(3, 2), -1, -1}});
 
     double worst = 0.0;
     std::string wrong;  // each block that differs, at its first wrong element

@@ -61,6 +61,21 @@ size_t align_up(size_t n) {
     return (n + kAlign - 1) / kAlign * kAlign;
 }
 
+// v rounded up to m * 2^e with 8 <= m < 16 (at least 16): step shapes recorded as graphs come
+// in few sizes, each at most 1/8 above the true one.
+int32_t bucket(int32_t v) {
+    if (v <= 16) return 16;
+    int e = 0;
+    while ((v - 1) >> (e + 4) != 0) ++e;  // the smallest e with v <= 16 * 2^e
+    const int32_t step = int32_t{1} << e;
+    return (v + step - 1) / step * step;
+}
+
+// Graphs kept before all are dropped and recorded again (each holds ~20 launches per layer).
+constexpr size_t kMaxGraphs = 256;
+// cuBLAS workspace, given explicitly so that recorded GEMMs never allocate (32 MiB on Hopper).
+constexpr size_t kCublasWorkspace = size_t{32} << 20;
+
 }  // namespace
 
 // --- backend ---
@@ -69,11 +84,12 @@ void* CudaBackend::Scratch::get(size_t bytes) {
     if (!buf || buf->bytes() < bytes) {
         buf.reset();  // free first: the old and new buffers need not fit together
         buf = std::make_unique<CudaBuffer>(bytes);
+        ++*generation;
     }
     return buf->data();
 }
 
-CudaBackend::CudaBackend() {
+CudaBackend::CudaBackend(bool graphs) : graphs_enabled_(graphs) {
     if (!cuda_device_available()) {
         fail<Error>("--device cuda: no usable CUDA device (cudaGetDeviceCount found none)");
     }
@@ -88,10 +104,15 @@ CudaBackend::CudaBackend() {
     check(cublasCreate(&h), "cublasCreate");
     cublas_ = h;
     check(cublasSetStream(h, s), "cublasSetStream");
+    cublas_ws_ = std::make_unique<CudaBuffer>(kCublasWorkspace);
+    check(cublasSetWorkspace(h, cublas_ws_->data(), kCublasWorkspace), "cublasSetWorkspace");
 }
 
 CudaBackend::~CudaBackend() {
     if (stream_ != nullptr) cudaStreamSynchronize(as_stream(stream_));
+    for (auto& [key, g] : graphs_) {
+        if (g.exec != nullptr) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(g.exec));
+    }
     if (cublas_ != nullptr) cublasDestroy(static_cast<cublasHandle_t>(cublas_));
     if (stream_ != nullptr) cudaStreamDestroy(as_stream(stream_));
 }
@@ -107,6 +128,7 @@ Backend::MemoryInfo CudaBackend::memory_info() const {
 }
 
 std::unique_ptr<DeviceBuffer> CudaBackend::allocate(size_t bytes) {
+    ++generation_;  // a model's activations may have moved
     return std::make_unique<CudaBuffer>(bytes);
 }
 
@@ -145,6 +167,7 @@ void CudaBackend::load_weights(ModelWeights& weights) {
     });
     if (total == 0) return;
     auto memory = std::make_unique<CudaBuffer>(total);
+    ++generation_;
     auto* base = static_cast<std::byte*>(memory->data());
     for (const auto& [host, u] : uploads) {
         check(cudaMemcpy(base + u.offset, host, u.bytes, cudaMemcpyHostToDevice), "weight upload");
@@ -175,6 +198,7 @@ std::unique_ptr<KvStorage> CudaBackend::make_kv_storage(const KvLayout& layout, 
         fail<InvalidArgument>(
             "KV eviction by attention scores (h2o, tova) is not on the GPU yet: use --device cpu");
     }
+    ++generation_;
     return std::make_unique<DeviceKvStorage>(layout, formats, stream_);
 }
 
@@ -193,28 +217,6 @@ void CudaBackend::plan(const ForwardBatch& batch) {
     if (batch.kv_scores != KvScoreMode::None) {
         fail<InvalidArgument>("the CUDA backend does not record attention scores yet");
     }
-    // One upload: the int64 slots first (8-byte aligned), then the int32 arrays.
-    const size_t n_slots = batch.slot_mapping.size();
-    std::vector<std::pair<const std::vector<int32_t>*, int32_t**>> arrays = {
-        {&batch.tokens, &plan_.tokens},         {&batch.query_start, &plan_.query_start},
-        {&batch.kv_len, &plan_.kv_len},         {&batch.block_table, &plan_.block_table},
-        {&batch.logit_rows, &plan_.logit_rows},
-    };
-    size_t bytes = n_slots * sizeof(int64_t);
-    for (const auto& [v, ptr] : arrays) bytes += align_up(v->size() * sizeof(int32_t));
-    meta_host_.resize(bytes);
-    auto* dev = static_cast<std::byte*>(meta_.get(std::max<size_t>(bytes, kAlign)));
-    std::memcpy(meta_host_.data(), batch.slot_mapping.data(), n_slots * sizeof(int64_t));
-    plan_.slots = reinterpret_cast<int64_t*>(dev);
-    size_t off = n_slots * sizeof(int64_t);
-    for (const auto& [v, ptr] : arrays) {
-        std::memcpy(meta_host_.data() + off, v->data(), v->size() * sizeof(int32_t));
-        *ptr = reinterpret_cast<int32_t*>(dev + off);
-        off += align_up(v->size() * sizeof(int32_t));
-    }
-    check(
-        cudaMemcpyAsync(dev, meta_host_.data(), bytes, cudaMemcpyHostToDevice, as_stream(stream_)),
-        "plan upload");
     plan_.batch = &batch;
     plan_.decode_splits = 0;
     plan_.max_q_len = 0;
@@ -223,6 +225,114 @@ void CudaBackend::plan(const ForwardBatch& batch) {
         plan_.max_q_len = std::max<int32_t>(plan_.max_q_len, static_cast<int32_t>(batch.q_len(s)));
         plan_.max_kv_len = std::max(plan_.max_kv_len, batch.kv_len[s]);
     }
+    // Decode steps (one new row per sequence) may be recorded: their block table is padded and
+    // their KV bound rounded up to buckets, so that a recording serves many steps. Eager decode
+    // steps do the same, so that both split the attention alike and agree bit for bit.
+    const bool decode = batch.n_seqs() > 0 && batch.n_rows() == batch.n_seqs();
+    plan_.graph = graphs_enabled_ && decode;
+    plan_.table_stride = decode ? bucket(batch.max_blocks) : batch.max_blocks;
+    plan_.kv_bound = decode ? bucket(plan_.max_kv_len) : plan_.max_kv_len;
+
+    // One upload: the int64 slots first (8-byte aligned), then the int32 arrays.
+    const size_t n_slots = batch.slot_mapping.size();
+    const size_t table_len = static_cast<size_t>(batch.n_seqs()) * plan_.table_stride;
+    struct Array {
+        const std::vector<int32_t>* v;
+        size_t len;  // elements uploaded (the block table padded to table_stride)
+        int32_t** dst;
+    };
+    const Array arrays[] = {
+        {&batch.tokens, batch.tokens.size(), &plan_.tokens},
+        {&batch.query_start, batch.query_start.size(), &plan_.query_start},
+        {&batch.kv_len, batch.kv_len.size(), &plan_.kv_len},
+        {&batch.block_table, table_len, &plan_.block_table},
+        {&batch.logit_rows, batch.logit_rows.size(), &plan_.logit_rows},
+    };
+    size_t bytes = n_slots * sizeof(int64_t);
+    for (const Array& a : arrays) bytes += align_up(a.len * sizeof(int32_t));
+    meta_host_.assign(bytes, std::byte{0});
+    auto* dev = static_cast<std::byte*>(meta_.get(std::max<size_t>(bytes, kAlign)));
+    std::memcpy(meta_host_.data(), batch.slot_mapping.data(), n_slots * sizeof(int64_t));
+    plan_.slots = reinterpret_cast<int64_t*>(dev);
+    size_t off = n_slots * sizeof(int64_t);
+    for (const Array& a : arrays) {
+        auto* host = reinterpret_cast<int32_t*>(meta_host_.data() + off);
+        if (a.v == &batch.block_table && a.len != a.v->size()) {
+            std::fill_n(host, a.len, -1);
+            for (int64_t s = 0; s < batch.n_seqs(); ++s) {
+                const auto blocks = batch.blocks(s);
+                std::copy(blocks.begin(), blocks.end(), host + s * plan_.table_stride);
+            }
+        } else {
+            std::memcpy(host, a.v->data(), a.len * sizeof(int32_t));
+        }
+        *a.dst = reinterpret_cast<int32_t*>(dev + off);
+        off += align_up(a.len * sizeof(int32_t));
+    }
+    check(
+        cudaMemcpyAsync(dev, meta_host_.data(), bytes, cudaMemcpyHostToDevice, as_stream(stream_)),
+        "plan upload");
+}
+
+void CudaBackend::drop_graphs() {
+    check(cudaStreamSynchronize(as_stream(stream_)), "graph drop");
+    for (auto& [key, g] : graphs_) {
+        if (g.exec != nullptr) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(g.exec));
+    }
+    graphs_.clear();
+}
+
+// A decode step's ops are run eagerly the first time its shape is seen (which sizes every
+// scratch buffer it needs), recorded the second time, and replayed after that, as long as no
+// allocation has moved a buffer since (generation_).
+void CudaBackend::run_ops(const void* model, const KvStorage& kv,
+                          const std::function<void()>& ops) {
+    const Plan& p = planned();
+    if (!p.graph) return ops();
+    const GraphKey key{model,
+                       &kv,
+                       p.batch->n_seqs(),
+                       static_cast<int64_t>(p.batch->logit_rows.size()),
+                       p.table_stride,
+                       p.kv_bound};
+    auto it = graphs_.find(key);
+    if (it == graphs_.end() && graphs_.size() >= kMaxGraphs) drop_graphs();
+    if (it == graphs_.end()) it = graphs_.emplace(key, Graph{}).first;
+    Graph& g = it->second;
+    const auto s = as_stream(stream_);
+    if (g.generation == generation_ && g.exec != nullptr) {
+        check(cudaGraphLaunch(static_cast<cudaGraphExec_t>(g.exec), s), "graph launch");
+        return;
+    }
+    if (g.generation != generation_) {  // first sight of this shape with these buffers
+        if (g.exec != nullptr) {
+            check(cudaStreamSynchronize(s), "graph drop");
+            cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(g.exec));
+            g.exec = nullptr;
+        }
+        ops();
+        g.generation = generation_;
+        return;
+    }
+    check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "graph capture");
+    cudaGraph_t graph = nullptr;
+    try {
+        ops();
+    } catch (...) {
+        cudaStreamEndCapture(s, &graph);
+        if (graph != nullptr) cudaGraphDestroy(graph);
+        cudaGetLastError();
+        graphs_.erase(it);
+        throw;
+    }
+    check(cudaStreamEndCapture(s, &graph), "graph capture");
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    check(e, "graph instantiate");
+    check(cudaGraphLaunch(exec, s), "graph launch");
+    g.exec = exec;
+    // An allocation during the recording (none is expected) leaves g stale: recorded again.
 }
 
 void CudaBackend::embed(const Weight& table, Tensor out) {
@@ -247,22 +357,26 @@ void CudaBackend::matmul(const Weight& w, const Tensor& x, Tensor y) {
         check_launch("matvec");
         return;
     }
-    // Tensor cores: W dequantised to bf16 and the activations rounded to bf16, fp32 sums.
-    const void* wb = w.data;  // bf16 weights are used as they are
-    if (w.type != DType::BF16) {
+    // Tensor cores with fp32 sums: F16 and BF16 weights as they are, with the activations
+    // rounded to the same 16-bit type (as llama.cpp does for F16); other types dequantised to
+    // bf16 first.
+    const bool f16 = w.type == DType::F16;
+    const void* wb = w.data;
+    if (!f16 && w.type != DType::BF16) {
         auto* buf = static_cast<uint16_t*>(w_bf16_.get(static_cast<size_t>(n * k) * 2));
         cuda_backend::dequantize_bf16(w.type, w.data, n, k, buf, stream_);
         wb = buf;
     }
     auto* xb = x_bf16_.get(static_cast<size_t>(m * k) * 2);
-    cuda_backend::to_half(x.f32(), m * k, Half::BF16, xb, stream_);
+    cuda_backend::to_half(x.f32(), m * k, f16 ? Half::F16 : Half::BF16, xb, stream_);
     check_launch("matmul operands");
     const float alpha = 1.f, beta = 0.f;
+    const cudaDataType_t operand = f16 ? CUDA_R_16F : CUDA_R_16BF;
     // Column-major view: y^T (n x m) = W (k x n)^T * x^T (k x m).
     check(cublasGemmEx(static_cast<cublasHandle_t>(cublas_), CUBLAS_OP_T, CUBLAS_OP_N,
                        static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha, wb,
-                       CUDA_R_16BF, static_cast<int>(k), xb, CUDA_R_16BF, static_cast<int>(k),
-                       &beta, y.f32(), CUDA_R_32F, static_cast<int>(n), CUBLAS_COMPUTE_32F,
+                       operand, static_cast<int>(k), xb, operand, static_cast<int>(k), &beta,
+                       y.f32(), CUDA_R_32F, static_cast<int>(n), CUBLAS_COMPUTE_32F,
                        CUBLAS_GEMM_DEFAULT),
           "matmul (cublasGemmEx)");
 }
@@ -387,7 +501,7 @@ void CudaBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q,
         pp.paged = cuda::PagedKv{dkv.side(layer, false),
                                  dkv.side(layer, true),
                                  p.block_table,
-                                 b.max_blocks,
+                                 p.table_stride,
                                  static_cast<int>(l.block_size),
                                  l.n_kv_heads * l.block_size * l.head_dim,
                                  l.head_dim,
@@ -417,12 +531,12 @@ void CudaBackend::decode_attention(const DeviceKvStorage& kv, int64_t layer, con
     d.num_heads = static_cast<int>(n_heads);
     d.num_kv_heads = static_cast<int>(l.n_kv_heads);
     d.batch = static_cast<int>(p.batch->n_seqs());
-    d.max_seqlen_k = p.max_kv_len;
+    d.max_seqlen_k = p.kv_bound;
     d.q = q;
     d.paged = cuda::PagedKv{kv.side(layer, false),
                             kv.side(layer, true),
                             p.block_table,
-                            p.batch->max_blocks,
+                            p.table_stride,
                             static_cast<int>(l.block_size),
                             l.n_kv_heads * l.block_size * l.head_dim,
                             l.head_dim,
@@ -451,6 +565,97 @@ void CudaBackend::gather_logit_rows(const Tensor& x, Tensor out) {
     VELA_ASSERT(out.rows == static_cast<int64_t>(p.batch->logit_rows.size()) && out.cols == x.cols);
     cuda_backend::gather_rows(x.f32(), x.cols, p.logit_rows, out.rows, out.f32(), stream_);
     check_launch("gather_logit_rows");
+}
+
+// --- fused ops ---
+
+void CudaBackend::add_rms_norm(Tensor x, const Tensor& delta, const Weight& weight, Tensor y,
+                               float eps) {
+    check_f32(x);
+    check_f32(delta);
+    check_f32(y);
+    check_device_weight(weight);
+    VELA_ASSERT(delta.rows == x.rows && delta.cols == x.cols && y.rows == x.rows &&
+                y.cols == x.cols && weight.cols == x.cols);
+    cuda_backend::add_rms_norm(x.f32(), delta.f32(), weight.f32(), y.f32(), x.rows, x.cols, eps,
+                               stream_);
+    check_launch("add_rms_norm");
+}
+
+// Decode-sized inputs with weights of one type: one matvec launch for all of them.
+void CudaBackend::matmuls(std::span<const Weight* const> ws, const Tensor& x,
+                          std::span<const Tensor> ys) {
+    VELA_ASSERT(ws.size() == ys.size());
+    check_f32(x);
+    bool one_launch = cuda_backend::matvec_fusions_available() && x.rows >= 1 &&
+                      x.rows <= cuda_backend::kMatvecMaxRows &&
+                      ws.size() <= static_cast<size_t>(cuda_backend::kMatvecMaxMats);
+    cuda_backend::MatvecOutput outs[cuda_backend::kMatvecMaxMats];
+    for (size_t i = 0; one_launch && i < ws.size(); ++i) {
+        check_device_weight(*ws[i]);
+        check_f32(ys[i]);
+        VELA_ASSERT(ws[i]->cols == x.cols && ys[i].rows == x.rows && ys[i].cols == ws[i]->rows);
+        one_launch = ws[i]->type == ws[0]->type && ws[i]->rows > 0;
+        outs[i] = {ws[i]->data, ws[i]->rows, ys[i].f32()};
+    }
+    if (!one_launch) return Backend::matmuls(ws, x, ys);
+    cuda_backend::matvec_multi(ws[0]->type, outs, static_cast<int>(ws.size()), x.cols, x.f32(),
+                               x.rows, stream_);
+    check_launch("matvec_multi");
+}
+
+void CudaBackend::gated_ffn(const Weight& gate, const Weight& up, const Tensor& x, Tensor y,
+                            Tensor up_out, bool gelu) {
+    check_f32(x);
+    check_f32(y);
+    check_device_weight(gate);
+    check_device_weight(up);
+    const bool one_launch = cuda_backend::matvec_fusions_available() && x.rows >= 1 &&
+                            x.rows <= cuda_backend::kMatvecMaxRows && gate.type == up.type &&
+                            gate.rows == up.rows;
+    if (!one_launch) return Backend::gated_ffn(gate, up, x, y, up_out, gelu);
+    VELA_ASSERT(gate.cols == x.cols && up.cols == x.cols && y.rows == x.rows &&
+                y.cols == gate.rows);
+    cuda_backend::matvec_glu(gate.type, gate.data, up.data, gate.rows, x.cols, x.f32(), x.rows,
+                             y.f32(), gelu, stream_);
+    check_launch("matvec_glu");
+}
+
+void CudaBackend::rope_write_kv(KvStorage& kv, int64_t layer, Tensor q, Tensor k, const Tensor& v,
+                                int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                                int64_t rot_dim, const Tensor& cos, const Tensor& sin, bool neox) {
+    check_f32(q);
+    check_f32(k);
+    check_f32(v);
+    check_f32(cos);
+    check_f32(sin);
+    const auto& dkv = device_storage(kv);
+    const KvLayout& l = dkv.layout();
+    const Plan& p = planned();
+    VELA_ASSERT(q.rows == p.batch->n_rows() && k.rows == q.rows && v.rows == q.rows);
+    VELA_ASSERT(n_kv_heads == l.n_kv_heads && head_dim == l.head_dim);
+    VELA_ASSERT(q.cols == n_heads * head_dim && k.cols == n_kv_heads * head_dim && v.cols == k.cols);
+    VELA_ASSERT(rot_dim <= head_dim && rot_dim % 2 == 0 && cos.rows == q.rows &&
+                cos.cols == rot_dim / 2 && sin.rows == q.rows);
+    cuda_backend::RopeWriteKv r;
+    r.q = q.f32();
+    r.k = k.f32();
+    r.v = v.f32();
+    r.cos = cos.f32();
+    r.sin = sin.f32();
+    r.slots = p.slots;
+    r.rows = q.rows;
+    r.n_heads = n_heads;
+    r.n_kv_heads = n_kv_heads;
+    r.head_dim = head_dim;
+    r.rot_dim = rot_dim;
+    r.block_size = l.block_size;
+    r.neox = neox;
+    r.k_cache = dkv.side(layer, false);
+    r.v_cache = dkv.side(layer, true);
+    r.format = half_of(dkv.formats().k);
+    cuda_backend::rope_write_kv(r, stream_);
+    check_launch("rope_write_kv");
 }
 
 }  // namespace vela

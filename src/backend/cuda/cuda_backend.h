@@ -5,11 +5,15 @@
 // kernels of src/cuda. One stream carries the whole step; only to_host() waits for it.
 //
 // Matmuls of up to kMatvecMaxRows rows (decode, draft verification) run the dequantising
-// matrix-vector kernels in fp32; larger ones (prefill) dequantise the weight to bf16 and run a
-// cuBLAS tensor-core GEMM with bf16 activations and fp32 accumulation.
+// matrix-vector kernels in fp32; larger ones (prefill) run a cuBLAS tensor-core GEMM with fp32
+// accumulation: F16 and BF16 weights as stored, with activations rounded to the same type, other
+// types dequantised to bf16 first. Decode steps may be recorded as CUDA graphs and replayed
+// (run_ops); a few ops have fused kernels (add_rms_norm, matmuls, gated_ffn, rope_write_kv).
 //
 // This header needs no CUDA headers: code built without nvcc (the CLI, tests) can use it.
+#include <compare>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -35,7 +39,8 @@ class CudaBuffer final : public DeviceBuffer {
 };
 
 // Paged K/V in device memory, F16 or BF16, in KvStorage's layout: per layer, K and V each
-// [num_blocks][n_kv_heads][block_size][head_dim]. Swapped-out blocks live in pinned host memory.
+// [num_blocks][n_kv_heads][block_size][head_dim]. Swapped-out blocks live in pinned host memory;
+// eviction's row moves run as one kernel per run of moves. No attention scores (h2o, tova).
 class DeviceKvStorage final : public KvStorage {
   public:
     DeviceKvStorage(const KvLayout& layout, KvFormats formats, void* stream);
@@ -55,6 +60,8 @@ class DeviceKvStorage final : public KvStorage {
     void read(int64_t layer, int64_t slot, int64_t kv_head, bool value, float* out) const;
 
   private:
+    void move_rows(std::span<const BlockOp> ops);
+
     struct PinnedFree {
         void operator()(std::byte* p) const;
     };
@@ -63,6 +70,7 @@ class DeviceKvStorage final : public KvStorage {
     void* stream_;
     size_t block_bytes_ = 0;  // one block of one side of one layer
     std::unique_ptr<CudaBuffer> memory_;
+    std::unique_ptr<CudaBuffer> moves_;  // the row moves of one apply(), uploaded
     std::map<int32_t, std::unique_ptr<std::byte, PinnedFree>> host_;  // swap space by host slot
 };
 
@@ -71,8 +79,10 @@ bool cuda_device_available();
 
 class CudaBackend final : public Backend {
   public:
-    // On the current CUDA device; Error when there is none.
-    CudaBackend();
+    // On the current CUDA device; Error when there is none. With `graphs`, decode steps are
+    // recorded as CUDA graphs (one per step shape) and replayed; without, every op is launched
+    // one by one (vLLM's --enforce-eager).
+    explicit CudaBackend(bool graphs = true);
     ~CudaBackend() override;
 
     Device device() const override { return Device::Cuda; }
@@ -86,6 +96,8 @@ class CudaBackend final : public Backend {
     std::unique_ptr<KvStorage> make_kv_storage(const KvLayout& layout, KvFormats formats) override;
 
     void plan(const ForwardBatch& batch) override;
+    void run_ops(const void* model, const KvStorage& kv,
+                 const std::function<void()>& ops) override;
     void embed(const Weight& table, Tensor out) override;
     void matmul(const Weight& w, const Tensor& x, Tensor y) override;
     void rms_norm(const Tensor& x, const Weight& weight, Tensor y, float eps) override;
@@ -101,15 +113,41 @@ class CudaBackend final : public Backend {
                    float scale, int64_t window) override;
     void gather_logit_rows(const Tensor& x, Tensor out) override;
 
+    void add_rms_norm(Tensor x, const Tensor& delta, const Weight& weight, Tensor y,
+                      float eps) override;
+    void matmuls(std::span<const Weight* const> ws, const Tensor& x,
+                 std::span<const Tensor> ys) override;
+    void gated_ffn(const Weight& gate, const Weight& up, const Tensor& x, Tensor y, Tensor up_out,
+                   bool gelu) override;
+    void rope_write_kv(KvStorage& kv, int64_t layer, Tensor q, Tensor k, const Tensor& v,
+                       int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t rot_dim,
+                       const Tensor& cos, const Tensor& sin, bool neox) override;
+
     // Whether KV of this format is stored (head_dim 0) and attended over at this head size.
     static bool supports_kv(KvFormats formats, int64_t head_dim);
 
   private:
-    // A device scratch buffer that grows to the largest size asked of it.
+    // A device scratch buffer that grows to the largest size asked of it; growing moves it,
+    // which invalidates the recorded graphs (a new generation).
     struct Scratch {
+        explicit Scratch(uint64_t* g) : generation(g) {}
+        uint64_t* generation;
         std::unique_ptr<CudaBuffer> buf;
         void* get(size_t bytes);
     };
+    // A decode step's shape: what a recorded graph bakes into its launches.
+    struct GraphKey {
+        const void* model;
+        const void* kv;
+        int64_t n_seqs, n_logits;
+        int32_t table_stride, kv_bound;
+        auto operator<=>(const GraphKey&) const = default;
+    };
+    struct Graph {
+        uint64_t generation = 0;  // of the buffers the graph (or the eager run before it) used
+        void* exec = nullptr;     // cudaGraphExec_t; null: seen once, recorded the next time
+    };
+    void drop_graphs();
     // The step's metadata in device memory, at offsets into meta_ (one upload per step).
     struct Plan {
         const ForwardBatch* batch = nullptr;
@@ -120,6 +158,11 @@ class CudaBackend final : public Backend {
         int32_t* block_table = nullptr;
         int32_t* logit_rows = nullptr;
         int32_t max_q_len = 0, max_kv_len = 0;
+        // Row length of the uploaded block table and the bound on KV lengths given to the
+        // kernels: the batch's own, or rounded up to a few buckets for a recorded decode step
+        // (kernels read the true lengths from kv_len).
+        int32_t table_stride = 0, kv_bound = 0;
+        bool graph = false;     // a decode step that may be recorded and replayed
         int decode_splits = 0;  // chosen by the step's first decode attention
     };
     const Plan& planned() const;
@@ -130,10 +173,15 @@ class CudaBackend final : public Backend {
     void* stream_ = nullptr;  // cudaStream_t
     void* cublas_ = nullptr;  // cublasHandle_t
     int sm_count_ = 0;
+    bool graphs_enabled_;
+    uint64_t generation_ = 1;  // bumped by every allocation that may move what graphs point at
+    std::map<GraphKey, Graph> graphs_;
+    std::unique_ptr<CudaBuffer> cublas_ws_;
     std::vector<std::unique_ptr<CudaBuffer>> weights_;  // one allocation per model loaded
     Plan plan_;
     std::vector<std::byte> meta_host_;
-    Scratch meta_, w_bf16_, x_bf16_, q_half_, o_half_, decode_ws_;
+    Scratch meta_{&generation_}, w_bf16_{&generation_}, x_bf16_{&generation_},
+        q_half_{&generation_}, o_half_{&generation_}, decode_ws_{&generation_};
 };
 
 }  // namespace vela

@@ -6,6 +6,7 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/ops.h"
 #include "core/error.h"
 #include "core/fp16.h"
 #include "cuda/attention_params.h"
@@ -61,12 +62,44 @@ void* DeviceKvStorage::side(int64_t layer, bool value) const {
            side_bytes * static_cast<size_t>(2 * layer + (value ? 1 : 0));
 }
 
+// A run of row moves in one launch: the list uploaded to moves_, then moved in order.
+void DeviceKvStorage::move_rows(std::span<const BlockOp> ops) {
+    std::vector<cuda_backend::KvRowMove> host(ops.size());
+    for (size_t i = 0; i < ops.size(); ++i) {
+        const BlockOp& op = ops[i];
+        VELA_ASSERT(op.kind == BlockOp::Kind::MoveRow);
+        host[i] = {op.src, op.dst, op.layer, op.head};
+    }
+    const size_t bytes = host.size() * sizeof(cuda_backend::KvRowMove);
+    if (!moves_ || moves_->bytes() < bytes) moves_ = std::make_unique<CudaBuffer>(bytes);
+    // From pageable memory: returns once `host` is read, ordered before the kernel.
+    check(cudaMemcpyAsync(moves_->data(), host.data(), bytes, cudaMemcpyHostToDevice,
+                          as_stream(stream_)),
+          "KV row moves upload");
+    cuda_backend::KvRowMoves m;
+    m.moves = static_cast<const cuda_backend::KvRowMove*>(moves_->data());
+    m.count = static_cast<int64_t>(host.size());
+    m.cache = memory_->data();
+    m.side_bytes = static_cast<int64_t>(block_bytes_) * layout_.num_blocks;
+    m.n_layers = layout_.n_layers;
+    m.n_kv_heads = layout_.n_kv_heads;
+    m.block_size = layout_.block_size;
+    m.head_dim = layout_.head_dim;
+    cuda_backend::move_kv_rows(m, stream_);
+    check(cudaGetLastError(), "KV row moves");
+}
+
 void DeviceKvStorage::apply(std::span<const BlockOp> ops) {
     const cudaStream_t s = as_stream(stream_);
     bool swapped = false;
-    for (const BlockOp& op : ops) {
-        if (op.kind == BlockOp::Kind::MoveRow) {
-            fail<InvalidArgument>("KV eviction (row moves) is not on the GPU yet: use --device cpu");
+    for (size_t i = 0; i < ops.size(); ++i) {
+        const BlockOp& op = ops[i];
+        if (op.kind == BlockOp::Kind::MoveRow) {  // with the moves right after it
+            size_t end = i + 1;
+            while (end < ops.size() && ops[end].kind == BlockOp::Kind::MoveRow) ++end;
+            move_rows(ops.subspan(i, end - i));
+            i = end - 1;
+            continue;
         }
         for (int64_t layer = 0; layer < layout_.n_layers; ++layer) {
             for (bool value : {false, true}) {
@@ -106,7 +139,7 @@ void DeviceKvStorage::apply(std::span<const BlockOp> ops) {
                         break;
                     }
                     case BlockOp::Kind::MoveRow:
-                        break;  // refused above
+                        break;  // moved above
                 }
             }
         }

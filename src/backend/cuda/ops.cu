@@ -45,6 +45,25 @@ __global__ void rms_norm_kernel(const float* x, const float* w, float* y, int64_
     for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) yr[i] = xr[i] * scale * w[i];
 }
 
+// rms_norm after x += d, one block per row: x and the sum of squares as add_kernel followed by
+// rms_norm_kernel compute them (same values, same order), in one pass. y may be d.
+__global__ void add_rms_norm_kernel(float* x, const float* d, const float* w, float* y,
+                                    int64_t cols, float eps) {
+    float* xr = x + blockIdx.x * cols;
+    const float* dr = d + blockIdx.x * cols;
+    float* yr = y + blockIdx.x * cols;
+    float ss = 0.f;
+    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+        const float v = xr[i] + dr[i];
+        xr[i] = v;
+        ss += v * v;
+    }
+    ss = block_sum(ss);
+    const float scale = rsqrtf(ss / static_cast<float>(cols) + eps);
+    // Each thread writes y only where it read d (y may alias d).
+    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) yr[i] = xr[i] * scale * w[i];
+}
+
 __global__ void add_kernel(float* y, const float* x, int64_t n) {
     const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
     if (i < n) y[i] += x[i];
@@ -132,7 +151,97 @@ __global__ void write_kv_kernel(KvWrite w) {
     static_cast<T*>(w.v_cache)[dst] = to<T>(w.v[t]);
 }
 
+// One block per row: the row's query heads rotated in place, its key heads rotated (in place
+// too) and stored with its value heads at the row's slot. Items: n_heads x half query pairs, then
+// per kv head the half key pairs and the head_dim - rot_dim unrotated key elements, then every
+// value element.
+template <class T>
+__global__ void rope_write_kv_kernel(RopeWriteKv p) {
+    const int64_t row = blockIdx.x;
+    const int hd = static_cast<int>(p.head_dim), half = static_cast<int>(p.rot_dim / 2);
+    const int nkv = static_cast<int>(p.n_kv_heads), kitems = hd - half;
+    const float* cr = p.cos + row * half;
+    const float* sr = p.sin + row * half;
+    const int64_t slot = p.slots[row], block = slot / p.block_size, off = slot % p.block_size;
+    const int nq = static_cast<int>(p.n_heads) * half, nk = nkv * kitems, nv = nkv * hd;
+    for (int t = threadIdx.x; t < nq + nk + nv; t += blockDim.x) {
+        if (t < nq + nk) {
+            const bool key = t >= nq;
+            const int u = key ? t - nq : t, per = key ? kitems : half;
+            const int head = u / per, i = u % per;
+            float* x = key ? p.k + (row * nkv + head) * hd
+                           : p.q + (row * p.n_heads + head) * hd;
+            T* dst = static_cast<T*>(p.k_cache) + ((block * nkv + head) * p.block_size + off) * hd;
+            if (i < half) {
+                const int i0 = p.neox ? i : 2 * i, i1 = p.neox ? i + half : 2 * i + 1;
+                const float c = cr[i], s = sr[i];
+                const float a = x[i0], b = x[i1];
+                const float r0 = a * c - b * s, r1 = a * s + b * c;
+                x[i0] = r0;
+                x[i1] = r1;
+                if (key) {
+                    dst[i0] = to<T>(r0);
+                    dst[i1] = to<T>(r1);
+                }
+            } else {  // keys only: an element past the rotated dims
+                const int e = 2 * half + (i - half);
+                dst[e] = to<T>(x[e]);
+            }
+        } else {
+            const int u = t - nq - nk, head = u / hd, e = u % hd;
+            T* dst = static_cast<T*>(p.v_cache) + ((block * nkv + head) * p.block_size + off) * hd;
+            dst[e] = to<T>(p.v[(row * nkv + head) * hd + e]);
+        }
+    }
+}
+
+// One block per (layer, side): the moves touch each (layer, side) apart from every other, so
+// blocks run independently, while inside one the moves go in order (a barrier after each).
+__global__ void move_kv_rows_kernel(KvRowMoves m) {
+    const int64_t layer = blockIdx.x / 2, hd = m.head_dim;
+    auto* side = reinterpret_cast<uint16_t*>(static_cast<char*>(m.cache) +
+                                             m.side_bytes * static_cast<int64_t>(blockIdx.x));
+    for (int64_t i = 0; i < m.count; ++i) {
+        const KvRowMove mv = m.moves[i];
+        if (mv.layer < 0 || mv.layer == layer) {
+            const int64_t h0 = mv.head < 0 ? 0 : mv.head, nh = mv.head < 0 ? m.n_kv_heads : 1;
+            const int64_t sb = mv.src / m.block_size, so = mv.src % m.block_size;
+            const int64_t db = mv.dst / m.block_size, dof = mv.dst % m.block_size;
+            for (int64_t t = threadIdx.x; t < nh * hd; t += blockDim.x) {
+                const int64_t h = h0 + t / hd, d = t % hd;
+                side[((db * m.n_kv_heads + h) * m.block_size + dof) * hd + d] =
+                    side[((sb * m.n_kv_heads + h) * m.block_size + so) * hd + d];
+            }
+        }
+        __syncthreads();
+    }
+}
+
 }  // namespace
+
+void move_kv_rows(const KvRowMoves& m, void* stream) {
+    if (m.count == 0 || m.n_layers == 0) return;
+    move_kv_rows_kernel<<<static_cast<unsigned>(2 * m.n_layers), kThreads, 0, as_stream(stream)>>>(m);
+}
+
+void add_rms_norm(float* x, const float* d, const float* w, float* y, int64_t rows, int64_t cols,
+                  float eps, void* stream) {
+    if (rows == 0) return;
+    const int threads = cols >= 1024 ? 1024 : cols >= 256 ? 256 : 64;
+    add_rms_norm_kernel<<<static_cast<unsigned>(rows), threads, 0, as_stream(stream)>>>(x, d, w, y,
+                                                                                        cols, eps);
+}
+
+void rope_write_kv(const RopeWriteKv& p, void* stream) {
+    if (p.rows == 0) return;
+    if (p.format == Half::F16) {
+        rope_write_kv_kernel<__half>
+            <<<static_cast<unsigned>(p.rows), kThreads, 0, as_stream(stream)>>>(p);
+    } else {
+        rope_write_kv_kernel<__nv_bfloat16>
+            <<<static_cast<unsigned>(p.rows), kThreads, 0, as_stream(stream)>>>(p);
+    }
+}
 
 void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t cols, float eps,
               void* stream) {

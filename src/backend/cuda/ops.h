@@ -13,6 +13,9 @@ enum class Half : uint8_t { F16, BF16 };
 // Each of `rows` rows of `cols` floats: y = x / rms(x) * w (w has cols entries); y may be x.
 void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t cols, float eps,
               void* stream);
+// x += d, then each row y = x / rms(x) * w; y may be d.
+void add_rms_norm(float* x, const float* d, const float* w, float* y, int64_t rows, int64_t cols,
+                  float eps, void* stream);
 void add(float* y, const float* x, int64_t n, void* stream);                           // y += x
 void add_bias(float* y, const float* bias, int64_t rows, int64_t cols, void* stream);  // rows
 void scale(float* y, float factor, int64_t n, void* stream);
@@ -40,5 +43,39 @@ struct KvWrite {
     Half format = Half::F16;
 };
 void write_kv(const KvWrite& w, void* stream);
+
+// rope() of q (n_heads heads) and of k (n_kv_heads), both in place, then write_kv() of the
+// rotated k and of v: one launch for a layer's attention inputs.
+struct RopeWriteKv {
+    float* q = nullptr;
+    float* k = nullptr;
+    const float* v = nullptr;
+    const float* cos = nullptr;
+    const float* sin = nullptr;
+    const int64_t* slots = nullptr;
+    int64_t rows = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, rot_dim = 0, block_size = 0;
+    bool neox = false;
+    void* k_cache = nullptr;
+    void* v_cache = nullptr;
+    Half format = Half::F16;
+};
+void rope_write_kv(const RopeWriteKv& p, void* stream);
+
+// Eviction's row moves (BlockOp::MoveRow) on a paged cache of 16-bit rows: one token's rows
+// from flat slot src to flat slot dst, in `layer` (-1: all) and KV head `head` (-1: all), in
+// the order given (a move may read a slot an earlier one wrote). `moves` is a device array;
+// `cache` holds per layer the K then the V side, each side_bytes: [block][kv head][block_size]
+// [head_dim].
+struct KvRowMove {
+    int32_t src, dst, layer, head;
+};
+struct KvRowMoves {
+    const KvRowMove* moves = nullptr;
+    int64_t count = 0;
+    void* cache = nullptr;
+    int64_t side_bytes = 0;
+    int64_t n_layers = 0, n_kv_heads = 0, block_size = 0, head_dim = 0;
+};
+void move_kv_rows(const KvRowMoves& m, void* stream);
 
 }  // namespace vela::cuda_backend

@@ -6,6 +6,8 @@
 #include <atomic>
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
+#include <string_view>
 
 #include "backend/cuda/quant_formats.cuh"
 #include "backend/cuda/quant_kernels.h"
@@ -149,6 +151,149 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMatvecCtasPerSm) matvec_kerne
             for (int off = 16; off > 0; off /= 2) s += __shfl_xor_sync(0xFFFFFFFFu, s, off);
             if (lane == 0 && mm < a.m) a.y[mm * a.ldy + row] = s;
         }
+    }
+}
+
+// ---- matvec, one CTA per row group ----
+//
+// Work split: a CTA of kRowThreads threads takes R consecutive rows; its threads stride over the
+// chunks of those rows together (thread t takes chunks t, t + kRowThreads, ...: neighbouring
+// threads read neighbouring bytes), U chunks per row loaded before any is decoded. Activations
+// are read from global memory through L1 (no staging, no barrier before the first load); the
+// sums meet in shared memory at the end. The grid is one CTA per row group, so occupancy, not
+// the grid, sets how many loads are in flight.
+
+constexpr int kRowThreads = 128;
+
+// What a CTA writes: each row's sum (kNone), or for a gated FFN act(gate row) * (up row) from
+// row r = 0 of the gate matrix and r = 1 of the up matrix (kSilu: SwiGLU, kGelu: GeGLU, tanh).
+enum class Epilogue { kNone, kSilu, kGelu };
+
+struct RowsArgs {
+    const uint8_t* w[kMatvecMaxMats];
+    float* y[kMatvecMaxMats];
+    int64_t ldy[kMatvecMaxMats];
+    int n[kMatvecMaxMats];
+    int cta_end[kMatvecMaxMats];  // matrix j takes CTAs [cta_end[j - 1], cta_end[j])
+    int mats;
+    int64_t row_bytes;
+    int k, m;
+    const float* x;
+    int64_t ldx;
+    bool vec_x;  // x rows can be read as float4
+};
+
+template <class F, int M>
+__device__ __forceinline__ void accumulate_chunk_x(const typename F::Raw& raw, int cc,
+                                                   const RowsArgs& a, float (&acc)[M][2]) {
+    constexpr int L = F::kRunLen;
+    const int ch = cc % F::kChunks;
+    float v[F::kRuns * L];
+    F::decode(raw, ch, v);
+    const int base = cc / F::kChunks * F::kBlockElems;
+#pragma unroll
+    for (int r = 0; r < F::kRuns; ++r) {
+        const int e0 = base + F::run_start(ch, r);
+#pragma unroll
+        for (int mm = 0; mm < M; ++mm) {
+            // Rows past a.m read row a.m - 1 again (valid memory); their sums are dropped.
+            const float* xr = a.x + static_cast<int64_t>(min(mm, a.m - 1)) * a.ldx + e0;
+            if constexpr (L % 4 == 0) {
+                if (a.vec_x) {
+#pragma unroll
+                    for (int i = 0; i < L; i += 4) {
+                        const float4 xv = __ldg(reinterpret_cast<const float4*>(xr + i));
+                        const float* wv = v + r * L + i;
+                        acc[mm][0] = fmaf(wv[0], xv.x, acc[mm][0]);
+                        acc[mm][1] = fmaf(wv[1], xv.y, acc[mm][1]);
+                        acc[mm][0] = fmaf(wv[2], xv.z, acc[mm][0]);
+                        acc[mm][1] = fmaf(wv[3], xv.w, acc[mm][1]);
+                    }
+                    continue;
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < L; ++i)
+                acc[mm][i & 1] = fmaf(v[r * L + i], __ldg(xr + i), acc[mm][i & 1]);
+        }
+    }
+}
+
+__device__ __forceinline__ float gate_act(Epilogue e, float g) {
+    if (e == Epilogue::kSilu) return g / (1.f + expf(-g));
+    constexpr float kSqrt2OverPi = 0.7978845608028654f;
+    return 0.5f * g * (1.f + tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g)));
+}
+
+template <class F, int M, int R, Epilogue E>
+__global__ void __launch_bounds__(kRowThreads) matvec_rows_kernel(RowsArgs a) {
+    static_assert(E == Epilogue::kNone || R == 2, "a gated epilogue pairs a gate and an up row");
+    constexpr int kWarps = kRowThreads / 32;
+    // Chunks in flight per thread: F::kUnroll in all, over the R rows; fewer with 4+ activation
+    // rows, where the accumulators take the registers.
+    constexpr int U0 = F::kUnroll / R > 0 ? F::kUnroll / R : 1;
+    constexpr int U = M >= 4 && U0 > 1 ? U0 / 2 : U0;
+    __shared__ float part[kWarps][R][M];
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    int j = 0, b = static_cast<int>(blockIdx.x);
+    if constexpr (E == Epilogue::kNone) {
+        while (j + 1 < a.mats && b >= a.cta_end[j]) ++j;
+        if (j > 0) b -= a.cta_end[j - 1];
+    }
+    const int n = a.n[j];
+    const int row0 = E == Epilogue::kNone ? b * R : b;
+    const uint8_t* wr[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        // A row past n reads row n - 1 again (valid memory); its sums are dropped.
+        wr[r] = E == Epilogue::kNone
+                    ? a.w[j] + static_cast<int64_t>(min(row0 + r, n - 1)) * a.row_bytes
+                    : a.w[r] + static_cast<int64_t>(row0) * a.row_bytes;
+    }
+    const int nchunks = a.k / F::kBlockElems * F::kChunks;
+    float acc[R][M][2] = {};
+    for (int c = tid; c < nchunks; c += kRowThreads * U) {
+        typename F::Raw raw[U][R];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int cc = c + kRowThreads * u;
+            if (cc < nchunks) {
+#pragma unroll
+                for (int r = 0; r < R; ++r)
+                    raw[u][r] = F::load(wr[r] + cc / F::kChunks * F::kBlockBytes, cc % F::kChunks);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int cc = c + kRowThreads * u;
+            if (cc < nchunks) {
+#pragma unroll
+                for (int r = 0; r < R; ++r) accumulate_chunk_x<F, M>(raw[u][r], cc, a, acc[r]);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+#pragma unroll
+        for (int mm = 0; mm < M; ++mm) {
+            float s = acc[r][mm][0] + acc[r][mm][1];
+#pragma unroll
+            for (int off = 16; off > 0; off /= 2) s += __shfl_xor_sync(0xFFFFFFFFu, s, off);
+            if (lane == 0) part[warp][r][mm] = s;
+        }
+    }
+    __syncthreads();
+    if (warp != 0) return;
+    // Lane r * M + mm sums row r, activation row mm over the warps (R * M <= 16 lanes).
+    const int r = min(lane / M, R - 1), mm = lane % M;
+    float s = part[0][r][mm];
+#pragma unroll
+    for (int w = 1; w < kWarps; ++w) s += part[w][r][mm];
+    if constexpr (E == Epilogue::kNone) {
+        if (lane < R * M && mm < a.m && row0 + r < n) a.y[j][mm * a.ldy[j] + row0 + r] = s;
+    } else {
+        const float up = __shfl_down_sync(0xFFFFFFFFu, s, M);  // row 1's sum, M lanes on
+        if (lane < M && mm < a.m) a.y[0][mm * a.ldy[0] + row0] = gate_act(E, s) * up;
     }
 }
 
@@ -372,6 +517,80 @@ void launch_matvec(MatvecArgs a, cudaStream_t stream) {
     check_cuda(cudaGetLastError(), "matvec launch");
 }
 
+// Which matvec kernel runs: VELA_MATVEC=staged (the grid-strided kernel with activations in
+// shared memory), rows1 / rows2 (one CTA per 1 or 2 rows), unset: rows, R chosen by n.
+int matvec_variant() {
+    static const int v = [] {
+        const char* e = std::getenv("VELA_MATVEC");
+        const std::string_view s = e ? e : "";
+        if (s == "staged") return 0;
+        if (s == "rows1") return 1;
+        if (s == "rows2") return 2;
+        return 3;
+    }();
+    return v;
+}
+
+template <class F, int M, int R, Epilogue E>
+void launch_rows(const RowsArgs& a, int grid, cudaStream_t stream) {
+    matvec_rows_kernel<F, M, R, E><<<grid, kRowThreads, 0, stream>>>(a);
+    check_cuda(cudaGetLastError(), "matvec launch");
+}
+
+// The rows kernel for the activation row count m (one instance per M in 1, 2, 4, 8); plain
+// matvecs of one activation row take two weight rows a CTA where the rows fill the device
+// twice over (fewer, longer CTAs).
+template <class F, Epilogue E>
+void launch_rows_m(const RowsArgs& a, int64_t total_rows, cudaStream_t s) {
+    const int variant = matvec_variant();
+    const bool two = E == Epilogue::kNone && a.m == 1 &&
+                     (variant == 2 || (variant == 3 && total_rows >= 16LL * 8 * device_info().sms));
+    // CTAs per matrix: one per row, one per two rows, or one per (gate, up) row pair.
+    RowsArgs b = a;
+    int ctas = 0;
+    for (int j = 0; j < b.mats; ++j) {
+        ctas += two ? (b.n[j] + 1) / 2 : b.n[j];
+        b.cta_end[j] = ctas;
+    }
+    if (E != Epilogue::kNone) ctas = b.n[0];
+    if constexpr (E == Epilogue::kNone) {
+        if (two) return launch_rows<F, 1, 2, E>(b, ctas, s);
+        if (b.m == 1) return launch_rows<F, 1, 1, E>(b, ctas, s);
+        if (b.m == 2) return launch_rows<F, 2, 1, E>(b, ctas, s);
+        if (b.m <= 4) return launch_rows<F, 4, 1, E>(b, ctas, s);
+        return launch_rows<F, 8, 1, E>(b, ctas, s);
+    } else {
+        if (b.m == 1) return launch_rows<F, 1, 2, E>(b, ctas, s);
+        if (b.m == 2) return launch_rows<F, 2, 2, E>(b, ctas, s);
+        if (b.m <= 4) return launch_rows<F, 4, 2, E>(b, ctas, s);
+        return launch_rows<F, 8, 2, E>(b, ctas, s);
+    }
+}
+
+// Checks shared by the matvec entry points and the RowsArgs they share.
+RowsArgs rows_args(const char* fn, DType t, const void* w, int64_t k, const float* x, int64_t ldx,
+                   int64_t m) {
+    check_weights(fn, t, w, k);
+    if (m < 1 || m > kMatvecMaxRows)
+        fail<InvalidArgument>("cuda {}: m = {} rows, expected 1 to {}", fn, m, kMatvecMaxRows);
+    if (k > kMaxDim) fail<InvalidArgument>("cuda {}: k = {} out of range (max {})", fn, k, kMaxDim);
+    if (m > 1 && ldx < k)
+        fail<InvalidArgument>("cuda {}: row stride ldx = {} < k = {}", fn, ldx, k);
+    RowsArgs a{};
+    a.row_bytes = static_cast<int64_t>(row_bytes(t, k));
+    a.k = static_cast<int>(k);
+    a.m = static_cast<int>(m);
+    a.x = x;
+    a.ldx = ldx;
+    a.vec_x = aligned16(x) && k % 4 == 0 && (m == 1 || ldx % 4 == 0);
+    return a;
+}
+
+void check_rows(const char* fn, int64_t n) {
+    if (n < 0 || n > kMaxDim)
+        fail<InvalidArgument>("cuda {}: n = {} out of range (0 to {})", fn, n, kMaxDim);
+}
+
 }  // namespace
 
 bool supports_weight_type(DType t) {
@@ -397,18 +616,25 @@ bool supports_weight_type(DType t) {
 
 void matvec(DType t, const void* w, int64_t n, int64_t k, const float* x, int64_t ldx, int64_t m,
             float* y, int64_t ldy, void* stream) {
-    check_weights("matvec", t, w, k);
-    if (m < 1 || m > kMatvecMaxRows)
-        fail<InvalidArgument>("cuda matvec: m = {} rows, expected 1 to {}", m, kMatvecMaxRows);
-    if (n < 0 || n > kMaxDim || k > kMaxDim)
-        fail<InvalidArgument>("cuda matvec: n = {}, k = {} out of range (0 to {})", n, k, kMaxDim);
-    if (m > 1 && (ldx < k || ldy < n))
-        fail<InvalidArgument>("cuda matvec: row strides ldx = {} < k = {} or ldy = {} < n = {}",
-                              ldx, k, ldy, n);
+    RowsArgs r = rows_args("matvec", t, w, k, x, ldx, m);
+    check_rows("matvec", n);
+    if (m > 1 && ldy < n)
+        fail<InvalidArgument>("cuda matvec: row stride ldy = {} < n = {}", ldy, n);
     if (n == 0) return;
+    const auto s = static_cast<cudaStream_t>(stream);
+    if (matvec_variant() != 0) {
+        r.w[0] = static_cast<const uint8_t*>(w);
+        r.y[0] = y;
+        r.ldy[0] = ldy;
+        r.n[0] = static_cast<int>(n);
+        r.mats = 1;
+        return with_format(t, k, [&](auto tag) {
+            launch_rows_m<typename decltype(tag)::type, Epilogue::kNone>(r, n, s);
+        });
+    }
     MatvecArgs a{};
     a.w = static_cast<const uint8_t*>(w);
-    a.row_bytes = static_cast<int64_t>(row_bytes(t, k));
+    a.row_bytes = r.row_bytes;
     a.n = static_cast<int>(n);
     a.k = static_cast<int>(k);
     a.m = static_cast<int>(m);
@@ -416,14 +642,61 @@ void matvec(DType t, const void* w, int64_t n, int64_t k, const float* x, int64_
     a.ldx = ldx;
     a.y = y;
     a.ldy = ldy;
-    a.vec_x = aligned16(x) && k % 4 == 0 && (m == 1 || ldx % 4 == 0);
-    const auto s = static_cast<cudaStream_t>(stream);
+    a.vec_x = r.vec_x;
     with_format(t, k, [&](auto tag) {
         using F = typename decltype(tag)::type;
         if (m == 1) return launch_matvec<F, 1>(a, s);
         if (m == 2) return launch_matvec<F, 2>(a, s);
         if (m <= 4) return launch_matvec<F, 4>(a, s);
         return launch_matvec<F, 8>(a, s);
+    });
+}
+
+bool matvec_fusions_available() {
+    return matvec_variant() != 0;
+}
+
+void matvec_multi(DType t, const MatvecOutput* outs, int count, int64_t k, const float* x,
+                  int64_t m, void* stream) {
+    if (count < 1 || count > kMatvecMaxMats)
+        fail<InvalidArgument>("cuda matvec_multi: {} matrices, expected 1 to {}", count,
+                              kMatvecMaxMats);
+    RowsArgs r = rows_args("matvec_multi", t, outs[0].w, k, x, k, m);
+    int64_t total = 0;
+    for (int j = 0; j < count; ++j) {
+        check_weights("matvec_multi", t, outs[j].w, k);
+        check_rows("matvec_multi", outs[j].n);
+        if (outs[j].n == 0) fail<InvalidArgument>("cuda matvec_multi: matrix {} has no rows", j);
+        r.w[j] = static_cast<const uint8_t*>(outs[j].w);
+        r.y[j] = outs[j].y;
+        r.ldy[j] = outs[j].n;
+        r.n[j] = static_cast<int>(outs[j].n);
+        total += outs[j].n;
+    }
+    r.mats = count;
+    with_format(t, k, [&](auto tag) {
+        launch_rows_m<typename decltype(tag)::type, Epilogue::kNone>(
+            r, total, static_cast<cudaStream_t>(stream));
+    });
+}
+
+void matvec_glu(DType t, const void* gate, const void* up, int64_t n, int64_t k, const float* x,
+                int64_t m, float* y, bool gelu, void* stream) {
+    RowsArgs r = rows_args("matvec_glu", t, gate, k, x, k, m);
+    check_weights("matvec_glu", t, up, k);
+    check_rows("matvec_glu", n);
+    if (n == 0) return;
+    r.w[0] = static_cast<const uint8_t*>(gate);
+    r.w[1] = static_cast<const uint8_t*>(up);
+    r.y[0] = y;
+    r.ldy[0] = n;
+    r.n[0] = static_cast<int>(n);
+    r.mats = 1;
+    const auto s = static_cast<cudaStream_t>(stream);
+    with_format(t, k, [&](auto tag) {
+        using F = typename decltype(tag)::type;
+        if (gelu) return launch_rows_m<F, Epilogue::kGelu>(r, n, s);
+        launch_rows_m<F, Epilogue::kSilu>(r, n, s);
     });
 }
 

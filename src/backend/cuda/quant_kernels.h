@@ -10,6 +10,8 @@ namespace vela::cuda_backend {
 
 // Largest number of activation rows matvec() takes (decode, and draft verification).
 inline constexpr int64_t kMatvecMaxRows = 8;
+// Largest number of matrices matvec_multi() takes in one launch (Q, K and V).
+inline constexpr int kMatvecMaxMats = 3;
 
 // Whether the kernels below read weights of this type.
 bool supports_weight_type(DType t);
@@ -23,6 +25,27 @@ bool supports_weight_type(DType t);
 // alignment); also InvalidArgument when it is not, or when n or k exceed 2^30.
 void matvec(DType t, const void* w, int64_t n, int64_t k, const float* x, int64_t ldx, int64_t m,
             float* y, int64_t ldy, void* stream);
+
+// Whether matvec_multi and matvec_glu run as single launches (false only when VELA_MATVEC=staged
+// picks the older kernel for a comparison: callers then compose matvec and elementwise ops).
+bool matvec_fusions_available();
+
+// One launch for several matrices of type t and row length k against the same activations x (m
+// rows of k, contiguous): outs[j].y (m x outs[j].n, contiguous) = x * W_j^T. Same exactness and
+// requirements as matvec(); 1 to kMatvecMaxMats matrices, each with at least one row.
+struct MatvecOutput {
+    const void* w;
+    int64_t n;
+    float* y;
+};
+void matvec_multi(DType t, const MatvecOutput* outs, int count, int64_t k, const float* x,
+                  int64_t m, void* stream);
+
+// The first half of a gated FFN in one launch: y (m x n, contiguous) = act(x * G^T) * (x * U^T)
+// for gate and up matrices G and U (n rows of k, type t), act SiLU (SwiGLU) or, with gelu, GELU
+// in its tanh form (GeGLU), computed as the CUDA silu_mul / gelu_mul kernels do.
+void matvec_glu(DType t, const void* gate, const void* up, int64_t n, int64_t k, const float* x,
+                int64_t m, float* y, bool gelu, void* stream);
 
 // out (rows x cols, row-major, bf16 as uint16 bits, round-to-nearest-even) = W rows [0, rows)
 // dequantised: the operand of the tensor-core GEMM used for prefill. w and out 16-byte aligned.
