@@ -137,7 +137,8 @@ def server_cmd(kind, args, port, slots, ctx_per_slot):
                 "-c", str(ctx_per_slot), "-np", str(slots), "--kv-blocks", str(slots * ctx_per_slot // 16),
                 "--max-queue", "1024"]
     return [args.llama_server, "-m", args.model, "-t", str(args.threads), "--port", str(port),
-            "--host", "127.0.0.1", "-np", str(slots), "-c", str(slots * ctx_per_slot)]
+            "--host", "127.0.0.1", "-np", str(slots), "-c", str(slots * ctx_per_slot)] + \
+        shlex.split(args.llama_args)
 
 
 def completion_body(max_tokens):
@@ -166,9 +167,11 @@ def main():
     ap.add_argument("--llama-server", default="/work/peers/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin/llama-server")
     ap.add_argument("--model", default=os.path.join(ROOT, "models/SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--llama-args", default="",
+                    help="extra llama-server arguments, e.g. '-ngl 99 -fa on' on a GPU")
     ap.add_argument("--concurrency", default="1,4,16,64")
     ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--shared-concurrency", type=int, default=16)
+    ap.add_argument("--shared-concurrency", type=int, default=16, help="0: no chat workload")
     ap.add_argument("--servers", default="vela,llama.cpp")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
@@ -188,6 +191,8 @@ def main():
             lines.append(row(kind, "distinct prompts", c, r))
             print(lines[-1], flush=True)
         c = args.shared_concurrency
+        if c <= 0:  # e.g. a model-shaped file without a chat template
+            continue
         port = free_port()
         srv = ServerProcess(server_cmd(kind, args, port, c, 1024), port)
         try:

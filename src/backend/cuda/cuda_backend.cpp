@@ -587,8 +587,10 @@ void CudaBackend::matmuls(std::span<const Weight* const> ws, const Tensor& x,
                           std::span<const Tensor> ys) {
     VELA_ASSERT(ws.size() == ys.size());
     check_f32(x);
-    bool one_launch = cuda_backend::matvec_fusions_available() && x.rows >= 1 &&
-                      x.rows <= cuda_backend::kMatvecMaxRows &&
+    int64_t max_n = 0;
+    for (const Weight* w : ws) max_n = std::max(max_n, w->rows);
+    bool one_launch = !ws.empty() && cuda_backend::matvec_fuses(ws[0]->type, max_n) &&
+                      x.rows >= 1 && x.rows <= cuda_backend::kMatvecMaxRows &&
                       ws.size() <= static_cast<size_t>(cuda_backend::kMatvecMaxMats);
     cuda_backend::MatvecOutput outs[cuda_backend::kMatvecMaxMats];
     for (size_t i = 0; one_launch && i < ws.size(); ++i) {
@@ -610,7 +612,7 @@ void CudaBackend::gated_ffn(const Weight& gate, const Weight& up, const Tensor& 
     check_f32(y);
     check_device_weight(gate);
     check_device_weight(up);
-    const bool one_launch = cuda_backend::matvec_fusions_available() && x.rows >= 1 &&
+    const bool one_launch = cuda_backend::matvec_fuses(gate.type, gate.rows) && x.rows >= 1 &&
                             x.rows <= cuda_backend::kMatvecMaxRows && gate.type == up.type &&
                             gate.rows == up.rows;
     if (!one_launch) return Backend::gated_ffn(gate, up, x, y, up_out, gelu);

@@ -16,6 +16,10 @@
 #include <cstring>
 
 #if defined(__CUDACC__)
+#include <cuda_fp16.h>
+#endif
+
+#if defined(__CUDACC__)
 #define VELA_QHD __host__ __device__ __forceinline__
 #else
 #define VELA_QHD inline
@@ -149,12 +153,18 @@ VELA_QHD uint32_t funnel(uint32_t lo, uint32_t hi, uint32_t sh) {
 #endif
 }
 
-// fp16 bits to fp32, exactly as vela::fp16_to_fp32 (NaN payload kept, subnormals exact).
+// fp16 bits to fp32, exactly as vela::fp16_to_fp32 (subnormals exact; the host code keeps a
+// NaN's payload, the device's conversion may not).
 VELA_QHD float half_to_float(uint32_t h) {
+#ifdef __CUDA_ARCH__
+    // The hardware conversion: exact for every finite value and infinity; a NaN stays NaN.
+    return __half2float(__ushort_as_half(static_cast<unsigned short>(h)));
+#else
     const uint32_t sign = (h & 0x8000u) << 16, em = h & 0x7FFFu;
     if (em >= 0x7C00u) return as_float(sign | 0x7F800000u | ((em & 0x3FFu) << 13));
     if (em >= 0x0400u) return as_float(sign | ((em << 13) + 0x38000000u));
     return as_float(sign | as_bits(static_cast<float>(em) * 0x1p-24f));  // exact: em < 2^10
+#endif
 }
 
 VELA_QHD bool finite(float f) {

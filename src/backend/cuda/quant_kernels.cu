@@ -518,7 +518,7 @@ void launch_matvec(MatvecArgs a, cudaStream_t stream) {
 }
 
 // Which matvec kernel runs: VELA_MATVEC=staged (the grid-strided kernel with activations in
-// shared memory), rows1 / rows2 (one CTA per 1 or 2 rows), unset: rows, R chosen by n.
+// shared memory), rows1 / rows2 (one CTA per 1 or 2 rows), unset: by type and size (below).
 int matvec_variant() {
     static const int v = [] {
         const char* e = std::getenv("VELA_MATVEC");
@@ -531,20 +531,30 @@ int matvec_variant() {
     return v;
 }
 
+// Measured on an H200 (docs/benchmarks-gpu.md, bench_matvec): the one-CTA-per-row kernel is the
+// faster for weights without decoding (F16, BF16, F32: 65-100% of the copy rate on 8B-sized
+// matrices) and for matrices of few rows (n <= 2048), where the staged kernel leaves SMs idle;
+// the staged kernel for quantised matrices of more rows, where decoding bounds both and its
+// activations in shared memory cost less than the rows kernel's L1 reads.
+constexpr int64_t kRowsMaxQuantizedN = 2048;
+
+bool rows_kernel_for(DType t, int64_t n) {
+    const int variant = matvec_variant();
+    if (variant != 3) return variant != 0;
+    return dtype_info(t).block_size == 1 || n <= kRowsMaxQuantizedN;
+}
+
 template <class F, int M, int R, Epilogue E>
 void launch_rows(const RowsArgs& a, int grid, cudaStream_t stream) {
     matvec_rows_kernel<F, M, R, E><<<grid, kRowThreads, 0, stream>>>(a);
     check_cuda(cudaGetLastError(), "matvec launch");
 }
 
-// The rows kernel for the activation row count m (one instance per M in 1, 2, 4, 8); plain
-// matvecs of one activation row take two weight rows a CTA where the rows fill the device
-// twice over (fewer, longer CTAs).
+// The rows kernel for the activation row count m (one instance per M in 1, 2, 4, 8); two
+// weight rows a CTA only when asked (VELA_MATVEC=rows2: measured slower or level elsewhere).
 template <class F, Epilogue E>
-void launch_rows_m(const RowsArgs& a, int64_t total_rows, cudaStream_t s) {
-    const int variant = matvec_variant();
-    const bool two = E == Epilogue::kNone && a.m == 1 &&
-                     (variant == 2 || (variant == 3 && total_rows >= 16LL * 8 * device_info().sms));
+void launch_rows_m(const RowsArgs& a, cudaStream_t s) {
+    const bool two = E == Epilogue::kNone && a.m == 1 && matvec_variant() == 2;
     // CTAs per matrix: one per row, one per two rows, or one per (gate, up) row pair.
     RowsArgs b = a;
     int ctas = 0;
@@ -622,14 +632,14 @@ void matvec(DType t, const void* w, int64_t n, int64_t k, const float* x, int64_
         fail<InvalidArgument>("cuda matvec: row stride ldy = {} < n = {}", ldy, n);
     if (n == 0) return;
     const auto s = static_cast<cudaStream_t>(stream);
-    if (matvec_variant() != 0) {
+    if (rows_kernel_for(t, n)) {
         r.w[0] = static_cast<const uint8_t*>(w);
         r.y[0] = y;
         r.ldy[0] = ldy;
         r.n[0] = static_cast<int>(n);
         r.mats = 1;
         return with_format(t, k, [&](auto tag) {
-            launch_rows_m<typename decltype(tag)::type, Epilogue::kNone>(r, n, s);
+            launch_rows_m<typename decltype(tag)::type, Epilogue::kNone>(r, s);
         });
     }
     MatvecArgs a{};
@@ -652,8 +662,8 @@ void matvec(DType t, const void* w, int64_t n, int64_t k, const float* x, int64_
     });
 }
 
-bool matvec_fusions_available() {
-    return matvec_variant() != 0;
+bool matvec_fuses(DType t, int64_t n) {
+    return rows_kernel_for(t, n);
 }
 
 void matvec_multi(DType t, const MatvecOutput* outs, int count, int64_t k, const float* x,
@@ -662,7 +672,6 @@ void matvec_multi(DType t, const MatvecOutput* outs, int count, int64_t k, const
         fail<InvalidArgument>("cuda matvec_multi: {} matrices, expected 1 to {}", count,
                               kMatvecMaxMats);
     RowsArgs r = rows_args("matvec_multi", t, outs[0].w, k, x, k, m);
-    int64_t total = 0;
     for (int j = 0; j < count; ++j) {
         check_weights("matvec_multi", t, outs[j].w, k);
         check_rows("matvec_multi", outs[j].n);
@@ -671,12 +680,11 @@ void matvec_multi(DType t, const MatvecOutput* outs, int count, int64_t k, const
         r.y[j] = outs[j].y;
         r.ldy[j] = outs[j].n;
         r.n[j] = static_cast<int>(outs[j].n);
-        total += outs[j].n;
     }
     r.mats = count;
     with_format(t, k, [&](auto tag) {
         launch_rows_m<typename decltype(tag)::type, Epilogue::kNone>(
-            r, total, static_cast<cudaStream_t>(stream));
+            r, static_cast<cudaStream_t>(stream));
     });
 }
 
@@ -695,8 +703,8 @@ void matvec_glu(DType t, const void* gate, const void* up, int64_t n, int64_t k,
     const auto s = static_cast<cudaStream_t>(stream);
     with_format(t, k, [&](auto tag) {
         using F = typename decltype(tag)::type;
-        if (gelu) return launch_rows_m<F, Epilogue::kGelu>(r, n, s);
-        launch_rows_m<F, Epilogue::kSilu>(r, n, s);
+        if (gelu) return launch_rows_m<F, Epilogue::kGelu>(r, s);
+        launch_rows_m<F, Epilogue::kSilu>(r, s);
     });
 }
 

@@ -26,9 +26,12 @@ bool supports_weight_type(DType t);
 void matvec(DType t, const void* w, int64_t n, int64_t k, const float* x, int64_t ldx, int64_t m,
             float* y, int64_t ldy, void* stream);
 
-// Whether matvec_multi and matvec_glu run as single launches (false only when VELA_MATVEC=staged
-// picks the older kernel for a comparison: callers then compose matvec and elementwise ops).
-bool matvec_fusions_available();
+// Whether matvec_multi and matvec_glu are the faster way to multiply matrices of type t with at
+// most n rows: they run the one-CTA-per-row kernel, which matvec() itself picks for weights
+// without decoding and for quantised matrices of few rows (quant_kernels.cu says why); else
+// callers compose matvec() and elementwise ops. VELA_MATVEC=staged|rows1|rows2 overrides the
+// choice (benchmarks).
+bool matvec_fuses(DType t, int64_t n);
 
 // One launch for several matrices of type t and row length k against the same activations x (m
 // rows of k, contiguous): outs[j].y (m x outs[j].n, contiguous) = x * W_j^T. Same exactness and
