@@ -45,9 +45,9 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
     app.add_option("--kv-type-v", o.kv_type_v, "KV cache format of V (default: --kv-type)")
         ->check(kv_types);
     app.add_option("--kv-evict", o.kv_evict,
-                   "KV eviction policy (CPU): none, window (recent tokens), sinks (StreamingLLM: "
-                   "first --kv-sinks + recent), h2o (accumulated attention), tova (attention of "
-                   "the newest query)")
+                   "KV eviction policy: none, window (recent tokens), sinks (StreamingLLM: "
+                   "first --kv-sinks + recent), h2o (accumulated attention, CPU), tova "
+                   "(attention of the newest query, CPU)")
         ->check(CLI::IsMember({"none", "window", "sinks", "h2o", "tova"}))
         ->capture_default_str();
     app.add_option("--kv-budget", o.kv_budget,
