@@ -22,8 +22,7 @@ uint16_t* scales_of(const KvSideView& keys, int64_t block, int64_t head) {
 
 // Whether the rows of `head` written since `r` was reopened from the 4-bit data still have
 // exactly the codes stored for them, each within half a step: then that data stays as it is.
-bool rewritten_rows_fit(const KvSideView& keys, const KeyResidual& r, int64_t block,
-                        int64_t head) {
+bool rewritten_rows_fit(const KvSideView& keys, const KeyResidual& r, int64_t block, int64_t head) {
     const int64_t bs = keys.block_size, hd = keys.head_dim;
     const uint16_t* sm = keys.channel_scales(block, head);
     for (int64_t t = 0; t < bs; ++t) {
@@ -159,7 +158,8 @@ void KiviKeys::copy(int32_t src, int32_t dst) {
     for (int64_t l = 0; l < layout_.n_layers; ++l) {
         auto& blocks = open_[static_cast<size_t>(l)];
         const KeyResidual* r = blocks[static_cast<size_t>(src)].get();
-        blocks[static_cast<size_t>(dst)] = r != nullptr ? std::make_unique<KeyResidual>(*r) : nullptr;
+        blocks[static_cast<size_t>(dst)] =
+            r != nullptr ? std::make_unique<KeyResidual>(*r) : nullptr;
         if (r != nullptr) live_[static_cast<size_t>(l)].push_back(dst);
     }
 }
@@ -189,8 +189,8 @@ void KiviKeys::swap_in(int32_t host_slot, int32_t block) {
     }
 }
 
-void KiviKeys::move_row(const KvSideView& keys, int64_t layer, int64_t h0, int64_t h1,
-                        int64_t src, int64_t dst) {
+void KiviKeys::move_row(const KvSideView& keys, int64_t layer, int64_t h0, int64_t h1, int64_t src,
+                        int64_t dst) {
     const int64_t bs = layout_.block_size, hd = layout_.head_dim;
     std::vector<float> row(static_cast<size_t>((h1 - h0) * hd));
     // Rows move as later queries would read them (a block closed by the last step: its codes).
@@ -201,7 +201,8 @@ void KiviKeys::move_row(const KvSideView& keys, int64_t layer, int64_t h0, int64
     last.resize(static_cast<size_t>(layout_.n_kv_heads));
     for (int64_t h = h0; h < h1; ++h) {
         uint16_t* out = r.rows.data() + (h * bs + offset) * hd;
-        for (int64_t c = 0; c < hd; ++c) out[c] = fp32_to_fp16(row[static_cast<size_t>((h - h0) * hd + c)]);
+        for (int64_t c = 0; c < hd; ++c)
+            out[c] = fp32_to_fp16(row[static_cast<size_t>((h - h0) * hd + c)]);
         r.written[static_cast<size_t>(h * bs + offset)] = 1;
         if (offset == bs - 1) last[static_cast<size_t>(h)] = 1;
     }

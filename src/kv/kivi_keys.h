@@ -34,9 +34,10 @@ struct KvSideView;
 struct KeyResidual {
     std::vector<uint16_t> rows;    // fp16 [n_kv_heads][block_size][head_dim]
     std::vector<uint8_t> written;  // [n_kv_heads][block_size]: rows written since it (re)opened
-    bool from_codes = false;  // reopened from the 4-bit data (unwritten rows: their dequantised values)
-    bool closed = false;      // full and quantised; rows kept for the write that closed it
-    int64_t generation = 0;   // that write (KiviKeys' count of the layer's writes)
+    bool from_codes =
+        false;            // reopened from the 4-bit data (unwritten rows: their dequantised values)
+    bool closed = false;  // full and quantised; rows kept for the write that closed it
+    int64_t generation = 0;  // that write (KiviKeys' count of the layer's writes)
 
     const uint16_t* row(int64_t head, int64_t offset, int64_t block_size, int64_t head_dim) const {
         return rows.data() + (head * block_size + offset) * head_dim;
@@ -68,7 +69,8 @@ class KiviKeys {
                   int64_t dst);
     template <class SideOf>
     void finish_moves(SideOf side_of) {
-        for (const auto& [at, last] : moved_) close_moved(side_of(at.first), at.first, at.second, last);
+        for (const auto& [at, last] : moved_)
+            close_moved(side_of(at.first), at.first, at.second, last);
         moved_.clear();
     }
 

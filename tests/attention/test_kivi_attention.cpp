@@ -114,8 +114,8 @@ class KiviCache {
                             kv_.read(0, slot(j), g, false, key.data());  // a full block's codes
                         } else {
                             for (int64_t c = 0; c < hd; ++c) {
-                                key[c] = fp16_to_fp32(fp32_to_fp16(
-                                    pr_.k[s][static_cast<size_t>((j * pr_.n_kv_heads + g) * hd + c)]));
+                                key[c] = fp16_to_fp32(fp32_to_fp16(pr_.k[s][static_cast<size_t>(
+                                    (j * pr_.n_kv_heads + g) * hd + c)]));
                             }
                         }
                         double dot = 0.0;
@@ -131,7 +131,8 @@ class KiviCache {
                     }
                     const float* got = &out[static_cast<size_t>((out_row * pr_.n_heads + h) * hd)];
                     for (int64_t c = 0; c < hd; ++c) {
-                        const double e = std::abs(got[c] - ref[c]) / (atol + rtol * std::abs(ref[c]));
+                        const double e =
+                            std::abs(got[c] - ref[c]) / (atol + rtol * std::abs(ref[c]));
                         if (std::isnan(e)) return std::numeric_limits<double>::infinity();
                         worst = std::max(worst, e);
                     }
@@ -144,8 +145,13 @@ class KiviCache {
   private:
     KvCacheConfig config() const {
         int64_t blocks = 0;
-        for (const SeqShape& s : pr_.shapes) blocks += (s.kv_len + run_.block_size - 1) / run_.block_size;
-        return {1, pr_.n_kv_heads, pr_.head_dim, run_.block_size, blocks,
+        for (const SeqShape& s : pr_.shapes)
+            blocks += (s.kv_len + run_.block_size - 1) / run_.block_size;
+        return {1,
+                pr_.n_kv_heads,
+                pr_.head_dim,
+                run_.block_size,
+                blocks,
                 KvFormats(KvFormat::Q4, run_.v)};
     }
 
@@ -175,8 +181,8 @@ TEST(KiviAttention, MatchesFloat64OnTheStoredKeys) {
                     for (AttentionImpl impl : impls()) {
                         const KiviCache c(pr, {bs, v, impl, 2});
                         EXPECT_LE(c.error_ratio(c.attend(), 1e-4, 1e-3), 1.0)
-                            << "head_dim " << hd << " group " << group << " block " << bs
-                            << " v " << kv_format_name(v) << " impl " << static_cast<int>(impl);
+                            << "head_dim " << hd << " group " << group << " block " << bs << " v "
+                            << kv_format_name(v) << " impl " << static_cast<int>(impl);
                     }
                 }
             }

@@ -56,8 +56,8 @@ std::vector<float> quantised_block(int64_t bs, int64_t hd, Rows rows) {
     const KvSideView ka = a.layer(layer).k, kb = b.layer(layer).k;
     if (std::memcmp(ka.data + block_a * ka.block_bytes, kb.data + block_b * kb.block_bytes,
                     ka.block_bytes) != 0) {
-        return ::testing::AssertionFailure() << "layer " << layer << " block " << block_a
-                                             << " != block " << block_b;
+        return ::testing::AssertionFailure()
+               << "layer " << layer << " block " << block_a << " != block " << block_b;
     }
     return ::testing::AssertionSuccess();
 }
@@ -103,7 +103,8 @@ class KiviKeys : public ::testing::Test {
     }
     std::vector<float> fp16_row(const std::vector<float>& k, int64_t row, int64_t h) const {
         std::vector<float> r(static_cast<size_t>(kDim));
-        for (int64_t c = 0; c < kDim; ++c) r[c] = f16(k[static_cast<size_t>(row * width_ + h * kDim + c)]);
+        for (int64_t c = 0; c < kDim; ++c)
+            r[c] = f16(k[static_cast<size_t>(row * width_ + h * kDim + c)]);
         return r;
     }
 };
@@ -123,7 +124,8 @@ TEST_F(KiviKeys, RowsOneAtATimeInChunksOrAtOnceGiveTheSameBlock) {
     for (const HostKvStorage* s : {&at_once, &one_by_one, &chunks}) {
         expect_keys(*s, 0, kBlock, [&](int64_t h, int64_t t) { return full(k, 0, h, t); });
         // The open block reads back its keys in fp16.
-        expect_keys(*s, kBlock, 5, [&](int64_t h, int64_t t) { return fp16_row(k, kBlock + t, h); });
+        expect_keys(*s, kBlock, 5,
+                    [&](int64_t h, int64_t t) { return fp16_row(k, kBlock + t, h); });
     }
     EXPECT_EQ(at_once.bytes_per_token(),
               static_cast<size_t>(kLayers * kHeads) *
@@ -197,7 +199,9 @@ TEST(KiviKeysCompact, MovedRowsAreRequantisedAndTheTailStaysOpen) {
             return int64_t{kv.table(0).blocks[static_cast<size_t>(j / bs)]} * bs + j % bs;
         };
         std::vector<float> before(static_cast<size_t>(2 * nh * 21 * hd));
-        auto at = [&](int64_t l, int64_t h, int64_t j) { return before.data() + ((l * nh + h) * 21 + j) * hd; };
+        auto at = [&](int64_t l, int64_t h, int64_t j) {
+            return before.data() + ((l * nh + h) * 21 + j) * hd;
+        };
         for (int64_t l = 0; l < 2; ++l)
             for (int64_t h = 0; h < nh; ++h)
                 for (int64_t j = 0; j < 21; ++j) kv.read(l, slot_of(j), h, false, at(l, h, j));
@@ -235,7 +239,8 @@ TEST(KiviKeysCompact, MovedRowsAreRequantisedAndTheTailStaysOpen) {
             for (int64_t h = 0; h < nh; ++h) {
                 const std::vector<int32_t> idx = kept(l, h);
                 const std::vector<float> block1 = quantised_block(bs, hd, [&](int64_t t) {
-                    return t < 5 ? at(l, h, idx[bs + t]) : k.data() + (21 + t - 5) * nh * hd + h * hd;
+                    return t < 5 ? at(l, h, idx[bs + t])
+                                 : k.data() + (21 + t - 5) * nh * hd + h * hd;
                 });
                 for (int64_t t = 0; t < bs; ++t) {
                     kv.read(l, slot_of(bs + t), h, false, got.data());
