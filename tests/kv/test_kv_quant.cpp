@@ -61,8 +61,10 @@ void expect_matches_reference(const char* format, RoundTrip round_trip, Referenc
                 ASSERT_LE(err, ref.slack[i]) << format << " n " << n << " element " << i << " of "
                                              << x[i] << ": got " << got[i] << " want "
                                              << ref.value[i];
-                // The format's bound: half a step.
-                ASSERT_LE(std::fabs(got[i] - double{x[i]}), 0.5 * ref.scale[i] * (1 + 1e-5))
+                // The format's bound: half a step, plus half a float ulp of Q4's min + q * scale
+                // (a group of equal values has a step of a few fp16 subnormals).
+                ASSERT_LE(std::fabs(got[i] - double{x[i]}),
+                          0.5 * ref.scale[i] * (1 + 1e-5) + std::fabs(ref.value[i]) * 0x1p-24)
                     << format << " n " << n << " element " << i;
             }
         }
@@ -110,9 +112,11 @@ TEST(KvQuant, Q4KeysPerChannelMatchDoublePrecisionReference) {
                         ASSERT_LE(std::fabs(got - ref.value[t]), ref.slack[t])
                             << "head_dim " << hd << " block " << bs << " channel " << c
                             << " token " << t << ": got " << got << " want " << ref.value[t];
-                        ASSERT_LE(std::fabs(got - double{channel[t]}), 0.5 * ref.scale[t] * (1 + 1e-5))
+                        // Half a step, plus half a float ulp of min + q * scale.
+                        ASSERT_LE(std::fabs(got - double{channel[t]}),
+                                  0.5 * ref.scale[t] * (1 + 1e-5) + std::fabs(ref.value[t]) * 0x1p-24)
                             << "head_dim " << hd << " block " << bs << " channel " << c
-                            << " token " << t;
+                            << " token " << t << ": x " << channel[t] << " got " << got;
                     }
                 }
             }
