@@ -20,8 +20,8 @@ uint16_t* scales_of(const KvSideView& keys, int64_t block, int64_t head) {
     return const_cast<uint16_t*>(keys.channel_scales(block, head));
 }
 
-// Whether the rows of `head` written since `r` was reopened from the 4-bit data still have
-// exactly the codes stored for them, each within half a step: then that data stays as it is.
+// Whether the rows of `head` written since `r` was reopened from the 4-bit data get exactly
+// the codes stored for them, unclamped (so within half a step): then that data stays as it is.
 bool rewritten_rows_fit(const KvSideView& keys, const KeyResidual& r, int64_t block, int64_t head) {
     const int64_t bs = keys.block_size, hd = keys.head_dim;
     const uint16_t* sm = keys.channel_scales(block, head);
@@ -32,13 +32,11 @@ bool rewritten_rows_fit(const KvSideView& keys, const KeyResidual& r, int64_t bl
         for (int64_t c = 0; c < hd; ++c) {
             const float scale = fp16_to_fp32(sm[c]), min = fp16_to_fp32(sm[hd + c]);
             const float x = fp16_to_fp32(row[c]);
-            const float value = min + static_cast<float>(q4_nibble(codes, c)) * scale;
-            // Written as a negation so that NaN fails.
-            if (!(std::fabs(x - value) <= 0.5f * scale)) return false;
-            if (std::nearbyint((x - min) / scale) != static_cast<float>(q4_nibble(codes, c)) &&
-                scale > 0.0f) {
-                return false;
-            }
+            // As quantize_q4_channels rounds; NaN compares unequal, so it requantises.
+            const bool same = scale > 0.0f ? std::nearbyint((x - min) / scale) ==
+                                                 static_cast<float>(q4_nibble(codes, c))
+                                           : x == min;
+            if (!same) return false;
         }
     }
     return true;
