@@ -1,8 +1,9 @@
 #pragma once
-// Row codecs of the quantised KV formats, shared by the host storage (quantisation fused into
-// the KV append, reads for tests) and the attention kernels (which take the scales as they are
-// stored and dequantise in registers). A row is one token's K or V of one KV head; both formats
-// quantise it in groups of kKvGroup values, so a row's bytes depend on that row alone.
+// Codecs of the quantised KV formats, shared by the host storage (quantisation fused into the
+// KV append, reads for tests) and the attention kernels (which take the scales as they are
+// stored and dequantise in registers). A row is one token's K or V of one KV head; Q8 and Q4
+// values quantise it in groups of kKvGroup values, so a row's bytes depend on that row alone;
+// Q4 keys quantise a block of rows per channel (below).
 //
 // Q8: symmetric int8, one fp16 scale per group: value = q * scale, q in [-127, 127], scale =
 // max|x| / 127 rounded up to fp16 (up, so no value needs clamping: |x - value| <= scale / 2).
