@@ -22,15 +22,29 @@
 namespace vela::attention_detail {
 namespace {
 
+// Keys [begin, end) of a tile in one block of K in Q4 (per channel, kv/kivi_keys.h). A query
+// reads the block's fp16 keys (SideTile::rows) while it is open, or, if it was closed by this
+// step's write, when the query's KV index is before the block's last one (closed_end); else its
+// codes (SideTile::q4) with its channels' scales and minima (scale_min, as float) folded into
+// the query.
+struct KeySegment {
+    int64_t begin = 0, end = 0;
+    const float* scale_min = nullptr;  // head_dim scales, then head_dim minima
+    bool open = false;
+    int64_t closed_end = -1;
+};
+
 // One tile of K or V rows of one KV head. Float formats: `rows` point at float rows (F32 in the
 // cache, F16/BF16 decoded once per tile into `decoded` for the whole GQA group). Q8 / Q4: `q8` /
 // `q4` point at the rows in the cache and `scales` holds each row's scales (and Q4's minima) as
-// float; the Ops dequantise in registers.
+// float; the Ops dequantise in registers. K in Q4: `segments` and `channels` (their scales) too,
+// and `rows` point at the decoded fp16 keys of blocks that have them.
 struct SideTile {
-    std::vector<float> decoded, scales;
+    std::vector<float> decoded, scales, channels;
     std::vector<const float*> rows;
     std::vector<const int8_t*> q8;
     std::vector<const uint8_t*> q4;
+    std::vector<KeySegment> segments;
 
     explicit SideTile(int64_t head_dim)
         : decoded(static_cast<size_t>(kKeyTile * head_dim)),
@@ -42,6 +56,7 @@ struct SideTile {
 
 struct TileScratch {
     std::vector<float> scores, acc, max, sum;
+    std::vector<float> folded;  // K in Q4: the query times one block's channel scales
     SideTile k, v;
     std::vector<int64_t> keys;  // a token tree row's visible keys, in order
 
@@ -50,9 +65,48 @@ struct TileScratch {
           acc(static_cast<size_t>(vectors * head_dim)),
           max(static_cast<size_t>(vectors)),
           sum(static_cast<size_t>(vectors)),
+          folded(static_cast<size_t>(head_dim)),
           k(head_dim),
           v(head_dim) {}
 };
+
+// K in Q4 (per channel): keys [first, first + n) of one KV head, split at block boundaries.
+template <class Ops>
+void load_kivi_keys(const KvSideView& side, const AttentionSeq& seq, int64_t kv_head,
+                    int64_t first, int64_t n, SideTile& t, const int64_t* keys) {
+    const int64_t bs = side.block_size, hd = side.head_dim;
+    t.channels.resize(static_cast<size_t>(kKeyTile * 2 * hd));
+    t.segments.clear();
+    const KeyResidual* open = nullptr;
+    int64_t index = -1;  // block index in the sequence's table
+    for (int64_t j = 0; j < n; ++j) {
+        const int64_t pos = keys != nullptr ? keys[first + j] : first + j;
+        const int64_t block = seq.block_table[pos / bs];
+        if (pos / bs != index) {
+            index = pos / bs;
+            open = side.open_keys(block);
+            KeySegment g;
+            g.begin = j;
+            g.open = open != nullptr && !open->closed;
+            g.closed_end = open != nullptr && open->closed ? index * bs + bs - 1 : -1;
+            if (!g.open) {
+                float* sm = t.channels.data() + static_cast<int64_t>(t.segments.size()) * 2 * hd;
+                Ops::f16_to_f32(side.channel_scales(block, kv_head), sm, 2 * hd);
+                g.scale_min = sm;
+            }
+            t.segments.push_back(g);
+        }
+        t.segments.back().end = j + 1;
+        t.q4[j] = reinterpret_cast<const uint8_t*>(side.row(block, kv_head, pos % bs));
+        if (open != nullptr) {
+            float* decoded = t.decoded.data() + j * hd;
+            Ops::f16_to_f32(open->row(kv_head, pos % bs, bs, hd), decoded, hd);
+            t.rows[j] = decoded;
+        } else {
+            t.rows[j] = nullptr;
+        }
+    }
+}
 
 // Loads the rows of keys [first, first + n) of one KV head of one side, following the block
 // table; with `keys`, key i is the sequence's KV row keys[i] (a token tree row's visible keys).
@@ -60,6 +114,9 @@ template <class Ops, class T>
 void load_side(const KvSideView& side, const AttentionSeq& seq, int64_t kv_head, int64_t first,
                int64_t n, SideTile& t, const int64_t* keys = nullptr) {
     const int64_t bs = side.block_size, hd = side.head_dim, per_row = side.scales_per_row;
+    if constexpr (std::is_same_v<T, KvQ4>) {
+        if (side.per_channel) return load_kivi_keys<Ops>(side, seq, kv_head, first, n, t, keys);
+    }
     for (int64_t j = 0; j < n; ++j) {
         const int64_t pos = keys != nullptr ? keys[first + j] : first + j;
         const int64_t block = seq.block_table[pos / bs];
@@ -88,19 +145,46 @@ void load_side(const KvSideView& side, const AttentionSeq& seq, int64_t kv_head,
     }
 }
 
-// Folds tile keys [lo, hi] into one query vector's running (max, sum, acc).
+// out[j] = q . key j for tile keys [lo, hi], the query at KV index `qkv`. K in Q4, a full
+// block: q . k_t = sum_c q_c min_c + sum_c (q_c scale_c) code_tc, the scales and minima folded
+// into the query once per block.
+template <class Ops, class TK>
+void key_dots(const float* q, TileScratch& s, int64_t lo, int64_t hi, int64_t hd, int64_t qkv,
+              float* out) {
+    if constexpr (std::is_same_v<TK, KvQ8>) {
+        Ops::dot_rows_q8(q, s.k.q8.data() + lo, s.k.scales.data() + lo * kv_groups(hd),
+                         hi - lo + 1, hd, out + lo);
+    } else if constexpr (std::is_same_v<TK, KvQ4>) {
+        for (const KeySegment& g : s.k.segments) {
+            const int64_t a = std::max(lo, g.begin), b = std::min(hi + 1, g.end);
+            if (a >= b) continue;
+            if (g.open || qkv < g.closed_end) {
+                Ops::dot_rows(q, s.k.rows.data() + a, b - a, hd, out + a);
+                continue;
+            }
+            float* folded = s.folded.data();
+            float q_min = 0.0f;
+            for (int64_t c = 0; c < hd; ++c) {
+                folded[c] = q[c] * g.scale_min[c];
+                q_min += q[c] * g.scale_min[hd + c];
+            }
+            Ops::dot_rows_q4(folded, s.k.q4.data() + a, b - a, hd, out + a);
+            for (int64_t j = a; j < b; ++j) out[j] += q_min;
+        }
+    } else {
+        Ops::dot_rows(q, s.k.rows.data() + lo, hi - lo + 1, hd, out + lo);
+    }
+}
+
+// Folds tile keys [lo, hi] into one query vector's running (max, sum, acc); the query sits at
+// KV index qkv.
 template <class Ops, class TK, class TV>
 void fold_keys(const float* q, TileScratch& s, int64_t lo, int64_t hi, float scale, int64_t hd,
-               float* acc, float& max, float& sum) {
+               int64_t qkv, float* acc, float& max, float& sum) {
     float* scores = s.scores.data();
     const int64_t n = hi - lo + 1, groups = kv_groups(hd);
     float tile_max = -std::numeric_limits<float>::infinity();
-    if constexpr (std::is_same_v<TK, KvQ8>) {
-        Ops::dot_rows_q8(q, s.k.q8.data() + lo, s.k.scales.data() + lo * groups, n, hd,
-                         scores + lo);
-    } else {
-        Ops::dot_rows(q, s.k.rows.data() + lo, n, hd, scores + lo);
-    }
+    key_dots<Ops, TK>(q, s, lo, hi, hd, qkv, scores);
     for (int64_t j = lo; j <= hi; ++j) {
         scores[j] *= scale;
         tile_max = std::max(tile_max, scores[j]);
@@ -177,7 +261,8 @@ void attend(const PagedAttentionParams& p, const AttentionWork& w, TileScratch& 
             if (lo > hi) continue;
             const float* q =
                 p.q + ((seq.q_begin + row) * p.n_heads + w.kv_head * group + m % group) * hd;
-            fold_keys<Ops, TK, TV>(q, s, lo, hi, p.scale, hd, &s.acc[m * hd], s.max[m], s.sum[m]);
+            fold_keys<Ops, TK, TV>(q, s, lo, hi, p.scale, hd, pos0 + row, &s.acc[m * hd],
+                                   s.max[m], s.sum[m]);
         }
     }
     for (int64_t m = 0; m < vectors; ++m) {
@@ -228,14 +313,7 @@ void score_keys(const PagedAttentionParams& p, int64_t kv_head, const float* sta
                 for (int64_t g = 0; g < group; ++g) {
                     const int64_t vec = (seq.q_begin + row) * p.n_heads + kv_head * group + g;
                     const float* q = p.q + vec * hd;
-                    float* dots = s.scores.data() + lo;
-                    if constexpr (std::is_same_v<TK, KvQ8>) {
-                        Ops::dot_rows_q8(q, s.k.q8.data() + lo,
-                                         s.k.scales.data() + lo * kv_groups(hd), hi - lo + 1, hd,
-                                         dots);
-                    } else {
-                        Ops::dot_rows(q, s.k.rows.data() + lo, hi - lo + 1, hd, dots);
-                    }
+                    key_dots<Ops, TK>(q, s, lo, hi, hd, pos, s.scores.data());
                     const float max = stats[2 * vec], inv = 1.0f / stats[2 * vec + 1];
                     for (int64_t j = lo; j <= hi; ++j) {
                         score(t0 + j) += std::exp(s.scores[j] * p.scale - max) * inv;
@@ -283,14 +361,14 @@ void run_typed(const PagedAttentionParams& p, std::span<const AttentionWork> wor
 template <class Ops>
 void run_attention(const PagedAttentionParams& p, std::span<const AttentionWork> work,
                    ThreadPool& pool) {
+    if (p.kv.k.format == KvFormat::Q4 && !p.kv.k.per_channel) {
+        fail<InvalidArgument>("attention: 4-bit keys must be stored per channel (KIVI)");
+    }
+    if (p.kv.v.per_channel) fail<InvalidArgument>("attention: values are never per channel");
     visit_kv_format(p.kv.k.format, [&](auto tk) {
-        using TK = decltype(tk);
-        if constexpr (std::is_same_v<TK, KvQ4>) {
-            fail<InvalidArgument>("attention: 4-bit keys are not supported (Q4 is for V only)");
-        } else {
-            visit_kv_format(p.kv.v.format,
-                            [&](auto tv) { run_typed<Ops, TK, decltype(tv)>(p, work, pool); });
-        }
+        visit_kv_format(p.kv.v.format, [&](auto tv) {
+            run_typed<Ops, decltype(tk), decltype(tv)>(p, work, pool);
+        });
     });
 }
 

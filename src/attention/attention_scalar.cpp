@@ -18,6 +18,16 @@ struct ScalarOps {
             out[j] = s;
         }
     }
+    // out[j] = qs . rows[j] read as 4-bit codes (K in Q4: qs is the query times a block's
+    // channel scales).
+    static void dot_rows_q4(const float* qs, const uint8_t* const* rows, int64_t n, int64_t hd,
+                            float* out) {
+        for (int64_t j = 0; j < n; ++j) {
+            float s = 0.0f;
+            for (int64_t d = 0; d < hd; ++d) s += qs[d] * static_cast<float>(q4_nibble(rows[j], d));
+            out[j] = s;
+        }
+    }
     // acc += sum_j w[j] * rows[j], in j order for every element.
     static void accumulate(const float* w, const float* const* rows, int64_t n, float* acc,
                            int64_t hd) {

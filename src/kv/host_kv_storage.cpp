@@ -52,6 +52,12 @@ size_t kv_row_bytes(KvFormat f, int64_t head_dim) {
     return 0;
 }
 
+size_t kv_token_bytes(KvFormat f, bool key, int64_t head_dim, int64_t block_size) {
+    if (!key || f != KvFormat::Q4) return kv_row_bytes(f, head_dim);
+    const KvSideView shape(nullptr, f, 1, head_dim, block_size, true);
+    return (shape.block_bytes + static_cast<size_t>(block_size) - 1) / static_cast<size_t>(block_size);
+}
+
 std::string kv_formats_name(KvFormats f) {
     if (f.k == f.v) return std::string(kv_format_name(f.k));
     return fmt::format("k {}, v {}", kv_format_name(f.k), kv_format_name(f.v));
@@ -68,14 +74,21 @@ size_t KvStorage::bytes_per_token() const {
     const KvLayout& l = layout();
     const KvFormats f = formats();
     return static_cast<size_t>(l.n_layers * l.n_kv_heads) *
-           (kv_row_bytes(f.k, l.head_dim) + kv_row_bytes(f.v, l.head_dim));
+           (kv_token_bytes(f.k, true, l.head_dim, l.block_size) +
+            kv_token_bytes(f.v, false, l.head_dim, l.block_size));
 }
 
 KvSideView::KvSideView(const std::byte* data, KvFormat format, int64_t n_kv_heads,
-                       int64_t head_dim, int64_t block_size)
+                       int64_t head_dim, int64_t block_size, bool key)
     : data(data), format(format), n_kv_heads(n_kv_heads), head_dim(head_dim),
-      block_size(block_size) {
+      block_size(block_size), per_channel(key && format == KvFormat::Q4) {
     const auto rows = static_cast<size_t>(n_kv_heads * block_size);
+    if (per_channel) {
+        scale_bytes = static_cast<size_t>(n_kv_heads * 2 * head_dim) * sizeof(uint16_t);
+        row_bytes = static_cast<size_t>(q4_row_bytes(head_dim));
+        block_bytes = (scale_bytes + rows * row_bytes + 3) / 4 * 4;
+        return;
+    }
     scales_per_row = format == KvFormat::Q8   ? kv_groups(head_dim)
                      : format == KvFormat::Q4 ? 2 * kv_groups(head_dim)
                                               : 0;
@@ -91,15 +104,11 @@ void HostKvStorage::AlignedFree::operator()(std::byte* p) const {
 
 HostKvStorage::HostKvStorage(const KvLayout& layout, KvFormats formats)
     : layout_((check_layout(layout), layout)), formats_(formats) {
-    if (formats.k == KvFormat::Q4) {
-        fail<InvalidArgument>(
-            "KV format q4 is for V only (--kv-type-v q4): 4-bit keys need KIVI's per-channel "
-            "quantisation, which is not built yet; use q8 or f16 for K");
-    }
     for (bool value : {false, true}) {
         shape_[value] = KvSideView(nullptr, value ? formats.v : formats.k, layout_.n_kv_heads,
-                                   layout_.head_dim, layout_.block_size);
+                                   layout_.head_dim, layout_.block_size, !value);
     }
+    if (shape_[0].per_channel) kivi_ = std::make_unique<KiviKeys>(layout_);
     storage_.reserve(static_cast<size_t>(2 * layout_.n_layers));
     for (int64_t i = 0; i < 2 * layout_.n_layers; ++i) {
         const size_t bytes = shape_[i % 2].block_bytes * static_cast<size_t>(layout_.num_blocks);
@@ -122,6 +131,7 @@ HostKvStorage::~HostKvStorage() = default;
 KvSideView HostKvStorage::side(int64_t layer, bool value) const {
     KvSideView s = shape_[value];
     s.data = storage_[static_cast<size_t>(2 * layer + (value ? 1 : 0))].get();
+    if (s.per_channel) s.residual = kivi_->residuals(layer);
     return s;
 }
 
@@ -153,13 +163,18 @@ std::byte* HostKvStorage::host_ptr(int32_t slot) {
 
 void HostKvStorage::apply(std::span<const BlockOp> ops) {
     const size_t sb = score_block_bytes();
+    auto finish_moves = [&] {
+        if (kivi_) kivi_->finish_moves([&](int64_t l) { return side(l, false); });
+    };
     for (const BlockOp& op : ops) {
         VELA_ASSERT(op.src >= 0 && op.dst >= 0);
         if (op.kind == BlockOp::Kind::MoveRow) {
             move_row(op);
             continue;
         }
+        finish_moves();
         if (op.kind == BlockOp::Kind::Copy) {
+            if (kivi_) kivi_->copy(op.src, op.dst);
             for (int64_t l = 0; l < layout_.n_layers; ++l) {
                 for (bool value : {false, true}) {
                     std::memcpy(block_ptr(l, value, op.dst), block_ptr(l, value, op.src),
@@ -172,6 +187,13 @@ void HostKvStorage::apply(std::span<const BlockOp> ops) {
         const bool out = op.kind == BlockOp::Kind::SwapOut;
         std::byte* host = host_ptr(out ? op.dst : op.src);
         const int32_t block = out ? op.src : op.dst;
+        if (kivi_) {
+            if (out) {
+                kivi_->swap_out(op.src, op.dst);
+            } else {
+                kivi_->swap_in(op.src, op.dst);
+            }
+        }
         auto transfer = [&](std::byte* dev, size_t bytes) {
             if (out) {
                 std::memcpy(host, dev, bytes);
@@ -187,6 +209,7 @@ void HostKvStorage::apply(std::span<const BlockOp> ops) {
             if (sb > 0) transfer(reinterpret_cast<std::byte*>(score_ptr(l, block)), sb);
         }
     }
+    finish_moves();
 }
 
 void HostKvStorage::move_row(const BlockOp& op) {
@@ -199,6 +222,10 @@ void HostKvStorage::move_row(const BlockOp& op) {
     for (int64_t l = l0; l < l1; ++l) {
         for (bool value : {false, true}) {
             const KvSideView s = side(l, value);
+            if (s.per_channel) {
+                kivi_->move_row(s, l, h0, h1, op.src, op.dst);
+                continue;
+            }
             for (int64_t h = h0; h < h1; ++h) {
                 std::memmove(const_cast<std::byte*>(s.row(dblock, h, doff)), s.row(sblock, h, soff),
                              s.row_bytes);
@@ -249,6 +276,10 @@ void HostKvStorage::write(int64_t layer, std::span<const int64_t> slots, const f
     }
     for (bool value : {false, true}) {
         const KvSideView s = side(layer, value);
+        if (s.per_channel) {
+            kivi_->write(s, layer, slots, k);
+            continue;
+        }
         visit_kv_format(s.format, [&](auto tag) {
             using T = decltype(tag);
             for (size_t r = 0; r < slots.size(); ++r) {
@@ -282,6 +313,10 @@ void HostKvStorage::read(int64_t layer, int64_t slot, int64_t kv_head, bool valu
     VELA_ASSERT(kv_head >= 0 && kv_head < layout_.n_kv_heads);
     const int64_t bs = layout_.block_size, hd = layout_.head_dim;
     const KvSideView s = side(layer, value);
+    if (s.per_channel) {
+        kivi_->read(s, layer, slot, kv_head, out);
+        return;
+    }
     visit_kv_format(s.format, [&](auto tag) {
         using T = decltype(tag);
         const std::byte* row = s.row(slot / bs, kv_head, slot % bs);

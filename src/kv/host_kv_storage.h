@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "kv/kivi_keys.h"
 #include "kv/kv_quant.h"
 #include "kv/kv_storage.h"
 
@@ -18,7 +19,9 @@ namespace vela {
 // quantised format holds the fp16 scales of its rows first ([n_kv_heads][block_size] of
 // scales_per_row: Q8 a scale per group, Q4 a (scale, min) pair), then the rows ([n_kv_heads]
 // [block_size] of row_bytes); the float formats have rows only. Scales live inside their
-// block, so copying or swapping a block moves them too.
+// block, so copying or swapping a block moves them too. K in Q4 is per channel instead
+// (kivi_keys.h): a block holds [n_kv_heads] of (head_dim scales, head_dim mins) and then the
+// rows of 4-bit codes, and the fp16 keys of blocks not yet full live in `residual`.
 struct KvSideView {
     const std::byte* data = nullptr;  // block 0
     KvFormat format = KvFormat::F16;
@@ -29,10 +32,12 @@ struct KvSideView {
     size_t scale_bytes = 0;  // scales at the start of each block
     size_t row_bytes = 0;    // one token's elements of one head
     size_t block_bytes = 0;  // one block, scales included (a multiple of 4)
+    bool per_channel = false;  // K in Q4: scales per channel of a block, not per row
+    const std::unique_ptr<KeyResidual>* residual = nullptr;  // per block, when per_channel
 
     KvSideView() = default;
     KvSideView(const std::byte* data, KvFormat format, int64_t n_kv_heads, int64_t head_dim,
-               int64_t block_size);
+               int64_t block_size, bool key = false);
 
     const std::byte* row(int64_t block, int64_t head, int64_t offset) const {
         return data + static_cast<size_t>(block) * block_bytes + scale_bytes +
@@ -41,6 +46,15 @@ struct KvSideView {
     const uint16_t* scales(int64_t block, int64_t head, int64_t offset) const {
         return reinterpret_cast<const uint16_t*>(data + static_cast<size_t>(block) * block_bytes) +
                (head * block_size + offset) * scales_per_row;
+    }
+    // per_channel: the head_dim scales and then head_dim mins of one head of a full block.
+    const uint16_t* channel_scales(int64_t block, int64_t head) const {
+        return reinterpret_cast<const uint16_t*>(data + static_cast<size_t>(block) * block_bytes) +
+               head * 2 * head_dim;
+    }
+    // per_channel: the block's fp16 keys while it is open or just closed (kivi_keys.h), or null.
+    const KeyResidual* open_keys(int64_t block) const {
+        return residual != nullptr ? residual[block].get() : nullptr;
     }
 };
 
@@ -94,6 +108,7 @@ class HostKvStorage final : public KvStorage {
     std::vector<std::unique_ptr<std::byte[], AlignedFree>> storage_;
     std::vector<std::vector<float>> scores_;  // per layer, when kept
     std::vector<std::byte> host_;  // swap space
+    std::unique_ptr<KiviKeys> kivi_;  // K in Q4 only
 };
 
 }  // namespace vela

@@ -26,7 +26,8 @@ struct KvQ8 {
     int8_t q;
 };
 
-// 4-bit with fp16 (scale, min) per kKvGroup values (kv/kv_quant.h); V only.
+// 4-bit (kv/kv_quant.h): V with fp16 (scale, min) per kKvGroup values of a row; K with one per
+// channel of a full block (KvSideView::per_channel, kv/kivi_keys.h).
 struct KvQ4 {
     uint8_t q;
 };

@@ -22,13 +22,20 @@
 namespace vela {
 
 // Formats of the stored K and V (kv/kv_quant.h). Q8: int8 with an fp16 scale per 32 values of
-// a row. Q4: 4-bit with an fp16 scale and minimum per 32 values of a row, for V only (4-bit keys
-// need KIVI's per-channel quantisation, not built yet).
+// a row. Q4: 4-bit with an fp16 scale and minimum per 32 values of a row for V; for K, KIVI's
+// per-channel 4-bit: a (scale, min) per channel of each full block, the block still filling in
+// fp16 beside it (kv/kivi_keys.h).
 enum class KvFormat { F32, F16, BF16, Q8, Q4 };
 
 std::string_view kv_format_name(KvFormat f);
-// Bytes of one token's K (or V) row of one KV head, its scales included.
+// Bytes of one token's row of one KV head in a per-token layout, its scales included (for Q4,
+// the V layout).
 size_t kv_row_bytes(KvFormat f, int64_t head_dim);
+// Bytes per token of one KV head's K (key) or V in blocks of block_size, rounded up: as
+// kv_row_bytes except K in Q4, whose per-channel scales are shared by a block's tokens (head_dim
+// 64, blocks of 16: 32 bytes of codes + 256 / 16 of scales = 48 bytes, 6 bits per value). The
+// fp16 keys of blocks still filling are not counted (one block per sequence, kivi_keys.h).
+size_t kv_token_bytes(KvFormat f, bool key, int64_t head_dim, int64_t block_size);
 // "f32", "f16", "bf16", "q8", "q4" (as --kv-type spells them); InvalidArgument otherwise.
 KvFormat parse_kv_format(std::string_view name);
 

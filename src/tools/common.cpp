@@ -128,7 +128,8 @@ EngineConfig Runtime::engine_config(const CommonOptions& o, bool fill_kv) const 
     }
     const HParams& hp = model->hparams();
     const size_t per_token =
-        (kv_row_bytes(c.kv_formats.k, hp.head_dim) + kv_row_bytes(c.kv_formats.v, hp.head_dim)) *
+        (kv_token_bytes(c.kv_formats.k, true, hp.head_dim, c.kv_block_size) +
+         kv_token_bytes(c.kv_formats.v, false, hp.head_dim, c.kv_block_size)) *
         static_cast<size_t>(hp.n_kv_heads * hp.n_layers);
     MemoryPlanInput in;
     in.total = mem.total;

@@ -37,7 +37,8 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
                  "CUDA graphs");
     const auto kv_types = CLI::IsMember({"f32", "f16", "bf16", "q8", "q4"});
     app.add_option("--kv-type", o.kv_type,
-                   "KV cache format of K and V: f32, f16, bf16, q8 (int8), q4 (4-bit, V only)")
+                   "KV cache format of K and V: f32, f16, bf16, q8 (int8), q4 (4-bit; K "
+                   "per channel of each block as KIVI, the newest block in fp16; CPU)")
         ->check(kv_types)
         ->capture_default_str();
     app.add_option("--kv-type-k", o.kv_type_k, "KV cache format of K (default: --kv-type)")

@@ -16,7 +16,7 @@ struct CommonOptions {
     int64_t ctx_size = 4096;
     int64_t batch_size = 512;
     std::string device = "auto";  // cpu, cuda, auto
-    std::string kv_type = "f16";  // f32, f16, bf16, q8, q4 (V only): K and V
+    std::string kv_type = "f16";  // f32, f16, bf16, q8, q4 (K per channel, KIVI): K and V
     std::string kv_type_k;        // empty: kv_type
     std::string kv_type_v;        // empty: kv_type
     std::string kv_evict = "none";  // none, window, sinks, h2o, tova

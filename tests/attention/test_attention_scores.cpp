@@ -182,6 +182,23 @@ TEST(AttentionScores, AccumulateAndLastMatchFloat64) {
     }
 }
 
+// K in Q4 (per channel): a decode row reads each full block's codes and the open block's fp16
+// keys, which is what the cache reads back, so the reference above applies as is (a prefill
+// row reads its own block in fp16 even once full: tests/attention/test_kivi_attention.cpp).
+TEST(AttentionScores, KiviKeysDecodeRowsMatchFloat64) {
+    const std::vector<SeqShape> decode = {{1, 1}, {16, 1}, {45, 1}, {300, 1}, {97, 1}};
+    for (AttentionImpl impl : impls()) {
+        for (int64_t bs : {1, 16}) {
+            const AttentionProblem pr = AttentionProblem::random(decode, 6, 2, 40, 21);
+            ScoredCache c(pr, {KvFormat::Q4, impl, bs, 2});
+            c.attend(KvScoreMode::Accumulate);
+            EXPECT_LE(worst(c, pr, false, 1.0), 1.0) << "block " << bs << " accumulate";
+            c.attend(KvScoreMode::Last);
+            EXPECT_LE(worst(c, pr, true, 1.0), 1.0) << "block " << bs << " last";
+        }
+    }
+}
+
 // The weights of one query row sum to 1 over its keys: the scores of a decode row's keys add
 // up to the number of query heads of the KV head.
 TEST(AttentionScores, DecodeRowScoresSumToGroupSize) {

@@ -74,14 +74,18 @@ class EngineServing : public ::testing::Test {
     }
 
     // Each prompt alone in a fresh engine without prefix cache: the reference (per KV format).
-    static const std::vector<Tokens>& alone(KvFormats format = KvFormat::F16) {
+    // Block size matters only to K in Q4 (its quantisation groups are blocks).
+    static const std::vector<Tokens>& alone(KvFormats format = KvFormat::F16,
+                                            int64_t block_size = EngineConfig{}.kv_block_size) {
         static std::map<std::string, std::vector<Tokens>> cache;
-        std::vector<Tokens>& out = cache[kv_formats_name(format)];
+        std::vector<Tokens>& out =
+            cache[kv_formats_name(format) + " block " + std::to_string(block_size)];
         if (out.empty()) {
             EngineConfig c;
             c.prefix_caching = false;
             c.n_ctx = 256;  // a small pool: creating the engine zeroes it
             c.kv_formats = format;
+            c.kv_block_size = block_size;
             for (const Tokens& p : prompts_) {
                 Engine e(*model_, *tokenizer_, *backend_, c);
                 out.push_back(run(e, {p})[0]);
@@ -177,9 +181,12 @@ TEST_F(EngineServing, PreemptionUnderMemoryPressureKeepsOutputs) {
 // A quantised KV row depends only on its own token, so every invariant above holds bit for bit
 // with a quantised cache too: batched with chunked prefill and a warm prefix cache, under swap
 // preemption (quantised blocks and their scales go to host memory and back), and for a group
-// of samples forked from one prompt (copy-on-write of a partly filled quantised block).
+// of samples forked from one prompt (copy-on-write of a partly filled quantised block). K in
+// Q4 (KIVI) is per block, not per row, but what a query reads depends only on positions
+// (kv/kivi_keys.h), and the open block's fp16 keys follow the same swaps and copies.
 TEST_F(EngineServing, QuantisedKvKeepsOutputsIdenticalToAlone) {
-    for (KvFormats format : {KvFormats(KvFormat::Q8), KvFormats(KvFormat::Q8, KvFormat::Q4)}) {
+    for (KvFormats format : {KvFormats(KvFormat::Q8), KvFormats(KvFormat::Q8, KvFormat::Q4),
+                             KvFormats(KvFormat::Q4)}) {
         const std::string what = kv_formats_name(format);
         const std::vector<Tokens>& want = alone(format);
         EngineConfig c;
@@ -199,7 +206,10 @@ TEST_F(EngineServing, QuantisedKvKeepsOutputsIdenticalToAlone) {
         tight.scheduler.max_batched_tokens = 64;
         Engine swapping(*model_, *tokenizer_, *backend_, tight);
         const std::vector<Tokens> prompts(prompts_.begin(), prompts_.begin() + 8);
-        EXPECT_EQ(run(swapping, prompts), std::vector<Tokens>(want.begin(), want.begin() + 8))
+        const std::vector<Tokens>& want_tight =
+            format.k == KvFormat::Q4 ? alone(format, tight.kv_block_size) : want;
+        EXPECT_EQ(run(swapping, prompts),
+                  std::vector<Tokens>(want_tight.begin(), want_tight.begin() + 8))
             << what;
         EXPECT_GT(swapping.stats().swap_outs, 0) << what;
         expect_no_leak(swapping);
@@ -220,7 +230,9 @@ TEST_F(EngineServing, QuantisedKvKeepsOutputsIdenticalToAlone) {
                                          o.tokens.end());
             }
         }
-        for (int64_t id : ids) EXPECT_EQ(out[id], want[4]) << what;
+        const std::vector<Tokens>& want_forking =
+            format.k == KvFormat::Q4 ? alone(format, forking.kv_block_size) : want;
+        for (int64_t id : ids) EXPECT_EQ(out[id], want_forking[4]) << what;
         expect_no_leak(e);
     }
 }

@@ -61,8 +61,10 @@ void expect_matches_reference(const char* format, RoundTrip round_trip, Referenc
                 ASSERT_LE(err, ref.slack[i]) << format << " n " << n << " element " << i << " of "
                                              << x[i] << ": got " << got[i] << " want "
                                              << ref.value[i];
-                // The format's bound: half a step.
-                ASSERT_LE(std::fabs(got[i] - double{x[i]}), 0.5 * ref.scale[i] * (1 + 1e-5))
+                // The format's bound: half a step, plus half a float ulp of Q4's min + q * scale
+                // (a group of equal values has a step of a few fp16 subnormals).
+                ASSERT_LE(std::fabs(got[i] - double{x[i]}),
+                          0.5 * ref.scale[i] * (1 + 1e-5) + std::fabs(ref.value[i]) * 0x1p-24)
                     << format << " n " << n << " element " << i;
             }
         }
@@ -76,6 +78,72 @@ TEST(KvQuant, Q8MatchesDoublePrecisionReference) {
 
 TEST(KvQuant, Q4MatchesDoublePrecisionReference) {
     expect_matches_reference("q4", round_trip_q4, q4_reference);
+}
+
+// K in Q4: each channel of a block of block_size tokens is one group of the Q4 reference.
+TEST(KvQuant, Q4KeysPerChannelMatchDoublePrecisionReference) {
+    std::mt19937 rng(fresh_seed());
+    std::normal_distribution<float> normal;
+    std::uniform_real_distribution<float> spread(-12.0f, 4.0f);
+    for (int64_t hd : {40, 64, 72, 128, 7}) {
+        for (int64_t bs : {1, 7, 16, 32}) {
+            for (int trial = 0; trial < 10; ++trial) {
+                // Each channel at its own magnitude, one of them an outlier 30x (keys' outliers
+                // are channels).
+                std::vector<float> mag(static_cast<size_t>(hd));
+                for (float& m : mag) m = std::exp2(spread(rng));
+                mag[static_cast<size_t>(trial) % mag.size()] *= 30.0f;
+                std::vector<float> x(static_cast<size_t>(bs * hd));
+                for (int64_t i = 0; i < bs * hd; ++i) x[i] = normal(rng) * mag[i % hd];
+                std::vector<uint8_t> q(static_cast<size_t>(bs * q4_row_bytes(hd)));
+                std::vector<uint16_t> scale_min(static_cast<size_t>(2 * hd));
+                quantize_q4_channels(x.data(), bs, hd, q.data(), scale_min.data());
+                std::vector<float> back(static_cast<size_t>(bs * hd));
+                for (int64_t t = 0; t < bs; ++t) {
+                    dequantize_q4_channels_row(q.data() + t * q4_row_bytes(hd), scale_min.data(),
+                                               hd, back.data() + t * hd);
+                }
+                for (int64_t c = 0; c < hd; ++c) {
+                    std::vector<float> channel(static_cast<size_t>(bs));
+                    for (int64_t t = 0; t < bs; ++t) channel[t] = x[t * hd + c];
+                    const QuantRow ref = q4_reference(channel.data(), bs);
+                    for (int64_t t = 0; t < bs; ++t) {
+                        const double got = back[t * hd + c];
+                        ASSERT_LE(std::fabs(got - ref.value[t]), ref.slack[t])
+                            << "head_dim " << hd << " block " << bs << " channel " << c
+                            << " token " << t << ": got " << got << " want " << ref.value[t];
+                        // Half a step, plus half a float ulp of min + q * scale.
+                        ASSERT_LE(std::fabs(got - double{channel[t]}),
+                                  0.5 * ref.scale[t] * (1 + 1e-5) + std::fabs(ref.value[t]) * 0x1p-24)
+                            << "head_dim " << hd << " block " << bs << " channel " << c
+                            << " token " << t << ": x " << channel[t] << " got " << got;
+                    }
+                }
+            }
+        }
+    }
+}
+
+TEST(KvQuant, Q4KeysNanPoisonsItsChannelOnly) {
+    const int64_t hd = 40, bs = 16;
+    std::vector<float> x(static_cast<size_t>(bs * hd));
+    for (int64_t i = 0; i < bs * hd; ++i) x[i] = static_cast<float>(i % hd) - 3.0f;
+    x[5 * hd + 9] = std::numeric_limits<float>::quiet_NaN();
+    std::vector<uint8_t> q(static_cast<size_t>(bs * q4_row_bytes(hd)));
+    std::vector<uint16_t> scale_min(static_cast<size_t>(2 * hd));
+    quantize_q4_channels(x.data(), bs, hd, q.data(), scale_min.data());
+    std::vector<float> row(static_cast<size_t>(hd));
+    for (int64_t t = 0; t < bs; ++t) {
+        dequantize_q4_channels_row(q.data() + t * q4_row_bytes(hd), scale_min.data(), hd,
+                                   row.data());
+        for (int64_t c = 0; c < hd; ++c) {
+            if (c == 9) {
+                EXPECT_TRUE(std::isnan(row[c])) << "token " << t;
+            } else {
+                EXPECT_EQ(row[c], x[t * hd + c]) << "token " << t << " channel " << c;  // constant
+            }
+        }
+    }
 }
 
 TEST(KvQuant, ZeroAndNanRows) {

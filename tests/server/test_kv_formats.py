@@ -1,7 +1,8 @@
 """`vela serve` with quantised KV formats, K and V chosen apart: the server answers, and /metrics
 reports the KV bytes per token of the formats asked for (SmolLM2-135M: 30 layers x 3 KV heads x
-head_dim 64; f16 rows are 128 bytes, q8 rows 64 + 2 fp16 scales = 68 bytes, q4 rows 32 + 2
-fp16 (scale, min) pairs = 40 bytes)."""
+head_dim 64; f16 rows are 128 bytes, q8 rows 64 + 2 fp16 scales = 68 bytes, q4 V rows 32 + 2
+fp16 (scale, min) pairs = 40 bytes, q4 K rows 32 + a block's 64 fp16 (scale, min) pairs / 16
+tokens = 48 bytes)."""
 import pytest
 
 from conftest import launch, shutdown
@@ -15,6 +16,7 @@ ROWS = 30 * 3  # layers x KV heads
     (["--kv-type-k", "q8"], 68 + 128),
     (["--kv-type", "q8", "--kv-type-v", "f32"], 68 + 256),
     (["--kv-type-k", "q8", "--kv-type-v", "q4"], 68 + 40),
+    (["--kv-type", "q4"], 48 + 40),
 ])
 def test_kv_bytes_per_token_follow_the_formats(args, row_bytes):
     srv = launch(args)

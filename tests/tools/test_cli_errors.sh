@@ -51,7 +51,6 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
 fi
 expect_error "device" generate -m "$model" -p hi --device tpu
 expect_error "kv-type" generate -m "$model" -p hi --kv-type q3
-expect_error "V only" generate -m "$model" -p hi --kv-type q4
 expect_error "kv-type-k" generate -m "$model" -p hi --kv-type-k int4
 expect_error "kv-type-v" perplexity -m "$model" --kv-type-v "" /etc/hostname
 expect_error "spec-branches is for --spec ngram" generate -m "$model" -p hi --spec-branches 3

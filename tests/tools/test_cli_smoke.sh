@@ -167,6 +167,12 @@ PY
         kld="$(sed -nE 's/^KL divergence .*: mean ([0-9.]+) .*/\1/p' <<<"$out")"
         in_range "kl q8 vs f16 (mean KLD)" "$kld" 0.0001 0.1
     fi
+    # 4-bit keys per channel (KIVI) with 4-bit values: accepted, and further from f16 than q8.
+    if run "perplexity kl q4" perplexity -m "$model" -t 2 -c 128 --kv-type-k q4 --kv-type-v q4 \
+            --kl-divergence "$tmp/base.kld" "$here/data/english.txt"; then
+        kld="$(sed -nE 's/^KL divergence .*: mean ([0-9.]+) .*/\1/p' <<<"$out")"
+        in_range "kl q4 vs f16 (mean KLD)" "$kld" 0.001 0.5
+    fi
     if "$vela" perplexity -m "$model" -t 2 -c 64 --kl-divergence "$tmp/base.kld" \
             "$here/data/english.txt" >/dev/null 2>"$tmp/kl_err"; then
         fail "kl base of another context accepted"
