@@ -118,8 +118,7 @@ TEST_P(BackendFusedOps, GatedFfnEqualsMatmulsThenGate) {
                     backend().silu_mul(ag.view(), au.view(), ag.view());
                 const auto want = widen(ag.download());
                 expect_close(report_, "gated_ffn", std::string(dtype_name(t)), y, want,
-                             row_max_abs(want, m, n), 1e-6,
-                             fmt::format("m {} gelu {}", m, gelu));
+                             row_max_abs(want, m, n), 1e-6, fmt::format("m {} gelu {}", m, gelu));
             }
         }
     }
@@ -133,7 +132,9 @@ TEST_P(BackendFusedOps, RopeWriteKvEqualsRopeThenWrite) {
         int64_t n_heads, n_kv_heads, head_dim, rot_dim;
         bool neox;
     };
-    const Case cases[] = {{4, 2, 64, 64, false}, {9, 3, 64, 64, true}, {4, 4, 128, 64, true},
+    const Case cases[] = {{4, 2, 64, 64, false},
+                          {9, 3, 64, 64, true},
+                          {4, 4, 128, 64, true},
                           {8, 2, 128, 128, false}};
     constexpr int64_t kBlock = 16;
     for (const Case& c : cases) {
@@ -169,12 +170,12 @@ TEST_P(BackendFusedOps, RopeWriteKvEqualsRopeThenWrite) {
                                     c.neox);
             backend().rope(uq.view(), c.n_heads, c.head_dim, c.rot_dim, dcos.view(), dsin.view(),
                            c.neox);
-            backend().rope(uk.view(), c.n_kv_heads, c.head_dim, c.rot_dim, dcos.view(),
-                           dsin.view(), c.neox);
+            backend().rope(uk.view(), c.n_kv_heads, c.head_dim, c.rot_dim, dcos.view(), dsin.view(),
+                           c.neox);
             backend().write_kv(*alone_kv, 0, uk.view(), uv.view());
-            const std::string what = fmt::format("rows {} heads {}/{} head_dim {} rot_dim {} {}",
-                                                 rows, c.n_heads, c.n_kv_heads, c.head_dim,
-                                                 c.rot_dim, c.neox ? "neox" : "norm");
+            const std::string what =
+                fmt::format("rows {} heads {}/{} head_dim {} rot_dim {} {}", rows, c.n_heads,
+                            c.n_kv_heads, c.head_dim, c.rot_dim, c.neox ? "neox" : "norm");
             const auto want_q = widen(uq.download()), want_k = widen(uk.download());
             expect_close(report_, "rope_write_kv", "q", fq, want_q, row_max_abs(want_q, rows, qc),
                          1e-6, what);
@@ -190,8 +191,9 @@ TEST_P(BackendFusedOps, RopeWriteKvEqualsRopeThenWrite) {
                         GetParam().read_kv(*fused_kv, 0, first + r, h, value, got.data());
                         GetParam().read_kv(*alone_kv, 0, first + r, h, value, want.data());
                         for (int64_t d = 0; d < c.head_dim; ++d) {
-                            const double e = std::fabs(got[d] - want[d]) /
-                                             std::max(std::fabs(static_cast<double>(want[d])), 1e-3);
+                            const double e =
+                                std::fabs(got[d] - want[d]) /
+                                std::max(std::fabs(static_cast<double>(want[d])), 1e-3);
                             worst = std::max(worst, std::isfinite(got[d]) ? e : INFINITY);
                         }
                     }

@@ -19,7 +19,11 @@ namespace {
 
 using cuda_backend::as_stream;
 using cuda_backend::check;
+using cuda_backend::check_device_weight;
+using cuda_backend::check_f32;
+using cuda_backend::device_storage;
 using cuda_backend::Half;
+using cuda_backend::half_of;
 
 void check(cublasStatus_t s, const char* what) {
     if (s != CUBLAS_STATUS_SUCCESS) {
@@ -27,32 +31,8 @@ void check(cublasStatus_t s, const char* what) {
     }
 }
 
-// Ops take float activations in device memory; anything else is a caller bug.
-void check_f32(const Tensor& t) {
-    VELA_ASSERT(t.device == Device::Cuda && t.dtype == DType::F32);
-}
-
-void check_device_weight(const Weight& w) {
-    if (w.device != Device::Cuda) {
-        fail<InvalidArgument>("the CUDA backend got a weight in {} memory (load_weights first)",
-                              device_name(w.device));
-    }
-}
-
-Half half_of(KvFormat f) {
-    return f == KvFormat::BF16 ? Half::BF16 : Half::F16;
-}
-
 cuda::Dtype attention_dtype(Half h) {
     return h == Half::BF16 ? cuda::Dtype::kBf16 : cuda::Dtype::kF16;
-}
-
-const DeviceKvStorage& device_storage(const KvStorage& kv) {
-    if (kv.device() != Device::Cuda) {
-        fail<InvalidArgument>("the CUDA backend cannot use KV storage on {}",
-                              device_name(kv.device()));
-    }
-    return static_cast<const DeviceKvStorage&>(kv);
 }
 
 constexpr size_t kAlign = 256;
@@ -71,8 +51,6 @@ int32_t bucket(int32_t v) {
     return (v + step - 1) / step * step;
 }
 
-// Graphs kept before all are dropped and recorded again (each holds ~20 launches per layer).
-constexpr size_t kMaxGraphs = 256;
 // cuBLAS workspace, given explicitly so that recorded GEMMs never allocate (32 MiB on Hopper).
 constexpr size_t kCublasWorkspace = size_t{32} << 20;
 
@@ -272,67 +250,6 @@ void CudaBackend::plan(const ForwardBatch& batch) {
     check(
         cudaMemcpyAsync(dev, meta_host_.data(), bytes, cudaMemcpyHostToDevice, as_stream(stream_)),
         "plan upload");
-}
-
-void CudaBackend::drop_graphs() {
-    check(cudaStreamSynchronize(as_stream(stream_)), "graph drop");
-    for (auto& [key, g] : graphs_) {
-        if (g.exec != nullptr) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(g.exec));
-    }
-    graphs_.clear();
-}
-
-// A decode step's ops are run eagerly the first time its shape is seen (which sizes every
-// scratch buffer it needs), recorded the second time, and replayed after that, as long as no
-// allocation has moved a buffer since (generation_).
-void CudaBackend::run_ops(const void* model, const KvStorage& kv,
-                          const std::function<void()>& ops) {
-    const Plan& p = planned();
-    if (!p.graph) return ops();
-    const GraphKey key{model,
-                       &kv,
-                       p.batch->n_seqs(),
-                       static_cast<int64_t>(p.batch->logit_rows.size()),
-                       p.table_stride,
-                       p.kv_bound};
-    auto it = graphs_.find(key);
-    if (it == graphs_.end() && graphs_.size() >= kMaxGraphs) drop_graphs();
-    if (it == graphs_.end()) it = graphs_.emplace(key, Graph{}).first;
-    Graph& g = it->second;
-    const auto s = as_stream(stream_);
-    if (g.generation == generation_ && g.exec != nullptr) {
-        check(cudaGraphLaunch(static_cast<cudaGraphExec_t>(g.exec), s), "graph launch");
-        return;
-    }
-    if (g.generation != generation_) {  // first sight of this shape with these buffers
-        if (g.exec != nullptr) {
-            check(cudaStreamSynchronize(s), "graph drop");
-            cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(g.exec));
-            g.exec = nullptr;
-        }
-        ops();
-        g.generation = generation_;
-        return;
-    }
-    check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "graph capture");
-    cudaGraph_t graph = nullptr;
-    try {
-        ops();
-    } catch (...) {
-        cudaStreamEndCapture(s, &graph);
-        if (graph != nullptr) cudaGraphDestroy(graph);
-        cudaGetLastError();
-        graphs_.erase(it);
-        throw;
-    }
-    check(cudaStreamEndCapture(s, &graph), "graph capture");
-    cudaGraphExec_t exec = nullptr;
-    const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
-    cudaGraphDestroy(graph);
-    check(e, "graph instantiate");
-    check(cudaGraphLaunch(exec, s), "graph launch");
-    g.exec = exec;
-    // An allocation during the recording (none is expected) leaves g stale: recorded again.
 }
 
 void CudaBackend::embed(const Weight& table, Tensor out) {
@@ -565,99 +482,6 @@ void CudaBackend::gather_logit_rows(const Tensor& x, Tensor out) {
     VELA_ASSERT(out.rows == static_cast<int64_t>(p.batch->logit_rows.size()) && out.cols == x.cols);
     cuda_backend::gather_rows(x.f32(), x.cols, p.logit_rows, out.rows, out.f32(), stream_);
     check_launch("gather_logit_rows");
-}
-
-// --- fused ops ---
-
-void CudaBackend::add_rms_norm(Tensor x, const Tensor& delta, const Weight& weight, Tensor y,
-                               float eps) {
-    check_f32(x);
-    check_f32(delta);
-    check_f32(y);
-    check_device_weight(weight);
-    VELA_ASSERT(delta.rows == x.rows && delta.cols == x.cols && y.rows == x.rows &&
-                y.cols == x.cols && weight.cols == x.cols);
-    cuda_backend::add_rms_norm(x.f32(), delta.f32(), weight.f32(), y.f32(), x.rows, x.cols, eps,
-                               stream_);
-    check_launch("add_rms_norm");
-}
-
-// Decode-sized inputs with weights of one type: one matvec launch for all of them.
-void CudaBackend::matmuls(std::span<const Weight* const> ws, const Tensor& x,
-                          std::span<const Tensor> ys) {
-    VELA_ASSERT(ws.size() == ys.size());
-    check_f32(x);
-    int64_t max_n = 0;
-    for (const Weight* w : ws) max_n = std::max(max_n, w->rows);
-    bool one_launch = !ws.empty() && cuda_backend::matvec_fuses(ws[0]->type, max_n) &&
-                      x.rows >= 1 && x.rows <= cuda_backend::kMatvecMaxRows &&
-                      ws.size() <= static_cast<size_t>(cuda_backend::kMatvecMaxMats);
-    cuda_backend::MatvecOutput outs[cuda_backend::kMatvecMaxMats];
-    for (size_t i = 0; one_launch && i < ws.size(); ++i) {
-        check_device_weight(*ws[i]);
-        check_f32(ys[i]);
-        VELA_ASSERT(ws[i]->cols == x.cols && ys[i].rows == x.rows && ys[i].cols == ws[i]->rows);
-        one_launch = ws[i]->type == ws[0]->type && ws[i]->rows > 0;
-        outs[i] = {ws[i]->data, ws[i]->rows, ys[i].f32()};
-    }
-    if (!one_launch) return Backend::matmuls(ws, x, ys);
-    cuda_backend::matvec_multi(ws[0]->type, outs, static_cast<int>(ws.size()), x.cols, x.f32(),
-                               x.rows, stream_);
-    check_launch("matvec_multi");
-}
-
-void CudaBackend::gated_ffn(const Weight& gate, const Weight& up, const Tensor& x, Tensor y,
-                            Tensor up_out, bool gelu) {
-    check_f32(x);
-    check_f32(y);
-    check_device_weight(gate);
-    check_device_weight(up);
-    const bool one_launch = cuda_backend::matvec_fuses(gate.type, gate.rows) && x.rows >= 1 &&
-                            x.rows <= cuda_backend::kMatvecMaxRows && gate.type == up.type &&
-                            gate.rows == up.rows;
-    if (!one_launch) return Backend::gated_ffn(gate, up, x, y, up_out, gelu);
-    VELA_ASSERT(gate.cols == x.cols && up.cols == x.cols && y.rows == x.rows &&
-                y.cols == gate.rows);
-    cuda_backend::matvec_glu(gate.type, gate.data, up.data, gate.rows, x.cols, x.f32(), x.rows,
-                             y.f32(), gelu, stream_);
-    check_launch("matvec_glu");
-}
-
-void CudaBackend::rope_write_kv(KvStorage& kv, int64_t layer, Tensor q, Tensor k, const Tensor& v,
-                                int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                                int64_t rot_dim, const Tensor& cos, const Tensor& sin, bool neox) {
-    check_f32(q);
-    check_f32(k);
-    check_f32(v);
-    check_f32(cos);
-    check_f32(sin);
-    const auto& dkv = device_storage(kv);
-    const KvLayout& l = dkv.layout();
-    const Plan& p = planned();
-    VELA_ASSERT(q.rows == p.batch->n_rows() && k.rows == q.rows && v.rows == q.rows);
-    VELA_ASSERT(n_kv_heads == l.n_kv_heads && head_dim == l.head_dim);
-    VELA_ASSERT(q.cols == n_heads * head_dim && k.cols == n_kv_heads * head_dim && v.cols == k.cols);
-    VELA_ASSERT(rot_dim <= head_dim && rot_dim % 2 == 0 && cos.rows == q.rows &&
-                cos.cols == rot_dim / 2 && sin.rows == q.rows);
-    cuda_backend::RopeWriteKv r;
-    r.q = q.f32();
-    r.k = k.f32();
-    r.v = v.f32();
-    r.cos = cos.f32();
-    r.sin = sin.f32();
-    r.slots = p.slots;
-    r.rows = q.rows;
-    r.n_heads = n_heads;
-    r.n_kv_heads = n_kv_heads;
-    r.head_dim = head_dim;
-    r.rot_dim = rot_dim;
-    r.block_size = l.block_size;
-    r.neox = neox;
-    r.k_cache = dkv.side(layer, false);
-    r.v_cache = dkv.side(layer, true);
-    r.format = half_of(dkv.formats().k);
-    cuda_backend::rope_write_kv(r, stream_);
-    check_launch("rope_write_kv");
 }
 
 }  // namespace vela
