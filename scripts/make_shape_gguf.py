@@ -3,8 +3,7 @@
 
 For speed benchmarks where only the shapes matter (decode is bandwidth, prefill is matmul shape):
 Llama-3-8B (`--shape llama3-8b`), Qwen2.5-7B (`--shape qwen25-7b`, Q/K/V biases), SmolLM2-135M
-(`--shape smollm2-135m`), and tiny
-shapes for tests (`tiny`, `tiny-qwen2`). Weights are normal(0, 0.02) from a fixed seed, norms 1.0,
+(`--shape smollm2-135m`), and tiny shapes for tests (`tiny`, `tiny-qwen2`). Weights are normal(0, 0.02) from a fixed seed, norms 1.0,
 biases 0. The text such a model writes is noise; its perplexity means nothing.
 
 The tokenizer is a synthetic SentencePiece ("llama") vocabulary that llama.cpp and Vela both
