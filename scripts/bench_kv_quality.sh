@@ -5,9 +5,11 @@
 # its own base: mean KL divergence, same-top-token rate, and perplexity change.
 #
 # Bits per stored value (scales included) do not depend on head_dim (a multiple of 32): f16 16,
-# q8 / q8_0 8.5, q4_0 4.5, q4_1 5, q5_1 6; Vela's q4 V 5 (an fp16 scale and min per 32 values),
-# q4 K 6 (KIVI: an fp16 scale and min per channel per block of 16 tokens, Vela's default
-# block). llama.cpp's q5_1 K + q4_1 V spends exactly the bits of Vela's q4 K + q4 V.
+# q8 / q8_0 8.5, q4_0 4.5, q4_1 5, q5_1 6. Vela's q4 V: 4 + 32 / group (an fp16 scale and min per
+# group of --kv-quant-group values, default 32: 5 bits); its q4 K: 4 + 32 / block (KIVI: an fp16
+# scale and min per channel per block of --kv-block-size tokens, default 16: 6 bits); its q8:
+# 8 + 16 / group. So blocks and groups of 64 spend exactly q4_0's 4.5 bits, of 32 q4_1's 5, and
+# the defaults (6 / 5) llama.cpp's q5_1 K + q4_1 V.
 #
 #   scripts/bench_kv_quality.sh LLAMA_CPP_BIN_DIR [model] [chunks] [ctx]
 set -euo pipefail
@@ -22,24 +24,29 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export LD_LIBRARY_PATH="$LLAMA${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 echo "model $MODEL, $CHUNKS chunks of $CTX, $(basename "$TEXT"), 2 threads"
-bits() {  # bits per value of format $1 for K ($2 = k) or V
+bits() {  # bits per value of format $1 for K ($2 = k) or V, Vela's block $3 and group $4
     case $1 in
-        f16) echo 16 ;; q8 | q8_0) echo 8.5 ;; q4_0) echo 4.5 ;; q4_1) echo 5 ;; q5_1) echo 6 ;;
-        q4) if [ "$2" = k ]; then echo 6; else echo 5; fi ;;
+        f16) echo 16 ;; q8_0) echo 8.5 ;; q4_0) echo 4.5 ;; q4_1) echo 5 ;; q5_1) echo 6 ;;
+        q8) awk -v g="$4" 'BEGIN { print 8 + 16 / g }' ;;
+        q4) if [ "$2" = k ]; then awk -v b="$3" 'BEGIN { print 4 + 32 / b }'
+            else awk -v g="$4" 'BEGIN { print 4 + 32 / g }'; fi ;;
     esac
 }
 echo "| engine | KV (K / V) | bits (K / V) | mean KLD | same top | PPL vs f16 |"
 echo "|---|---|---|---:|---:|---:|"
 "$VELA" perplexity -m "$MODEL" -t 2 -c "$CTX" --chunks "$CHUNKS" "$TEXT" \
     --kl-divergence-base "$tmp/vela.kld" >/dev/null 2>&1
-for kv in "q8 q8" "q8 q4" "q8 f16" "q4 q4" "q4 f16"; do
+# K, V, block size, group size
+for kv in "q8 q8 16 32" "q8 q4 16 32" "q8 f16 16 32" "q4 q4 16 32" "q4 f16 16 32" \
+    "q4 q4 32 32" "q4 q4 64 64"; do
     set -- $kv
     line=$("$VELA" perplexity -m "$MODEL" -t 2 -c "$CTX" --chunks "$CHUNKS" "$TEXT" \
-        --kv-type-k "$1" --kv-type-v "$2" --kl-divergence "$tmp/vela.kld" 2>/dev/null | grep "^KL")
+        --kv-type-k "$1" --kv-type-v "$2" --kv-block-size "$3" --kv-quant-group "$4" \
+        --kl-divergence "$tmp/vela.kld" 2>/dev/null | grep "^KL")
     kld=$(sed -nE 's/.*mean ([0-9.-]+) .*/\1/p' <<<"$line")
     top=$(sed -nE 's/.*same top token ([0-9.]+)%.*/\1/p' <<<"$line")
     dppl=$(sed -nE 's/.*base ([+-][0-9.]+)%.*/\1/p' <<<"$line")
-    echo "| vela | $1 / $2 | $(bits "$1" k) / $(bits "$2" v) | $kld | $top% | $dppl% |"
+    echo "| vela (block $3, group $4) | $1 / $2 | $(bits "$1" k "$3" "$4") / $(bits "$2" v "$3" "$4") | $kld | $top% | $dppl% |"
 done
 "$LLAMA/llama-perplexity" -m "$MODEL" -t 2 -c "$CTX" --chunks "$CHUNKS" -f "$TEXT" -fa on \
     --kl-divergence-base "$tmp/llama.kld" >/dev/null 2>&1

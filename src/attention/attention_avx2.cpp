@@ -133,7 +133,8 @@ struct Avx2Ops {
                 a = _mm256_fmadd_ps(_mm256_loadu_ps(qs + d), load_q4x8(rows[j] + d / 2), a);
             }
             float s0 = hsum(a);
-            for (int64_t d = hd8; d < hd; ++d) s0 += qs[d] * static_cast<float>(q4_nibble(rows[j], d));
+            for (int64_t d = hd8; d < hd; ++d)
+                s0 += qs[d] * static_cast<float>(q4_nibble(rows[j], d));
             out[j] = s0;
         }
     }
@@ -179,17 +180,17 @@ struct Avx2Ops {
     }
     // out[j] = q . rows[j] dequantised: each group's partial dot is scaled once.
     static void dot_rows_q8(const float* q, const int8_t* const* rows, const float* scales,
-                            int64_t n, int64_t hd, float* out) {
-        const int64_t groups = kv_groups(hd);
+                            int64_t n, int64_t hd, int64_t group, float* out) {
+        const int64_t groups = kv_groups(hd, group);
         for (int64_t j = 0; j < n; ++j) {
             const int8_t* r = rows[j];
             const float* sc = scales + j * groups;
             __m256 total = _mm256_setzero_ps();
             float tail = 0.0f;
             for (int64_t g = 0; g < groups; ++g) {
-                const int64_t end = std::min(hd, (g + 1) * kKvGroup);
+                const int64_t end = std::min(hd, (g + 1) * group);
                 __m256 part = _mm256_setzero_ps();
-                int64_t d = g * kKvGroup;
+                int64_t d = g * group;
                 for (; d + 8 <= end; d += 8) {
                     part = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), load_i8x8(r + d), part);
                 }
@@ -201,14 +202,14 @@ struct Avx2Ops {
             out[j] = hsum(total) + tail;
         }
     }
-    // acc += sum_j w[j] * rows[j] dequantised: 32 columns (one scale group) in registers, the
-    // group's scale folded into each row's weight.
+    // acc += sum_j w[j] * rows[j] dequantised: 32 columns (within one scale group: groups are
+    // multiples of 32) in registers, the group's scale folded into each row's weight.
     static void accumulate_q8(const float* w, const int8_t* const* rows, const float* scales,
-                              int64_t n, float* acc, int64_t hd) {
-        const int64_t groups = kv_groups(hd);
+                              int64_t n, float* acc, int64_t hd, int64_t group) {
+        const int64_t groups = kv_groups(hd, group);
         int64_t d = 0;
         for (; d + 32 <= hd; d += 32) {
-            const int64_t g = d / kKvGroup;
+            const int64_t g = d / group;
             __m256 c0 = _mm256_loadu_ps(acc + d), c1 = _mm256_loadu_ps(acc + d + 8);
             __m256 c2 = _mm256_loadu_ps(acc + d + 16), c3 = _mm256_loadu_ps(acc + d + 24);
             for (int64_t j = 0; j < n; ++j) {
@@ -225,7 +226,7 @@ struct Avx2Ops {
             _mm256_storeu_ps(acc + d + 24, c3);
         }
         for (; d + 8 <= hd; d += 8) {
-            const int64_t g = d / kKvGroup;
+            const int64_t g = d / group;
             __m256 c = _mm256_loadu_ps(acc + d);
             for (int64_t j = 0; j < n; ++j) {
                 const __m256 wj = _mm256_set1_ps(w[j] * scales[j * groups + g]);
@@ -234,7 +235,7 @@ struct Avx2Ops {
             _mm256_storeu_ps(acc + d, c);
         }
         for (; d < hd; ++d) {
-            const int64_t g = d / kKvGroup;
+            const int64_t g = d / group;
             for (int64_t j = 0; j < n; ++j) {
                 acc[d] += w[j] * scales[j * groups + g] * static_cast<float>(rows[j][d]);
             }
@@ -243,10 +244,10 @@ struct Avx2Ops {
     // acc += sum_j w[j] * rows[j] dequantised (min + q * scale per group): 8 columns at a time
     // in a register; each row's w * min is summed per group and added once at the end.
     static void accumulate_q4(const float* w, const uint8_t* const* rows, const float* scale_min,
-                              int64_t n, float* acc, int64_t hd) {
-        const int64_t groups = kv_groups(hd);
+                              int64_t n, float* acc, int64_t hd, int64_t group) {
+        const int64_t groups = kv_groups(hd, group);
         for (int64_t g = 0; g < groups; ++g) {
-            const int64_t begin = g * kKvGroup, end = std::min(hd, begin + kKvGroup);
+            const int64_t begin = g * group, end = std::min(hd, begin + group);
             float min_sum = 0.0f;
             for (int64_t j = 0; j < n; ++j) min_sum += w[j] * scale_min[(j * groups + g) * 2 + 1];
             int64_t d = begin;

@@ -40,6 +40,7 @@ struct KeySegment {
 // float; the Ops dequantise in registers. K in Q4: `segments` and `channels` (their scales) too,
 // and `rows` point at the decoded fp16 keys of blocks that have them.
 struct SideTile {
+    int64_t group = kKvGroup;  // values per scale of a Q8 / Q4 row (the side's)
     std::vector<float> decoded, scales, channels;
     std::vector<const float*> rows;
     std::vector<const int8_t*> q8;
@@ -48,7 +49,7 @@ struct SideTile {
 
     explicit SideTile(int64_t head_dim)
         : decoded(static_cast<size_t>(kKeyTile * head_dim)),
-          scales(static_cast<size_t>(kKeyTile * 2 * kv_groups(head_dim))),
+          scales(static_cast<size_t>(kKeyTile * 2 * kv_groups(head_dim, kKvGroup))),  // most
           rows(kKeyTile),
           q8(kKeyTile),
           q4(kKeyTile) {}
@@ -72,8 +73,8 @@ struct TileScratch {
 
 // K in Q4 (per channel): keys [first, first + n) of one KV head, split at block boundaries.
 template <class Ops>
-void load_kivi_keys(const KvSideView& side, const AttentionSeq& seq, int64_t kv_head,
-                    int64_t first, int64_t n, SideTile& t, const int64_t* keys) {
+void load_kivi_keys(const KvSideView& side, const AttentionSeq& seq, int64_t kv_head, int64_t first,
+                    int64_t n, SideTile& t, const int64_t* keys) {
     const int64_t bs = side.block_size, hd = side.head_dim;
     t.channels.resize(static_cast<size_t>(kKeyTile * 2 * hd));
     t.segments.clear();
@@ -114,6 +115,7 @@ template <class Ops, class T>
 void load_side(const KvSideView& side, const AttentionSeq& seq, int64_t kv_head, int64_t first,
                int64_t n, SideTile& t, const int64_t* keys = nullptr) {
     const int64_t bs = side.block_size, hd = side.head_dim, per_row = side.scales_per_row;
+    t.group = side.group;
     if constexpr (std::is_same_v<T, KvQ4>) {
         if (side.per_channel) return load_kivi_keys<Ops>(side, seq, kv_head, first, n, t, keys);
     }
@@ -129,8 +131,7 @@ void load_side(const KvSideView& side, const AttentionSeq& seq, int64_t kv_head,
             } else {
                 t.q4[j] = reinterpret_cast<const uint8_t*>(row);
             }
-            Ops::f16_to_f32(side.scales(block, kv_head, pos % bs), &t.scales[j * per_row],
-                            per_row);
+            Ops::f16_to_f32(side.scales(block, kv_head, pos % bs), &t.scales[j * per_row], per_row);
         } else {
             float* decoded = t.decoded.data() + j * hd;
             const auto* bits = reinterpret_cast<const uint16_t*>(row);
@@ -152,8 +153,9 @@ template <class Ops, class TK>
 void key_dots(const float* q, TileScratch& s, int64_t lo, int64_t hi, int64_t hd, int64_t qkv,
               float* out) {
     if constexpr (std::is_same_v<TK, KvQ8>) {
-        Ops::dot_rows_q8(q, s.k.q8.data() + lo, s.k.scales.data() + lo * kv_groups(hd),
-                         hi - lo + 1, hd, out + lo);
+        const int64_t group = s.k.group;
+        Ops::dot_rows_q8(q, s.k.q8.data() + lo, s.k.scales.data() + lo * kv_groups(hd, group),
+                         hi - lo + 1, hd, group, out + lo);
     } else if constexpr (std::is_same_v<TK, KvQ4>) {
         for (const KeySegment& g : s.k.segments) {
             const int64_t a = std::max(lo, g.begin), b = std::min(hi + 1, g.end);
@@ -182,7 +184,7 @@ template <class Ops, class TK, class TV>
 void fold_keys(const float* q, TileScratch& s, int64_t lo, int64_t hi, float scale, int64_t hd,
                int64_t qkv, float* acc, float& max, float& sum) {
     float* scores = s.scores.data();
-    const int64_t n = hi - lo + 1, groups = kv_groups(hd);
+    const int64_t n = hi - lo + 1, group = s.v.group, groups = kv_groups(hd, group);
     float tile_max = -std::numeric_limits<float>::infinity();
     key_dots<Ops, TK>(q, s, lo, hi, hd, qkv, scores);
     for (int64_t j = lo; j <= hi; ++j) {
@@ -195,11 +197,11 @@ void fold_keys(const float* q, TileScratch& s, int64_t lo, int64_t hi, float sca
     sum = sum * correction + tile_sum;
     Ops::scale(acc, correction, hd);
     if constexpr (std::is_same_v<TV, KvQ8>) {
-        Ops::accumulate_q8(scores + lo, s.v.q8.data() + lo, s.v.scales.data() + lo * groups, n,
-                           acc, hd);
+        Ops::accumulate_q8(scores + lo, s.v.q8.data() + lo, s.v.scales.data() + lo * groups, n, acc,
+                           hd, group);
     } else if constexpr (std::is_same_v<TV, KvQ4>) {
-        Ops::accumulate_q4(scores + lo, s.v.q4.data() + lo, s.v.scales.data() + lo * 2 * groups,
-                           n, acc, hd);
+        Ops::accumulate_q4(scores + lo, s.v.q4.data() + lo, s.v.scales.data() + lo * 2 * groups, n,
+                           acc, hd, group);
     } else {
         Ops::accumulate(scores + lo, s.v.rows.data() + lo, n, acc, hd);
     }
@@ -211,8 +213,7 @@ void fold_keys(const float* q, TileScratch& s, int64_t lo, int64_t hi, float sca
 // valid keys, so its result does not depend on which other rows share the work item. With
 // `stats`, each query vector's final (max, sum) goes to stats[2 * (row * n_heads + head)].
 template <class Ops, class TK, class TV>
-void attend(const PagedAttentionParams& p, const AttentionWork& w, TileScratch& s,
-            float* stats) {
+void attend(const PagedAttentionParams& p, const AttentionWork& w, TileScratch& s, float* stats) {
     const AttentionSeq& seq = p.seqs[static_cast<size_t>(w.seq)];
     const int64_t group = p.n_heads / p.n_kv_heads, hd = p.head_dim;
     const int64_t vectors = (w.row_end - w.row_begin) * group;
@@ -261,8 +262,8 @@ void attend(const PagedAttentionParams& p, const AttentionWork& w, TileScratch& 
             if (lo > hi) continue;
             const float* q =
                 p.q + ((seq.q_begin + row) * p.n_heads + w.kv_head * group + m % group) * hd;
-            fold_keys<Ops, TK, TV>(q, s, lo, hi, p.scale, hd, pos0 + row, &s.acc[m * hd],
-                                   s.max[m], s.sum[m]);
+            fold_keys<Ops, TK, TV>(q, s, lo, hi, p.scale, hd, pos0 + row, &s.acc[m * hd], s.max[m],
+                                   s.sum[m]);
         }
     }
     for (int64_t m = 0; m < vectors; ++m) {

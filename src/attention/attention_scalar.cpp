@@ -37,13 +37,13 @@ struct ScalarOps {
     }
     // out[j] = q . (rows[j] dequantised with scales[j * groups ...]): one multiply per group.
     static void dot_rows_q8(const float* q, const int8_t* const* rows, const float* scales,
-                            int64_t n, int64_t hd, float* out) {
-        const int64_t groups = kv_groups(hd);
+                            int64_t n, int64_t hd, int64_t group, float* out) {
+        const int64_t groups = kv_groups(hd, group);
         for (int64_t j = 0; j < n; ++j) {
             float s = 0.0f;
             for (int64_t g = 0; g < groups; ++g) {
                 float part = 0.0f;
-                for (int64_t d = g * kKvGroup; d < std::min(hd, (g + 1) * kKvGroup); ++d) {
+                for (int64_t d = g * group; d < std::min(hd, (g + 1) * group); ++d) {
                     part += q[d] * static_cast<float>(rows[j][d]);
                 }
                 s += scales[j * groups + g] * part;
@@ -53,22 +53,22 @@ struct ScalarOps {
     }
     // acc += sum_j w[j] * rows[j] dequantised: the scale folds into the row's weight.
     static void accumulate_q8(const float* w, const int8_t* const* rows, const float* scales,
-                              int64_t n, float* acc, int64_t hd) {
-        const int64_t groups = kv_groups(hd);
+                              int64_t n, float* acc, int64_t hd, int64_t group) {
+        const int64_t groups = kv_groups(hd, group);
         for (int64_t j = 0; j < n; ++j) {
             for (int64_t d = 0; d < hd; ++d) {
-                acc[d] += w[j] * scales[j * groups + d / kKvGroup] * static_cast<float>(rows[j][d]);
+                acc[d] += w[j] * scales[j * groups + d / group] * static_cast<float>(rows[j][d]);
             }
         }
     }
     // acc += sum_j w[j] * rows[j] dequantised (min + q * scale per group): the scale and the
     // minimum fold into the row's weight.
     static void accumulate_q4(const float* w, const uint8_t* const* rows, const float* scale_min,
-                              int64_t n, float* acc, int64_t hd) {
-        const int64_t groups = kv_groups(hd);
+                              int64_t n, float* acc, int64_t hd, int64_t group) {
+        const int64_t groups = kv_groups(hd, group);
         for (int64_t j = 0; j < n; ++j) {
             for (int64_t d = 0; d < hd; ++d) {
-                const float* sm = scale_min + (j * groups + d / kKvGroup) * 2;
+                const float* sm = scale_min + (j * groups + d / group) * 2;
                 acc[d] += w[j] * sm[0] * static_cast<float>(q4_nibble(rows[j], d)) + w[j] * sm[1];
             }
         }

@@ -4,25 +4,30 @@
 
 namespace vela {
 namespace {
-constexpr int64_t kBlockSize = 16;
-
-BlockManagerConfig config_for(int64_t n_ctx) {
+BlockManagerConfig config_for(int64_t n_ctx, int64_t block_size) {
+    if (block_size < 1) fail<InvalidArgument>("KV block size {} must be >= 1", block_size);
     BlockManagerConfig c;
-    c.block_size = kBlockSize;
-    c.num_blocks = (n_ctx + kBlockSize - 1) / kBlockSize;
+    c.block_size = block_size;
+    c.num_blocks = (n_ctx + block_size - 1) / block_size;
     return c;
 }
 }  // namespace
 
 ForwardDriver::ForwardDriver(Model& model, Backend& backend, int64_t n_ctx, int64_t batch_size,
-                             KvFormats kv_formats, const EvictionConfig& eviction)
-    : model_(model), backend_(backend), batch_size_(batch_size), blocks_(config_for(n_ctx)) {
-    KvLayout layout = model.kv_layout(kBlockSize, blocks_.num_total_blocks());
+                             KvFormats kv_formats, const EvictionConfig& eviction,
+                             int64_t block_size)
+    : model_(model),
+      backend_(backend),
+      batch_size_(batch_size),
+      blocks_(config_for(n_ctx, block_size)) {
+    KvLayout layout = model.kv_layout(block_size, blocks_.num_total_blocks());
     eviction.validate();
     if (eviction.enabled()) {
         if (model.hparams().sliding_window > 0) {
-            fail<InvalidArgument>("KV eviction is not supported for a model with its own sliding "
-                                  "window ({})", model.hparams().arch);
+            fail<InvalidArgument>(
+                "KV eviction is not supported for a model with its own sliding "
+                "window ({})",
+                model.hparams().arch);
         }
         layout.attention_scores = eviction.score_mode() != KvScoreMode::None;
         evictor_ = std::make_unique<KvEvictor>(eviction, layout);
@@ -52,8 +57,7 @@ void ForwardDriver::forward(const int32_t* tokens, int64_t n, bool last_logits, 
     model_.forward(batch_, *storage_, backend_, step_logits_);
     n_seen_ += n;
     if (evictor_ && evictor_->due(blocks_.n_tokens(kSeq), n_seen_)) {
-        const std::vector<KeepGroup> keep =
-            evictor_->plan(*storage_, blocks_.table(kSeq), n_seen_);
+        const std::vector<KeepGroup> keep = evictor_->plan(*storage_, blocks_.table(kSeq), n_seen_);
         // One sequence holds every block: compaction is in place and cannot run short.
         const bool compacted =
             blocks_.compact(kSeq, static_cast<int64_t>(keep.front().indices.size()), keep);

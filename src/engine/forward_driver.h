@@ -18,7 +18,8 @@ namespace vela {
 class ForwardDriver {
   public:
     ForwardDriver(Model& model, Backend& backend, int64_t n_ctx, int64_t batch_size,
-                  KvFormats kv_formats = KvFormat::F16, const EvictionConfig& eviction = {});
+                  KvFormats kv_formats = KvFormat::F16, const EvictionConfig& eviction = {},
+                  int64_t block_size = 16);
 
     // Clears the cache, then evaluates `tokens`; returns the logits of every row (all_logits)
     // or of the last row only.

@@ -1,10 +1,10 @@
 #include "kv/host_kv_storage.h"
 
+#include <fmt/format.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
-
-#include <fmt/format.h>
 
 #include "core/error.h"
 #include "kv/kv_dtype.h"
@@ -30,37 +30,49 @@ void check_layout(const KvLayout& l) {
 
 std::string_view kv_format_name(KvFormat f) {
     switch (f) {
-        case KvFormat::F32: return "f32";
-        case KvFormat::F16: return "f16";
-        case KvFormat::BF16: return "bf16";
-        case KvFormat::Q8: return "q8";
-        case KvFormat::Q4: return "q4";
+        case KvFormat::F32:
+            return "f32";
+        case KvFormat::F16:
+            return "f16";
+        case KvFormat::BF16:
+            return "bf16";
+        case KvFormat::Q8:
+            return "q8";
+        case KvFormat::Q4:
+            return "q4";
     }
     return "?";
 }
 
-size_t kv_row_bytes(KvFormat f, int64_t head_dim) {
+size_t kv_row_bytes(KvFormat f, int64_t head_dim, int64_t group) {
     const auto hd = static_cast<size_t>(head_dim);
     switch (f) {
-        case KvFormat::F32: return 4 * hd;
+        case KvFormat::F32:
+            return 4 * hd;
         case KvFormat::F16:
-        case KvFormat::BF16: return 2 * hd;
-        case KvFormat::Q8: return hd + 2 * static_cast<size_t>(kv_groups(head_dim));
+        case KvFormat::BF16:
+            return 2 * hd;
+        case KvFormat::Q8:
+            return hd + 2 * static_cast<size_t>(kv_groups(head_dim, group));
         case KvFormat::Q4:
-            return static_cast<size_t>(q4_row_bytes(head_dim) + 4 * kv_groups(head_dim));
+            return static_cast<size_t>(q4_row_bytes(head_dim) + 4 * kv_groups(head_dim, group));
     }
     return 0;
 }
 
-size_t kv_token_bytes(KvFormat f, bool key, int64_t head_dim, int64_t block_size) {
-    if (!key || f != KvFormat::Q4) return kv_row_bytes(f, head_dim);
-    const KvSideView shape(nullptr, f, 1, head_dim, block_size, true);
-    return (shape.block_bytes + static_cast<size_t>(block_size) - 1) / static_cast<size_t>(block_size);
+size_t kv_token_bytes(KvFormat f, bool key, int64_t head_dim, int64_t block_size, int64_t group) {
+    if (!key || f != KvFormat::Q4) return kv_row_bytes(f, head_dim, group);
+    const KvSideView shape(nullptr, f, 1, head_dim, block_size, group, true);
+    return (shape.block_bytes + static_cast<size_t>(block_size) - 1) /
+           static_cast<size_t>(block_size);
 }
 
 std::string kv_formats_name(KvFormats f) {
-    if (f.k == f.v) return std::string(kv_format_name(f.k));
-    return fmt::format("k {}, v {}", kv_format_name(f.k), kv_format_name(f.v));
+    std::string name = f.k == f.v
+                           ? std::string(kv_format_name(f.k))
+                           : fmt::format("k {}, v {}", kv_format_name(f.k), kv_format_name(f.v));
+    if (f.group != kKvGroup) name += fmt::format(", groups of {}", f.group);
+    return name;
 }
 
 KvFormat parse_kv_format(std::string_view name) {
@@ -74,14 +86,19 @@ size_t KvStorage::bytes_per_token() const {
     const KvLayout& l = layout();
     const KvFormats f = formats();
     return static_cast<size_t>(l.n_layers * l.n_kv_heads) *
-           (kv_token_bytes(f.k, true, l.head_dim, l.block_size) +
-            kv_token_bytes(f.v, false, l.head_dim, l.block_size));
+           (kv_token_bytes(f.k, true, l.head_dim, l.block_size, f.group) +
+            kv_token_bytes(f.v, false, l.head_dim, l.block_size, f.group));
 }
 
-KvSideView::KvSideView(const std::byte* data, KvFormat format, int64_t n_kv_heads,
-                       int64_t head_dim, int64_t block_size, bool key)
-    : data(data), format(format), n_kv_heads(n_kv_heads), head_dim(head_dim),
-      block_size(block_size), per_channel(key && format == KvFormat::Q4) {
+KvSideView::KvSideView(const std::byte* data, KvFormat format, int64_t n_kv_heads, int64_t head_dim,
+                       int64_t block_size, int64_t group, bool key)
+    : data(data),
+      format(format),
+      n_kv_heads(n_kv_heads),
+      head_dim(head_dim),
+      block_size(block_size),
+      group(group),
+      per_channel(key && format == KvFormat::Q4) {
     const auto rows = static_cast<size_t>(n_kv_heads * block_size);
     if (per_channel) {
         scale_bytes = static_cast<size_t>(n_kv_heads * 2 * head_dim) * sizeof(uint16_t);
@@ -89,11 +106,11 @@ KvSideView::KvSideView(const std::byte* data, KvFormat format, int64_t n_kv_head
         block_bytes = (scale_bytes + rows * row_bytes + 3) / 4 * 4;
         return;
     }
-    scales_per_row = format == KvFormat::Q8   ? kv_groups(head_dim)
-                     : format == KvFormat::Q4 ? 2 * kv_groups(head_dim)
+    scales_per_row = format == KvFormat::Q8   ? kv_groups(head_dim, group)
+                     : format == KvFormat::Q4 ? 2 * kv_groups(head_dim, group)
                                               : 0;
     scale_bytes = rows * 2 * static_cast<size_t>(scales_per_row);
-    row_bytes = kv_row_bytes(format, head_dim) - 2 * static_cast<size_t>(scales_per_row);
+    row_bytes = kv_row_bytes(format, head_dim, group) - 2 * static_cast<size_t>(scales_per_row);
     // Whole 4-byte units keep every block's scales aligned.
     block_bytes = (scale_bytes + rows * row_bytes + 3) / 4 * 4;
 }
@@ -104,9 +121,12 @@ void HostKvStorage::AlignedFree::operator()(std::byte* p) const {
 
 HostKvStorage::HostKvStorage(const KvLayout& layout, KvFormats formats)
     : layout_((check_layout(layout), layout)), formats_(formats) {
+    if (!valid_kv_group(formats.group)) {
+        fail<InvalidArgument>("KV quantisation group {} must be 32, 64 or 128", formats.group);
+    }
     for (bool value : {false, true}) {
         shape_[value] = KvSideView(nullptr, value ? formats.v : formats.k, layout_.n_kv_heads,
-                                   layout_.head_dim, layout_.block_size, !value);
+                                   layout_.head_dim, layout_.block_size, formats.group, !value);
     }
     if (shape_[0].per_channel) kivi_ = std::make_unique<KiviKeys>(layout_);
     storage_.reserve(static_cast<size_t>(2 * layout_.n_layers));
@@ -120,8 +140,8 @@ HostKvStorage::HostKvStorage(const KvLayout& layout, KvFormats formats)
         storage_.emplace_back(p);
     }
     if (layout_.attention_scores) {
-        const auto n = static_cast<size_t>(layout_.num_blocks * layout_.n_kv_heads *
-                                           layout_.block_size);
+        const auto n =
+            static_cast<size_t>(layout_.num_blocks * layout_.n_kv_heads * layout_.block_size);
         scores_.assign(static_cast<size_t>(layout_.n_layers), std::vector<float>(n, 0.0f));
     }
 }
@@ -150,7 +170,8 @@ float* HostKvStorage::score_ptr(int64_t layer, int32_t block) const {
     if (scores_.empty()) return nullptr;
     // The storage is this object's own; read_scores and the layer views hand it out.
     return const_cast<float*>(scores_[static_cast<size_t>(layer)].data()) +
-           static_cast<size_t>(block) * static_cast<size_t>(layout_.n_kv_heads * layout_.block_size);
+           static_cast<size_t>(block) *
+               static_cast<size_t>(layout_.n_kv_heads * layout_.block_size);
 }
 
 std::byte* HostKvStorage::host_ptr(int32_t slot) {
@@ -218,7 +239,8 @@ void HostKvStorage::move_row(const BlockOp& op) {
     VELA_ASSERT(op.layer >= -1 && op.layer < layout_.n_layers && op.head >= -1 && op.head < nh);
     const int64_t l0 = op.layer < 0 ? 0 : op.layer, l1 = op.layer < 0 ? layout_.n_layers : l0 + 1;
     const int64_t h0 = op.head < 0 ? 0 : op.head, h1 = op.head < 0 ? nh : h0 + 1;
-    const int64_t sblock = op.src / bs, soff = op.src % bs, dblock = op.dst / bs, doff = op.dst % bs;
+    const int64_t sblock = op.src / bs, soff = op.src % bs, dblock = op.dst / bs,
+                  doff = op.dst % bs;
     for (int64_t l = l0; l < l1; ++l) {
         for (bool value : {false, true}) {
             const KvSideView s = side(l, value);
@@ -249,7 +271,8 @@ void HostKvStorage::read_scores(int64_t layer, std::span<const int64_t> slots, f
     for (size_t i = 0; i < slots.size(); ++i) {
         VELA_ASSERT(slots[i] >= 0 && slots[i] < layout_.num_slots());
         const float* block = score_ptr(layer, static_cast<int32_t>(slots[i] / bs));
-        for (int64_t h = 0; h < nh; ++h) out[static_cast<int64_t>(i) * nh + h] = block[h * bs + slots[i] % bs];
+        for (int64_t h = 0; h < nh; ++h)
+            out[static_cast<int64_t>(i) * nh + h] = block[h * bs + slots[i] % bs];
     }
 }
 
@@ -257,8 +280,8 @@ KvLayerView HostKvStorage::layer(int64_t layer) const {
     if (layer < 0 || layer >= layout_.n_layers) {
         fail<InvalidArgument>("KV layer {} out of range [0, {})", layer, layout_.n_layers);
     }
-    KvLayerView v{side(layer, false), side(layer, true), score_ptr(layer, 0), layout_.n_kv_heads,
-                  layout_.head_dim, layout_.block_size};
+    KvLayerView v{side(layer, false), side(layer, true), score_ptr(layer, 0),
+                  layout_.n_kv_heads, layout_.head_dim,  layout_.block_size};
     return v;
 }
 
@@ -291,9 +314,11 @@ void HostKvStorage::write(int64_t layer, std::span<const int64_t> slots, const f
                     auto* row = const_cast<std::byte*>(s.row(slot / bs, h, slot % bs));
                     auto* scales = const_cast<uint16_t*>(s.scales(slot / bs, h, slot % bs));
                     if constexpr (std::is_same_v<T, KvQ8>) {
-                        quantize_q8_row(src + h * hd, hd, reinterpret_cast<int8_t*>(row), scales);
+                        quantize_q8_row(src + h * hd, hd, s.group, reinterpret_cast<int8_t*>(row),
+                                        scales);
                     } else if constexpr (std::is_same_v<T, KvQ4>) {
-                        quantize_q4_row(src + h * hd, hd, reinterpret_cast<uint8_t*>(row), scales);
+                        quantize_q4_row(src + h * hd, hd, s.group, reinterpret_cast<uint8_t*>(row),
+                                        scales);
                     } else {
                         T* out = reinterpret_cast<T*>(row);
                         for (int64_t d = 0; d < hd; ++d) {
@@ -322,9 +347,9 @@ void HostKvStorage::read(int64_t layer, int64_t slot, int64_t kv_head, bool valu
         const std::byte* row = s.row(slot / bs, kv_head, slot % bs);
         const uint16_t* scales = s.scales(slot / bs, kv_head, slot % bs);
         if constexpr (std::is_same_v<T, KvQ8>) {
-            dequantize_q8_row(reinterpret_cast<const int8_t*>(row), scales, hd, out);
+            dequantize_q8_row(reinterpret_cast<const int8_t*>(row), scales, hd, s.group, out);
         } else if constexpr (std::is_same_v<T, KvQ4>) {
-            dequantize_q4_row(reinterpret_cast<const uint8_t*>(row), scales, hd, out);
+            dequantize_q4_row(reinterpret_cast<const uint8_t*>(row), scales, hd, s.group, out);
         } else {
             const T* in = reinterpret_cast<const T*>(row);
             for (int64_t d = 0; d < hd; ++d) out[d] = KvElement<T>::decode(in[d]);

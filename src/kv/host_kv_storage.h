@@ -1,7 +1,7 @@
 #pragma once
 // KvStorage in host memory: the CPU backend's KV, and the storage of KvCache. Rows are written
-// and read as float and stored in the format (quantised as they are written); the swap space (host slots) grows
-// as SwapOut ops need it.
+// and read as float and stored in the format (quantised as they are written); the swap space (host
+// slots) grows as SwapOut ops need it.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -28,16 +28,17 @@ struct KvSideView {
     int64_t n_kv_heads = 0;
     int64_t head_dim = 0;
     int64_t block_size = 0;
+    int64_t group = kKvGroup;  // values per scale of a Q8 / Q4 row
     int64_t scales_per_row = 0;
-    size_t scale_bytes = 0;  // scales at the start of each block
-    size_t row_bytes = 0;    // one token's elements of one head
-    size_t block_bytes = 0;  // one block, scales included (a multiple of 4)
+    size_t scale_bytes = 0;    // scales at the start of each block
+    size_t row_bytes = 0;      // one token's elements of one head
+    size_t block_bytes = 0;    // one block, scales included (a multiple of 4)
     bool per_channel = false;  // K in Q4: scales per channel of a block, not per row
     const std::unique_ptr<KeyResidual>* residual = nullptr;  // per block, when per_channel
 
     KvSideView() = default;
     KvSideView(const std::byte* data, KvFormat format, int64_t n_kv_heads, int64_t head_dim,
-               int64_t block_size, bool key = false);
+               int64_t block_size, int64_t group, bool key = false);
 
     const std::byte* row(int64_t block, int64_t head, int64_t offset) const {
         return data + static_cast<size_t>(block) * block_bytes + scale_bytes +
@@ -107,8 +108,8 @@ class HostKvStorage final : public KvStorage {
     // Per layer: K at 2 * layer, V at 2 * layer + 1.
     std::vector<std::unique_ptr<std::byte[], AlignedFree>> storage_;
     std::vector<std::vector<float>> scores_;  // per layer, when kept
-    std::vector<std::byte> host_;  // swap space
-    std::unique_ptr<KiviKeys> kivi_;  // K in Q4 only
+    std::vector<std::byte> host_;             // swap space
+    std::unique_ptr<KiviKeys> kivi_;          // K in Q4 only
 };
 
 }  // namespace vela

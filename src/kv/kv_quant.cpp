@@ -46,9 +46,9 @@ void put_nibble(uint8_t* q, int64_t i, uint8_t v) {
 
 }  // namespace
 
-void quantize_q8_row(const float* x, int64_t n, int8_t* q, uint16_t* scales) {
-    for (int64_t g = 0; g * kKvGroup < n; ++g) {
-        const int64_t begin = g * kKvGroup, end = std::min(n, begin + kKvGroup);
+void quantize_q8_row(const float* x, int64_t n, int64_t group, int8_t* q, uint16_t* scales) {
+    for (int64_t g = 0; g * group < n; ++g) {
+        const int64_t begin = g * group, end = std::min(n, begin + group);
         float amax = 0.0f;
         for (int64_t i = begin; i < end; ++i) {
             // NaN must win the max (std::max would drop it), so that it reaches the scale.
@@ -67,10 +67,10 @@ void quantize_q8_row(const float* x, int64_t n, int8_t* q, uint16_t* scales) {
     }
 }
 
-void quantize_q4_row(const float* x, int64_t n, uint8_t* q, uint16_t* scale_min) {
+void quantize_q4_row(const float* x, int64_t n, int64_t group, uint8_t* q, uint16_t* scale_min) {
     std::fill_n(q, q4_row_bytes(n), uint8_t{0});
-    for (int64_t g = 0; g * kKvGroup < n; ++g) {
-        const int64_t begin = g * kKvGroup, end = std::min(n, begin + kKvGroup);
+    for (int64_t g = 0; g * group < n; ++g) {
+        const int64_t begin = g * group, end = std::min(n, begin + group);
         float lo = x[begin], hi = x[begin];
         bool nan = false;
         for (int64_t i = begin; i < end; ++i) {
@@ -117,17 +117,19 @@ void dequantize_q4_channels_row(const uint8_t* q_row, const uint16_t* scale_min,
     }
 }
 
-void dequantize_q4_row(const uint8_t* q, const uint16_t* scale_min, int64_t n, float* out) {
+void dequantize_q4_row(const uint8_t* q, const uint16_t* scale_min, int64_t n, int64_t group,
+                       float* out) {
     for (int64_t i = 0; i < n; ++i) {
-        const int64_t g = i / kKvGroup;
+        const int64_t g = i / group;
         out[i] = fp16_to_fp32(scale_min[2 * g + 1]) +
                  static_cast<float>(q4_nibble(q, i)) * fp16_to_fp32(scale_min[2 * g]);
     }
 }
 
-void dequantize_q8_row(const int8_t* q, const uint16_t* scales, int64_t n, float* out) {
+void dequantize_q8_row(const int8_t* q, const uint16_t* scales, int64_t n, int64_t group,
+                       float* out) {
     for (int64_t i = 0; i < n; ++i) {
-        out[i] = static_cast<float>(q[i]) * fp16_to_fp32(scales[i / kKvGroup]);
+        out[i] = static_cast<float>(q[i]) * fp16_to_fp32(scales[i / group]);
     }
 }
 

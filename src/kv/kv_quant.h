@@ -2,8 +2,9 @@
 // Codecs of the quantised KV formats, shared by the host storage (quantisation fused into the
 // KV append, reads for tests) and the attention kernels (which take the scales as they are
 // stored and dequantise in registers). A row is one token's K or V of one KV head; Q8 and Q4
-// values quantise it in groups of kKvGroup values, so a row's bytes depend on that row alone;
-// Q4 keys quantise a block of rows per channel (below).
+// values quantise it in groups of `group` values (kKvGroup unless --kv-quant-group says
+// otherwise: 32, 64 or 128), so a row's bytes depend on that row alone; Q4 keys quantise a block
+// of rows per channel (below).
 //
 // Q8: symmetric int8, one fp16 scale per group: value = q * scale, q in [-127, 127], scale =
 // max|x| / 127 rounded up to fp16 (up, so no value needs clamping: |x - value| <= scale / 2).
@@ -29,23 +30,31 @@ namespace vela {
 
 inline constexpr int64_t kKvGroup = 32;
 
-inline int64_t kv_groups(int64_t head_dim) {
-    return (head_dim + kKvGroup - 1) / kKvGroup;
+// The group sizes a quantised row may use: multiples of 32, so that the kernels' 32-column
+// register tiles never straddle two groups.
+inline bool valid_kv_group(int64_t group) {
+    return group == 32 || group == 64 || group == 128;
+}
+
+inline int64_t kv_groups(int64_t head_dim, int64_t group) {
+    return (head_dim + group - 1) / group;
 }
 
 inline int64_t q4_row_bytes(int64_t head_dim) {
     return (head_dim + 7) / 8 * 4;
 }
 
-// x[0, n) -> q[0, n), scales[0, kv_groups(n)) (fp16 bits). A group with a NaN keeps NaN in its
-// scale (so a poisoned row reads back NaN); an all-zero group has scale 0.
-void quantize_q8_row(const float* x, int64_t n, int8_t* q, uint16_t* scales);
-void dequantize_q8_row(const int8_t* q, const uint16_t* scales, int64_t n, float* out);
+// x[0, n) -> q[0, n), scales[0, kv_groups(n, group)) (fp16 bits). A group with a NaN keeps NaN
+// in its scale (so a poisoned row reads back NaN); an all-zero group has scale 0.
+void quantize_q8_row(const float* x, int64_t n, int64_t group, int8_t* q, uint16_t* scales);
+void dequantize_q8_row(const int8_t* q, const uint16_t* scales, int64_t n, int64_t group,
+                       float* out);
 
-// x[0, n) -> q[0, q4_row_bytes(n)), scale_min[0, 2 * kv_groups(n)) (fp16 bits: scale, min per
-// group). A group with a NaN reads back NaN.
-void quantize_q4_row(const float* x, int64_t n, uint8_t* q, uint16_t* scale_min);
-void dequantize_q4_row(const uint8_t* q, const uint16_t* scale_min, int64_t n, float* out);
+// x[0, n) -> q[0, q4_row_bytes(n)), scale_min[0, 2 * kv_groups(n, group)) (fp16 bits: scale,
+// min per group). A group with a NaN reads back NaN.
+void quantize_q4_row(const float* x, int64_t n, int64_t group, uint8_t* q, uint16_t* scale_min);
+void dequantize_q4_row(const uint8_t* q, const uint16_t* scale_min, int64_t n, int64_t group,
+                       float* out);
 
 // Keys of one full block of one head: x[t * head_dim + c] for t < n_tokens -> codes q (n_tokens
 // rows of q4_row_bytes(head_dim)), scale_min[0, 2 * head_dim) (fp16 bits: the scale of every

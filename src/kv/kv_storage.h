@@ -18,40 +18,43 @@
 
 #include "core/dtype.h"
 #include "core/tensor.h"
+#include "kv/kv_quant.h"
 
 namespace vela {
 
-// Formats of the stored K and V (kv/kv_quant.h). Q8: int8 with an fp16 scale per 32 values of
-// a row. Q4: 4-bit with an fp16 scale and minimum per 32 values of a row for V; for K, KIVI's
-// per-channel 4-bit: a (scale, min) per channel of each full block, the block still filling in
-// fp16 beside it (kv/kivi_keys.h).
+// Formats of the stored K and V (kv/kv_quant.h). Q8: int8 with an fp16 scale per group (32
+// values) of a row. Q4: 4-bit with an fp16 scale and minimum per group of a row for V; for K,
+// KIVI's per-channel 4-bit: a (scale, min) per channel of each full block, the block still filling
+// in fp16 beside it (kv/kivi_keys.h).
 enum class KvFormat { F32, F16, BF16, Q8, Q4 };
 
 std::string_view kv_format_name(KvFormat f);
-// Bytes of one token's row of one KV head in a per-token layout, its scales included (for Q4,
-// the V layout).
-size_t kv_row_bytes(KvFormat f, int64_t head_dim);
+// Bytes of one token's row of one KV head in a per-token layout, its scales included (one per
+// `group` values; for Q4, the V layout).
+size_t kv_row_bytes(KvFormat f, int64_t head_dim, int64_t group);
 // Bytes per token of one KV head's K (key) or V in blocks of block_size, rounded up: as
 // kv_row_bytes except K in Q4, whose per-channel scales are shared by a block's tokens (head_dim
 // 64, blocks of 16: 32 bytes of codes + 256 / 16 of scales = 48 bytes, 6 bits per value). The
 // fp16 keys of blocks still filling are not counted (one block per sequence, kivi_keys.h).
-size_t kv_token_bytes(KvFormat f, bool key, int64_t head_dim, int64_t block_size);
+size_t kv_token_bytes(KvFormat f, bool key, int64_t head_dim, int64_t block_size, int64_t group);
 // "f32", "f16", "bf16", "q8", "q4" (as --kv-type spells them); InvalidArgument otherwise.
 KvFormat parse_kv_format(std::string_view name);
 
 // The formats of K and of V, chosen apart (as llama.cpp's -ctk / -ctv); a single format
-// converts to both.
+// converts to both. `group`: values per scale of a quantised row (Q8 rows, Q4 values; 32, 64 or
+// 128: valid_kv_group), as KIVI's group size.
 struct KvFormats {
     KvFormat k = KvFormat::F16;
     KvFormat v = KvFormat::F16;
+    int64_t group = kKvGroup;
 
     KvFormats() = default;
     KvFormats(KvFormat both) : k(both), v(both) {}  // NOLINT(google-explicit-constructor)
-    KvFormats(KvFormat k, KvFormat v) : k(k), v(v) {}
+    KvFormats(KvFormat k, KvFormat v, int64_t group = kKvGroup) : k(k), v(v), group(group) {}
     bool operator==(const KvFormats&) const = default;
 };
 
-// "q8" when K and V agree, else "k q8, v f16".
+// "q8" when K and V agree, else "k q8, v f16"; ", groups of 64" when the group is not 32.
 std::string kv_formats_name(KvFormats f);
 
 struct KvLayout {

@@ -110,15 +110,16 @@ int run_bench(const BenchOptions& o) {
     const int64_t ctx = std::max(o.n_prompt, o.depth + o.n_gen) + 16;
     vela::ForwardDriver driver(*rt.model, *rt.backend, ctx,
                                std::max<int64_t>(o.common.batch_size, o.n_prompt), rt.kv_formats,
-                               rt.eviction);
+                               rt.eviction, o.common.kv_block_size);
     std::vector<Result> results;
     if (o.n_prompt > 0) {
-        results.push_back(measure(fmt::format("pp{}", o.n_prompt), o.n_prompt, o.repetitions,
-                                  [] {}, [&] { driver.evaluate(prompt, false); }));
+        results.push_back(measure(
+            fmt::format("pp{}", o.n_prompt), o.n_prompt, o.repetitions, [] {},
+            [&] { driver.evaluate(prompt, false); }));
     }
     if (o.n_gen > 0) {
-        const std::string name = o.depth > 0 ? fmt::format("tg{}@d{}", o.n_gen, o.depth)
-                                             : fmt::format("tg{}", o.n_gen);
+        const std::string name =
+            o.depth > 0 ? fmt::format("tg{}@d{}", o.n_gen, o.depth) : fmt::format("tg{}", o.n_gen);
         auto setup = [&] {
             if (o.depth > 0) {
                 driver.evaluate(context, false);
@@ -154,12 +155,13 @@ int run_bench(const BenchOptions& o) {
                 results[i].stddev);
         }
         if (spec) {
-            fmt::print(", {{\"test\": \"speculation\", \"method\": \"{}\", \"drafted\": {}, "
-                       "\"accepted\": {}, \"acceptance_rate\": {:.4f}, \"mean_accepted_length\": "
-                       "{:.3f}, \"speedup\": {:.3f}}}",
-                       o.spec.method, spec->stats.spec_draft_tokens,
-                       spec->stats.spec_accepted_tokens, spec->stats.spec_acceptance_rate(),
-                       spec->stats.spec_mean_accepted_length(), spec->on.mean / spec->off.mean);
+            fmt::print(
+                ", {{\"test\": \"speculation\", \"method\": \"{}\", \"drafted\": {}, "
+                "\"accepted\": {}, \"acceptance_rate\": {:.4f}, \"mean_accepted_length\": "
+                "{:.3f}, \"speedup\": {:.3f}}}",
+                o.spec.method, spec->stats.spec_draft_tokens, spec->stats.spec_accepted_tokens,
+                spec->stats.spec_acceptance_rate(), spec->stats.spec_mean_accepted_length(),
+                spec->on.mean / spec->off.mean);
         }
         fmt::print("]\n");
         return 0;
@@ -173,11 +175,12 @@ int run_bench(const BenchOptions& o) {
     }
     if (spec) {
         const EngineStats& st = spec->stats;
-        fmt::print("\nspeculation ({}, at most {} draft tokens): {} drafted, {} accepted, acceptance "
-                   "rate {:.1f}%, mean accepted length {:.2f}, decode speed-up {:.2f}x\n",
-                   o.spec.method, o.spec.max_tokens, st.spec_draft_tokens,
-                   st.spec_accepted_tokens, 100.0 * st.spec_acceptance_rate(),
-                   st.spec_mean_accepted_length(), spec->on.mean / spec->off.mean);
+        fmt::print(
+            "\nspeculation ({}, at most {} draft tokens): {} drafted, {} accepted, acceptance "
+            "rate {:.1f}%, mean accepted length {:.2f}, decode speed-up {:.2f}x\n",
+            o.spec.method, o.spec.max_tokens, st.spec_draft_tokens, st.spec_accepted_tokens,
+            100.0 * st.spec_acceptance_rate(), st.spec_mean_accepted_length(),
+            spec->on.mean / spec->off.mean);
     }
     return 0;
 }

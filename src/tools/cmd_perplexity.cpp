@@ -45,7 +45,7 @@ int run_perplexity(const PerplexityOptions& o) {
                    o.common.batch_size);
     }
     vela::ForwardDriver driver(*rt.model, *rt.backend, n_ctx, o.common.batch_size, rt.kv_formats,
-                               rt.eviction);
+                               rt.eviction, o.common.kv_block_size);
     const int64_t first = n_ctx / 2;
     const size_t V = static_cast<size_t>(rt.model->hparams().n_vocab);
     std::optional<KlDivergenceBase> kl_base;
@@ -76,10 +76,11 @@ int run_perplexity(const PerplexityOptions& o) {
                count, n_chunks, n_ctx);
     if (kl) {
         const KlDivergenceReader::Result r = kl->result();
-        fmt::print("KL divergence from the base ({}): mean {:.6f} +/- {:.6f}, p99 {:.6f}; same top "
-                   "token {:.2f}%; base PPL {:.4f}, this run / base {:+.3f}%\n",
-                   o.kl_divergence, r.kld_mean, r.kld_sem, r.kld_p99, 100.0 * r.same_top,
-                   r.ppl_base, 100.0 * (ppl / r.ppl_base - 1.0));
+        fmt::print(
+            "KL divergence from the base ({}): mean {:.6f} +/- {:.6f}, p99 {:.6f}; same top "
+            "token {:.2f}%; base PPL {:.4f}, this run / base {:+.3f}%\n",
+            o.kl_divergence, r.kld_mean, r.kld_sem, r.kld_p99, 100.0 * r.same_top, r.ppl_base,
+            100.0 * (ppl / r.ppl_base - 1.0));
     }
     return 0;
 }

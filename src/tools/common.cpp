@@ -101,7 +101,7 @@ Runtime Runtime::load(const CommonOptions& o) {
     rt.backend = make_backend(o.device, *rt.pool, o.enforce_eager);
     const KvFormat both = parse_kv_format(o.kv_type);
     rt.kv_formats = {o.kv_type_k.empty() ? both : parse_kv_format(o.kv_type_k),
-                     o.kv_type_v.empty() ? both : parse_kv_format(o.kv_type_v)};
+                     o.kv_type_v.empty() ? both : parse_kv_format(o.kv_type_v), o.kv_quant_group};
     rt.eviction.policy = parse_eviction_policy(o.kv_evict);
     rt.eviction.sinks = o.kv_sinks;
     if (!o.kv_budget.empty()) {
@@ -115,6 +115,7 @@ Runtime Runtime::load(const CommonOptions& o) {
 EngineConfig Runtime::engine_config(const CommonOptions& o, bool fill_kv) const {
     EngineConfig c;
     c.n_ctx = o.ctx_size;
+    c.kv_block_size = o.kv_block_size;
     c.scheduler.max_batched_tokens = o.batch_size;
     c.kv_formats = kv_formats;
     c.eviction = eviction;
@@ -127,10 +128,7 @@ EngineConfig Runtime::engine_config(const CommonOptions& o, bool fill_kv) const 
         largest = std::max(largest, static_cast<size_t>(t.dim(0) * t.dim(1)));
     }
     const HParams& hp = model->hparams();
-    const size_t per_token =
-        (kv_token_bytes(c.kv_formats.k, true, hp.head_dim, c.kv_block_size) +
-         kv_token_bytes(c.kv_formats.v, false, hp.head_dim, c.kv_block_size)) *
-        static_cast<size_t>(hp.n_kv_heads * hp.n_layers);
+    const size_t per_token = kv_bytes_per_token(c);
     MemoryPlanInput in;
     in.total = mem.total;
     in.free = mem.free;
@@ -142,6 +140,14 @@ EngineConfig Runtime::engine_config(const CommonOptions& o, bool fill_kv) const 
     const MemoryPlan plan = plan_gpu_memory(in);
     if (fill_kv) c.kv_blocks = plan.kv_blocks;
     return c;
+}
+
+size_t Runtime::kv_bytes_per_token(const EngineConfig& c) const {
+    const HParams& hp = model->hparams();
+    const KvFormats f = c.kv_formats;
+    return (kv_token_bytes(f.k, true, hp.head_dim, c.kv_block_size, f.group) +
+            kv_token_bytes(f.v, false, hp.head_dim, c.kv_block_size, f.group)) *
+           static_cast<size_t>(hp.n_kv_heads * hp.n_layers);
 }
 
 std::unique_ptr<spec::Drafter> Runtime::make_drafter(const SpecOptions& o, EngineConfig& config) {

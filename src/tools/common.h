@@ -39,6 +39,9 @@ struct Runtime {
     // workspace and KV for one context do not fit is refused before anything is allocated, and
     // with fill_kv (serve without --kv-blocks) the KV pool takes the rest of the budget.
     EngineConfig engine_config(const CommonOptions& o, bool fill_kv = false) const;
+    // KV bytes per token of the model (all layers, K and V, scales included) in the formats
+    // and block size of `config`.
+    size_t kv_bytes_per_token(const EngineConfig& config) const;
     // The drafter --spec asks for (null when off), loading the draft model; sets the
     // speculation part of `config`. InvalidArgument for inconsistent flags or a draft model
     // whose vocabulary is not the model's.

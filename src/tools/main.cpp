@@ -45,6 +45,16 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
         ->check(kv_types);
     app.add_option("--kv-type-v", o.kv_type_v, "KV cache format of V (default: --kv-type)")
         ->check(kv_types);
+    app.add_option("--kv-quant-group", o.kv_quant_group,
+                   "values per scale of a q8 row and of a q4 V row (KIVI's group size): 32, 64 "
+                   "or 128")
+        ->check(CLI::IsMember({int64_t{32}, int64_t{64}, int64_t{128}}))
+        ->capture_default_str();
+    app.add_option("--kv-block-size", o.kv_block_size,
+                   "tokens per KV cache block (vLLM's --block-size; q4 K shares its per-channel "
+                   "scales over a block)")
+        ->check(CLI::Range(int64_t{1}, int64_t{1024}))
+        ->capture_default_str();
     app.add_option("--kv-evict", o.kv_evict,
                    "KV eviction policy: none, window (recent tokens), sinks (StreamingLLM: "
                    "first --kv-sinks + recent), h2o (accumulated attention, CPU), tova "
@@ -210,10 +220,16 @@ void add_serve(CLI::App& app, ServeOptions& o, std::function<int()>& chosen) {
                     "require Authorization: Bearer <key> (also --api-key-file, $VELA_API_KEY)");
     cmd->add_option("--api-key-file", o.api_key_file,
                     "read the API key from the file's first line");
-    cmd->add_option("--kv-blocks", o.kv_blocks,
-                    "KV cache blocks of 16 tokens (0: one full context)")
-        ->check(CLI::Range(int64_t{0}, int64_t{1} << 24))
-        ->capture_default_str();
+    auto* blocks = cmd->add_option("--kv-blocks", o.kv_blocks,
+                                   "KV cache blocks of --kv-block-size tokens (0: one full "
+                                   "context, or the GPU's memory left)")
+                       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24))
+                       ->capture_default_str();
+    cmd->add_option("--kv-cache-memory-bytes", o.kv_cache_bytes,
+                    "KV cache pool size in bytes, as many blocks as fit in the chosen formats "
+                    "(suffixes as 512MiB or 2GB; vLLM's flag)")
+        ->transform(CLI::AsSizeValue(false))
+        ->excludes(blocks);
     cmd->add_option("--max-queue", o.max_queue, "requests waiting beyond --parallel before 429")
         ->check(CLI::Range(int64_t{0}, int64_t{1} << 20))
         ->capture_default_str();

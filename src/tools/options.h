@@ -15,10 +15,12 @@ struct CommonOptions {
     int threads = 0;    // 0: all cores
     int64_t ctx_size = 4096;
     int64_t batch_size = 512;
-    std::string device = "auto";  // cpu, cuda, auto
-    std::string kv_type = "f16";  // f32, f16, bf16, q8, q4 (K per channel, KIVI): K and V
-    std::string kv_type_k;        // empty: kv_type
-    std::string kv_type_v;        // empty: kv_type
+    std::string device = "auto";    // cpu, cuda, auto
+    std::string kv_type = "f16";    // f32, f16, bf16, q8, q4 (K per channel, KIVI): K and V
+    std::string kv_type_k;          // empty: kv_type
+    std::string kv_type_v;          // empty: kv_type
+    int64_t kv_quant_group = 32;    // values per scale of q8 rows and q4 V rows: 32, 64, 128
+    int64_t kv_block_size = 16;     // tokens per KV block (q4 K: per-channel scales per block)
     std::string kv_evict = "none";  // none, window, sinks, h2o, tova
     std::string kv_budget;          // tokens (>= 1) or a fraction in (0, 1); empty: none given
     int64_t kv_sinks = 4;
@@ -97,6 +99,7 @@ struct ServeOptions {
     std::string model_name = "vela";  // reported by /v1/models and in responses
     int64_t parallel = 16;
     int64_t kv_blocks = 0;
+    uint64_t kv_cache_bytes = 0;  // --kv-cache-memory-bytes: KV pool size (0: --kv-blocks)
     int64_t max_queue = 256;
     int64_t timeout_s = 600;
     int64_t drain_s = 10;

@@ -20,13 +20,20 @@
 namespace vela::test {
 namespace {
 
-// K and V formats: each format for both, and 4-bit V (which has no 4-bit K yet) beside Q8 K.
-const KvFormats kFormats[] = {KvFormat::F32, KvFormat::F16, KvFormat::BF16, KvFormat::Q8,
-                              {KvFormat::Q8, KvFormat::Q4}};
+// K and V formats: each format for both, and 4-bit V (which has no 4-bit K yet) beside Q8 K,
+// also in groups of 64 and 128 (--kv-quant-group).
+const KvFormats kFormats[] = {KvFormat::F32,
+                              KvFormat::F16,
+                              KvFormat::BF16,
+                              KvFormat::Q8,
+                              {KvFormat::Q8, KvFormat::Q4},
+                              {KvFormat::Q8, KvFormat::Q4, 64},
+                              {KvFormat::Q8, KvFormat::Q8, 128}};
 
 std::string name_of(KvFormats f) {
     std::string s = f.v == f.k ? fmt::format("{}", kv_format_name(f.k))
                                : fmt::format("{}/{}", kv_format_name(f.k), kv_format_name(f.v));
+    if (f.group != kKvGroup) s += fmt::format("g{}", f.group);
     for (char& c : s) c = static_cast<char>(std::toupper(c));
     return s;
 }
@@ -34,15 +41,21 @@ std::string name_of(KvFormats f) {
 // What the storage holds for the row x[0, n): each value rounded to the format (to nearest,
 // ties to even), or quantised by the format's definition; slack where a float implementation
 // may round either way (quantisation ties).
-QuantRow stored_row(KvFormat f, const float* x, int64_t n) {
-    if (f == KvFormat::Q8) return q8_reference(x, n);
-    if (f == KvFormat::Q4) return q4_reference(x, n);
+QuantRow stored_row(KvFormat f, const float* x, int64_t n, int64_t group) {
+    if (f == KvFormat::Q8) return q8_reference(x, n, group);
+    if (f == KvFormat::Q4) return q4_reference(x, n, group);
     QuantRow r{std::vector<double>(n), std::vector<double>(n, 0.0), std::vector<double>(n, 0.0)};
     for (int64_t i = 0; i < n; ++i) {
         switch (f) {
-            case KvFormat::F16: r.value[i] = round_to_format(x[i], 10, -14); break;
-            case KvFormat::BF16: r.value[i] = round_to_format(x[i], 7, -126); break;
-            default: r.value[i] = x[i]; break;
+            case KvFormat::F16:
+                r.value[i] = round_to_format(x[i], 10, -14);
+                break;
+            case KvFormat::BF16:
+                r.value[i] = round_to_format(x[i], 7, -126);
+                break;
+            default:
+                r.value[i] = x[i];
+                break;
         }
     }
     return r;
@@ -53,8 +66,7 @@ QuantRow stored_row(KvFormat f, const float* x, int64_t n) {
 // worst 1.9e-2 over the cases below (3 seeds x 3 ISAs; q_sigma 3 makes the softmax sharp), Q8
 // keys with Q4 values QQ; the tolerance is about twice that.
 bool quantised(KvFormats f) {
-    return f.k == KvFormat::Q8 || f.k == KvFormat::Q4 || f.v == KvFormat::Q8 ||
-           f.v == KvFormat::Q4;
+    return f.k == KvFormat::Q8 || f.k == KvFormat::Q4 || f.v == KvFormat::Q8 || f.v == KvFormat::Q4;
 }
 double quantisation_tolerance(KvFormats f) {
     return f.v == KvFormat::Q4 ? 0.1 : f.k == KvFormat::Q8 ? 4e-2 : 0.0;
@@ -162,8 +174,8 @@ class BackendKvOps : public BackendTest {
         if (!supports || supports(f, head_dim)) return false;
         const std::string what = fmt::format("{} head_dim {}", kv_formats_name(f), head_dim);
         if (skipped_.insert(what).second) {
-            std::printf("[backend_ops] %s: KV %s not supported, skipped\n",
-                        GetParam().name.c_str(), what.c_str());
+            std::printf("[backend_ops] %s: KV %s not supported, skipped\n", GetParam().name.c_str(),
+                        what.c_str());
         }
         return true;
     }
@@ -239,7 +251,9 @@ void BackendKvOps::check_write_kv(KvFormats f, int64_t bs, int64_t heads, int64_
                     const std::vector<float> got = read(*kv, layer, slot, h, value);
                     const QuantRow want =
                         r < 0 ? QuantRow{}
-                              : stored_row(value ? f.v : f.k, (value ? v : k).data() + (r * heads + h) * hd, hd);
+                              : stored_row(value ? f.v : f.k,
+                                           (value ? v : k).data() + (r * heads + h) * hd, hd,
+                                           f.group);
                     const std::string where = fmt::format("layer {} slot {} head {} {}", layer,
                                                           slot, h, value ? "V" : "K");
                     for (int64_t d = 0; d < hd; ++d) {
@@ -444,8 +458,10 @@ void BackendKvOps::check_block_ops(KvFormats f, int64_t bs, std::mt19937_64& rng
                             for (int64_t h = 0; h < l.n_kv_heads; ++h) {
                                 if (op.head >= 0 && op.head != h) continue;
                                 for (int64_t d = 0; d < l.head_dim; ++d) {
-                                    dev[op.dst / bs][block_index(l, layer, value, h, op.dst % bs, d)] =
-                                        dev[op.src / bs][block_index(l, layer, value, h, op.src % bs, d)];
+                                    dev[op.dst / bs]
+                                       [block_index(l, layer, value, h, op.dst % bs, d)] =
+                                           dev[op.src / bs]
+                                              [block_index(l, layer, value, h, op.src % bs, d)];
                                 }
                             }
                         }

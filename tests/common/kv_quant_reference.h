@@ -29,13 +29,14 @@ struct QuantRow {
     std::vector<double> scale;  // per element: the scale of its group
 };
 
-// Q8: per group of 32 values, scale = max|x| / 127 rounded up to fp16, q = round(x / scale)
-// (ties to even), value = q * scale. Slack: one step where x / scale is a near-tie, or where
-// max|x| / 127 is (nearly) an fp16 value (float may then round the scale either way).
-inline QuantRow q8_reference(const float* x, int64_t n) {
+// Q8: per group of `group` values (32 unless the storage was made with another), scale = max|x| /
+// 127 rounded up to fp16, q = round(x / scale) (ties to even), value = q * scale. Slack: one step
+// where x / scale is a near-tie, or where max|x| / 127 is (nearly) an fp16 value (float may then
+// round the scale either way).
+inline QuantRow q8_reference(const float* x, int64_t n, int64_t group) {
     QuantRow r{std::vector<double>(n), std::vector<double>(n), std::vector<double>(n)};
-    for (int64_t g = 0; g * 32 < n; ++g) {
-        const int64_t begin = g * 32, end = std::min<int64_t>(n, begin + 32);
+    for (int64_t g = 0; g * group < n; ++g) {
+        const int64_t begin = g * group, end = std::min<int64_t>(n, begin + group);
         double amax = 0.0;
         for (int64_t i = begin; i < end; ++i) amax = std::max(amax, std::fabs(double{x[i]}));
         const double exact = amax / 127.0, quantum = fp16_quantum(exact);
@@ -51,13 +52,13 @@ inline QuantRow q8_reference(const float* x, int64_t n) {
     return r;
 }
 
-// Q4: per group of 32 values, min = min(x) rounded down to fp16, scale = (max(x) - min) / 15
+// Q4: per group of `group` values, min = min(x) rounded down to fp16, scale = (max(x) - min) / 15
 // rounded up to fp16, q = round((x - min) / scale) (ties to even), value = min + q * scale.
 // Slack as for Q8, plus half a float ulp of the result (the sum is rounded to float).
-inline QuantRow q4_reference(const float* x, int64_t n) {
+inline QuantRow q4_reference(const float* x, int64_t n, int64_t group) {
     QuantRow r{std::vector<double>(n), std::vector<double>(n), std::vector<double>(n)};
-    for (int64_t g = 0; g * 32 < n; ++g) {
-        const int64_t begin = g * 32, end = std::min<int64_t>(n, begin + 32);
+    for (int64_t g = 0; g * group < n; ++g) {
+        const int64_t begin = g * group, end = std::min<int64_t>(n, begin + group);
         double lo = x[begin], hi = x[begin];
         for (int64_t i = begin; i < end; ++i) {
             lo = std::min(lo, double{x[i]});

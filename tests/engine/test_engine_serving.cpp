@@ -186,7 +186,7 @@ TEST_F(EngineServing, PreemptionUnderMemoryPressureKeepsOutputs) {
 // (kv/kivi_keys.h), and the open block's fp16 keys follow the same swaps and copies.
 TEST_F(EngineServing, QuantisedKvKeepsOutputsIdenticalToAlone) {
     for (KvFormats format : {KvFormats(KvFormat::Q8), KvFormats(KvFormat::Q8, KvFormat::Q4),
-                             KvFormats(KvFormat::Q4)}) {
+                             KvFormats(KvFormat::Q4), KvFormats(KvFormat::Q4, KvFormat::Q4, 64)}) {
         const std::string what = kv_formats_name(format);
         const std::vector<Tokens>& want = alone(format);
         EngineConfig c;
@@ -226,8 +226,7 @@ TEST_F(EngineServing, QuantisedKvKeepsOutputsIdenticalToAlone) {
         std::map<int64_t, Tokens> out;
         while (e.has_work()) {
             for (const StepOutput& o : e.step()) {
-                out[o.request_id].insert(out[o.request_id].end(), o.tokens.begin(),
-                                         o.tokens.end());
+                out[o.request_id].insert(out[o.request_id].end(), o.tokens.begin(), o.tokens.end());
             }
         }
         const std::vector<Tokens>& want_forking =

@@ -129,7 +129,7 @@ TEST_F(KiviKeys, RowsOneAtATimeInChunksOrAtOnceGiveTheSameBlock) {
     }
     EXPECT_EQ(at_once.bytes_per_token(),
               static_cast<size_t>(kLayers * kHeads) *
-                  (kDim / 2 + 4 * kDim / kBlock + kv_row_bytes(KvFormat::Q4, kDim)));
+                  (kDim / 2 + 4 * kDim / kBlock + kv_row_bytes(KvFormat::Q4, kDim, kKvGroup)));
 }
 
 TEST_F(KiviKeys, OpenBlockFollowsCopyAndSwap) {

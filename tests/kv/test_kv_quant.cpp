@@ -22,50 +22,52 @@ struct Q8Row {
     std::vector<float> back;
 };
 
-Q8Row round_trip_q8(const std::vector<float>& x) {
+Q8Row round_trip_q8(const std::vector<float>& x, int64_t group) {
     const auto n = static_cast<int64_t>(x.size());
-    Q8Row r{std::vector<int8_t>(x.size()), std::vector<uint16_t>(kv_groups(n)),
+    Q8Row r{std::vector<int8_t>(x.size()), std::vector<uint16_t>(kv_groups(n, group)),
             std::vector<float>(x.size())};
-    quantize_q8_row(x.data(), n, r.q.data(), r.scales.data());
-    dequantize_q8_row(r.q.data(), r.scales.data(), n, r.back.data());
+    quantize_q8_row(x.data(), n, group, r.q.data(), r.scales.data());
+    dequantize_q8_row(r.q.data(), r.scales.data(), n, group, r.back.data());
     return r;
 }
 
-std::vector<float> round_trip_q4(const std::vector<float>& x) {
+std::vector<float> round_trip_q4(const std::vector<float>& x, int64_t group) {
     const auto n = static_cast<int64_t>(x.size());
     std::vector<uint8_t> q(static_cast<size_t>(q4_row_bytes(n)));
-    std::vector<uint16_t> scale_min(static_cast<size_t>(2 * kv_groups(n)));
+    std::vector<uint16_t> scale_min(static_cast<size_t>(2 * kv_groups(n, group)));
     std::vector<float> back(x.size());
-    quantize_q4_row(x.data(), n, q.data(), scale_min.data());
-    dequantize_q4_row(q.data(), scale_min.data(), n, back.data());
+    quantize_q4_row(x.data(), n, group, q.data(), scale_min.data());
+    dequantize_q4_row(q.data(), scale_min.data(), n, group, back.data());
     return back;
 }
 
 // Rows of odd lengths, each at its own magnitude (2^-12 .. 2^4) with one outlier channel 30x,
-// through `round_trip` against `reference`.
+// through `round_trip` against `reference`, in each group size.
 template <class RoundTrip, class Reference>
 void expect_matches_reference(const char* format, RoundTrip round_trip, Reference reference) {
     std::mt19937 rng(fresh_seed());
     std::normal_distribution<float> normal;
     std::uniform_real_distribution<float> spread(-12.0f, 4.0f);
-    for (int64_t n : {1, 7, 31, 32, 33, 37, 40, 64, 72, 97, 127, 128, 200}) {
-        for (int trial = 0; trial < 20; ++trial) {
-            const float mag = std::exp2(spread(rng));
-            std::vector<float> x(static_cast<size_t>(n));
-            for (float& v : x) v = normal(rng) * mag;
-            x[static_cast<size_t>(trial) % x.size()] *= 30.0f;
-            const std::vector<float> got = round_trip(x);
-            const QuantRow ref = reference(x.data(), n);
-            for (int64_t i = 0; i < n; ++i) {
-                const double err = std::fabs(got[i] - ref.value[i]);
-                ASSERT_LE(err, ref.slack[i]) << format << " n " << n << " element " << i << " of "
-                                             << x[i] << ": got " << got[i] << " want "
-                                             << ref.value[i];
-                // The format's bound: half a step, plus half a float ulp of Q4's min + q * scale
-                // (a group of equal values has a step of a few fp16 subnormals).
-                ASSERT_LE(std::fabs(got[i] - double{x[i]}),
-                          0.5 * ref.scale[i] * (1 + 1e-5) + std::fabs(ref.value[i]) * 0x1p-24)
-                    << format << " n " << n << " element " << i;
+    for (int64_t group : {32, 64, 128}) {
+        for (int64_t n : {1, 7, 31, 32, 33, 37, 40, 64, 72, 97, 127, 128, 200}) {
+            for (int trial = 0; trial < 20; ++trial) {
+                const float mag = std::exp2(spread(rng));
+                std::vector<float> x(static_cast<size_t>(n));
+                for (float& v : x) v = normal(rng) * mag;
+                x[static_cast<size_t>(trial) % x.size()] *= 30.0f;
+                const std::vector<float> got = round_trip(x, group);
+                const QuantRow ref = reference(x.data(), n, group);
+                for (int64_t i = 0; i < n; ++i) {
+                    const double err = std::fabs(got[i] - ref.value[i]);
+                    ASSERT_LE(err, ref.slack[i])
+                        << format << " group " << group << " n " << n << " element " << i << " of "
+                        << x[i] << ": got " << got[i] << " want " << ref.value[i];
+                    // The format's bound: half a step, plus half a float ulp of Q4's min + q *
+                    // scale (a group of equal values has a step of a few fp16 subnormals).
+                    ASSERT_LE(std::fabs(got[i] - double{x[i]}),
+                              0.5 * ref.scale[i] * (1 + 1e-5) + std::fabs(ref.value[i]) * 0x1p-24)
+                        << format << " group " << group << " n " << n << " element " << i;
+                }
             }
         }
     }
@@ -73,7 +75,9 @@ void expect_matches_reference(const char* format, RoundTrip round_trip, Referenc
 
 TEST(KvQuant, Q8MatchesDoublePrecisionReference) {
     expect_matches_reference(
-        "q8", [](const std::vector<float>& x) { return round_trip_q8(x).back; }, q8_reference);
+        "q8",
+        [](const std::vector<float>& x, int64_t group) { return round_trip_q8(x, group).back; },
+        q8_reference);
 }
 
 TEST(KvQuant, Q4MatchesDoublePrecisionReference) {
@@ -106,17 +110,18 @@ TEST(KvQuant, Q4KeysPerChannelMatchDoublePrecisionReference) {
                 for (int64_t c = 0; c < hd; ++c) {
                     std::vector<float> channel(static_cast<size_t>(bs));
                     for (int64_t t = 0; t < bs; ++t) channel[t] = x[t * hd + c];
-                    const QuantRow ref = q4_reference(channel.data(), bs);
+                    const QuantRow ref = q4_reference(channel.data(), bs, bs);  // one group
                     for (int64_t t = 0; t < bs; ++t) {
                         const double got = back[t * hd + c];
                         ASSERT_LE(std::fabs(got - ref.value[t]), ref.slack[t])
-                            << "head_dim " << hd << " block " << bs << " channel " << c
-                            << " token " << t << ": got " << got << " want " << ref.value[t];
+                            << "head_dim " << hd << " block " << bs << " channel " << c << " token "
+                            << t << ": got " << got << " want " << ref.value[t];
                         // Half a step, plus half a float ulp of min + q * scale.
-                        ASSERT_LE(std::fabs(got - double{channel[t]}),
-                                  0.5 * ref.scale[t] * (1 + 1e-5) + std::fabs(ref.value[t]) * 0x1p-24)
-                            << "head_dim " << hd << " block " << bs << " channel " << c
-                            << " token " << t << ": x " << channel[t] << " got " << got;
+                        ASSERT_LE(
+                            std::fabs(got - double{channel[t]}),
+                            0.5 * ref.scale[t] * (1 + 1e-5) + std::fabs(ref.value[t]) * 0x1p-24)
+                            << "head_dim " << hd << " block " << bs << " channel " << c << " token "
+                            << t << ": x " << channel[t] << " got " << got;
                     }
                 }
             }
@@ -148,17 +153,17 @@ TEST(KvQuant, Q4KeysNanPoisonsItsChannelOnly) {
 
 TEST(KvQuant, ZeroAndNanRows) {
     const std::vector<float> zeros(40, 0.0f);
-    for (float v : round_trip_q8(zeros).back) EXPECT_EQ(v, 0.0f);
+    for (float v : round_trip_q8(zeros, 32).back) EXPECT_EQ(v, 0.0f);
     // A NaN poisons its own group (so a poisoned KV slot reads back NaN) and no other.
     std::vector<float> x(40, 1.0f);
     x[3] = std::numeric_limits<float>::quiet_NaN();
-    const Q8Row r = round_trip_q8(x);
+    const Q8Row r = round_trip_q8(x, 32);
     for (int i = 0; i < 32; ++i) EXPECT_TRUE(std::isnan(r.back[i])) << i;
     for (int i = 32; i < 40; ++i) EXPECT_NEAR(r.back[i], 1.0f, 1.0 / 254) << i;
-    const std::vector<float> q4 = round_trip_q4(x);
+    const std::vector<float> q4 = round_trip_q4(x, 32);
     for (int i = 0; i < 32; ++i) EXPECT_TRUE(std::isnan(q4[i])) << i;
     for (int i = 32; i < 40; ++i) EXPECT_FLOAT_EQ(q4[i], 1.0f) << i;
-    for (float v : round_trip_q4(zeros)) EXPECT_EQ(v, 0.0f);
+    for (float v : round_trip_q4(zeros, 32)) EXPECT_EQ(v, 0.0f);
 }
 
 }  // namespace

@@ -47,7 +47,7 @@ void DeviceKvStorage::PinnedFree::operator()(std::byte* p) const {
 
 DeviceKvStorage::DeviceKvStorage(const KvLayout& layout, KvFormats formats, void* stream)
     : layout_(layout), formats_(formats), stream_(stream) {
-    block_bytes_ = kv_row_bytes(formats.k, layout.head_dim) *
+    block_bytes_ = kv_row_bytes(formats.k, layout.head_dim, formats.group) *
                    static_cast<size_t>(layout.n_kv_heads * layout.block_size);
     memory_ = std::make_unique<CudaBuffer>(block_bytes_ * static_cast<size_t>(layout.num_blocks) *
                                            static_cast<size_t>(2 * layout.n_layers));
