@@ -17,6 +17,9 @@ ROWS = 30 * 3  # layers x KV heads
     (["--kv-type", "q8", "--kv-type-v", "f32"], 68 + 256),
     (["--kv-type-k", "q8", "--kv-type-v", "q4"], 68 + 40),
     (["--kv-type", "q4"], 48 + 40),
+    # Blocks and groups of 64: K 32 + 64 pairs / 64 tokens, V 32 + 1 pair: 4.5 bits each.
+    (["--kv-type", "q4", "--kv-block-size", "64", "--kv-quant-group", "64"], 36 + 36),
+    (["--kv-type", "q8", "--kv-quant-group", "128"], 66 + 66),
 ])
 def test_kv_bytes_per_token_follow_the_formats(args, row_bytes):
     srv = launch(args)
@@ -47,5 +50,22 @@ def test_kv_eviction_counts_evicted_tokens_and_frees_everything(policy):
         m = srv.wait_idle()
         assert m["vela_kv_evicted_tokens_total"] >= usage["prompt_tokens"] + 95 - 81
         assert m["vela_kv_blocks_used"] == 0
+    finally:
+        shutdown(srv)
+
+
+@pytest.mark.parametrize("args, block_bytes", [
+    (["--kv-type", "q8"], ROWS * 136 * 16),
+    (["--kv-type", "q4", "--kv-block-size", "64", "--kv-quant-group", "64"], ROWS * 72 * 64),
+])
+def test_kv_pool_in_bytes_holds_as_many_blocks_as_fit(args, block_bytes):
+    """--kv-cache-memory-bytes: the pool is as many whole blocks of the chosen formats as fit."""
+    pool = 2 << 20
+    srv = launch(args + ["--kv-cache-memory-bytes", "2MiB"])
+    try:
+        assert srv.metrics()["vela_kv_blocks_total"] == pool // block_bytes
+        r = srv.post("/v1/completions", {"prompt": "The capital of France is", "max_tokens": 4,
+                                         "temperature": 0})
+        assert r.status_code == 200, r.text
     finally:
         shutdown(srv)
