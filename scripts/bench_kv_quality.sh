@@ -12,6 +12,9 @@
 # the defaults (6 / 5) llama.cpp's q5_1 K + q4_1 V.
 #
 #   scripts/bench_kv_quality.sh LLAMA_CPP_BIN_DIR [model] [chunks] [ctx]
+#
+# Environment: TEXT (default Debian's GPL-3), VELA_KV and LLAMA_KV (the formats to run, as the
+# lists below), VELA (the binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LLAMA=$1
@@ -19,7 +22,7 @@ MODEL=${2:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 CHUNKS=${3:-14}
 CTX=${4:-512}
 VELA=${VELA:-build/release/bin/vela}
-TEXT=/usr/share/common-licenses/GPL-3
+TEXT=${TEXT:-/usr/share/common-licenses/GPL-3}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export LD_LIBRARY_PATH="$LLAMA${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -37,8 +40,10 @@ echo "|---|---|---|---:|---:|---:|"
 "$VELA" perplexity -m "$MODEL" -t 2 -c "$CTX" --chunks "$CHUNKS" "$TEXT" \
     --kl-divergence-base "$tmp/vela.kld" >/dev/null 2>&1
 # K, V, block size, group size
-for kv in "q8 q8 16 32" "q8 q4 16 32" "q8 f16 16 32" "q4 q4 16 32" "q4 f16 16 32" \
-    "q4 q4 32 32" "q4 q4 64 64"; do
+VELA_KV=${VELA_KV:-"q8/q8/16/32 q8/q4/16/32 q8/f16/16/32 q4/q4/16/32 q4/f16/16/32 q4/q4/32/32 q4/q4/64/64"}
+LLAMA_KV=${LLAMA_KV:-"q8_0/q8_0 q8_0/q4_0 q4_0/q4_0 q8_0/f16 q4_1/q4_1 q5_1/q4_1"}
+for kv in $VELA_KV; do
+    kv=${kv//\// }
     set -- $kv
     line=$("$VELA" perplexity -m "$MODEL" -t 2 -c "$CTX" --chunks "$CHUNKS" "$TEXT" \
         --kv-type-k "$1" --kv-type-v "$2" --kv-block-size "$3" --kv-quant-group "$4" \
@@ -50,7 +55,8 @@ for kv in "q8 q8 16 32" "q8 q4 16 32" "q8 f16 16 32" "q4 q4 16 32" "q4 f16 16 32
 done
 "$LLAMA/llama-perplexity" -m "$MODEL" -t 2 -c "$CTX" --chunks "$CHUNKS" -f "$TEXT" -fa on \
     --kl-divergence-base "$tmp/llama.kld" >/dev/null 2>&1
-for kv in "q8_0 q8_0" "q8_0 q4_0" "q4_0 q4_0" "q8_0 f16" "q4_1 q4_1" "q5_1 q4_1"; do
+for kv in $LLAMA_KV; do
+    kv=${kv//\// }
     set -- $kv
     out=$("$LLAMA/llama-perplexity" -m "$MODEL" -t 2 -c "$CTX" --chunks "$CHUNKS" -f "$TEXT" \
         -fa on -ctk "$1" -ctv "$2" --kl-divergence-base "$tmp/llama.kld" --kl-divergence 2>&1)

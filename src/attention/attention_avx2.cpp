@@ -105,39 +105,6 @@ struct Avx2Ops {
         }
         for (; j < n; ++j) out[j] = dot(q, rows[j], hd);
     }
-    // out[j] = qs . rows[j] read as 4-bit codes (K in Q4: qs is the query times a block's
-    // channel scales); two rows at a time share the qs loads.
-    static void dot_rows_q4(const float* qs, const uint8_t* const* rows, int64_t n, int64_t hd,
-                            float* out) {
-        const int64_t hd8 = hd / 8 * 8;
-        int64_t j = 0;
-        for (; j + 2 <= n; j += 2) {
-            const uint8_t *r0 = rows[j], *r1 = rows[j + 1];
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-            for (int64_t d = 0; d < hd8; d += 8) {
-                const __m256 qv = _mm256_loadu_ps(qs + d);
-                a0 = _mm256_fmadd_ps(qv, load_q4x8(r0 + d / 2), a0);
-                a1 = _mm256_fmadd_ps(qv, load_q4x8(r1 + d / 2), a1);
-            }
-            float s0 = hsum(a0), s1 = hsum(a1);
-            for (int64_t d = hd8; d < hd; ++d) {
-                s0 += qs[d] * static_cast<float>(q4_nibble(r0, d));
-                s1 += qs[d] * static_cast<float>(q4_nibble(r1, d));
-            }
-            out[j] = s0;
-            out[j + 1] = s1;
-        }
-        for (; j < n; ++j) {
-            __m256 a = _mm256_setzero_ps();
-            for (int64_t d = 0; d < hd8; d += 8) {
-                a = _mm256_fmadd_ps(_mm256_loadu_ps(qs + d), load_q4x8(rows[j] + d / 2), a);
-            }
-            float s0 = hsum(a);
-            for (int64_t d = hd8; d < hd; ++d)
-                s0 += qs[d] * static_cast<float>(q4_nibble(rows[j], d));
-            out[j] = s0;
-        }
-    }
     static float dot(const float* a, const float* b, int64_t n) {
         __m256 s0 = _mm256_setzero_ps();
         int64_t i = 0;
@@ -300,6 +267,20 @@ struct Avx2Ops {
             _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
         }
         for (; i < n; ++i) dst[i] = _cvtsh_ss(src[i]);
+    }
+    // A Q4 K row of a full block: value c = min_c + code * scale_c (scale_min: head_dim scales,
+    // then head_dim minima).
+    static void q4_channels_to_f32(const uint8_t* q, const float* scale_min, int64_t hd,
+                                   float* out) {
+        int64_t c = 0;
+        for (; c + 8 <= hd; c += 8) {
+            _mm256_storeu_ps(out + c,
+                             _mm256_fmadd_ps(load_q4x8(q + c / 2), _mm256_loadu_ps(scale_min + c),
+                                             _mm256_loadu_ps(scale_min + hd + c)));
+        }
+        for (; c < hd; ++c) {
+            out[c] = scale_min[hd + c] + static_cast<float>(q4_nibble(q, c)) * scale_min[c];
+        }
     }
     // bfloat16 is the upper half of a float: widen and shift.
     static void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {

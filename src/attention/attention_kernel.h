@@ -25,11 +25,9 @@ namespace {
 // Keys [begin, end) of a tile in one block of K in Q4 (per channel, kv/kivi_keys.h). A query
 // reads the block's fp16 keys (SideTile::rows) while it is open, or, if it was closed by this
 // step's write, when the query's KV index is before the block's last one (closed_end); else its
-// codes (SideTile::q4) with its channels' scales and minima (scale_min, as float) folded into
-// the query.
+// codes, dequantised once per tile with its channels' scales and minima (SideTile::code_rows).
 struct KeySegment {
     int64_t begin = 0, end = 0;
-    const float* scale_min = nullptr;  // head_dim scales, then head_dim minima
     bool open = false;
     int64_t closed_end = -1;
 };
@@ -37,12 +35,13 @@ struct KeySegment {
 // One tile of K or V rows of one KV head. Float formats: `rows` point at float rows (F32 in the
 // cache, F16/BF16 decoded once per tile into `decoded` for the whole GQA group). Q8 / Q4: `q8` /
 // `q4` point at the rows in the cache and `scales` holds each row's scales (and Q4's minima) as
-// float; the Ops dequantise in registers. K in Q4: `segments` and `channels` (their scales) too,
-// and `rows` point at the decoded fp16 keys of blocks that have them.
+// float; the Ops dequantise in registers. K in Q4: `segments`, `channels` (a block's scales and
+// minima) and `code_rows` (its codes dequantised once for the whole GQA group, in `codes`), and
+// `rows` point at the decoded fp16 keys of blocks that have them.
 struct SideTile {
     int64_t group = kKvGroup;  // values per scale of a Q8 / Q4 row (the side's)
-    std::vector<float> decoded, scales, channels;
-    std::vector<const float*> rows;
+    std::vector<float> decoded, codes, scales, channels;
+    std::vector<const float*> rows, code_rows;
     std::vector<const int8_t*> q8;
     std::vector<const uint8_t*> q4;
     std::vector<KeySegment> segments;
@@ -57,7 +56,6 @@ struct SideTile {
 
 struct TileScratch {
     std::vector<float> scores, acc, max, sum;
-    std::vector<float> folded;  // K in Q4: the query times one block's channel scales
     SideTile k, v;
     std::vector<int64_t> keys;  // a token tree row's visible keys, in order
 
@@ -66,7 +64,6 @@ struct TileScratch {
           acc(static_cast<size_t>(vectors * head_dim)),
           max(static_cast<size_t>(vectors)),
           sum(static_cast<size_t>(vectors)),
-          folded(static_cast<size_t>(head_dim)),
           k(head_dim),
           v(head_dim) {}
 };
@@ -76,7 +73,9 @@ template <class Ops>
 void load_kivi_keys(const KvSideView& side, const AttentionSeq& seq, int64_t kv_head, int64_t first,
                     int64_t n, SideTile& t, const int64_t* keys) {
     const int64_t bs = side.block_size, hd = side.head_dim;
-    t.channels.resize(static_cast<size_t>(kKeyTile * 2 * hd));
+    t.channels.resize(static_cast<size_t>(2 * hd));
+    t.codes.resize(static_cast<size_t>(kKeyTile * hd));
+    t.code_rows.resize(kKeyTile);
     t.segments.clear();
     const KeyResidual* open = nullptr;
     int64_t index = -1;  // block index in the sequence's table
@@ -91,14 +90,18 @@ void load_kivi_keys(const KvSideView& side, const AttentionSeq& seq, int64_t kv_
             g.open = open != nullptr && !open->closed;
             g.closed_end = open != nullptr && open->closed ? index * bs + bs - 1 : -1;
             if (!g.open) {
-                float* sm = t.channels.data() + static_cast<int64_t>(t.segments.size()) * 2 * hd;
-                Ops::f16_to_f32(side.channel_scales(block, kv_head), sm, 2 * hd);
-                g.scale_min = sm;
+                Ops::f16_to_f32(side.channel_scales(block, kv_head), t.channels.data(), 2 * hd);
             }
             t.segments.push_back(g);
         }
-        t.segments.back().end = j + 1;
-        t.q4[j] = reinterpret_cast<const uint8_t*>(side.row(block, kv_head, pos % bs));
+        KeySegment& g = t.segments.back();
+        g.end = j + 1;
+        if (!g.open) {
+            float* codes = t.codes.data() + j * hd;
+            const auto* q = reinterpret_cast<const uint8_t*>(side.row(block, kv_head, pos % bs));
+            Ops::q4_channels_to_f32(q, t.channels.data(), hd, codes);
+            t.code_rows[j] = codes;
+        }
         if (open != nullptr) {
             float* decoded = t.decoded.data() + j * hd;
             Ops::f16_to_f32(open->row(kv_head, pos % bs, bs, hd), decoded, hd);
@@ -146,9 +149,8 @@ void load_side(const KvSideView& side, const AttentionSeq& seq, int64_t kv_head,
     }
 }
 
-// out[j] = q . key j for tile keys [lo, hi], the query at KV index `qkv`. K in Q4, a full
-// block: q . k_t = sum_c q_c min_c + sum_c (q_c scale_c) code_tc, the scales and minima folded
-// into the query once per block.
+// out[j] = q . key j for tile keys [lo, hi], the query at KV index `qkv` (K in Q4: which form
+// of a block it reads depends on qkv, KeySegment).
 template <class Ops, class TK>
 void key_dots(const float* q, TileScratch& s, int64_t lo, int64_t hi, int64_t hd, int64_t qkv,
               float* out) {
@@ -160,18 +162,8 @@ void key_dots(const float* q, TileScratch& s, int64_t lo, int64_t hi, int64_t hd
         for (const KeySegment& g : s.k.segments) {
             const int64_t a = std::max(lo, g.begin), b = std::min(hi + 1, g.end);
             if (a >= b) continue;
-            if (g.open || qkv < g.closed_end) {
-                Ops::dot_rows(q, s.k.rows.data() + a, b - a, hd, out + a);
-                continue;
-            }
-            float* folded = s.folded.data();
-            float q_min = 0.0f;
-            for (int64_t c = 0; c < hd; ++c) {
-                folded[c] = q[c] * g.scale_min[c];
-                q_min += q[c] * g.scale_min[hd + c];
-            }
-            Ops::dot_rows_q4(folded, s.k.q4.data() + a, b - a, hd, out + a);
-            for (int64_t j = a; j < b; ++j) out[j] += q_min;
+            const bool fp16 = g.open || qkv < g.closed_end;
+            Ops::dot_rows(q, (fp16 ? s.k.rows : s.k.code_rows).data() + a, b - a, hd, out + a);
         }
     } else {
         Ops::dot_rows(q, s.k.rows.data() + lo, hi - lo + 1, hd, out + lo);

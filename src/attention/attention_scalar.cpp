@@ -18,16 +18,6 @@ struct ScalarOps {
             out[j] = s;
         }
     }
-    // out[j] = qs . rows[j] read as 4-bit codes (K in Q4: qs is the query times a block's
-    // channel scales).
-    static void dot_rows_q4(const float* qs, const uint8_t* const* rows, int64_t n, int64_t hd,
-                            float* out) {
-        for (int64_t j = 0; j < n; ++j) {
-            float s = 0.0f;
-            for (int64_t d = 0; d < hd; ++d) s += qs[d] * static_cast<float>(q4_nibble(rows[j], d));
-            out[j] = s;
-        }
-    }
     // acc += sum_j w[j] * rows[j], in j order for every element.
     static void accumulate(const float* w, const float* const* rows, int64_t n, float* acc,
                            int64_t hd) {
@@ -84,6 +74,14 @@ struct ScalarOps {
     }
     static void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
         for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(src[i]);
+    }
+    // A Q4 K row of a full block: value c = min_c + code * scale_c (scale_min: head_dim scales,
+    // then head_dim minima).
+    static void q4_channels_to_f32(const uint8_t* q, const float* scale_min, int64_t hd,
+                                   float* out) {
+        for (int64_t c = 0; c < hd; ++c) {
+            out[c] = scale_min[hd + c] + static_cast<float>(q4_nibble(q, c)) * scale_min[c];
+        }
     }
     static void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
         for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_fp32(src[i]);
