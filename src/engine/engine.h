@@ -24,6 +24,9 @@ namespace vela {
 // Speculative decoding, when the engine has a Drafter.
 struct SpeculationConfig {
     int32_t max_tokens = 5;  // draft tokens per sequence and step, at most
+    // For a drafter that sizes its own token trees (spec::DraftRequest::max_nodes): the tree's
+    // depth (draft forwards) at most, max_tokens being its node count (0: max_tokens).
+    int32_t max_depth = 0;
     // No drafting in a step with more running sequences than this: a large batch already keeps
     // the matmuls busy, and verification rows would slow it down.
     int64_t max_batch = 8;
