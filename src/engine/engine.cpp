@@ -435,6 +435,7 @@ StepOutput Engine::verify_draft(Sequence& seq, std::span<float> rows) {
     ++stats_.spec_verify_steps;
     stats_.spec_draft_tokens += drafted;
     stats_.spec_accepted_tokens += accepted;
+    stats_.spec_draft_depth += depth;
     stats_.generated_tokens += static_cast<int64_t>(o.tokens.size());
     return o;
 }

@@ -72,6 +72,7 @@ struct EngineStats {
     int64_t spec_verify_steps = 0;     // decode steps that verified a draft
     int64_t spec_draft_tokens = 0;     // draft tokens verified
     int64_t spec_accepted_tokens = 0;  // of those, accepted
+    int64_t spec_draft_depth = 0;      // the drafts' depths (= sizes for chains), summed
     int64_t kv_evicted_tokens = 0;     // tokens dropped from sequences' KV by eviction
 
     int64_t running = 0;
