@@ -20,8 +20,11 @@ namespace vela::spec {
 struct DraftTreeOptions {
     int32_t max_width = 1;  // children per depth at most (1: chains, no trees)
     // A sibling is drafted only when it adds at least this many expected accepted tokens: the
-    // price of its verification row, in tokens (0: fill the node budget).
-    double min_gain = 0.05;
+    // price of its verification row, in tokens (0: fill the node budget). 0.2 from the 2-core
+    // CPU (docs/benchmarks.md): a row costs 0.1-0.2 of a decode step, a step of the Qwen 0.5B
+    // -> 1.5B chain ~3.7 decode steps for ~5.7 tokens, so a row is worth ~0.15 * 5.7 / 3.7 =
+    // 0.2 tokens. Where rows are nearly free (a GPU), far less.
+    double min_gain = 0.2;
 };
 
 class SpineTreeSizer {
