@@ -376,10 +376,16 @@ void Engine::propose_drafts() {
         const int32_t cap = seq->request().spec_max_tokens;
         const int32_t most = cap >= 0 ? std::min(cap, config_.speculation.max_tokens)
                                       : config_.speculation.max_tokens;
+        // The adaptive length sets the depth; a tree drafter may add nodes up to `most`.
+        const int32_t deepest = config_.speculation.max_depth > 0
+                                    ? std::min(config_.speculation.max_depth, most)
+                                    : most;
         const auto k =
-            static_cast<int32_t>(std::min<int64_t>(seq->draft_length().next(most), room));
+            static_cast<int32_t>(std::min<int64_t>(seq->draft_length().next(deepest), room));
         if (k <= 0) continue;
-        draft_requests_.push_back({seq->id(), seq->tokens(), &seq->request().sampling, k});
+        const auto nodes =
+            static_cast<int32_t>(std::max<int64_t>(k, std::min<int64_t>(most, room)));
+        draft_requests_.push_back({seq->id(), seq->tokens(), &seq->request().sampling, k, nodes});
         drafting_.push_back(seq);
     }
     if (drafting_.empty()) return;
@@ -402,13 +408,14 @@ void Engine::propose_drafts() {
     }
     drafter_->propose(draft_requests_, drafts_);
     for (size_t i = 0; i < drafting_.size(); ++i) {
-        VELA_ASSERT(drafts_[i].size() <= draft_requests_[i].max_tokens);
+        VELA_ASSERT(drafts_[i].size() <= draft_requests_[i].max_nodes);
         drafting_[i]->draft() = std::move(drafts_[i]);
     }
 }
 
 StepOutput Engine::verify_draft(Sequence& seq, std::span<float> rows) {
     const int64_t drafted = seq.draft().size();
+    const int64_t depth = seq.draft().depth();
     int64_t accepted = 0, valid_kv = 0;
     const int64_t last = seq.n_kv();  // the fed last token's KV index
     StepOutput o = seq.append_verified(rows, verifier_, accepted, valid_kv, path_);
@@ -423,10 +430,12 @@ StepOutput Engine::verify_draft(Sequence& seq, std::span<float> rows) {
     kv_->cache_computed(seq.id(),
                         std::span(seq.tokens()).first(static_cast<size_t>(seq.n_computed())));
     if (drafter_) drafter_->accepted(seq.id(), seq.tokens());
-    seq.draft_length().record(drafted, accepted);
+    // The length follows the depth a step can accept (for a tree, not its node count).
+    seq.draft_length().record(depth, accepted);
     ++stats_.spec_verify_steps;
     stats_.spec_draft_tokens += drafted;
     stats_.spec_accepted_tokens += accepted;
+    stats_.spec_draft_depth += depth;
     stats_.generated_tokens += static_cast<int64_t>(o.tokens.size());
     return o;
 }

@@ -24,6 +24,9 @@ namespace vela {
 // Speculative decoding, when the engine has a Drafter.
 struct SpeculationConfig {
     int32_t max_tokens = 5;  // draft tokens per sequence and step, at most
+    // For a drafter that sizes its own token trees (spec::DraftRequest::max_nodes): the tree's
+    // depth (draft forwards) at most, max_tokens being its node count (0: max_tokens).
+    int32_t max_depth = 0;
     // No drafting in a step with more running sequences than this: a large batch already keeps
     // the matmuls busy, and verification rows would slow it down.
     int64_t max_batch = 8;
@@ -69,6 +72,7 @@ struct EngineStats {
     int64_t spec_verify_steps = 0;     // decode steps that verified a draft
     int64_t spec_draft_tokens = 0;     // draft tokens verified
     int64_t spec_accepted_tokens = 0;  // of those, accepted
+    int64_t spec_draft_depth = 0;      // the drafts' depths (= sizes for chains), summed
     int64_t kv_evicted_tokens = 0;     // tokens dropped from sequences' KV by eviction
 
     int64_t running = 0;

@@ -1,6 +1,7 @@
 #include "spec/draft_model_drafter.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "core/error.h"
 
@@ -43,11 +44,12 @@ BlockManagerConfig pool_config(int64_t kv_tokens) {
 DraftModelDrafter::DraftModelDrafter(Model& draft, const Tokenizer& draft_tokenizer,
                                      Backend& backend, const Model& target,
                                      const Tokenizer& target_tokenizer, int64_t kv_tokens,
-                                     KvFormats kv_formats)
+                                     KvFormats kv_formats, DraftTreeOptions tree)
     : model_(draft),
       backend_(backend),
       n_vocab_(static_cast<int32_t>(draft.hparams().n_vocab)),
-      blocks_(pool_config(kv_tokens)) {
+      blocks_(pool_config(kv_tokens)),
+      sizer_(tree) {
     check_same_vocabulary(draft, draft_tokenizer, target, target_tokenizer);
     storage_ = backend_.make_kv_storage(model_.kv_layout(kBlockSize, blocks_.num_total_blocks()),
                                         kv_formats);
@@ -72,7 +74,15 @@ void DraftModelDrafter::release(int64_t seq_id) {
 void DraftModelDrafter::accepted(int64_t seq_id, std::span<const int32_t> tokens) {
     auto it = states_.find(seq_id);
     if (it == states_.end()) return;
-    std::vector<int32_t>& held = it->second.held;
+    // (A draft the scheduler cut counts its cut nodes as rejected: rare, a small bias.)
+    if (trees() && it->second.tree.size() > 0)
+        record_outcome(it->second.tree, tokens, it->second.base, sizer_);
+    it->second.tree.clear();
+    roll_back(seq_id, it->second, tokens);
+}
+
+void DraftModelDrafter::roll_back(int64_t seq_id, State& s, std::span<const int32_t> tokens) {
+    std::vector<int32_t>& held = s.held;
     const auto common = static_cast<size_t>(
         std::mismatch(held.begin(), held.end(), tokens.begin(), tokens.end()).first - held.begin());
     held.resize(common);
@@ -117,7 +127,7 @@ void DraftModelDrafter::propose(std::span<const DraftRequest> requests,
         const DraftRequest& r = requests[i];
         State& s = state_for(r);
         // Roll back to the longest common prefix, keeping at least the last token to feed.
-        accepted(r.seq_id, r.tokens.first(r.tokens.size() - 1));
+        roll_back(r.seq_id, s, r.tokens.first(r.tokens.size() - 1));
         std::vector<int32_t> rest(r.tokens.begin() + static_cast<long>(s.held.size()),
                                   r.tokens.end());
         // Room for the catch-up and the k - 1 drafts fed back.
@@ -127,6 +137,11 @@ void DraftModelDrafter::propose(std::span<const DraftRequest> requests,
             continue;
         }
         s.held.insert(s.held.end(), rest.begin(), rest.end());
+        s.tree.clear();
+        s.base = r.tokens.size();
+        s.spine = -1;
+        s.depth = 0;
+        if (trees()) s.widths = sizer_.widths(r.max_tokens, std::max(r.max_nodes, r.max_tokens));
         active.push_back(i);
         ids.push_back(r.seq_id);
         feed.push_back(std::move(rest));
@@ -142,16 +157,8 @@ void DraftModelDrafter::propose(std::span<const DraftRequest> requests,
             State& s = states_.at(r.seq_id);
             Draft& d = drafts[active[a]];
             const std::span<const float> row(logits_.data() + a * vocab, vocab);
-            s.sampler->distribution(row, s.held, q_);
-            const int32_t token =
-                s.sampler->params().temperature == 0.0f
-                    ? static_cast<int32_t>(std::max_element(q_.begin(), q_.end()) - q_.begin())
-                    : s.sampler->sample_from(q_);
-            d.tokens.push_back(token);
-            // Greedy drafts are deterministic (q one-hot); sampled ones carry q.
-            if (s.sampler->params().temperature != 0.0f)
-                d.probs.insert(d.probs.end(), q_.begin(), q_.end());
-            if (d.size() < r.max_tokens) {
+            const int32_t token = extend(s, row, d);
+            if (s.depth < r.max_tokens) {
                 s.held.push_back(token);
                 still.push_back(active[a]);
                 still_ids.push_back(r.seq_id);
@@ -162,6 +169,34 @@ void DraftModelDrafter::propose(std::span<const DraftRequest> requests,
         ids = std::move(still_ids);
         feed = std::move(next);
     }
+    if (!trees()) return;
+    for (size_t i = 0; i < requests.size(); ++i) {
+        Draft& d = drafts[i];
+        // No siblings: a chain (verified the same way, fed without a tree mask).
+        if (d.depth() == d.size()) d.parents.clear();
+        if (d.size() > 0) states_.at(requests[i].seq_id).tree = d;
+    }
+}
+
+int32_t DraftModelDrafter::extend(State& s, std::span<const float> row, Draft& d) {
+    s.sampler->distribution(row, s.held, q_);
+    const bool greedy = s.sampler->params().temperature == 0.0f;
+    const auto argmax = static_cast<int32_t>(std::max_element(q_.begin(), q_.end()) - q_.begin());
+    ++s.depth;
+    if (!trees()) {
+        // Greedy drafts are deterministic (q one-hot); sampled ones carry q.
+        const int32_t token = greedy ? argmax : s.sampler->sample_from(q_);
+        d.tokens.push_back(token);
+        if (!greedy) d.probs.insert(d.probs.end(), q_.begin(), q_.end());
+        return token;
+    }
+    // Siblings rank by the draft's processed distribution when sampling (its survivors only);
+    // greedy q is one-hot, so there by the logits.
+    const int32_t width = s.widths[static_cast<size_t>(s.depth - 1)];
+    s.spine = greedy ? append_spine_level(argmax, row, -std::numeric_limits<float>::infinity(),
+                                          width, s.spine, d)
+                     : append_spine_level(argmax, q_, 0.0f, width, s.spine, d);
+    return argmax;
 }
 
 }  // namespace vela::spec

@@ -21,6 +21,9 @@ struct DraftRequest {
     std::span<const int32_t> tokens;
     const SamplingParams* sampling = nullptr;  // the sequence's own, for drafters that sample
     int32_t max_tokens = 0;                    // k: propose at most this many
+    // Drafters that size their own trees (DraftModelDrafter with a width): max_tokens is then
+    // the tree's depth (draft forwards) and max_nodes its node count, at most (>= max_tokens).
+    int32_t max_nodes = 0;
 };
 
 // A chain of draft tokens, or a token tree: with `parents`, token i continues token
@@ -36,6 +39,8 @@ struct Draft {
     bool deterministic() const { return probs.empty(); }
     bool is_tree() const { return !parents.empty(); }
     int64_t size() const { return static_cast<int64_t>(tokens.size()); }
+    // The longest path: tokens a step can accept at most.
+    int64_t depth() const;
     void clear() {
         tokens.clear();
         parents.clear();

@@ -181,6 +181,12 @@ int run_bench(const BenchOptions& o) {
             o.spec.method, o.spec.max_tokens, st.spec_draft_tokens, st.spec_accepted_tokens,
             100.0 * st.spec_acceptance_rate(), st.spec_mean_accepted_length(),
             spec->on.mean / spec->off.mean);
+        if (st.spec_verify_steps > 0) {
+            const auto steps = static_cast<double>(st.spec_verify_steps);
+            fmt::print("per verifying step: {:.2f} draft tokens, {:.2f} deep\n",
+                       static_cast<double>(st.spec_draft_tokens) / steps,
+                       static_cast<double>(st.spec_draft_depth) / steps);
+        }
     }
     return 0;
 }

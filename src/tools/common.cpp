@@ -156,8 +156,16 @@ std::unique_ptr<spec::Drafter> Runtime::make_drafter(const SpecOptions& o, Engin
                               o.method);
     }
     config.speculation.max_tokens = o.max_tokens;
-    if (o.branches > 1 && o.method != "ngram") {
-        fail<InvalidArgument>("--spec-branches is for --spec ngram (got --spec {})", o.method);
+    if (o.branches > 1 && o.method != "ngram" && o.method != "draft") {
+        fail<InvalidArgument>("--spec-branches is for --spec ngram or draft (got --spec {})",
+                              o.method);
+    }
+    if (o.depth > 0 && (o.method != "draft" || o.branches < 2)) {
+        fail<InvalidArgument>("--spec-depth is for --spec draft with --spec-branches > 1");
+    }
+    if (o.depth > o.max_tokens) {
+        fail<InvalidArgument>("--spec-depth {} exceeds --spec-max-tokens {} (the tree's nodes)",
+                              o.depth, o.max_tokens);
     }
     if (o.branches > 1 && backend->device() != Device::Cpu) {
         fail<InvalidArgument>("--spec-branches: token trees run on the CPU backend only for now");
@@ -184,8 +192,11 @@ std::unique_ptr<spec::Drafter> Runtime::make_drafter(const SpecOptions& o, Engin
     // The draft KV holds as many tokens as the model's own pool.
     const int64_t kv_tokens =
         config.kv_blocks > 0 ? config.kv_blocks * config.kv_block_size : config.n_ctx;
-    return std::make_unique<spec::DraftModelDrafter>(*draft_model, *draft_tokenizer, *backend,
-                                                     *model, *tokenizer, kv_tokens, kv_formats);
+    // A tree: --spec-max-tokens nodes at most, --spec-depth of them on the draft's chain.
+    config.speculation.max_depth = o.branches > 1 ? o.depth : 0;
+    return std::make_unique<spec::DraftModelDrafter>(
+        *draft_model, *draft_tokenizer, *backend, *model, *tokenizer, kv_tokens, kv_formats,
+        spec::DraftTreeOptions{o.branches, o.node_gain});
 }
 
 std::string read_text_file(const std::string& path) {

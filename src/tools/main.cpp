@@ -118,9 +118,20 @@ void add_spec_options(CLI::App& app, SpecOptions& o) {
         ->check(CLI::Range(0.0, 1.0))
         ->capture_default_str();
     app.add_option("--spec-branches", o.branches,
-                   "--spec ngram: merge up to this many earlier continuations into a token tree "
-                   "(1: a chain; CPU backend)")
+                   "--spec ngram: merge up to this many earlier continuations into a token tree; "
+                   "--spec draft: up to this many candidates per depth, the draft's next-best "
+                   "tokens beside its chain, sized by acceptance (1: a chain; CPU backend)")
         ->check(CLI::Range(1, 64))
+        ->capture_default_str();
+    app.add_option("--spec-depth", o.depth,
+                   "--spec draft trees: draft forwards (tree depth) per step at most, the rest of "
+                   "--spec-max-tokens going to siblings (0: --spec-max-tokens)")
+        ->check(CLI::Range(0, 64))
+        ->capture_default_str();
+    app.add_option("--spec-node-gain", o.node_gain,
+                   "--spec draft trees: draft a sibling only when it adds at least this many "
+                   "expected accepted tokens (its verification row's price; 0: fill the budget)")
+        ->check(CLI::Range(0.0, 1.0))
         ->capture_default_str();
 }
 

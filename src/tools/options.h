@@ -34,7 +34,10 @@ struct SpecOptions {
     std::string method = "off";  // off, ngram, draft, self
     std::string draft_model;     // GGUF of the draft model (--spec draft)
     int32_t max_tokens = 5;      // draft tokens per sequence and step, at most
-    int32_t branches = 1;        // n-gram continuations merged into a token tree (1: a chain)
+    int32_t branches = 1;        // n-gram continuations merged into a token tree (1: a chain),
+                                 // or a draft model's tree width (candidates per depth)
+    int32_t depth = 0;           // --spec draft trees: draft forwards per step (0: max_tokens)
+    double node_gain = 0.2;      // --spec draft trees: a sibling's least expected gain, tokens
     int64_t self_sinks = 4;      // --spec self: the draft forwards' attention sinks
     int64_t self_window = 512;   // and recent window
     double self_max_cost = 0.5;  // draft only while a draft forward costs at most this share

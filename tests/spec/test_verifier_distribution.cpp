@@ -8,7 +8,9 @@
 // is tested against an independent reference in tests/sampling). Chi-square test, cells with
 // an expected count below 5 pooled; the p-value from the Wilson-Hilferty approximation of the
 // chi-square tail (accurate to a few percent in the tail at these degrees of freedom); the
-// test fails at p < 1e-4, so a correct verifier fails one run in 10^4 per setting.
+// test fails at p < 1e-4, so a correct verifier fails one run in 10^4 per setting. Drafts:
+// chains drawn from q, fixed token trees, and a draft model's spine trees (q's argmax chain
+// and next-best siblings, deterministic, verified with one-hot q under any sampling settings).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -17,6 +19,7 @@
 
 #include "../common/test_seed.h"
 #include "sampling/sampler.h"
+#include "spec/spine_tree.h"
 #include "spec/verifier.h"
 
 namespace vela::spec {
@@ -45,7 +48,8 @@ struct Setting {
     const char* name;
     SamplingParams params;
     DraftDistribution q;
-    bool tree = false;  // a deterministic token tree instead of q's chain
+    bool tree = false;   // a deterministic token tree instead of q's chain
+    bool spine = false;  // a draft model's spine tree from q (spine_tree.h) instead
 };
 
 std::vector<float> softmax(std::vector<float> l, float temperature) {
@@ -83,6 +87,21 @@ Draft make_tree(const std::vector<int32_t>& history) {
     Draft d;
     d.tokens = {t(1), t(4), t(1), t(7), t(2), t(5), t(3)};
     d.parents = {-1, -1, -1, 0, 0, 1, 3};
+    return d;
+}
+
+// A draft model's spine tree after `history` (DraftModelDrafter with a width): q's argmax chain,
+// 3 deep, with the next-best tokens of q beside it (2, 1 and 1 siblings by depth).
+Draft make_spine_tree(const DraftDistribution& q, std::vector<int32_t> history) {
+    Draft d;
+    int32_t spine = -1;
+    for (int32_t width : {3, 2, 2}) {
+        const std::vector<float> probs = q(history);
+        const auto best =
+            static_cast<int32_t>(std::max_element(probs.begin(), probs.end()) - probs.begin());
+        spine = append_spine_level(best, probs, 0.0f, width, spine, d);
+        history.push_back(best);
+    }
     return d;
 }
 
@@ -124,7 +143,9 @@ double emitted_pair_p_value(const Setting& s, uint32_t seed) {
     for (int n = 0; n < kDraws; ++n) {
         std::vector<int32_t> seq = prompt;
         while (seq.size() < prompt.size() + 2) {
-            const Draft draft = s.tree ? make_tree(seq) : make_draft(s.q, seq, draft_rng);
+            const Draft draft = s.spine  ? make_spine_tree(s.q, seq)
+                                : s.tree ? make_tree(seq)
+                                         : make_draft(s.q, seq, draft_rng);
             std::vector<float> rows = target_rows(seq, draft);
             const Verdict v = verifier.verify(sampler, rows, seq, draft);
             EXPECT_EQ(static_cast<int64_t>(v.tokens.size()), v.n_accepted + 1);
@@ -201,6 +222,9 @@ std::vector<Setting> settings() {
         {"penalties, top-k 6, contrary drafter", penalised, contrary},
         {"temperature 1, top-p 0.9, token tree", params(1.0f, 0, 0.9f, 0.0f), nullptr, true},
         {"penalties, top-k 6, token tree", penalised, nullptr, true},
+        {"temperature 1, top-p 0.9, spine tree, close drafter", params(1.0f, 0, 0.9f, 0.0f), close,
+         false, true},
+        {"penalties, top-k 6, spine tree, contrary drafter", penalised, contrary, false, true},
     };
 }
 
