@@ -193,8 +193,11 @@ class DraftTreeEngine : public ::testing::Test {
             KvFormat::Q4, spec::DraftTreeOptions{3, 0.0});
     }
 
+    // `while_alive` runs after the requests finish, before the engine (and the drafter it owns)
+    // is destroyed: the place to read a drafter's state.
     std::vector<Tokens> run(const EngineConfig& c, const std::vector<Request>& reqs,
-                            std::unique_ptr<spec::Drafter> d, EngineStats* stats) const {
+                            std::unique_ptr<spec::Drafter> d, EngineStats* stats,
+                            const std::function<void()>& while_alive = {}) const {
         Engine e(dm_->model, dm_->tokenizer, dm_->backend, c, std::move(d));
         std::map<int64_t, size_t> index;
         for (size_t i = 0; i < reqs.size(); ++i) index[e.add_request(reqs[i])] = i;
@@ -207,6 +210,7 @@ class DraftTreeEngine : public ::testing::Test {
         }
         EXPECT_EQ(e.num_used_kv_blocks(), 0);
         if (stats != nullptr) *stats = e.stats();
+        if (while_alive) while_alive();
         return out;
     }
 
@@ -236,12 +240,12 @@ TEST_F(DraftTreeEngine, GreedyIdenticalAloneAndBatched) {
         auto d = tree_drafter();
         const spec::DraftModelDrafter* drafter = d.get();
         EngineStats st;
-        EXPECT_EQ(run(tree_config(), {reqs[i]}, std::move(d), &st)[0], reference[i])
+        const auto count = [&] { sibling_accepted += drafter->tree_sizer().n_sibling_accepted(); };
+        EXPECT_EQ(run(tree_config(), {reqs[i]}, std::move(d), &st, count)[0], reference[i])
             << "prompt " << i;
         EXPECT_GT(st.spec_verify_steps, 0);
         // Trees: two nodes or more per step on average (a chain after a rejection has one).
         EXPECT_GT(st.spec_draft_tokens, 2 * st.spec_verify_steps) << "prompt " << i;
-        sibling_accepted += drafter->tree_sizer().n_sibling_accepted();
     }
     // The accepted branch went through a sibling at least once: its KV rows were moved.
     EXPECT_GT(sibling_accepted, 0);
@@ -250,8 +254,11 @@ TEST_F(DraftTreeEngine, GreedyIdenticalAloneAndBatched) {
     c.scheduler.max_batched_tokens = 48;
     auto d = tree_drafter();
     const spec::DraftModelDrafter* drafter = d.get();
-    EXPECT_EQ(run(c, reqs, std::move(d), nullptr), reference);
-    EXPECT_GT(drafter->tree_sizer().n_recorded(), 0);
+    int64_t recorded = 0;
+    EXPECT_EQ(
+        run(c, reqs, std::move(d), nullptr, [&] { recorded = drafter->tree_sizer().n_recorded(); }),
+        reference);
+    EXPECT_GT(recorded, 0);
 }
 
 TEST_F(DraftTreeEngine, SampledRequestsRunThroughTrees) {
