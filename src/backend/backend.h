@@ -4,7 +4,7 @@
 //   plan(batch)   once, before any op: the backend takes the step's metadata (token ids,
 //                 positions, slots, block tables) into its own memory and picks its kernels;
 //   ops           on activations (Tensors in the backend's memory, from allocate());
-//   to_host       the logits (or, later, sampled ids) back to the host.
+//   to_host       the logits, or only the ids of greedy rows (argmax_rows), back to the host.
 // Weights stay in the file's format; load_weights() gives the backend the chance to copy them
 // to its memory once. KV lives in a KvStorage the backend makes, in its memory and format.
 #include <cstddef>
@@ -93,6 +93,10 @@ class Backend {
                            int64_t n_heads, float scale, int64_t window = 0) = 0;
     // out[i] = x[batch.logit_rows[i]]
     virtual void gather_logit_rows(const Tensor& x, Tensor out) = 0;
+    // ids[i] (an I32 tensor of x.rows x 1) = the index of row i's largest value, ties to the
+    // lowest index, NaN never the largest; -1 when no value is above -inf. Greedy sampling
+    // without copying the logits to the host.
+    virtual void argmax_rows(const Tensor& x, Tensor ids) = 0;
 
     // --- fused ops: each is defined by the ops above, which the defaults run in turn; a
     // backend may do the same work in fewer passes over memory (fewer launches on a GPU) ---

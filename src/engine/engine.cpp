@@ -301,7 +301,8 @@ std::vector<StepOutput> Engine::step() {
             continue;
         }
         stats_.prompt_tokens += work[i].n_tokens - (seq.n_generated() > 0 ? 1 : 0);
-        StepOutput o = seq.append_sampled(logits);
+        const int32_t greedy = runner_.argmax_token(i);
+        StepOutput o = greedy >= 0 ? seq.append_tokens({&greedy, 1}) : seq.append_sampled(logits);
         if (seq.n_generated() == 1) start_followers(seq, true);
         ++stats_.generated_tokens;
         const bool ended = o.finish != FinishReason::None;

@@ -1,5 +1,8 @@
 #include "engine/model_runner.h"
 
+#include <cstdlib>
+#include <cstring>
+
 #include "core/error.h"
 
 namespace vela {
@@ -10,6 +13,7 @@ const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& schedu
     batch_.kv_scores = kv_scores_;
     logit_row_.assign(scheduled.size(), -1);
     logit_rows_.assign(scheduled.size(), 0);
+    argmax_only_.clear();
     const int64_t bs = blocks.config().block_size;
     int64_t n_logit_rows = 0;
     for (size_t i = 0; i < scheduled.size(); ++i) {
@@ -36,6 +40,7 @@ const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& schedu
             logit_row_[i] = n_logit_rows;
             logit_rows_[i] = s.n_tokens;
             n_logit_rows += s.n_tokens;
+            argmax_only_.insert(argmax_only_.end(), static_cast<size_t>(s.n_tokens), 0);
             continue;
         }
         // Only a sequence whose last token is fed this step samples.
@@ -46,6 +51,7 @@ const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& schedu
         if (samples) {
             logit_row_[i] = n_logit_rows++;
             logit_rows_[i] = 1;
+            argmax_only_.push_back(s.seq->samples_argmax() && !host_argmax_ ? 1 : 0);
         }
     }
     batch_.finish();
@@ -53,7 +59,23 @@ const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& schedu
 }
 
 void ModelRunner::run(KvStorage& kv) {
-    model_.forward(batch_, kv, backend_, logits_);
+    model_.forward(batch_, kv, backend_, logits_, argmax_only_, ids_);
+}
+
+bool ModelRunner::logits_to_host_env() {
+    const char* e = std::getenv("VELA_LOGITS_TO_HOST");
+    return e != nullptr && std::strcmp(e, "1") == 0;
+}
+
+int32_t ModelRunner::argmax_token(size_t i) const {
+    const int64_t row = logit_row_[i];
+    if (row < 0 || argmax_only_[static_cast<size_t>(row)] == 0) return -1;
+    const int32_t id = ids_[static_cast<size_t>(row)];
+    if (id < 0) {
+        fail<InvalidArgument>("sampling: none of the {} logits is above -inf (all masked or NaN)",
+                              model_.hparams().n_vocab);
+    }
+    return id;
 }
 
 std::span<float> ModelRunner::logits_for(size_t i) {

@@ -26,15 +26,26 @@ class ModelRunner {
     // (one, or draft size + 1 when it verifies a draft) when it samples this step, else empty.
     void run(KvStorage& kv);
     std::span<float> logits_for(size_t i);
+    // The token scheduled[i] samples when it samples by argmax (Sequence::samples_argmax):
+    // chosen on the device, its logits row never copied (logits_for(i) is then stale); -1
+    // otherwise. Throws when every logit of that row is -inf or NaN, as the sampler does.
+    int32_t argmax_token(size_t i) const;
     // What attention records for KV eviction in every batch (kv/eviction.h).
     void set_kv_scores(KvScoreMode mode) { kv_scores_ = mode; }
 
   private:
+    // VELA_LOGITS_TO_HOST=1 copies every logits row to the host and samples greedy rows there
+    // too, as before the device argmax: an A/B switch for benchmarks.
+    static bool logits_to_host_env();
+
     Model& model_;
     Backend& backend_;
     ForwardBatch batch_;
     KvScoreMode kv_scores_ = KvScoreMode::None;
     std::vector<float> logits_;
+    std::vector<int32_t> ids_;            // the argmax of every logits row
+    std::vector<uint8_t> argmax_only_;    // per logits row: only its argmax comes back
+    const bool host_argmax_ = logits_to_host_env();
     // Per scheduled sequence: its first logits row (-1 when it does not sample), and how many.
     std::vector<int64_t> logit_row_;
     std::vector<int64_t> logit_rows_;

@@ -48,6 +48,12 @@ class Sequence {
     // Samples the next token from this sequence's logits row, appends it, and returns the
     // output increment (text and finish reason).
     StepOutput append_sampled(std::span<float> logits);
+    // True when sampling is the plain argmax of the raw logits (temperature 0, no penalties,
+    // no logprobs): the device's argmax_rows then samples and the row stays on the device.
+    bool samples_argmax() const {
+        return request_.logprobs < 0 && request_.sampling.temperature == 0.0f &&
+               !request_.sampling.penalties_enabled();
+    }
     // Appends tokens chosen elsewhere (accepted draft tokens), stopping at the first that ends
     // the sequence (end of generation, a stop string, max_tokens).
     StepOutput append_tokens(std::span<const int32_t> tokens);

@@ -11,10 +11,10 @@ namespace vela {
 struct Model::Scratch {
     struct Slot {
         std::unique_ptr<DeviceBuffer> buffer;
-        Tensor view(Backend& b, int64_t rows, int64_t cols) {
-            const size_t bytes = sizeof(float) * static_cast<size_t>(rows * cols);
+        Tensor view(Backend& b, int64_t rows, int64_t cols, DType type = DType::F32) {
+            const size_t bytes = row_bytes(type, cols) * static_cast<size_t>(rows);
             if (!buffer || buffer->bytes() < bytes) buffer = b.allocate(bytes);
-            return Tensor{buffer->data(), DType::F32, rows, cols, b.device()};
+            return Tensor{buffer->data(), type, rows, cols, b.device()};
         }
     };
     Backend* backend = nullptr;
@@ -24,7 +24,7 @@ struct Model::Scratch {
         Tensor tcos, tsin;
         std::vector<float> host_cos, host_sin;
     };
-    Slot x, h, q, k, v, attn, gate, up, out_rows, logits;
+    Slot x, h, q, k, v, attn, gate, up, out_rows, logits, ids;
     Tensor tx, th, tq, tk, tv, tattn, tgate, tup;
     Angles global, local;
 
@@ -82,6 +82,13 @@ KvLayout Model::kv_layout(int64_t block_size, int64_t num_blocks) const {
 
 void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
                     std::vector<float>& logits) {
+    std::vector<int32_t> ids;
+    forward(batch, kv, backend, logits, {}, ids);
+}
+
+void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
+                    std::vector<float>& logits, std::span<const uint8_t> argmax_only,
+                    std::vector<int32_t>& ids) {
     const int64_t rows = batch.n_rows();
     VELA_ASSERT(rows > 0);
     if (loaded_on_ != &backend) {
@@ -98,11 +105,14 @@ void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
 
     // Only the rows that need logits go through the final norm and the LM head.
     const auto n_out = static_cast<int64_t>(batch.logit_rows.size());
+    VELA_ASSERT(argmax_only.empty() || std::ssize(argmax_only) == n_out);
     logits.resize(static_cast<size_t>(n_out * hp_.n_vocab));
-    Tensor out_rows, out_logits;
+    ids.resize(static_cast<size_t>(n_out));
+    Tensor out_rows, out_logits, out_ids;
     if (n_out > 0) {  // allocated here: the ops may be recorded once and replayed
         out_rows = s.out_rows.view(backend, n_out, hp_.n_embd);
         out_logits = s.logits.view(backend, n_out, hp_.n_vocab);
+        out_ids = s.ids.view(backend, n_out, 1, DType::I32);
     }
     backend.run_ops(this, kv, [&] {
         backend.embed(weights_.token_embd, s.tx);
@@ -113,9 +123,25 @@ void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
         backend.gather_logit_rows(s.tx, out_rows);
         backend.rms_norm(out_rows, weights_.output_norm, out_rows, hp_.rms_eps);
         backend.matmul(weights_.output, out_rows, out_logits);
+        // Every step, whoever asks: a recorded step must not depend on which rows are greedy.
+        backend.argmax_rows(out_logits, out_ids);
     });
     if (n_out == 0) return;
-    backend.to_host(out_logits, logits.data());
+    backend.to_host(out_ids, ids.data());
+    // The rows that must come back, in runs of consecutive rows: one copy each.
+    for (int64_t r = 0; r < n_out;) {
+        if (!argmax_only.empty() && argmax_only[static_cast<size_t>(r)] != 0) {
+            ++r;
+            continue;
+        }
+        int64_t end = r + 1;
+        while (end < n_out && (argmax_only.empty() || argmax_only[static_cast<size_t>(end)] == 0))
+            ++end;
+        const Tensor run{out_logits.f32() + r * hp_.n_vocab, DType::F32, end - r, hp_.n_vocab,
+                         out_logits.device};
+        backend.to_host(run, logits.data() + r * hp_.n_vocab);
+        r = end;
+    }
 }
 
 // One layer. On entry s.th holds the layer's attention-normed input (forward() or the previous

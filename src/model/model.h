@@ -3,6 +3,7 @@
 // once against the Backend interface: it reads the step from a ForwardBatch and never touches KV
 // bookkeeping.
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,11 @@ class Model {
     // batch.logit_rows (in that order, n_vocab each) are copied to `logits` on the host.
     void forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
                  std::vector<float>& logits);
+    // The same, and the argmax of every logits row (Backend::argmax_rows) in `ids`; rows whose
+    // `argmax_only` entry is set are not copied (their part of `logits` is left as it was).
+    void forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
+                 std::vector<float>& logits, std::span<const uint8_t> argmax_only,
+                 std::vector<int32_t>& ids);
 
   private:
     struct Scratch;

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 #include "core/error.h"
@@ -212,6 +213,24 @@ void CpuBackend::gather_logit_rows(const Tensor& x, Tensor out) {
     for (int64_t i = 0; i < out.rows; ++i) {
         std::memcpy(out.f32() + i * x.cols, x.f32() + b.logit_rows[i] * x.cols,
                     sizeof(float) * static_cast<size_t>(x.cols));
+    }
+}
+
+void CpuBackend::argmax_rows(const Tensor& x, Tensor ids) {
+    check_f32(x);
+    VELA_ASSERT(ids.device == Device::Cpu && ids.dtype == DType::I32 && ids.rows == x.rows);
+    auto* out = static_cast<int32_t*>(ids.data);
+    for (int64_t r = 0; r < x.rows; ++r) {
+        const float* row = x.f32() + r * x.cols;
+        int32_t best = -1;
+        float best_value = -std::numeric_limits<float>::infinity();
+        for (int64_t c = 0; c < x.cols; ++c) {
+            if (row[c] > best_value) {  // strict: the first maximum, never NaN
+                best_value = row[c];
+                best = static_cast<int32_t>(c);
+            }
+        }
+        out[r] = best;
     }
 }
 

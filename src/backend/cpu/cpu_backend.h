@@ -42,6 +42,7 @@ class CpuBackend final : public Backend {
     void attention(const KvStorage& kv, int64_t layer, const Tensor& q, Tensor out,
                    int64_t n_heads, float scale, int64_t window) override;
     void gather_logit_rows(const Tensor& x, Tensor out) override;
+    void argmax_rows(const Tensor& x, Tensor ids) override;
 
     ThreadPool& pool() { return pool_; }
 

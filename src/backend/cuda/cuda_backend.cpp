@@ -484,4 +484,11 @@ void CudaBackend::gather_logit_rows(const Tensor& x, Tensor out) {
     check_launch("gather_logit_rows");
 }
 
+void CudaBackend::argmax_rows(const Tensor& x, Tensor ids) {
+    check_f32(x);
+    VELA_ASSERT(ids.device == Device::Cuda && ids.dtype == DType::I32 && ids.rows == x.rows);
+    cuda_backend::argmax_rows(x.f32(), x.rows, x.cols, static_cast<int32_t*>(ids.data), stream_);
+    check_launch("argmax_rows");
+}
+
 }  // namespace vela

@@ -112,6 +112,7 @@ class CudaBackend final : public Backend {
     void attention(const KvStorage& kv, int64_t layer, const Tensor& q, Tensor out, int64_t n_heads,
                    float scale, int64_t window) override;
     void gather_logit_rows(const Tensor& x, Tensor out) override;
+    void argmax_rows(const Tensor& x, Tensor ids) override;
 
     void add_rms_norm(Tensor x, const Tensor& delta, const Weight& weight, Tensor y,
                       float eps) override;

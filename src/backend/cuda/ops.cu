@@ -115,6 +115,50 @@ __global__ void gather_rows_kernel(const float* x, int64_t cols, const int32_t* 
     out[t] = x[index[t / cols] * cols + t % cols];
 }
 
+// One CTA per row. Each thread scans its strided columns in ascending order keeping the first
+// largest value (a strict > ignores NaN and equal values further right), then the candidates
+// merge: the larger value wins, equal values go to the lower index, -1 (nothing above -inf)
+// loses to any found index.
+struct ArgMax {
+    float value;
+    int32_t index;
+};
+
+__device__ ArgMax better(ArgMax a, ArgMax b) {
+    if (b.index < 0) return a;
+    if (a.index < 0 || b.value > a.value || (b.value == a.value && b.index < a.index)) return b;
+    return a;
+}
+
+constexpr int kArgMaxThreads = 1024;
+
+__global__ void __launch_bounds__(kArgMaxThreads)
+    argmax_rows_kernel(const float* x, int64_t cols, int32_t* ids) {
+    const float* row = x + blockIdx.x * cols;
+    ArgMax best{-INFINITY, -1};
+    for (int64_t c = threadIdx.x; c < cols; c += kArgMaxThreads) {
+        const float v = row[c];
+        if (v > best.value) best = {v, static_cast<int32_t>(c)};
+    }
+    for (int offset = 16; offset > 0; offset /= 2) {
+        const ArgMax other{__shfl_down_sync(0xffffffffu, best.value, offset),
+                           __shfl_down_sync(0xffffffffu, best.index, offset)};
+        best = better(best, other);
+    }
+    __shared__ ArgMax warps[kArgMaxThreads / 32];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    if (lane == 0) warps[warp] = best;
+    __syncthreads();
+    if (warp != 0) return;
+    best = warps[lane];
+    for (int offset = 16; offset > 0; offset /= 2) {
+        const ArgMax other{__shfl_down_sync(0xffffffffu, best.value, offset),
+                           __shfl_down_sync(0xffffffffu, best.index, offset)};
+        best = better(best, other);
+    }
+    if (lane == 0) ids[blockIdx.x] = best.index;
+}
+
 template <class T>
 __device__ T to(float v);
 template <>
@@ -286,6 +330,13 @@ void gather_rows(const float* x, int64_t cols, const int32_t* index, int64_t n, 
     if (n * cols > 0) {
         gather_rows_kernel<<<blocks_for(n * cols), kThreads, 0, as_stream(stream)>>>(x, cols, index,
                                                                                      n, out);
+    }
+}
+
+void argmax_rows(const float* x, int64_t rows, int64_t cols, int32_t* ids, void* stream) {
+    if (rows > 0) {
+        argmax_rows_kernel<<<static_cast<unsigned>(rows), kArgMaxThreads, 0, as_stream(stream)>>>(
+            x, cols, ids);
     }
 }
 

@@ -27,6 +27,9 @@ void rope(float* x, int64_t rows, int64_t n_heads, int64_t head_dim, int64_t rot
 // out[i] = x[index[i]] (rows of cols floats), i < n.
 void gather_rows(const float* x, int64_t cols, const int32_t* index, int64_t n, float* out,
                  void* stream);
+// ids[r] = the index of row r's largest value (ties to the lowest index, NaN never the largest),
+// -1 when no value of the row is above -inf; `rows` rows of `cols` floats.
+void argmax_rows(const float* x, int64_t rows, int64_t cols, int32_t* ids, void* stream);
 // Conversions between float rows and 16-bit rows (round to nearest even).
 void to_half(const float* x, int64_t n, Half h, void* out, void* stream);
 void from_half(const void* x, int64_t n, Half h, float* out, void* stream);
