@@ -61,9 +61,6 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, Engin
         if (config_.eviction.enabled()) {
             fail<InvalidArgument>("self-speculation and KV eviction do not run together");
         }
-        if (backend_.device() != Device::Cpu) {
-            fail<InvalidArgument>("self-speculation runs on the CPU backend only for now");
-        }
         if (sp.self_window < 1 || sp.self_sinks < 0) {
             fail<InvalidArgument>("self-speculation needs a window >= 1 and sinks >= 0, got {} / {}",
                                   sp.self_window, sp.self_sinks);
@@ -322,7 +319,6 @@ std::vector<StepOutput> Engine::step() {
 void Engine::self_draft(const std::vector<ScheduledSeq>& work) {
     int64_t k = 0;
     for (const ScheduledSeq& s : work) k = std::max(k, s.seq->draft().size());
-    const auto n_vocab = static_cast<size_t>(model_.hparams().n_vocab);
     // Draft j feeds each drafting sequence's token at position n + j (its last token, then its
     // drafts so far) into the step's slot j, and draws the next draft from its logits.
     for (int64_t j = 0; j < k; ++j) {
@@ -339,12 +335,13 @@ void Engine::self_draft(const std::vector<ScheduledSeq>& work) {
             fed.push_back(s.seq);
         }
         draft_batch_.finish();
-        model_.forward(draft_batch_, *storage_, backend_, draft_logits_);
+        // Greedy drafts (q one-hot): lossless for any sampling of the target. Only the argmax
+        // of each row comes back from the device.
+        draft_argmax_only_.assign(fed.size(), 1);
+        model_.forward(draft_batch_, *storage_, backend_, draft_logits_, draft_argmax_only_,
+                       draft_ids_);
         for (size_t i = 0; i < fed.size(); ++i) {
-            // Greedy drafts (q one-hot): lossless for any sampling of the target.
-            const auto row = draft_logits_.begin() + static_cast<long>(i * n_vocab);
-            fed[i]->draft().tokens[j] =
-                static_cast<int32_t>(std::max_element(row, row + static_cast<long>(n_vocab)) - row);
+            fed[i]->draft().tokens[j] = std::max(draft_ids_[i], 0);  // -1: no logit above -inf
         }
     }
 }

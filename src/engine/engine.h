@@ -180,7 +180,9 @@ class Engine {
     std::vector<int32_t> path_;  // verify_draft's scratch: accepted draft indices
     ForwardBatch draft_batch_;    // self_draft's forward
     double weight_bytes_ = 0;     // the model's weights, for self_draft's cost estimate
-    std::vector<float> draft_logits_;
+    std::vector<float> draft_logits_;  // not copied back: the drafts are argmax rows
+    std::vector<uint8_t> draft_argmax_only_;
+    std::vector<int32_t> draft_ids_;
     std::vector<int64_t> tail_;  // and their KV rows
 };
 

@@ -95,7 +95,7 @@ void add_sampling_options(CLI::App& app, SamplingOptions& o) {
 void add_spec_options(CLI::App& app, SpecOptions& o) {
     app.add_option("--spec", o.method,
                    "speculative decoding: off, ngram (prompt lookup), draft (--draft-model) or "
-                   "self (the model drafts over --spec-sinks + --spec-window of its KV; CPU)")
+                   "self (the model drafts over --spec-sinks + --spec-window of its KV)")
         ->check(CLI::IsMember({"off", "ngram", "draft", "self"}))
         ->capture_default_str();
     app.add_option("--draft-model", o.draft_model,

@@ -81,12 +81,14 @@ inline void read_cuda_kv(const KvStorage& kv, int64_t layer, int64_t slot, int64
 // The CUDA backend's precision (cuda_backend.h): matvecs (<= 8 rows) in fp32; larger matmuls
 // on tensor cores with bf16 operands (f16 for F16 weights, finer): each product carries two
 // roundings of <= 2^-9 relative, random in sign, so the error of a k-term sum relative to the
-// products' 2-norm is about 2^-9 * sqrt(2/3) ~ 1.6e-3 on average: tolerance 1e-2. Attention rounds q and the
+// products' 2-norm is about 2^-9 * sqrt(2/3) ~ 1.6e-3 on average. The largest over a run's
+// ~10^4 outputs reached 1.07e-2 (F32 weights, both operands rounded; H100 and H200 runs):
+// tolerance 2e-2. Attention rounds q and the
 // probabilities to the KV's 16 bits (fp32 sums): f16 (2^-11) and bf16 (2^-8) steps.
 inline Precision cuda_precision() {
     Precision p;
     p.exact_matmul_rows = 8;
-    p.rounded_matmul_tol = 1e-2;
+    p.rounded_matmul_tol = 2e-2;
     p.attention_tol = [](KvFormats f) { return f.k == KvFormat::BF16 ? 2e-2 : 4e-3; };
     return p;
 }

@@ -152,13 +152,18 @@ struct AttentionCase {
     KvFormats format;
     int64_t n_kv_heads, ratio, head_dim, block_size, window;
     double q_sigma;
+    // Self-drafting's sparse attention (ForwardBatch::sparse_*): the first sinks keys and the
+    // last sparse_window ones; 0: off.
+    int64_t sparse_sinks = 0, sparse_window = 0;
 };
 
 class BackendKvOps : public BackendTest {
   protected:
     void check_write_kv(KvFormats f, int64_t block_size, int64_t heads, int64_t head_dim,
                         std::mt19937_64& rng);
-    void check_attention(const AttentionCase& c, std::mt19937_64& rng);
+    // Over `shapes` (q_len, kv_len), or a default mix of decode rows and prompt chunks.
+    void check_attention(const AttentionCase& c, std::mt19937_64& rng,
+                         std::vector<SeqShape> shapes = {});
     void check_block_ops(KvFormats f, int64_t block_size, std::mt19937_64& rng);
     void refill_blocks(KvStorage& kv, const std::vector<int32_t>& blocks,
                        std::vector<BlockData>& dev, std::mt19937_64& rng);
@@ -310,6 +315,10 @@ std::vector<double> attention_reference(const AttentionCase& c, const PagedSeqs&
         for (int64_t i = 0; i < sh.q_len; ++i, ++row) {
             const int64_t pos = sh.kv_len - sh.q_len + i;
             const int64_t lo = c.window > 0 ? std::max<int64_t>(0, pos - c.window + 1) : 0;
+            // Keys left out by sparse attention: weight 0 (exp(-inf)).
+            auto skipped = [&](int64_t j) {
+                return c.sparse_window > 0 && j >= c.sparse_sinks && j <= pos - c.sparse_window;
+            };
             for (int64_t h = 0; h < n_heads; ++h) {
                 const int64_t g = h / c.ratio;
                 const float* qh = q.data() + (row * n_heads + h) * hd;
@@ -318,7 +327,7 @@ std::vector<double> attention_reference(const AttentionCase& c, const PagedSeqs&
                 for (int64_t j = lo; j <= pos; ++j) {
                     double dot = 0.0;
                     for (int64_t d = 0; d < hd; ++d) dot += qh[d] * k[s][j * kv_cols + g * hd + d];
-                    w[j - lo] = scale * dot;
+                    w[j - lo] = skipped(j) ? -INFINITY : scale * dot;
                     mx = std::max(mx, w[j - lo]);
                 }
                 for (double& x : w) sum += (x = std::exp(x - mx));
@@ -334,15 +343,18 @@ std::vector<double> attention_reference(const AttentionCase& c, const PagedSeqs&
     return out;
 }
 
-void BackendKvOps::check_attention(const AttentionCase& c, std::mt19937_64& rng) {
+void BackendKvOps::check_attention(const AttentionCase& c, std::mt19937_64& rng,
+                                   std::vector<SeqShape> shapes) {
     if (unsupported(c.format, c.head_dim)) return;
     const int64_t hd = c.head_dim, n_heads = c.n_kv_heads * c.ratio, kv_cols = c.n_kv_heads * hd;
-    // Decode rows and prompt chunks in one batch: a first token, a whole prompt, a decode over
-    // several key tiles, a chunk in the middle of a prompt, draft verification rows, a prompt
-    // of several query tiles, and one random shape.
-    std::vector<SeqShape> shapes = {{1, 1}, {17, 17}, {1, 130}, {33, 100}, {3, 50}, {70, 70}};
-    const int64_t q_len = std::uniform_int_distribution<int64_t>(1, 24)(rng);
-    shapes.push_back({q_len, q_len + std::uniform_int_distribution<int64_t>(0, 120)(rng)});
+    if (shapes.empty()) {
+        // Decode rows and prompt chunks in one batch: a first token, a whole prompt, a decode
+        // over several key tiles, a chunk in the middle of a prompt, draft verification rows, a
+        // prompt of several query tiles, and one random shape.
+        shapes = {{1, 1}, {17, 17}, {1, 130}, {33, 100}, {3, 50}, {70, 70}};
+        const int64_t q_len = std::uniform_int_distribution<int64_t>(1, 24)(rng);
+        shapes.push_back({q_len, q_len + std::uniform_int_distribution<int64_t>(0, 120)(rng)});
+    }
     const KvLayout l{2, c.n_kv_heads, hd, c.block_size, blocks_needed(shapes, c.block_size) + 3};
     auto kv = make_kv(l, c.format);
     poison(*kv);
@@ -363,7 +375,9 @@ void BackendKvOps::check_attention(const AttentionCase& c, std::mt19937_64& rng)
         v_input.push_back(to_double(v));
     }
     write(*kv, 1, history_batch(p), k_hist, v_hist);
-    const ForwardBatch step = step_batch(p);
+    ForwardBatch step = step_batch(p);
+    step.sparse_sinks = c.sparse_sinks;
+    step.sparse_window = c.sparse_window;
     write(*kv, 1, step, k_new, v_new);  // plans the step
 
     // The K/V as stored (write_kv's test checks them against the format's definition), and the
@@ -395,8 +409,9 @@ void BackendKvOps::check_attention(const AttentionCase& c, std::mt19937_64& rng)
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     backend().attention(*kv, 1, dq.view(), dout.view(), n_heads, scale, c.window);
     const std::string what =
-        fmt::format("gqa {}x{} head_dim {} block_size {} window {} q_sigma {}", c.n_kv_heads,
-                    c.ratio, hd, c.block_size, c.window, c.q_sigma);
+        fmt::format("gqa {}x{} head_dim {} block_size {} window {} q_sigma {} sparse {}+{}",
+                    c.n_kv_heads, c.ratio, hd, c.block_size, c.window, c.q_sigma, c.sparse_sinks,
+                    c.sparse_window);
     const std::vector<double> ref = attention_reference(c, p, k_stored, v_stored, q, scale);
     expect_close(report_, "attention", name_of(c.format), dout, ref, row_scale,
                  GetParam().precision.attention_tol(c.format), what);
@@ -423,6 +438,21 @@ TEST_P(BackendKvOps, Attention) {
                         rng);
                 }
             }
+        }
+    }
+}
+
+// Sparse attention of self-speculative drafting: decode rows over their first sinks and last
+// window keys. The sinks fill whole blocks and every kv_len - window is a multiple of the block
+// size, where a backend that reads whole blocks (CUDA) and one that reads exact keys (CPU) attend
+// to the same keys. Sequences as short as the sinks plus the window read every key.
+TEST_P(BackendKvOps, SparseAttention) {
+    auto rng = op_rng("sparse_attention");
+    const int64_t bs = 16, sinks = 16, window = 37;
+    const std::vector<SeqShape> shapes = {{1, 5}, {1, 37}, {1, 53}, {1, 101}, {1, 245}, {1, 357}};
+    for (KvFormats f : kFormats) {
+        for (int64_t head_dim : {64, 128}) {
+            check_attention({f, 2, 4, head_dim, bs, 0, 3.0, sinks, window}, rng, shapes);
         }
     }
 }

@@ -3,6 +3,7 @@
 // under preemption (Recompute and Swap) — and no KV block leaks once everything has finished.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -122,6 +123,49 @@ TEST_F(EngineServing, ConcurrentRequestsMatchAlone) {
     expect_no_leak(e);
     EXPECT_GT(e.stats().prefix_hit_tokens, 0);
     EXPECT_EQ(e.stats().preemptions, 0);
+}
+
+// Greedy rows are sampled by the backend's argmax_rows and only their ids come back; rows that
+// need their logits on the host (logprobs here) are copied around them. Every third request
+// asks for logprobs, so a step copies runs of rows between greedy ones. The outputs must equal
+// a run that copies every row and samples on the host (VELA_LOGITS_TO_HOST=1).
+TEST_F(EngineServing, DeviceArgmaxMatchesHostSampling) {
+    auto run_mixed = [&](bool all_to_host) {
+        if (all_to_host) setenv("VELA_LOGITS_TO_HOST", "1", 1);
+        EngineConfig c;
+        c.n_ctx = 1024;
+        c.scheduler.max_batched_tokens = 96;
+        Engine e(*model_, *tokenizer_, *backend_, c);
+        unsetenv("VELA_LOGITS_TO_HOST");
+        std::map<int64_t, size_t> index;
+        for (size_t i = 0; i < prompts_.size(); ++i) {
+            Request r;
+            r.prompt = prompts_[i];
+            r.max_tokens = kGen;
+            r.ignore_eos = true;
+            r.sampling.temperature = 0;
+            if (i % 3 == 0) r.logprobs = 2;
+            index[e.add_request(r)] = i;
+        }
+        std::vector<Tokens> out(prompts_.size());
+        std::vector<std::vector<float>> logprobs(prompts_.size());
+        while (e.has_work()) {
+            for (const StepOutput& o : e.step()) {
+                const size_t i = index.at(o.request_id);
+                out[i].insert(out[i].end(), o.tokens.begin(), o.tokens.end());
+                for (const auto& choices : o.logprobs) logprobs[i].push_back(choices[0].logprob);
+            }
+        }
+        expect_no_leak(e);
+        return std::pair(out, logprobs);
+    };
+    const auto device = run_mixed(false), host = run_mixed(true);
+    EXPECT_EQ(device.first, host.first);
+    EXPECT_EQ(device.first, alone());
+    EXPECT_EQ(device.second, host.second);
+    for (size_t i = 0; i < prompts_.size(); ++i) {
+        EXPECT_EQ(std::ssize(device.second[i]), i % 3 == 0 ? kGen : 0) << "request " << i;
+    }
 }
 
 TEST_F(EngineServing, WarmPrefixCacheGivesSameOutputWithFewerPrefillTokens) {

@@ -177,6 +177,9 @@ std::unique_ptr<KvStorage> CudaBackend::make_kv_storage(const KvLayout& layout, 
             "KV eviction by attention scores (h2o, tova) is not on the GPU yet: use --device cpu");
     }
     ++generation_;
+    // Sparse attention (plan) needs the block size; storages that disagree make it refuse.
+    kv_block_size_ = kv_block_size_ == 0 || kv_block_size_ == layout.block_size ? layout.block_size
+                                                                               : -1;
     return std::make_unique<DeviceKvStorage>(layout, formats, stream_);
 }
 
@@ -189,67 +192,108 @@ void CudaBackend::plan(const ForwardBatch& batch) {
     if (!batch.tree_mask.empty()) {
         fail<InvalidArgument>("the CUDA backend does not run tree attention masks yet");
     }
-    if (batch.sparse_window > 0) {
-        fail<InvalidArgument>("the CUDA backend does not run sparse (self-drafting) attention yet");
-    }
     if (batch.kv_scores != KvScoreMode::None) {
         fail<InvalidArgument>("the CUDA backend does not record attention scores yet");
     }
+    const bool sparse = batch.sparse_window > 0;
+    if (sparse) sparse_tables(batch);
+    const std::vector<int32_t>& kv_len = sparse ? sparse_kv_len_ : batch.kv_len;
+    const int32_t max_blocks = sparse ? sparse_max_blocks_ : batch.max_blocks;
     plan_.batch = &batch;
     plan_.decode_splits = 0;
     plan_.max_q_len = 0;
     plan_.max_kv_len = 0;
     for (int64_t s = 0; s < batch.n_seqs(); ++s) {
         plan_.max_q_len = std::max<int32_t>(plan_.max_q_len, static_cast<int32_t>(batch.q_len(s)));
-        plan_.max_kv_len = std::max(plan_.max_kv_len, batch.kv_len[s]);
+        plan_.max_kv_len = std::max(plan_.max_kv_len, kv_len[s]);
     }
     // Decode steps (one new row per sequence) may be recorded: their block table is padded and
     // their KV bound rounded up to buckets, so that a recording serves many steps. Eager decode
     // steps do the same, so that both split the attention alike and agree bit for bit.
     const bool decode = batch.n_seqs() > 0 && batch.n_rows() == batch.n_seqs();
     plan_.graph = graphs_enabled_ && decode;
-    plan_.table_stride = decode ? bucket(batch.max_blocks) : batch.max_blocks;
+    plan_.table_stride = decode ? bucket(max_blocks) : max_blocks;
     plan_.kv_bound = decode ? bucket(plan_.max_kv_len) : plan_.max_kv_len;
 
+    const size_t table_len = static_cast<size_t>(batch.n_seqs()) * plan_.table_stride;
+    const std::vector<int32_t>* table = &batch.block_table;
+    if (sparse || table_len != batch.block_table.size()) {
+        table_host_.assign(table_len, -1);
+        for (int64_t s = 0; s < batch.n_seqs(); ++s) {
+            const std::span<const int32_t> blocks =
+                sparse ? std::span<const int32_t>(sparse_blocks_).subspan(
+                             static_cast<size_t>(sparse_start_[s]),
+                             static_cast<size_t>(sparse_start_[s + 1] - sparse_start_[s]))
+                       : batch.blocks(s);
+            std::copy(blocks.begin(), blocks.end(), table_host_.begin() + s * plan_.table_stride);
+        }
+        table = &table_host_;
+    }
     // One upload: the int64 slots first (8-byte aligned), then the int32 arrays.
     const size_t n_slots = batch.slot_mapping.size();
-    const size_t table_len = static_cast<size_t>(batch.n_seqs()) * plan_.table_stride;
     struct Array {
         const std::vector<int32_t>* v;
-        size_t len;  // elements uploaded (the block table padded to table_stride)
         int32_t** dst;
     };
     const Array arrays[] = {
-        {&batch.tokens, batch.tokens.size(), &plan_.tokens},
-        {&batch.query_start, batch.query_start.size(), &plan_.query_start},
-        {&batch.kv_len, batch.kv_len.size(), &plan_.kv_len},
-        {&batch.block_table, table_len, &plan_.block_table},
-        {&batch.logit_rows, batch.logit_rows.size(), &plan_.logit_rows},
+        {&batch.tokens, &plan_.tokens},         {&batch.query_start, &plan_.query_start},
+        {&kv_len, &plan_.kv_len},               {table, &plan_.block_table},
+        {&batch.logit_rows, &plan_.logit_rows},
     };
     size_t bytes = n_slots * sizeof(int64_t);
-    for (const Array& a : arrays) bytes += align_up(a.len * sizeof(int32_t));
+    for (const Array& a : arrays) bytes += align_up(a.v->size() * sizeof(int32_t));
     meta_host_.assign(bytes, std::byte{0});
     auto* dev = static_cast<std::byte*>(meta_.get(std::max<size_t>(bytes, kAlign)));
     std::memcpy(meta_host_.data(), batch.slot_mapping.data(), n_slots * sizeof(int64_t));
     plan_.slots = reinterpret_cast<int64_t*>(dev);
     size_t off = n_slots * sizeof(int64_t);
     for (const Array& a : arrays) {
-        auto* host = reinterpret_cast<int32_t*>(meta_host_.data() + off);
-        if (a.v == &batch.block_table && a.len != a.v->size()) {
-            std::fill_n(host, a.len, -1);
-            for (int64_t s = 0; s < batch.n_seqs(); ++s) {
-                const auto blocks = batch.blocks(s);
-                std::copy(blocks.begin(), blocks.end(), host + s * plan_.table_stride);
-            }
-        } else {
-            std::memcpy(host, a.v->data(), a.len * sizeof(int32_t));
-        }
+        std::memcpy(meta_host_.data() + off, a.v->data(), a.v->size() * sizeof(int32_t));
         *a.dst = reinterpret_cast<int32_t*>(dev + off);
-        off += align_up(a.len * sizeof(int32_t));
+        off += align_up(a.v->size() * sizeof(int32_t));
     }
     check(
         cudaMemcpyAsync(dev, meta_host_.data(), bytes, cudaMemcpyHostToDevice, as_stream(stream_)),
         "plan upload");
+}
+
+// Self-speculative drafting (MagicDec): each row attends to its sequence's first sparse_sinks
+// and last sparse_window keys only. The kernels get that as a shorter block table: the blocks
+// holding the first keys, then those holding the last ones (the window's first block whole, so
+// up to block_size - 1 keys more than the CPU reads). The keys need no positions: RoPE was
+// applied when they were written. A draft that reads a few keys more is still only a draft.
+void CudaBackend::sparse_tables(const ForwardBatch& batch) {
+    if (batch.n_rows() != batch.n_seqs()) {
+        fail<InvalidArgument>("the CUDA backend runs sparse (self-drafting) attention in decode "
+                              "steps only (one row per sequence)");
+    }
+    if (kv_block_size_ <= 0) {
+        fail<InvalidArgument>("sparse attention on the CUDA backend needs its KV storage (one "
+                              "block size for every storage it made)");
+    }
+    const int64_t bs = kv_block_size_;
+    const int64_t n_sink = (batch.sparse_sinks + bs - 1) / bs;
+    sparse_kv_len_.assign(batch.kv_len.begin(), batch.kv_len.end());
+    sparse_blocks_.clear();
+    sparse_start_.assign(1, 0);
+    sparse_max_blocks_ = 0;
+    for (int64_t s = 0; s < batch.n_seqs(); ++s) {
+        const int64_t len = batch.kv_len[s];
+        const int64_t used = (len + bs - 1) / bs;
+        const int64_t first = std::max<int64_t>(0, len - batch.sparse_window) / bs;
+        const std::span<const int32_t> blocks = batch.blocks(s);
+        if (first <= n_sink) {  // the sinks and the window cover the sequence
+            sparse_blocks_.insert(sparse_blocks_.end(), blocks.begin(), blocks.begin() + used);
+        } else {
+            sparse_blocks_.insert(sparse_blocks_.end(), blocks.begin(), blocks.begin() + n_sink);
+            sparse_blocks_.insert(sparse_blocks_.end(), blocks.begin() + first,
+                                  blocks.begin() + used);
+            sparse_kv_len_[s] = static_cast<int32_t>(n_sink * bs + len - first * bs);
+        }
+        sparse_start_.push_back(static_cast<int64_t>(sparse_blocks_.size()));
+        sparse_max_blocks_ = std::max(
+            sparse_max_blocks_, static_cast<int32_t>(sparse_start_[s + 1] - sparse_start_[s]));
+    }
 }
 
 void CudaBackend::embed(const Weight& table, Tensor out) {

@@ -168,6 +168,7 @@ class CudaBackend final : public Backend {
     };
     const Plan& planned() const;
     void check_launch(const char* what) const;
+    void sparse_tables(const ForwardBatch& batch);
     void decode_attention(const DeviceKvStorage& kv, int64_t layer, const void* q, void* o,
                           int64_t n_heads, float scale);
 
@@ -181,6 +182,12 @@ class CudaBackend final : public Backend {
     std::vector<std::unique_ptr<CudaBuffer>> weights_;  // one allocation per model loaded
     Plan plan_;
     std::vector<std::byte> meta_host_;
+    std::vector<int32_t> table_host_;  // the step's block table, padded or sparse
+    // Sparse (self-drafting) steps: per sequence the blocks attended and the keys they hold.
+    int64_t kv_block_size_ = 0;  // of the KV storages made; -1 when they differ
+    std::vector<int32_t> sparse_kv_len_, sparse_blocks_;
+    std::vector<int64_t> sparse_start_;
+    int32_t sparse_max_blocks_ = 0;
     Scratch meta_{&generation_}, w_bf16_{&generation_}, x_bf16_{&generation_},
         q_half_{&generation_}, o_half_{&generation_}, decode_ws_{&generation_};
 };
