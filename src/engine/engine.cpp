@@ -389,14 +389,16 @@ void Engine::propose_drafts() {
     if (drafting_.empty()) return;
     if (!drafter_) {
         // Self-speculation: the lengths now, the tokens once the step's slots exist; only where
-        // a sparse draft forward reads far fewer bytes than a full one.
+        // a sparse draft forward reads far fewer bytes than a full one. The sequences of a step
+        // share one read of the weights: each is charged its share of them (MagicDec's regime is
+        // a large batch at long context, where the KV dominates).
         const SpeculationConfig& sp = config_.speculation;
         const auto kv_token = static_cast<double>(storage_->bytes_per_token());
+        const double weights = weight_bytes_ / static_cast<double>(drafting_.size());
         for (size_t i = 0; i < drafting_.size(); ++i) {
             const auto n_kv = static_cast<double>(drafting_[i]->n_kv());
             const double sparse = std::min(n_kv, static_cast<double>(sp.self_sinks + sp.self_window));
-            if (weight_bytes_ + sparse * kv_token >
-                sp.self_max_cost * (weight_bytes_ + n_kv * kv_token)) {
+            if (weights + sparse * kv_token > sp.self_max_cost * (weights + n_kv * kv_token)) {
                 continue;
             }
             drafting_[i]->draft().tokens.assign(static_cast<size_t>(draft_requests_[i].max_tokens),

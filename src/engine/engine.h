@@ -37,9 +37,9 @@ struct SpeculationConfig {
     int64_t self_sinks = 4;
     int64_t self_window = 512;
     // A sequence self-drafts only while a draft forward is estimated to cost at most this share
-    // of a full one (bytes read: weights + the KV it attends to), i.e. once its context is long
-    // enough that reading the KV dominates a step; below, drafting would cost more than it
-    // saves.
+    // of a full one (bytes read: its share of the weights, which the step's drafting sequences
+    // read once, + the KV it attends to), i.e. once its context is long enough that reading the
+    // KV dominates a step; below, drafting would cost more than it saves.
     double self_max_cost = 0.5;
 };
 
