@@ -16,6 +16,7 @@
 #include "kv/kv_storage.h"
 #include "model/model.h"
 #include "spec/drafter.h"
+#include "spec/speed_gate.h"
 #include "spec/verifier.h"
 #include "tokenizer/tokenizer.h"
 
@@ -180,6 +181,8 @@ class Engine {
     std::vector<int32_t> path_;  // verify_draft's scratch: accepted draft indices
     ForwardBatch draft_batch_;    // self_draft's forward
     double weight_bytes_ = 0;     // the model's weights, for self_draft's cost estimate
+    spec::SpeedGate self_gate_;  // self-speculation: does it pay here, measured
+    bool self_drafted_ = false;  // this step self-drafts
     std::vector<float> draft_logits_;  // not copied back: the drafts are argmax rows
     std::vector<uint8_t> draft_argmax_only_;
     std::vector<int32_t> draft_ids_;

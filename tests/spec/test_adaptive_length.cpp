@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "spec/adaptive_length.h"
+#include "spec/speed_gate.h"
 
 namespace vela::spec {
 namespace {
@@ -29,6 +30,30 @@ TEST(AdaptiveLength, NeverExceedsTheMaximum) {
     len.record(3, 3);
     EXPECT_EQ(len.next(2), 2);
     EXPECT_EQ(len.next(8), 4);
+}
+
+// The measured gate of self-speculation: speculation first, then a step without, then the
+// faster kind, with one step of the other kind every kProbeEvery.
+TEST(SpeedGate, RunsTheFasterKindAndProbesTheOther) {
+    SpeedGate gate;
+    EXPECT_TRUE(gate.allow());  // nothing measured: speculate
+    gate.record(true, 10, 0.1);  // 100 tokens/s speculating
+    EXPECT_FALSE(gate.allow());  // now measure without
+    gate.record(false, 1, 0.004);  // 250 tokens/s without: speculation loses
+    int64_t speculated = 0;
+    for (int64_t i = 0; i < 4 * SpeedGate::kProbeEvery; ++i) speculated += gate.allow() ? 1 : 0;
+    EXPECT_EQ(speculated, 4);  // one probe per kProbeEvery steps
+    // Speculation turns faster (the context grew): it wins again within a few probes.
+    for (int i = 0; i < 8; ++i) gate.record(true, 20, 0.01);  // 2000 tokens/s
+    EXPECT_GT(gate.spec_rate(), gate.plain_rate());
+    int64_t plain = 0;
+    for (int64_t i = 0; i < 4 * SpeedGate::kProbeEvery; ++i) plain += gate.allow() ? 0 : 1;
+    EXPECT_EQ(plain, 4);
+    // Steps that produced nothing, or took no time, are not figures.
+    const double before = gate.plain_rate();
+    gate.record(false, 0, 0.5);
+    gate.record(false, 5, 0.0);
+    EXPECT_EQ(gate.plain_rate(), before);
 }
 
 }  // namespace
