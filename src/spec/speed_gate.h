@@ -3,8 +3,10 @@
 // tokens per second of recent decode steps that speculated and of those that did not
 // (exponential averages). Bytes read predict a step's time on a CPU; on a GPU a small model's
 // step is bound by kernel launches, and a draft forward costs as much as a full one whatever it
-// reads. Once both figures exist the faster kind runs, and every kProbeEvery steps one step of
-// the other kind refreshes its figure (the load and the context length move).
+// reads. Once both figures exist the faster kind runs, and now and then one step of the other
+// kind refreshes its figure (the load and the context length move): kProbeEvery steps after
+// the winner changes, then at doubling intervals up to kMaxProbeEvery.
+#include <algorithm>
 #include <cstdint>
 
 namespace vela::spec {
@@ -12,6 +14,7 @@ namespace vela::spec {
 class SpeedGate {
   public:
     static constexpr int64_t kProbeEvery = 32;
+    static constexpr int64_t kMaxProbeEvery = 512;
 
     // Whether the next decode step may speculate.
     bool allow() {
@@ -19,7 +22,17 @@ class SpeedGate {
         if (spec_rate_ <= 0.0) return true;    // measure speculation first
         if (plain_rate_ <= 0.0) return false;  // then a step without it
         const bool spec_wins = spec_rate_ >= plain_rate_;
-        return steps_ % kProbeEvery == 0 ? !spec_wins : spec_wins;
+        if (spec_wins != spec_won_ || next_probe_ == 0) {  // a new winner: probe soon
+            spec_won_ = spec_wins;
+            interval_ = kProbeEvery;
+            next_probe_ = steps_ + interval_;
+        }
+        if (steps_ < next_probe_) return spec_wins;
+        // A probe of the losing kind; each one that confirms the winner waits twice as long
+        // for the next (a probe costs, the more the worse the loser).
+        interval_ = std::min(2 * interval_, kMaxProbeEvery);
+        next_probe_ = steps_ + interval_;
+        return !spec_wins;
     }
 
     // A finished decode step (no prompt tokens in it): its tokens and wall time.
@@ -36,6 +49,8 @@ class SpeedGate {
   private:
     int64_t steps_ = 0;
     double spec_rate_ = 0.0, plain_rate_ = 0.0;  // tokens/s; 0: not measured yet
+    bool spec_won_ = false;
+    int64_t interval_ = kProbeEvery, next_probe_ = 0;  // 0: no winner yet
 };
 
 }  // namespace vela::spec

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <vector>
+
 #include "spec/adaptive_length.h"
 #include "spec/speed_gate.h"
 
@@ -33,22 +35,30 @@ TEST(AdaptiveLength, NeverExceedsTheMaximum) {
 }
 
 // The measured gate of self-speculation: speculation first, then a step without, then the
-// faster kind, with one step of the other kind every kProbeEvery.
+// faster kind, probing the other kProbeEvery steps after the winner changes and then at
+// doubling intervals.
 TEST(SpeedGate, RunsTheFasterKindAndProbesTheOther) {
     SpeedGate gate;
     EXPECT_TRUE(gate.allow());  // nothing measured: speculate
     gate.record(true, 10, 0.1);  // 100 tokens/s speculating
     EXPECT_FALSE(gate.allow());  // now measure without
     gate.record(false, 1, 0.004);  // 250 tokens/s without: speculation loses
-    int64_t speculated = 0;
-    for (int64_t i = 0; i < 4 * SpeedGate::kProbeEvery; ++i) speculated += gate.allow() ? 1 : 0;
-    EXPECT_EQ(speculated, 4);  // one probe per kProbeEvery steps
-    // Speculation turns faster (the context grew): it wins again within a few probes.
+    std::vector<int64_t> probes;  // steps (from here) that speculated
+    for (int64_t i = 1; i <= 2000; ++i) {
+        if (gate.allow()) probes.push_back(i);
+    }
+    const int64_t p = SpeedGate::kProbeEvery;
+    ASSERT_GE(probes.size(), 4u);
+    EXPECT_EQ(probes[0], 1 + p);  // kProbeEvery steps after step 1, where the winner is known
+    EXPECT_EQ(probes[1] - probes[0], 2 * p);
+    EXPECT_EQ(probes[2] - probes[1], 4 * p);
+    EXPECT_EQ(probes.back() - probes[probes.size() - 2], SpeedGate::kMaxProbeEvery);
+    // Speculation turns faster (the context grew): the next probe finds it, and it runs.
     for (int i = 0; i < 8; ++i) gate.record(true, 20, 0.01);  // 2000 tokens/s
     EXPECT_GT(gate.spec_rate(), gate.plain_rate());
     int64_t plain = 0;
-    for (int64_t i = 0; i < 4 * SpeedGate::kProbeEvery; ++i) plain += gate.allow() ? 0 : 1;
-    EXPECT_EQ(plain, 4);
+    for (int64_t i = 0; i < 4 * p; ++i) plain += gate.allow() ? 0 : 1;
+    EXPECT_EQ(plain, 2);  // probes of the plain kind at p and 3p
     // Steps that produced nothing, or took no time, are not figures.
     const double before = gate.plain_rate();
     gate.record(false, 0, 0.5);
