@@ -129,14 +129,16 @@ void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
     if (n_out == 0) return;
     backend.to_host(out_ids, ids.data());
     // The rows that must come back, in runs of consecutive rows: one copy each.
+    auto copied = [&](int64_t r) {
+        return argmax_only.empty() || argmax_only[static_cast<size_t>(r)] == 0;
+    };
     for (int64_t r = 0; r < n_out;) {
-        if (!argmax_only.empty() && argmax_only[static_cast<size_t>(r)] != 0) {
+        if (!copied(r)) {
             ++r;
             continue;
         }
         int64_t end = r + 1;
-        while (end < n_out && (argmax_only.empty() || argmax_only[static_cast<size_t>(end)] == 0))
-            ++end;
+        while (end < n_out && copied(end)) ++end;
         const Tensor run{out_logits.f32() + r * hp_.n_vocab, DType::F32, end - r, hp_.n_vocab,
                          out_logits.device};
         backend.to_host(run, logits.data() + r * hp_.n_vocab);

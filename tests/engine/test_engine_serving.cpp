@@ -52,8 +52,10 @@ class EngineServing : public ::testing::Test {
         }
     }
 
-    // Greedy outputs of `prompts`, submitted together to `engine`, run to completion.
-    static std::vector<Tokens> run(Engine& engine, const std::vector<Tokens>& prompts) {
+    // Greedy outputs of `prompts`, submitted together to `engine`, run to completion. With
+    // `logprobs`, every third request also asks for logprobs; each token's goes there.
+    static std::vector<Tokens> run(Engine& engine, const std::vector<Tokens>& prompts,
+                                   std::vector<std::vector<float>>* logprobs = nullptr) {
         std::map<int64_t, size_t> index;
         for (size_t i = 0; i < prompts.size(); ++i) {
             Request r;
@@ -61,13 +63,16 @@ class EngineServing : public ::testing::Test {
             r.max_tokens = kGen;
             r.ignore_eos = true;
             r.sampling.temperature = 0;
+            if (logprobs != nullptr && i % 3 == 0) r.logprobs = 2;
             index[engine.add_request(r)] = i;
         }
         std::vector<Tokens> out(prompts.size());
+        if (logprobs != nullptr) logprobs->assign(prompts.size(), {});
         while (engine.has_work()) {
             for (const StepOutput& o : engine.step()) {
-                auto& got = out[index.at(o.request_id)];
-                got.insert(got.end(), o.tokens.begin(), o.tokens.end());
+                const size_t i = index.at(o.request_id);
+                out[i].insert(out[i].end(), o.tokens.begin(), o.tokens.end());
+                for (const auto& choices : o.logprobs) (*logprobs)[i].push_back(choices[0].logprob);
             }
             EXPECT_LE(engine.stats().running, engine.config().scheduler.max_running);
         }
@@ -137,25 +142,8 @@ TEST_F(EngineServing, DeviceArgmaxMatchesHostSampling) {
         c.scheduler.max_batched_tokens = 96;
         Engine e(*model_, *tokenizer_, *backend_, c);
         unsetenv("VELA_LOGITS_TO_HOST");
-        std::map<int64_t, size_t> index;
-        for (size_t i = 0; i < prompts_.size(); ++i) {
-            Request r;
-            r.prompt = prompts_[i];
-            r.max_tokens = kGen;
-            r.ignore_eos = true;
-            r.sampling.temperature = 0;
-            if (i % 3 == 0) r.logprobs = 2;
-            index[e.add_request(r)] = i;
-        }
-        std::vector<Tokens> out(prompts_.size());
-        std::vector<std::vector<float>> logprobs(prompts_.size());
-        while (e.has_work()) {
-            for (const StepOutput& o : e.step()) {
-                const size_t i = index.at(o.request_id);
-                out[i].insert(out[i].end(), o.tokens.begin(), o.tokens.end());
-                for (const auto& choices : o.logprobs) logprobs[i].push_back(choices[0].logprob);
-            }
-        }
+        std::vector<std::vector<float>> logprobs;
+        std::vector<Tokens> out = run(e, prompts_, &logprobs);
         expect_no_leak(e);
         return std::pair(out, logprobs);
     };
