@@ -310,7 +310,7 @@ struct DecodeProblem {
     std::vector<std::unique_ptr<Buffer>> k, v;
     Buffer q, o, table, lens, scales;
 
-    size_t scales_bytes() const { return 4 * size_t(batch) * (ctx / kBs) * kKvHeads; }
+    size_t scales_bytes() const { return 4 * size_t(batch) * ctx * kKvHeads; }  // one a row
 
     DecodeProblem(KvFormat f, int batch_, int ctx_)
         : batch(batch_),
@@ -321,7 +321,7 @@ struct DecodeProblem {
           o(size_t(batch_) * kHeads * kHd * 2),
           table(4 * size_t(batch_) * (ctx_ / kBs)),
           lens(4 * size_t(batch_)),
-          scales(4 * size_t(batch_) * (ctx_ / kBs) * kKvHeads) {
+          scales(4 * size_t(batch_) * ctx_ * kKvHeads) {
         copies =
             static_cast<int>(std::min<size_t>(32, (size_t(256) << 20) / (2 * cache_bytes) + 1));
         // Copies after the first are device copies of it: only their addresses must differ.
@@ -338,7 +338,7 @@ struct DecodeProblem {
         fill_random(q.p, size_t(batch) * kHeads * kHd * 2, 6);
         const int nb = batch * (ctx / kBs);
         std::vector<int32_t> t(nb), l(batch, ctx);
-        std::vector<float> sc(size_t(nb) * kKvHeads, 0.01f);
+        std::vector<float> sc(size_t(nb) * kBs * kKvHeads, 0.01f);
         std::mt19937 rng(7);
         for (int i = 0; i < nb; ++i) t[i] = i;
         std::shuffle(t.begin(), t.end(), rng);
@@ -370,7 +370,8 @@ struct DecodeProblem {
                    hnd ? int64_t{kHd} : int64_t{kKvHeads} * kHd,
                    hnd ? int64_t{kBs} * kHd : int64_t{kHd}};
         p.seqlens_k = static_cast<int32_t*>(lens.p);
-        p.k_scale = p.v_scale = static_cast<float*>(scales.p);
+        p.paged.k_scale = p.paged.v_scale = static_cast<float*>(scales.p);
+        p.paged.scale_block_stride = p.paged.block_stride / kHd;
         p.o = o.p;
         p.softmax_scale = 1.f / std::sqrt(float(kHd));
         p.metadata_ready = metadata_ready();
@@ -508,10 +509,14 @@ void bench_decode(double copy_gbs, int sms) {
     const bool sweep = std::getenv("VELA_DECODE_SWEEP") != nullptr;
     cudaStream_t stream;
     check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
-    std::printf("\nmetadata_ready: %s\n", metadata_ready() ? "on (block table and lengths read, "
-                "first tiles prefetched into L2, before the launch wait)" : "off");
-    std::printf("kv_ready: %s\n", metadata_ready() && kv_ready() ? "on (first tiles of older keys "
-                "copied into shared memory before the launch wait)" : "off");
+    std::printf("\nmetadata_ready: %s\n",
+                metadata_ready() ? "on (block table and lengths read, "
+                                   "first tiles prefetched into L2, before the launch wait)"
+                                 : "off");
+    std::printf("kv_ready: %s\n", metadata_ready() && kv_ready()
+                                      ? "on (first tiles of older keys "
+                                        "copied into shared memory before the launch wait)"
+                                      : "off");
     std::printf(
         "\n| kernel | kv format | batch | context | splits | us | GB/s | %% of copy | graph us | "
         "graph %% of copy | same-traffic copy us | its %% of copy | read-only kernel us | its %% "

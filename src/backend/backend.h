@@ -54,6 +54,12 @@ class Backend {
     // The KV pool in this backend's memory.
     virtual std::unique_ptr<KvStorage> make_kv_storage(const KvLayout& layout,
                                                        KvFormats formats) = 0;
+    // Bytes per token of one KV head's K (key) or V as this backend stores format f (for
+    // planning memory before make_kv_storage): kv/kv_storage.h's kv_token_bytes on the host.
+    virtual size_t kv_token_bytes(KvFormat f, bool key, int64_t head_dim, int64_t block_size,
+                                  int64_t group) const {
+        return vela::kv_token_bytes(f, key, head_dim, block_size, group);
+    }
 
     // --- one step ---
     // Takes the batch's metadata for the ops below; the batch must outlive the step.

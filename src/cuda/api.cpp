@@ -50,6 +50,15 @@ void check_paged(const PagedKv& kv, const char* kernel) {
             kernel, kv.block_size, kv.block_table_stride);
 }
 
+void check_scales(const PagedKv& kv, int head_dim, const char* kernel) {
+    if (kv.k_scale == nullptr || kv.v_scale == nullptr || kv.scale_block_stride <= 0 ||
+        kv.token_stride % head_dim != 0 || kv.head_stride % head_dim != 0)
+        fail<InvalidArgument>(
+            "{}: 8-bit K/V needs k_scale, v_scale, scale_block_stride > 0 (got {}) and row "
+            "strides that are multiples of head_dim",
+            kernel, kv.scale_block_stride);
+}
+
 // Split length for a planned decode: a multiple of 32 keys, so 16-key warp tiles never straddle.
 int split_len(const DecodeParams& p) {
     const int per = (std::max(p.max_seqlen_k, 1) + p.num_splits - 1) / p.num_splits;
@@ -80,9 +89,10 @@ void prefill_forward(const PrefillParams& p, void* stream) {
     // the mask's granularity, while a wgmma tile (192 x 128 at head_dim 64) is skipped only when
     // all its entries are zero; at head_dim 128 the wgmma kernel's speed outweighs that down to
     // ~25% density (docs/benchmarks-cuda.md).
+    const bool paged_8bit = p.paged.block_table != nullptr && is_8bit(p.kv_format);
     const bool wgmma = p.kernel == PrefillKernel::kWgmma ||
                        (p.kernel == PrefillKernel::kAuto && prefill_wgmma_available() &&
-                        (p.block_mask == nullptr || p.head_dim >= 128));
+                        !paged_8bit && (p.block_mask == nullptr || p.head_dim >= 128));
     if (wgmma && !prefill_wgmma_available())
         fail<InvalidArgument>(
             "prefill_forward: the wgmma kernel needs an sm_90a build and an sm_90 device");
@@ -97,9 +107,12 @@ void prefill_forward(const PrefillParams& p, void* stream) {
         p.cu_seqlens_q == nullptr)
         fail<InvalidArgument>("prefill_forward: q, o and cu_seqlens_q are required (batch {})",
                               p.batch);
+    if (wgmma && paged_8bit)
+        fail<InvalidArgument>("prefill_forward: 8-bit paged K/V runs on the mma.sync kernel only");
     if (p.paged.block_table != nullptr) {
         check_paged(p.paged, "prefill_forward");
         if (p.seqlens_k == nullptr) fail<InvalidArgument>("prefill_forward: paged needs seqlens_k");
+        if (paged_8bit) check_scales(p.paged, p.head_dim, "prefill_forward");
     } else if (p.k == nullptr || p.v == nullptr || p.cu_seqlens_k == nullptr) {
         fail<InvalidArgument>("prefill_forward: contiguous K/V needs k, v and cu_seqlens_k");
     }
@@ -157,7 +170,7 @@ void prefill_backward(const BackwardParams& p, void* stream) {
 void decode_plan(DecodeParams& p, int device_sm_count) {
     const int ctas_per_sm = detail::decode_prepare(p);
     if (p.num_splits > 0) return;
-    const bool quantised = p.kv_format == KvFormat::kInt8 || p.kv_format == KvFormat::kFp8E4M3;
+    const bool quantised = is_8bit(p.kv_format);
     // About 2-3 us of a CTA slot, in keys streamed per slot in that time (8-bit keys are half
     // the bytes). The 8-bit constant was fitted at 3 CTAs per SM; at 2 it picks 1-4 splits where
     // 3 CTAs would take 3-10, and every row measured faster so (H100).
@@ -207,9 +220,7 @@ void decode_forward(const DecodeParams& p, void* stream) {
     if (p.num_splits <= 0 || p.num_splits > detail::kDecodeMaxSplits)
         fail<InvalidArgument>("decode_forward: num_splits {} (call decode_plan() first; max {})",
                               p.num_splits, detail::kDecodeMaxSplits);
-    const bool quantised = p.kv_format == KvFormat::kInt8 || p.kv_format == KvFormat::kFp8E4M3;
-    if (quantised && (p.k_scale == nullptr || p.v_scale == nullptr))
-        fail<InvalidArgument>("decode_forward: quantised KV needs k_scale and v_scale");
+    if (is_8bit(p.kv_format)) check_scales(p.paged, p.head_dim, "decode_forward");
     const int len = split_len(p);
     if (len > detail::kDecodeMaxSplitLen)
         fail<InvalidArgument>("decode_forward: {} splits leave {} keys a split (max {})",

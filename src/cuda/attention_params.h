@@ -9,9 +9,13 @@ namespace vela::cuda {
 
 enum class Dtype : uint8_t { kF16, kBf16 };
 
-// Storage format of the K/V cache read by the decode kernel. Quantised formats carry one float
-// scale per (block, kv head): value = stored * scale.
+// Storage format of a paged K/V cache. The 8-bit formats carry one float scale per stored row (one
+// token of one kv head): value = stored * scale (PagedKv).
 enum class KvFormat : uint8_t { kF16, kBf16, kInt8, kFp8E4M3 };
+
+constexpr bool is_8bit(KvFormat f) {
+    return f == KvFormat::kInt8 || f == KvFormat::kFp8E4M3;
+}
 
 // Which prefill forward kernel runs. kAuto: the Hopper wgmma kernel when the library was built
 // for sm_90a and the device is sm_90, except for block-sparse masks at head_dim 64 (the mma.sync
@@ -31,6 +35,14 @@ struct PagedKv {
     int64_t block_stride = 0;  // elements between consecutive blocks
     int64_t token_stride = 0;  // elements between rows within a block
     int64_t head_stride = 0;   // elements between kv heads within a row
+    // 8-bit formats only: the scale of the row at element offset blk * block_stride + r (r =
+    // row * token_stride + kvh * head_stride) is k_scale[blk * scale_block_stride + r / head_dim]
+    // (v_scale for V). Dense scale arrays laid out as the rows: scale_block_stride =
+    // block_stride / head_dim; scales stored in each block after its rows: k_scale points at
+    // the first block's, scale_block_stride = the block's bytes / 4.
+    const float* k_scale = nullptr;
+    const float* v_scale = nullptr;
+    int64_t scale_block_stride = 0;
 };
 
 // Prefill forward (FlashAttention-2 style, tensor cores). Varlen batch: sequence b owns query
@@ -58,9 +70,12 @@ struct PrefillParams {
     int64_t kv_row_stride = 0, kv_head_stride = 0;
     const int32_t* cu_seqlens_k = nullptr;  // [batch + 1]
 
-    // Paged K/V (used when paged.block_table != nullptr); lengths come from seqlens_k.
+    // Paged K/V (used when paged.block_table != nullptr); lengths come from seqlens_k. With
+    // kv_format kInt8 or kFp8E4M3 the paged cache holds 8-bit rows with their scales (the
+    // mma.sync kernel only: kAuto picks it); any 16-bit value means K/V are in `dtype`.
     PagedKv paged;
     const int32_t* seqlens_k = nullptr;  // [batch]
+    KvFormat kv_format = KvFormat::kF16;
 
     // Optional host copies of cu_seqlens_q[batch] and cu_seqlens_k[batch] (the row counts of q
     // and of contiguous k/v). Given, the Hopper kernel loads contiguous Q/K/V with TMA bulk
@@ -139,8 +154,6 @@ struct DecodeParams {
     const void* q = nullptr;  // [batch][num_heads][head_dim], contiguous
     PagedKv paged;
     const int32_t* seqlens_k = nullptr;  // [batch]
-    const float* k_scale = nullptr;      // [num_blocks][num_kv_heads], quantised formats only
-    const float* v_scale = nullptr;
 
     void* o = nullptr;     // [batch][num_heads][head_dim], contiguous
     float* lse = nullptr;  // optional [batch][num_heads]
@@ -154,7 +167,7 @@ struct DecodeParams {
     bool metadata_ready = false;
     // True (with metadata_ready) when the kernel launched just before this call writes, of the
     // caches, at most each sequence's newest key (the token this step appends, as a fused
-    // append-and-rope kernel does) and the scales only of a block that key opens: each warp
+    // append-and-rope kernel does) with its scales: each warp
     // whose first tiles hold only older keys then copies them into shared memory before the
     // launch wait, not just into L2. Speed against kv_ready off (docs/benchmarks-cuda.md):
     // H200 0.99-1.11x, H100 0.94-1.06x (slower at 8-bit batch 1 with 16k-32k keys).

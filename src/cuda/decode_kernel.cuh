@@ -27,7 +27,7 @@ struct DecodeSlice {
     const float* k_scale;
     const float* v_scale;
     const int32_t* table;
-    int64_t block_stride, token_stride, head_off;
+    int64_t block_stride, token_stride, head_off, scale_block_stride;
     FastDivmod block_size;
     int table_len, num_kv_heads, kvh, start, end;
     // Every K/V byte is read once a call, so it is copied evict-first (l2_evict_first_policy):
@@ -56,8 +56,8 @@ struct DecodeSlice {
         if (key >= end) return;
         const int64_t row = blk * block_stride + block_size.mod(key) * token_stride + head_off;
         const char* src = (lane < 16 ? k : v) + row * S::kElemBytes;
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src),
-                     "r"(S::kUnits * 16) : "memory");
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(S::kUnits * 16)
+                     : "memory");
 #endif
     }
 };
@@ -88,7 +88,9 @@ __device__ __forceinline__ void issue_tile(char* stage, const DecodeSlice& c, in
     }
     if constexpr (S::kQuant) {  // lanes 0-15: K scales, 16-31: V scales of the same keys
         float* scales = reinterpret_cast<float*>(stage + 2 * S::kTileBytes);
-        const int64_t i = valid ? static_cast<int64_t>(blk) * c.num_kv_heads + c.kvh : 0;
+        const int64_t i = valid ? blk * c.scale_block_stride +
+                                      (c.block_size.mod(key) * c.token_stride + c.head_off) / HD
+                                : 0;
         cp_async_4(scales + lane, (lane < 16 ? c.k_scale : c.v_scale) + i, valid);
     }
 }
@@ -318,12 +320,13 @@ __global__ void __launch_bounds__(kDecodeThreads, kCtasPerSm)
     const int group = p.num_heads / p.num_kv_heads;
     DecodeSlice c{static_cast<const char*>(p.paged.k_cache),
                   static_cast<const char*>(p.paged.v_cache),
-                  p.k_scale,
-                  p.v_scale,
+                  p.paged.k_scale,
+                  p.paged.v_scale,
                   p.paged.block_table + static_cast<int64_t>(b) * p.paged.block_table_stride,
                   p.paged.block_stride,
                   p.paged.token_stride,
                   kvh * p.paged.head_stride,
+                  p.paged.scale_block_stride,
                   FastDivmod(p.paged.block_size),
                   p.paged.block_table_stride,
                   p.num_kv_heads,
@@ -340,8 +343,8 @@ __global__ void __launch_bounds__(kDecodeThreads, kCtasPerSm)
     const WarpShare<F, HD, kCtasPerSm> share(c, warp);
     bool early = false;  // the ring's prologue copied before the wait
     if (p.metadata_ready) {
-        // With p.kv_ready the kernel before writes no key below seqlens_k - 1, nor the scales
-        // of their blocks: a prologue of such keys only may be copied now.
+        // With p.kv_ready the kernel before writes no key below seqlens_k - 1, nor their
+        // scales: a prologue of such keys only may be copied now.
         early = p.kv_ready && share.prologue_below(c, p.seqlens_k[b] - 1);
         // Only the tiles the prologue will copy: more competes with the previous kernel's reads
         // (2x and 4x as many ran 0.74-1.0x on H100, 16 MB a call no faster on H200), and

@@ -4,6 +4,8 @@
 // the running max/sum in registers, so the S x S score matrix never leaves the register file.
 // K and V tiles are single-buffered in shared memory but loaded asynchronously: V_t is fetched
 // while S = Q K_t^T is computed, and K_{t+1} while O += P V_t is computed.
+#include <cuda_fp8.h>
+
 #include <climits>
 #include <cmath>
 
@@ -27,14 +29,18 @@ struct PrefillShape {
     }
 };
 
-// Where sequence b's key/value rows live: contiguous varlen or paged.
+// Where sequence b's key/value rows live: contiguous varlen or paged (16-bit, or 8-bit rows
+// with a scale each: PagedKv).
 struct KvRows {
     const char* k;
     const char* v;
     const int32_t* table;  // paged only
     int64_t row_stride, head_off, block_stride, token_stride;
     int block_size;
-    int elem_bytes;
+    KvFormat format;  // of paged rows; 16-bit formats mean the kernel's type T
+    const float* k_scale;
+    const float* v_scale;
+    int64_t scale_block_stride;
 
     __device__ int64_t offset(int key) const {  // element offset of (key, kv head)
         if (table == nullptr) return key * row_stride + head_off;
@@ -42,6 +48,49 @@ struct KvRows {
         return blk * block_stride + (key % block_size) * token_stride + head_off;
     }
 };
+
+// Value i (0-3) of a word of four stored 8-bit values, as float.
+__device__ __forceinline__ float widen_8bit(uint32_t w, int i, KvFormat f) {
+    const auto byte = static_cast<uint8_t>(w >> (8 * i));
+    if (f == KvFormat::kInt8) return static_cast<float>(static_cast<int8_t>(byte));
+    __nv_fp8_e4m3 x;
+    x.__x = byte;
+    return static_cast<float>(x);
+}
+
+// load_tile for 8-bit paged rows: each thread reads 16 stored bytes, multiplies them by their
+// row's scale and stores 16 values of type T. Synchronous loads (the conversion needs the
+// bytes in registers): a prefill reading an 8-bit cache gives up the tile-load overlap.
+template <class T, int HD, int ROWS, int THREADS>
+__device__ __forceinline__ void load_tile_8bit(T* dst, int valid_rows, const KvRows& kv, bool value,
+                                               int key0) {
+    constexpr int kChunks = HD / 16;
+    constexpr int kStride = HD + 8;
+    const char* base = value ? kv.v : kv.k;
+    const float* scales = value ? kv.v_scale : kv.k_scale;
+#pragma unroll
+    for (int i = threadIdx.x; i < ROWS * kChunks; i += THREADS) {
+        const int r = i / kChunks, c = i % kChunks;
+        uint4 w = {0u, 0u, 0u, 0u};
+        float scale = 0.f;
+        if (r < valid_rows) {
+            const int key = key0 + r;
+            const int64_t blk = kv.table[key / kv.block_size];
+            const int64_t in_block = (key % kv.block_size) * kv.token_stride + kv.head_off;
+            w = *reinterpret_cast<const uint4*>(base + blk * kv.block_stride + in_block + c * 16);
+            scale = scales[blk * kv.scale_block_stride + in_block / HD];
+        }
+        const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+        uint32_t out[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+            out[j] = pack2<T>(widen_8bit(words[j / 2], 2 * (j % 2), kv.format) * scale,
+                              widen_8bit(words[j / 2], 2 * (j % 2) + 1, kv.format) * scale);
+        T* row = dst + r * kStride + c * 16;
+        *reinterpret_cast<uint4*>(row) = make_uint4(out[0], out[1], out[2], out[3]);
+        *reinterpret_cast<uint4*>(row + 8) = make_uint4(out[4], out[5], out[6], out[7]);
+    }
+}
 
 // Copies rows [row0, row0 + ROWS) of a [*, HD] matrix into padded shared memory; rows past
 // `valid_rows` are zero-filled.
@@ -170,7 +219,10 @@ __device__ bool plan_prefill_cta(const PrefillParams& p, int m_block, PrefillCta
                 p.paged.block_stride,
                 p.paged.token_stride,
                 p.paged.block_size,
-                2};
+                p.kv_format,
+                p.paged.k_scale,
+                p.paged.v_scale,
+                p.paged.scale_block_stride};
     } else {
         const int k0 = p.cu_seqlens_k[c.b];
         c.lk = p.cu_seqlens_k[c.b + 1] - k0;
@@ -183,7 +235,10 @@ __device__ bool plan_prefill_cta(const PrefillParams& p, int m_block, PrefillCta
                 0,
                 0,
                 1,
-                2};
+                p.dtype == Dtype::kF16 ? KvFormat::kF16 : KvFormat::kBf16,
+                nullptr,
+                nullptr,
+                0};
     }
     c.mask = {c.lk, c.lk - c.lq, p.window_left, p.causal};
     const int row_hi = c.row_lo + c.rows - 1;
@@ -219,10 +274,15 @@ __global__ void __launch_bounds__(PrefillShape<HD>::kThreads)
 
     const T* q = static_cast<const T*>(p.q) + (q0 + row_lo) * p.q_row_stride + h * p.q_head_stride;
     load_tile<T, HD, kM, Shape::kThreads>(sQ, rows, [&](int r) { return q + r * p.q_row_stride; });
-    auto load_kv = [&](T* dst, const char* base, int t) {
+    const bool kv_8bit = kv.table != nullptr && is_8bit(kv.format);
+    auto load_kv = [&](T* dst, bool value, int t) {
         const int key0 = t * kN;
+        if (kv_8bit) {
+            load_tile_8bit<T, HD, kN, Shape::kThreads>(dst, min(kN, lk - key0), kv, value, key0);
+            return;
+        }
         load_tile<T, HD, kN, Shape::kThreads>(dst, min(kN, lk - key0), [&](int r) {
-            return reinterpret_cast<const T*>(base) + kv.offset(key0 + r);
+            return reinterpret_cast<const T*>(value ? kv.v : kv.k) + kv.offset(key0 + r);
         });
     };
     // Block-sparse: the K/V pipeline runs over the unmasked tiles only.
@@ -233,7 +293,7 @@ __global__ void __launch_bounds__(PrefillShape<HD>::kThreads)
         return t;
     };
     const int t_first = next_tile(t_begin);
-    if (t_first < t_end) load_kv(sK, kv.k, t_first);
+    if (t_first < t_end) load_kv(sK, false, t_first);
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
@@ -256,7 +316,7 @@ __global__ void __launch_bounds__(PrefillShape<HD>::kThreads)
             cp_async_wait<0>();
             __syncthreads();  // K_t landed; every warp finished reading V_{t-1}
         }
-        load_kv(sV, kv.v, t);
+        load_kv(sV, true, t);
         cp_async_commit();
 
         float s[kN / 8][4] = {};
@@ -286,7 +346,7 @@ __global__ void __launch_bounds__(PrefillShape<HD>::kThreads)
 
         cp_async_wait<0>();
         __syncthreads();  // V_t landed; every warp finished reading K_t
-        if (t_next < t_end) load_kv(sK, kv.k, t_next);
+        if (t_next < t_end) load_kv(sK, false, t_next);
         cp_async_commit();
 
 #pragma unroll

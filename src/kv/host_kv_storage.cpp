@@ -40,6 +40,8 @@ std::string_view kv_format_name(KvFormat f) {
             return "q8";
         case KvFormat::Q4:
             return "q4";
+        case KvFormat::FP8:
+            return "fp8";
     }
     return "?";
 }
@@ -56,6 +58,8 @@ size_t kv_row_bytes(KvFormat f, int64_t head_dim, int64_t group) {
             return hd + 2 * static_cast<size_t>(kv_groups(head_dim, group));
         case KvFormat::Q4:
             return static_cast<size_t>(q4_row_bytes(head_dim) + 4 * kv_groups(head_dim, group));
+        case KvFormat::FP8:
+            return hd + 4;  // the CUDA backend's: a float scale per row
     }
     return 0;
 }
@@ -76,10 +80,11 @@ std::string kv_formats_name(KvFormats f) {
 }
 
 KvFormat parse_kv_format(std::string_view name) {
-    for (KvFormat f : {KvFormat::F32, KvFormat::F16, KvFormat::BF16, KvFormat::Q8, KvFormat::Q4}) {
+    for (KvFormat f : {KvFormat::F32, KvFormat::F16, KvFormat::BF16, KvFormat::Q8, KvFormat::Q4,
+                       KvFormat::FP8}) {
         if (kv_format_name(f) == name) return f;
     }
-    fail<InvalidArgument>("unknown KV format '{}' (f32, f16, bf16, q8 or q4)", name);
+    fail<InvalidArgument>("unknown KV format '{}' (f32, f16, bf16, q8, q4 or fp8)", name);
 }
 
 size_t KvStorage::bytes_per_token() const {
@@ -123,6 +128,9 @@ HostKvStorage::HostKvStorage(const KvLayout& layout, KvFormats formats)
     : layout_((check_layout(layout), layout)), formats_(formats) {
     if (!valid_kv_group(formats.group)) {
         fail<InvalidArgument>("KV quantisation group {} must be 32, 64 or 128", formats.group);
+    }
+    if (formats.k == KvFormat::FP8 || formats.v == KvFormat::FP8) {
+        fail<InvalidArgument>("fp8 KV is stored by the CUDA backend only (--device cuda)");
     }
     for (bool value : {false, true}) {
         shape_[value] = KvSideView(nullptr, value ? formats.v : formats.k, layout_.n_kv_heads,

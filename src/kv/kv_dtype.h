@@ -68,6 +68,8 @@ decltype(auto) visit_kv_format(KvFormat format, Fn&& fn) {
             return fn(KvQ8{});
         case KvFormat::Q4:
             return fn(KvQ4{});
+        case KvFormat::FP8:
+            break;  // GPU only: no host storage
     }
     fail<InvalidArgument>("unknown KV format {}", static_cast<int>(format));
 }

@@ -25,8 +25,9 @@ namespace vela {
 // Formats of the stored K and V (kv/kv_quant.h). Q8: int8 with an fp16 scale per group (32
 // values) of a row. Q4: 4-bit with an fp16 scale and minimum per group of a row for V; for K,
 // KIVI's per-channel 4-bit: a (scale, min) per channel of each full block, the block still filling
-// in fp16 beside it (kv/kivi_keys.h).
-enum class KvFormat { F32, F16, BF16, Q8, Q4 };
+// in fp16 beside it (kv/kivi_keys.h). FP8: OCP e4m3 with a float scale per row, stored by the
+// CUDA backend only (backend/cuda/kv_ops.h), which also stores Q8 with one group a row.
+enum class KvFormat { F32, F16, BF16, Q8, Q4, FP8 };
 
 std::string_view kv_format_name(KvFormat f);
 // Bytes of one token's row of one KV head in a per-token layout, its scales included (one per
@@ -37,7 +38,7 @@ size_t kv_row_bytes(KvFormat f, int64_t head_dim, int64_t group);
 // 64, blocks of 16: 32 bytes of codes + 256 / 16 of scales = 48 bytes, 6 bits per value). The
 // fp16 keys of blocks still filling are not counted (one block per sequence, kivi_keys.h).
 size_t kv_token_bytes(KvFormat f, bool key, int64_t head_dim, int64_t block_size, int64_t group);
-// "f32", "f16", "bf16", "q8", "q4" (as --kv-type spells them); InvalidArgument otherwise.
+// "f32", "f16", "bf16", "q8", "q4", "fp8" (as --kv-type spells them); InvalidArgument otherwise.
 KvFormat parse_kv_format(std::string_view name);
 
 // The formats of K and of V, chosen apart (as llama.cpp's -ctk / -ctv); a single format
@@ -109,8 +110,8 @@ class KvStorage {
     // Attention scores (KvLayout::attention_scores) of the tokens at `slots` in one layer:
     // out[i * n_kv_heads + h] for slot i, KV head h. InvalidArgument when the storage keeps none.
     virtual void read_scores(int64_t layer, std::span<const int64_t> slots, float* out) const = 0;
-    // K and V of one token over all layers, in bytes.
-    size_t bytes_per_token() const;
+    // K and V of one token over all layers, in bytes (scales included).
+    virtual size_t bytes_per_token() const;
 };
 
 }  // namespace vela

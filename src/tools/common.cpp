@@ -145,8 +145,8 @@ EngineConfig Runtime::engine_config(const CommonOptions& o, bool fill_kv) const 
 size_t Runtime::kv_bytes_per_token(const EngineConfig& c) const {
     const HParams& hp = model->hparams();
     const KvFormats f = c.kv_formats;
-    return (kv_token_bytes(f.k, true, hp.head_dim, c.kv_block_size, f.group) +
-            kv_token_bytes(f.v, false, hp.head_dim, c.kv_block_size, f.group)) *
+    return (backend->kv_token_bytes(f.k, true, hp.head_dim, c.kv_block_size, f.group) +
+            backend->kv_token_bytes(f.v, false, hp.head_dim, c.kv_block_size, f.group)) *
            static_cast<size_t>(hp.n_kv_heads * hp.n_layers);
 }
 

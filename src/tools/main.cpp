@@ -35,10 +35,11 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
     app.add_flag("--enforce-eager", o.enforce_eager,
                  "GPU: launch every op one by one instead of replaying decode steps recorded as "
                  "CUDA graphs");
-    const auto kv_types = CLI::IsMember({"f32", "f16", "bf16", "q8", "q4"});
+    const auto kv_types = CLI::IsMember({"f32", "f16", "bf16", "q8", "q4", "fp8"});
     app.add_option("--kv-type", o.kv_type,
                    "KV cache format of K and V: f32, f16, bf16, q8 (int8), q4 (4-bit; K "
-                   "per channel of each block as KIVI, the newest block in fp16; CPU)")
+                   "per channel of each block as KIVI, the newest block in fp16; CPU), fp8 "
+                   "(e4m3 with a scale per head row; GPU)")
         ->check(kv_types)
         ->capture_default_str();
     app.add_option("--kv-type-k", o.kv_type_k, "KV cache format of K (default: --kv-type)")
@@ -47,7 +48,7 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
         ->check(kv_types);
     app.add_option("--kv-quant-group", o.kv_quant_group,
                    "values per scale of a q8 row and of a q4 V row (KIVI's group size): 32, 64 "
-                   "or 128")
+                   "or 128 (CPU; the GPU keeps one scale per head row)")
         ->check(CLI::IsMember({int64_t{32}, int64_t{64}, int64_t{128}}))
         ->capture_default_str();
     app.add_option("--kv-block-size", o.kv_block_size,

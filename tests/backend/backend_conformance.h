@@ -102,7 +102,11 @@ inline std::vector<BackendFactory> built_backends() {
         if (static_cast<int>(isa) > static_cast<int>(cpu::detect_isa())) continue;
         out.push_back({"cpu_" + std::string(cpu::isa_name(isa)),
                        [isa](ThreadPool& pool) { return make_cpu_backend(pool, isa); },
-                       read_host_kv});
+                       read_host_kv,
+                       {},
+                       [](KvFormats f, int64_t) {  // FP8 is the GPU's only
+                           return f.k != KvFormat::FP8 && f.v != KvFormat::FP8;
+                       }});
     }
 #ifdef VELA_HAS_CUDA
     // Without a device the CUDA entry is left out (printed); with VELA_REQUIRE_GPU=1 that fails.

@@ -52,6 +52,36 @@ inline QuantRow q8_reference(const float* x, int64_t n, int64_t group) {
     return r;
 }
 
+// The nearest OCP FP8 e4m3 value to v (ties to even; beyond the largest finite value, 448, it
+// saturates), and in `step` the spacing of e4m3 values where v lies.
+inline double e4m3_round(double v, double& step) {
+    const double a = std::fabs(v);
+    int e = 0;
+    std::frexp(a, &e);                                // a in [2^(e-1), 2^e)
+    step = std::ldexp(1.0, std::max(e - 1, -6) - 3);  // 3 mantissa bits, subnormals below 2^-6
+    const double r = std::min(std::nearbyint(a / step) * step, 448.0);
+    return v < 0 ? -r : r;
+}
+
+// FP8 (the CUDA backend's, one group a row): scale = max|x| / 448 (in float), value =
+// e4m3(x / scale) * scale. Slack: one step where x / scale is a near-tie, plus half a float ulp
+// of the value (e4m3 times a float scale is rounded to float when read).
+inline QuantRow fp8_reference(const float* x, int64_t n) {
+    QuantRow r{std::vector<double>(n), std::vector<double>(n), std::vector<double>(n)};
+    float amax = 0.f;
+    for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+    const double scale = amax / 448.f;
+    for (int64_t i = 0; i < n; ++i) {
+        double step = 0.0;
+        const double v = scale > 0.0 ? x[i] / scale : 0.0;
+        r.value[i] = e4m3_round(v, step) * scale;
+        r.slack[i] = (near_tie(std::fabs(v) / step, 1e-4) ? 1.01 * step * scale : 0.0) +
+                     std::fabs(r.value[i]) * 0x1p-24;
+        r.scale[i] = scale;
+    }
+    return r;
+}
+
 // Q4: per group of `group` values, min = min(x) rounded down to fp16, scale = (max(x) - min) / 15
 // rounded up to fp16, q = round((x - min) / scale) (ties to even), value = min + q * scale.
 // Slack as for Q8, plus half a float ulp of the result (the sum is rounded to float).

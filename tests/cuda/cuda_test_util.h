@@ -25,10 +25,10 @@ inline bool gpu_required() {
     return v != nullptr && std::string(v) != "" && std::string(v) != "0";
 }
 
-#define VELA_SKIP_WITHOUT_DEVICE()                                                    \
-    if (!::vela::cuda::device_available()) {                                          \
+#define VELA_SKIP_WITHOUT_DEVICE()                                                      \
+    if (!::vela::cuda::device_available()) {                                            \
         if (::vela::cuda::test::gpu_required()) FAIL() << "VELA_REQUIRE_GPU=1, no GPU"; \
-        GTEST_SKIP() << "no CUDA device";                                             \
+        GTEST_SKIP() << "no CUDA device";                                               \
     }
 
 #define ASSERT_CUDA(expr) ASSERT_EQ((expr), cudaSuccess) << cudaGetErrorString(expr)
@@ -73,6 +73,14 @@ class DeviceBuffer {
 
 inline double to_double(Dtype t, uint16_t v) {
     return t == Dtype::kF16 ? fp16_to_fp32(v) : bf16_to_fp32(v);
+}
+
+// OCP FP8 E4M3 (bias 7, no infinities, 0x7f/0xff are NaN) decoded independently of CUDA.
+inline double fp8_e4m3_to_double(uint8_t v) {
+    const int sign = v >> 7, exp = (v >> 3) & 0xf, mant = v & 7;
+    const double mag =
+        exp == 0 ? std::ldexp(mant / 8.0, -6) : std::ldexp(1.0 + mant / 8.0, exp - 7);
+    return sign ? -mag : mag;
 }
 
 // n random normal values rounded to dtype t; `exact` receives the stored values as double.

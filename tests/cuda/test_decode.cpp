@@ -16,14 +16,6 @@
 namespace vela::cuda::test {
 namespace {
 
-// OCP FP8 E4M3 (bias 7, no infinities, 0x7f/0xff are NaN) decoded independently of CUDA.
-double fp8_e4m3_to_double(uint8_t v) {
-    const int sign = v >> 7, exp = (v >> 3) & 0xf, mant = v & 7;
-    const double mag =
-        exp == 0 ? std::ldexp(mant / 8.0, -6) : std::ldexp(1.0 + mant / 8.0, exp - 7);
-    return sign ? -mag : mag;
-}
-
 struct DecodeCase {
     KvFormat format;
     Dtype dtype;
@@ -91,10 +83,11 @@ Cache make_cache(const DecodeCase& c, std::mt19937& rng) {
     const size_t n = size_t(cache.num_blocks) * bs * c.num_kv_heads * c.head_dim;
     fill_stored(c.format, cache.k, n, rng);
     fill_stored(c.format, cache.v, n, rng);
-    // Scales map int8 (|x| <= 127) and fp8 (|x| <= 448) back to O(1) values, varied per block.
+    // Scales map int8 (|x| <= 127) and fp8 (|x| <= 448) back to O(1) values, varied per row
+    // (token, kv head), laid out as the rows: scale_index().
     std::uniform_real_distribution<float> sd(0.5f, 1.5f);
     const float unit = c.format == KvFormat::kInt8 ? 1.f / 64 : 1.f / 128;
-    for (int i = 0; i < cache.num_blocks * c.num_kv_heads; ++i) {
+    for (int i = 0; i < cache.num_blocks * bs * c.num_kv_heads; ++i) {
         cache.k_scale.push_back(sd(rng) * unit);
         cache.v_scale.push_back(sd(rng) * unit);
     }
@@ -112,13 +105,16 @@ Cache make_cache(const DecodeCase& c, std::mt19937& rng) {
 }
 
 // Where each non-empty sequence's newest key lives (token-major blocks): its K/V row (all kv
-// heads, `row` bytes into the caches) and, when it is a block's first key, its block's scales
-// (`scales` floats into the scale arrays).
+// heads, `row` bytes into the caches) and its scales (`scales` floats into the scale arrays).
 struct NewestKey {
     int64_t row, row_bytes;
-    bool opens_block;
     int64_t scales, scale_bytes;
 };
+
+// Index of the scale of element i of the caches (scales are laid out as the rows).
+size_t scale_index(const DecodeCase& c, size_t i) {
+    return i / static_cast<size_t>(c.head_dim);
+}
 
 std::vector<NewestKey> newest_keys(const DecodeCase& c, const Cache& cache) {
     std::vector<NewestKey> keys;
@@ -132,8 +128,8 @@ std::vector<NewestKey> newest_keys(const DecodeCase& c, const Cache& cache) {
         if (t < 0) continue;
         const int64_t blk = cache.table[b * cache.table_stride + t / bs];
         const int64_t row_bytes = int64_t{Hk} * c.head_dim * elem_bytes(c.format);
-        keys.push_back(
-            {(blk * bs + t % bs) * row_bytes, row_bytes, t % bs == 0, blk * Hk, int64_t{Hk} * 4});
+        keys.push_back({(blk * bs + t % bs) * row_bytes, row_bytes, (blk * bs + t % bs) * Hk,
+                        int64_t{Hk} * 4});
     }
     return keys;
 }
@@ -148,8 +144,8 @@ struct DecodeRun {
 // metadata_ready: the block table and lengths are read before the programmatic-launch wait;
 // kv_ready: so are the first tiles of keys older than each sequence's newest. With `stale`, the
 // device caches start as `stale` and q as NaN, and a late writer launched just before the call
-// (late_writer.h) puts q, each sequence's newest K/V row and, where that key opens a block, the
-// block's scales from `cache` in place: what the call may not read before its wait.
+// (late_writer.h) puts q, each sequence's newest K/V row and its scales from `cache` in place:
+// what the call may not read before its wait.
 DecodeRun run_decode(const DecodeCase& c, const Cache& cache, const std::vector<uint16_t>& q,
                      int num_splits, void* workspace = nullptr, bool metadata_ready = false,
                      bool kv_ready = false, const Cache* stale = nullptr) {
@@ -177,9 +173,10 @@ DecodeRun run_decode(const DecodeCase& c, const Cache& cache, const std::vector<
                int64_t{c.block_size} * c.num_kv_heads * c.head_dim,
                c.head_major ? int64_t{c.head_dim} : int64_t{c.num_kv_heads} * c.head_dim,
                c.head_major ? int64_t{c.block_size} * c.head_dim : int64_t{c.head_dim}};
+    p.paged.k_scale = ks.get();
+    p.paged.v_scale = vs.get();
+    p.paged.scale_block_stride = p.paged.block_stride / c.head_dim;
     p.seqlens_k = seqlens.get();
-    p.k_scale = ks.get();
-    p.v_scale = vs.get();
     p.o = o.get();
     p.lse = lse.get();
     p.softmax_scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
@@ -211,10 +208,8 @@ DecodeRun run_decode(const DecodeCase& c, const Cache& cache, const std::vector<
         for (const NewestKey& n : newest_keys(c, cache)) {
             copies.push_back({k.get() + n.row, src_k.get() + n.row, n.row_bytes});
             copies.push_back({v.get() + n.row, src_v.get() + n.row, n.row_bytes});
-            if (n.opens_block) {
-                copies.push_back({ks.get() + n.scales, src_ks.get() + n.scales, n.scale_bytes});
-                copies.push_back({vs.get() + n.scales, src_vs.get() + n.scales, n.scale_bytes});
-            }
+            copies.push_back({ks.get() + n.scales, src_ks.get() + n.scales, n.scale_bytes});
+            copies.push_back({vs.get() + n.scales, src_vs.get() + n.scales, n.scale_bytes});
         }
         EXPECT_EQ(launch_late_writer(copies, 200), cudaSuccess);
     }
@@ -258,7 +253,8 @@ void check_reference(const DecodeCase& c, const Cache& cache, const std::vector<
                                          : ((size_t(blk) * bs + t % bs) * Hk + kvh) * hd + d;
                     const bool quant =
                         c.format == KvFormat::kInt8 || c.format == KvFormat::kFp8E4M3;
-                    return stored_value(c.format, raw, i) * (quant ? scale[blk * Hk + kvh] : 1.0);
+                    return stored_value(c.format, raw, i) *
+                           (quant ? scale[scale_index(c, i)] : 1.0);
                 };
             };
             double ref_lse, unused_lse;
@@ -355,10 +351,10 @@ TEST_P(Decode, MatchesReferenceAndSplitCountInvariant) {
 
 // DecodeParams::metadata_ready and kv_ready let the kernel read before its launch wait: the
 // block table and lengths, and with kv_ready the first tiles of keys older than the newest. The
-// kernel launched just before (late_writer.h) writes q, each sequence's newest K/V row and the
-// scales of a block that key opens about 200 us after the call has launched; until then they
-// hold NaN (INT8 rows hold 127: a stale INT8 row shows only through its error, a stale scale
-// through NaN, which block size 1 gives every newest key). A read of any of them before the
+// kernel launched just before (late_writer.h) writes q, each sequence's newest K/V row and its
+// scales about 200 us after the call has launched; until then they hold NaN (INT8 rows hold
+// 127: a stale INT8 row shows only through its error, a stale scale through NaN). A read of any
+// of them before the
 // wait breaks the result. (Needs sm_90+ for the early launch; elsewhere the call just waits.)
 TEST(DecodeGqa, ReadsWrittenKeyOnlyAfterLaunchWait) {
     VELA_SKIP_WITHOUT_DEVICE();
@@ -373,7 +369,7 @@ TEST(DecodeGqa, ReadsWrittenKeyOnlyAfterLaunchWait) {
             for (const NewestKey& n : newest_keys(c, cache)) {
                 std::memset(&stale.k[n.row], f == KvFormat::kInt8 ? 0x7f : 0xff, n.row_bytes);
                 std::memset(&stale.v[n.row], f == KvFormat::kInt8 ? 0x7f : 0xff, n.row_bytes);
-                if (quant && n.opens_block) {
+                if (quant) {
                     std::memset(&stale.k_scale[n.scales], 0xff, n.scale_bytes);
                     std::memset(&stale.v_scale[n.scales], 0xff, n.scale_bytes);
                 }

@@ -361,6 +361,136 @@ TEST(Prefill, PagedBlockSize1Gqa8) {
     run_case(c, 9);
 }
 
+// 8-bit paged K/V (KvFormat kInt8 / kFp8E4M3): random codes with a random scale per row, on
+// shuffled blocks whose unused slots have NaN scales, the scales laid out as the rows. Each
+// value is widened to float, scaled and rounded to the dtype, so the result must be
+// bit-identical to the mma.sync kernel run on a contiguous copy of those rounded values (which
+// the float64 reference checks). Run with kAuto: quantised paged K/V must route to mma.sync.
+void run_8bit_paged(const Case& c, KvFormat f, uint32_t seed) {
+    std::mt19937 rng(seed);
+    Inputs in = make_inputs(c, rng);
+    const int hd = c.head_dim, Hk = c.num_kv_heads, bs = c.block_size;
+    const size_t row = size_t(Hk) * hd, total_k = in.cu_k.back();
+    std::uniform_real_distribution<float> sd(0.5f, 1.5f);
+    const float unit = f == KvFormat::kInt8 ? 1.f / 64 : 1.f / 128;
+    std::vector<uint8_t> codes[2];
+    std::vector<float> scales[2];
+    for (int side = 0; side < 2; ++side) {
+        std::vector<uint16_t>& x16 = side == 0 ? in.k : in.v;
+        std::vector<double>& xd = side == 0 ? in.kd : in.vd;
+        codes[side].resize(total_k * row);
+        scales[side].resize(total_k * Hk);
+        for (float& s : scales[side]) s = sd(rng) * unit;
+        for (size_t i = 0; i < codes[side].size(); ++i) {
+            uint8_t b;
+            do b = static_cast<uint8_t>(rng());
+            while (f == KvFormat::kInt8 ? b == 0x80 : (b & 0x7f) == 0x7f);
+            codes[side][i] = b;
+            const double stored =
+                f == KvFormat::kInt8 ? static_cast<int8_t>(b) : fp8_e4m3_to_double(b);
+            const float value = static_cast<float>(stored) * scales[side][i / hd];
+            x16[i] = c.dtype == Dtype::kF16 ? fp32_to_fp16(value) : fp32_to_bf16(value);
+            xd[i] = to_double(c.dtype, x16[i]);
+        }
+    }
+    DeviceBuffer<uint16_t> q(in.q), k(in.k), v(in.v), o(in.q.size());
+    DeviceBuffer<int32_t> cu_q(in.cu_q), cu_k(in.cu_k);
+    DeviceBuffer<float> lse(in.cu_q.back() * size_t(c.num_heads));
+    PrefillParams p = base_params(c);
+    p.kernel = PrefillKernel::kMmaSync;
+    p.q = q.get();
+    p.k = k.get();
+    p.v = v.get();
+    p.o = o.get();
+    p.lse = lse.get();
+    p.cu_seqlens_q = cu_q.get();
+    p.cu_seqlens_k = cu_k.get();
+    o.poison();
+    prefill_forward(p);
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    const auto out = o.download();
+    check_against_reference(c, in, BlockMask{}, out, lse.download(), rng);
+
+    // The same rows on shuffled blocks: codes, and scales at (element offset) / head_dim.
+    int stride = 0;
+    for (int lk : c.lk) stride = std::max(stride, (lk + bs - 1) / bs);
+    const int nb = stride * static_cast<int>(c.lk.size()) + 3;
+    std::vector<int32_t> ids(nb), table(c.lk.size() * stride, 0), seqlens(c.lk);
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), rng);
+    std::vector<uint8_t> paged[2] = {std::vector<uint8_t>(nb * bs * row),
+                                     std::vector<uint8_t>(nb * bs * row)};
+    std::vector<float> paged_scales[2] = {std::vector<float>(nb * bs * Hk, NAN),
+                                          std::vector<float>(nb * bs * Hk, NAN)};
+    int next = 0;
+    for (size_t b = 0; b < c.lk.size(); ++b) {
+        for (int t = 0; t < c.lk[b]; ++t) {
+            int32_t& blk = table[b * stride + t / bs];
+            if (t % bs == 0) blk = ids[next++];
+            const size_t dst = (size_t(blk) * bs + t % bs) * row, src = (in.cu_k[b] + t) * row;
+            for (int side = 0; side < 2; ++side) {
+                std::copy_n(codes[side].begin() + src, row, paged[side].begin() + dst);
+                std::copy_n(scales[side].begin() + src / hd, Hk,
+                            paged_scales[side].begin() + dst / hd);
+            }
+        }
+    }
+    DeviceBuffer<uint8_t> kc(paged[0]), vc(paged[1]);
+    DeviceBuffer<float> ksc(paged_scales[0]), vsc(paged_scales[1]);
+    DeviceBuffer<int32_t> table_dev(table), seqlens_dev(seqlens);
+    p.kernel = PrefillKernel::kAuto;
+    p.kv_format = f;
+    p.paged = {kc.get(),     vc.get(), table_dev.get(), stride, bs, int64_t{bs} * int64_t(row),
+               int64_t(row), hd};
+    p.paged.k_scale = ksc.get();
+    p.paged.v_scale = vsc.get();
+    p.paged.scale_block_stride = int64_t{bs} * Hk;
+    p.seqlens_k = seqlens_dev.get();
+    o.poison();
+    prefill_forward(p);
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    EXPECT_TRUE(o.download() == out) << "8-bit paged output differs from its contiguous copy";
+}
+
+TEST(Prefill, Paged8BitMatchesContiguousCopy) {
+    VELA_SKIP_WITHOUT_DEVICE();
+    for (KvFormat f : {KvFormat::kInt8, KvFormat::kFp8E4M3}) {
+        for (Dtype dtype : {Dtype::kBf16, Dtype::kF16}) {
+            for (int hd : {64, 128}) {
+                SCOPED_TRACE(::testing::Message() << "format " << static_cast<int>(f) << " dtype "
+                                                  << static_cast<int>(dtype) << " hd " << hd);
+                // Prefix-cached chunks (lq < lk), one decode row, a block size of 7.
+                run_8bit_paged({dtype, hd, 8, 2, {33, 1, 70}, {100, 17, 70}, true, -1, 16, 1 << 30},
+                               f, 77 + hd);
+                run_8bit_paged({dtype, hd, 4, 4, {5, 64}, {40, 200}, true, 31, 7, 1 << 30}, f,
+                               78 + hd);
+            }
+        }
+    }
+}
+
+// A paged 8-bit cache on the wgmma kernel, or without scales, is an InvalidArgument.
+TEST(Prefill, Paged8BitNeedsScalesAndMmaSync) {
+    PrefillParams p;
+    p.dtype = Dtype::kBf16;
+    p.head_dim = 128;
+    p.num_heads = p.num_kv_heads = p.batch = p.max_seqlen_q = 1;
+    int32_t dummy = 0;
+    p.q = p.o = &dummy;
+    p.cu_seqlens_q = p.seqlens_k = &dummy;
+    p.paged = {&dummy, &dummy, &dummy, 1, 16, 16 * 128, 128, 128};
+    p.softmax_scale = 1.f;
+    p.kv_format = KvFormat::kInt8;
+    p.kernel = PrefillKernel::kMmaSync;
+    EXPECT_THROW(prefill_forward(p), InvalidArgument);  // no scales
+    if (prefill_wgmma_available()) {
+        p.paged.k_scale = p.paged.v_scale = reinterpret_cast<const float*>(&dummy);
+        p.paged.scale_block_stride = 16;
+        p.kernel = PrefillKernel::kWgmma;
+        EXPECT_THROW(prefill_forward(p), InvalidArgument);
+    }
+}
+
 TEST(Prefill, SlidingWindowCausal) {
     VELA_SKIP_WITHOUT_DEVICE();
     Case c{Dtype::kF16, 128, 4, 2, {97, 1000}, {97, 1000}, true, 31, 16};

@@ -18,12 +18,15 @@ namespace vela {
 namespace {
 
 using cuda_backend::as_stream;
+using cuda_backend::attention_kv_format;
 using cuda_backend::check;
 using cuda_backend::check_device_weight;
 using cuda_backend::check_f32;
 using cuda_backend::device_storage;
 using cuda_backend::Half;
 using cuda_backend::half_of;
+using cuda_backend::kv_shape;
+using cuda_backend::paged_kv;
 
 void check(cublasStatus_t s, const char* what) {
     if (s != CUBLAS_STATUS_SUCCESS) {
@@ -159,17 +162,29 @@ void CudaBackend::load_weights(ModelWeights& weights) {
     weights_.push_back(std::move(memory));
 }
 
+// 16-bit KV at head sizes 64, 128 and 256 (prefill's wgmma kernel); 8-bit at 64 and 128 (the
+// mma.sync prefill kernel and the decode kernel read it).
 bool CudaBackend::supports_kv(KvFormats formats, int64_t head_dim) {
-    const bool half =
-        formats.k == formats.v && (formats.k == KvFormat::F16 || formats.k == KvFormat::BF16);
-    return half && (head_dim == 0 || head_dim == 64 || head_dim == 128 || head_dim == 256);
+    if (formats.k != formats.v) return false;
+    const KvFormat f = formats.k;
+    if (f == KvFormat::F16 || f == KvFormat::BF16)
+        return head_dim == 0 || head_dim == 64 || head_dim == 128 || head_dim == 256;
+    if (f == KvFormat::Q8 || f == KvFormat::FP8)
+        return head_dim == 0 || head_dim == 64 || head_dim == 128;
+    return false;
+}
+
+size_t CudaBackend::kv_token_bytes(KvFormat f, bool key, int64_t head_dim, int64_t block_size,
+                                   int64_t group) const {
+    if (f == KvFormat::Q8 || f == KvFormat::FP8) return static_cast<size_t>(head_dim) + 4;
+    return Backend::kv_token_bytes(f, key, head_dim, block_size, group);
 }
 
 std::unique_ptr<KvStorage> CudaBackend::make_kv_storage(const KvLayout& layout, KvFormats formats) {
     // Any head size is stored; attention() refuses the ones its kernels lack (InvalidArgument).
     if (!supports_kv(formats, 0)) {
         fail<InvalidArgument>(
-            "the CUDA backend stores KV as f16 or bf16 (the same for K and V), got {}",
+            "the CUDA backend stores KV as f16, bf16, q8 or fp8 (the same for K and V), got {}",
             kv_formats_name(formats));
     }
     if (layout.attention_scores) {
@@ -178,8 +193,8 @@ std::unique_ptr<KvStorage> CudaBackend::make_kv_storage(const KvLayout& layout, 
     }
     ++generation_;
     // Sparse attention (plan) needs the block size; storages that disagree make it refuse.
-    kv_block_size_ = kv_block_size_ == 0 || kv_block_size_ == layout.block_size ? layout.block_size
-                                                                               : -1;
+    kv_block_size_ =
+        kv_block_size_ == 0 || kv_block_size_ == layout.block_size ? layout.block_size : -1;
     return std::make_unique<DeviceKvStorage>(layout, formats, stream_);
 }
 
@@ -221,9 +236,9 @@ void CudaBackend::plan(const ForwardBatch& batch) {
         table_host_.assign(table_len, -1);
         for (int64_t s = 0; s < batch.n_seqs(); ++s) {
             const std::span<const int32_t> blocks =
-                sparse ? std::span<const int32_t>(sparse_blocks_).subspan(
-                             static_cast<size_t>(sparse_start_[s]),
-                             static_cast<size_t>(sparse_start_[s + 1] - sparse_start_[s]))
+                sparse ? std::span<const int32_t>(sparse_blocks_)
+                             .subspan(static_cast<size_t>(sparse_start_[s]),
+                                      static_cast<size_t>(sparse_start_[s + 1] - sparse_start_[s]))
                        : batch.blocks(s);
             std::copy(blocks.begin(), blocks.end(), table_host_.begin() + s * plan_.table_stride);
         }
@@ -236,8 +251,10 @@ void CudaBackend::plan(const ForwardBatch& batch) {
         int32_t** dst;
     };
     const Array arrays[] = {
-        {&batch.tokens, &plan_.tokens},         {&batch.query_start, &plan_.query_start},
-        {&kv_len, &plan_.kv_len},               {table, &plan_.block_table},
+        {&batch.tokens, &plan_.tokens},
+        {&batch.query_start, &plan_.query_start},
+        {&kv_len, &plan_.kv_len},
+        {table, &plan_.block_table},
         {&batch.logit_rows, &plan_.logit_rows},
     };
     size_t bytes = n_slots * sizeof(int64_t);
@@ -264,12 +281,14 @@ void CudaBackend::plan(const ForwardBatch& batch) {
 // applied when they were written. A draft that reads a few keys more is still only a draft.
 void CudaBackend::sparse_tables(const ForwardBatch& batch) {
     if (batch.n_rows() != batch.n_seqs()) {
-        fail<InvalidArgument>("the CUDA backend runs sparse (self-drafting) attention in decode "
-                              "steps only (one row per sequence)");
+        fail<InvalidArgument>(
+            "the CUDA backend runs sparse (self-drafting) attention in decode "
+            "steps only (one row per sequence)");
     }
     if (kv_block_size_ <= 0) {
-        fail<InvalidArgument>("sparse attention on the CUDA backend needs its KV storage (one "
-                              "block size for every storage it made)");
+        fail<InvalidArgument>(
+            "sparse attention on the CUDA backend needs its KV storage (one "
+            "block size for every storage it made)");
     }
     const int64_t bs = kv_block_size_;
     const int64_t n_sink = (batch.sparse_sinks + bs - 1) / bs;
@@ -334,12 +353,12 @@ void CudaBackend::matmul(const Weight& w, const Tensor& x, Tensor y) {
     const float alpha = 1.f, beta = 0.f;
     const cudaDataType_t operand = f16 ? CUDA_R_16F : CUDA_R_16BF;
     // Column-major view: y^T (n x m) = W (k x n)^T * x^T (k x m).
-    check(cublasGemmEx(static_cast<cublasHandle_t>(cublas_), CUBLAS_OP_T, CUBLAS_OP_N,
-                       static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha, wb,
-                       operand, static_cast<int>(k), xb, operand, static_cast<int>(k), &beta,
-                       y.f32(), CUDA_R_32F, static_cast<int>(n), CUBLAS_COMPUTE_32F,
-                       CUBLAS_GEMM_DEFAULT),
-          "matmul (cublasGemmEx)");
+    check(
+        cublasGemmEx(static_cast<cublasHandle_t>(cublas_), CUBLAS_OP_T, CUBLAS_OP_N,
+                     static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha, wb,
+                     operand, static_cast<int>(k), xb, operand, static_cast<int>(k), &beta, y.f32(),
+                     CUDA_R_32F, static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "matmul (cublasGemmEx)");
 }
 
 void CudaBackend::rms_norm(const Tensor& x, const Weight& weight, Tensor y, float eps) {
@@ -416,12 +435,9 @@ void CudaBackend::write_kv(KvStorage& kv, int64_t layer, const Tensor& k, const 
     w.v = v.f32();
     w.slots = p.slots;
     w.rows = k.rows;
-    w.n_kv_heads = l.n_kv_heads;
-    w.head_dim = l.head_dim;
-    w.block_size = l.block_size;
     w.k_cache = dkv.side(layer, false);
     w.v_cache = dkv.side(layer, true);
-    w.format = half_of(dkv.formats().k);
+    w.shape = kv_shape(dkv);
     cuda_backend::write_kv(w, stream_);
     check_launch("write_kv");
 }
@@ -459,14 +475,8 @@ void CudaBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q,
         pp.q_row_stride = n_heads * l.head_dim;
         pp.q_head_stride = l.head_dim;
         pp.cu_seqlens_q = p.query_start;
-        pp.paged = cuda::PagedKv{dkv.side(layer, false),
-                                 dkv.side(layer, true),
-                                 p.block_table,
-                                 p.table_stride,
-                                 static_cast<int>(l.block_size),
-                                 l.n_kv_heads * l.block_size * l.head_dim,
-                                 l.head_dim,
-                                 l.block_size * l.head_dim};
+        pp.paged = paged_kv(dkv, layer, p.block_table, p.table_stride);
+        pp.kv_format = attention_kv_format(dkv.formats().k);
         pp.seqlens_k = p.kv_len;
         pp.o = oh;
         pp.o_row_stride = pp.q_row_stride;
@@ -487,21 +497,14 @@ void CudaBackend::decode_attention(const DeviceKvStorage& kv, int64_t layer, con
     const Plan& p = planned();
     cuda::DecodeParams d;
     d.dtype = attention_dtype(half_of(kv.formats().k));
-    d.kv_format = kv.formats().k == KvFormat::BF16 ? cuda::KvFormat::kBf16 : cuda::KvFormat::kF16;
+    d.kv_format = attention_kv_format(kv.formats().k);
     d.head_dim = static_cast<int>(l.head_dim);
     d.num_heads = static_cast<int>(n_heads);
     d.num_kv_heads = static_cast<int>(l.n_kv_heads);
     d.batch = static_cast<int>(p.batch->n_seqs());
     d.max_seqlen_k = p.kv_bound;
     d.q = q;
-    d.paged = cuda::PagedKv{kv.side(layer, false),
-                            kv.side(layer, true),
-                            p.block_table,
-                            p.table_stride,
-                            static_cast<int>(l.block_size),
-                            l.n_kv_heads * l.block_size * l.head_dim,
-                            l.head_dim,
-                            l.block_size * l.head_dim};
+    d.paged = paged_kv(kv, layer, p.block_table, p.table_stride);
     d.seqlens_k = p.kv_len;
     d.o = o;
     d.softmax_scale = scale;

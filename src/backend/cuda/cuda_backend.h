@@ -1,8 +1,9 @@
 #pragma once
 // The CUDA implementation of Backend: whole models on one GPU. Weights are uploaded once and
 // stay in their file's format (quant_kernels.h reads them); activations are fp32 rows in device
-// memory; the KV cache is a DeviceKvStorage of 16-bit values read by the paged FlashAttention
-// kernels of src/cuda. One stream carries the whole step; only to_host() waits for it.
+// memory; the KV cache is a DeviceKvStorage of 16-bit values or 8-bit codes with a scale per row,
+// read by the paged FlashAttention kernels of src/cuda. One stream carries the whole step; only
+// to_host() waits for it.
 //
 // Matmuls of up to kMatvecMaxRows rows (decode, draft verification) run the dequantising
 // matrix-vector kernels in fp32; larger ones (prefill) run a cuBLAS tensor-core GEMM with fp32
@@ -38,9 +39,12 @@ class CudaBuffer final : public DeviceBuffer {
     void* data_ = nullptr;
 };
 
-// Paged K/V in device memory, F16 or BF16, in KvStorage's layout: per layer, K and V each
-// [num_blocks][n_kv_heads][block_size][head_dim]. Swapped-out blocks live in pinned host memory;
-// eviction's row moves run as one kernel per run of moves. No attention scores (h2o, tova).
+// Paged K/V in device memory: per layer, K and V each [num_blocks] blocks of
+// [n_kv_heads][block_size][head_dim] values: F16 or BF16, or 8-bit codes (Q8: int8, FP8: e4m3)
+// followed in the block by one float scale per row ([n_kv_heads][block_size], 16-byte aligned;
+// kv_ops.h defines the quantisation: one group a row, so formats() reports group = head_dim).
+// Swapped-out blocks live in pinned host memory; eviction's row moves run as one kernel per run
+// of moves. No attention scores (h2o, tova).
 class DeviceKvStorage final : public KvStorage {
   public:
     DeviceKvStorage(const KvLayout& layout, KvFormats formats, void* stream);
@@ -55,6 +59,9 @@ class DeviceKvStorage final : public KvStorage {
     // Layer `layer`'s K (value = false) or V cache.
     void* side(int64_t layer, bool value) const;
     size_t block_bytes() const { return block_bytes_; }
+    // Bytes into a block where its row scales begin (8-bit formats; else block_bytes()).
+    size_t scale_offset() const { return scale_offset_; }
+    size_t bytes_per_token() const override;
     // Reads one token's K or V row of one head back as float (tests, debugging); waits for the
     // stream.
     void read(int64_t layer, int64_t slot, int64_t kv_head, bool value, float* out) const;
@@ -69,6 +76,7 @@ class DeviceKvStorage final : public KvStorage {
     KvFormats formats_;
     void* stream_;
     size_t block_bytes_ = 0;  // one block of one side of one layer
+    size_t scale_offset_ = 0;
     std::unique_ptr<CudaBuffer> memory_;
     std::unique_ptr<CudaBuffer> moves_;  // the row moves of one apply(), uploaded
     std::map<int32_t, std::unique_ptr<std::byte, PinnedFree>> host_;  // swap space by host slot
@@ -96,8 +104,7 @@ class CudaBackend final : public Backend {
     std::unique_ptr<KvStorage> make_kv_storage(const KvLayout& layout, KvFormats formats) override;
 
     void plan(const ForwardBatch& batch) override;
-    void run_ops(const void* model, const KvStorage& kv,
-                 const std::function<void()>& ops) override;
+    void run_ops(const void* model, const KvStorage& kv, const std::function<void()>& ops) override;
     void embed(const Weight& table, Tensor out) override;
     void matmul(const Weight& w, const Tensor& x, Tensor y) override;
     void rms_norm(const Tensor& x, const Weight& weight, Tensor y, float eps) override;
@@ -126,6 +133,8 @@ class CudaBackend final : public Backend {
 
     // Whether KV of this format is stored (head_dim 0) and attended over at this head size.
     static bool supports_kv(KvFormats formats, int64_t head_dim);
+    size_t kv_token_bytes(KvFormat f, bool key, int64_t head_dim, int64_t block_size,
+                          int64_t group) const override;
 
   private:
     // A device scratch buffer that grows to the largest size asked of it; growing moves it,

@@ -4,8 +4,10 @@
 #include <cuda_runtime.h>
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/kv_ops.h"
 #include "backend/cuda/ops.h"
 #include "core/error.h"
+#include "cuda/attention_params.h"
 #include "model/weights.h"
 
 namespace vela::cuda_backend {
@@ -31,8 +33,71 @@ inline void check_device_weight(const Weight& w) {
     }
 }
 
+// The 16-bit type of attention's q and o (and of 16-bit KV): fp16 beside 8-bit KV.
 inline Half half_of(KvFormat f) {
     return f == KvFormat::BF16 ? Half::BF16 : Half::F16;
+}
+
+inline KvCode kv_code(KvFormat f) {
+    switch (f) {
+        case KvFormat::BF16:
+            return KvCode::BF16;
+        case KvFormat::Q8:
+            return KvCode::Int8;
+        case KvFormat::FP8:
+            return KvCode::Fp8;
+        default:
+            return KvCode::F16;
+    }
+}
+
+inline cuda::KvFormat attention_kv_format(KvFormat f) {
+    switch (f) {
+        case KvFormat::BF16:
+            return cuda::KvFormat::kBf16;
+        case KvFormat::Q8:
+            return cuda::KvFormat::kInt8;
+        case KvFormat::FP8:
+            return cuda::KvFormat::kFp8E4M3;
+        default:
+            return cuda::KvFormat::kF16;
+    }
+}
+
+// One layer side's shape as the KV kernels see it (K and V share it: one format for both).
+inline KvCacheShape kv_shape(const DeviceKvStorage& kv) {
+    const KvLayout& l = kv.layout();
+    return {l.n_kv_heads,
+            l.head_dim,
+            l.block_size,
+            static_cast<int64_t>(kv.block_bytes()),
+            static_cast<int64_t>(kv.scale_offset()),
+            kv_code(kv.formats().k)};
+}
+
+// Layer `layer` of kv as the attention kernels address it, through a block table of rows of
+// `table_stride` entries. Elements are the stored values (bytes for 8-bit codes, whose scales
+// sit in each block after its rows).
+inline cuda::PagedKv paged_kv(const DeviceKvStorage& kv, int64_t layer, const int32_t* table,
+                              int table_stride) {
+    const KvLayout& l = kv.layout();
+    const auto elem = static_cast<int64_t>(is_8bit(kv_code(kv.formats().k)) ? 1 : 2);
+    cuda::PagedKv p{kv.side(layer, false),
+                    kv.side(layer, true),
+                    table,
+                    table_stride,
+                    static_cast<int>(l.block_size),
+                    static_cast<int64_t>(kv.block_bytes()) / elem,
+                    l.head_dim,
+                    l.block_size * l.head_dim};
+    if (elem == 1) {
+        p.k_scale =
+            reinterpret_cast<const float*>(static_cast<const char*>(p.k_cache) + kv.scale_offset());
+        p.v_scale =
+            reinterpret_cast<const float*>(static_cast<const char*>(p.v_cache) + kv.scale_offset());
+        p.scale_block_stride = static_cast<int64_t>(kv.block_bytes()) / 4;
+    }
+    return p;
 }
 
 inline const DeviceKvStorage& device_storage(const KvStorage& kv) {

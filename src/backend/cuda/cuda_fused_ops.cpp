@@ -6,6 +6,7 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kv_ops.h"
 #include "backend/cuda/ops.h"
 #include "backend/cuda/quant_kernels.h"
 
@@ -14,7 +15,7 @@ namespace vela {
 using cuda_backend::check_device_weight;
 using cuda_backend::check_f32;
 using cuda_backend::device_storage;
-using cuda_backend::half_of;
+using cuda_backend::kv_shape;
 
 void CudaBackend::add_rms_norm(Tensor x, const Tensor& delta, const Weight& weight, Tensor y,
                                float eps) {
@@ -96,14 +97,11 @@ void CudaBackend::rope_write_kv(KvStorage& kv, int64_t layer, Tensor q, Tensor k
     r.slots = p.slots;
     r.rows = q.rows;
     r.n_heads = n_heads;
-    r.n_kv_heads = n_kv_heads;
-    r.head_dim = head_dim;
     r.rot_dim = rot_dim;
-    r.block_size = l.block_size;
     r.neox = neox;
     r.k_cache = dkv.side(layer, false);
     r.v_cache = dkv.side(layer, true);
-    r.format = half_of(dkv.formats().k);
+    r.shape = kv_shape(dkv);
     cuda_backend::rope_write_kv(r, stream_);
     check_launch("rope_write_kv");
 }

@@ -2,11 +2,13 @@
 // KV cache in device memory, with its swap space in pinned host memory).
 #include <cuda_runtime.h>
 
+#include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/ops.h"
+#include "backend/cuda/kv_ops.h"
 #include "core/error.h"
 #include "core/fp16.h"
 #include "cuda/attention_params.h"
@@ -47,8 +49,18 @@ void DeviceKvStorage::PinnedFree::operator()(std::byte* p) const {
 
 DeviceKvStorage::DeviceKvStorage(const KvLayout& layout, KvFormats formats, void* stream)
     : layout_(layout), formats_(formats), stream_(stream) {
-    block_bytes_ = kv_row_bytes(formats.k, layout.head_dim, formats.group) *
-                   static_cast<size_t>(layout.n_kv_heads * layout.block_size);
+    const auto rows = static_cast<size_t>(layout.n_kv_heads * layout.block_size);
+    const auto hd = static_cast<size_t>(layout.head_dim);
+    auto align16 = [](size_t n) { return (n + 15) / 16 * 16; };
+    if (cuda_backend::is_8bit(cuda_backend::kv_code(formats.k))) {
+        // One group a row: what the kernels store (kv_ops.h), reported as the group.
+        formats_.group = layout.head_dim;
+        scale_offset_ = align16(rows * hd);
+        block_bytes_ = scale_offset_ + align16(rows * 4);
+    } else {
+        block_bytes_ = rows * hd * 2;
+        scale_offset_ = block_bytes_;
+    }
     memory_ = std::make_unique<CudaBuffer>(block_bytes_ * static_cast<size_t>(layout.num_blocks) *
                                            static_cast<size_t>(2 * layout.n_layers));
 }
@@ -82,9 +94,7 @@ void DeviceKvStorage::move_rows(std::span<const BlockOp> ops) {
     m.cache = memory_->data();
     m.side_bytes = static_cast<int64_t>(block_bytes_) * layout_.num_blocks;
     m.n_layers = layout_.n_layers;
-    m.n_kv_heads = layout_.n_kv_heads;
-    m.block_size = layout_.block_size;
-    m.head_dim = layout_.head_dim;
+    m.shape = cuda_backend::kv_shape(*this);
     cuda_backend::move_kv_rows(m, stream_);
     check(cudaGetLastError(), "KV row moves");
 }
@@ -152,19 +162,49 @@ void DeviceKvStorage::read_scores(int64_t, std::span<const int64_t>, float*) con
     fail<InvalidArgument>("the GPU's KV storage keeps no attention scores yet");
 }
 
+size_t DeviceKvStorage::bytes_per_token() const {
+    return block_bytes_ * 2 * static_cast<size_t>(layout_.n_layers) /
+           static_cast<size_t>(layout_.block_size);
+}
+
+// OCP FP8 E4M3 (bias 7, no infinities, 0x7f / 0xff NaN).
+static float fp8_e4m3_to_float(uint8_t v) {
+    const int sign = v >> 7, exp = (v >> 3) & 0xf, mant = v & 7;
+    if (exp == 0xf && mant == 7) return NAN;
+    const float mag = exp == 0 ? std::ldexp(mant / 8.f, -6) : std::ldexp(1.f + mant / 8.f, exp - 7);
+    return sign ? -mag : mag;
+}
+
 void DeviceKvStorage::read(int64_t layer, int64_t slot, int64_t kv_head, bool value,
                            float* out) const {
     const int64_t hd = layout_.head_dim, bs = layout_.block_size;
-    const int64_t block = slot / bs, off = slot % bs;
-    std::vector<uint16_t> row(static_cast<size_t>(hd));
-    const auto* src =
-        static_cast<const std::byte*>(side(layer, value)) +
-        2 * static_cast<size_t>(((block * layout_.n_kv_heads + kv_head) * bs + off) * hd);
-    check(cudaStreamSynchronize(as_stream(stream_)), "KV read");
-    check(cudaMemcpy(row.data(), src, row.size() * 2, cudaMemcpyDeviceToHost), "KV read");
+    const int64_t block = slot / bs, row = kv_head * bs + slot % bs;
     const KvFormat f = value ? formats_.v : formats_.k;
+    const bool bits8 = cuda_backend::is_8bit(cuda_backend::kv_code(f));
+    const size_t elem = bits8 ? 1 : 2;
+    std::vector<uint8_t> bytes(static_cast<size_t>(hd) * elem);
+    float scale = 1.f;
+    const auto* base = static_cast<const std::byte*>(side(layer, value)) +
+                       block_bytes_ * static_cast<size_t>(block);
+    check(cudaStreamSynchronize(as_stream(stream_)), "KV read");
+    check(cudaMemcpy(bytes.data(), base + static_cast<size_t>(row * hd) * elem, bytes.size(),
+                     cudaMemcpyDeviceToHost),
+          "KV read");
+    if (bits8) {
+        check(cudaMemcpy(&scale, base + scale_offset_ + 4 * static_cast<size_t>(row), 4,
+                         cudaMemcpyDeviceToHost),
+              "KV read");
+    }
     for (int64_t d = 0; d < hd; ++d) {
-        out[d] = f == KvFormat::BF16 ? bf16_to_fp32(row[d]) : fp16_to_fp32(row[d]);
+        if (bits8) {
+            const float code = f == KvFormat::Q8 ? static_cast<float>(static_cast<int8_t>(bytes[d]))
+                                                 : fp8_e4m3_to_float(bytes[d]);
+            out[d] = code * scale;
+            continue;
+        }
+        uint16_t h;
+        std::memcpy(&h, &bytes[2 * d], 2);
+        out[d] = f == KvFormat::BF16 ? bf16_to_fp32(h) : fp16_to_fp32(h);
     }
 }
 

@@ -182,91 +182,7 @@ __global__ void from_half_kernel(const T* x, int64_t n, float* out) {
     if (i < n) out[i] = static_cast<float>(x[i]);
 }
 
-// One thread per stored element of K and of V: (row, kv head, dim).
-template <class T>
-__global__ void write_kv_kernel(KvWrite w) {
-    const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-    const int64_t per_row = w.n_kv_heads * w.head_dim;
-    if (t >= w.rows * per_row) return;
-    const int64_t row = t / per_row, head = t % per_row / w.head_dim, d = t % w.head_dim;
-    const int64_t slot = w.slots[row], block = slot / w.block_size, off = slot % w.block_size;
-    const int64_t dst = ((block * w.n_kv_heads + head) * w.block_size + off) * w.head_dim + d;
-    static_cast<T*>(w.k_cache)[dst] = to<T>(w.k[t]);
-    static_cast<T*>(w.v_cache)[dst] = to<T>(w.v[t]);
-}
-
-// One block per row: the row's query heads rotated in place, its key heads rotated (in place
-// too) and stored with its value heads at the row's slot. Items: n_heads x half query pairs, then
-// per kv head the half key pairs and the head_dim - rot_dim unrotated key elements, then every
-// value element.
-template <class T>
-__global__ void rope_write_kv_kernel(RopeWriteKv p) {
-    const int64_t row = blockIdx.x;
-    const int hd = static_cast<int>(p.head_dim), half = static_cast<int>(p.rot_dim / 2);
-    const int nkv = static_cast<int>(p.n_kv_heads), kitems = hd - half;
-    const float* cr = p.cos + row * half;
-    const float* sr = p.sin + row * half;
-    const int64_t slot = p.slots[row], block = slot / p.block_size, off = slot % p.block_size;
-    const int nq = static_cast<int>(p.n_heads) * half, nk = nkv * kitems, nv = nkv * hd;
-    for (int t = threadIdx.x; t < nq + nk + nv; t += blockDim.x) {
-        if (t < nq + nk) {
-            const bool key = t >= nq;
-            const int u = key ? t - nq : t, per = key ? kitems : half;
-            const int head = u / per, i = u % per;
-            float* x = key ? p.k + (row * nkv + head) * hd
-                           : p.q + (row * p.n_heads + head) * hd;
-            T* dst = static_cast<T*>(p.k_cache) + ((block * nkv + head) * p.block_size + off) * hd;
-            if (i < half) {
-                const int i0 = p.neox ? i : 2 * i, i1 = p.neox ? i + half : 2 * i + 1;
-                const float c = cr[i], s = sr[i];
-                const float a = x[i0], b = x[i1];
-                const float r0 = a * c - b * s, r1 = a * s + b * c;
-                x[i0] = r0;
-                x[i1] = r1;
-                if (key) {
-                    dst[i0] = to<T>(r0);
-                    dst[i1] = to<T>(r1);
-                }
-            } else {  // keys only: an element past the rotated dims
-                const int e = 2 * half + (i - half);
-                dst[e] = to<T>(x[e]);
-            }
-        } else {
-            const int u = t - nq - nk, head = u / hd, e = u % hd;
-            T* dst = static_cast<T*>(p.v_cache) + ((block * nkv + head) * p.block_size + off) * hd;
-            dst[e] = to<T>(p.v[(row * nkv + head) * hd + e]);
-        }
-    }
-}
-
-// One block per (layer, side): the moves touch each (layer, side) apart from every other, so
-// blocks run independently, while inside one the moves go in order (a barrier after each).
-__global__ void move_kv_rows_kernel(KvRowMoves m) {
-    const int64_t layer = blockIdx.x / 2, hd = m.head_dim;
-    auto* side = reinterpret_cast<uint16_t*>(static_cast<char*>(m.cache) +
-                                             m.side_bytes * static_cast<int64_t>(blockIdx.x));
-    for (int64_t i = 0; i < m.count; ++i) {
-        const KvRowMove mv = m.moves[i];
-        if (mv.layer < 0 || mv.layer == layer) {
-            const int64_t h0 = mv.head < 0 ? 0 : mv.head, nh = mv.head < 0 ? m.n_kv_heads : 1;
-            const int64_t sb = mv.src / m.block_size, so = mv.src % m.block_size;
-            const int64_t db = mv.dst / m.block_size, dof = mv.dst % m.block_size;
-            for (int64_t t = threadIdx.x; t < nh * hd; t += blockDim.x) {
-                const int64_t h = h0 + t / hd, d = t % hd;
-                side[((db * m.n_kv_heads + h) * m.block_size + dof) * hd + d] =
-                    side[((sb * m.n_kv_heads + h) * m.block_size + so) * hd + d];
-            }
-        }
-        __syncthreads();
-    }
-}
-
 }  // namespace
-
-void move_kv_rows(const KvRowMoves& m, void* stream) {
-    if (m.count == 0 || m.n_layers == 0) return;
-    move_kv_rows_kernel<<<static_cast<unsigned>(2 * m.n_layers), kThreads, 0, as_stream(stream)>>>(m);
-}
 
 void add_rms_norm(float* x, const float* d, const float* w, float* y, int64_t rows, int64_t cols,
                   float eps, void* stream) {
@@ -274,17 +190,6 @@ void add_rms_norm(float* x, const float* d, const float* w, float* y, int64_t ro
     const int threads = cols >= 1024 ? 1024 : cols >= 256 ? 256 : 64;
     add_rms_norm_kernel<<<static_cast<unsigned>(rows), threads, 0, as_stream(stream)>>>(x, d, w, y,
                                                                                         cols, eps);
-}
-
-void rope_write_kv(const RopeWriteKv& p, void* stream) {
-    if (p.rows == 0) return;
-    if (p.format == Half::F16) {
-        rope_write_kv_kernel<__half>
-            <<<static_cast<unsigned>(p.rows), kThreads, 0, as_stream(stream)>>>(p);
-    } else {
-        rope_write_kv_kernel<__nv_bfloat16>
-            <<<static_cast<unsigned>(p.rows), kThreads, 0, as_stream(stream)>>>(p);
-    }
 }
 
 void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t cols, float eps,
@@ -359,16 +264,6 @@ void from_half(const void* x, int64_t n, Half h, float* out, void* stream) {
     } else {
         from_half_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(
             static_cast<const __nv_bfloat16*>(x), n, out);
-    }
-}
-
-void write_kv(const KvWrite& w, void* stream) {
-    const int64_t n = w.rows * w.n_kv_heads * w.head_dim;
-    if (n == 0) return;
-    if (w.format == Half::F16) {
-        write_kv_kernel<__half><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(w);
-    } else {
-        write_kv_kernel<__nv_bfloat16><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(w);
     }
 }
 
