@@ -183,7 +183,12 @@ def sorted_budgets(runs):
     return sorted({r["budget"] for r in runs if r["budget"] is not None}, key=float)
 
 
+NO_PLOTS = False  # --no-plots: tables and JSON only (`report` draws the plots later)
+
+
 def plt_or_exit():
+    if NO_PLOTS:
+        return None
     try:
         import matplotlib
     except ImportError:
@@ -209,6 +214,8 @@ def report_ppl(data):
     if base is None or not budgets:
         return table, None
     plt = plt_or_exit()
+    if plt is None:
+        return table, None
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for policy in dict.fromkeys(r["policy"] for r in runs if r["policy"] != "none"):
         pts = {r["budget"]: r["ppl"] for r in runs if r["policy"] == policy}
@@ -244,6 +251,8 @@ def report_passkey(data):
     if not budgets:  # nothing to plot against a budget
         return table, None
     plt = plt_or_exit()
+    if plt is None:
+        return table, None
     fig, axes = plt.subplots(1, len(lengths), figsize=(4.2 * len(lengths), 3.8), squeeze=False, sharey=True)
     for ax, n in zip(axes[0], lengths):
         for policy in dict.fromkeys(r["policy"] for r in runs):
@@ -290,6 +299,8 @@ def main():
     sub = ap.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", default="/tmp/kv_eval", help="results folder (default /tmp/kv_eval)")
+    common.add_argument("--no-plots", action="store_true",
+                        help="write tables and JSON only (no matplotlib); `report` draws the plots later")
     run_args = argparse.ArgumentParser(add_help=False, parents=[common])
     run_args.add_argument("--vela", default="build/release/bin/vela", help="vela binary")
     run_args.add_argument("--model", required=True, help="GGUF model")
@@ -314,6 +325,8 @@ def main():
     p = sub.add_parser("report", parents=[common], help="tables and plots again from --out's JSON")
     p.set_defaults(func=cmd_report)
     args = ap.parse_args()
+    global NO_PLOTS
+    NO_PLOTS = args.no_plots and args.command != "report"
     plt_or_exit()  # before any run, not after a long sweep
     if args.command != "report" and not (Path(args.vela).is_file() and Path(args.model).is_file()):
         sys.exit(f"error: no such vela binary or model: {args.vela}, {args.model}")

@@ -58,8 +58,8 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
         ->capture_default_str();
     app.add_option("--kv-evict", o.kv_evict,
                    "KV eviction policy: none, window (recent tokens), sinks (StreamingLLM: "
-                   "first --kv-sinks + recent), h2o (accumulated attention, CPU), tova "
-                   "(attention of the newest query, CPU)")
+                   "first --kv-sinks + recent), h2o (accumulated attention), tova "
+                   "(attention of the newest query)")
         ->check(CLI::IsMember({"none", "window", "sinks", "h2o", "tova"}))
         ->capture_default_str();
     app.add_option("--kv-budget", o.kv_budget,

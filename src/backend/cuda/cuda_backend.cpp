@@ -187,10 +187,6 @@ std::unique_ptr<KvStorage> CudaBackend::make_kv_storage(const KvLayout& layout, 
             "the CUDA backend stores KV as f16, bf16, q8 or fp8 (the same for K and V), got {}",
             kv_formats_name(formats));
     }
-    if (layout.attention_scores) {
-        fail<InvalidArgument>(
-            "KV eviction by attention scores (h2o, tova) is not on the GPU yet: use --device cpu");
-    }
     ++generation_;
     // Sparse attention (plan) needs the block size; storages that disagree make it refuse.
     kv_block_size_ =
@@ -207,10 +203,10 @@ void CudaBackend::plan(const ForwardBatch& batch) {
     if (!batch.tree_mask.empty()) {
         fail<InvalidArgument>("the CUDA backend does not run tree attention masks yet");
     }
-    if (batch.kv_scores != KvScoreMode::None) {
-        fail<InvalidArgument>("the CUDA backend does not record attention scores yet");
-    }
     const bool sparse = batch.sparse_window > 0;
+    if (sparse && batch.kv_scores != KvScoreMode::None) {
+        fail<InvalidArgument>("attention scores are not recorded by sparse (self-drafting) steps");
+    }
     if (sparse) sparse_tables(batch);
     const std::vector<int32_t>& kv_len = sparse ? sparse_kv_len_ : batch.kv_len;
     const int32_t max_blocks = sparse ? sparse_max_blocks_ : batch.max_blocks;
@@ -226,7 +222,8 @@ void CudaBackend::plan(const ForwardBatch& batch) {
     // their KV bound rounded up to buckets, so that a recording serves many steps. Eager decode
     // steps do the same, so that both split the attention alike and agree bit for bit.
     const bool decode = batch.n_seqs() > 0 && batch.n_rows() == batch.n_seqs();
-    plan_.graph = graphs_enabled_ && decode;
+    // Steps that record attention scores (eviction by h2o / tova) run eagerly.
+    plan_.graph = graphs_enabled_ && decode && batch.kv_scores == KvScoreMode::None;
     plan_.table_stride = decode ? bucket(max_blocks) : max_blocks;
     plan_.kv_bound = decode ? bucket(plan_.max_kv_len) : plan_.max_kv_len;
 
@@ -437,6 +434,7 @@ void CudaBackend::write_kv(KvStorage& kv, int64_t layer, const Tensor& k, const 
     w.rows = k.rows;
     w.k_cache = dkv.side(layer, false);
     w.v_cache = dkv.side(layer, true);
+    w.scores = dkv.scores(layer);
     w.shape = kv_shape(dkv);
     cuda_backend::write_kv(w, stream_);
     check_launch("write_kv");
@@ -461,8 +459,12 @@ void CudaBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q,
 
     const bool decode =
         p.max_q_len == 1 && window == 0 && l.head_dim <= 128 && n_heads / l.n_kv_heads <= 8;
+    const KvScoreMode scores = b.kv_scores;
+    float* lse = scores == KvScoreMode::None
+                     ? nullptr
+                     : static_cast<float*>(lse_.get(static_cast<size_t>(q.rows * n_heads) * 4));
     if (decode) {
-        decode_attention(dkv, layer, qh, oh, n_heads, scale);
+        decode_attention(dkv, layer, qh, oh, n_heads, scale, lse);
     } else {
         cuda::PrefillParams pp;
         pp.dtype = attention_dtype(h);
@@ -485,14 +487,37 @@ void CudaBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q,
         pp.causal = true;
         // The CPU's window W keeps the last W keys: distance < W, i.e. window_left = W - 1.
         pp.window_left = window > 0 ? static_cast<int>(window - 1) : -1;
+        pp.lse = lse;
         cuda::prefill_forward(pp, stream_);
+    }
+    if (lse != nullptr) {
+        VELA_ASSERT(dkv.scores(layer) != nullptr && "scores asked of a storage that keeps none");
+        cuda_backend::KvScores sc;
+        sc.q = qh;
+        sc.q_bf16 = h == Half::BF16;
+        sc.lse = lse;
+        sc.scale = scale;
+        sc.n_heads = n_heads;
+        sc.window = window;
+        sc.last = scores == KvScoreMode::Last;
+        sc.k_cache = dkv.side(layer, false);
+        sc.shape = kv_shape(dkv);
+        sc.block_table = p.block_table;
+        sc.table_stride = p.table_stride;
+        sc.query_start = p.query_start;
+        sc.kv_len = p.kv_len;
+        sc.n_seqs = b.n_seqs();
+        sc.max_kv_len = p.max_kv_len;
+        sc.scores = dkv.scores(layer);
+        cuda_backend::attention_scores(sc, stream_);
+        check_launch("attention scores");
     }
     cuda_backend::from_half(oh, out.numel(), h, out.f32(), stream_);
     check_launch("attention out");
 }
 
 void CudaBackend::decode_attention(const DeviceKvStorage& kv, int64_t layer, const void* q, void* o,
-                                   int64_t n_heads, float scale) {
+                                   int64_t n_heads, float scale, float* lse) {
     const KvLayout& l = kv.layout();
     const Plan& p = planned();
     cuda::DecodeParams d;
@@ -507,6 +532,7 @@ void CudaBackend::decode_attention(const DeviceKvStorage& kv, int64_t layer, con
     d.paged = paged_kv(kv, layer, p.block_table, p.table_stride);
     d.seqlens_k = p.kv_len;
     d.o = o;
+    d.lse = lse;
     d.softmax_scale = scale;
     d.num_splits = plan_.decode_splits;  // every layer of a step has the same shape: plan once
     cuda::decode_plan(d, sm_count_);

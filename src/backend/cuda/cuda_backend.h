@@ -44,7 +44,7 @@ class CudaBuffer final : public DeviceBuffer {
 // followed in the block by one float scale per row ([n_kv_heads][block_size], 16-byte aligned;
 // kv_ops.h defines the quantisation: one group a row, so formats() reports group = head_dim).
 // Swapped-out blocks live in pinned host memory; eviction's row moves run as one kernel per run
-// of moves. No attention scores (h2o, tova).
+// of moves. Attention scores (h2o, tova) are kept per layer beside the cache when the layout asks.
 class DeviceKvStorage final : public KvStorage {
   public:
     DeviceKvStorage(const KvLayout& layout, KvFormats formats, void* stream);
@@ -61,6 +61,9 @@ class DeviceKvStorage final : public KvStorage {
     size_t block_bytes() const { return block_bytes_; }
     // Bytes into a block where its row scales begin (8-bit formats; else block_bytes()).
     size_t scale_offset() const { return scale_offset_; }
+    // Layer `layer`'s attention scores ([block][kv head][block_size] floats), or nullptr when
+    // the layout keeps none (KvLayout::attention_scores).
+    float* scores(int64_t layer) const;
     size_t bytes_per_token() const override;
     // Reads one token's K or V row of one head back as float (tests, debugging); waits for the
     // stream.
@@ -78,7 +81,10 @@ class DeviceKvStorage final : public KvStorage {
     size_t block_bytes_ = 0;  // one block of one side of one layer
     size_t scale_offset_ = 0;
     std::unique_ptr<CudaBuffer> memory_;
-    std::unique_ptr<CudaBuffer> moves_;  // the row moves of one apply(), uploaded
+    std::unique_ptr<CudaBuffer> moves_;           // the row moves of one apply(), uploaded
+    std::unique_ptr<CudaBuffer> scores_;          // every layer's, when kept
+    size_t score_block_bytes_ = 0;                // one block's scores of one layer
+    mutable std::unique_ptr<CudaBuffer> gather_;  // read_scores' slots and results
     std::map<int32_t, std::unique_ptr<std::byte, PinnedFree>> host_;  // swap space by host slot
 };
 
@@ -179,7 +185,7 @@ class CudaBackend final : public Backend {
     void check_launch(const char* what) const;
     void sparse_tables(const ForwardBatch& batch);
     void decode_attention(const DeviceKvStorage& kv, int64_t layer, const void* q, void* o,
-                          int64_t n_heads, float scale);
+                          int64_t n_heads, float scale, float* lse);
 
     void* stream_ = nullptr;  // cudaStream_t
     void* cublas_ = nullptr;  // cublasHandle_t
@@ -198,7 +204,7 @@ class CudaBackend final : public Backend {
     std::vector<int64_t> sparse_start_;
     int32_t sparse_max_blocks_ = 0;
     Scratch meta_{&generation_}, w_bf16_{&generation_}, x_bf16_{&generation_},
-        q_half_{&generation_}, o_half_{&generation_}, decode_ws_{&generation_};
+        q_half_{&generation_}, o_half_{&generation_}, decode_ws_{&generation_}, lse_{&generation_};
 };
 
 }  // namespace vela

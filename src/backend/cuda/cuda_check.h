@@ -5,6 +5,7 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/kv_ops.h"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/ops.h"
 #include "core/error.h"
 #include "cuda/attention_params.h"
@@ -15,10 +16,6 @@ namespace vela::cuda_backend {
 // vela::Error naming the call when a CUDA runtime call failed.
 inline void check(cudaError_t e, const char* what) {
     if (e != cudaSuccess) fail<Error>("CUDA error in {}: {}", what, cudaGetErrorString(e));
-}
-
-inline cudaStream_t as_stream(void* s) {
-    return static_cast<cudaStream_t>(s);
 }
 
 // Ops take float activations in device memory; anything else is a caller bug.

@@ -63,6 +63,13 @@ DeviceKvStorage::DeviceKvStorage(const KvLayout& layout, KvFormats formats, void
     }
     memory_ = std::make_unique<CudaBuffer>(block_bytes_ * static_cast<size_t>(layout.num_blocks) *
                                            static_cast<size_t>(2 * layout.n_layers));
+    if (layout.attention_scores) {
+        score_block_bytes_ = 4 * rows;
+        const size_t bytes =
+            score_block_bytes_ * static_cast<size_t>(layout.num_blocks * layout.n_layers);
+        scores_ = std::make_unique<CudaBuffer>(bytes);
+        check(cudaMemset(scores_->data(), 0, bytes), "KV scores");
+    }
 }
 
 DeviceKvStorage::~DeviceKvStorage() = default;
@@ -94,6 +101,8 @@ void DeviceKvStorage::move_rows(std::span<const BlockOp> ops) {
     m.cache = memory_->data();
     m.side_bytes = static_cast<int64_t>(block_bytes_) * layout_.num_blocks;
     m.n_layers = layout_.n_layers;
+    m.scores = scores(0);
+    m.scores_per_layer = static_cast<int64_t>(score_block_bytes_ / 4) * layout_.num_blocks;
     m.shape = cuda_backend::kv_shape(*this);
     cuda_backend::move_kv_rows(m, stream_);
     check(cudaGetLastError(), "KV row moves");
@@ -101,6 +110,21 @@ void DeviceKvStorage::move_rows(std::span<const BlockOp> ops) {
 
 void DeviceKvStorage::apply(std::span<const BlockOp> ops) {
     const cudaStream_t s = as_stream(stream_);
+    // What a block is made of: per layer its K and V rows and, when kept, its scores. A host
+    // slot holds them in this order.
+    struct Region {
+        std::byte* base;
+        size_t bytes;  // per block
+    };
+    std::vector<Region> regions;
+    size_t host_bytes = 0;
+    for (int64_t layer = 0; layer < layout_.n_layers; ++layer) {
+        for (bool value : {false, true})
+            regions.push_back({static_cast<std::byte*>(side(layer, value)), block_bytes_});
+        if (scores_)
+            regions.push_back({reinterpret_cast<std::byte*>(scores(layer)), score_block_bytes_});
+    }
+    for (const Region& r : regions) host_bytes += r.bytes;
     bool swapped = false;
     for (size_t i = 0; i < ops.size(); ++i) {
         const BlockOp& op = ops[i];
@@ -111,55 +135,74 @@ void DeviceKvStorage::apply(std::span<const BlockOp> ops) {
             i = end - 1;
             continue;
         }
-        for (int64_t layer = 0; layer < layout_.n_layers; ++layer) {
-            for (bool value : {false, true}) {
-                auto* base = static_cast<std::byte*>(side(layer, value));
-                // A host slot holds [layer][K, V] of one block.
-                const size_t host_off = block_bytes_ * static_cast<size_t>(2 * layer + value);
-                switch (op.kind) {
-                    case BlockOp::Kind::Copy:
-                        check(cudaMemcpyAsync(base + block_bytes_ * op.dst,
-                                              base + block_bytes_ * op.src, block_bytes_,
-                                              cudaMemcpyDeviceToDevice, s),
-                              "KV block copy");
-                        break;
-                    case BlockOp::Kind::SwapOut: {
-                        auto& slot = host_[op.dst];
-                        if (!slot) {
-                            void* p = nullptr;
-                            check(cudaMallocHost(
-                                      &p, block_bytes_ * 2 * static_cast<size_t>(layout_.n_layers)),
-                                  "cudaMallocHost (KV swap space)");
-                            slot.reset(static_cast<std::byte*>(p));
-                        }
-                        check(cudaMemcpyAsync(slot.get() + host_off, base + block_bytes_ * op.src,
-                                              block_bytes_, cudaMemcpyDeviceToHost, s),
-                              "KV swap out");
-                        swapped = true;
-                        break;
-                    }
-                    case BlockOp::Kind::SwapIn: {
-                        const auto it = host_.find(op.src);
-                        VELA_ASSERT(it != host_.end() && "swap in of a host slot never written");
-                        check(cudaMemcpyAsync(base + block_bytes_ * op.dst,
-                                              it->second.get() + host_off, block_bytes_,
-                                              cudaMemcpyHostToDevice, s),
-                              "KV swap in");
-                        swapped = true;
-                        break;
-                    }
-                    case BlockOp::Kind::MoveRow:
-                        break;  // moved above
-                }
+        std::byte* host = nullptr;
+        if (op.kind == BlockOp::Kind::SwapOut) {
+            auto& slot = host_[op.dst];
+            if (!slot) {
+                void* p = nullptr;
+                check(cudaMallocHost(&p, host_bytes), "cudaMallocHost (KV swap space)");
+                slot.reset(static_cast<std::byte*>(p));
             }
+            host = slot.get();
+        } else if (op.kind == BlockOp::Kind::SwapIn) {
+            const auto it = host_.find(op.src);
+            VELA_ASSERT(it != host_.end() && "swap in of a host slot never written");
+            host = it->second.get();
+        }
+        size_t host_off = 0;
+        for (const Region& r : regions) {
+            switch (op.kind) {
+                case BlockOp::Kind::Copy:
+                    check(cudaMemcpyAsync(r.base + r.bytes * op.dst, r.base + r.bytes * op.src,
+                                          r.bytes, cudaMemcpyDeviceToDevice, s),
+                          "KV block copy");
+                    break;
+                case BlockOp::Kind::SwapOut:
+                    check(cudaMemcpyAsync(host + host_off, r.base + r.bytes * op.src, r.bytes,
+                                          cudaMemcpyDeviceToHost, s),
+                          "KV swap out");
+                    swapped = true;
+                    break;
+                case BlockOp::Kind::SwapIn:
+                    check(cudaMemcpyAsync(r.base + r.bytes * op.dst, host + host_off, r.bytes,
+                                          cudaMemcpyHostToDevice, s),
+                          "KV swap in");
+                    swapped = true;
+                    break;
+                case BlockOp::Kind::MoveRow:
+                    break;  // moved above
+            }
+            host_off += r.bytes;
         }
     }
     // Host slots are read and rewritten by later calls: their copies must be done.
     if (swapped) check(cudaStreamSynchronize(s), "KV swap");
 }
 
-void DeviceKvStorage::read_scores(int64_t, std::span<const int64_t>, float*) const {
-    fail<InvalidArgument>("the GPU's KV storage keeps no attention scores yet");
+float* DeviceKvStorage::scores(int64_t layer) const {
+    if (!scores_) return nullptr;
+    VELA_ASSERT(layer >= 0 && layer < layout_.n_layers);
+    return static_cast<float*>(scores_->data()) +
+           score_block_bytes_ / 4 * static_cast<size_t>(layout_.num_blocks * layer);
+}
+
+void DeviceKvStorage::read_scores(int64_t layer, std::span<const int64_t> slots, float* out) const {
+    if (!scores_) fail<InvalidArgument>("this KV storage keeps no attention scores");
+    const size_t n = slots.size(), nkv = static_cast<size_t>(layout_.n_kv_heads);
+    if (n == 0) return;
+    const size_t slot_bytes = 8 * n, out_bytes = 4 * n * nkv;
+    if (!gather_ || gather_->bytes() < slot_bytes + out_bytes)
+        gather_ = std::make_unique<CudaBuffer>(slot_bytes + out_bytes);
+    auto* dev_slots = static_cast<int64_t*>(gather_->data());
+    auto* dev_out = reinterpret_cast<float*>(static_cast<std::byte*>(gather_->data()) + slot_bytes);
+    const cudaStream_t s = as_stream(stream_);
+    check(cudaMemcpyAsync(dev_slots, slots.data(), slot_bytes, cudaMemcpyHostToDevice, s),
+          "KV scores read");
+    cuda_backend::gather_scores(scores(layer), dev_slots, static_cast<int64_t>(n),
+                                layout_.n_kv_heads, layout_.block_size, dev_out, stream_);
+    check(cudaGetLastError(), "KV scores read");
+    check(cudaMemcpyAsync(out, dev_out, out_bytes, cudaMemcpyDeviceToHost, s), "KV scores read");
+    check(cudaStreamSynchronize(s), "KV scores read");
 }
 
 size_t DeviceKvStorage::bytes_per_token() const {

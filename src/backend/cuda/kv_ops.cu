@@ -6,19 +6,10 @@
 #include <cuda_runtime.h>
 
 #include "backend/cuda/kv_ops.h"
+#include "backend/cuda/launch.cuh"
 
 namespace vela::cuda_backend {
 namespace {
-
-constexpr int kThreads = 256;
-
-cudaStream_t as_stream(void* s) {
-    return static_cast<cudaStream_t>(s);
-}
-
-unsigned blocks_for(int64_t n) {
-    return static_cast<unsigned>((n + kThreads - 1) / kThreads);
-}
 
 __device__ __forceinline__ void store(__half* p, float v) {
     *p = __float2half_rn(v);
@@ -37,6 +28,13 @@ __device__ __forceinline__ char* row_at(void* cache, const KvCacheShape& s, int6
     const int64_t blk = slot / s.block_size, off = slot % s.block_size;
     return static_cast<char*>(cache) + blk * s.block_bytes +
            (head * s.block_size + off) * s.head_dim * elem_bytes(s.code);
+}
+
+// The attention score of (slot, kv head) in a layer's scores, [block][kv head][block_size].
+__device__ __forceinline__ float& score_at(float* scores, const KvCacheShape& s, int64_t slot,
+                                           int64_t head) {
+    const int64_t blk = slot / s.block_size, off = slot % s.block_size;
+    return scores[(blk * s.n_kv_heads + head) * s.block_size + off];
 }
 
 // The scale of (slot, kv head)'s row in an 8-bit cache: after the block's rows.
@@ -84,6 +82,7 @@ __global__ void write_kv_kernel(KvWrite w) {
     const int64_t slot = w.slots[row];
     store(reinterpret_cast<T*>(row_at(w.k_cache, s, slot, head)) + d, w.k[t]);
     store(reinterpret_cast<T*>(row_at(w.v_cache, s, slot, head)) + d, w.v[t]);
+    if (w.scores != nullptr && d == 0) score_at(w.scores, s, slot, head) = 0.f;
 }
 
 // 8-bit codes: one warp per (row, kv head, side).
@@ -99,6 +98,8 @@ __global__ void write_kv_8bit_kernel(KvWrite w) {
     store_8bit_row<C>((value ? w.v : w.k) + (row * s.n_kv_heads + head) * s.head_dim, s.head_dim,
                       reinterpret_cast<uint8_t*>(row_at(cache, s, slot, head)),
                       scale_at(cache, s, slot, head), threadIdx.x % 32);
+    if (w.scores != nullptr && !value && threadIdx.x % 32 == 0)
+        score_at(w.scores, s, slot, head) = 0.f;
 }
 
 // Rotates row `row`'s query heads and key heads in place (the block's threads share the items:
@@ -147,6 +148,7 @@ __global__ void rope_write_kv_kernel(RopeWriteKv p) {
         const int head = u / hd, e = u % hd;
         store(reinterpret_cast<T*>(row_at(p.v_cache, s, slot, head)) + e,
               p.v[(row * s.n_kv_heads + head) * hd + e]);
+        if (p.scores != nullptr && e == 0) score_at(p.scores, s, slot, head) = 0.f;
     }
 }
 
@@ -166,7 +168,86 @@ __global__ void rope_write_kv_8bit_kernel(RopeWriteKv p) {
         const float* x = (value ? p.v : p.k) + (row * s.n_kv_heads + head) * s.head_dim;
         store_8bit_row<C>(x, s.head_dim, reinterpret_cast<uint8_t*>(row_at(cache, s, slot, head)),
                           scale_at(cache, s, slot, head), lane);
+        if (p.scores != nullptr && !value && lane == 0) score_at(p.scores, s, slot, head) = 0.f;
     }
+}
+
+// KvScores: a warp per (32 keys, kv head, sequence). The keys' rows are widened to float in
+// shared memory (a padded stride: lane j reads row j without bank conflicts); each lane then
+// sums its key's weights over the step's rows and the group's query heads, whose q values every
+// lane reads at once (broadcast).
+constexpr int kScoreKeys = 32;
+
+__device__ __forceinline__ float q_value(const KvScores& s, int64_t i) {
+    const auto* q = static_cast<const uint16_t*>(s.q);
+    return s.q_bf16 ? __bfloat162float(__ushort_as_bfloat16(q[i]))
+                    : __half2float(__ushort_as_half(q[i]));
+}
+
+__device__ __forceinline__ float k_value(const KvScores& s, const char* row, float scale, int d) {
+    switch (s.shape.code) {
+        case KvCode::F16:
+            return __half2float(reinterpret_cast<const __half*>(row)[d]);
+        case KvCode::BF16:
+            return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(row)[d]);
+        case KvCode::Int8:
+            return static_cast<float>(reinterpret_cast<const int8_t*>(row)[d]) * scale;
+        case KvCode::Fp8: {
+            __nv_fp8_e4m3 x;
+            x.__x = static_cast<uint8_t>(row[d]);
+            return static_cast<float>(x) * scale;
+        }
+    }
+    return 0.f;
+}
+
+__global__ void attention_scores_kernel(KvScores s) {
+    extern __shared__ float k_tile[];  // [kScoreKeys][head_dim + 1]
+    const int64_t b = blockIdx.z, kvh = blockIdx.y, hd = s.shape.head_dim, stride = hd + 1;
+    const int lane = threadIdx.x;
+    const int64_t kv_len = s.kv_len[b], key = blockIdx.x * kScoreKeys + lane;
+    if (blockIdx.x * kScoreKeys >= kv_len) return;
+    const int64_t q0 = s.query_start[b], q_len = s.query_start[b + 1] - q0;
+    if (q_len == 0) return;
+    const int32_t* table = s.block_table + b * s.table_stride;
+    const bool valid = key < kv_len;
+    const int64_t slot = valid ? int64_t{table[key / s.shape.block_size]} * s.shape.block_size +
+                                     key % s.shape.block_size
+                               : 0;
+    void* cache = const_cast<void*>(s.k_cache);
+    const float scale = valid && is_8bit(s.shape.code) ? *scale_at(cache, s.shape, slot, kvh) : 1.f;
+    const char* row = valid ? row_at(cache, s.shape, slot, kvh) : nullptr;
+    for (int64_t d = 0; d < hd; ++d)
+        k_tile[lane * stride + d] = valid ? k_value(s, row, scale, d) : 0.f;
+    __syncwarp();
+    if (!valid) return;
+    const int64_t group = s.n_heads / s.shape.n_kv_heads;
+    float acc = 0.f;
+    for (int64_t r = s.last ? q_len - 1 : 0; r < q_len; ++r) {
+        const int64_t pos = kv_len - q_len + r;
+        if (key > pos || (s.window > 0 && key <= pos - s.window)) continue;
+        for (int64_t g = 0; g < group; ++g) {
+            const int64_t vec = (q0 + r) * s.n_heads + kvh * group + g;
+            float dot = 0.f;
+            for (int64_t d = 0; d < hd; ++d)
+                dot += q_value(s, vec * hd + d) * k_tile[lane * stride + d];
+            acc += __expf(dot * s.scale - s.lse[vec]);
+        }
+    }
+    float& score = score_at(s.scores, s.shape, slot, kvh);
+    if (s.last) {
+        score = acc;
+    } else {
+        atomicAdd(&score, acc);  // sequences sharing a block add into the same scores
+    }
+}
+
+__global__ void gather_scores_kernel(const float* scores, const int64_t* slots, int64_t n,
+                                     int64_t nkv, int64_t bs, float* out) {
+    const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (i >= n * nkv) return;
+    const int64_t slot = slots[i / nkv], h = i % nkv;
+    out[i] = scores[(slot / bs * nkv + h) * bs + slot % bs];
 }
 
 // One block per (layer, side): the moves touch each (layer, side) apart from every other, so
@@ -186,6 +267,11 @@ __global__ void move_kv_rows_kernel(KvRowMoves m) {
             if (is_8bit(s.code)) {
                 for (int64_t h = h0 + threadIdx.x; h < h0 + nh; h += blockDim.x)
                     *scale_at(side, s, mv.dst, h) = *scale_at(side, s, mv.src, h);
+            }
+            if (m.scores != nullptr && blockIdx.x % 2 == 0) {  // once a layer: with its K side
+                float* scores = m.scores + layer * m.scores_per_layer;
+                for (int64_t h = h0 + threadIdx.x; h < h0 + nh; h += blockDim.x)
+                    score_at(scores, s, mv.dst, h) = score_at(scores, s, mv.src, h);
             }
         }
         __syncthreads();
@@ -233,6 +319,21 @@ void rope_write_kv(const RopeWriteKv& p, void* stream) {
             rope_write_kv_8bit_kernel<KvCode::Fp8><<<grid, kThreads, 0, st>>>(p);
             break;
     }
+}
+
+void attention_scores(const KvScores& s, void* stream) {
+    if (s.n_seqs == 0 || s.max_kv_len == 0) return;
+    const dim3 grid(static_cast<unsigned>((s.max_kv_len + kScoreKeys - 1) / kScoreKeys),
+                    static_cast<unsigned>(s.shape.n_kv_heads), static_cast<unsigned>(s.n_seqs));
+    const size_t smem = sizeof(float) * kScoreKeys * static_cast<size_t>(s.shape.head_dim + 1);
+    attention_scores_kernel<<<grid, kScoreKeys, smem, as_stream(stream)>>>(s);
+}
+
+void gather_scores(const float* scores, const int64_t* slots, int64_t n, int64_t n_kv_heads,
+                   int64_t block_size, float* out, void* stream) {
+    if (n == 0) return;
+    gather_scores_kernel<<<blocks_for(n * n_kv_heads), kThreads, 0, as_stream(stream)>>>(
+        scores, slots, n, n_kv_heads, block_size, out);
 }
 
 void move_kv_rows(const KvRowMoves& m, void* stream) {

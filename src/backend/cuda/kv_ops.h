@@ -26,7 +26,8 @@ struct KvCacheShape {
 };
 
 // Stores `rows` rows of K and V (n_kv_heads x head_dim floats each) at their slots of one
-// layer's caches.
+// layer's caches; zeroes their attention scores when the layer keeps them (`scores`, laid out
+// [block][kv head][block_size]).
 struct KvWrite {
     const float* k = nullptr;
     const float* v = nullptr;
@@ -34,6 +35,7 @@ struct KvWrite {
     int64_t rows = 0;
     void* k_cache = nullptr;
     void* v_cache = nullptr;
+    float* scores = nullptr;
     KvCacheShape shape;
 };
 void write_kv(const KvWrite& w, void* stream);
@@ -51,11 +53,41 @@ struct RopeWriteKv {
     bool neox = false;
     void* k_cache = nullptr;
     void* v_cache = nullptr;
+    float* scores = nullptr;  // as KvWrite's
     KvCacheShape shape;
 };
 void rope_write_kv(const RopeWriteKv& p, void* stream);
 
-// Eviction's row moves (BlockOp::MoveRow): one token's rows (and scales) from flat slot src to
+// The eviction policies' attention statistics (KvScoreMode, kv/kv_storage.h): for every key of
+// each sequence, the softmax weight the step's query rows give it (Accumulate: all rows, added
+// to the score; Last: the last row, replacing it), summed over the query heads of its kv head.
+// The weights are exp(scale q.k - lse) with the attention kernel's own LSE, so they are the
+// probabilities that kernel used; keys outside a row's window get none.
+struct KvScores {
+    const void* q = nullptr;  // [rows][n_heads][head_dim], 16-bit (bf16 when q_bf16)
+    bool q_bf16 = false;
+    const float* lse = nullptr;  // [rows][n_heads], natural log
+    float scale = 0.f;
+    int64_t n_heads = 0;
+    int64_t window = 0;  // keys within the last `window` positions of a row; 0: all
+    bool last = false;
+    const void* k_cache = nullptr;
+    KvCacheShape shape;
+    const int32_t* block_table = nullptr;  // [n_seqs][table_stride]
+    int64_t table_stride = 0;
+    const int32_t* query_start = nullptr;  // [n_seqs + 1]
+    const int32_t* kv_len = nullptr;       // [n_seqs]
+    int64_t n_seqs = 0, max_kv_len = 0;
+    float* scores = nullptr;  // the layer's, as KvWrite's
+};
+void attention_scores(const KvScores& s, void* stream);
+
+// out[i * n_kv_heads + h] = scores[(slot_i / block_size * n_kv_heads + h) * block_size +
+// slot_i % block_size] for the n slots of `slots`.
+void gather_scores(const float* scores, const int64_t* slots, int64_t n, int64_t n_kv_heads,
+                   int64_t block_size, float* out, void* stream);
+
+// Eviction's row moves (BlockOp::MoveRow): one token's rows (scales, scores) from flat slot src to
 // flat slot dst, in `layer` (-1: all) and KV head `head` (-1: all), in the order given (a move
 // may read a slot an earlier one wrote). `moves` is a device array; `cache` holds per layer the
 // K then the V side, each side_bytes.
@@ -67,6 +99,8 @@ struct KvRowMoves {
     int64_t count = 0;
     void* cache = nullptr;
     int64_t side_bytes = 0, n_layers = 0;
+    float* scores = nullptr;  // every layer's, scores_per_layer floats apart; moved with the K side
+    int64_t scores_per_layer = 0;
     KvCacheShape shape;
 };
 void move_kv_rows(const KvRowMoves& m, void* stream);

@@ -5,20 +5,11 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/ops.h"
 
 namespace vela::cuda_backend {
 namespace {
-
-constexpr int kThreads = 256;
-
-cudaStream_t as_stream(void* s) {
-    return static_cast<cudaStream_t>(s);
-}
-
-unsigned blocks_for(int64_t n) {
-    return static_cast<unsigned>((n + kThreads - 1) / kThreads);
-}
 
 // Sum of v over the block (blockDim.x a multiple of 32, at most 1024), returned to every thread.
 __device__ float block_sum(float v) {
