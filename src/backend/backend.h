@@ -103,6 +103,12 @@ class Backend {
     // lowest index, NaN never the largest; -1 when no value is above -inf. Greedy sampling
     // without copying the logits to the host.
     virtual void argmax_rows(const Tensor& x, Tensor ids) = 0;
+    // The k = tokens.cols (1..kMaxTopK) largest values of each row of x, ranked by (value desc,
+    // index asc) as sampling::top_k ranks them: tokens (I32) and values (F32), x.rows x k each.
+    // NaN and -inf are never listed; a row with fewer than k others pads with -1 / -inf.
+    // Non-greedy sampling (temperature, top-k, top-p, min-p) without copying whole rows.
+    virtual void top_k_rows(const Tensor& x, Tensor tokens, Tensor values) = 0;
+    static constexpr int64_t kMaxTopK = 1024;
 
     // --- fused ops: each is defined by the ops above, which the defaults run in turn; a
     // backend may do the same work in fewer passes over memory (fewer launches on a GPU) ---

@@ -303,7 +303,9 @@ std::vector<StepOutput> Engine::step() {
         }
         stats_.prompt_tokens += work[i].n_tokens - (seq.n_generated() > 0 ? 1 : 0);
         const int32_t greedy = runner_.argmax_token(i);
-        StepOutput o = greedy >= 0 ? seq.append_tokens({&greedy, 1}) : seq.append_sampled(logits);
+        StepOutput o = greedy >= 0                ? seq.append_tokens({&greedy, 1})
+                       : runner_.samples_top(i) ? seq.append_sampled_top(runner_.top_for(i))
+                                                : seq.append_sampled(logits);
         if (seq.n_generated() == 1) start_followers(seq, true);
         ++stats_.generated_tokens;
         const bool ended = o.finish != FinishReason::None;
@@ -347,11 +349,10 @@ void Engine::self_draft(const std::vector<ScheduledSeq>& work) {
         draft_batch_.finish();
         // Greedy drafts (q one-hot): lossless for any sampling of the target. Only the argmax
         // of each row comes back from the device.
-        draft_argmax_only_.assign(fed.size(), 1);
-        model_.forward(draft_batch_, *storage_, backend_, draft_logits_, draft_argmax_only_,
-                       draft_ids_);
+        draft_keep_.assign(fed.size(), Model::kKeepArgmax);
+        model_.forward(draft_batch_, *storage_, backend_, draft_keep_, draft_out_);
         for (size_t i = 0; i < fed.size(); ++i) {
-            fed[i]->draft().tokens[j] = std::max(draft_ids_[i], 0);  // -1: no logit above -inf
+            fed[i]->draft().tokens[j] = std::max(draft_out_.ids[i], 0);  // -1: no logit above -inf
         }
     }
 }

@@ -183,9 +183,8 @@ class Engine {
     double weight_bytes_ = 0;     // the model's weights, for self_draft's cost estimate
     spec::SpeedGate self_gate_;  // self-speculation: does it pay here, measured
     bool self_drafted_ = false;  // this step self-drafts
-    std::vector<float> draft_logits_;  // not copied back: the drafts are argmax rows
-    std::vector<uint8_t> draft_argmax_only_;
-    std::vector<int32_t> draft_ids_;
+    std::vector<int32_t> draft_keep_;  // Model::kKeepArgmax each: the drafts are argmax rows
+    Model::RowsOut draft_out_;
     std::vector<int64_t> tail_;  // and their KV rows
 };
 

@@ -13,7 +13,7 @@ const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& schedu
     batch_.kv_scores = kv_scores_;
     logit_row_.assign(scheduled.size(), -1);
     logit_rows_.assign(scheduled.size(), 0);
-    argmax_only_.clear();
+    keep_.clear();
     const int64_t bs = blocks.config().block_size;
     int64_t n_logit_rows = 0;
     for (size_t i = 0; i < scheduled.size(); ++i) {
@@ -40,7 +40,7 @@ const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& schedu
             logit_row_[i] = n_logit_rows;
             logit_rows_[i] = s.n_tokens;
             n_logit_rows += s.n_tokens;
-            argmax_only_.insert(argmax_only_.end(), static_cast<size_t>(s.n_tokens), 0);
+            keep_.insert(keep_.end(), static_cast<size_t>(s.n_tokens), Model::kKeepRow);
             continue;
         }
         // Only a sequence whose last token is fed this step samples.
@@ -51,7 +51,7 @@ const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& schedu
         if (samples) {
             logit_row_[i] = n_logit_rows++;
             logit_rows_[i] = 1;
-            argmax_only_.push_back(s.seq->samples_argmax() && !host_argmax_ ? 1 : 0);
+            keep_.push_back(keep_for(*s.seq));
         }
     }
     batch_.finish();
@@ -59,7 +59,7 @@ const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& schedu
 }
 
 void ModelRunner::run(KvStorage& kv) {
-    model_.forward(batch_, kv, backend_, logits_, argmax_only_, ids_);
+    model_.forward(batch_, kv, backend_, keep_, out_);
 }
 
 bool ModelRunner::logits_to_host_env() {
@@ -67,10 +67,20 @@ bool ModelRunner::logits_to_host_env() {
     return e != nullptr && std::strcmp(e, "1") == 0;
 }
 
+int32_t ModelRunner::keep_for(const Sequence& seq) const {
+    if (host_sampling_) return Model::kKeepRow;
+    if (seq.samples_argmax()) return Model::kKeepArgmax;
+    const SamplingParams& p = seq.request().sampling;
+    if (seq.request().logprobs < 0 && Sampler::samples_top(p, model_.hparams().n_vocab) &&
+        p.top_k <= Backend::kMaxTopK)
+        return p.top_k;
+    return Model::kKeepRow;
+}
+
 int32_t ModelRunner::argmax_token(size_t i) const {
     const int64_t row = logit_row_[i];
-    if (row < 0 || argmax_only_[static_cast<size_t>(row)] == 0) return -1;
-    const int32_t id = ids_[static_cast<size_t>(row)];
+    if (row < 0 || keep_[static_cast<size_t>(row)] != Model::kKeepArgmax) return -1;
+    const int32_t id = out_.ids[static_cast<size_t>(row)];
     if (id < 0) {
         fail<InvalidArgument>("sampling: none of the {} logits is above -inf (all masked or NaN)",
                               model_.hparams().n_vocab);
@@ -78,10 +88,24 @@ int32_t ModelRunner::argmax_token(size_t i) const {
     return id;
 }
 
+bool ModelRunner::samples_top(size_t i) const {
+    const int64_t row = logit_row_[i];
+    return row >= 0 && keep_[static_cast<size_t>(row)] > 0;
+}
+
+std::span<const sampling::Candidate> ModelRunner::top_for(size_t i) {
+    VELA_ASSERT(samples_top(i));
+    const auto k = static_cast<size_t>(out_.top_k);
+    const size_t first = static_cast<size_t>(logit_row_[i]) * k;
+    top_.resize(k);
+    for (size_t j = 0; j < k; ++j) top_[j] = {out_.top_tokens[first + j], out_.top_logits[first + j]};
+    return top_;
+}
+
 std::span<float> ModelRunner::logits_for(size_t i) {
     if (logit_row_[i] < 0) return {};
     const int64_t n_vocab = model_.hparams().n_vocab;
-    return std::span<float>(logits_.data() + logit_row_[i] * n_vocab,
+    return std::span<float>(out_.logits.data() + logit_row_[i] * n_vocab,
                             static_cast<size_t>(logit_rows_[i] * n_vocab));
 }
 

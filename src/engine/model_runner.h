@@ -9,6 +9,7 @@
 #include "kv/block_manager.h"
 #include "model/forward_batch.h"
 #include "model/model.h"
+#include "sampling/logits_processors.h"
 
 namespace vela {
 
@@ -30,22 +31,30 @@ class ModelRunner {
     // chosen on the device, its logits row never copied (logits_for(i) is then stale); -1
     // otherwise. Throws when every logit of that row is -inf or NaN, as the sampler does.
     int32_t argmax_token(size_t i) const;
+    // Whether scheduled[i] samples from its row's best tokens (top_for), chosen on the device:
+    // temperature sampling with top-k (Sampler::samples_top), no logprobs. Its row is then
+    // not copied either.
+    bool samples_top(size_t i) const;
+    // Those best tokens, ranked: at least the sequence's top_k of them (Sampler::sample_top).
+    std::span<const sampling::Candidate> top_for(size_t i);
     // What attention records for KV eviction in every batch (kv/eviction.h).
     void set_kv_scores(KvScoreMode mode) { kv_scores_ = mode; }
 
   private:
-    // VELA_LOGITS_TO_HOST=1 copies every logits row to the host and samples greedy rows there
-    // too, as before the device argmax: an A/B switch for benchmarks.
+    // VELA_LOGITS_TO_HOST=1 copies every logits row to the host and samples every row there,
+    // as before the device argmax and top-k: an A/B switch for benchmarks and tests.
     static bool logits_to_host_env();
+    // What the row of a sequence that samples one token sends back (Model::forward's keep).
+    int32_t keep_for(const Sequence& seq) const;
 
     Model& model_;
     Backend& backend_;
     ForwardBatch batch_;
     KvScoreMode kv_scores_ = KvScoreMode::None;
-    std::vector<float> logits_;
-    std::vector<int32_t> ids_;            // the argmax of every logits row
-    std::vector<uint8_t> argmax_only_;    // per logits row: only its argmax comes back
-    const bool host_argmax_ = logits_to_host_env();
+    Model::RowsOut out_;
+    std::vector<int32_t> keep_;  // per logits row: what comes back (Model::kKeep*, or top k)
+    const bool host_sampling_ = logits_to_host_env();
+    std::vector<sampling::Candidate> top_;  // top_for's list
     // Per scheduled sequence: its first logits row (-1 when it does not sample), and how many.
     std::vector<int64_t> logit_row_;
     std::vector<int64_t> logit_rows_;

@@ -24,6 +24,14 @@ StepOutput Sequence::append_sampled(std::span<float> logits) {
     return out;
 }
 
+StepOutput Sequence::append_sampled_top(std::span<const sampling::Candidate> ranked) {
+    VELA_ASSERT(request_.logprobs < 0);
+    StepOutput out;
+    out.request_id = id_;
+    accept(sampler_.sample_top(ranked), out);
+    return out;
+}
+
 StepOutput Sequence::append_verified(std::span<float> rows, spec::Verifier& verifier,
                                      int64_t& n_accepted, int64_t& n_valid_kv,
                                      std::vector<int32_t>& path) {

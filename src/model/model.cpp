@@ -1,5 +1,6 @@
 #include "model/model.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -24,7 +25,7 @@ struct Model::Scratch {
         Tensor tcos, tsin;
         std::vector<float> host_cos, host_sin;
     };
-    Slot x, h, q, k, v, attn, gate, up, out_rows, logits, ids;
+    Slot x, h, q, k, v, attn, gate, up, out_rows, logits, ids, top_tokens, top_logits;
     Tensor tx, th, tq, tk, tv, tattn, tgate, tup;
     Angles global, local;
 
@@ -82,13 +83,14 @@ KvLayout Model::kv_layout(int64_t block_size, int64_t num_blocks) const {
 
 void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
                     std::vector<float>& logits) {
-    std::vector<int32_t> ids;
-    forward(batch, kv, backend, logits, {}, ids);
+    RowsOut out;
+    out.logits.swap(logits);
+    forward(batch, kv, backend, {}, out);
+    logits.swap(out.logits);
 }
 
 void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
-                    std::vector<float>& logits, std::span<const uint8_t> argmax_only,
-                    std::vector<int32_t>& ids) {
+                    std::span<const int32_t> keep, RowsOut& out) {
     const int64_t rows = batch.n_rows();
     VELA_ASSERT(rows > 0);
     if (loaded_on_ != &backend) {
@@ -105,9 +107,10 @@ void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
 
     // Only the rows that need logits go through the final norm and the LM head.
     const auto n_out = static_cast<int64_t>(batch.logit_rows.size());
-    VELA_ASSERT(argmax_only.empty() || std::ssize(argmax_only) == n_out);
+    VELA_ASSERT(keep.empty() || std::ssize(keep) == n_out);
+    std::vector<float>& logits = out.logits;
     logits.resize(static_cast<size_t>(n_out * hp_.n_vocab));
-    ids.resize(static_cast<size_t>(n_out));
+    out.ids.resize(static_cast<size_t>(n_out));
     Tensor out_rows, out_logits, out_ids;
     if (n_out > 0) {  // allocated here: the ops may be recorded once and replayed
         out_rows = s.out_rows.view(backend, n_out, hp_.n_embd);
@@ -127,18 +130,39 @@ void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
         backend.argmax_rows(out_logits, out_ids);
     });
     if (n_out == 0) return;
-    backend.to_host(out_ids, ids.data());
-    // The rows that must come back, in runs of consecutive rows: one copy each.
-    auto copied = [&](int64_t r) {
-        return argmax_only.empty() || argmax_only[static_cast<size_t>(r)] == 0;
-    };
+    backend.to_host(out_ids, out.ids.data());
+    // Top-k lists, over the rows from the first to the last that asks for one (eagerly: which
+    // rows sample this way changes from step to step, the recorded ops must not).
+    auto kept = [&](int64_t r) { return keep.empty() ? kKeepRow : keep[static_cast<size_t>(r)]; };
+    out.top_k = 0;
+    int64_t top_first = n_out, top_last = -1;
+    for (int64_t r = 0; r < n_out; ++r) {
+        if (kept(r) <= 0) continue;
+        out.top_k = std::max(out.top_k, kept(r));
+        top_first = std::min(top_first, r);
+        top_last = r;
+    }
+    if (out.top_k > 0) {
+        VELA_ASSERT(out.top_k <= Backend::kMaxTopK);
+        const int64_t n = top_last - top_first + 1, k = out.top_k;
+        const Tensor rows{out_logits.f32() + top_first * hp_.n_vocab, DType::F32, n, hp_.n_vocab,
+                          out_logits.device};
+        const Tensor tokens = s.top_tokens.view(backend, n, k, DType::I32);
+        const Tensor values = s.top_logits.view(backend, n, k);
+        backend.top_k_rows(rows, tokens, values);
+        out.top_tokens.resize(static_cast<size_t>(n_out * k));
+        out.top_logits.resize(static_cast<size_t>(n_out * k));
+        backend.to_host(tokens, out.top_tokens.data() + top_first * k);
+        backend.to_host(values, out.top_logits.data() + top_first * k);
+    }
+    // The rows that come back whole, in runs of consecutive rows: one copy each.
     for (int64_t r = 0; r < n_out;) {
-        if (!copied(r)) {
+        if (kept(r) != kKeepRow) {
             ++r;
             continue;
         }
         int64_t end = r + 1;
-        while (end < n_out && copied(end)) ++end;
+        while (end < n_out && kept(end) == kKeepRow) ++end;
         const Tensor run{out_logits.f32() + r * hp_.n_vocab, DType::F32, end - r, hp_.n_vocab,
                          out_logits.device};
         backend.to_host(run, logits.data() + r * hp_.n_vocab);

@@ -35,11 +35,22 @@ class Model {
     // batch.logit_rows (in that order, n_vocab each) are copied to `logits` on the host.
     void forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
                  std::vector<float>& logits);
-    // The same, and the argmax of every logits row (Backend::argmax_rows) in `ids`; rows whose
-    // `argmax_only` entry is set are not copied (their part of `logits` is left as it was).
+
+    // What each logits row sends back to the host (the `keep` of the forward below):
+    static constexpr int32_t kKeepRow = 0;      // the whole row, into RowsOut::logits
+    static constexpr int32_t kKeepArgmax = -1;  // only its argmax (every row's is in ids)
+    // k > 0 (at most Backend::kMaxTopK): its k best tokens and their logits, ranked
+    // (Backend::top_k_rows), into top_tokens / top_logits at row * top_k.
+    struct RowsOut {
+        std::vector<float> logits;  // n_vocab per row; rows not kept whole are left as they were
+        std::vector<int32_t> ids;   // the argmax of every row (Backend::argmax_rows)
+        int32_t top_k = 0;          // the largest k asked for this step; every row's stride
+        std::vector<int32_t> top_tokens;
+        std::vector<float> top_logits;
+    };
+    // The same, with each row sending back what keep[row] says (empty: every row whole).
     void forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
-                 std::vector<float>& logits, std::span<const uint8_t> argmax_only,
-                 std::vector<int32_t>& ids);
+                 std::span<const int32_t> keep, RowsOut& out);
 
   private:
     struct Scratch;

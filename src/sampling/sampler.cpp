@@ -44,18 +44,17 @@ bool Sampler::process(std::span<float> logits, std::span<const int32_t> history)
         sampling::all_candidates(logits, candidates_);
     }
     if (candidates_.items.empty()) fail_no_candidate(logits.size());
-    sampling::top_p(candidates_, params_.top_p);
-    sampling::min_p(candidates_, params_.min_p);
-    total_ = sampling::softmax(candidates_, params_.temperature, weights_);
+    truncate_and_weigh();
     return true;
 }
 
-int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> history) {
-    if (!process(logits, history)) {
-        const int32_t best = sampling::argmax(logits);
-        if (best < 0) fail_no_candidate(logits.size());
-        return best;
-    }
+void Sampler::truncate_and_weigh() {
+    sampling::top_p(candidates_, params_.top_p);
+    sampling::min_p(candidates_, params_.min_p);
+    total_ = sampling::softmax(candidates_, params_.temperature, weights_);
+}
+
+int32_t Sampler::draw() {
     // Inverse CDF over the canonical candidate order.
     const double target = uniform() * total_;
     double cum = 0.0;
@@ -68,6 +67,33 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
     size_t last = weights_.size() - 1;
     while (last > 0 && weights_[last] == 0.0f) --last;
     return candidates_.items[last].token;
+}
+
+int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> history) {
+    if (!process(logits, history)) {
+        const int32_t best = sampling::argmax(logits);
+        if (best < 0) fail_no_candidate(logits.size());
+        return best;
+    }
+    return draw();
+}
+
+int32_t Sampler::sample_top(std::span<const sampling::Candidate> ranked) {
+    VELA_ASSERT(params_.temperature > 0.0f && !params_.penalties_enabled() && params_.top_k > 0);
+    // sample() keeps the top_k best, ranked; a list padded past the row's listable tokens ends
+    // at the first token -1.
+    size_t n = std::min(ranked.size(), static_cast<size_t>(params_.top_k));
+    for (size_t i = 0; i < n; ++i) {
+        if (ranked[i].token < 0) {
+            n = i;
+            break;
+        }
+    }
+    if (n == 0) fail<InvalidArgument>("sampling: no logit above -inf (all masked or NaN)");
+    candidates_.items.assign(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(n));
+    candidates_.sorted = true;
+    truncate_and_weigh();
+    return draw();
 }
 
 int32_t Sampler::sample_from(std::span<const float> probs) {

@@ -25,6 +25,17 @@ class Sampler {
     // Throws InvalidArgument when no logit is above -inf or a history token is out of range.
     int32_t sample(std::span<float> logits, std::span<const int32_t> history);
 
+    // The same draw from the row's best tokens alone: `ranked` holds at least the top_k best
+    // (token, logit) pairs of the row, ranked as sampling::top_k ranks them (Backend::top_k_rows
+    // on the device). Gives sample()'s token for the same row and RNG state. Only for params
+    // that need nothing else of the row: temperature > 0, no penalties, 0 < top_k < vocab.
+    int32_t sample_top(std::span<const sampling::Candidate> ranked);
+    // Whether sample_top() can draw for these params from a list of top_k entries (the row has
+    // n_vocab tokens).
+    static bool samples_top(const SamplingParams& p, int64_t n_vocab) {
+        return p.temperature > 0.0f && !p.penalties_enabled() && p.top_k > 0 && p.top_k < n_vocab;
+    }
+
     // The final distribution after every processor, for rejection sampling and logprobs:
     // probs gets logits.size() entries, zero outside the survivors; one-hot when greedy.
     // Does not advance the RNG.
@@ -46,6 +57,10 @@ class Sampler {
   private:
     // Penalties (into `logits` itself) then truncation into candidates_; false when greedy.
     bool process(std::span<float> logits, std::span<const int32_t> history);
+    // top_p and min_p on candidates_ (non-empty), then their weights into weights_ / total_.
+    void truncate_and_weigh();
+    // Inverse CDF over candidates_ with one uniform() draw.
+    int32_t draw();
 
     SamplingParams params_;
     uint64_t seed_;

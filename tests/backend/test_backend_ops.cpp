@@ -2,7 +2,8 @@
 // type, rms_norm, add_inplace, add_bias, silu_mul, gelu_mul, scale, rope, gather_logit_rows)
 // against float64 references written here, on every built backend (backend_conformance.h), at
 // awkward sizes, with fresh random data and NaN-poisoned outputs. The KV ops are in
-// test_backend_ops_kv.cpp.
+// test_backend_ops_kv.cpp, the sampling ops (argmax_rows, top_k_rows) in
+// test_backend_ops_sampling.cpp.
 //
 // Errors are measured per output row, relative to a scale of that row stated beside each op
 // (usually its largest |reference| value), against a tolerance per op and dtype.
@@ -540,60 +541,6 @@ TEST_P(BackendOps, GatherLogitRows) {
         }
         expect_close(report_, "gather_rows", "F32", dout, ref, row_max_abs(ref, out_rows, cols),
                      0.0, fmt::format("{} of {} rows, cols {}", out_rows, rows, cols));
-    }
-}
-
-// argmax_rows: the first index of each row's largest value, NaN never the largest, -1 when no
-// value is above -inf; exact. Rows hold ties, NaN, infinities and the vocabulary sizes of real
-// models (SmolLM2 49152, Llama 3 128256).
-TEST_P(BackendOps, ArgmaxRows) {
-    auto rng = op_rng("argmax_rows");
-    const float inf = std::numeric_limits<float>::infinity();
-    const float nan = std::numeric_limits<float>::quiet_NaN();
-    for (int64_t cols : {1, 31, 1025, 49152, 128256}) {
-        const int64_t rows = 9;
-        std::vector<float> x = normal_floats(static_cast<size_t>(rows * cols), rng);
-        auto at = [&](int64_t r, int64_t c) -> float& { return x[r * cols + c]; };
-        std::uniform_int_distribution<int64_t> col(0, cols - 1);
-        // Row 1: the largest value twice; row 2: NaN everywhere but one value; row 3: all -inf;
-        // row 4: all NaN; row 5: +inf twice; row 6: -inf and NaN around one finite value;
-        // row 7: every value equal; row 8: the maximum in the last column.
-        const float top = 9.f;
-        const int64_t a = col(rng), b = col(rng);
-        at(1, a) = top;
-        at(1, b) = top;
-        for (int64_t c = 0; c < cols; ++c) {
-            at(2, c) = nan;
-            at(3, c) = -inf;
-            at(4, c) = nan;
-            at(6, c) = c % 2 ? nan : -inf;
-            at(7, c) = 0.25f;
-        }
-        at(2, b) = -3.f;
-        at(5, b) = inf;
-        at(5, a) = inf;
-        at(6, a) = -1e30f;
-        at(8, cols - 1) = top;
-        DeviceTensor dx(backend(), rows, cols), dids(backend(), rows, 1);
-        dx.upload(x);
-        Tensor ids = dids.view();
-        ids.dtype = DType::I32;
-        backend().argmax_rows(dx.view(), ids);
-        std::vector<int32_t> got(static_cast<size_t>(rows));
-        backend().to_host(ids, got.data());
-        EXPECT_TRUE(dids.guard_intact());
-        for (int64_t r = 0; r < rows; ++r) {
-            int32_t want = -1;
-            double best = -inf;
-            for (int64_t c = 0; c < cols; ++c) {
-                const double v = at(r, c);
-                if (v > best) {
-                    best = v;
-                    want = static_cast<int32_t>(c);
-                }
-            }
-            EXPECT_EQ(got[static_cast<size_t>(r)], want) << "row " << r << ", cols " << cols;
-        }
     }
 }
 

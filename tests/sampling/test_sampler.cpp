@@ -185,5 +185,50 @@ TEST(Sampler, SampleFromExplicitDistribution) {
     EXPECT_THROW(s.sample_from(nan), InvalidArgument);
 }
 
+// sample_top(): the draw from a row's ranked best tokens equals sample() on the whole row, draw
+// for draw with the same seed, over temperatures, top-k, top-p and min-p, for lists longer than
+// top_k (the device ranks the largest k of the batch) and for rows with fewer listable tokens
+// than top_k (the list then ends at token -1).
+TEST(Sampler, SampleTopEqualsSampleOnTheWholeRow) {
+    const float inf = std::numeric_limits<float>::infinity();
+    std::mt19937_64 rng(99);
+    int checked = 0;
+    for (float temperature : {0.3f, 1.0f, 1.7f}) {
+        for (int32_t top_k : {1, 5, 40, 1000}) {
+            for (float top_p : {1.0f, 0.9f, 0.4f}) {
+                for (float min_p : {0.0f, 0.05f}) {
+                    SamplingParams p;
+                    p.temperature = temperature;
+                    p.top_k = top_k;
+                    p.top_p = top_p;
+                    p.min_p = min_p;
+                    p.seed = rng();
+                    Sampler whole(p), top(p);
+                    for (int draw = 0; draw < 40; ++draw) {
+                        std::vector<float> row = fixed_logits(4099, rng(), 2.0f);
+                        if (draw % 4 == 1)  // ties: a coarse grid
+                            for (float& x : row) x = std::round(x * 2.f) / 2.f;
+                        if (draw % 4 == 2)  // only three listable tokens
+                            for (size_t i = 3; i < row.size(); ++i) row[i] = -inf;
+                        sampling::Candidates ranked;
+                        sampling::top_k(row, top_k + (draw % 2) * 17, ranked);
+                        std::vector<sampling::Candidate> list = ranked.items;
+                        list.resize(static_cast<size_t>(top_k + (draw % 2) * 17), {-1, -inf});
+                        ASSERT_EQ(top.sample_top(list), whole.sample(row, {}))
+                            << "t " << temperature << " k " << top_k << " p " << top_p
+                            << " min_p " << min_p << " draw " << draw;
+                        ++checked;
+                    }
+                }
+            }
+        }
+    }
+    EXPECT_EQ(checked, 3 * 4 * 3 * 2 * 40);
+    SamplingParams p;
+    Sampler s(p);
+    const std::vector<sampling::Candidate> none(40, {-1, -inf});
+    EXPECT_THROW(s.sample_top(none), InvalidArgument);
+}
+
 }  // namespace
 }  // namespace vela

@@ -43,6 +43,7 @@ class CpuBackend final : public Backend {
                    int64_t n_heads, float scale, int64_t window) override;
     void gather_logit_rows(const Tensor& x, Tensor out) override;
     void argmax_rows(const Tensor& x, Tensor ids) override;
+    void top_k_rows(const Tensor& x, Tensor tokens, Tensor values) override;
 
     ThreadPool& pool() { return pool_; }
 

@@ -564,4 +564,16 @@ void CudaBackend::argmax_rows(const Tensor& x, Tensor ids) {
     check_launch("argmax_rows");
 }
 
+void CudaBackend::top_k_rows(const Tensor& x, Tensor tokens, Tensor values) {
+    check_f32(x);
+    check_f32(values);
+    const int64_t k = tokens.cols;
+    VELA_ASSERT(tokens.device == Device::Cuda && tokens.dtype == DType::I32 &&
+                tokens.rows == x.rows && values.rows == x.rows && values.cols == k && k >= 1 &&
+                k <= kMaxTopK);
+    cuda_backend::top_k_rows(x.f32(), x.rows, x.cols, static_cast<int>(k),
+                             static_cast<int32_t*>(tokens.data), values.f32(), stream_);
+    check_launch("top_k_rows");
+}
+
 }  // namespace vela

@@ -126,6 +126,7 @@ class CudaBackend final : public Backend {
                    float scale, int64_t window) override;
     void gather_logit_rows(const Tensor& x, Tensor out) override;
     void argmax_rows(const Tensor& x, Tensor ids) override;
+    void top_k_rows(const Tensor& x, Tensor tokens, Tensor values) override;
 
     void add_rms_norm(Tensor x, const Tensor& delta, const Weight& weight, Tensor y,
                       float eps) override;

@@ -30,6 +30,10 @@ void gather_rows(const float* x, int64_t cols, const int32_t* index, int64_t n, 
 // ids[r] = the index of row r's largest value (ties to the lowest index, NaN never the largest),
 // -1 when no value of the row is above -inf; `rows` rows of `cols` floats.
 void argmax_rows(const float* x, int64_t rows, int64_t cols, int32_t* ids, void* stream);
+// The k (1..1024) largest values of each row, ranked (value desc, index asc), into rows x k
+// tokens / values; NaN and -inf are never listed, short rows pad with -1 / -inf (top_k.cu).
+void top_k_rows(const float* x, int64_t rows, int64_t cols, int k, int32_t* tokens, float* values,
+                void* stream);
 // Conversions between float rows and 16-bit rows (round to nearest even).
 void to_half(const float* x, int64_t n, Half h, void* out, void* stream);
 void from_half(const void* x, int64_t n, Half h, float* out, void* stream);
