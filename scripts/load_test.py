@@ -141,14 +141,16 @@ def server_cmd(kind, args, port, slots, ctx_per_slot):
         shlex.split(args.llama_args)
 
 
-def completion_body(max_tokens):
+def completion_body(max_tokens, temperature=0.0):
     return lambda i: {"model": "m", "prompt": f"Write a short story about {TOPICS[i % len(TOPICS)]} "
-                      f"(number {i}).", "max_tokens": max_tokens, "temperature": 0, "stream": True,
+                      f"(number {i}).", "max_tokens": max_tokens, "temperature": temperature,
+                      "seed": i, "stream": True,
                       "stream_options": {"include_usage": True}, "ignore_eos": True}
 
 
-def chat_body(max_tokens):
-    return lambda i: {"model": "m", "max_tokens": max_tokens, "temperature": 0, "stream": True,
+def chat_body(max_tokens, temperature=0.0):
+    return lambda i: {"model": "m", "max_tokens": max_tokens, "temperature": temperature,
+                      "seed": i, "stream": True,
                       "stream_options": {"include_usage": True}, "ignore_eos": True,
                       "messages": [{"role": "system", "content": SYSTEM},
                                    {"role": "user", "content": f"I am going to visit place number {i}: "
@@ -173,6 +175,8 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--shared-concurrency", type=int, default=16, help="0: no chat workload")
     ap.add_argument("--servers", default="vela,llama.cpp")
+    ap.add_argument("--temperature", type=float, default=0.0,
+                    help="0: greedy; else sampled with each server's default top-k/top-p/min-p")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
 
@@ -184,7 +188,7 @@ def main():
             srv = ServerProcess(server_cmd(kind, args, port, c, 512), port)
             try:
                 run_level(port, 1, 1, completion_body(4), "/v1/completions")  # warm-up
-                r = run_level(port, c, max(2 * c, 8) if c < 64 else c, completion_body(args.max_tokens),
+                r = run_level(port, c, max(2 * c, 8) if c < 64 else c, completion_body(args.max_tokens, args.temperature),
                               "/v1/completions")
             finally:
                 srv.stop()
@@ -196,7 +200,7 @@ def main():
         port = free_port()
         srv = ServerProcess(server_cmd(kind, args, port, c, 1024), port)
         try:
-            r = run_level(port, c, 2 * c, chat_body(args.max_tokens), "/v1/chat/completions")
+            r = run_level(port, c, 2 * c, chat_body(args.max_tokens, args.temperature), "/v1/chat/completions")
         finally:
             srv.stop()
         lines.append(row(kind, "shared system prompt (chat)", c, r))

@@ -1,16 +1,23 @@
 // Serving invariants on the default model: a request's greedy output does not depend on what
 // else the engine is doing — alone, among 32 concurrent requests, with the prefix cache warm,
 // under preemption (Recompute and Swap) — and no KV block leaks once everything has finished.
+// On every backend the build has: the CPU, and the GPU when there is one (VELA_REQUIRE_GPU=1
+// turns its skip into a failure).
 #include <gtest/gtest.h>
 
 #include <array>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <random>
+#include <string>
 
 #include "../common/default_model.h"
 #include "backend/cpu/cpu_backend.h"
+#ifdef VELA_HAS_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 #include "engine/engine.h"
 #include "engine/sequence.h"
 #include "model/model.h"
@@ -23,19 +30,71 @@ constexpr int64_t kGen = 6;  // generated tokens per request: short keeps the su
 
 using Tokens = std::vector<int32_t>;
 
-class EngineServing : public ::testing::Test {
+// The default model on one backend (the GPU's needs its own Model: loading uploads the weights
+// and repoints them), and the outputs of each prompt alone there.
+struct ServingBackend {
+    Model* model = nullptr;
+    const Tokenizer* tokenizer = nullptr;
+    Backend* backend = nullptr;
+    std::map<std::string, std::vector<Tokens>> alone;  // by KV format and block size
+};
+
+bool gpu_required() {
+    const char* v = std::getenv("VELA_REQUIRE_GPU");
+    return v != nullptr && std::string(v) == "1";
+}
+
+// Null when the model is not fetched or (for "cuda") there is no device.
+ServingBackend* serving_backend(const std::string& name) {
+    static std::map<std::string, std::unique_ptr<ServingBackend>> made;
+    auto& b = made[name];
+    if (b) return b.get();
+    test::DefaultModel* m = test::default_model();
+    if (m == nullptr) return nullptr;
+    b = std::make_unique<ServingBackend>();
+    b->tokenizer = &m->tokenizer;
+    if (name == "cpu") {
+        b->model = &m->model;
+        b->backend = &m->backend;
+        return b.get();
+    }
+#ifdef VELA_HAS_CUDA
+    if (name == "cuda" && cuda_device_available()) {
+        static CudaBackend cuda;  // outlives the model
+        static Model model(test::default_model_path());
+        b->model = &model;
+        b->backend = &cuda;
+        return b.get();
+    }
+#endif
+    b.reset();
+    return nullptr;
+}
+
+std::vector<std::string> serving_backends() {
+#ifdef VELA_HAS_CUDA
+    return {"cpu", "cuda"};
+#else
+    return {"cpu"};
+#endif
+}
+
+class EngineServing : public ::testing::TestWithParam<std::string> {
   protected:
     static void SetUpTestSuite() {
-        test::DefaultModel* m = test::default_model();
-        if (m == nullptr) return;
-        model_ = &m->model;
-        tokenizer_ = &m->tokenizer;
-        backend_ = &m->backend;
-        build_prompts();
+        if (prompts_.empty()) build_prompts();
     }
     void SetUp() override {
-        if (model_ == nullptr) GTEST_SKIP() << "default model not fetched";
+        ctx_ = serving_backend(GetParam());
+        if (ctx_ != nullptr) return;
+        if (test::default_model() == nullptr) GTEST_SKIP() << "default model not fetched";
+        if (gpu_required()) FAIL() << "VELA_REQUIRE_GPU=1 but no GPU";
+        GTEST_SKIP() << "no CUDA device";
     }
+    Model& model() { return *ctx_->model; }
+    const Tokenizer& tokenizer() { return *ctx_->tokenizer; }
+    Backend& backend() { return *ctx_->backend; }
+    bool on_gpu() const { return GetParam() != "cpu"; }
 
     // 32 prompts of mixed lengths (1..~100 tokens); half start with one shared 40-token prefix,
     // as requests with a common system prompt do.
@@ -84,11 +143,10 @@ class EngineServing : public ::testing::Test {
 
     // Each prompt alone in a fresh engine without prefix cache: the reference (per KV format).
     // Block size matters only to K in Q4 (its quantisation groups are blocks).
-    static const std::vector<Tokens>& alone(KvFormats format = KvFormat::F16,
-                                            int64_t block_size = EngineConfig{}.kv_block_size) {
-        static std::map<std::string, std::vector<Tokens>> cache;
+    const std::vector<Tokens>& alone(KvFormats format = KvFormat::F16,
+                                     int64_t block_size = EngineConfig{}.kv_block_size) {
         std::vector<Tokens>& out =
-            cache[kv_formats_name(format) + " block " + std::to_string(block_size)];
+            ctx_->alone[kv_formats_name(format) + " block " + std::to_string(block_size)];
         if (out.empty()) {
             EngineConfig c;
             c.prefix_caching = false;
@@ -96,7 +154,7 @@ class EngineServing : public ::testing::Test {
             c.kv_formats = format;
             c.kv_block_size = block_size;
             for (const Tokens& p : prompts_) {
-                Engine e(*model_, *tokenizer_, *backend_, c);
+                Engine e(model(), tokenizer(), backend(), c);
                 out.push_back(run(e, {p})[0]);
             }
         }
@@ -125,13 +183,11 @@ class EngineServing : public ::testing::Test {
         EXPECT_EQ(e.kv_blocks().num_sequences(), 0);
     }
 
-    static inline Model* model_ = nullptr;
-    static inline const Tokenizer* tokenizer_ = nullptr;
-    static inline CpuBackend* backend_ = nullptr;
+    ServingBackend* ctx_ = nullptr;
     static inline std::vector<Tokens> prompts_;
 };
 
-TEST_F(EngineServing, ConcurrentRequestsMatchAlone) {
+TEST_P(EngineServing, ConcurrentRequestsMatchAlone) {
     // The references ran one by one without prefix cache; here the shared prefix is found by
     // the later requests, prefill is chunked and mixed with decode, and some requests wait.
     EngineConfig c;
@@ -139,7 +195,7 @@ TEST_F(EngineServing, ConcurrentRequestsMatchAlone) {
     c.kv_block_size = 16;
     c.scheduler.max_batched_tokens = 96;
     c.scheduler.max_running = 20;
-    Engine e(*model_, *tokenizer_, *backend_, c);
+    Engine e(model(), tokenizer(), backend(), c);
     EXPECT_EQ(run(e, prompts_), alone());
     expect_no_leak(e);
     EXPECT_GT(e.stats().prefix_hit_tokens, 0);
@@ -152,13 +208,13 @@ TEST_F(EngineServing, ConcurrentRequestsMatchAlone) {
 // third request asks for logprobs and every third samples, so a step mixes all three. The
 // outputs must equal a run that copies every row and samples on the host
 // (VELA_LOGITS_TO_HOST=1), and the greedy ones the requests alone.
-TEST_F(EngineServing, DeviceSamplingMatchesHostSampling) {
+TEST_P(EngineServing, DeviceSamplingMatchesHostSampling) {
     auto run_mixed = [&](bool all_to_host) {
         if (all_to_host) setenv("VELA_LOGITS_TO_HOST", "1", 1);
         EngineConfig c;
         c.n_ctx = 1024;
         c.scheduler.max_batched_tokens = 96;
-        Engine e(*model_, *tokenizer_, *backend_, c);
+        Engine e(model(), tokenizer(), backend(), c);
         unsetenv("VELA_LOGITS_TO_HOST");
         std::vector<std::vector<float>> logprobs;
         std::vector<Tokens> out = run(e, prompts_, &logprobs);
@@ -177,11 +233,11 @@ TEST_F(EngineServing, DeviceSamplingMatchesHostSampling) {
     EXPECT_GT(differs, 0);  // the sampled requests did sample
 }
 
-TEST_F(EngineServing, WarmPrefixCacheGivesSameOutputWithFewerPrefillTokens) {
+TEST_P(EngineServing, WarmPrefixCacheGivesSameOutputWithFewerPrefillTokens) {
     EngineConfig c;
     c.n_ctx = 512;
     c.kv_block_size = 8;
-    Engine e(*model_, *tokenizer_, *backend_, c);
+    Engine e(model(), tokenizer(), backend(), c);
     const std::vector<Tokens> one{prompts_[4]};
     const std::vector<Tokens> cold = run(e, one);
     const EngineStats after_cold = e.stats();
@@ -202,7 +258,7 @@ TEST_F(EngineServing, WarmPrefixCacheGivesSameOutputWithFewerPrefillTokens) {
     EXPECT_GT(s.kv_blocks_cached, 0);  // kept for the next request, but counted free
 }
 
-TEST_F(EngineServing, PreemptionUnderMemoryPressureKeepsOutputs) {
+TEST_P(EngineServing, PreemptionUnderMemoryPressureKeepsOutputs) {
     // Only the first 8 prompts, so the memory-starved runs stay short.
     const std::vector<Tokens> prompts(prompts_.begin(), prompts_.begin() + 8);
     const std::vector<Tokens> want(alone().begin(), alone().begin() + 8);
@@ -214,7 +270,7 @@ TEST_F(EngineServing, PreemptionUnderMemoryPressureKeepsOutputs) {
             c.kv_block_size = 4;
             c.kv_blocks = 36;  // 144 tokens: two or three sequences at a time
             c.scheduler.max_batched_tokens = 64;
-            Engine e(*model_, *tokenizer_, *backend_, c);
+            Engine e(model(), tokenizer(), backend(), c);
             const std::string what = std::string(mode == Preemption::Swap ? "swap" : "recompute") +
                                      (prefix ? " + prefix" : "");
             EXPECT_EQ(run(e, prompts), want) << what;
@@ -237,9 +293,12 @@ TEST_F(EngineServing, PreemptionUnderMemoryPressureKeepsOutputs) {
 // of samples forked from one prompt (copy-on-write of a partly filled quantised block). K in
 // Q4 (KIVI) is per block, not per row, but what a query reads depends only on positions
 // (kv/kivi_keys.h), and the open block's fp16 keys follow the same swaps and copies.
-TEST_F(EngineServing, QuantisedKvKeepsOutputsIdenticalToAlone) {
-    for (KvFormats format : {KvFormats(KvFormat::Q8), KvFormats(KvFormat::Q8, KvFormat::Q4),
-                             KvFormats(KvFormat::Q4), KvFormats(KvFormat::Q4, KvFormat::Q4, 64)}) {
+TEST_P(EngineServing, QuantisedKvKeepsOutputsIdenticalToAlone) {
+    const std::vector<KvFormats> formats =
+        on_gpu() ? std::vector<KvFormats>{KvFormat::Q8, KvFormat::FP8}
+                 : std::vector<KvFormats>{KvFormat::Q8, KvFormats(KvFormat::Q8, KvFormat::Q4),
+                                          KvFormat::Q4, KvFormats(KvFormat::Q4, KvFormat::Q4, 64)};
+    for (KvFormats format : formats) {
         const std::string what = kv_formats_name(format);
         const std::vector<Tokens>& want = alone(format);
         EngineConfig c;
@@ -247,7 +306,7 @@ TEST_F(EngineServing, QuantisedKvKeepsOutputsIdenticalToAlone) {
         c.n_ctx = 1024;
         c.scheduler.max_batched_tokens = 96;
         c.scheduler.max_running = 20;
-        Engine batched(*model_, *tokenizer_, *backend_, c);
+        Engine batched(model(), tokenizer(), backend(), c);
         EXPECT_EQ(run(batched, prompts_), want) << what;
         EXPECT_GT(batched.stats().prefix_hit_tokens, 0) << what;
         expect_no_leak(batched);
@@ -257,7 +316,7 @@ TEST_F(EngineServing, QuantisedKvKeepsOutputsIdenticalToAlone) {
         tight.kv_block_size = 4;
         tight.kv_blocks = 36;
         tight.scheduler.max_batched_tokens = 64;
-        Engine swapping(*model_, *tokenizer_, *backend_, tight);
+        Engine swapping(model(), tokenizer(), backend(), tight);
         const std::vector<Tokens> prompts(prompts_.begin(), prompts_.begin() + 8);
         const std::vector<Tokens>& want_tight =
             format.k == KvFormat::Q4 ? alone(format, tight.kv_block_size) : want;
@@ -269,7 +328,7 @@ TEST_F(EngineServing, QuantisedKvKeepsOutputsIdenticalToAlone) {
 
         EngineConfig forking = c;
         forking.kv_block_size = 8;
-        Engine e(*model_, *tokenizer_, *backend_, forking);
+        Engine e(model(), tokenizer(), backend(), forking);
         Request r;
         r.prompt = prompts_[4];
         r.max_tokens = kGen;
@@ -289,13 +348,13 @@ TEST_F(EngineServing, QuantisedKvKeepsOutputsIdenticalToAlone) {
     }
 }
 
-TEST_F(EngineServing, GroupOfSamplesSharesPromptKv) {
+TEST_P(EngineServing, GroupOfSamplesSharesPromptKv) {
     for (bool prefix : {false, true}) {
         EngineConfig c;
         c.n_ctx = 512;
         c.kv_block_size = 8;
         c.prefix_caching = prefix;
-        Engine e(*model_, *tokenizer_, *backend_, c);
+        Engine e(model(), tokenizer(), backend(), c);
         Request r;
         r.prompt = prompts_[4];
         r.max_tokens = kGen;
@@ -317,7 +376,7 @@ TEST_F(EngineServing, GroupOfSamplesSharesPromptKv) {
     }
 }
 
-TEST_F(EngineServing, KvPressureNeverStallsTheQueue) {
+TEST_P(EngineServing, KvPressureNeverStallsTheQueue) {
     // Issue 19 at half scale (3 distinct ~180-token prompts, max_tokens 96, 32 blocks of 16):
     // 3 distinct ~90-token prompts, max_tokens 48, 32 blocks of 8, so about two sequences fit.
     // A sequence preempted by recompute comes back to find its own prompt blocks in the prefix
@@ -331,7 +390,7 @@ TEST_F(EngineServing, KvPressureNeverStallsTheQueue) {
         for (auto& t : prompts[i]) t = tok(rng);
     }
     auto run_bounded = [&](EngineConfig c, int64_t max_steps) {
-        Engine e(*model_, *tokenizer_, *backend_, c);
+        Engine e(model(), tokenizer(), backend(), c);
         std::map<int64_t, size_t> index;
         for (size_t i = 0; i < prompts.size(); ++i) {
             Request r;
@@ -375,12 +434,12 @@ TEST_F(EngineServing, KvPressureNeverStallsTheQueue) {
     }
 }
 
-TEST_F(EngineServing, AbortReleasesBlocks) {
+TEST_P(EngineServing, AbortReleasesBlocks) {
     EngineConfig c;
     c.kv_block_size = 4;
     c.kv_blocks = 40;
     c.preemption = Preemption::Swap;
-    Engine e(*model_, *tokenizer_, *backend_, c);
+    Engine e(model(), tokenizer(), backend(), c);
     std::vector<int64_t> ids;
     for (int i = 0; i < 6; ++i) {
         Request r;
@@ -396,6 +455,11 @@ TEST_F(EngineServing, AbortReleasesBlocks) {
     EXPECT_FALSE(e.has_work());
     expect_no_leak(e);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, EngineServing, ::testing::ValuesIn(serving_backends()),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                             return info.param;
+                         });
 
 }  // namespace
 }  // namespace vela
