@@ -66,6 +66,13 @@ ServingBackend* serving_backend(const std::string& name) {
         b->backend = &cuda;
         return b.get();
     }
+    if (name == "cuda_invariant" && cuda_device_available()) {
+        static CudaBackend cuda(/*graphs=*/true, /*batch_invariant=*/true);
+        static Model model(test::default_model_path());
+        b->model = &model;
+        b->backend = &cuda;
+        return b.get();
+    }
 #endif
     b.reset();
     return nullptr;
@@ -73,7 +80,7 @@ ServingBackend* serving_backend(const std::string& name) {
 
 std::vector<std::string> serving_backends() {
 #ifdef VELA_HAS_CUDA
-    return {"cpu", "cuda"};
+    return {"cpu", "cuda", "cuda_invariant"};
 #else
     return {"cpu"};
 #endif

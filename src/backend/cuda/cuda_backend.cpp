@@ -70,7 +70,8 @@ void* CudaBackend::Scratch::get(size_t bytes) {
     return buf->data();
 }
 
-CudaBackend::CudaBackend(bool graphs) : graphs_enabled_(graphs) {
+CudaBackend::CudaBackend(bool graphs, bool batch_invariant)
+    : graphs_enabled_(graphs), batch_invariant_(batch_invariant) {
     if (!cuda_device_available()) {
         fail<Error>("--device cuda: no usable CUDA device (cudaGetDeviceCount found none)");
     }
@@ -329,8 +330,12 @@ void CudaBackend::matmul(const Weight& w, const Tensor& x, Tensor y) {
     VELA_ASSERT(x.cols == w.cols && y.cols == w.rows && x.rows == y.rows);
     const int64_t m = x.rows, n = w.rows, k = w.cols;
     if (m == 0) return;
-    if (m <= cuda_backend::kMatvecMaxRows) {
-        cuda_backend::matvec(w.type, w.data, n, k, x.f32(), k, m, y.f32(), n, stream_);
+    if (m <= cuda_backend::kMatvecMaxRows || batch_invariant_) {
+        for (int64_t r = 0; r < m; r += cuda_backend::kMatvecMaxRows) {
+            const int64_t rows = std::min(cuda_backend::kMatvecMaxRows, m - r);
+            cuda_backend::matvec(w.type, w.data, n, k, x.f32() + r * k, k, rows, y.f32() + r * n,
+                                 n, stream_, batch_invariant_);
+        }
         check_launch("matvec");
         return;
     }
@@ -457,8 +462,10 @@ void CudaBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q,
     cuda_backend::to_half(q.f32(), q.numel(), h, qh, stream_);
     check_launch("attention q");
 
-    const bool decode =
-        p.max_q_len == 1 && window == 0 && l.head_dim <= 128 && n_heads / l.n_kv_heads <= 8;
+    // Batch-invariant steps give decode rows the prefill kernel too: whether a step is all
+    // decode depends on the other sequences, and the split-K decode sums in another order.
+    const bool decode = !batch_invariant_ && p.max_q_len == 1 && window == 0 &&
+                        l.head_dim <= 128 && n_heads / l.n_kv_heads <= 8;
     const KvScoreMode scores = b.kv_scores;
     float* lse = scores == KvScoreMode::None
                      ? nullptr

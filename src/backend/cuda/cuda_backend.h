@@ -95,8 +95,11 @@ class CudaBackend final : public Backend {
   public:
     // On the current CUDA device; Error when there is none. With `graphs`, decode steps are
     // recorded as CUDA graphs (one per step shape) and replayed; without, every op is launched
-    // one by one (vLLM's --enforce-eager).
-    explicit CudaBackend(bool graphs = true);
+    // one by one (vLLM's --enforce-eager). With `batch_invariant`, every row's arithmetic is the
+    // same whatever else is in the batch (vLLM's VLLM_BATCH_INVARIANT): matmuls run the matvec
+    // kernels, eight rows a launch, and attention the prefill kernel for decode rows too, so a
+    // request's greedy output does not depend on the load; it costs a weight pass per 8 rows.
+    explicit CudaBackend(bool graphs = true, bool batch_invariant = false);
     ~CudaBackend() override;
 
     Device device() const override { return Device::Cuda; }
@@ -192,6 +195,7 @@ class CudaBackend final : public Backend {
     void* cublas_ = nullptr;  // cublasHandle_t
     int sm_count_ = 0;
     bool graphs_enabled_;
+    bool batch_invariant_;
     uint64_t generation_ = 1;  // bumped by every allocation that may move what graphs point at
     std::map<GraphKey, Graph> graphs_;
     std::unique_ptr<CudaBuffer> cublas_ws_;

@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
@@ -31,10 +32,29 @@ void CudaBackend::add_rms_norm(Tensor x, const Tensor& delta, const Weight& weig
 }
 
 // Decode-sized inputs with weights of one type: one matvec launch for all of them.
+namespace {
+
+// Rows [r, r + n) of a row-major float tensor.
+Tensor row_slice(const Tensor& t, int64_t r, int64_t n) {
+    return Tensor{t.f32() + r * t.cols, t.dtype, n, t.cols, t.device};
+}
+
+}  // namespace
+
 void CudaBackend::matmuls(std::span<const Weight* const> ws, const Tensor& x,
                           std::span<const Tensor> ys) {
     VELA_ASSERT(ws.size() == ys.size());
     check_f32(x);
+    if (batch_invariant_ && x.rows > cuda_backend::kMatvecMaxRows) {
+        // Eight rows at a time, each group as a decode step would run it.
+        std::vector<Tensor> part(ys.size());
+        for (int64_t r = 0; r < x.rows; r += cuda_backend::kMatvecMaxRows) {
+            const int64_t n = std::min(cuda_backend::kMatvecMaxRows, x.rows - r);
+            for (size_t i = 0; i < ys.size(); ++i) part[i] = row_slice(ys[i], r, n);
+            matmuls(ws, row_slice(x, r, n), part);
+        }
+        return;
+    }
     int64_t max_n = 0;
     for (const Weight* w : ws) max_n = std::max(max_n, w->rows);
     bool one_launch = !ws.empty() && cuda_backend::matvec_fuses(ws[0]->type, max_n) &&
@@ -60,6 +80,14 @@ void CudaBackend::gated_ffn(const Weight& gate, const Weight& up, const Tensor& 
     check_f32(y);
     check_device_weight(gate);
     check_device_weight(up);
+    if (batch_invariant_ && x.rows > cuda_backend::kMatvecMaxRows) {
+        for (int64_t r = 0; r < x.rows; r += cuda_backend::kMatvecMaxRows) {
+            const int64_t n = std::min(cuda_backend::kMatvecMaxRows, x.rows - r);
+            gated_ffn(gate, up, row_slice(x, r, n), row_slice(y, r, n), row_slice(up_out, r, n),
+                      gelu);
+        }
+        return;
+    }
     const bool one_launch = cuda_backend::matvec_fuses(gate.type, gate.rows) && x.rows >= 1 &&
                             x.rows <= cuda_backend::kMatvecMaxRows && gate.type == up.type &&
                             gate.rows == up.rows;

@@ -625,7 +625,7 @@ bool supports_weight_type(DType t) {
 }
 
 void matvec(DType t, const void* w, int64_t n, int64_t k, const float* x, int64_t ldx, int64_t m,
-            float* y, int64_t ldy, void* stream) {
+            float* y, int64_t ldy, void* stream, bool batch_invariant) {
     RowsArgs r = rows_args("matvec", t, w, k, x, ldx, m);
     check_rows("matvec", n);
     if (m > 1 && ldy < n)
@@ -655,6 +655,7 @@ void matvec(DType t, const void* w, int64_t n, int64_t k, const float* x, int64_
     a.vec_x = r.vec_x;
     with_format(t, k, [&](auto tag) {
         using F = typename decltype(tag)::type;
+        if (batch_invariant) return launch_matvec<F, static_cast<int>(kMatvecMaxRows)>(a, s);
         if (m == 1) return launch_matvec<F, 1>(a, s);
         if (m == 2) return launch_matvec<F, 2>(a, s);
         if (m <= 4) return launch_matvec<F, 4>(a, s);

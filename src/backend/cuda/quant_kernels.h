@@ -23,8 +23,11 @@ bool supports_weight_type(DType t);
 // vela::InvalidArgument for an unsupported type, a k that is not a multiple of the type's block
 // size, or m out of range. w must be 16-byte aligned (cudaMalloc'd, or a GGUF tensor at its 32-byte
 // alignment); also InvalidArgument when it is not, or when n or k exceed 2^30.
+// With `batch_invariant`, one kernel instance serves every m, so that a row's sums do not depend
+// on how many rows come with it (the default picks an instance per m: the staged kernel's tile,
+// and with it each lane's share of the sum, depends on m).
 void matvec(DType t, const void* w, int64_t n, int64_t k, const float* x, int64_t ldx, int64_t m,
-            float* y, int64_t ldy, void* stream);
+            float* y, int64_t ldy, void* stream, bool batch_invariant = false);
 
 // Whether matvec_multi and matvec_glu are the faster way to multiply matrices of type t with at
 // most n rows: they run the one-CTA-per-row kernel, which matvec() itself picks for weights
