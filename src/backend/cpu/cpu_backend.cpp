@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "kv/host_kv_storage.h"
+#include "sampling/logits_processors.h"
 
 namespace vela {
 namespace {
@@ -225,24 +226,17 @@ void CpuBackend::top_k_rows(const Tensor& x, Tensor tokens, Tensor values) {
     VELA_ASSERT(tokens.device == Device::Cpu && tokens.dtype == DType::I32 &&
                 tokens.rows == x.rows && values.rows == x.rows && values.cols == k && k >= 1 &&
                 k <= kMaxTopK);
-    std::vector<std::pair<float, int32_t>> listed;  // (value, index)
-    auto ranks_before = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
-        return a.first != b.first ? a.first > b.first : a.second < b.second;
-    };
+    sampling::Candidates best;  // the sampler's own selection: the same ranking, by definition
     for (int64_t r = 0; r < x.rows; ++r) {
-        const float* row = x.f32() + r * x.cols;
-        listed.clear();
-        for (int64_t c = 0; c < x.cols; ++c)
-            if (row[c] > -std::numeric_limits<float>::infinity())  // not -inf, not NaN
-                listed.emplace_back(row[c], static_cast<int32_t>(c));
-        const auto n = std::min<int64_t>(k, std::ssize(listed));
-        std::partial_sort(listed.begin(), listed.begin() + n, listed.end(), ranks_before);
+        sampling::top_k({x.f32() + r * x.cols, static_cast<size_t>(x.cols)},
+                        static_cast<int32_t>(k), best);
         auto* tok = static_cast<int32_t*>(tokens.data) + r * k;
         float* val = values.f32() + r * k;
         for (int64_t j = 0; j < k; ++j) {
-            tok[j] = j < n ? listed[static_cast<size_t>(j)].second : -1;
-            val[j] = j < n ? listed[static_cast<size_t>(j)].first
-                           : -std::numeric_limits<float>::infinity();
+            const bool listed = j < std::ssize(best.items);
+            tok[j] = listed ? best.items[static_cast<size_t>(j)].token : -1;
+            val[j] = listed ? best.items[static_cast<size_t>(j)].logit
+                            : -std::numeric_limits<float>::infinity();
         }
     }
 }
