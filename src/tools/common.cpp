@@ -65,16 +65,17 @@ std::string default_model_path() {
 // The one place that picks the backend: "auto" is the GPU when the build has CUDA and the
 // machine a usable device, else the CPU.
 std::unique_ptr<Backend> make_backend(const std::string& device, ThreadPool& pool,
-                                      bool enforce_eager) {
+                                      bool enforce_eager, bool batch_invariant) {
     if (device != "cpu" && device != "cuda" && device != "auto") {
         fail<InvalidArgument>("--device must be cpu, cuda or auto, got '{}'", device);
     }
 #ifdef VELA_HAS_CUDA
     if (device == "cuda" || (device == "auto" && cuda_device_available())) {
-        return std::make_unique<CudaBackend>(/*graphs=*/!enforce_eager);
+        return std::make_unique<CudaBackend>(/*graphs=*/!enforce_eager, batch_invariant);
     }
 #else
     (void)enforce_eager;
+    (void)batch_invariant;  // the CPU backend is batch-invariant as it is
     if (device == "cuda") {
         fail<InvalidArgument>(
             "--device cuda: this build has no CUDA backend (built without "
@@ -98,7 +99,7 @@ Runtime Runtime::load(const CommonOptions& o) {
     const int threads =
         o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency());
     rt.pool = std::make_unique<ThreadPool>(threads);
-    rt.backend = make_backend(o.device, *rt.pool, o.enforce_eager);
+    rt.backend = make_backend(o.device, *rt.pool, o.enforce_eager, o.batch_invariant);
     const KvFormat both = parse_kv_format(o.kv_type);
     rt.kv_formats = {o.kv_type_k.empty() ? both : parse_kv_format(o.kv_type_k),
                      o.kv_type_v.empty() ? both : parse_kv_format(o.kv_type_v), o.kv_quant_group};

@@ -35,6 +35,10 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
     app.add_flag("--enforce-eager", o.enforce_eager,
                  "GPU: launch every op one by one instead of replaying decode steps recorded as "
                  "CUDA graphs");
+    app.add_flag("--batch-invariant", o.batch_invariant,
+                 "GPU: the same arithmetic for every row whatever else is batched with it, so "
+                 "greedy output does not depend on the load (slower: matvec kernels only, "
+                 "decode rows through the prefill attention kernel); the CPU always is");
     const auto kv_types = CLI::IsMember({"f32", "f16", "bf16", "q8", "q4", "fp8"});
     app.add_option("--kv-type", o.kv_type,
                    "KV cache format of K and V: f32, f16, bf16, q8 (int8), q4 (4-bit; K "

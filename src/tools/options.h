@@ -26,6 +26,7 @@ struct CommonOptions {
     int64_t kv_sinks = 4;
     double gpu_memory_utilization = 0.9;  // share of the GPU's memory Vela may use
     bool enforce_eager = false;           // no CUDA graphs: every op launched one by one
+    bool batch_invariant = false;         // GPU: row arithmetic independent of the batch
     bool verbose = false;
 };
 
