@@ -314,9 +314,9 @@ TEST_P(EngineServing, PreemptionUnderMemoryPressureKeepsOutputs) {
 // (kv/kivi_keys.h), and the open block's fp16 keys follow the same swaps and copies.
 TEST_P(EngineServing, QuantisedKvKeepsOutputsIdenticalToAlone) {
     SKIP_UNLESS_BATCH_INVARIANT();
-    // Measured on an H100 (real SmolLM2): with q8 KV, 3 of 32 batched requests part from alone
-    // under --batch-invariant, while f16 holds; the 8-bit path (the mma.sync prefill kernel
-    // widening 8-bit tiles) is not yet batch-invariant. Open: docs/benchmarks-gpu.md.
+    // Measured on an H100 (real SmolLM2): with 8-bit KV (q8 or fp8), 3 of 32 batched requests
+    // part from alone under --batch-invariant, while f16 holds; the 8-bit path (the mma.sync
+    // prefill kernel widening 8-bit tiles) is not yet batch-invariant (docs/benchmarks-gpu.md).
     if (on_gpu()) GTEST_SKIP() << "8-bit KV on the GPU is not batch-invariant yet";
     const std::vector<KvFormats> formats =
         on_gpu() ? std::vector<KvFormats>{KvFormat::Q8, KvFormat::FP8}
