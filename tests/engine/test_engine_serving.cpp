@@ -244,10 +244,15 @@ TEST_P(EngineServing, DeviceSamplingMatchesHostSampling) {
     for (size_t i = 0; i < prompts_.size(); ++i) {
         EXPECT_EQ(std::ssize(device.second[i]), i % 3 == 0 ? kGen : 0) << "request " << i;
         if (!batch_invariant()) continue;
-        if (i % 3 != 1) EXPECT_EQ(device.first[i], alone()[i]) << "request " << i;
-        else differs += device.first[i] != alone()[i];
+        if (i % 3 != 1) {
+            EXPECT_EQ(device.first[i], alone()[i]) << "request " << i;
+        } else {
+            differs += device.first[i] != alone()[i];
+        }
     }
-    if (batch_invariant()) EXPECT_GT(differs, 0);  // the sampled requests did sample
+    if (batch_invariant()) {
+        EXPECT_GT(differs, 0);  // the sampled requests did sample
+    }
 }
 
 TEST_P(EngineServing, WarmPrefixCacheGivesSameOutputWithFewerPrefillTokens) {
