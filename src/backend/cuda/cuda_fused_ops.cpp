@@ -31,7 +31,6 @@ void CudaBackend::add_rms_norm(Tensor x, const Tensor& delta, const Weight& weig
     check_launch("add_rms_norm");
 }
 
-// Decode-sized inputs with weights of one type: one matvec launch for all of them.
 namespace {
 
 // Rows [r, r + n) of a row-major float tensor.
@@ -41,6 +40,7 @@ Tensor row_slice(const Tensor& t, int64_t r, int64_t n) {
 
 }  // namespace
 
+// Decode-sized inputs with weights of one type: one matvec launch for all of them.
 void CudaBackend::matmuls(std::span<const Weight* const> ws, const Tensor& x,
                           std::span<const Tensor> ys) {
     VELA_ASSERT(ws.size() == ys.size());
