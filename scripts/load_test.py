@@ -126,7 +126,11 @@ def run_level(port, concurrency, n_requests, make_body, path):
     ttfts = [r[0] for r in results if r[0] is not None]
     gaps = [g for r in results for g in r[1]]
     tokens = sum(r[2] for r in results)
+    # Decode rate once streaming: each stream's tokens after its first over the time they took,
+    # summed (a speculative server streams several tokens a chunk, so the gaps alone mislead).
+    decode = sum((r[2] - 1) / sum(r[1]) for r in results if r[1] and sum(r[1]) > 0)
     return {"requests": len(results), "tokens": tokens, "wall": wall, "tok_s": tokens / wall,
+            "decode_tok_s": decode,
             "ttft_p50": percentile(ttfts, 50), "ttft_p99": percentile(ttfts, 99),
             "itl_p50": percentile(gaps, 50), "itl_p99": percentile(gaps, 99)}
 
@@ -135,10 +139,25 @@ def server_cmd(kind, args, port, slots, ctx_per_slot):
     if kind == "vela":
         return [args.vela, "serve", "-m", args.model, "-t", str(args.threads), "--port", str(port),
                 "-c", str(ctx_per_slot), "-np", str(slots), "--kv-blocks", str(slots * ctx_per_slot // 16),
-                "--max-queue", "1024"]
+                "--max-queue", "1024"] + shlex.split(args.vela_args)
     return [args.llama_server, "-m", args.model, "-t", str(args.threads), "--port", str(port),
             "--host", "127.0.0.1", "-np", str(slots), "-c", str(slots * ctx_per_slot)] + \
         shlex.split(args.llama_args)
+
+
+def long_prompt_body(text, chars, max_tokens, temperature=0.0):
+    """Request i: `chars` characters of `text` from a distinct offset (wrapping), so no two
+    requests share a prefix: long contexts where reading the KV dominates a decode step."""
+    step = max(1, len(text) // 97)
+    looped = text * (chars // max(1, len(text)) + 2)
+
+    def body(i):
+        start = (i * step) % len(text)
+        piece = looped[start:start + chars]
+        return {"model": "m", "prompt": piece, "max_tokens": max_tokens, "temperature": temperature,
+                "seed": i, "stream": True, "stream_options": {"include_usage": True},
+                "ignore_eos": True}
+    return body
 
 
 def completion_body(max_tokens, temperature=0.0):
@@ -177,22 +196,35 @@ def main():
     ap.add_argument("--servers", default="vela,llama.cpp")
     ap.add_argument("--temperature", type=float, default=0.0,
                     help="0: greedy; else sampled with each server's default top-k/top-p/min-p")
+    ap.add_argument("--vela-args", default="", help="extra `vela serve` arguments, e.g. '--spec self'")
+    ap.add_argument("--prompt-file", default="",
+                    help="long-context workload: each request a distinct slice of this text")
+    ap.add_argument("--prompt-chars", type=int, default=60000, help="characters per slice")
+    ap.add_argument("--ctx", type=int, default=512, help="context tokens per slot")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
+    text = open(args.prompt_file, encoding="utf-8", errors="replace").read() if args.prompt_file else ""
 
     levels = [int(c) for c in args.concurrency.split(",")]
     lines = []
     for kind in args.servers.split(","):
         for c in levels:
             port = free_port()
-            srv = ServerProcess(server_cmd(kind, args, port, c, 512), port)
+            srv = ServerProcess(server_cmd(kind, args, port, c, args.ctx), port)
             try:
                 run_level(port, 1, 1, completion_body(4), "/v1/completions")  # warm-up
-                r = run_level(port, c, max(2 * c, 8) if c < 64 else c, completion_body(args.max_tokens, args.temperature),
-                              "/v1/completions")
+                if text:  # one request per slot: the batch is the concurrency
+                    r = run_level(port, c, c, long_prompt_body(text, args.prompt_chars, args.max_tokens,
+                                                               args.temperature), "/v1/completions")
+                else:
+                    r = run_level(port, c, max(2 * c, 8) if c < 64 else c,
+                                  completion_body(args.max_tokens, args.temperature), "/v1/completions")
             finally:
                 srv.stop()
-            lines.append(row(kind, "distinct prompts", c, r))
+            lines.append(row(kind, f"{args.prompt_chars}-char prompts" if text else "distinct prompts", c, r))
+            if text:
+                print(f"{kind} {c} streams: decode {r['decode_tok_s']:.1f} tokens/s (sum of per-stream rates)",
+                      flush=True)
             print(lines[-1], flush=True)
         c = args.shared_concurrency
         if c <= 0:  # e.g. a model-shaped file without a chat template

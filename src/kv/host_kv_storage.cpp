@@ -305,18 +305,26 @@ void HostKvStorage::write(int64_t layer, std::span<const int64_t> slots, const f
             for (int64_t h = 0; h < nh; ++h) block[h * bs + slot % bs] = 0.0f;
         }
     }
+    const float* offsets = layout_.key_offsets_of(layer);
+    std::vector<float> shifted;
     for (bool value : {false, true}) {
         const KvSideView s = side(layer, value);
         if (s.per_channel) {
             kivi_->write(s, layer, slots, k);
             continue;
         }
+        const bool shift = !value && offsets != nullptr && s.format == KvFormat::Q8;
+        if (shift) shifted.resize(static_cast<size_t>(nh * hd));
         visit_kv_format(s.format, [&](auto tag) {
             using T = decltype(tag);
             for (size_t r = 0; r < slots.size(); ++r) {
                 const int64_t slot = slots[r];
                 VELA_ASSERT(slot >= 0 && slot < layout_.num_slots());
                 const float* src = (value ? v : k) + static_cast<int64_t>(r) * nh * hd;
+                if (shift) {
+                    for (int64_t i = 0; i < nh * hd; ++i) shifted[i] = src[i] - offsets[i];
+                    src = shifted.data();
+                }
                 for (int64_t h = 0; h < nh; ++h) {
                     // The storage is this object's own; the views hand out const pointers.
                     auto* row = const_cast<std::byte*>(s.row(slot / bs, h, slot % bs));

@@ -68,8 +68,18 @@ struct KvLayout {
     // policies of kv/eviction.h rank tokens by): written by attention when a ForwardBatch asks
     // for it, zeroed when a token's K/V is written, moved with its rows.
     bool attention_scores = false;
+    // [n_layers][n_kv_heads][head_dim] or empty: a constant subtracted from every key before an
+    // 8-bit format (Q8, FP8) stores it. Softmax ignores a shift of all keys by one vector (each
+    // query's scores move by q.c alike), so attention is unchanged, while a large constant part
+    // of the keys no longer sets the row's scale (Model::key_offsets: Qwen2's key bias).
+    std::vector<float> key_offsets = {};
 
     int64_t num_slots() const { return num_blocks * block_size; }
+    // Layer `layer`'s offsets (n_kv_heads x head_dim), or nullptr when there are none.
+    const float* key_offsets_of(int64_t layer) const {
+        return key_offsets.empty() ? nullptr
+                                   : key_offsets.data() + layer * n_kv_heads * head_dim;
+    }
 };
 
 // What attention records into the storage's scores (KvLayout::attention_scores) in one forward.

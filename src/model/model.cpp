@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numbers>
 
 #include "core/error.h"
 #include "model/rope.h"
@@ -66,19 +67,51 @@ Tensor per_head(const Tensor& t, int64_t head_dim) {
     return Tensor{t.data, t.dtype, t.numel() / head_dim, head_dim, t.device};
 }
 
+// Model::key_offsets from the key biases (host memory: called before any upload).
+std::vector<float> key_offsets_of(const HParams& hp, const ModelWeights& w) {
+    const int64_t nkv = hp.n_kv_heads, hd = hp.head_dim;
+    if (w.layers.empty() || !w.layers[0].bk || hp.n_ctx_train <= 0) return {};
+    std::vector<float> out(static_cast<size_t>(hp.n_layers * nkv * hd), 0.0f);
+    for (int64_t il = 0; il < hp.n_layers; ++il) {
+        const RopeParams& rope = hp.rope_of(il);
+        const int64_t half = rope.dim / 2;
+        // Each pair's angle per position (the angles grow linearly with it).
+        std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
+        rope_cos_sin(rope, w.rope_freq_factors, 1, c.data(), s.data());
+        std::vector<bool> steady(static_cast<size_t>(hd), true);  // past rope.dim: never turned
+        for (int64_t i = 0; i < half; ++i) {
+            const bool ok = std::abs(std::atan2(s[i], c[i])) * static_cast<double>(hp.n_ctx_train) <
+                            std::numbers::pi / 3;
+            steady[rope.neox ? i : 2 * i] = ok;
+            steady[rope.neox ? i + half : 2 * i + 1] = ok;
+        }
+        if (!w.layers[il].bk) continue;
+        const float* bias = w.layers[il].bk.f32();
+        for (int64_t h = 0; h < nkv; ++h) {
+            for (int64_t d = 0; d < hd; ++d) {
+                if (steady[d]) out[(il * nkv + h) * hd + d] = bias[h * hd + d];
+            }
+        }
+    }
+    return out;
+}
+
 }  // namespace
 
 Model::Model(const std::string& path)
     : file_(gguf::File::open(path)),
       hp_(HParams::from_gguf(file_)),
       weights_(ModelWeights::bind(file_, hp_)),
+      key_offsets_(key_offsets_of(hp_, weights_)),
       scratch_(std::make_unique<Scratch>()) {}
 
 Model::~Model() = default;
 Model::Model(Model&&) noexcept = default;
 
 KvLayout Model::kv_layout(int64_t block_size, int64_t num_blocks) const {
-    return KvLayout{hp_.n_layers, hp_.n_kv_heads, hp_.head_dim, block_size, num_blocks};
+    KvLayout layout{hp_.n_layers, hp_.n_kv_heads, hp_.head_dim, block_size, num_blocks};
+    layout.key_offsets = key_offsets_;
+    return layout;
 }
 
 void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,

@@ -27,8 +27,17 @@ class Model {
     const gguf::File& file() const { return file_; }
     const ModelWeights& weights() const { return weights_; }
 
-    // The KV layout this model needs for `num_blocks` blocks of `block_size` tokens.
+    // The KV layout this model needs for `num_blocks` blocks of `block_size` tokens, with the
+    // key offsets below.
     KvLayout kv_layout(int64_t block_size, int64_t num_blocks) const;
+
+    // KvLayout::key_offsets for this model: the part of every key that is the same at every
+    // position, [n_layers][n_kv_heads][head_dim], or empty. Qwen2 adds a bias to its keys
+    // before RoPE, tens to hundreds in a few channels where the rest are units; where RoPE turns
+    // a channel pair by less than pi/3 over the trained context (or not at all, past rope.dim),
+    // the bias stays about constant and is the offset; elsewhere the offset is 0. (Subtracting
+    // a pair turned by angle a leaves |b| 2 sin(a / 2), below |b| for a < pi/3.)
+    const std::vector<float>& key_offsets() const { return key_offsets_; }
 
     // Runs the batch through the network on `backend` (which gets the weights on first use).
     // Keys/values of the new rows are written into `kv` at batch.slot_mapping; logits of
@@ -59,6 +68,7 @@ class Model {
     gguf::File file_;
     HParams hp_;
     ModelWeights weights_;
+    std::vector<float> key_offsets_;
     Backend* loaded_on_ = nullptr;  // the backend load_weights() ran for
     std::unique_ptr<Scratch> scratch_;
 };

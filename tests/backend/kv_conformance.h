@@ -195,6 +195,8 @@ class BackendKvOps : public BackendTest {
     void check_attention(const AttentionCase& c, std::mt19937_64& rng,
                          std::vector<SeqShape> shapes = {});
     void check_block_ops(KvFormats f, int64_t block_size, std::mt19937_64& rng);
+    double offset_keys_error(KvFormats f, int64_t head_dim, bool store_offsets,
+                             std::mt19937_64& rng);
     void check_scores(KvFormats f, KvScoreMode mode, int64_t window,
                       const std::vector<SeqShape>& shapes, std::mt19937_64& rng);
     void refill_blocks(KvStorage& kv, const std::vector<int32_t>& blocks,

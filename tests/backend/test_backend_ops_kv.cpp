@@ -236,6 +236,82 @@ TEST_P(BackendKvOps, SparseAttention) {
     }
 }
 
+// KvLayout::key_offsets: keys whose channels carry a large constant part (Qwen2's key bias: a
+// low-frequency RoPE pair at +-150 where the rest are N(0, 1)) attended over 8-bit KV. Stored less
+// the offsets, attention is the float64 attention of the true keys within the format's
+// tolerance (softmax ignores the shift); stored whole (no offsets in the layout), the constant
+// sets every row's scale and the error is several times larger, which shows the offsets are
+// applied. Returns the largest error relative to the row's largest |V|.
+double BackendKvOps::offset_keys_error(KvFormats f, int64_t hd, bool store_offsets,
+                                       std::mt19937_64& rng) {
+    const AttentionCase c{f, 2, 3, hd, 16, 0, 1.0};
+    const std::vector<SeqShape> shapes = {{1, 1}, {1, 130}, {33, 100}, {70, 70}};
+    KvLayout l{2, c.n_kv_heads, hd, c.block_size, blocks_needed(shapes, c.block_size) + 3};
+    std::vector<float> offsets(static_cast<size_t>(l.n_layers * l.n_kv_heads * hd), 0.0f);
+    for (int64_t h = 0; h < l.n_kv_heads; ++h) {
+        float* o = offsets.data() + (l.n_kv_heads + h) * hd;  // layer 1
+        o[hd / 2 - 1] = h == 0 ? 150.0f : -120.0f;
+        o[hd - 1] = 90.0f;
+        o[hd / 2 - 2] = -20.0f;
+    }
+    if (store_offsets) l.key_offsets = offsets;
+    auto kv = make_kv(l, f);
+    poison(*kv);
+    const PagedSeqs p = place(shapes, l, rng);
+    StepKv in = random_step_kv(shapes, l.n_kv_heads * hd, rng);
+    const float* layer1 = offsets.data() + l.n_kv_heads * hd;
+    const auto kv_cols = static_cast<size_t>(l.n_kv_heads * hd);
+    for (std::vector<float>* k : {&in.k_hist, &in.k_new}) {
+        for (size_t i = 0; i < k->size(); ++i) (*k)[i] += layer1[i % kv_cols];
+    }
+    for (std::vector<double>& k : in.k_input) {
+        for (size_t i = 0; i < k.size(); ++i) k[i] += layer1[i % kv_cols];
+    }
+    write(*kv, 1, history_batch(p), in.k_hist, in.v_hist);
+    const ForwardBatch step = step_batch(p);
+    write(*kv, 1, step, in.k_new, in.v_new);
+
+    const int64_t rows = step.n_rows(), n_heads = c.n_kv_heads * c.ratio;
+    const std::vector<float> q = normal_floats(static_cast<size_t>(rows * n_heads * hd), rng);
+    DeviceTensor dq(backend(), rows, n_heads * hd), dout(backend(), rows, n_heads * hd);
+    dq.upload(q);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    backend().attention(*kv, 1, dq.view(), dout.view(), n_heads, scale, 0);
+    const std::vector<double> exact = attention_reference(c, p, in.k_input, in.v_input, q, scale);
+    const std::vector<float> got = dout.download();
+    double worst = 0.0;
+    int64_t row = 0;
+    for (size_t s = 0; s < shapes.size(); ++s) {
+        double vmax = 0.0;
+        for (double x : in.v_input[s]) vmax = std::max(vmax, std::fabs(x));
+        for (int64_t i = 0; i < shapes[s].q_len; ++i, ++row) {
+            for (int64_t j = 0; j < n_heads * hd; ++j) {
+                const auto at = static_cast<size_t>(row * n_heads * hd + j);
+                const double err = std::fabs(got[at] - exact[at]) / vmax;
+                worst = std::isnan(err) ? INFINITY : std::max(worst, err);
+            }
+        }
+    }
+    return worst;
+}
+
+TEST_P(BackendKvOps, KeyOffsets) {
+    auto rng = op_rng("key_offsets");
+    for (KvFormats f : {KvFormats{KvFormat::Q8}, KvFormats{KvFormat::Q8, KvFormat::Q8, 64},
+                        KvFormats{KvFormat::FP8}}) {
+        for (int64_t hd : {64, 128}) {
+            if (unsupported(f, hd)) continue;
+            const double with = offset_keys_error(f, hd, true, rng);
+            const double without = offset_keys_error(f, hd, false, rng);
+            const std::string what = fmt::format("{} head_dim {}", name_of(f), hd);
+            std::printf("[backend_ops] %s key offsets %s: error %.4f, stored whole %.4f\n",
+                        GetParam().name.c_str(), what.c_str(), with, without);
+            EXPECT_LE(with, quantisation_tolerance(f)) << what;
+            EXPECT_GT(without, 3 * with) << what;
+        }
+    }
+}
+
 // KvStorage::apply: Copy, SwapOut and SwapIn move whole blocks (every layer, K and V) in order;
 // host slots keep what was swapped out across apply() calls while the device blocks are
 // reused. Bytes are moved, not recomputed: exact, tolerance 0.

@@ -178,7 +178,7 @@ TEST_P(CudaModel, QuantisedKvTracksF16) {
     Runner base(path, backend, kTokens);
     const Tokenizer tok = Tokenizer::from_gguf(base.model().file());
     std::vector<int32_t> tokens =
-        tok.encode(read_file(std::string(VELA_SOURCE_DIR) + "/docs/architecture.md"), true, false);
+        tok.encode(read_file(std::string(VELA_SOURCE_DIR) + "/docs/architecture.md"), tok.add_bos_default(), false);
     ASSERT_GE(static_cast<int64_t>(tokens.size()), kTokens);
     tokens.resize(kTokens);
     std::vector<std::vector<float>> want;
@@ -194,17 +194,23 @@ TEST_P(CudaModel, QuantisedKvTracksF16) {
             continue;
         }
         Runner q(path, backend, kTokens, format);
-        Agreement a;
+        Agreement a, prompt, decode;  // all rows, and the prompt's and the decode's apart
         size_t i = 0;
-        for (int64_t first = 0; first < kTokens; first += first < kPrompt ? kChunk : 1)
-            compare(want[i++], q.feed(tokens, first, first < kPrompt ? kChunk : 1), n_vocab, a);
-        const double top1 = 100.0 * static_cast<double>(a.same_top1) / static_cast<double>(a.rows);
+        for (int64_t first = 0; first < kTokens; first += first < kPrompt ? kChunk : 1) {
+            const std::vector<float> got = q.feed(tokens, first, first < kPrompt ? kChunk : 1);
+            compare(want[i], got, n_vocab, a);
+            compare(want[i++], got, n_vocab, first < kPrompt ? prompt : decode);
+        }
+        auto pct = [](const Agreement& x) {
+            return 100.0 * static_cast<double>(x.same_top1) / static_cast<double>(x.rows);
+        };
+        const double top1 = pct(a);
         const double mean = a.sum_top_err / static_cast<double>(a.rows);
         std::printf(
-            "[cuda_model] %s kv %s vs f16: rows %lld same top-1 %.2f%% top-20 |dlogit| "
-            "mean %.4f max %.4f\n",
+            "[cuda_model] %s kv %s vs f16: rows %lld same top-1 %.2f%% (prompt %.2f%%, decode "
+            "%.2f%%) top-20 |dlogit| mean %.4f max %.4f\n",
             GetParam().file, std::string(kv_format_name(format)).c_str(),
-            static_cast<long long>(a.rows), top1, mean, a.max_top_err);
+            static_cast<long long>(a.rows), top1, pct(prompt), pct(decode), mean, a.max_top_err);
         EXPECT_GE(top1, min_top1) << kv_format_name(format);
         EXPECT_LT(mean, max_err) << kv_format_name(format);
     }

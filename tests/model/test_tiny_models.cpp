@@ -8,7 +8,9 @@
 // is tight. Fixtures: scripts/golden/gen_tiny_models.py.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
+#include <numbers>
 #include <nlohmann/json.hpp>
 
 #include "backend/cpu/cpu_backend.h"
@@ -77,6 +79,46 @@ INSTANTIATE_TEST_SUITE_P(Rope, TinyModel,
                                            "tiny_llama_linear_legacy_key"));
 // Sliding window 8 over 40 positions, prefilled in chunks of 40, 7 and 1 over paged KV.
 INSTANTIATE_TEST_SUITE_P(Gemma3, TinyModel, ::testing::Values("tiny_gemma3"));
+
+// Model::key_offsets: the key bias on the channel pairs RoPE turns by less than pi/3 over the
+// trained context (angle of pair i per position: theta^(-2i/dim) / its rope_freqs factor, NeoX
+// pairs (i, i + dim/2)), and on every dim past rope.dim; 0 elsewhere. tiny_qwen2 (head_dim 16,
+// theta 1e4, 256 positions) keeps pairs 5-7 of 8; the partial-rotary variant has unturned dims.
+TEST(KeyOffsets, KeyBiasOnPairsRopeBarelyTurns) {
+    for (const char* name : {"tiny_qwen2", "tiny_qwen2_rope_freqs_partial"}) {
+        Model model(kData + name + ".gguf");
+        const HParams& hp = model.hparams();
+        ASSERT_EQ(hp.rope.scaling, RopeScaling::None) << name;
+        const int64_t hd = hp.head_dim, half = hp.rope.dim / 2, nkv = hp.n_kv_heads;
+        const std::vector<float>& got = model.key_offsets();
+        ASSERT_EQ(got.size(), static_cast<size_t>(hp.n_layers * nkv * hd)) << name;
+        EXPECT_EQ(model.kv_layout(16, 4).key_offsets, got);
+        int64_t steady = 0;
+        for (int64_t il = 0; il < hp.n_layers; ++il) {
+            const float* bias = model.weights().layers[il].bk.f32();
+            for (int64_t d = 0; d < hd; ++d) {
+                bool keep = d >= hp.rope.dim;
+                if (!keep) {
+                    const int64_t i = d % half;  // NeoX: d and d + half share pair i
+                    double angle = std::pow(static_cast<double>(hp.rope.theta), -2.0 * i / hp.rope.dim);
+                    if (model.weights().rope_freq_factors != nullptr)
+                        angle /= model.weights().rope_freq_factors[i];
+                    keep = angle * static_cast<double>(hp.n_ctx_train) < std::numbers::pi / 3;
+                }
+                steady += keep && il == 0 ? 1 : 0;
+                for (int64_t h = 0; h < nkv; ++h) {
+                    const size_t at = static_cast<size_t>((il * nkv + h) * hd + d);
+                    EXPECT_EQ(got[at], keep ? bias[h * hd + d] : 0.0f) << name << " " << at;
+                }
+            }
+        }
+        std::printf("%s: %lld of %lld key dims offset per head\n", name,
+                    static_cast<long long>(steady), static_cast<long long>(hd));
+        EXPECT_GT(steady, 0) << name;
+        EXPECT_LT(steady, hd) << name;
+    }
+    EXPECT_TRUE(Model(kData + "tiny_llama.gguf").key_offsets().empty());  // no key bias
+}
 
 }  // namespace
 }  // namespace vela

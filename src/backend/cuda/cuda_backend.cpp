@@ -440,6 +440,7 @@ void CudaBackend::write_kv(KvStorage& kv, int64_t layer, const Tensor& k, const 
     w.k_cache = dkv.side(layer, false);
     w.v_cache = dkv.side(layer, true);
     w.scores = dkv.scores(layer);
+    w.k_offsets = dkv.key_offsets(layer);
     w.shape = kv_shape(dkv);
     cuda_backend::write_kv(w, stream_);
     check_launch("write_kv");

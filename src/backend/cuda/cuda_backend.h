@@ -64,9 +64,11 @@ class DeviceKvStorage final : public KvStorage {
     // Layer `layer`'s attention scores ([block][kv head][block_size] floats), or nullptr when
     // the layout keeps none (KvLayout::attention_scores).
     float* scores(int64_t layer) const;
+    // Layer `layer`'s KvLayout::key_offsets on the device, or nullptr: none, or 16-bit K.
+    const float* key_offsets(int64_t layer) const;
     size_t bytes_per_token() const override;
-    // Reads one token's K or V row of one head back as float (tests, debugging); waits for the
-    // stream.
+    // Reads one token's K or V row of one head back as float (tests, debugging; K as stored,
+    // less its key offsets); waits for the stream.
     void read(int64_t layer, int64_t slot, int64_t kv_head, bool value, float* out) const;
 
   private:
@@ -83,6 +85,7 @@ class DeviceKvStorage final : public KvStorage {
     std::unique_ptr<CudaBuffer> memory_;
     std::unique_ptr<CudaBuffer> moves_;           // the row moves of one apply(), uploaded
     std::unique_ptr<CudaBuffer> scores_;          // every layer's, when kept
+    std::unique_ptr<CudaBuffer> key_offsets_;     // KvLayout::key_offsets, 8-bit K only
     size_t score_block_bytes_ = 0;                // one block's scores of one layer
     mutable std::unique_ptr<CudaBuffer> gather_;  // read_scores' slots and results
     std::map<int32_t, std::unique_ptr<std::byte, PinnedFree>> host_;  // swap space by host slot

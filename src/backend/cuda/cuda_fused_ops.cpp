@@ -130,6 +130,7 @@ void CudaBackend::rope_write_kv(KvStorage& kv, int64_t layer, Tensor q, Tensor k
     r.k_cache = dkv.side(layer, false);
     r.v_cache = dkv.side(layer, true);
     r.scores = dkv.scores(layer);
+    r.k_offsets = dkv.key_offsets(layer);
     r.shape = kv_shape(dkv);
     cuda_backend::rope_write_kv(r, stream_);
     check_launch("rope_write_kv");

@@ -57,6 +57,13 @@ DeviceKvStorage::DeviceKvStorage(const KvLayout& layout, KvFormats formats, void
         formats_.group = layout.head_dim;
         scale_offset_ = align16(rows * hd);
         block_bytes_ = scale_offset_ + align16(rows * 4);
+        if (!layout.key_offsets.empty()) {
+            const size_t bytes = layout.key_offsets.size() * sizeof(float);
+            key_offsets_ = std::make_unique<CudaBuffer>(bytes);
+            check(cudaMemcpy(key_offsets_->data(), layout.key_offsets.data(), bytes,
+                             cudaMemcpyHostToDevice),
+                  "KV key offsets");
+        }
     } else {
         block_bytes_ = rows * hd * 2;
         scale_offset_ = block_bytes_;
@@ -177,6 +184,13 @@ void DeviceKvStorage::apply(std::span<const BlockOp> ops) {
     }
     // Host slots are read and rewritten by later calls: their copies must be done.
     if (swapped) check(cudaStreamSynchronize(s), "KV swap");
+}
+
+const float* DeviceKvStorage::key_offsets(int64_t layer) const {
+    if (!key_offsets_) return nullptr;
+    VELA_ASSERT(layer >= 0 && layer < layout_.n_layers);
+    return static_cast<const float*>(key_offsets_->data()) +
+           layer * layout_.n_kv_heads * layout_.head_dim;
 }
 
 float* DeviceKvStorage::scores(int64_t layer) const {

@@ -46,13 +46,16 @@ __device__ __forceinline__ float* scale_at(void* cache, const KvCacheShape& s, i
            head * s.block_size + off;
 }
 
-// One warp quantises the row x[0, hd) into dst and *scale (kv_ops.h gives the definitions).
+// One warp quantises the row x[0, hd) less `offsets` (nullptr: none) into dst and *scale
+// (kv_ops.h gives the definitions).
 template <KvCode C>
-__device__ void store_8bit_row(const float* x, int64_t hd, uint8_t* dst, float* scale, int lane) {
+__device__ void store_8bit_row(const float* x, const float* offsets, int64_t hd, uint8_t* dst,
+                               float* scale, int lane) {
+    auto at = [&](int64_t d) { return offsets != nullptr ? x[d] - offsets[d] : x[d]; };
     float amax = 0.f;
     bool nan = false;
     for (int64_t d = lane; d < hd; d += 32) {
-        const float a = fabsf(x[d]);
+        const float a = fabsf(at(d));
         nan = nan || a != a;
         amax = fmaxf(amax, a);
     }
@@ -62,10 +65,10 @@ __device__ void store_8bit_row(const float* x, int64_t hd, uint8_t* dst, float* 
     if (nan) s = __int_as_float(0x7fc00000);
     for (int64_t d = lane; d < hd; d += 32) {
         if constexpr (C == KvCode::Int8) {
-            const float r = s > 0.f ? fminf(fmaxf(rintf(x[d] / s), -127.f), 127.f) : 0.f;
+            const float r = s > 0.f ? fminf(fmaxf(rintf(at(d) / s), -127.f), 127.f) : 0.f;
             dst[d] = static_cast<uint8_t>(static_cast<int8_t>(r));
         } else {
-            dst[d] = s > 0.f ? __nv_cvt_float_to_fp8(x[d] / s, __NV_SATFINITE, __NV_E4M3) : 0;
+            dst[d] = s > 0.f ? __nv_cvt_float_to_fp8(at(d) / s, __NV_SATFINITE, __NV_E4M3) : 0;
         }
     }
     if (lane == 0) *scale = s;
@@ -95,8 +98,10 @@ __global__ void write_kv_8bit_kernel(KvWrite w) {
     const int64_t row = warp / 2 / s.n_kv_heads, head = warp / 2 % s.n_kv_heads;
     void* cache = value ? w.v_cache : w.k_cache;
     const int64_t slot = w.slots[row];
-    store_8bit_row<C>((value ? w.v : w.k) + (row * s.n_kv_heads + head) * s.head_dim, s.head_dim,
-                      reinterpret_cast<uint8_t*>(row_at(cache, s, slot, head)),
+    const float* offsets =
+        !value && w.k_offsets != nullptr ? w.k_offsets + head * s.head_dim : nullptr;
+    store_8bit_row<C>((value ? w.v : w.k) + (row * s.n_kv_heads + head) * s.head_dim, offsets,
+                      s.head_dim, reinterpret_cast<uint8_t*>(row_at(cache, s, slot, head)),
                       scale_at(cache, s, slot, head), threadIdx.x % 32);
     if (w.scores != nullptr && !value && threadIdx.x % 32 == 0)
         score_at(w.scores, s, slot, head) = 0.f;
@@ -166,7 +171,10 @@ __global__ void rope_write_kv_8bit_kernel(RopeWriteKv p) {
         const int64_t head = i / 2;
         void* cache = value ? p.v_cache : p.k_cache;
         const float* x = (value ? p.v : p.k) + (row * s.n_kv_heads + head) * s.head_dim;
-        store_8bit_row<C>(x, s.head_dim, reinterpret_cast<uint8_t*>(row_at(cache, s, slot, head)),
+        const float* offsets =
+            !value && p.k_offsets != nullptr ? p.k_offsets + head * s.head_dim : nullptr;
+        store_8bit_row<C>(x, offsets, s.head_dim,
+                          reinterpret_cast<uint8_t*>(row_at(cache, s, slot, head)),
                           scale_at(cache, s, slot, head), lane);
         if (p.scores != nullptr && !value && lane == 0) score_at(p.scores, s, slot, head) = 0.f;
     }

@@ -36,6 +36,9 @@ struct KvWrite {
     void* k_cache = nullptr;
     void* v_cache = nullptr;
     float* scores = nullptr;
+    // [n_kv_heads][head_dim], subtracted from k before 8-bit codes store it, or nullptr
+    // (KvLayout::key_offsets).
+    const float* k_offsets = nullptr;
     KvCacheShape shape;
 };
 void write_kv(const KvWrite& w, void* stream);
@@ -53,7 +56,8 @@ struct RopeWriteKv {
     bool neox = false;
     void* k_cache = nullptr;
     void* v_cache = nullptr;
-    float* scores = nullptr;  // as KvWrite's
+    float* scores = nullptr;           // as KvWrite's
+    const float* k_offsets = nullptr;  // as KvWrite's
     KvCacheShape shape;
 };
 void rope_write_kv(const RopeWriteKv& p, void* stream);
