@@ -103,7 +103,19 @@ Model::Model(const std::string& path)
       hp_(HParams::from_gguf(file_)),
       weights_(ModelWeights::bind(file_, hp_)),
       key_offsets_(key_offsets_of(hp_, weights_)),
-      scratch_(std::make_unique<Scratch>()) {}
+      scratch_(std::make_unique<Scratch>()) {
+    // V's bias per query head (GQA: each query head reads its KV head's values).
+    const int64_t q_dim = hp_.q_dim(), hd = hp_.head_dim, group = hp_.n_heads / hp_.n_kv_heads;
+    if (!weights_.layers.empty() && weights_.layers[0].bv) {
+        v_bias_heads_.resize(static_cast<size_t>(hp_.n_layers * q_dim));
+        for (int64_t il = 0; il < hp_.n_layers; ++il) {
+            LayerWeights& l = weights_.layers[static_cast<size_t>(il)];
+            float* out = v_bias_heads_.data() + il * q_dim;
+            for (int64_t i = 0; i < q_dim; ++i) out[i] = l.bv.f32()[(i / hd / group) * hd + i % hd];
+            l.bv_heads = Weight{out, DType::F32, 1, q_dim, Device::Cpu};
+        }
+    }
+}
 
 Model::~Model() = default;
 Model::Model(Model&&) noexcept = default;
@@ -213,10 +225,14 @@ void Model::layer(int64_t il, KvStorage& kv, Backend& backend, Scratch& s) {
     const Weight* qkv[] = {&w.wq, &w.wk, &w.wv};
     const Tensor qkv_out[] = {s.tq, s.tk, s.tv};
     backend.matmuls(qkv, s.th, qkv_out);
+    // Quantised V: its bias joins after attention instead (softmax weights sum to 1, so
+    // sum p (v + b) = sum p v + b exactly), leaving the codes for what varies between tokens.
+    const bool v_bias_after = w.bv_heads && kv.formats().v != KvFormat::F32 &&
+                              kv.formats().v != KvFormat::F16 && kv.formats().v != KvFormat::BF16;
     if (w.bq) {
         backend.add_bias(s.tq, w.bq);
         backend.add_bias(s.tk, w.bk);
-        backend.add_bias(s.tv, w.bv);
+        if (!v_bias_after) backend.add_bias(s.tv, w.bv);
     }
     if (w.q_norm) {  // Gemma 3: every query and key head is RMS-normalised before rotation
         backend.rms_norm(per_head(s.tq, hp_.head_dim), w.q_norm, per_head(s.tq, hp_.head_dim),
@@ -229,6 +245,7 @@ void Model::layer(int64_t il, KvStorage& kv, Backend& backend, Scratch& s) {
     backend.rope_write_kv(kv, il, s.tq, s.tk, s.tv, hp_.n_heads, hp_.n_kv_heads, hp_.head_dim,
                           rope.dim, angles.tcos, angles.tsin, rope.neox);
     backend.attention(kv, il, s.tq, s.tattn, hp_.n_heads, hp_.attn_scale, hp_.window(il));
+    if (v_bias_after) backend.add_bias(s.tattn, w.bv_heads);
     backend.matmul(w.wo, s.tattn, s.th);
     if (w.attn_post_norm) backend.rms_norm(s.th, w.attn_post_norm, s.th, hp_.rms_eps);
     backend.add_rms_norm(s.tx, s.th, w.ffn_norm, s.th, hp_.rms_eps);

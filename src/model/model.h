@@ -69,6 +69,7 @@ class Model {
     HParams hp_;
     ModelWeights weights_;
     std::vector<float> key_offsets_;
+    std::vector<float> v_bias_heads_;  // the memory of every LayerWeights::bv_heads
     Backend* loaded_on_ = nullptr;  // the backend load_weights() ran for
     std::unique_ptr<Scratch> scratch_;
 };

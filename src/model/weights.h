@@ -15,6 +15,9 @@ class File;
 struct LayerWeights {
     Weight attn_norm, wq, wk, wv, wo;
     Weight bq, bk, bv;  // Qwen2 only
+    // bv repeated for each query head (q_dim values): added to the attention output instead of
+    // to V when V is stored quantised (Model::layer). Owned by the Model, not the file.
+    Weight bv_heads;
     Weight ffn_norm, w_gate, w_up, w_down;
     // Gemma 3 only: RMSNorm weights of each query/key head (head_dim) and of the attention and
     // feed-forward outputs before they join the residual (n_embd).
@@ -37,7 +40,7 @@ struct ModelWeights {
     void for_each(F&& f) {
         for (Weight* w : {&token_embd, &output_norm, &output}) f(*w);
         for (LayerWeights& l : layers) {
-            for (Weight* w : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv,
+            for (Weight* w : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv, &l.bv_heads,
                               &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down, &l.q_norm, &l.k_norm,
                               &l.attn_post_norm, &l.ffn_post_norm}) {
                 if (*w) f(*w);
