@@ -29,7 +29,8 @@ struct SpeculationConfig {
     // depth (draft forwards) at most, max_tokens being its node count (0: max_tokens).
     int32_t max_depth = 0;
     // No drafting in a step with more running sequences than this: a large batch already keeps
-    // the matmuls busy, and verification rows would slow it down.
+    // the matmuls busy, and a drafter's verification rows would slow it down. (The CLI lifts it
+    // for self-drafting, whose regime is a large batch at long context: --spec-max-batch.)
     int64_t max_batch = 8;
     // Self-speculation (MagicDec-style): the model drafts for itself, each draft forward
     // attending only to the first self_sinks tokens and the last self_window of its own paged

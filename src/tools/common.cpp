@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <functional>
 #include <thread>
 
@@ -166,6 +167,11 @@ std::unique_ptr<spec::Drafter> Runtime::make_drafter(const SpecOptions& o, Engin
                               o.method);
     }
     config.speculation.max_tokens = o.max_tokens;
+    if (o.max_batch >= 0) {
+        config.speculation.max_batch = o.max_batch;
+    } else if (o.method == "self") {
+        config.speculation.max_batch = std::numeric_limits<int64_t>::max();
+    }
     if (o.branches > 1 && o.method != "ngram" && o.method != "draft") {
         fail<InvalidArgument>("--spec-branches is for --spec ngram or draft (got --spec {})",
                               o.method);

@@ -122,6 +122,10 @@ void add_spec_options(CLI::App& app, SpecOptions& o) {
                    "this share of a full one's bytes (long contexts; 1: always)")
         ->check(CLI::Range(0.0, 1.0))
         ->capture_default_str();
+    app.add_option("--spec-max-batch", o.max_batch,
+                   "no drafting in a step with more running sequences than this (default: 8 for "
+                   "ngram and draft; no limit for self, whose cost rules decide)")
+        ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
     app.add_option("--spec-branches", o.branches,
                    "--spec ngram: merge up to this many earlier continuations into a token tree; "
                    "--spec draft: up to this many candidates per depth, the draft's next-best "

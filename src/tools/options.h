@@ -42,6 +42,9 @@ struct SpecOptions {
     int64_t self_sinks = 4;      // --spec self: the draft forwards' attention sinks
     int64_t self_window = 512;   // and recent window
     double self_max_cost = 0.5;  // draft only while a draft forward costs at most this share
+    // No drafting in a step with more running sequences (vLLM's disable_by_batch_size);
+    // -1: 8 for a drafter, none for --spec self (MagicDec's regime is a large batch).
+    int64_t max_batch = -1;
 };
 
 struct SamplingOptions {
