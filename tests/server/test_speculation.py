@@ -49,6 +49,20 @@ def test_per_request_draft_limit(server):
         shutdown(spec)
 
 
+def test_max_batch_turns_drafting_off(server):
+    """--spec-max-batch N: no drafting in a step with more than N running sequences (0: never),
+    the text unchanged."""
+    body = {"model": "vela", "prompt": PROMPT, "max_tokens": 32, "temperature": 0}
+    want = server.post("/v1/completions", body).json()["choices"][0]["text"]
+    spec = launch(["--spec", "ngram", "--spec-max-tokens", "4", "--spec-max-batch", "0"])
+    try:
+        got = spec.post("/v1/completions", body).json()["choices"][0]["text"]
+        assert got == want
+        assert spec.wait_idle()["vela_spec_draft_tokens_total"] == 0
+    finally:
+        shutdown(spec)
+
+
 def test_spec_draft_without_model_is_refused():
     out = subprocess.run([os.environ["VELA_BIN"], "serve", "-m", _model_path(), "--spec", "draft"],
                          capture_output=True, text=True, timeout=60)
