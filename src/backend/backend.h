@@ -14,6 +14,7 @@
 #include <span>
 #include <string>
 
+#include "core/error.h"
 #include "core/tensor.h"
 #include "kv/kv_storage.h"
 #include "model/forward_batch.h"
@@ -28,6 +29,14 @@ class DeviceBuffer {
     virtual ~DeviceBuffer() = default;
     virtual void* data() = 0;
     virtual size_t bytes() const = 0;
+};
+
+// One penalised logit, x[row][token], seen `count` times in its row's penalty window:
+// divided by `repetition` when positive, multiplied by it otherwise, then lowered by
+// count * frequency + presence, in float as sampling::apply_penalties computes it.
+struct LogitPenalty {
+    int32_t row = 0, token = 0, count = 0;
+    float repetition = 1.0f, frequency = 0.0f, presence = 0.0f;
 };
 
 class Backend {
@@ -109,6 +118,20 @@ class Backend {
     // Non-greedy sampling (temperature, top-k, top-p, min-p) without copying whole rows.
     virtual void top_k_rows(const Tensor& x, Tensor tokens, Tensor values) = 0;
     static constexpr int64_t kMaxTopK = 1024;
+    // The repetition / frequency / presence penalties of sampling::apply_penalties on the rows
+    // of x, one entry per distinct (row, token) (LogitPenalty): before argmax or top_k_rows, so
+    // that penalised rows need not come to the host. InvalidArgument for an entry outside x.
+    virtual void apply_penalties(Tensor x, std::span<const LogitPenalty> entries) = 0;
+    // apply_penalties' argument check, the same for every backend.
+    static void check_penalties(const Tensor& x, std::span<const LogitPenalty> entries) {
+        for (const LogitPenalty& e : entries) {
+            if (e.row < 0 || e.row >= x.rows || e.token < 0 || e.token >= x.cols || e.count < 1) {
+                fail<InvalidArgument>("apply_penalties: entry (row {}, token {}, count {}) "
+                                      "outside {} x {} logits",
+                                      e.row, e.token, e.count, x.rows, x.cols);
+            }
+        }
+    }
 
     // --- fused ops: each is defined by the ops above, which the defaults run in turn; a
     // backend may do the same work in fewer passes over memory (fewer launches on a GPU) ---

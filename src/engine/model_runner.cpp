@@ -1,5 +1,6 @@
 #include "engine/model_runner.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -14,6 +15,7 @@ const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& schedu
     logit_row_.assign(scheduled.size(), -1);
     logit_rows_.assign(scheduled.size(), 0);
     keep_.clear();
+    penalties_.clear();
     const int64_t bs = blocks.config().block_size;
     int64_t n_logit_rows = 0;
     for (size_t i = 0; i < scheduled.size(); ++i) {
@@ -49,9 +51,11 @@ const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& schedu
                                                       static_cast<size_t>(s.n_tokens)),
                             begin, s.slots, table.blocks, table.n_tokens, samples);
         if (samples) {
-            logit_row_[i] = n_logit_rows++;
+            logit_row_[i] = n_logit_rows;
             logit_rows_[i] = 1;
             keep_.push_back(keep_for(*s.seq));
+            if (keep_.back() > 0) add_penalties(*s.seq, static_cast<int32_t>(n_logit_rows));
+            ++n_logit_rows;
         }
     }
     batch_.finish();
@@ -59,7 +63,32 @@ const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& schedu
 }
 
 void ModelRunner::run(KvStorage& kv) {
-    model_.forward(batch_, kv, backend_, keep_, out_);
+    model_.forward(batch_, kv, backend_, keep_, out_, penalties_);
+}
+
+void ModelRunner::add_penalties(const Sequence& seq, int32_t row) {
+    const SamplingParams& p = seq.request().sampling;
+    if (!p.penalties_enabled()) return;
+    const std::vector<int32_t>& history = seq.tokens();
+    const size_t n = p.penalty_last_n < 0
+                         ? history.size()
+                         : std::min(history.size(), static_cast<size_t>(p.penalty_last_n));
+    const std::span<const int32_t> window = std::span(history).last(n);
+    const auto vocab = static_cast<size_t>(model_.hparams().n_vocab);
+    if (counts_.size() < vocab) counts_.resize(vocab, 0);
+    for (int32_t t : window) {
+        if (t < 0 || static_cast<size_t>(t) >= vocab)
+            fail<InvalidArgument>("sampling: history token {} outside the vocabulary of {}", t,
+                                  vocab);
+    }
+    for (int32_t t : window) ++counts_[static_cast<size_t>(t)];
+    for (int32_t t : window) {  // the first occurrence of each token makes its entry
+        int32_t& count = counts_[static_cast<size_t>(t)];
+        if (count == 0) continue;
+        penalties_.push_back({row, t, count, p.repetition_penalty, p.frequency_penalty,
+                              p.presence_penalty});
+        count = 0;
+    }
 }
 
 bool ModelRunner::logits_to_host_env() {
@@ -72,8 +101,8 @@ int32_t ModelRunner::keep_for(const Sequence& seq) const {
     if (seq.samples_argmax()) return Model::kKeepArgmax;
     const SamplingParams& p = seq.request().sampling;
     if (seq.request().logprobs < 0 && Sampler::samples_top(p, model_.hparams().n_vocab) &&
-        p.top_k <= Backend::kMaxTopK)
-        return p.top_k;
+        Sampler::top_list_size(p) <= Backend::kMaxTopK)
+        return Sampler::top_list_size(p);
     return Model::kKeepRow;
 }
 

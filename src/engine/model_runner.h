@@ -31,9 +31,9 @@ class ModelRunner {
     // chosen on the device, its logits row never copied (logits_for(i) is then stale); -1
     // otherwise. Throws when every logit of that row is -inf or NaN, as the sampler does.
     int32_t argmax_token(size_t i) const;
-    // Whether scheduled[i] samples from its row's best tokens (top_for), chosen on the device:
-    // temperature sampling with top-k (Sampler::samples_top), no logprobs. Its row is then
-    // not copied either.
+    // Whether scheduled[i] samples from its row's best tokens (top_for), chosen on the device
+    // after its penalties: temperature sampling with top-k, or greedy with penalties
+    // (Sampler::samples_top), no logprobs. Its row is then not copied either.
     bool samples_top(size_t i) const;
     // Those best tokens, ranked: at least the sequence's top_k of them (Sampler::sample_top).
     std::span<const sampling::Candidate> top_for(size_t i);
@@ -46,6 +46,9 @@ class ModelRunner {
     static bool logits_to_host_env();
     // What the row of a sequence that samples one token sends back (Model::forward's keep).
     int32_t keep_for(const Sequence& seq) const;
+    // The penalties of logits row `row` for seq's sampling params and history, as
+    // sampling::apply_penalties would apply them (one entry per distinct token of the window).
+    void add_penalties(const Sequence& seq, int32_t row);
 
     Model& model_;
     Backend& backend_;
@@ -53,6 +56,8 @@ class ModelRunner {
     KvScoreMode kv_scores_ = KvScoreMode::None;
     Model::RowsOut out_;
     std::vector<int32_t> keep_;  // per logits row: what comes back (Model::kKeep*, or top k)
+    std::vector<LogitPenalty> penalties_;  // of the rows kept as top-k lists
+    std::vector<int32_t> counts_;          // add_penalties' occurrence table, zero between uses
     const bool host_sampling_ = logits_to_host_env();
     std::vector<sampling::Candidate> top_;  // top_for's list
     // Per scheduled sequence: its first logits row (-1 when it does not sample), and how many.

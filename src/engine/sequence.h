@@ -48,8 +48,9 @@ class Sequence {
     // Samples the next token from this sequence's logits row, appends it, and returns the
     // output increment (text and finish reason).
     StepOutput append_sampled(std::span<float> logits);
-    // The same from the row's best tokens alone (Sampler::sample_top), when
-    // Sampler::samples_top(request().sampling, n_vocab) and no logprobs are asked for.
+    // The same from the row's best tokens alone, taken after the row's penalties
+    // (Sampler::sample_top), when Sampler::samples_top(request().sampling, n_vocab) and no
+    // logprobs are asked for.
     StepOutput append_sampled_top(std::span<const sampling::Candidate> ranked);
     // True when sampling is the plain argmax of the raw logits (temperature 0, no penalties,
     // no logprobs): the device's argmax_rows then samples and the row stays on the device.

@@ -135,7 +135,8 @@ void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
 }
 
 void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
-                    std::span<const int32_t> keep, RowsOut& out) {
+                    std::span<const int32_t> keep, RowsOut& out,
+                    std::span<const LogitPenalty> penalties) {
     const int64_t rows = batch.n_rows();
     VELA_ASSERT(rows > 0);
     if (loaded_on_ != &backend) {
@@ -187,6 +188,10 @@ void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
         top_first = std::min(top_first, r);
         top_last = r;
     }
+    for (const LogitPenalty& e : penalties) {
+        VELA_ASSERT(e.row >= 0 && e.row < n_out && kept(e.row) > 0);
+    }
+    if (!penalties.empty()) backend.apply_penalties(out_logits, penalties);
     if (out.top_k > 0) {
         VELA_ASSERT(out.top_k <= Backend::kMaxTopK);
         const int64_t n = top_last - top_first + 1, k = out.top_k;

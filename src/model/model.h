@@ -58,8 +58,11 @@ class Model {
         std::vector<float> top_logits;
     };
     // The same, with each row sending back what keep[row] says (empty: every row whole).
+    // `penalties` (rows numbered as keep's) change the logits before the top-k lists are taken;
+    // only rows kept as top-k lists may have them (an argmax is taken before them).
     void forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
-                 std::span<const int32_t> keep, RowsOut& out);
+                 std::span<const int32_t> keep, RowsOut& out,
+                 std::span<const LogitPenalty> penalties = {});
 
   private:
     struct Scratch;

@@ -128,8 +128,8 @@ void apply_penalties(std::span<float> logits, std::span<const int32_t> history,
         int32_t& count = counts[static_cast<size_t>(t)];
         if (count == 0) continue;  // this token was already penalised
         float& l = logits[static_cast<size_t>(t)];
-        l = l > 0.0f ? l / params.repetition_penalty : l * params.repetition_penalty;
-        l -= static_cast<float>(count) * params.frequency_penalty + params.presence_penalty;
+        l = penalised_logit(l, count, params.repetition_penalty, params.frequency_penalty,
+                            params.presence_penalty);
         count = 0;
     }
 }

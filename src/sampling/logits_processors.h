@@ -34,6 +34,15 @@ struct Candidates {
         scratch;  // processors' work buffer, kept to avoid a vocab-sized allocation per token
 };
 
+// One logit seen `count` times in the penalty window: CTRL's repetition penalty (divide a
+// positive logit, multiply a negative one), then OpenAI's count * frequency + presence.
+// (Backend::apply_penalties computes the same floats on the device.)
+inline float penalised_logit(float l, int32_t count, float repetition, float frequency,
+                             float presence) {
+    l = l > 0.0f ? l / repetition : l * repetition;
+    return l - (static_cast<float>(count) * frequency + presence);
+}
+
 // Applies the penalties to tokens seen in the last `penalty_last_n` entries of history.
 // `counts` is a work table the caller keeps (grown to the vocab, all zero between calls).
 // Throws InvalidArgument for a history token outside logits.

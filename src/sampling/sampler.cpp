@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "core/error.h"
 
@@ -79,10 +80,10 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
 }
 
 int32_t Sampler::sample_top(std::span<const sampling::Candidate> ranked) {
-    VELA_ASSERT(params_.temperature > 0.0f && !params_.penalties_enabled() && params_.top_k > 0);
-    // sample() keeps the top_k best, ranked; a list padded past the row's listable tokens ends
-    // at the first token -1.
-    size_t n = std::min(ranked.size(), static_cast<size_t>(params_.top_k));
+    VELA_ASSERT(samples_top(params_, std::numeric_limits<int64_t>::max()));
+    // sample() keeps the top_k best, ranked (greedy: the best); a list padded past the row's
+    // listable tokens ends at the first token -1.
+    size_t n = std::min(ranked.size(), static_cast<size_t>(top_list_size(params_)));
     for (size_t i = 0; i < n; ++i) {
         if (ranked[i].token < 0) {
             n = i;
@@ -90,6 +91,7 @@ int32_t Sampler::sample_top(std::span<const sampling::Candidate> ranked) {
         }
     }
     if (n == 0) fail<InvalidArgument>("sampling: no logit above -inf (all masked or NaN)");
+    if (params_.temperature == 0.0f) return ranked[0].token;  // argmax, ties to the lowest id
     candidates_.items.assign(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(n));
     candidates_.sorted = true;
     truncate_and_weigh();

@@ -25,15 +25,19 @@ class Sampler {
     // Throws InvalidArgument when no logit is above -inf or a history token is out of range.
     int32_t sample(std::span<float> logits, std::span<const int32_t> history);
 
-    // The same draw from the row's best tokens alone: `ranked` holds at least the top_k best
-    // (token, logit) pairs of the row, ranked as sampling::top_k ranks them (Backend::top_k_rows
-    // on the device). Gives sample()'s token for the same row and RNG state. Only for params
-    // that need nothing else of the row: temperature > 0, no penalties, 0 < top_k < vocab.
+    // The same draw from the row's best tokens alone: `ranked` holds at least the
+    // top_list_size() best (token, logit) pairs of the row after its penalties, ranked as
+    // sampling::top_k ranks them (Backend::apply_penalties, then Backend::top_k_rows, on the
+    // device). Gives sample()'s token for the same row, history and RNG state. Only for params
+    // with samples_top().
     int32_t sample_top(std::span<const sampling::Candidate> ranked);
-    // Whether sample_top() can draw for these params from a list of top_k entries (the row has
-    // n_vocab tokens).
+    // Whether sample_top() can draw for these params from top_list_size() entries (the row has
+    // n_vocab tokens): greedy (the first entry), or temperature with 0 < top_k < n_vocab.
     static bool samples_top(const SamplingParams& p, int64_t n_vocab) {
-        return p.temperature > 0.0f && !p.penalties_enabled() && p.top_k > 0 && p.top_k < n_vocab;
+        return p.temperature == 0.0f || (p.temperature > 0.0f && p.top_k > 0 && p.top_k < n_vocab);
+    }
+    static int32_t top_list_size(const SamplingParams& p) {
+        return p.temperature == 0.0f ? 1 : p.top_k;
     }
 
     // The final distribution after every processor, for rejection sampling and logprobs:

@@ -5,14 +5,18 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <random>
 #include <utility>
 #include <vector>
 
 #include "backend_conformance.h"
+#include "sampling/logits_processors.h"
+#include "sampling/sampling_params.h"
 
 namespace vela::test {
 namespace {
@@ -132,6 +136,66 @@ TEST_P(BackendSamplingOps, TopKRows) {
             }
         }
     }
+}
+
+// apply_penalties: every row against sampling::apply_penalties (the host sampler's own) over a
+// history whose window gives the entries, as ModelRunner builds them; bit for bit. Rows carry
+// positive, negative, zero and -inf logits; the params mix each penalty alone and together.
+// Entries outside the rows are refused before anything changes.
+TEST_P(BackendSamplingOps, ApplyPenalties) {
+    auto rng = op_rng("apply_penalties");
+    const int64_t cols = 4099, rows = 6;
+    std::vector<float> x = normal_floats(static_cast<size_t>(rows * cols), rng, 3.0f);
+    for (int64_t c = 0; c < cols; c += 97) x[static_cast<size_t>(c)] = 0.0f;
+    x[5] = -kInf;
+    std::vector<float> want = x;
+    std::vector<LogitPenalty> entries;
+    std::vector<int32_t> counts;
+    for (int64_t r = 0; r < rows; ++r) {
+        SamplingParams p;
+        p.repetition_penalty = std::array{1.3f, 1.0f, 0.7f, 1.1f, 1.0f, 2.0f}[r];
+        p.frequency_penalty = std::array{0.0f, 0.5f, 0.0f, 0.25f, -0.5f, 1.0f}[r];
+        p.presence_penalty = std::array{0.0f, 0.0f, 0.3f, 0.1f, 0.0f, -1.0f}[r];
+        p.penalty_last_n = r % 2 == 0 ? 16 : -1;
+        std::vector<int32_t> history;
+        for (int i = 0; i < 40; ++i) {  // repeats, the -inf logit, token 0 and the last one
+            const std::array<int32_t, 4> pick{5, 0, static_cast<int32_t>(cols - 1),
+                                              static_cast<int32_t>(rng() % 50)};
+            history.push_back(pick[rng() % 4]);
+        }
+        sampling::apply_penalties({want.data() + r * cols, static_cast<size_t>(cols)}, history, p,
+                                  counts);
+        const size_t n = p.penalty_last_n < 0 ? history.size() : size_t(p.penalty_last_n);
+        std::map<int32_t, int32_t> seen;
+        for (size_t i = history.size() - n; i < history.size(); ++i) ++seen[history[i]];
+        for (const auto& [token, count] : seen) {
+            entries.push_back({static_cast<int32_t>(r), token, count, p.repetition_penalty,
+                               p.frequency_penalty, p.presence_penalty});
+        }
+    }
+    std::shuffle(entries.begin(), entries.end(), rng);
+    DeviceTensor dx(backend(), rows, cols);
+    dx.upload(x);
+    for (const LogitPenalty bad : {LogitPenalty{static_cast<int32_t>(rows), 0, 1},
+                                   LogitPenalty{0, static_cast<int32_t>(cols), 1},
+                                   LogitPenalty{0, -1, 1}, LogitPenalty{0, 3, 0}}) {
+        std::vector<LogitPenalty> with_bad = entries;
+        with_bad.push_back(bad);
+        EXPECT_THROW(backend().apply_penalties(dx.view(), with_bad), InvalidArgument);
+    }
+    EXPECT_EQ(dx.download(), x);  // a refused call changes nothing
+    backend().apply_penalties(dx.view(), entries);
+    const std::vector<float> got = dx.download();
+    EXPECT_TRUE(dx.guard_intact());
+    int64_t mismatches = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+        if (std::memcmp(&got[i], &want[i], sizeof(float)) != 0 && mismatches++ < 5) {
+            ADD_FAILURE() << "row " << i / cols << " token " << i % cols << ": got " << got[i]
+                          << ", want " << want[i] << " (from " << x[i] << ")";
+        }
+    }
+    EXPECT_EQ(mismatches, 0);
+    EXPECT_NE(got, x);
 }
 
 INSTANTIATE_TEST_SUITE_P(Built, BackendSamplingOps, ::testing::ValuesIn(built_backends()),

@@ -177,7 +177,9 @@ class EngineServing : public ::testing::TestWithParam<std::string> {
     }
 
     // Seeded sampling of request i: temperature with top-k lists of several lengths (drawn from
-    // the device's top-k), and two that need their whole row: top-k off, and penalties.
+    // the device's top-k), penalties (applied on the device before its top-k: repetition;
+    // frequency and presence over the whole history; greedy with penalties, a list of one), and
+    // one that needs its whole row: top-k off.
     static SamplingParams sampled(size_t i) {
         SamplingParams p;
         p.seed = 1000 + i;
@@ -186,6 +188,16 @@ class EngineServing : public ::testing::TestWithParam<std::string> {
         p.min_p = i % 2 == 0 ? 0.05f : 0.0f;
         if (i == 10) p.top_k = 0;
         if (i == 13) p.repetition_penalty = 1.3f;
+        if (i == 19) {
+            p.frequency_penalty = 0.4f;
+            p.presence_penalty = 0.2f;
+            p.repetition_penalty = 0.9f;
+            p.penalty_last_n = -1;
+        }
+        if (i == 22) {
+            p.temperature = 0.0f;
+            p.frequency_penalty = 1.5f;
+        }
         return p;
     }
 
@@ -219,8 +231,9 @@ TEST_P(EngineServing, ConcurrentRequestsMatchAlone) {
 }
 
 // Greedy rows are sampled by the backend's argmax_rows and only their ids come back; rows that
-// sample with temperature and top-k bring back only their top-k list (top_k_rows); rows that
-// need their logits on the host (logprobs, penalties, top-k off) are copied around them. Every
+// sample with temperature and top-k, or greedily with penalties, bring back only their top-k
+// list (apply_penalties, then top_k_rows); rows that need their logits on the host (logprobs,
+// top-k off) are copied around them. Every
 // third request asks for logprobs and every third samples, so a step mixes all three. The
 // outputs must equal a run that copies every row and samples on the host
 // (VELA_LOGITS_TO_HOST=1), and the greedy ones the requests alone.

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <limits>
+#include <map>
 #include <random>
 
 #include "core/error.h"
@@ -228,6 +229,61 @@ TEST(Sampler, SampleTopEqualsSampleOnTheWholeRow) {
     Sampler s(p);
     const std::vector<sampling::Candidate> none(40, {-1, -inf});
     EXPECT_THROW(s.sample_top(none), InvalidArgument);
+}
+
+// Penalised rows on the device: the penalties applied to the row by (token, count) entries of
+// the window (as ModelRunner lists them for Backend::apply_penalties), then the ranked list of
+// Sampler::top_list_size() entries: sample_top() gives sample()'s token on the whole row with the
+// history, greedy (a list of one) and sampled. The history repeats the row's best tokens, so
+// the penalties change the ranking.
+TEST(Sampler, SampleTopAfterPenaltiesEqualsSampleOnTheWholeRow) {
+    std::mt19937_64 rng(7);
+    int checked = 0, changed = 0;
+    for (float temperature : {0.0f, 0.7f, 1.3f}) {
+        for (int32_t last_n : {8, -1}) {
+            for (float repetition : {1.0f, 1.3f, 0.8f}) {
+                SamplingParams p;
+                p.temperature = temperature;
+                p.top_k = 40;
+                p.min_p = 0.02f;
+                p.penalty_last_n = last_n;
+                p.repetition_penalty = repetition;
+                p.frequency_penalty = 0.5f;
+                p.presence_penalty = 0.25f;
+                p.seed = rng();
+                Sampler whole(p), top(p);
+                for (int draw = 0; draw < 30; ++draw) {
+                    const std::vector<float> row = fixed_logits(4099, rng(), 2.0f);
+                    sampling::Candidates best;
+                    sampling::top_k(row, 12, best);
+                    std::vector<int32_t> history;
+                    for (int i = 0; i < 30; ++i)
+                        history.push_back(best.items[rng() % best.items.size()].token);
+                    // Entries as ModelRunner::add_penalties makes them.
+                    const size_t n = last_n < 0 ? history.size()
+                                                : std::min(history.size(), size_t(last_n));
+                    std::map<int32_t, int32_t> counts;
+                    for (size_t i = history.size() - n; i < history.size(); ++i) ++counts[history[i]];
+                    std::vector<float> penalised = row;
+                    for (const auto& [token, count] : counts) {
+                        penalised[token] = sampling::penalised_logit(
+                            penalised[token], count, p.repetition_penalty, p.frequency_penalty,
+                            p.presence_penalty);
+                    }
+                    sampling::Candidates ranked;
+                    sampling::top_k(penalised, Sampler::top_list_size(p), ranked);
+                    changed += ranked.items[0].token != best.items[0].token;
+                    std::vector<float> copy = row;
+                    ASSERT_EQ(top.sample_top(ranked.items), whole.sample(copy, history))
+                        << "t " << temperature << " last_n " << last_n << " rep " << repetition
+                        << " draw " << draw;
+                    ++checked;
+                }
+            }
+        }
+    }
+    EXPECT_EQ(checked, 3 * 2 * 3 * 30);
+    EXPECT_GT(changed, checked / 4);  // the penalties did move the best token
 }
 
 }  // namespace

@@ -219,6 +219,15 @@ void CpuBackend::gather_logit_rows(const Tensor& x, Tensor out) {
     }
 }
 
+void CpuBackend::apply_penalties(Tensor x, std::span<const LogitPenalty> entries) {
+    check_f32(x);
+    check_penalties(x, entries);
+    for (const LogitPenalty& e : entries) {
+        float& l = x.f32()[static_cast<int64_t>(e.row) * x.cols + e.token];
+        l = sampling::penalised_logit(l, e.count, e.repetition, e.frequency, e.presence);
+    }
+}
+
 void CpuBackend::top_k_rows(const Tensor& x, Tensor tokens, Tensor values) {
     check_f32(x);
     check_f32(values);

@@ -572,6 +572,21 @@ void CudaBackend::argmax_rows(const Tensor& x, Tensor ids) {
     check_launch("argmax_rows");
 }
 
+void CudaBackend::apply_penalties(Tensor x, std::span<const LogitPenalty> entries) {
+    check_f32(x);
+    check_penalties(x, entries);
+    if (entries.empty()) return;
+    const size_t bytes = entries.size_bytes();
+    if (!penalties_ || penalties_->bytes() < bytes) penalties_ = std::make_unique<CudaBuffer>(bytes);
+    check(cudaMemcpyAsync(penalties_->data(), entries.data(), bytes, cudaMemcpyHostToDevice,
+                          as_stream(stream_)),
+          "apply_penalties");
+    cuda_backend::apply_penalties(x.f32(), x.cols,
+                                  static_cast<const cuda_backend::Penalty*>(penalties_->data()),
+                                  static_cast<int64_t>(entries.size()), stream_);
+    check_launch("apply_penalties");
+}
+
 void CudaBackend::top_k_rows(const Tensor& x, Tensor tokens, Tensor values) {
     check_f32(x);
     check_f32(values);

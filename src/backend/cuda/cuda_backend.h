@@ -133,6 +133,7 @@ class CudaBackend final : public Backend {
     void gather_logit_rows(const Tensor& x, Tensor out) override;
     void argmax_rows(const Tensor& x, Tensor ids) override;
     void top_k_rows(const Tensor& x, Tensor tokens, Tensor values) override;
+    void apply_penalties(Tensor x, std::span<const LogitPenalty> entries) override;
 
     void add_rms_norm(Tensor x, const Tensor& delta, const Weight& weight, Tensor y,
                       float eps) override;
@@ -202,6 +203,7 @@ class CudaBackend final : public Backend {
     uint64_t generation_ = 1;  // bumped by every allocation that may move what graphs point at
     std::map<GraphKey, Graph> graphs_;
     std::unique_ptr<CudaBuffer> cublas_ws_;
+    std::unique_ptr<CudaBuffer> penalties_;  // apply_penalties' entries, uploaded (no graph uses it)
     std::vector<std::unique_ptr<CudaBuffer>> weights_;  // one allocation per model loaded
     Plan plan_;
     std::vector<std::byte> meta_host_;

@@ -34,6 +34,13 @@ void argmax_rows(const float* x, int64_t rows, int64_t cols, int32_t* ids, void*
 // tokens / values; NaN and -inf are never listed, short rows pad with -1 / -inf (top_k.cu).
 void top_k_rows(const float* x, int64_t rows, int64_t cols, int k, int32_t* tokens, float* values,
                 void* stream);
+// Backend::apply_penalties' entries on the device (the layout of vela::LogitPenalty): each
+// thread changes one logit, x[row * cols + token].
+struct Penalty {
+    int32_t row, token, count;
+    float repetition, frequency, presence;
+};
+void apply_penalties(float* x, int64_t cols, const Penalty* entries, int64_t n, void* stream);
 // Conversions between float rows and 16-bit rows (round to nearest even).
 void to_half(const float* x, int64_t n, Half h, void* out, void* stream);
 void from_half(const void* x, int64_t n, Half h, float* out, void* stream);
