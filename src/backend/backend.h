@@ -63,6 +63,9 @@ class Backend {
     // The KV pool in this backend's memory.
     virtual std::unique_ptr<KvStorage> make_kv_storage(const KvLayout& layout,
                                                        KvFormats formats) = 0;
+    // Why this backend cannot store KV in `formats` and attend over it at this head size (a
+    // sentence for an error message), or "" when it can: checked before a model is run.
+    virtual std::string kv_unsupported(KvFormats formats, int64_t head_dim) const = 0;
     // Bytes per token of one KV head's K (key) or V as this backend stores format f (for
     // planning memory before make_kv_storage): kv/kv_storage.h's kv_token_bytes on the host.
     virtual size_t kv_token_bytes(KvFormat f, bool key, int64_t head_dim, int64_t block_size,

@@ -104,15 +104,11 @@ Runtime Runtime::load(const CommonOptions& o) {
     const KvFormat both = parse_kv_format(o.kv_type);
     rt.kv_formats = {o.kv_type_k.empty() ? both : parse_kv_format(o.kv_type_k),
                      o.kv_type_v.empty() ? both : parse_kv_format(o.kv_type_v), o.kv_quant_group};
-#ifdef VELA_HAS_CUDA
-    const int64_t head_dim = rt.model->hparams().head_dim;
-    if (rt.backend->device() == Device::Cuda && !CudaBackend::supports_kv(rt.kv_formats, head_dim)) {
-        fail<InvalidArgument>(
-            "--kv-type {}: the CUDA attention kernels do not read this KV format at this model's "
-            "head size {} (8-bit KV: head sizes 64 and 128; K and V in one format)",
-            kv_formats_name(rt.kv_formats), head_dim);
+    if (const std::string why =
+            rt.backend->kv_unsupported(rt.kv_formats, rt.model->hparams().head_dim);
+        !why.empty()) {
+        fail<InvalidArgument>("--kv-type {}: {}", kv_formats_name(rt.kv_formats), why);
     }
-#endif
     rt.eviction.policy = parse_eviction_policy(o.kv_evict);
     rt.eviction.sinks = o.kv_sinks;
     if (!o.kv_budget.empty()) {

@@ -53,6 +53,7 @@ expect_error "device" generate -m "$model" -p hi --device tpu
 expect_error "kv-type" generate -m "$model" -p hi --kv-type q3
 expect_error "kv-type-k" generate -m "$model" -p hi --kv-type-k int4
 expect_error "kv-type-v" perplexity -m "$model" --kv-type-v "" /etc/hostname
+expect_error "fp8 KV is stored by the CUDA backend only" generate -m "$model" -p hi --device cpu --kv-type fp8
 expect_error "spec-branches is for --spec ngram" generate -m "$model" -p hi --spec-branches 3
 expect_error "spec-depth is for --spec draft" generate -m "$model" -p hi --spec-depth 3
 expect_error "kv-evict" generate -m "$model" -p hi --kv-evict lru --kv-budget 64

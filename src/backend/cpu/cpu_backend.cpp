@@ -219,6 +219,12 @@ void CpuBackend::gather_logit_rows(const Tensor& x, Tensor out) {
     }
 }
 
+std::string CpuBackend::kv_unsupported(KvFormats formats, int64_t /*head_dim*/) const {
+    if (formats.k == KvFormat::FP8 || formats.v == KvFormat::FP8)
+        return "fp8 KV is stored by the CUDA backend only (--device cuda; q8 on the CPU)";
+    return "";
+}
+
 void CpuBackend::apply_penalties(Tensor x, std::span<const LogitPenalty> entries) {
     check_f32(x);
     check_penalties(x, entries);

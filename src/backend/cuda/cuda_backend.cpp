@@ -175,6 +175,14 @@ bool CudaBackend::supports_kv(KvFormats formats, int64_t head_dim) {
     return false;
 }
 
+std::string CudaBackend::kv_unsupported(KvFormats formats, int64_t head_dim) const {
+    if (supports_kv(formats, head_dim)) return "";
+    return fmt::format(
+        "the CUDA attention kernels do not read this KV format at head size {} (f16 and bf16 at "
+        "64, 128 and 256; q8 and fp8 at 64 and 128; K and V in one format)",
+        head_dim);
+}
+
 size_t CudaBackend::kv_token_bytes(KvFormat f, bool key, int64_t head_dim, int64_t block_size,
                                    int64_t group) const {
     if (f == KvFormat::Q8 || f == KvFormat::FP8) return static_cast<size_t>(head_dim) + 4;

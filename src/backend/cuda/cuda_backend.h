@@ -133,6 +133,7 @@ class CudaBackend final : public Backend {
     void gather_logit_rows(const Tensor& x, Tensor out) override;
     void argmax_rows(const Tensor& x, Tensor ids) override;
     void top_k_rows(const Tensor& x, Tensor tokens, Tensor values) override;
+    std::string kv_unsupported(KvFormats formats, int64_t head_dim) const override;
     void apply_penalties(Tensor x, std::span<const LogitPenalty> entries) override;
 
     void add_rms_norm(Tensor x, const Tensor& delta, const Weight& weight, Tensor y,
