@@ -15,6 +15,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "backend/logit_penalty.h"
 #include "core/tensor.h"
 #include "kv/kv_storage.h"
 #include "model/forward_batch.h"
@@ -29,14 +30,6 @@ class DeviceBuffer {
     virtual ~DeviceBuffer() = default;
     virtual void* data() = 0;
     virtual size_t bytes() const = 0;
-};
-
-// One penalised logit, x[row][token], seen `count` times in its row's penalty window:
-// divided by `repetition` when positive, multiplied by it otherwise, then lowered by
-// count * frequency + presence, in float as sampling::apply_penalties computes it.
-struct LogitPenalty {
-    int32_t row = 0, token = 0, count = 0;
-    float repetition = 1.0f, frequency = 0.0f, presence = 0.0f;
 };
 
 class Backend {

@@ -1,6 +1,5 @@
 #include "engine/model_runner.h"
 
-#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -69,26 +68,12 @@ void ModelRunner::run(KvStorage& kv) {
 void ModelRunner::add_penalties(const Sequence& seq, int32_t row) {
     const SamplingParams& p = seq.request().sampling;
     if (!p.penalties_enabled()) return;
-    const std::vector<int32_t>& history = seq.tokens();
-    const size_t n = p.penalty_last_n < 0
-                         ? history.size()
-                         : std::min(history.size(), static_cast<size_t>(p.penalty_last_n));
-    const std::span<const int32_t> window = std::span(history).last(n);
-    const auto vocab = static_cast<size_t>(model_.hparams().n_vocab);
-    if (counts_.size() < vocab) counts_.resize(vocab, 0);
-    for (int32_t t : window) {
-        if (t < 0 || static_cast<size_t>(t) >= vocab)
-            fail<InvalidArgument>("sampling: history token {} outside the vocabulary of {}", t,
-                                  vocab);
-    }
-    for (int32_t t : window) ++counts_[static_cast<size_t>(t)];
-    for (int32_t t : window) {  // the first occurrence of each token makes its entry
-        int32_t& count = counts_[static_cast<size_t>(t)];
-        if (count == 0) continue;
-        penalties_.push_back({row, t, count, p.repetition_penalty, p.frequency_penalty,
-                              p.presence_penalty});
-        count = 0;
-    }
+    sampling::for_each_penalised(
+        seq.tokens(), p, static_cast<size_t>(model_.hparams().n_vocab), counts_,
+        [&](int32_t token, int32_t count) {
+            penalties_.push_back({row, token, count, p.repetition_penalty, p.frequency_penalty,
+                                  p.presence_penalty});
+        });
 }
 
 bool ModelRunner::logits_to_host_env() {

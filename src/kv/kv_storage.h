@@ -30,6 +30,10 @@ namespace vela {
 enum class KvFormat { F32, F16, BF16, Q8, Q4, FP8 };
 
 std::string_view kv_format_name(KvFormat f);
+// Q8, Q4 and FP8: stored as codes with scales (the others round each value to a float).
+inline bool kv_quantised(KvFormat f) {
+    return f == KvFormat::Q8 || f == KvFormat::Q4 || f == KvFormat::FP8;
+}
 // Bytes of one token's row of one KV head in a per-token layout, its scales included (one per
 // `group` values; for Q4, the V layout).
 size_t kv_row_bytes(KvFormat f, int64_t head_dim, int64_t group);

@@ -73,6 +73,7 @@ std::vector<float> key_offsets_of(const HParams& hp, const ModelWeights& w) {
     if (w.layers.empty() || !w.layers[0].bk || hp.n_ctx_train <= 0) return {};
     std::vector<float> out(static_cast<size_t>(hp.n_layers * nkv * hd), 0.0f);
     for (int64_t il = 0; il < hp.n_layers; ++il) {
+        if (!w.layers[il].bk) continue;
         const RopeParams& rope = hp.rope_of(il);
         const int64_t half = rope.dim / 2;
         // Each pair's angle per position (the angles grow linearly with it).
@@ -85,7 +86,6 @@ std::vector<float> key_offsets_of(const HParams& hp, const ModelWeights& w) {
             steady[rope.neox ? i : 2 * i] = ok;
             steady[rope.neox ? i + half : 2 * i + 1] = ok;
         }
-        if (!w.layers[il].bk) continue;
         const float* bias = w.layers[il].bk.f32();
         for (int64_t h = 0; h < nkv; ++h) {
             for (int64_t d = 0; d < hd; ++d) {
@@ -232,8 +232,7 @@ void Model::layer(int64_t il, KvStorage& kv, Backend& backend, Scratch& s) {
     backend.matmuls(qkv, s.th, qkv_out);
     // Quantised V: its bias joins after attention instead (softmax weights sum to 1, so
     // sum p (v + b) = sum p v + b exactly), leaving the codes for what varies between tokens.
-    const bool v_bias_after = w.bv_heads && kv.formats().v != KvFormat::F32 &&
-                              kv.formats().v != KvFormat::F16 && kv.formats().v != KvFormat::BF16;
+    const bool v_bias_after = w.bv_heads && kv_quantised(kv.formats().v);
     if (w.bq) {
         backend.add_bias(s.tq, w.bq);
         backend.add_bias(s.tk, w.bk);

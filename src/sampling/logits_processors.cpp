@@ -112,26 +112,11 @@ void top_p_by_buckets(Candidates& c, float p) {
 void apply_penalties(std::span<float> logits, std::span<const int32_t> history,
                      const SamplingParams& params, std::vector<int32_t>& counts) {
     if (!params.penalties_enabled() || history.empty()) return;
-    const size_t n = params.penalty_last_n < 0
-                         ? history.size()
-                         : std::min(history.size(), static_cast<size_t>(params.penalty_last_n));
-    const std::span<const int32_t> window = history.last(n);
-    // Validate first: a throw must not leave the count table dirty.
-    for (int32_t t : window)
-        if (t < 0 || static_cast<size_t>(t) >= logits.size())
-            fail<InvalidArgument>("sampling: history token {} outside the vocabulary of {}", t,
-                                  logits.size());
-    // A vocab-sized table, zero between calls: O(window) per token even for a whole long context.
-    if (counts.size() < logits.size()) counts.resize(logits.size(), 0);
-    for (int32_t t : window) ++counts[static_cast<size_t>(t)];
-    for (int32_t t : window) {
-        int32_t& count = counts[static_cast<size_t>(t)];
-        if (count == 0) continue;  // this token was already penalised
+    for_each_penalised(history, params, logits.size(), counts, [&](int32_t t, int32_t count) {
         float& l = logits[static_cast<size_t>(t)];
         l = penalised_logit(l, count, params.repetition_penalty, params.frequency_penalty,
                             params.presence_penalty);
-        count = 0;
-    }
+    });
 }
 
 int32_t argmax(std::span<const float> logits) {

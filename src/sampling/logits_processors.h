@@ -9,10 +9,12 @@
 // Determinism: candidates are ordered either by token id (never reordered) or by the strict
 // total order (logit desc, token asc). Both are canonical, so the survivors and their order do
 // not depend on the standard library's sort/selection algorithms.
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <vector>
 
+#include "core/error.h"
 #include "sampling/sampling_params.h"
 
 namespace vela::sampling {
@@ -41,6 +43,33 @@ inline float penalised_logit(float l, int32_t count, float repetition, float fre
                              float presence) {
     l = l > 0.0f ? l / repetition : l * repetition;
     return l - (static_cast<float>(count) * frequency + presence);
+}
+
+// Calls f(token, count) once for each distinct token of the penalty window (the last
+// `penalty_last_n` entries of history; all when negative), in order of first appearance, with
+// its count there. `counts` is a work table the caller keeps (grown to n_vocab, all zero between
+// calls). Throws InvalidArgument for a token outside [0, n_vocab), before any call.
+template <class F>
+void for_each_penalised(std::span<const int32_t> history, const SamplingParams& params,
+                        size_t n_vocab, std::vector<int32_t>& counts, F&& f) {
+    const size_t n = params.penalty_last_n < 0
+                         ? history.size()
+                         : std::min(history.size(), static_cast<size_t>(params.penalty_last_n));
+    const std::span<const int32_t> window = history.last(n);
+    // Validate first: a throw must not leave the count table dirty.
+    for (int32_t t : window)
+        if (t < 0 || static_cast<size_t>(t) >= n_vocab)
+            fail<InvalidArgument>("sampling: history token {} outside the vocabulary of {}", t,
+                                  n_vocab);
+    // A vocab-sized table, zero between calls: O(window) per token even for a whole long context.
+    if (counts.size() < n_vocab) counts.resize(n_vocab, 0);
+    for (int32_t t : window) ++counts[static_cast<size_t>(t)];
+    for (int32_t t : window) {
+        int32_t& count = counts[static_cast<size_t>(t)];
+        if (count == 0) continue;  // this token was already passed on
+        f(t, count);
+        count = 0;
+    }
 }
 
 // Applies the penalties to tokens seen in the last `penalty_last_n` entries of history.

@@ -590,7 +590,7 @@ void CudaBackend::apply_penalties(Tensor x, std::span<const LogitPenalty> entrie
                           as_stream(stream_)),
           "apply_penalties");
     cuda_backend::apply_penalties(x.f32(), x.cols,
-                                  static_cast<const cuda_backend::Penalty*>(penalties_->data()),
+                                  static_cast<const LogitPenalty*>(penalties_->data()),
                                   static_cast<int64_t>(entries.size()), stream_);
     check_launch("apply_penalties");
 }

@@ -258,17 +258,19 @@ void from_half(const void* x, int64_t n, Half h, float* out, void* stream) {
     }
 }
 
-__global__ void apply_penalties_kernel(float* x, int64_t cols, const Penalty* e, int64_t n) {
+__global__ void apply_penalties_kernel(float* x, int64_t cols, const LogitPenalty* e,
+                                       int64_t n) {
     const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
     if (i >= n) return;
-    const Penalty p = e[i];
+    const LogitPenalty p = e[i];
     float& l = x[static_cast<int64_t>(p.row) * cols + p.token];
     // IEEE division and no contraction into an fma: the same float as the host's penalties.
     const float r = l > 0.0f ? __fdiv_rn(l, p.repetition) : __fmul_rn(l, p.repetition);
     l = __fsub_rn(r, __fadd_rn(__fmul_rn(static_cast<float>(p.count), p.frequency), p.presence));
 }
 
-void apply_penalties(float* x, int64_t cols, const Penalty* entries, int64_t n, void* stream) {
+void apply_penalties(float* x, int64_t cols, const LogitPenalty* entries, int64_t n,
+                     void* stream) {
     constexpr int kThreads = 256;
     apply_penalties_kernel<<<static_cast<unsigned>((n + kThreads - 1) / kThreads), kThreads, 0,
                              static_cast<cudaStream_t>(stream)>>>(x, cols, entries, n);

@@ -5,6 +5,8 @@
 // the CUDA error state the caller checks.
 #include <cstdint>
 
+#include "backend/logit_penalty.h"
+
 namespace vela::cuda_backend {
 
 // Storage of 16-bit floats: the KV cache and the tensor-core operands.
@@ -34,13 +36,10 @@ void argmax_rows(const float* x, int64_t rows, int64_t cols, int32_t* ids, void*
 // tokens / values; NaN and -inf are never listed, short rows pad with -1 / -inf (top_k.cu).
 void top_k_rows(const float* x, int64_t rows, int64_t cols, int k, int32_t* tokens, float* values,
                 void* stream);
-// Backend::apply_penalties' entries on the device (the layout of vela::LogitPenalty): each
-// thread changes one logit, x[row * cols + token].
-struct Penalty {
-    int32_t row, token, count;
-    float repetition, frequency, presence;
-};
-void apply_penalties(float* x, int64_t cols, const Penalty* entries, int64_t n, void* stream);
+// Backend::apply_penalties on the device: each thread changes one entry's logit,
+// x[row * cols + token].
+void apply_penalties(float* x, int64_t cols, const LogitPenalty* entries, int64_t n,
+                     void* stream);
 // Conversions between float rows and 16-bit rows (round to nearest even).
 void to_half(const float* x, int64_t n, Half h, void* out, void* stream);
 void from_half(const void* x, int64_t n, Half h, float* out, void* stream);
