@@ -114,6 +114,10 @@ class Backend {
     // Non-greedy sampling (temperature, top-k, top-p, min-p) without copying whole rows.
     virtual void top_k_rows(const Tensor& x, Tensor tokens, Tensor values) = 0;
     static constexpr int64_t kMaxTopK = 1024;
+    // lse[i] (an F64 tensor of x.rows x 1) = log(sum(exp(row i))), as sampling::log_sum_exp
+    // computes it (double accumulation around the row's maximum; a non-finite maximum as is):
+    // with a row's top-k list, its logprobs without copying the row.
+    virtual void logsumexp_rows(const Tensor& x, Tensor lse) = 0;
     // The repetition / frequency / presence penalties of sampling::apply_penalties on the rows
     // of x, one entry per distinct (row, token) (LogitPenalty): before argmax or top_k_rows, so
     // that penalised rows need not come to the host. InvalidArgument for an entry outside x.

@@ -90,9 +90,10 @@ void prefill_forward(const PrefillParams& p, void* stream) {
     // all its entries are zero; at head_dim 128 the wgmma kernel's speed outweighs that down to
     // ~25% density (docs/benchmarks-cuda.md).
     const bool paged_8bit = p.paged.block_table != nullptr && is_8bit(p.kv_format);
+    const bool tree = p.tree_offset != nullptr;
     const bool wgmma = p.kernel == PrefillKernel::kWgmma ||
                        (p.kernel == PrefillKernel::kAuto && prefill_wgmma_available() &&
-                        !paged_8bit && (p.block_mask == nullptr || p.head_dim >= 128));
+                        !paged_8bit && !tree && (p.block_mask == nullptr || p.head_dim >= 128));
     if (wgmma && !prefill_wgmma_available())
         fail<InvalidArgument>(
             "prefill_forward: the wgmma kernel needs an sm_90a build and an sm_90 device");
@@ -109,6 +110,9 @@ void prefill_forward(const PrefillParams& p, void* stream) {
                               p.batch);
     if (wgmma && paged_8bit)
         fail<InvalidArgument>("prefill_forward: 8-bit paged K/V runs on the mma.sync kernel only");
+    if (tree && (wgmma || !p.causal || p.tree_mask == nullptr))
+        fail<InvalidArgument>(
+            "prefill_forward: token-tree masks need tree_mask, causal and the mma.sync kernel");
     if (p.paged.block_table != nullptr) {
         check_paged(p.paged, "prefill_forward");
         if (p.seqlens_k == nullptr) fail<InvalidArgument>("prefill_forward: paged needs seqlens_k");

@@ -100,6 +100,14 @@ struct PrefillParams {
     static constexpr int kBlockMaskSize = 64;
     const uint8_t* block_mask = nullptr;
     int64_t block_mask_batch_stride = 0, block_mask_head_stride = 0, block_mask_row_stride = 0;
+
+    // Optional token-tree masks (speculative verification), with causal: sequence b with
+    // tree_offset[b] >= 0 has an lq x lq byte mask at tree_mask + tree_offset[b] (row-major;
+    // nonzero at (i, j): query i sees the key of the sequence's new row j, key lk - lq + j).
+    // Its queries see every older key; tree_offset[b] < 0 is plain causal. The mma.sync kernel
+    // only (kAuto picks it; kWgmma with a tree is an InvalidArgument).
+    const uint8_t* tree_mask = nullptr;
+    const int64_t* tree_offset = nullptr;  // [batch]
 };
 
 // Backward of the prefill forward for contiguous K/V (FlashAttention-2 recomputation: S and P

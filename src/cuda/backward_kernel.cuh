@@ -346,7 +346,7 @@ __global__ void __launch_bounds__(BackwardShape<HD>::kThreads, 1)
     t.lk = p.cu_seqlens_k[b + 1] - t.k0;
     t.key_lo = blockIdx.x * kN;
     if (t.key_lo >= t.lk) return;
-    t.mask = {t.lk, t.lk - t.lq, p.window_left, p.causal};
+    t.mask = {t.lk, t.lk - t.lq, p.window_left, p.causal, nullptr};
 
     const int64_t kv_base = (t.k0 + t.key_lo) * p.kv_row_stride + kvh * p.kv_head_stride;
     const T* k = static_cast<const T*>(p.k) + kv_base;

@@ -338,7 +338,7 @@ __global__ void __launch_bounds__(Sm90BwdShape<HD>::kThreads + 128, 1)
     t.lk = p.cu_seqlens_k[b + 1] - t.k0;
     t.key_lo = blockIdx.x * kN;
     if (t.key_lo >= t.lk) return;
-    t.mask = {t.lk, t.lk - t.lq, p.window_left, p.causal};
+    t.mask = {t.lk, t.lk - t.lq, p.window_left, p.causal, nullptr};
     // Steps run over (query head of the group, query tile) pairs; step i uses buffer i % 2.
     const int2 range = query_tile_range<kM, kN>(t, p);
     const int group = p.num_heads / p.num_kv_heads;

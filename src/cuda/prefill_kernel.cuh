@@ -110,12 +110,15 @@ __device__ __forceinline__ void load_tile(T* dst, int valid_rows, RowPtr row_ptr
 struct RowMask {
     int lk, diag, window;  // diag = lk - lq; window < 0: none
     bool causal;
+    const uint8_t* tree;  // this sequence's lq x lq token-tree mask, or nullptr (PrefillParams)
     __device__ bool masked(int qi, int key) const {
         if (key >= lk) return true;
         if (causal && key > qi + diag) return true;
+        if (tree != nullptr && key >= diag && tree[qi * (lk - diag) + key - diag] == 0) return true;
         return window >= 0 && key < qi + diag - window;
     }
-    // The keys query qi sees form [lo, hi): masked(qi, key) == !(lo <= key && key < hi).
+    // The keys query qi sees form [lo, hi) (apart from a tree's holes): masked(qi, key) ==
+    // !(lo <= key && key < hi) without a tree.
     __device__ void visible(int qi, int& lo, int& hi) const {
         hi = causal ? min(lk, qi + diag + 1) : lk;
         lo = window >= 0 ? qi + diag - window : INT_MIN;
@@ -240,7 +243,9 @@ __device__ bool plan_prefill_cta(const PrefillParams& p, int m_block, PrefillCta
                 nullptr,
                 0};
     }
-    c.mask = {c.lk, c.lk - c.lq, p.window_left, p.causal};
+    const int64_t tree_at = p.tree_offset != nullptr ? p.tree_offset[c.b] : -1;
+    c.mask = {c.lk, c.lk - c.lq, p.window_left, p.causal,
+              tree_at >= 0 ? p.tree_mask + tree_at : nullptr};
     const int row_hi = c.row_lo + c.rows - 1;
     int n_end = c.lk, n_begin = 0;
     if (p.causal) n_end = max(0, min(c.lk, row_hi + c.mask.diag + 1));
@@ -333,7 +338,8 @@ __global__ void __launch_bounds__(PrefillShape<HD>::kThreads)
         }
         const int key0 = t * kN;
         const bool need_mask = key0 + kN > lk || (p.causal && key0 + kN - 1 > row_lo + mask.diag) ||
-                               (p.window_left >= 0 && key0 < row_hi + mask.diag - p.window_left);
+                               (p.window_left >= 0 && key0 < row_hi + mask.diag - p.window_left) ||
+                               (mask.tree != nullptr && key0 + kN > mask.diag);
         if (need_mask) {
 #pragma unroll
             for (int nt = 0; nt < kN / 8; ++nt)

@@ -63,8 +63,9 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, Engin
             fail<InvalidArgument>("self-speculation and KV eviction do not run together");
         }
         if (sp.self_window < 1 || sp.self_sinks < 0) {
-            fail<InvalidArgument>("self-speculation needs a window >= 1 and sinks >= 0, got {} / {}",
-                                  sp.self_window, sp.self_sinks);
+            fail<InvalidArgument>(
+                "self-speculation needs a window >= 1 and sinks >= 0, got {} / {}", sp.self_window,
+                sp.self_sinks);
         }
         draft_batch_.sparse_sinks = sp.self_sinks;
         draft_batch_.sparse_window = sp.self_window;
@@ -303,9 +304,12 @@ std::vector<StepOutput> Engine::step() {
         }
         stats_.prompt_tokens += work[i].n_tokens - (seq.n_generated() > 0 ? 1 : 0);
         const int32_t greedy = runner_.argmax_token(i);
-        StepOutput o = greedy >= 0                ? seq.append_tokens({&greedy, 1})
-                       : runner_.samples_top(i) ? seq.append_sampled_top(runner_.top_for(i))
-                                                : seq.append_sampled(logits);
+        StepOutput o =
+            greedy >= 0 ? seq.append_tokens({&greedy, 1})
+            : runner_.samples_top(i)
+                ? seq.append_sampled_top(runner_.top_for(i),
+                                         seq.request().logprobs >= 0 ? runner_.lse_for(i) : 0.0)
+                : seq.append_sampled(logits);
         if (seq.n_generated() == 1) start_followers(seq, true);
         ++stats_.generated_tokens;
         const bool ended = o.finish != FinishReason::None;
@@ -411,7 +415,8 @@ void Engine::propose_drafts() {
         const double weights = weight_bytes_ / static_cast<double>(drafting_.size());
         for (size_t i = 0; i < drafting_.size(); ++i) {
             const auto n_kv = static_cast<double>(drafting_[i]->n_kv());
-            const double sparse = std::min(n_kv, static_cast<double>(sp.self_sinks + sp.self_window));
+            const double sparse =
+                std::min(n_kv, static_cast<double>(sp.self_sinks + sp.self_window));
             if (weights + sparse * kv_token > sp.self_max_cost * (weights + n_kv * kv_token)) {
                 continue;
             }

@@ -1,5 +1,6 @@
 #include "engine/model_runner.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -15,6 +16,7 @@ const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& schedu
     logit_rows_.assign(scheduled.size(), 0);
     keep_.clear();
     penalties_.clear();
+    lse_ = false;
     const int64_t bs = blocks.config().block_size;
     int64_t n_logit_rows = 0;
     for (size_t i = 0; i < scheduled.size(); ++i) {
@@ -46,14 +48,17 @@ const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& schedu
         }
         // Only a sequence whose last token is fed this step samples.
         const bool samples = begin + s.n_tokens == static_cast<int64_t>(tokens.size());
-        batch_.add_sequence(std::span(tokens).subspan(static_cast<size_t>(begin),
-                                                      static_cast<size_t>(s.n_tokens)),
-                            begin, s.slots, table.blocks, table.n_tokens, samples);
+        batch_.add_sequence(
+            std::span(tokens).subspan(static_cast<size_t>(begin), static_cast<size_t>(s.n_tokens)),
+            begin, s.slots, table.blocks, table.n_tokens, samples);
         if (samples) {
             logit_row_[i] = n_logit_rows;
             logit_rows_[i] = 1;
             keep_.push_back(keep_for(*s.seq));
-            if (keep_.back() > 0) add_penalties(*s.seq, static_cast<int32_t>(n_logit_rows));
+            if (keep_.back() > 0) {
+                add_penalties(*s.seq, static_cast<int32_t>(n_logit_rows));
+                lse_ = lse_ || s.seq->request().logprobs >= 0;
+            }
             ++n_logit_rows;
         }
     }
@@ -62,7 +67,7 @@ const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& schedu
 }
 
 void ModelRunner::run(KvStorage& kv) {
-    model_.forward(batch_, kv, backend_, keep_, out_, penalties_);
+    model_.forward(batch_, kv, backend_, keep_, out_, penalties_, lse_);
 }
 
 void ModelRunner::add_penalties(const Sequence& seq, int32_t row) {
@@ -71,8 +76,8 @@ void ModelRunner::add_penalties(const Sequence& seq, int32_t row) {
     sampling::for_each_penalised(
         seq.tokens(), p, static_cast<size_t>(model_.hparams().n_vocab), counts_,
         [&](int32_t token, int32_t count) {
-            penalties_.push_back({row, token, count, p.repetition_penalty, p.frequency_penalty,
-                                  p.presence_penalty});
+            penalties_.push_back(
+                {row, token, count, p.repetition_penalty, p.frequency_penalty, p.presence_penalty});
         });
 }
 
@@ -85,10 +90,13 @@ int32_t ModelRunner::keep_for(const Sequence& seq) const {
     if (host_sampling_) return Model::kKeepRow;
     if (seq.samples_argmax()) return Model::kKeepArgmax;
     const SamplingParams& p = seq.request().sampling;
-    if (seq.request().logprobs < 0 && Sampler::samples_top(p, model_.hparams().n_vocab) &&
-        Sampler::top_list_size(p) <= Backend::kMaxTopK)
-        return Sampler::top_list_size(p);
-    return Model::kKeepRow;
+    const int32_t logprobs = seq.request().logprobs;
+    // Logprobs describe the raw row: a list taken after penalties cannot give them.
+    if (!Sampler::samples_top(p, model_.hparams().n_vocab) ||
+        (logprobs >= 0 && p.penalties_enabled()))
+        return Model::kKeepRow;
+    const int32_t k = std::max(Sampler::top_list_size(p), logprobs);
+    return k <= Backend::kMaxTopK ? k : Model::kKeepRow;
 }
 
 int32_t ModelRunner::argmax_token(size_t i) const {
@@ -112,8 +120,14 @@ std::span<const sampling::Candidate> ModelRunner::top_for(size_t i) {
     const auto k = static_cast<size_t>(out_.top_k);
     const size_t first = static_cast<size_t>(logit_row_[i]) * k;
     top_.resize(k);
-    for (size_t j = 0; j < k; ++j) top_[j] = {out_.top_tokens[first + j], out_.top_logits[first + j]};
+    for (size_t j = 0; j < k; ++j)
+        top_[j] = {out_.top_tokens[first + j], out_.top_logits[first + j]};
     return top_;
+}
+
+double ModelRunner::lse_for(size_t i) const {
+    VELA_ASSERT(samples_top(i) && static_cast<size_t>(logit_row_[i]) < out_.lse.size());
+    return out_.lse[static_cast<size_t>(logit_row_[i])];
 }
 
 std::span<float> ModelRunner::logits_for(size_t i) {

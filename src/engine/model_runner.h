@@ -35,8 +35,11 @@ class ModelRunner {
     // after its penalties: temperature sampling with top-k, or greedy with penalties
     // (Sampler::samples_top), no logprobs. Its row is then not copied either.
     bool samples_top(size_t i) const;
-    // Those best tokens, ranked: at least the sequence's top_k of them (Sampler::sample_top).
+    // Those best tokens, ranked: at least the sequence's top_k of them (Sampler::sample_top),
+    // and at least its logprobs alternatives.
     std::span<const sampling::Candidate> top_for(size_t i);
+    // The log-sum-exp of that row before penalties, when its sequence asks for logprobs.
+    double lse_for(size_t i) const;
     // What attention records for KV eviction in every batch (kv/eviction.h).
     void set_kv_scores(KvScoreMode mode) { kv_scores_ = mode; }
 
@@ -57,6 +60,7 @@ class ModelRunner {
     Model::RowsOut out_;
     std::vector<int32_t> keep_;  // per logits row: what comes back (Model::kKeep*, or top k)
     std::vector<LogitPenalty> penalties_;  // of the rows kept as top-k lists
+    bool lse_ = false;  // some row kept as a top-k list asks for logprobs: their lse comes back
     std::vector<int32_t> counts_;          // add_penalties' occurrence table, zero between uses
     const bool host_sampling_ = logits_to_host_env();
     std::vector<sampling::Candidate> top_;  // top_for's list

@@ -1,5 +1,8 @@
 #include "engine/sequence.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "core/error.h"
 #include "sampling/logprobs.h"
 
@@ -24,11 +27,12 @@ StepOutput Sequence::append_sampled(std::span<float> logits) {
     return out;
 }
 
-StepOutput Sequence::append_sampled_top(std::span<const sampling::Candidate> ranked) {
-    VELA_ASSERT(request_.logprobs < 0);
+StepOutput Sequence::append_sampled_top(std::span<const sampling::Candidate> ranked, double lse) {
     StepOutput out;
     out.request_id = id_;
-    accept(sampler_.sample_top(ranked), out);
+    const int32_t token = sampler_.sample_top(ranked);
+    if (request_.logprobs >= 0) out.logprobs.push_back(logprobs_of(token, ranked, lse));
+    accept(token, out);
     return out;
 }
 
@@ -103,6 +107,25 @@ std::vector<TokenChoice> Sequence::logprobs_of(int32_t token,
         {token, token_logprob(raw_logits, token), tokenizer_.token_bytes(token, at_start)});
     for (const TokenLogprob& t : top_logprobs(raw_logits, request_.logprobs)) {
         out.push_back({t.token, t.logprob, tokenizer_.token_bytes(t.token, at_start)});
+    }
+    return out;
+}
+
+std::vector<TokenChoice> Sequence::logprobs_of(int32_t token,
+                                               std::span<const sampling::Candidate> ranked,
+                                               double lse) const {
+    const bool at_start = n_generated() == 0;  // `token` is not appended yet
+    const auto drawn = std::find_if(ranked.begin(), ranked.end(),
+                                    [&](const sampling::Candidate& c) { return c.token == token; });
+    VELA_ASSERT(drawn != ranked.end() && "a token drawn from the list is in it");
+    // As token_logprob and top_logprobs compute them: the float logit less the double lse.
+    std::vector<TokenChoice> out;
+    out.push_back(
+        {token, static_cast<float>(drawn->logit - lse), tokenizer_.token_bytes(token, at_start)});
+    for (const sampling::Candidate& c : ranked) {
+        if (std::ssize(out) > request_.logprobs || c.token < 0 || !(c.logit > -INFINITY)) break;
+        out.push_back({c.token, static_cast<float>(c.logit - lse),
+                       tokenizer_.token_bytes(c.token, at_start)});
     }
     return out;
 }

@@ -49,9 +49,10 @@ class Sequence {
     // output increment (text and finish reason).
     StepOutput append_sampled(std::span<float> logits);
     // The same from the row's best tokens alone, taken after the row's penalties
-    // (Sampler::sample_top), when Sampler::samples_top(request().sampling, n_vocab) and no
-    // logprobs are asked for.
-    StepOutput append_sampled_top(std::span<const sampling::Candidate> ranked);
+    // (Sampler::sample_top), when Sampler::samples_top(request().sampling, n_vocab). With
+    // logprobs (a row without penalties, at least request().logprobs entries): they come from
+    // the list and `lse`, the row's log-sum-exp (sampling::log_sum_exp), as from the whole row.
+    StepOutput append_sampled_top(std::span<const sampling::Candidate> ranked, double lse = 0.0);
     // True when sampling is the plain argmax of the raw logits (temperature 0, no penalties,
     // no logprobs): the device's argmax_rows then samples and the row stays on the device.
     bool samples_argmax() const {
@@ -81,6 +82,9 @@ class Sequence {
     // raw_logits: the row the token came from, for logprobs (empty: none).
     void accept(int32_t token, StepOutput& out, std::span<const float> raw_logits = {});
     std::vector<TokenChoice> logprobs_of(int32_t token, std::span<const float> raw_logits) const;
+    // The same from a row's ranked best tokens and its log-sum-exp, before `token` is accepted.
+    std::vector<TokenChoice> logprobs_of(int32_t token, std::span<const sampling::Candidate> ranked,
+                                         double lse) const;
 
     int64_t id_;
     Request request_;

@@ -26,7 +26,7 @@ struct Model::Scratch {
         Tensor tcos, tsin;
         std::vector<float> host_cos, host_sin;
     };
-    Slot x, h, q, k, v, attn, gate, up, out_rows, logits, ids, top_tokens, top_logits;
+    Slot x, h, q, k, v, attn, gate, up, out_rows, logits, ids, top_tokens, top_logits, lse;
     Tensor tx, th, tq, tk, tv, tattn, tgate, tup;
     Angles global, local;
 
@@ -136,7 +136,7 @@ void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
 
 void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
                     std::span<const int32_t> keep, RowsOut& out,
-                    std::span<const LogitPenalty> penalties) {
+                    std::span<const LogitPenalty> penalties, bool lse) {
     const int64_t rows = batch.n_rows();
     VELA_ASSERT(rows > 0);
     if (loaded_on_ != &backend) {
@@ -191,12 +191,20 @@ void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
     for (const LogitPenalty& e : penalties) {
         VELA_ASSERT(e.row >= 0 && e.row < n_out && kept(e.row) > 0);
     }
+    const int64_t n_top = top_last - top_first + 1;
+    const Tensor top_rows{out_logits.f32() + top_first * hp_.n_vocab, DType::F32,
+                          std::max<int64_t>(n_top, 0), hp_.n_vocab, out_logits.device};
+    if (lse && out.top_k > 0) {  // of the raw rows: before the penalties
+        const Tensor t = s.lse.view(backend, n_top, 1, DType::F64);
+        backend.logsumexp_rows(top_rows, t);
+        out.lse.resize(static_cast<size_t>(n_out));
+        backend.to_host(t, out.lse.data() + top_first);
+    }
     if (!penalties.empty()) backend.apply_penalties(out_logits, penalties);
     if (out.top_k > 0) {
         VELA_ASSERT(out.top_k <= Backend::kMaxTopK);
-        const int64_t n = top_last - top_first + 1, k = out.top_k;
-        const Tensor rows{out_logits.f32() + top_first * hp_.n_vocab, DType::F32, n, hp_.n_vocab,
-                          out_logits.device};
+        const int64_t n = n_top, k = out.top_k;
+        const Tensor& rows = top_rows;
         const Tensor tokens = s.top_tokens.view(backend, n, k, DType::I32);
         const Tensor values = s.top_logits.view(backend, n, k);
         backend.top_k_rows(rows, tokens, values);

@@ -56,13 +56,16 @@ class Model {
         int32_t top_k = 0;          // the largest k asked for this step; every row's stride
         std::vector<int32_t> top_tokens;
         std::vector<float> top_logits;
+        // With forward's `lse`: each row kept as a top-k list, log(sum(exp(its logits))) before
+        // its penalties (Backend::logsumexp_rows), for logprobs of the raw distribution.
+        std::vector<double> lse;
     };
     // The same, with each row sending back what keep[row] says (empty: every row whole).
     // `penalties` (rows numbered as keep's) change the logits before the top-k lists are taken;
     // only rows kept as top-k lists may have them (an argmax is taken before them).
     void forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
                  std::span<const int32_t> keep, RowsOut& out,
-                 std::span<const LogitPenalty> penalties = {});
+                 std::span<const LogitPenalty> penalties = {}, bool lse = false);
 
   private:
     struct Scratch;

@@ -8,7 +8,6 @@
 #include "sampling/logits_processors.h"
 
 namespace vela {
-namespace {
 
 double log_sum_exp(std::span<const float> logits) {
     VELA_ASSERT(!logits.empty());
@@ -18,8 +17,6 @@ double log_sum_exp(std::span<const float> logits) {
     for (float l : logits) z += std::exp(static_cast<double>(l) - m);
     return m + std::log(z);
 }
-
-}  // namespace
 
 void log_softmax(std::span<const float> logits, std::span<float> out) {
     VELA_ASSERT(out.size() == logits.size());

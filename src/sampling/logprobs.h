@@ -13,6 +13,10 @@ struct TokenLogprob {
     float logprob;
 };
 
+// log(sum(exp(logits))), accumulated in double around the row's largest value (returned as is
+// when it is not finite). Backend::logsumexp_rows computes the same on the device.
+double log_sum_exp(std::span<const float> logits);
+
 // out[i] = logits[i] - logsumexp(logits); out.size() must equal logits.size().
 void log_softmax(std::span<const float> logits, std::span<float> out);
 

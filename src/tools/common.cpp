@@ -179,9 +179,6 @@ std::unique_ptr<spec::Drafter> Runtime::make_drafter(const SpecOptions& o, Engin
         fail<InvalidArgument>("--spec-depth {} exceeds --spec-max-tokens {} (the tree's nodes)",
                               o.depth, o.max_tokens);
     }
-    if (o.branches > 1 && backend->device() != Device::Cpu) {
-        fail<InvalidArgument>("--spec-branches: token trees run on the CPU backend only for now");
-    }
     if (o.method == "off") return nullptr;
     if (o.method == "ngram") return std::make_unique<spec::NgramDrafter>(1, 3, o.branches);
     if (o.method == "self") {

@@ -145,6 +145,31 @@ inline ForwardBatch step_batch(const PagedSeqs& p) {
         [](const SeqShape& s) { return s.kv_len; });
 }
 
+// step_batch with the sequences of q_len > 1 verifying the trees `parents[s]`: a node's row is
+// written at the next position of the sequence's slots (as the engine feeds a tree), while its
+// RoPE position is its depth's.
+inline ForwardBatch tree_step_batch(const PagedSeqs& p,
+                                    const std::vector<std::vector<int32_t>>& parents) {
+    ForwardBatch b;
+    b.clear();
+    for (size_t s = 0; s < p.shapes.size(); ++s) {
+        const SeqShape sh = p.shapes[s];
+        std::vector<int64_t> slots;
+        for (int64_t pos = sh.kv_len - sh.q_len; pos < sh.kv_len; ++pos) {
+            slots.push_back(p.slot(s, pos));
+        }
+        const std::vector<int32_t> tokens(slots.size(), 0);
+        if (sh.q_len > 1) {
+            b.add_tree(tokens, parents[s], sh.kv_len - sh.q_len, slots, p.blocks[s], sh.kv_len);
+        } else {
+            b.add_sequence(tokens, sh.kv_len - sh.q_len, slots, p.blocks[s], sh.kv_len, true);
+        }
+    }
+    b.finish();
+    b.validate(p.block_size);
+    return b;
+}
+
 // A block's contents in every layer, as stored: [layer][K, V][head][offset][dim].
 using BlockData = std::vector<double>;
 
@@ -162,7 +187,20 @@ struct AttentionCase {
     // Self-drafting's sparse attention (ForwardBatch::sparse_*): the first sinks keys and the
     // last sparse_window ones; 0: off.
     int64_t sparse_sinks = 0, sparse_window = 0;
+    // Token trees (ForwardBatch::add_tree): every sequence with q_len > 1 verifies a random tree
+    // of its new rows (row 0 the root), seeded by this value; 0: causal.
+    uint64_t tree_seed = 0;
 };
+
+// The random tree of AttentionCase::tree_seed over q_len rows: parents[i] of node i (row i + 1),
+// -1 for a child of row 0.
+inline std::vector<int32_t> random_tree(int64_t q_len, std::mt19937_64& rng) {
+    std::vector<int32_t> parents;
+    for (int32_t i = 0; i + 1 < q_len; ++i) {
+        parents.push_back(std::uniform_int_distribution<int32_t>(-1, i - 1)(rng));
+    }
+    return parents;
+}
 
 // Random K/V of every sequence (kv_cols values a token): the history an earlier step wrote and
 // the rows this step writes, and each sequence's whole K/V in float64.

@@ -97,18 +97,29 @@ TEST_P(BackendKvOps, WriteKv) {
 std::vector<double> attention_reference(const AttentionCase& c, const PagedSeqs& p,
                                         const std::vector<std::vector<double>>& k,
                                         const std::vector<std::vector<double>>& v,
-                                        const std::vector<float>& q, double scale) {
+                                        const std::vector<float>& q, double scale,
+                                        const std::vector<std::vector<int32_t>>& trees = {}) {
     const int64_t hd = c.head_dim, n_heads = c.n_kv_heads * c.ratio, kv_cols = c.n_kv_heads * hd;
     std::vector<double> out(q.size());
     int64_t row = 0;
     for (size_t s = 0; s < p.shapes.size(); ++s) {
         const SeqShape sh = p.shapes[s];
+        const int64_t first = sh.kv_len - sh.q_len;
         for (int64_t i = 0; i < sh.q_len; ++i, ++row) {
-            const int64_t pos = sh.kv_len - sh.q_len + i;
+            const int64_t pos = first + i;
             const int64_t lo = c.window > 0 ? std::max<int64_t>(0, pos - c.window + 1) : 0;
-            // Keys left out by sparse attention: weight 0 (exp(-inf)).
+            // The new rows a tree row sees: itself and its ancestors (row 0 is everyone's).
+            std::vector<bool> seen(static_cast<size_t>(sh.q_len), trees.empty() || sh.q_len == 1);
+            if (!seen[0]) {
+                for (int64_t r = i; r > 0; r = trees[s][static_cast<size_t>(r - 1)] + 1) {
+                    seen[static_cast<size_t>(r)] = true;
+                }
+                seen[0] = true;
+            }
+            // Keys left out by sparse attention or by the tree: weight 0 (exp(-inf)).
             auto skipped = [&](int64_t j) {
-                return c.sparse_window > 0 && j >= c.sparse_sinks && j <= pos - c.sparse_window;
+                return (c.sparse_window > 0 && j >= c.sparse_sinks && j <= pos - c.sparse_window) ||
+                       (j >= first && !seen[static_cast<size_t>(j - first)]);
             };
             for (int64_t h = 0; h < n_heads; ++h) {
                 const int64_t g = h / c.ratio;
@@ -154,7 +165,12 @@ void BackendKvOps::check_attention(const AttentionCase& c, std::mt19937_64& rng,
     // Each sequence's K/V: the history is written by an earlier step, the new rows by this one.
     const StepKv in = random_step_kv(shapes, kv_cols, rng);
     write(*kv, 1, history_batch(p), in.k_hist, in.v_hist);
-    ForwardBatch step = step_batch(p);
+    std::vector<std::vector<int32_t>> trees;
+    if (c.tree_seed != 0) {
+        std::mt19937_64 tree_rng(c.tree_seed);
+        for (const SeqShape& sh : shapes) trees.push_back(random_tree(sh.q_len, tree_rng));
+    }
+    ForwardBatch step = trees.empty() ? step_batch(p) : tree_step_batch(p, trees);
     step.sparse_sinks = c.sparse_sinks;
     step.sparse_window = c.sparse_window;
     write(*kv, 1, step, in.k_new, in.v_new);  // plans the step
@@ -188,14 +204,16 @@ void BackendKvOps::check_attention(const AttentionCase& c, std::mt19937_64& rng,
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     backend().attention(*kv, 1, dq.view(), dout.view(), n_heads, scale, c.window);
     const std::string what = fmt::format(
-        "gqa {}x{} head_dim {} block_size {} window {} q_sigma {} sparse {}+{}", c.n_kv_heads,
-        c.ratio, hd, c.block_size, c.window, c.q_sigma, c.sparse_sinks, c.sparse_window);
-    const std::vector<double> ref = attention_reference(c, p, k_stored, v_stored, q, scale);
+        "gqa {}x{} head_dim {} block_size {} window {} q_sigma {} sparse {}+{} tree {}",
+        c.n_kv_heads, c.ratio, hd, c.block_size, c.window, c.q_sigma, c.sparse_sinks,
+        c.sparse_window, c.tree_seed);
+    const std::vector<double> ref =
+        attention_reference(c, p, k_stored, v_stored, q, scale, trees);
     expect_close(report_, "attention", name_of(c.format), dout, ref, row_scale,
                  GetParam().precision.attention_tol(c.format), what);
     if (quantised(c.format)) {
         const std::vector<double> exact =
-            attention_reference(c, p, in.k_input, in.v_input, q, scale);
+            attention_reference(c, p, in.k_input, in.v_input, q, scale, trees);
         expect_close(report_, "attn_vs_f64", name_of(c.format), dout, exact, row_scale,
                      quantisation_tolerance(c.format), what);
     }
@@ -232,6 +250,23 @@ TEST_P(BackendKvOps, SparseAttention) {
     for (KvFormats f : kFormats) {
         for (int64_t head_dim : {64, 128}) {
             check_attention({f, 2, 4, head_dim, bs, 0, 3.0, sinks, window}, rng, shapes);
+        }
+    }
+}
+
+// Token-tree verification (ForwardBatch::add_tree): a node sees the history, row 0 and its own
+// ancestors only. Trees of 2-24 rows over histories that span several key tiles, decode rows
+// beside them; the float64 reference masks the same tree. Causal attention of the same rows
+// differs from the tree's by far more than the tolerance (the mask is checked, not assumed).
+TEST_P(BackendKvOps, TreeAttention) {
+    auto rng = op_rng("tree_attention");
+    const std::vector<SeqShape> shapes = {{6, 6}, {1, 90}, {9, 140}, {24, 100}, {2, 67}, {13, 300}};
+    uint64_t seed = 1;
+    for (KvFormats f : kFormats) {
+        for (int64_t head_dim : {64, 128}) {
+            for (int64_t block_size : {1, 16}) {
+                check_attention({f, 2, 3, head_dim, block_size, 0, 3.0, 0, 0, seed++}, rng, shapes);
+            }
         }
     }
 }

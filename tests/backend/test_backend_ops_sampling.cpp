@@ -1,5 +1,5 @@
-// Conformance of the ops that sample on the device: argmax_rows (greedy) and top_k_rows
-// (temperature sampling with top-k), exact against plain scans and sorts written here, on rows
+// Conformance of the ops that sample on the device: argmax_rows (greedy), top_k_rows
+// (temperature sampling with top-k) and logsumexp_rows (logprobs from a top-k list), exact against plain scans and sorts written here, on rows
 // that hold ties, NaN, infinities, signed zeros and the vocabulary sizes of real models
 // (SmolLM2 49152, Llama 3 128256).
 #include <gtest/gtest.h>
@@ -134,6 +134,44 @@ TEST_P(BackendSamplingOps, TopKRows) {
                 }
                 EXPECT_EQ(mismatches, 0) << "cols " << cols << ", k " << k << ", row " << r;
             }
+        }
+    }
+}
+
+// logsumexp_rows: log(sum(exp(row))) of every row without NaN, against a long double sum
+// written here, to 1e-12 relative (sampling::log_sum_exp sums in double); all -inf gives -inf,
+// +inf gives +inf. Rows 0 and 7-11 of awkward_rows, and row 0 spread 40x around 1000 (the exp
+// terms span the double range).
+TEST_P(BackendSamplingOps, LogsumexpRows) {
+    auto rng = op_rng("logsumexp_rows");
+    for (int64_t cols : {1, 31, 1025, 49152, 151936}) {
+        std::vector<float> x = awkward_rows(cols, rng);
+        for (int64_t c = 0; c < cols; ++c) {
+            x[static_cast<size_t>(4 * cols + c)] = 1000.f + 40.f * x[static_cast<size_t>(c)];
+        }
+        DeviceTensor dx(backend(), kRows, cols), dlse(backend(), kRows, 2);
+        dx.upload(x);
+        Tensor lse{dlse.view().data, DType::F64, kRows, 1, dlse.view().device};
+        backend().logsumexp_rows(dx.view(), lse);
+        std::vector<double> got(static_cast<size_t>(kRows));
+        backend().to_host(lse, got.data());
+        EXPECT_TRUE(dlse.guard_intact());
+        for (int64_t r : {0, 3, 4, 5, 7, 8, 9, 10, 11}) {
+            const float* row = x.data() + r * cols;
+            const long double m = *std::max_element(row, row + cols);
+            long double want = m;
+            if (std::isfinite(m)) {
+                long double z = 0.0L;
+                for (int64_t c = 0; c < cols; ++c) z += std::exp(static_cast<long double>(row[c]) - m);
+                want = m + std::log(z);
+            }
+            const double g = got[static_cast<size_t>(r)];
+            if (!std::isfinite(want)) {
+                EXPECT_EQ(g, static_cast<double>(want)) << "row " << r << ", cols " << cols;
+                continue;
+            }
+            EXPECT_NEAR(g, static_cast<double>(want), 1e-12 * std::max(1.0L, std::fabs(want)))
+                << "row " << r << ", cols " << cols;
         }
     }
 }

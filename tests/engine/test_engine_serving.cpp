@@ -14,13 +14,10 @@
 #include <string>
 
 #include "../common/default_model.h"
-#include "backend/cpu/cpu_backend.h"
-#ifdef VELA_HAS_CUDA
-#include "backend/cuda/cuda_backend.h"
-#endif
 #include "engine/engine.h"
 #include "engine/sequence.h"
 #include "model/model.h"
+#include "serving_backends.h"
 #include "tokenizer/tokenizer.h"
 
 namespace vela {
@@ -28,63 +25,11 @@ namespace {
 
 constexpr int64_t kGen = 6;  // generated tokens per request: short keeps the suite fast
 
-using Tokens = std::vector<int32_t>;
-
-// The default model on one backend (the GPU's needs its own Model: loading uploads the weights
-// and repoints them), and the outputs of each prompt alone there.
-struct ServingBackend {
-    Model* model = nullptr;
-    const Tokenizer* tokenizer = nullptr;
-    Backend* backend = nullptr;
-    std::map<std::string, std::vector<Tokens>> alone;  // by KV format and block size
-};
-
-bool gpu_required() {
-    const char* v = std::getenv("VELA_REQUIRE_GPU");
-    return v != nullptr && std::string(v) == "1";
-}
-
-// Null when the model is not fetched or (for "cuda") there is no device.
-ServingBackend* serving_backend(const std::string& name) {
-    static std::map<std::string, std::unique_ptr<ServingBackend>> made;
-    auto& b = made[name];
-    if (b) return b.get();
-    test::DefaultModel* m = test::default_model();
-    if (m == nullptr) return nullptr;
-    b = std::make_unique<ServingBackend>();
-    b->tokenizer = &m->tokenizer;
-    if (name == "cpu") {
-        b->model = &m->model;
-        b->backend = &m->backend;
-        return b.get();
-    }
-#ifdef VELA_HAS_CUDA
-    if (name == "cuda" && cuda_device_available()) {
-        static CudaBackend cuda;  // outlives the model
-        static Model model(test::default_model_path());
-        b->model = &model;
-        b->backend = &cuda;
-        return b.get();
-    }
-    if (name == "cuda_invariant" && cuda_device_available()) {
-        static CudaBackend cuda(/*graphs=*/true, /*batch_invariant=*/true);
-        static Model model(test::default_model_path());
-        b->model = &model;
-        b->backend = &cuda;
-        return b.get();
-    }
-#endif
-    b.reset();
-    return nullptr;
-}
-
-std::vector<std::string> serving_backends() {
-#ifdef VELA_HAS_CUDA
-    return {"cpu", "cuda", "cuda_invariant"};
-#else
-    return {"cpu"};
-#endif
-}
+using test::gpu_required;
+using test::serving_backend;
+using test::serving_backends;
+using test::ServingBackend;
+using test::Tokens;
 
 class EngineServing : public ::testing::TestWithParam<std::string> {
   protected:
@@ -129,7 +74,8 @@ class EngineServing : public ::testing::TestWithParam<std::string> {
 
     // Greedy outputs of `prompts`, submitted together to `engine`, run to completion. With
     // `logprobs`, every third request (i % 3 == 0) also asks for logprobs, each token's going
-    // there, and every third (i % 3 == 1) samples instead (sampled(i)).
+    // there, and every third (i % 3 == 1) samples instead (sampled(i)), half of those with
+    // logprobs too (i % 6 == 1).
     static std::vector<Tokens> run(Engine& engine, const std::vector<Tokens>& prompts,
                                    std::vector<std::vector<float>>* logprobs = nullptr) {
         std::map<int64_t, size_t> index;
@@ -141,6 +87,7 @@ class EngineServing : public ::testing::TestWithParam<std::string> {
             r.sampling.temperature = 0;
             if (logprobs != nullptr && i % 3 == 0) r.logprobs = 2;
             if (logprobs != nullptr && i % 3 == 1) r.sampling = sampled(i);
+            if (logprobs != nullptr && i % 6 == 1) r.logprobs = 5;
             index[engine.add_request(r)] = i;
         }
         std::vector<Tokens> out(prompts.size());
@@ -232,11 +179,12 @@ TEST_P(EngineServing, ConcurrentRequestsMatchAlone) {
 
 // Greedy rows are sampled by the backend's argmax_rows and only their ids come back; rows that
 // sample with temperature and top-k, or greedily with penalties, bring back only their top-k
-// list (apply_penalties, then top_k_rows); rows that need their logits on the host (logprobs,
-// top-k off) are copied around them. Every
-// third request asks for logprobs and every third samples, so a step mixes all three. The
-// outputs must equal a run that copies every row and samples on the host
-// (VELA_LOGITS_TO_HOST=1), and the greedy ones the requests alone.
+// list (apply_penalties, then top_k_rows); rows with logprobs bring back a list as long as they
+// ask for and the row's log-sum-exp (logsumexp_rows), unless penalties change the row first;
+// rows that need their logits on the host (top-k off, logprobs with penalties) are copied
+// around them. Requests mix all of these. The outputs and logprobs must equal a run that
+// copies every row and samples on the host (VELA_LOGITS_TO_HOST=1), and the greedy ones the
+// requests alone.
 TEST_P(EngineServing, DeviceSamplingMatchesHostSampling) {
     auto run_mixed = [&](bool all_to_host) {
         if (all_to_host) setenv("VELA_LOGITS_TO_HOST", "1", 1);
@@ -255,7 +203,8 @@ TEST_P(EngineServing, DeviceSamplingMatchesHostSampling) {
     EXPECT_EQ(device.second, host.second);
     int differs = 0;
     for (size_t i = 0; i < prompts_.size(); ++i) {
-        EXPECT_EQ(std::ssize(device.second[i]), i % 3 == 0 ? kGen : 0) << "request " << i;
+        EXPECT_EQ(std::ssize(device.second[i]), i % 3 == 0 || i % 6 == 1 ? kGen : 0)
+            << "request " << i;
         if (!batch_invariant()) continue;
         if (i % 3 != 1) {
             EXPECT_EQ(device.first[i], alone()[i]) << "request " << i;

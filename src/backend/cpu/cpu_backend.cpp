@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "kv/host_kv_storage.h"
 #include "sampling/logits_processors.h"
+#include "sampling/logprobs.h"
 
 namespace vela {
 namespace {
@@ -86,8 +87,7 @@ void CpuBackend::load_weights(ModelWeights&) {
     // The kernels read the memory-mapped file in place.
 }
 
-std::unique_ptr<KvStorage> CpuBackend::make_kv_storage(const KvLayout& layout,
-                                                       KvFormats formats) {
+std::unique_ptr<KvStorage> CpuBackend::make_kv_storage(const KvLayout& layout, KvFormats formats) {
     return std::make_unique<HostKvStorage>(layout, formats);
 }
 
@@ -124,9 +124,9 @@ void CpuBackend::matmul(const Weight& w, const Tensor& x, Tensor y) {
     check_f32(x);
     check_f32(y);
     VELA_ASSERT(x.cols == w.cols && y.cols == w.rows && x.rows == y.rows);
-    cpu::matmul(cpu::MatmulParams{w.data, w.type, w.rows, w.cols, x.f32(), w.cols, x.rows, y.f32(),
-                                  w.rows},
-                ws_, pool_);
+    cpu::matmul(
+        cpu::MatmulParams{w.data, w.type, w.rows, w.cols, x.f32(), w.cols, x.rows, y.f32(), w.rows},
+        ws_, pool_);
 }
 
 void CpuBackend::rms_norm(const Tensor& x, const Weight& weight, Tensor y, float eps) {
@@ -253,6 +253,16 @@ void CpuBackend::top_k_rows(const Tensor& x, Tensor tokens, Tensor values) {
             val[j] = listed ? best.items[static_cast<size_t>(j)].logit
                             : -std::numeric_limits<float>::infinity();
         }
+    }
+}
+
+void CpuBackend::logsumexp_rows(const Tensor& x, Tensor lse) {
+    check_f32(x);
+    VELA_ASSERT(lse.device == Device::Cpu && lse.dtype == DType::F64 && lse.rows == x.rows &&
+                x.cols > 0);
+    auto* out = static_cast<double*>(lse.data);
+    for (int64_t r = 0; r < x.rows; ++r) {
+        out[r] = log_sum_exp({x.f32() + r * x.cols, static_cast<size_t>(x.cols)});
     }
 }
 

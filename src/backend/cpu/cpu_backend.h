@@ -44,6 +44,7 @@ class CpuBackend final : public Backend {
     void gather_logit_rows(const Tensor& x, Tensor out) override;
     void argmax_rows(const Tensor& x, Tensor ids) override;
     void top_k_rows(const Tensor& x, Tensor tokens, Tensor values) override;
+    void logsumexp_rows(const Tensor& x, Tensor lse) override;
     std::string kv_unsupported(KvFormats formats, int64_t head_dim) const override;
     void apply_penalties(Tensor x, std::span<const LogitPenalty> entries) override;
 

@@ -209,8 +209,9 @@ const CudaBackend::Plan& CudaBackend::planned() const {
 }
 
 void CudaBackend::plan(const ForwardBatch& batch) {
-    if (!batch.tree_mask.empty()) {
-        fail<InvalidArgument>("the CUDA backend does not run tree attention masks yet");
+    const bool tree = batch.has_tree();
+    if (tree && batch.kv_scores != KvScoreMode::None) {
+        fail<InvalidArgument>("attention scores are not recorded by token-tree steps");
     }
     const bool sparse = batch.sparse_window > 0;
     if (sparse && batch.kv_scores != KvScoreMode::None) {
@@ -250,8 +251,10 @@ void CudaBackend::plan(const ForwardBatch& batch) {
         }
         table = &table_host_;
     }
-    // One upload: the int64 slots first (8-byte aligned), then the int32 arrays.
+    // One upload: the int64 slots and tree offsets first (8-byte aligned), then the int32
+    // arrays, then the tree masks' bytes.
     const size_t n_slots = batch.slot_mapping.size();
+    const size_t n_trees = tree ? batch.tree_offset.size() : 0;
     struct Array {
         const std::vector<int32_t>* v;
         int32_t** dst;
@@ -263,17 +266,29 @@ void CudaBackend::plan(const ForwardBatch& batch) {
         {table, &plan_.block_table},
         {&batch.logit_rows, &plan_.logit_rows},
     };
-    size_t bytes = n_slots * sizeof(int64_t);
+    const size_t tree_bytes = tree ? batch.tree_mask.size() : 0;
+    size_t bytes = align_up((n_slots + n_trees) * sizeof(int64_t)) + tree_bytes;
     for (const Array& a : arrays) bytes += align_up(a.v->size() * sizeof(int32_t));
     meta_host_.assign(bytes, std::byte{0});
     auto* dev = static_cast<std::byte*>(meta_.get(std::max<size_t>(bytes, kAlign)));
     std::memcpy(meta_host_.data(), batch.slot_mapping.data(), n_slots * sizeof(int64_t));
     plan_.slots = reinterpret_cast<int64_t*>(dev);
     size_t off = n_slots * sizeof(int64_t);
+    plan_.tree_offset = nullptr;
+    if (tree) {
+        std::memcpy(meta_host_.data() + off, batch.tree_offset.data(), n_trees * sizeof(int64_t));
+        plan_.tree_offset = reinterpret_cast<int64_t*>(dev + off);
+    }
+    off = align_up(off + n_trees * sizeof(int64_t));
     for (const Array& a : arrays) {
         std::memcpy(meta_host_.data() + off, a.v->data(), a.v->size() * sizeof(int32_t));
         *a.dst = reinterpret_cast<int32_t*>(dev + off);
         off += align_up(a.v->size() * sizeof(int32_t));
+    }
+    plan_.tree_mask = nullptr;
+    if (tree) {
+        std::memcpy(meta_host_.data() + off, batch.tree_mask.data(), tree_bytes);
+        plan_.tree_mask = reinterpret_cast<uint8_t*>(dev + off);
     }
     check(
         cudaMemcpyAsync(dev, meta_host_.data(), bytes, cudaMemcpyHostToDevice, as_stream(stream_)),
@@ -473,7 +488,7 @@ void CudaBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q,
 
     // Batch-invariant steps give decode rows the prefill kernel too: whether a step is all
     // decode depends on the other sequences, and the split-K decode sums in another order.
-    const bool decode = !batch_invariant_ && p.max_q_len == 1 && window == 0 &&
+    const bool decode = !batch_invariant_ && p.max_q_len == 1 && window == 0 && !b.has_tree() &&
                         l.head_dim <= 128 && n_heads / l.n_kv_heads <= 8;
     const KvScoreMode scores = b.kv_scores;
     float* lse = scores == KvScoreMode::None
@@ -504,6 +519,8 @@ void CudaBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q,
         // The CPU's window W keeps the last W keys: distance < W, i.e. window_left = W - 1.
         pp.window_left = window > 0 ? static_cast<int>(window - 1) : -1;
         pp.lse = lse;
+        pp.tree_mask = p.tree_mask;
+        pp.tree_offset = p.tree_offset;
         cuda::prefill_forward(pp, stream_);
     }
     if (lse != nullptr) {
@@ -578,6 +595,15 @@ void CudaBackend::argmax_rows(const Tensor& x, Tensor ids) {
     VELA_ASSERT(ids.device == Device::Cuda && ids.dtype == DType::I32 && ids.rows == x.rows);
     cuda_backend::argmax_rows(x.f32(), x.rows, x.cols, static_cast<int32_t*>(ids.data), stream_);
     check_launch("argmax_rows");
+}
+
+void CudaBackend::logsumexp_rows(const Tensor& x, Tensor lse) {
+    check_f32(x);
+    VELA_ASSERT(lse.device == Device::Cuda && lse.dtype == DType::F64 && lse.rows == x.rows &&
+                x.cols > 0);
+    cuda_backend::logsumexp_rows(x.f32(), x.rows, x.cols, static_cast<double*>(lse.data),
+                                 stream_);
+    check_launch("logsumexp_rows");
 }
 
 void CudaBackend::apply_penalties(Tensor x, std::span<const LogitPenalty> entries) {

@@ -133,6 +133,7 @@ class CudaBackend final : public Backend {
     void gather_logit_rows(const Tensor& x, Tensor out) override;
     void argmax_rows(const Tensor& x, Tensor ids) override;
     void top_k_rows(const Tensor& x, Tensor tokens, Tensor values) override;
+    void logsumexp_rows(const Tensor& x, Tensor lse) override;
     std::string kv_unsupported(KvFormats formats, int64_t head_dim) const override;
     void apply_penalties(Tensor x, std::span<const LogitPenalty> entries) override;
 
@@ -182,6 +183,10 @@ class CudaBackend final : public Backend {
         int32_t* kv_len = nullptr;
         int32_t* block_table = nullptr;
         int32_t* logit_rows = nullptr;
+        // Token trees (ForwardBatch::tree_offset / tree_mask), or null when every sequence is
+        // causal.
+        int64_t* tree_offset = nullptr;
+        uint8_t* tree_mask = nullptr;
         int32_t max_q_len = 0, max_kv_len = 0;
         // Row length of the uploaded block table and the bound on KV lengths given to the
         // kernels: the batch's own, or rounded up to a few buckets for a recorded decode step

@@ -236,6 +236,44 @@ void argmax_rows(const float* x, int64_t rows, int64_t cols, int32_t* ids, void*
     }
 }
 
+// One block per row: the row's maximum, then the double sum of exp(x - max) around it.
+__global__ void __launch_bounds__(kArgMaxThreads)
+    logsumexp_rows_kernel(const float* x, int64_t cols, double* lse) {
+    const float* row = x + blockIdx.x * cols;
+    __shared__ float warp_max[kArgMaxThreads / 32];
+    __shared__ double warp_sum[kArgMaxThreads / 32];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    float m = -INFINITY;
+    for (int64_t c = threadIdx.x; c < cols; c += kArgMaxThreads) m = fmaxf(m, row[c]);
+    for (int offset = 16; offset > 0; offset /= 2)
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
+    if (lane == 0) warp_max[warp] = m;
+    __syncthreads();
+    m = warp_max[0];
+    for (int w = 1; w < kArgMaxThreads / 32; ++w) m = fmaxf(m, warp_max[w]);
+    if (!isfinite(m)) {  // all -inf (or +inf present): nothing finite to normalise
+        if (threadIdx.x == 0) lse[blockIdx.x] = m;
+        return;
+    }
+    double z = 0.0;
+    for (int64_t c = threadIdx.x; c < cols; c += kArgMaxThreads)
+        z += exp(static_cast<double>(row[c]) - m);
+    for (int offset = 16; offset > 0; offset /= 2) z += __shfl_xor_sync(0xffffffffu, z, offset);
+    if (lane == 0) warp_sum[warp] = z;
+    __syncthreads();
+    if (threadIdx.x != 0) return;
+    z = 0.0;
+    for (int w = 0; w < kArgMaxThreads / 32; ++w) z += warp_sum[w];
+    lse[blockIdx.x] = m + log(z);
+}
+
+void logsumexp_rows(const float* x, int64_t rows, int64_t cols, double* lse, void* stream) {
+    if (rows > 0) {
+        logsumexp_rows_kernel<<<static_cast<unsigned>(rows), kArgMaxThreads, 0,
+                                as_stream(stream)>>>(x, cols, lse);
+    }
+}
+
 void to_half(const float* x, int64_t n, Half h, void* out, void* stream) {
     if (n == 0) return;
     if (h == Half::F16) {
@@ -258,8 +296,7 @@ void from_half(const void* x, int64_t n, Half h, float* out, void* stream) {
     }
 }
 
-__global__ void apply_penalties_kernel(float* x, int64_t cols, const LogitPenalty* e,
-                                       int64_t n) {
+__global__ void apply_penalties_kernel(float* x, int64_t cols, const LogitPenalty* e, int64_t n) {
     const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
     if (i >= n) return;
     const LogitPenalty p = e[i];
@@ -269,8 +306,7 @@ __global__ void apply_penalties_kernel(float* x, int64_t cols, const LogitPenalt
     l = __fsub_rn(r, __fadd_rn(__fmul_rn(static_cast<float>(p.count), p.frequency), p.presence));
 }
 
-void apply_penalties(float* x, int64_t cols, const LogitPenalty* entries, int64_t n,
-                     void* stream) {
+void apply_penalties(float* x, int64_t cols, const LogitPenalty* entries, int64_t n, void* stream) {
     constexpr int kThreads = 256;
     apply_penalties_kernel<<<static_cast<unsigned>((n + kThreads - 1) / kThreads), kThreads, 0,
                              static_cast<cudaStream_t>(stream)>>>(x, cols, entries, n);

@@ -36,6 +36,9 @@ void argmax_rows(const float* x, int64_t rows, int64_t cols, int32_t* ids, void*
 // tokens / values; NaN and -inf are never listed, short rows pad with -1 / -inf (top_k.cu).
 void top_k_rows(const float* x, int64_t rows, int64_t cols, int k, int32_t* tokens, float* values,
                 void* stream);
+// lse[r] = log(sum(exp(row r))) as sampling::log_sum_exp computes it: the exponentials of the
+// differences from the row's maximum summed in double; a non-finite maximum is returned as is.
+void logsumexp_rows(const float* x, int64_t rows, int64_t cols, double* lse, void* stream);
 // Backend::apply_penalties on the device: each thread changes one entry's logit,
 // x[row * cols + token].
 void apply_penalties(float* x, int64_t cols, const LogitPenalty* entries, int64_t n,
