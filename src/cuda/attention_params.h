@@ -184,8 +184,11 @@ struct DecodeParams {
     int num_splits = 0;  // 0: chosen by decode_plan(); at most 1024
     // decode_workspace_bytes() bytes of device memory, zero-filled (cudaMemset) once when
     // allocated: its first bytes are per-(sequence, kv head) counters that every call leaves
-    // zero. Zero it again if you reuse it for a larger batch * num_kv_heads.
+    // zero, then the splits' partial outputs. A workspace reused by calls of several batch
+    // sizes reserves counters for the largest (workspace_counters), so that no call's partial
+    // outputs land on another's counters; zero the counters again when that reserve grows.
     void* workspace = nullptr;
+    int workspace_counters = 0;  // counters reserved, >= batch * num_kv_heads (0: exactly that)
 };
 
 // Launches on `stream` (a cudaStream_t; nullptr = default stream). Throw vela::InvalidArgument

@@ -5,6 +5,9 @@
 // lists below; api.cpp rejects any other value with an error naming the supported ones.
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <cstdint>
+
 #include "cuda/attention_params.h"
 
 namespace vela::cuda::detail {
@@ -35,7 +38,8 @@ int decode_prepare(const DecodeParams& p);
 // Decode workspace layout: one finish counter per (sequence, kv head) first, padded to 16 bytes,
 // then the partial outputs and LSEs of every split.
 inline size_t decode_counter_bytes(const DecodeParams& p) {
-    return (sizeof(unsigned) * static_cast<size_t>(p.batch) * p.num_kv_heads + 15) / 16 * 16;
+    const int64_t n = std::max<int64_t>(p.workspace_counters, int64_t{p.batch} * p.num_kv_heads);
+    return (sizeof(unsigned) * static_cast<size_t>(n) + 15) / 16 * 16;
 }
 
 }  // namespace vela::cuda::detail

@@ -3,13 +3,16 @@
 // --depth D (tgN@dD, untimed prefill first: decode at long context, where attention reads the
 // whole KV cache every step). Mean and standard deviation over repetitions, after one warm-up
 // run of each test. With --spec: tgN through the engine (greedy, the prompt of -f or n-prompt
-// random tokens, decode time only), without and with speculation, with the acceptance counters.
+// random tokens, decode time only), without and with speculation, with the acceptance counters;
+// with --parallel N, N such requests at once, each its own prompt, timed while all N decode.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <optional>
 #include <random>
+#include <set>
 
 #include "engine/forward_driver.h"
 #include "tools/commands.h"
@@ -48,25 +51,40 @@ Result measure(const std::string& name, int64_t n_tokens, int reps, Setup&& setu
     return summarize(name, rates);
 }
 
-// Decode tokens per second of one greedy request through `engine` (prefill excluded).
-double engine_decode_rate(Engine& engine, const std::vector<int32_t>& prompt, int64_t n_gen) {
-    Request r;
-    r.prompt = prompt;
-    r.max_tokens = n_gen;
-    r.ignore_eos = true;
-    r.sampling.temperature = 0;
-    engine.add_request(r);
-    using Clock = std::chrono::steady_clock;
-    Clock::time_point t_first{};
-    int64_t n = 0;
-    while (engine.has_work()) {
-        for (const StepOutput& o : engine.step()) {
-            if (n == 0 && !o.tokens.empty()) t_first = Clock::now();
-            n += static_cast<int64_t>(o.tokens.size());
-        }
+// Decode tokens per second of greedy requests through `engine`, one per prompt, all submitted
+// at once: the tokens generated from the step where every request has its first token (prefill
+// excluded) to the step where the first one finishes, over that time. One request: its whole
+// decode.
+double engine_decode_rate(Engine& engine, const std::vector<std::vector<int32_t>>& prompts,
+                          int64_t n_gen) {
+    for (const std::vector<int32_t>& prompt : prompts) {
+        Request r;
+        r.prompt = prompt;
+        r.max_tokens = n_gen;
+        r.ignore_eos = true;
+        r.sampling.temperature = 0;
+        engine.add_request(r);
     }
-    const double s = std::chrono::duration<double>(Clock::now() - t_first).count();
-    return static_cast<double>(n - 1) / s;
+    using Clock = std::chrono::steady_clock;
+    Clock::time_point t0{}, t1{};
+    std::set<int64_t> started;
+    int64_t n = 0;  // tokens since t0
+    bool timing = false, done = false;
+    while (engine.has_work()) {
+        const std::vector<StepOutput> out = engine.step();
+        if (done) continue;
+        for (const StepOutput& o : out) {
+            if (timing) n += static_cast<int64_t>(o.tokens.size());
+            if (!o.tokens.empty()) started.insert(o.request_id);
+            done = done || (timing && o.finish != FinishReason::None);
+        }
+        if (!timing && started.size() == prompts.size()) {
+            timing = true;
+            t0 = Clock::now();
+        }
+        if (done) t1 = Clock::now();
+    }
+    return static_cast<double>(n) / std::chrono::duration<double>(t1 - t0).count();
 }
 
 struct SpecResult {
@@ -74,27 +92,82 @@ struct SpecResult {
     EngineStats stats;  // of the speculative runs
 };
 
+// `reps` timed runs after a warm-up (page faults; the prompts enter the prefix cache), each
+// engine on its own in turn so that one KV pool at a time holds the requests.
+std::vector<double> engine_rates(Engine& engine, const std::vector<std::vector<int32_t>>& prompts,
+                                 const BenchOptions& o) {
+    engine_decode_rate(engine, prompts, o.n_gen);
+    std::vector<double> rates;
+    for (int i = 0; i < o.repetitions; ++i) {
+        rates.push_back(engine_decode_rate(engine, prompts, o.n_gen));
+    }
+    return rates;
+}
+
 SpecResult bench_speculation(Runtime& rt, const BenchOptions& o,
-                             const std::vector<int32_t>& prompt) {
+                             const std::vector<std::vector<int32_t>>& prompts) {
     EngineConfig config = rt.engine_config(o.common);
-    config.n_ctx = static_cast<int64_t>(prompt.size()) + o.n_gen + 16;
+    int64_t longest = 0;
+    for (const auto& p : prompts) longest = std::max<int64_t>(longest, std::ssize(p));
+    config.n_ctx = longest + o.n_gen + 16;
+    const auto n = static_cast<int64_t>(prompts.size());
+    if (n > 1) {  // a pool for every request, and all of them in one step
+        config.kv_blocks = n * ((config.n_ctx + config.kv_block_size - 1) / config.kv_block_size);
+        config.scheduler.max_running = std::max(config.scheduler.max_running, n);
+    }
     EngineConfig spec_config = config;
     std::unique_ptr<spec::Drafter> drafter = rt.make_drafter(o.spec, spec_config);
-    Engine plain(*rt.model, *rt.tokenizer, *rt.backend, config);
-    Engine spec(*rt.model, *rt.tokenizer, *rt.backend, spec_config, std::move(drafter));
-    // Warm-up runs first (page faults, and the prompt enters each engine's prefix cache).
-    engine_decode_rate(plain, prompt, o.n_gen);
-    engine_decode_rate(spec, prompt, o.n_gen);
     std::vector<double> off, on;
-    for (int i = 0; i < o.repetitions; ++i) {
-        off.push_back(engine_decode_rate(plain, prompt, o.n_gen));
-        on.push_back(engine_decode_rate(spec, prompt, o.n_gen));
+    {
+        Engine plain(*rt.model, *rt.tokenizer, *rt.backend, config);
+        off = engine_rates(plain, prompts, o);
     }
+    Engine spec(*rt.model, *rt.tokenizer, *rt.backend, spec_config, std::move(drafter));
+    on = engine_rates(spec, prompts, o);
+    const std::string name = n > 1 ? fmt::format("tg{} x{} engine", o.n_gen, n)
+                                   : fmt::format("tg{} engine", o.n_gen);
     SpecResult r;
-    r.off = summarize(fmt::format("tg{} engine", o.n_gen), off);
-    r.on = summarize(fmt::format("tg{} engine --spec {}", o.n_gen, o.spec.method), on);
+    r.off = summarize(name, off);
+    r.on = summarize(fmt::format("{} --spec {}", name, o.spec.method), on);
     r.stats = spec.stats();
     return r;
+}
+
+// The speculative test's prompts: the -f text (or `random` tokens) for one request; for
+// --parallel N, N distinct prompts of n-prompt tokens: consecutive slices of the -f text, or
+// random tokens.
+std::vector<std::vector<int32_t>> spec_prompts(Runtime& rt, const BenchOptions& o,
+                                               const std::vector<int32_t>& random,
+                                               std::mt19937& rng) {
+    std::vector<int32_t> text = random;
+    if (!o.prompt_file.empty()) {  // slices of it do not start with a BOS
+        const bool bos = o.parallel == 1 && rt.tokenizer->add_bos_default();
+        text = rt.tokenizer->encode(read_text_file(o.prompt_file), bos, true);
+    }
+    if (o.parallel == 1) {
+        if (text.empty()) text.push_back(1);
+        return {text};
+    }
+    if (o.n_prompt < 1) fail<InvalidArgument>("--parallel needs -p, the tokens of each prompt");
+    std::vector<std::vector<int32_t>> prompts;
+    const auto n_vocab = static_cast<uint32_t>(rt.model->hparams().n_vocab);
+    for (int64_t i = 0; i < o.parallel; ++i) {
+        if (o.prompt_file.empty()) {
+            std::vector<int32_t> p(static_cast<size_t>(o.n_prompt));
+            for (auto& t : p) t = static_cast<int32_t>(rng() % n_vocab);
+            prompts.push_back(std::move(p));
+            continue;
+        }
+        const int64_t at = i * o.n_prompt;
+        if (at + o.n_prompt > std::ssize(text)) {
+            fail<InvalidArgument>(
+                "--parallel {} x -p {}: the prompt file has {} tokens, fewer than {} prompts "
+                "of {} need",
+                o.parallel, o.n_prompt, text.size(), o.parallel, o.n_prompt);
+        }
+        prompts.emplace_back(text.begin() + at, text.begin() + at + o.n_prompt);
+    }
+    return prompts;
 }
 
 }  // namespace
@@ -107,6 +180,10 @@ int run_bench(const BenchOptions& o) {
     for (auto& t : prompt) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(n_vocab));
     std::vector<int32_t> context(static_cast<size_t>(o.depth));
     for (auto& t : context) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(n_vocab));
+    // Checked before any test runs (a prompt file too short for --parallel).
+    const bool speculate = o.spec.method != "off" && o.n_gen > 1;
+    const std::vector<std::vector<int32_t>> prompts =
+        speculate ? spec_prompts(rt, o, prompt, rng) : std::vector<std::vector<int32_t>>{};
     const int64_t ctx = std::max(o.n_prompt, o.depth + o.n_gen) + 16;
     vela::ForwardDriver driver(*rt.model, *rt.backend, ctx,
                                std::max<int64_t>(o.common.batch_size, o.n_prompt), rt.kv_formats,
@@ -133,14 +210,8 @@ int run_bench(const BenchOptions& o) {
         }));
     }
     std::optional<SpecResult> spec;
-    if (o.spec.method != "off" && o.n_gen > 1) {
-        std::vector<int32_t> spec_prompt = prompt;
-        if (!o.prompt_file.empty()) {
-            spec_prompt = rt.tokenizer->encode(read_text_file(o.prompt_file),
-                                               rt.tokenizer->add_bos_default(), true);
-        }
-        if (spec_prompt.empty()) spec_prompt.push_back(1);
-        spec = bench_speculation(rt, o, spec_prompt);
+    if (speculate) {
+        spec = bench_speculation(rt, o, prompts);
         results.push_back(spec->off);
         results.push_back(spec->on);
     }

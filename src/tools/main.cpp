@@ -129,7 +129,7 @@ void add_spec_options(CLI::App& app, SpecOptions& o) {
     app.add_option("--spec-branches", o.branches,
                    "--spec ngram: merge up to this many earlier continuations into a token tree; "
                    "--spec draft: up to this many candidates per depth, the draft's next-best "
-                   "tokens beside its chain, sized by acceptance (1: a chain; CPU backend)")
+                   "tokens beside its chain, sized by acceptance (1: a chain)")
         ->check(CLI::Range(1, 64))
         ->capture_default_str();
     app.add_option("--spec-depth", o.depth,
@@ -218,6 +218,12 @@ void add_bench(CLI::App& app, BenchOptions& o, std::function<int()>& chosen) {
     add_spec_options(*cmd, o.spec);
     cmd->add_option("-f,--file", o.prompt_file,
                     "prompt text of the speculative test (default: n-prompt random tokens)");
+    cmd->add_option("--parallel", o.parallel,
+                    "--spec: that many greedy requests at once, each its own prompt (with -f, "
+                    "consecutive n-prompt-token slices of the file); decode rate while all of "
+                    "them decode")
+        ->check(CLI::Range(int64_t{1}, int64_t{1024}))
+        ->capture_default_str();
 }
 
 // Flags follow llama-server where they overlap (--host, --port, -m, -t, -c, -np/--parallel,

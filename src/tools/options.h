@@ -93,6 +93,7 @@ struct BenchOptions {
     int64_t n_prompt = 512;
     int64_t n_gen = 128;
     int64_t depth = 0;  // tokens in the cache before the tg test
+    int64_t parallel = 1;  // the speculative test's concurrent requests
     int repetitions = 5;
     bool json = false;
 };

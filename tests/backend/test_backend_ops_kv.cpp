@@ -254,6 +254,29 @@ TEST_P(BackendKvOps, SparseAttention) {
     }
 }
 
+// Steps of a few rows per sequence (draft verification: the CUDA backend runs each row as a
+// decode query with its causal length) and decode steps, batches of several sizes and lengths
+// in turn on one backend: a workspace reused by a larger batch after a smaller one with many
+// splits must not read the smaller one's partial outputs as its finish counters.
+TEST_P(BackendKvOps, VerificationRowsAndDecodeBatchesInTurn) {
+    auto rng = op_rng("verification_rows");
+    const std::vector<std::vector<SeqShape>> steps = {
+        {{1, 3000}},
+        {{1, 2500}, {1, 40}, {1, 1800}},
+        {{6, 1200}, {1, 90}, {9, 1400}, {16, 100}, {2, 67}, {13, 2000}},
+        {{1, 3100}, {1, 900}},
+        {{1, 700}, {1, 2000}, {1, 33}, {1, 1500}, {1, 2900}, {1, 64}, {1, 1200}},
+        {{5, 2600}, {5, 2600}, {5, 2600}},
+    };
+    for (KvFormats f : kFormats) {
+        for (int64_t head_dim : {64, 128}) {
+            for (const auto& shapes : steps) {
+                check_attention({f, 2, 4, head_dim, 16, 0, 2.0}, rng, shapes);
+            }
+        }
+    }
+}
+
 // Token-tree verification (ForwardBatch::add_tree): a node sees the history, row 0 and its own
 // ancestors only. Trees of 2-24 rows over histories that span several key tiles, decode rows
 // beside them; the float64 reference masks the same tree. Causal attention of the same rows

@@ -56,6 +56,9 @@ expect_error "kv-type-v" perplexity -m "$model" --kv-type-v "" /etc/hostname
 expect_error "fp8 KV is stored by the CUDA backend only" generate -m "$model" -p hi --device cpu --kv-type fp8
 expect_error "spec-branches is for --spec ngram" generate -m "$model" -p hi --spec-branches 3
 expect_error "spec-depth is for --spec draft" generate -m "$model" -p hi --spec-depth 3
+printf 'a short text' > "$tmp/short.txt"
+expect_error "fewer than 4 prompts of 64" bench -m "$model" -p 64 -n 8 --spec ngram --parallel 4 -f "$tmp/short.txt"
+expect_error "parallel" bench -m "$model" -p 64 -n 8 --spec ngram --parallel 0
 expect_error "kv-evict" generate -m "$model" -p hi --kv-evict lru --kv-budget 64
 expect_error "needs --kv-evict" generate -m "$model" -p hi --kv-budget 64
 expect_error "needs a budget" generate -m "$model" -p hi --kv-evict h2o

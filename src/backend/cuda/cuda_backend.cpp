@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <unordered_map>
 
@@ -239,6 +240,24 @@ void CudaBackend::plan(const ForwardBatch& batch) {
 
     const size_t table_len = static_cast<size_t>(batch.n_seqs()) * plan_.table_stride;
     const std::vector<int32_t>* table = &batch.block_table;
+    // A few rows per sequence (verifying drafts): each row a decode query, so that attention
+    // reads each sequence's KV through the split-K decode kernel, its query heads packed,
+    // instead of one prefill CTA per head. Not for trees (the decode kernel has no mask) nor
+    // batch-invariant steps (decode rows there take the prefill kernel too).
+    const bool rows_as_decode = !decode && !tree && !sparse && !batch_invariant_ &&
+                                batch.n_seqs() > 0 && plan_.max_q_len <= kMaxRowsAsDecode;
+    row_table_host_.clear();
+    row_kv_len_host_.clear();
+    if (rows_as_decode) {
+        for (int64_t s = 0; s < batch.n_seqs(); ++s) {
+            const std::span<const int32_t> blocks = batch.blocks(s);
+            for (int64_t i = 0; i < batch.q_len(s); ++i) {
+                row_table_host_.insert(row_table_host_.end(), blocks.begin(), blocks.end());
+                row_kv_len_host_.push_back(
+                    static_cast<int32_t>(kv_len[s] - batch.q_len(s) + i + 1));
+            }
+        }
+    }
     if (sparse || table_len != batch.block_table.size()) {
         table_host_.assign(table_len, -1);
         for (int64_t s = 0; s < batch.n_seqs(); ++s) {
@@ -265,6 +284,8 @@ void CudaBackend::plan(const ForwardBatch& batch) {
         {&kv_len, &plan_.kv_len},
         {table, &plan_.block_table},
         {&batch.logit_rows, &plan_.logit_rows},
+        {&row_table_host_, &plan_.row_table},
+        {&row_kv_len_host_, &plan_.row_kv_len},
     };
     const size_t tree_bytes = tree ? batch.tree_mask.size() : 0;
     size_t bytes = align_up((n_slots + n_trees) * sizeof(int64_t)) + tree_bytes;
@@ -285,6 +306,7 @@ void CudaBackend::plan(const ForwardBatch& batch) {
         *a.dst = reinterpret_cast<int32_t*>(dev + off);
         off += align_up(a.v->size() * sizeof(int32_t));
     }
+    if (!rows_as_decode) plan_.row_table = plan_.row_kv_len = nullptr;
     plan_.tree_mask = nullptr;
     if (tree) {
         std::memcpy(meta_host_.data() + off, batch.tree_mask.data(), tree_bytes);
@@ -488,8 +510,9 @@ void CudaBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q,
 
     // Batch-invariant steps give decode rows the prefill kernel too: whether a step is all
     // decode depends on the other sequences, and the split-K decode sums in another order.
-    const bool decode = !batch_invariant_ && p.max_q_len == 1 && window == 0 && !b.has_tree() &&
-                        l.head_dim <= 128 && n_heads / l.n_kv_heads <= 8;
+    const bool decode = !batch_invariant_ && (p.max_q_len == 1 || p.row_table != nullptr) &&
+                        window == 0 && !b.has_tree() && l.head_dim <= 128 &&
+                        n_heads / l.n_kv_heads <= 8;
     const KvScoreMode scores = b.kv_scores;
     float* lse = scores == KvScoreMode::None
                      ? nullptr
@@ -559,22 +582,34 @@ void CudaBackend::decode_attention(const DeviceKvStorage& kv, int64_t layer, con
     d.head_dim = static_cast<int>(l.head_dim);
     d.num_heads = static_cast<int>(n_heads);
     d.num_kv_heads = static_cast<int>(l.n_kv_heads);
-    d.batch = static_cast<int>(p.batch->n_seqs());
+    // Rows as decode queries (Plan::row_table): one entry per row; else one per sequence.
+    const bool rows = p.row_table != nullptr;
+    d.batch = static_cast<int>(rows ? p.batch->n_rows() : p.batch->n_seqs());
     d.max_seqlen_k = p.kv_bound;
     d.q = q;
-    d.paged = paged_kv(kv, layer, p.block_table, p.table_stride);
-    d.seqlens_k = p.kv_len;
+    d.paged = paged_kv(kv, layer, rows ? p.row_table : p.block_table, p.table_stride);
+    d.seqlens_k = rows ? p.row_kv_len : p.kv_len;
     d.o = o;
     d.lse = lse;
     d.softmax_scale = scale;
     d.num_splits = plan_.decode_splits;  // every layer of a step has the same shape: plan once
     cuda::decode_plan(d, sm_count_);
     plan_.decode_splits = d.num_splits;
+    // The workspace reserves finish counters for the largest batch so far, so that no call's
+    // partial outputs overwrite a larger batch's counters. A larger reserve moves the
+    // partials (graphs recorded before point at the old place) and needs zeroed counters.
+    const int counters = d.batch * d.num_kv_heads;
+    const bool grew = counters > decode_counters_;
+    if (grew) {
+        decode_counters_ = static_cast<int>(std::bit_ceil(static_cast<unsigned>(counters)));
+        ++generation_;
+    }
+    d.workspace_counters = decode_counters_;
     const size_t ws = cuda::decode_workspace_bytes(d);
     const void* before = decode_ws_.buf ? decode_ws_.buf->data() : nullptr;
     d.workspace = decode_ws_.get(ws);
-    if (d.workspace != before) {
-        // A new buffer: its counters must start at zero (every call leaves them zero).
+    if (d.workspace != before || grew) {
+        // Counters start at zero (every call leaves them zero).
         check(cudaMemsetAsync(d.workspace, 0, decode_ws_.buf->bytes(), as_stream(stream_)),
               "decode workspace");
     }

@@ -187,6 +187,11 @@ class CudaBackend final : public Backend {
         // causal.
         int64_t* tree_offset = nullptr;
         uint8_t* tree_mask = nullptr;
+        // Steps of a few rows per sequence (draft verification): each row as a decode query of
+        // its own, over its sequence's block table (row_table, table_stride a row) and its
+        // causal length (row_kv_len); null otherwise.
+        int32_t* row_table = nullptr;
+        int32_t* row_kv_len = nullptr;
         int32_t max_q_len = 0, max_kv_len = 0;
         // Row length of the uploaded block table and the bound on KV lengths given to the
         // kernels: the batch's own, or rounded up to a few buckets for a recorded decode step
@@ -200,6 +205,8 @@ class CudaBackend final : public Backend {
     void sparse_tables(const ForwardBatch& batch);
     void decode_attention(const DeviceKvStorage& kv, int64_t layer, const void* q, void* o,
                           int64_t n_heads, float scale, float* lse);
+    // Rows per sequence up to which a step's rows run as decode queries (Plan::row_table).
+    static constexpr int32_t kMaxRowsAsDecode = 16;
 
     void* stream_ = nullptr;  // cudaStream_t
     void* cublas_ = nullptr;  // cublasHandle_t
@@ -209,6 +216,8 @@ class CudaBackend final : public Backend {
     uint64_t generation_ = 1;  // bumped by every allocation that may move what graphs point at
     std::map<GraphKey, Graph> graphs_;
     std::unique_ptr<CudaBuffer> cublas_ws_;
+    int decode_counters_ = 0;  // finish counters the decode workspace reserves (DecodeParams)
+    std::vector<int32_t> row_table_host_, row_kv_len_host_;  // Plan::row_table's uploads
     std::unique_ptr<CudaBuffer> penalties_;  // apply_penalties' entries, uploaded (no graph uses it)
     std::vector<std::unique_ptr<CudaBuffer>> weights_;  // one allocation per model loaded
     Plan plan_;
