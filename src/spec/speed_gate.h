@@ -5,8 +5,12 @@
 // step is bound by kernel launches, and a draft forward costs as much as a full one whatever it
 // reads. Once both figures exist the faster kind runs, and now and then one step of the other
 // kind refreshes its figure (the load and the context length move): kProbeEvery steps after
-// the winner changes, then at doubling intervals up to kMaxProbeEvery.
+// the winner changes, then at doubling intervals up to kMaxProbeEvery. A probe costs the time
+// of one losing step, so probes are also at least kProbeCost losing-step times of the winner's
+// steps apart (at most ~2% of the time probing, however slow the loser: a speculative step
+// that verifies long contexts can take ten plain ones).
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 namespace vela::spec {
@@ -15,22 +19,26 @@ class SpeedGate {
   public:
     static constexpr int64_t kProbeEvery = 32;
     static constexpr int64_t kMaxProbeEvery = 512;
+    static constexpr double kProbeCost = 50.0;
 
     // Whether the next decode step may speculate.
     bool allow() {
         ++steps_;
-        if (spec_rate_ <= 0.0) return true;    // measure speculation first
-        if (plain_rate_ <= 0.0) return false;  // then a step without it
-        const bool spec_wins = spec_rate_ >= plain_rate_;
+        if (spec_.rate <= 0.0) return true;    // measure speculation first
+        if (plain_.rate <= 0.0) return false;  // then a step without it
+        const bool spec_wins = spec_.rate >= plain_.rate;
+        const Kind& win = spec_wins ? spec_ : plain_;
+        const Kind& lose = spec_wins ? plain_ : spec_;
+        const auto floor = static_cast<int64_t>(std::ceil(kProbeCost * lose.seconds / win.seconds));
         if (spec_wins != spec_won_ || next_probe_ == 0) {  // a new winner: probe soon
             spec_won_ = spec_wins;
-            interval_ = kProbeEvery;
+            interval_ = std::max(kProbeEvery, floor);
             next_probe_ = steps_ + interval_;
         }
         if (steps_ < next_probe_) return spec_wins;
         // A probe of the losing kind; each one that confirms the winner waits twice as long
-        // for the next (a probe costs, the more the worse the loser).
-        interval_ = std::min(2 * interval_, kMaxProbeEvery);
+        // for the next.
+        interval_ = std::min(std::max(2 * interval_, floor), std::max(kMaxProbeEvery, floor));
         next_probe_ = steps_ + interval_;
         return !spec_wins;
     }
@@ -38,17 +46,22 @@ class SpeedGate {
     // A finished decode step (no prompt tokens in it): its tokens and wall time.
     void record(bool speculated, int64_t tokens, double seconds) {
         if (tokens <= 0 || seconds <= 0.0) return;
-        double& rate = speculated ? spec_rate_ : plain_rate_;
+        Kind& k = speculated ? spec_ : plain_;
         const double r = static_cast<double>(tokens) / seconds;
-        rate = rate <= 0.0 ? r : 0.75 * rate + 0.25 * r;
+        k.rate = k.rate <= 0.0 ? r : 0.75 * k.rate + 0.25 * r;
+        k.seconds = k.seconds <= 0.0 ? seconds : 0.75 * k.seconds + 0.25 * seconds;
     }
 
-    double spec_rate() const { return spec_rate_; }
-    double plain_rate() const { return plain_rate_; }
+    double spec_rate() const { return spec_.rate; }
+    double plain_rate() const { return plain_.rate; }
 
   private:
+    struct Kind {
+        double rate = 0.0;     // tokens/s; 0: not measured yet
+        double seconds = 0.0;  // a step's wall time
+    };
     int64_t steps_ = 0;
-    double spec_rate_ = 0.0, plain_rate_ = 0.0;  // tokens/s; 0: not measured yet
+    Kind spec_, plain_;
     bool spec_won_ = false;
     int64_t interval_ = kProbeEvery, next_probe_ = 0;  // 0: no winner yet
 };

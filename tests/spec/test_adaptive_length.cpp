@@ -39,26 +39,34 @@ TEST(AdaptiveLength, NeverExceedsTheMaximum) {
 // doubling intervals.
 TEST(SpeedGate, RunsTheFasterKindAndProbesTheOther) {
     SpeedGate gate;
-    EXPECT_TRUE(gate.allow());  // nothing measured: speculate
-    gate.record(true, 10, 0.1);  // 100 tokens/s speculating
-    EXPECT_FALSE(gate.allow());  // now measure without
-    gate.record(false, 1, 0.004);  // 250 tokens/s without: speculation loses
-    std::vector<int64_t> probes;  // steps (from here) that speculated
+    EXPECT_TRUE(gate.allow());      // nothing measured: speculate
+    gate.record(true, 40, 0.01);    // 4000 tokens/s speculating, 10 ms a step
+    EXPECT_FALSE(gate.allow());     // now measure without
+    gate.record(false, 10, 0.004);  // 2500 tokens/s without, 4 ms: speculation wins
+    std::vector<int64_t> probes;    // steps (from here) that did not speculate
     for (int64_t i = 1; i <= 2000; ++i) {
-        if (gate.allow()) probes.push_back(i);
+        if (!gate.allow()) probes.push_back(i);
     }
+    // A probe (4 ms) is cheap next to the winner's steps: kProbeEvery, then doubling.
     const int64_t p = SpeedGate::kProbeEvery;
     ASSERT_GE(probes.size(), 4u);
     EXPECT_EQ(probes[0], 1 + p);  // kProbeEvery steps after step 1, where the winner is known
     EXPECT_EQ(probes[1] - probes[0], 2 * p);
     EXPECT_EQ(probes[2] - probes[1], 4 * p);
     EXPECT_EQ(probes.back() - probes[probes.size() - 2], SpeedGate::kMaxProbeEvery);
-    // Speculation turns faster (the context grew): the next probe finds it, and it runs.
-    for (int i = 0; i < 8; ++i) gate.record(true, 20, 0.01);  // 2000 tokens/s
-    EXPECT_GT(gate.spec_rate(), gate.plain_rate());
-    int64_t plain = 0;
-    for (int64_t i = 0; i < 4 * p; ++i) plain += gate.allow() ? 0 : 1;
-    EXPECT_EQ(plain, 2);  // probes of the plain kind at p and 3p
+    // Speculation turns slower (1000 tokens/s, 40 ms a step): plain wins, and probes of
+    // speculation come at least kProbeCost x 40 / 4 = 500 steps apart, so that they cost at
+    // most ~2% of the time.
+    for (int i = 0; i < 16; ++i) gate.record(true, 40, 0.04);  // 1000 tokens/s, 40 ms a step
+    EXPECT_LT(gate.spec_rate(), gate.plain_rate());
+    std::vector<int64_t> spec;
+    for (int64_t i = 1; i <= 4000; ++i) {
+        if (gate.allow()) spec.push_back(i);
+    }
+    ASSERT_GE(spec.size(), 2u);
+    for (size_t i = 1; i < spec.size(); ++i) EXPECT_GE(spec[i] - spec[i - 1], 490);
+    const double probe_time = 0.04 * static_cast<double>(spec.size());
+    EXPECT_LT(probe_time / (0.004 * 4000.0), 0.03);
     // Steps that produced nothing, or took no time, are not figures.
     const double before = gate.plain_rate();
     gate.record(false, 0, 0.5);
