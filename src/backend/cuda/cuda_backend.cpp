@@ -240,10 +240,10 @@ void CudaBackend::plan(const ForwardBatch& batch) {
 
     const size_t table_len = static_cast<size_t>(batch.n_seqs()) * plan_.table_stride;
     const std::vector<int32_t>* table = &batch.block_table;
-    // A few rows per sequence (verifying drafts): each row a decode query, so that attention
-    // reads each sequence's KV through the split-K decode kernel, its query heads packed,
-    // instead of one prefill CTA per head. Not for trees (the decode kernel has no mask) nor
-    // batch-invariant steps (decode rows there take the prefill kernel too).
+    // A few rows per sequence (verifying drafts): each row may run as a decode query, through
+    // the split-K decode kernel with its query heads packed (attention() decides per call).
+    // Not for trees (the decode kernel has no mask) nor batch-invariant steps (decode rows
+    // there take the prefill kernel too).
     const bool rows_as_decode = !decode && !tree && !sparse && !batch_invariant_ &&
                                 batch.n_seqs() > 0 && plan_.max_q_len <= kMaxRowsAsDecode;
     row_table_host_.clear();
@@ -510,15 +510,21 @@ void CudaBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q,
 
     // Batch-invariant steps give decode rows the prefill kernel too: whether a step is all
     // decode depends on the other sequences, and the split-K decode sums in another order.
-    const bool decode = !batch_invariant_ && (p.max_q_len == 1 || p.row_table != nullptr) &&
-                        window == 0 && !b.has_tree() && l.head_dim <= 128 &&
-                        n_heads / l.n_kv_heads <= 8;
+    // Rows as decode queries (Plan::row_table) read the KV once per row and kv head, the
+    // prefill kernel once per query head (a CTA per head and 64 rows, no split): the decode
+    // kernel where that is no more bytes, or where the prefill grid would leave most of the
+    // device idle (few sequences over long keys).
+    const int64_t group = n_heads / l.n_kv_heads;
+    const bool rows = p.row_table != nullptr &&
+                      (p.max_q_len <= group || b.n_seqs() * n_heads < 2 * sm_count_);
+    const bool decode = !batch_invariant_ && (p.max_q_len == 1 || rows) && window == 0 &&
+                        !b.has_tree() && l.head_dim <= 128 && group <= 8;
     const KvScoreMode scores = b.kv_scores;
     float* lse = scores == KvScoreMode::None
                      ? nullptr
                      : static_cast<float*>(lse_.get(static_cast<size_t>(q.rows * n_heads) * 4));
     if (decode) {
-        decode_attention(dkv, layer, qh, oh, n_heads, scale, lse);
+        decode_attention(dkv, layer, qh, oh, n_heads, scale, lse, rows);
     } else {
         cuda::PrefillParams pp;
         pp.dtype = attention_dtype(h);
@@ -573,7 +579,7 @@ void CudaBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q,
 }
 
 void CudaBackend::decode_attention(const DeviceKvStorage& kv, int64_t layer, const void* q, void* o,
-                                   int64_t n_heads, float scale, float* lse) {
+                                   int64_t n_heads, float scale, float* lse, bool rows) {
     const KvLayout& l = kv.layout();
     const Plan& p = planned();
     cuda::DecodeParams d;
@@ -583,7 +589,6 @@ void CudaBackend::decode_attention(const DeviceKvStorage& kv, int64_t layer, con
     d.num_heads = static_cast<int>(n_heads);
     d.num_kv_heads = static_cast<int>(l.n_kv_heads);
     // Rows as decode queries (Plan::row_table): one entry per row; else one per sequence.
-    const bool rows = p.row_table != nullptr;
     d.batch = static_cast<int>(rows ? p.batch->n_rows() : p.batch->n_seqs());
     d.max_seqlen_k = p.kv_bound;
     d.q = q;

@@ -203,8 +203,9 @@ class CudaBackend final : public Backend {
     const Plan& planned() const;
     void check_launch(const char* what) const;
     void sparse_tables(const ForwardBatch& batch);
+    // rows: each row of the step a decode query (Plan::row_table), else each sequence's one row.
     void decode_attention(const DeviceKvStorage& kv, int64_t layer, const void* q, void* o,
-                          int64_t n_heads, float scale, float* lse);
+                          int64_t n_heads, float scale, float* lse, bool rows);
     // Rows per sequence up to which a step's rows run as decode queries (Plan::row_table).
     static constexpr int32_t kMaxRowsAsDecode = 16;
 
