@@ -250,7 +250,7 @@ void Engine::finish(Sequence& seq, std::vector<StepOutput>& out, FinishReason re
 std::vector<StepOutput> Engine::step() {
     const auto start = std::chrono::steady_clock::now();
     const int64_t prompt_tokens = stats_.prompt_tokens;
-    self_drafted_ = false;
+    drafted_ = false;
     std::vector<StepOutput> out;
     for (int64_t id : aborted_) {
         auto it = sequences_.find(id);
@@ -323,11 +323,12 @@ std::vector<StepOutput> Engine::step() {
         }
     }
     for (Sequence* seq : done) finish(*seq, out, seq->finish_reason());
-    if (config_.speculation.self_draft && stats_.prompt_tokens == prompt_tokens) {
+    const SpeculationConfig& sp = config_.speculation;
+    if ((sp.self_draft || (drafter_ && sp.gate)) && stats_.prompt_tokens == prompt_tokens) {
         int64_t tokens = 0;
         for (const StepOutput& o : out) tokens += std::ssize(o.tokens);
         const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
-        self_gate_.record(self_drafted_, tokens, took.count());
+        spec_gate_.record(drafted_, tokens, took.count());
     }
     return out;
 }
@@ -410,7 +411,7 @@ void Engine::propose_drafts() {
         const SpeculationConfig& sp = config_.speculation;
         // Below "always" (1), measured speed decides too: the byte estimate misses a GPU's
         // launch-bound steps.
-        if (sp.self_max_cost < 1.0 && !self_gate_.allow()) return;
+        if (sp.self_max_cost < 1.0 && !spec_gate_.allow()) return;
         const auto kv_token = static_cast<double>(storage_->bytes_per_token());
         const double weights = weight_bytes_ / static_cast<double>(drafting_.size());
         for (size_t i = 0; i < drafting_.size(); ++i) {
@@ -422,13 +423,15 @@ void Engine::propose_drafts() {
             }
             drafting_[i]->draft().tokens.assign(static_cast<size_t>(draft_requests_[i].max_tokens),
                                                 drafting_[i]->tokens().back());
-            self_drafted_ = true;
+            drafted_ = true;
         }
         return;
     }
+    if (config_.speculation.gate && !spec_gate_.allow()) return;
     drafter_->propose(draft_requests_, drafts_);
     for (size_t i = 0; i < drafting_.size(); ++i) {
         VELA_ASSERT(drafts_[i].size() <= draft_requests_[i].max_nodes);
+        drafted_ = drafted_ || drafts_[i].size() > 0;
         drafting_[i]->draft() = std::move(drafts_[i]);
     }
 }

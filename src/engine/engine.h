@@ -34,7 +34,7 @@ struct SpeculationConfig {
     int64_t max_batch = 8;
     // Self-speculation (MagicDec-style): the model drafts for itself, each draft forward
     // attending only to the first self_sinks tokens and the last self_window of its own paged
-    // KV; the verification forward attends to all of it. Instead of a Drafter; CPU backend.
+    // KV; the verification forward attends to all of it. Instead of a Drafter.
     bool self_draft = false;
     int64_t self_sinks = 4;
     int64_t self_window = 512;
@@ -43,6 +43,11 @@ struct SpeculationConfig {
     // read once, + the KV it attends to), i.e. once its context is long enough that reading the
     // KV dominates a step; below, drafting would cost more than it saves.
     double self_max_cost = 0.5;
+    // A Drafter's sequences draft only while measured speed agrees (spec::SpeedGate, as
+    // self-drafting below self_max_cost 1): drafts that keep failing cost their verification
+    // rows. Off: every step drafts where the rules above allow. (The CLI gates n-gram drafts
+    // unless --spec-max-cost 1; not a draft model's, whose KV a skipped step leaves behind.)
+    bool gate = false;
 };
 
 struct EngineConfig {
@@ -57,7 +62,7 @@ struct EngineConfig {
     Preemption preemption = Preemption::Recompute;
     SchedulerConfig scheduler;
     SpeculationConfig speculation;
-    // KV eviction policy and budget per sequence (kv/eviction.h); CPU backend only.
+    // KV eviction policy and budget per sequence (kv/eviction.h).
     EvictionConfig eviction;
 };
 
@@ -182,8 +187,8 @@ class Engine {
     std::vector<int32_t> path_;  // verify_draft's scratch: accepted draft indices
     ForwardBatch draft_batch_;    // self_draft's forward
     double weight_bytes_ = 0;     // the model's weights, for self_draft's cost estimate
-    spec::SpeedGate self_gate_;  // self-speculation: does it pay here, measured
-    bool self_drafted_ = false;  // this step self-drafts
+    spec::SpeedGate spec_gate_;  // does speculation pay here, measured (self, or `gate`)
+    bool drafted_ = false;       // some sequence drafts this step
     std::vector<int32_t> draft_keep_;  // Model::kKeepArgmax each: the drafts are argmax rows
     Model::RowsOut draft_out_;
     std::vector<int64_t> tail_;  // and their KV rows

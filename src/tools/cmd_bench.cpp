@@ -92,17 +92,6 @@ struct SpecResult {
     EngineStats stats;  // of the speculative runs
 };
 
-// `reps` timed runs after a warm-up (page faults; the prompts enter the prefix cache), each
-// engine on its own in turn so that one KV pool at a time holds the requests.
-std::vector<double> engine_rates(Engine& engine, const std::vector<std::vector<int32_t>>& prompts,
-                                 const BenchOptions& o) {
-    engine_decode_rate(engine, prompts, o.n_gen);
-    std::vector<double> rates;
-    for (int i = 0; i < o.repetitions; ++i) {
-        rates.push_back(engine_decode_rate(engine, prompts, o.n_gen));
-    }
-    return rates;
-}
 
 SpecResult bench_speculation(Runtime& rt, const BenchOptions& o,
                              const std::vector<std::vector<int32_t>>& prompts) {
@@ -117,19 +106,34 @@ SpecResult bench_speculation(Runtime& rt, const BenchOptions& o,
     }
     EngineConfig spec_config = config;
     std::unique_ptr<spec::Drafter> drafter = rt.make_drafter(o.spec, spec_config);
+    // Warm-up runs first (page faults, and the prompts enter each engine's prefix cache), then
+    // the timed runs alternate between the engines. With several requests the engines run one
+    // after the other, so that one KV pool at a time holds them.
+    auto plain = std::make_unique<Engine>(*rt.model, *rt.tokenizer, *rt.backend, config);
+    std::unique_ptr<Engine> spec;
     std::vector<double> off, on;
-    {
-        Engine plain(*rt.model, *rt.tokenizer, *rt.backend, config);
-        off = engine_rates(plain, prompts, o);
+    auto run = [&](Engine& e, std::vector<double>* rates) {
+        const double r = engine_decode_rate(e, prompts, o.n_gen);
+        if (rates != nullptr) rates->push_back(r);
+    };
+    run(*plain, nullptr);
+    if (n > 1) {
+        for (int i = 0; i < o.repetitions; ++i) run(*plain, &off);
+        plain.reset();
     }
-    Engine spec(*rt.model, *rt.tokenizer, *rt.backend, spec_config, std::move(drafter));
-    on = engine_rates(spec, prompts, o);
+    spec = std::make_unique<Engine>(*rt.model, *rt.tokenizer, *rt.backend, spec_config,
+                                    std::move(drafter));
+    run(*spec, nullptr);
+    for (int i = 0; i < o.repetitions; ++i) {
+        if (plain) run(*plain, &off);
+        run(*spec, &on);
+    }
     const std::string name = n > 1 ? fmt::format("tg{} x{} engine", o.n_gen, n)
                                    : fmt::format("tg{} engine", o.n_gen);
     SpecResult r;
     r.off = summarize(name, off);
     r.on = summarize(fmt::format("{} --spec {}", name, o.spec.method), on);
-    r.stats = spec.stats();
+    r.stats = spec->stats();
     return r;
 }
 
