@@ -4,12 +4,12 @@
 // asserted where a backend promises batch invariance (the CPU, CUDA with --batch-invariant).
 #include <gtest/gtest.h>
 
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "../common/oracle_tree_drafter.h"
+#include "../common/run_requests.h"
 #include "engine/engine.h"
 #include "serving_backends.h"
 #include "spec/ngram_drafter.h"
@@ -50,22 +50,7 @@ class EngineSpec : public ::testing::TestWithParam<std::string> {
         c.speculation.max_tokens = 8;
         c.scheduler.max_batched_tokens = 48;  // the batched prompts run as chunked prefill
         Engine e(*ctx_->model, *ctx_->tokenizer, *ctx_->backend, c, std::move(drafter));
-        std::map<int64_t, size_t> index;
-        for (size_t i = 0; i < prompts.size(); ++i) {
-            Request r;
-            r.prompt = prompts[i];
-            r.max_tokens = kGen;
-            r.ignore_eos = true;
-            r.sampling.temperature = 0;
-            index[e.add_request(r)] = i;
-        }
-        std::vector<Tokens> out(prompts.size());
-        while (e.has_work()) {
-            for (const StepOutput& o : e.step()) {
-                Tokens& t = out[index.at(o.request_id)];
-                t.insert(t.end(), o.tokens.begin(), o.tokens.end());
-            }
-        }
+        std::vector<Tokens> out = test::run_requests(e, test::greedy_requests(prompts, kGen));
         EXPECT_EQ(e.num_used_kv_blocks(), 0);
         if (stats != nullptr) *stats = e.stats();
         return out;

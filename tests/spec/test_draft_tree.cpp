@@ -7,10 +7,10 @@
 #include <gtest/gtest.h>
 
 #include <functional>
-#include <map>
 #include <random>
 
 #include "../common/default_model.h"
+#include "../common/run_requests.h"
 #include "../common/test_seed.h"
 #include "engine/engine.h"
 #include "spec/draft_model_drafter.h"
@@ -199,15 +199,7 @@ class DraftTreeEngine : public ::testing::Test {
                             std::unique_ptr<spec::Drafter> d, EngineStats* stats,
                             const std::function<void()>& while_alive = {}) const {
         Engine e(dm_->model, dm_->tokenizer, dm_->backend, c, std::move(d));
-        std::map<int64_t, size_t> index;
-        for (size_t i = 0; i < reqs.size(); ++i) index[e.add_request(reqs[i])] = i;
-        std::vector<Tokens> out(reqs.size());
-        while (e.has_work()) {
-            for (const StepOutput& o : e.step()) {
-                Tokens& t = out[index.at(o.request_id)];
-                t.insert(t.end(), o.tokens.begin(), o.tokens.end());
-            }
-        }
+        std::vector<Tokens> out = test::run_requests(e, reqs);
         EXPECT_EQ(e.num_used_kv_blocks(), 0);
         if (stats != nullptr) *stats = e.stats();
         if (while_alive) while_alive();
