@@ -328,7 +328,11 @@ std::vector<StepOutput> Engine::step() {
         int64_t tokens = 0;
         for (const StepOutput& o : out) tokens += std::ssize(o.tokens);
         const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
-        spec_gate_.record(drafted_, tokens, took.count());
+        if (drafted_ && drafter_ && drafter_->last_catch_up() > 0) {
+            spec_gate_.unmeasured();
+        } else {
+            spec_gate_.record(drafted_, tokens, took.count());
+        }
     }
     return out;
 }

@@ -45,8 +45,9 @@ struct SpeculationConfig {
     double self_max_cost = 0.5;
     // A Drafter's sequences draft only while measured speed agrees (spec::SpeedGate, as
     // self-drafting below self_max_cost 1): drafts that keep failing cost their verification
-    // rows. Off: every step drafts where the rules above allow. (The CLI gates n-gram drafts
-    // unless --spec-max-cost 1; not a draft model's, whose KV a skipped step leaves behind.)
+    // rows, and a draft model's forwards are launch-bound on a GPU at batch 1. Off: every step
+    // drafts where the rules above allow (the CLI's --spec-max-cost 1). A draft model's
+    // catch-up steps (Drafter::last_catch_up) are left out of the measurements.
     bool gate = false;
 };
 

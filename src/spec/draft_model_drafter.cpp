@@ -119,6 +119,7 @@ void DraftModelDrafter::forward(const std::vector<int64_t>& ids,
 void DraftModelDrafter::propose(std::span<const DraftRequest> requests,
                                 std::vector<Draft>& drafts) {
     drafts.assign(requests.size(), Draft{});
+    catch_up_ = 0;
     // Active sequences (indexes into requests) and what each feeds next.
     std::vector<size_t> active;
     std::vector<int64_t> ids;
@@ -136,6 +137,7 @@ void DraftModelDrafter::propose(std::span<const DraftRequest> requests,
             drop(r.seq_id);
             continue;
         }
+        catch_up_ += static_cast<int64_t>(rest.size()) - 1;
         s.held.insert(s.held.end(), rest.begin(), rest.end());
         s.tree.clear();
         s.base = r.tokens.size();

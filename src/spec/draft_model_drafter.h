@@ -43,6 +43,7 @@ class DraftModelDrafter final : public Drafter {
     void propose(std::span<const DraftRequest> requests, std::vector<Draft>& drafts) override;
     void accepted(int64_t seq_id, std::span<const int32_t> tokens) override;
     void release(int64_t seq_id) override;
+    int64_t last_catch_up() const override { return catch_up_; }
 
     // Tokens whose draft KV is held for a sequence (tests).
     int64_t n_held(int64_t seq_id) const;
@@ -80,6 +81,7 @@ class DraftModelDrafter final : public Drafter {
     std::vector<float> q_;
     std::map<int64_t, State> states_;
     SpineTreeSizer sizer_;
+    int64_t catch_up_ = 0;  // last_catch_up()
 };
 
 }  // namespace vela::spec

@@ -60,6 +60,10 @@ class Drafter {
     virtual void accepted(int64_t /*seq_id*/, std::span<const int32_t> /*tokens*/) {}
     // The sequence has finished: drop its state.
     virtual void release(int64_t /*seq_id*/) {}
+    // Tokens the last propose() fed beyond the newest of each sequence: a draft model catching
+    // up on tokens it did not draft (the prompt, steps that did not draft). Such a step's time
+    // is not that of drafting (spec::SpeedGate::unmeasured).
+    virtual int64_t last_catch_up() const { return 0; }
 };
 
 }  // namespace vela::spec

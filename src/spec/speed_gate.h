@@ -24,6 +24,30 @@ class SpeedGate {
     // Whether the next decode step may speculate.
     bool allow() {
         ++steps_;
+        if (repeat_) {  // the last step was not a figure: run its kind again
+            repeat_ = false;
+            return last_;
+        }
+        return last_ = decide();
+    }
+
+    // A finished decode step (no prompt tokens in it): its tokens and wall time.
+    void record(bool speculated, int64_t tokens, double seconds) {
+        if (tokens <= 0 || seconds <= 0.0) return;
+        Kind& k = speculated ? spec_ : plain_;
+        const double r = static_cast<double>(tokens) / seconds;
+        k.rate = k.rate <= 0.0 ? r : 0.75 * k.rate + 0.25 * r;
+        k.seconds = k.seconds <= 0.0 ? seconds : 0.75 * k.seconds + 0.25 * seconds;
+    }
+    // A step whose time says nothing of its kind (a draft model catching up on tokens it did
+    // not see while drafting was off): not recorded, and the next step is of the same kind.
+    void unmeasured() { repeat_ = true; }
+
+    double spec_rate() const { return spec_.rate; }
+    double plain_rate() const { return plain_.rate; }
+
+  private:
+    bool decide() {
         if (spec_.rate <= 0.0) return true;    // measure speculation first
         if (plain_.rate <= 0.0) return false;  // then a step without it
         const bool spec_wins = spec_.rate >= plain_.rate;
@@ -43,19 +67,6 @@ class SpeedGate {
         return !spec_wins;
     }
 
-    // A finished decode step (no prompt tokens in it): its tokens and wall time.
-    void record(bool speculated, int64_t tokens, double seconds) {
-        if (tokens <= 0 || seconds <= 0.0) return;
-        Kind& k = speculated ? spec_ : plain_;
-        const double r = static_cast<double>(tokens) / seconds;
-        k.rate = k.rate <= 0.0 ? r : 0.75 * k.rate + 0.25 * r;
-        k.seconds = k.seconds <= 0.0 ? seconds : 0.75 * k.seconds + 0.25 * seconds;
-    }
-
-    double spec_rate() const { return spec_.rate; }
-    double plain_rate() const { return plain_.rate; }
-
-  private:
     struct Kind {
         double rate = 0.0;     // tokens/s; 0: not measured yet
         double seconds = 0.0;  // a step's wall time
@@ -63,6 +74,7 @@ class SpeedGate {
     int64_t steps_ = 0;
     Kind spec_, plain_;
     bool spec_won_ = false;
+    bool last_ = false, repeat_ = false;  // allow()'s last answer; unmeasured() was called
     int64_t interval_ = kProbeEvery, next_probe_ = 0;  // 0: no winner yet
 };
 

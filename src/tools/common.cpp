@@ -163,10 +163,9 @@ std::unique_ptr<spec::Drafter> Runtime::make_drafter(const SpecOptions& o, Engin
                               o.method);
     }
     config.speculation.max_tokens = o.max_tokens;
-    // n-gram drafts are gated by measured speed too (never slower than off). Not a draft
-    // model's: skipped steps leave its KV behind, and the step that catches up would be
-    // measured as drafting's cost.
-    config.speculation.gate = o.self_max_cost < 1.0 && o.method == "ngram";
+    // Drafters are gated by measured speed too (never slower than off); a draft model's
+    // catch-up steps are left out of the figures (Drafter::last_catch_up).
+    config.speculation.gate = o.self_max_cost < 1.0;
     if (o.max_batch >= 0) {
         config.speculation.max_batch = o.max_batch;
     } else if (o.method == "self") {

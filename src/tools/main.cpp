@@ -119,8 +119,8 @@ void add_spec_options(CLI::App& app, SpecOptions& o) {
         ->capture_default_str();
     app.add_option("--spec-max-cost", o.self_max_cost,
                    "--spec self: draft only while a draft forward is estimated to read at most "
-                   "this share of a full one's bytes (long contexts); below 1, self and ngram "
-                   "draft only while measured decode speed says it pays (1: always draft)")
+                   "this share of a full one's bytes (long contexts); below 1, every method "
+                   "drafts only while measured decode speed says it pays (1: always draft)")
         ->check(CLI::Range(0.0, 1.0))
         ->capture_default_str();
     app.add_option("--spec-max-batch", o.max_batch,
