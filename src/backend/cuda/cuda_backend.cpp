@@ -302,7 +302,9 @@ void CudaBackend::plan(const ForwardBatch& batch) {
     }
     off = align_up(off + n_trees * sizeof(int64_t));
     for (const Array& a : arrays) {
-        std::memcpy(meta_host_.data() + off, a.v->data(), a.v->size() * sizeof(int32_t));
+        if (!a.v->empty()) {
+            std::memcpy(meta_host_.data() + off, a.v->data(), a.v->size() * sizeof(int32_t));
+        }
         *a.dst = reinterpret_cast<int32_t*>(dev + off);
         off += align_up(a.v->size() * sizeof(int32_t));
     }
