@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 
 #include "core/error.h"
 
@@ -57,7 +58,8 @@ const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& schedu
             keep_.push_back(keep_for(*s.seq));
             if (keep_.back() > 0) {
                 add_penalties(*s.seq, static_cast<int32_t>(n_logit_rows));
-                lse_ = lse_ || s.seq->request().logprobs >= 0;
+                lse_ = lse_ || s.seq->request().logprobs >= 0 ||
+                       Sampler::nucleus(s.seq->request().sampling);
             }
             ++n_logit_rows;
         }
@@ -95,6 +97,7 @@ int32_t ModelRunner::keep_for(const Sequence& seq) const {
     if (!Sampler::samples_top(p, model_.hparams().n_vocab) ||
         (logprobs >= 0 && p.penalties_enabled()))
         return Model::kKeepRow;
+    static_assert(Sampler::kNucleusList <= Backend::kMaxTopK);
     const int32_t k = std::max(Sampler::top_list_size(p), logprobs);
     return k <= Backend::kMaxTopK ? k : Model::kKeepRow;
 }
@@ -126,8 +129,15 @@ std::span<const sampling::Candidate> ModelRunner::top_for(size_t i) {
 }
 
 double ModelRunner::lse_for(size_t i) const {
-    VELA_ASSERT(samples_top(i) && static_cast<size_t>(logit_row_[i]) < out_.lse.size());
-    return out_.lse[static_cast<size_t>(logit_row_[i])];
+    VELA_ASSERT(samples_top(i));
+    const auto row = static_cast<size_t>(logit_row_[i]);
+    return row < out_.lse.size() ? out_.lse[row] : std::numeric_limits<double>::quiet_NaN();
+}
+
+std::span<float> ModelRunner::fetch_row(size_t i) {
+    VELA_ASSERT(samples_top(i));
+    model_.fetch_row(backend_, logit_row_[i], out_);
+    return logits_for(i);
 }
 
 std::span<float> ModelRunner::logits_for(size_t i) {

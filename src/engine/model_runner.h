@@ -32,14 +32,18 @@ class ModelRunner {
     // otherwise. Throws when every logit of that row is -inf or NaN, as the sampler does.
     int32_t argmax_token(size_t i) const;
     // Whether scheduled[i] samples from its row's best tokens (top_for), chosen on the device
-    // after its penalties: temperature sampling with top-k, or greedy with penalties
-    // (Sampler::samples_top), no logprobs. Its row is then not copied either.
+    // after its penalties: temperature sampling with top-k, greedy with penalties, or top-p /
+    // min-p (Sampler::samples_top). Its row is then not copied either.
     bool samples_top(size_t i) const;
     // Those best tokens, ranked: at least the sequence's top_k of them (Sampler::sample_top),
     // and at least its logprobs alternatives.
     std::span<const sampling::Candidate> top_for(size_t i);
-    // The log-sum-exp of that row before penalties, when its sequence asks for logprobs.
+    // The log-sum-exp of that row before penalties, when its sequence asks for logprobs or
+    // samples by top-p / min-p (Sampler::nucleus); else NaN.
     double lse_for(size_t i) const;
+    // The whole row of a sequence that samples_top(i) after all (the list fell short of its
+    // nucleus: Sampler::sample_top), copied now from the device.
+    std::span<float> fetch_row(size_t i);
     // What attention records for KV eviction in every batch (kv/eviction.h).
     void set_kv_scores(KvScoreMode mode) { kv_scores_ = mode; }
 
@@ -61,7 +65,7 @@ class ModelRunner {
     std::vector<int32_t> keep_;  // per logits row: what comes back (Model::kKeep*, or top k)
     std::vector<LogitPenalty> penalties_;  // of the rows kept as top-k lists
     bool lse_ = false;  // some row kept as a top-k list asks for logprobs: their lse comes back
-    std::vector<int32_t> counts_;          // add_penalties' occurrence table, zero between uses
+    std::vector<int32_t> counts_;  // add_penalties' occurrence table, zero between uses
     const bool host_sampling_ = logits_to_host_env();
     std::vector<sampling::Candidate> top_;  // top_for's list
     // Per scheduled sequence: its first logits row (-1 when it does not sample), and how many.

@@ -27,10 +27,12 @@ StepOutput Sequence::append_sampled(std::span<float> logits) {
     return out;
 }
 
-StepOutput Sequence::append_sampled_top(std::span<const sampling::Candidate> ranked, double lse) {
+std::optional<StepOutput> Sequence::append_sampled_top(std::span<const sampling::Candidate> ranked,
+                                                       double lse) {
     StepOutput out;
     out.request_id = id_;
-    const int32_t token = sampler_.sample_top(ranked);
+    const int32_t token = sampler_.sample_top(ranked, lse);
+    if (token < 0) return std::nullopt;
     if (request_.logprobs >= 0) out.logprobs.push_back(logprobs_of(token, ranked, lse));
     accept(token, out);
     return out;

@@ -2,6 +2,7 @@
 // One request's state as it moves through the engine: waiting -> running -> finished, and back
 // to waiting when preempted (its KV is dropped and recomputed later).
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,8 +52,11 @@ class Sequence {
     // The same from the row's best tokens alone, taken after the row's penalties
     // (Sampler::sample_top), when Sampler::samples_top(request().sampling, n_vocab). With
     // logprobs (a row without penalties, at least request().logprobs entries): they come from
-    // the list and `lse`, the row's log-sum-exp (sampling::log_sum_exp), as from the whole row.
-    StepOutput append_sampled_top(std::span<const sampling::Candidate> ranked, double lse = 0.0);
+    // the list and `lse`, the row's log-sum-exp (log_sum_exp), as from the whole row.
+    // Top-p / min-p sampling needs `lse` too; nothing (no token, the sequence unchanged) when
+    // the list falls short of its survivors: append_sampled() on the whole row then.
+    std::optional<StepOutput> append_sampled_top(std::span<const sampling::Candidate> ranked,
+                                                 double lse);
     // True when sampling is the plain argmax of the raw logits (temperature 0, no penalties,
     // no logprobs): the device's argmax_rows then samples and the row stays on the device.
     bool samples_argmax() const {

@@ -27,6 +27,7 @@ struct Model::Scratch {
         std::vector<float> host_cos, host_sin;
     };
     Slot x, h, q, k, v, attn, gate, up, out_rows, logits, ids, top_tokens, top_logits, lse;
+    int64_t n_logits = 0;  // rows in `logits` from the last forward
     Tensor tx, th, tq, tk, tv, tattn, tgate, tup;
     Angles global, local;
 
@@ -175,6 +176,7 @@ void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
         // Every step, whoever asks: a recorded step must not depend on which rows are greedy.
         backend.argmax_rows(out_logits, out_ids);
     });
+    s.n_logits = n_out;
     if (n_out == 0) return;
     backend.to_host(out_ids, out.ids.data());
     // Top-k lists, over the rows from the first to the last that asks for one (eagerly: which
@@ -194,6 +196,7 @@ void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
     const int64_t n_top = top_last - top_first + 1;
     const Tensor top_rows{out_logits.f32() + top_first * hp_.n_vocab, DType::F32,
                           std::max<int64_t>(n_top, 0), hp_.n_vocab, out_logits.device};
+    out.lse.clear();
     if (lse && out.top_k > 0) {  // of the raw rows: before the penalties
         const Tensor t = s.lse.view(backend, n_top, 1, DType::F64);
         backend.logsumexp_rows(top_rows, t);
@@ -226,6 +229,15 @@ void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
         backend.to_host(run, logits.data() + r * hp_.n_vocab);
         r = end;
     }
+}
+
+void Model::fetch_row(Backend& backend, int64_t row, RowsOut& out) {
+    Scratch& s = *scratch_;
+    VELA_ASSERT(row >= 0 && row < s.n_logits && s.logits.buffer &&
+                out.logits.size() >= static_cast<size_t>(s.n_logits * hp_.n_vocab));
+    const Tensor t{static_cast<float*>(s.logits.buffer->data()) + row * hp_.n_vocab, DType::F32, 1,
+                   hp_.n_vocab, backend.device()};
+    backend.to_host(t, out.logits.data() + row * hp_.n_vocab);
 }
 
 // One layer. On entry s.th holds the layer's attention-normed input (forward() or the previous

@@ -67,6 +67,11 @@ class Model {
                  std::span<const int32_t> keep, RowsOut& out,
                  std::span<const LogitPenalty> penalties = {}, bool lse = false);
 
+    // Copies logits row `row` of the last forward (numbered as its keep; a row without
+    // penalties) into out.logits, whole: for a row sent back as a list that is sampled whole
+    // after all (Sampler::sample_top found the list short).
+    void fetch_row(Backend& backend, int64_t row, RowsOut& out);
+
   private:
     struct Scratch;
     void layer(int64_t il, KvStorage& kv, Backend& backend, Scratch& s);
@@ -76,7 +81,7 @@ class Model {
     ModelWeights weights_;
     std::vector<float> key_offsets_;
     std::vector<float> v_bias_heads_;  // the memory of every LayerWeights::bv_heads
-    Backend* loaded_on_ = nullptr;  // the backend load_weights() ran for
+    Backend* loaded_on_ = nullptr;     // the backend load_weights() ran for
     std::unique_ptr<Scratch> scratch_;
 };
 

@@ -216,6 +216,43 @@ void min_p(Candidates& c, float p) {
     }
 }
 
+bool truncate_ranked(std::span<const Candidate> ranked, double lse, float top_p, float min_p,
+                     Candidates& out) {
+    size_t n = 0;  // listed entries; fewer than the list holds: the row has no more
+    while (n < ranked.size() && ranked[n].token >= 0) ++n;
+    const bool whole = n < ranked.size();
+    if (n == 0 || !std::isfinite(lse)) return false;
+    const float m = ranked.front().logit;
+    size_t keep = n;
+    bool complete = whole;  // ranked[0, keep) holds every survivor so far
+    if (top_p < 1.0f) {
+        const double target = static_cast<double>(top_p) * std::exp(lse - static_cast<double>(m));
+        double cum = 0.0;
+        size_t i = 0;
+        while (i < n && (cum += exp_nonpositive(ranked[i].logit - m)) < target) ++i;
+        if (i < n) {
+            keep = i + 1;
+            complete = true;
+        }
+    }
+    if (min_p > 0.0f) {
+        const double threshold = static_cast<double>(m) + std::log(static_cast<double>(min_p));
+        size_t i = 0;
+        while (i < keep && static_cast<double>(ranked[i].logit) >= threshold) ++i;
+        complete = complete || i < keep;  // the ranked rest lies below the threshold too
+        keep = i;
+    }
+    if (!complete) return false;
+    out.items.assign(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(keep));
+    // top_p sorts a row of <= kSortLimit candidates; otherwise both keep all_candidates' order.
+    out.sorted = top_p < 1.0f && whole && n <= kSortLimit;
+    if (!out.sorted) {
+        std::sort(out.items.begin(), out.items.end(),
+                  [](const Candidate& a, const Candidate& b) { return a.token < b.token; });
+    }
+    return true;
+}
+
 double softmax(const Candidates& c, float temperature, std::vector<float>& weights) {
     VELA_ASSERT(temperature > 0.0f && !c.items.empty());
     exp_weights(c, max_logit(c), 1.0f / temperature, weights);

@@ -94,6 +94,17 @@ void top_p(Candidates& c, float p);
 // Keeps tokens whose probability is at least min_p times the largest one's.
 void min_p(Candidates& c, float p);
 
+// top_p then min_p over a whole row, all_candidates(row), from its best tokens alone: `ranked`
+// holds the row's first entries as top_k ranks them (a list padded with token -1 past the row's
+// listable tokens) and `lse` is log(sum(exp(row))) (log_sum_exp). Puts the survivors into `out`
+// in the order top_p and min_p leave them there (ranked for a row of <= 1024 listable tokens
+// under top_p, else id order), and returns true; or returns false when the list may not hold
+// every survivor (the nucleus reaches past it, or so may min_p's threshold), leaving `out` as
+// it was. The nucleus mass is compared with p * exp(lse - max): rounding may place its edge
+// one token off top_p's on the row itself.
+bool truncate_ranked(std::span<const Candidate> ranked, double lse, float top_p, float min_p,
+                     Candidates& out);
+
 // Unnormalised softmax weights exp((logit - max) / temperature), in candidate order, and their
 // sum (temperature > 0). Float exponentials within ~3e-7, double sum.
 double softmax(const Candidates& c, float temperature, std::vector<float>& weights);

@@ -79,8 +79,16 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
     return draw();
 }
 
-int32_t Sampler::sample_top(std::span<const sampling::Candidate> ranked) {
+int32_t Sampler::sample_top(std::span<const sampling::Candidate> ranked, double lse) {
     VELA_ASSERT(samples_top(params_, std::numeric_limits<int64_t>::max()));
+    if (nucleus(params_)) {
+        if (ranked.empty() || ranked[0].token < 0)
+            fail<InvalidArgument>("sampling: no logit above -inf (all masked or NaN)");
+        if (!sampling::truncate_ranked(ranked, lse, params_.top_p, params_.min_p, candidates_))
+            return -1;
+        total_ = sampling::softmax(candidates_, params_.temperature, weights_);
+        return draw();
+    }
     // sample() keeps the top_k best, ranked (greedy: the best); a list padded past the row's
     // listable tokens ends at the first token -1.
     size_t n = std::min(ranked.size(), static_cast<size_t>(top_list_size(params_)));

@@ -6,6 +6,7 @@
 // our own bit conversion, so the same seed and the same logits give the same tokens with any
 // standard library (std::uniform_real_distribution would not).
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <span>
 #include <vector>
@@ -29,15 +30,28 @@ class Sampler {
     // top_list_size() best (token, logit) pairs of the row after its penalties, ranked as
     // sampling::top_k ranks them (Backend::apply_penalties, then Backend::top_k_rows, on the
     // device). Gives sample()'s token for the same row, history and RNG state. Only for params
-    // with samples_top().
-    int32_t sample_top(std::span<const sampling::Candidate> ranked);
+    // with samples_top(). For nucleus() params `lse` is the row's log-sum-exp
+    // (log_sum_exp), and the list may fall short of the survivors of top_p / min_p
+    // (sampling::truncate_ranked): then there is no draw (the RNG is not advanced) and the
+    // result is -1; sample() on the whole row draws instead.
+    int32_t sample_top(std::span<const sampling::Candidate> ranked,
+                       double lse = std::numeric_limits<double>::quiet_NaN());
     // Whether sample_top() can draw for these params from top_list_size() entries (the row has
-    // n_vocab tokens): greedy (the first entry), or temperature with 0 < top_k < n_vocab.
+    // n_vocab tokens): greedy (the first entry), temperature with 0 < top_k < n_vocab, or,
+    // often, nucleus().
     static bool samples_top(const SamplingParams& p, int64_t n_vocab) {
-        return p.temperature == 0.0f || (p.temperature > 0.0f && p.top_k > 0 && p.top_k < n_vocab);
+        return p.temperature == 0.0f ||
+               (p.temperature > 0.0f && p.top_k > 0 && p.top_k < n_vocab) || nucleus(p);
     }
+    // Temperature with top_p and / or min_p, no top_k and no penalties: drawn from the row's
+    // kNucleusList best tokens and its log-sum-exp where they hold the survivors.
+    static bool nucleus(const SamplingParams& p) {
+        return p.temperature > 0.0f && p.top_k <= 0 && (p.top_p < 1.0f || p.min_p > 0.0f) &&
+               !p.penalties_enabled();
+    }
+    static constexpr int32_t kNucleusList = 1024;
     static int32_t top_list_size(const SamplingParams& p) {
-        return p.temperature == 0.0f ? 1 : p.top_k;
+        return p.temperature == 0.0f ? 1 : p.top_k > 0 ? p.top_k : kNucleusList;
     }
 
     // The final distribution after every processor, for rejection sampling and logprobs:

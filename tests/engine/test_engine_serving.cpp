@@ -125,16 +125,20 @@ class EngineServing : public ::testing::TestWithParam<std::string> {
 
     // Seeded sampling of request i: temperature with top-k lists of several lengths (drawn from
     // the device's top-k), penalties (applied on the device before its top-k: repetition;
-    // frequency and presence over the whole history; greedy with penalties, a list of one), and
-    // one that needs its whole row: top-k off.
+    // frequency and presence over the whole history; greedy with penalties, a list of one),
+    // top-p / min-p without top-k (a list of 1024 and the row's log-sum-exp, the whole row when
+    // the list falls short: top-p 0.999 on these flat rows), one with logprobs, and one that
+    // needs its whole row: top-k off with penalties.
     static SamplingParams sampled(size_t i) {
         SamplingParams p;
         p.seed = 1000 + i;
         p.temperature = i % 2 == 0 ? 0.8f : 1.3f;
         p.top_k = std::array{40, 1, 1024, 7}[i / 3 % 4];
         p.min_p = i % 2 == 0 ? 0.05f : 0.0f;
-        if (i == 10) p.top_k = 0;
-        if (i == 13) p.repetition_penalty = 1.3f;
+        if (i == 4 || i == 7 || i == 10 || i == 16 || i == 25) p.top_k = 0;
+        if (i == 4) p.top_p = 0.999f;
+        if (i == 16) p.top_p = 1.0f;  // min-p alone
+        if (i == 13 || i == 25) p.repetition_penalty = 1.3f;
         if (i == 19) {
             p.frequency_penalty = 0.4f;
             p.presence_penalty = 0.2f;

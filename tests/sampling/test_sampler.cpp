@@ -8,6 +8,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "sampling/logprobs.h"
 #include "sampling/sampler.h"
 
 namespace vela {
@@ -216,8 +217,8 @@ TEST(Sampler, SampleTopEqualsSampleOnTheWholeRow) {
                         std::vector<sampling::Candidate> list = ranked.items;
                         list.resize(static_cast<size_t>(top_k + (draw % 2) * 17), {-1, -inf});
                         ASSERT_EQ(top.sample_top(list), whole.sample(row, {}))
-                            << "t " << temperature << " k " << top_k << " p " << top_p
-                            << " min_p " << min_p << " draw " << draw;
+                            << "t " << temperature << " k " << top_k << " p " << top_p << " min_p "
+                            << min_p << " draw " << draw;
                         ++checked;
                     }
                 }
@@ -229,6 +230,63 @@ TEST(Sampler, SampleTopEqualsSampleOnTheWholeRow) {
     Sampler s(p);
     const std::vector<sampling::Candidate> none(40, {-1, -inf});
     EXPECT_THROW(s.sample_top(none), InvalidArgument);
+}
+
+// Top-p / min-p without top-k (Sampler::nucleus) from the row's 1024 best tokens and its
+// log-sum-exp: where the list holds the survivors, sample_top() gives sample()'s token on the whole
+// row, draw for draw; where it may not (flat rows: the nucleus or min-p's threshold reaches past
+// the list), it declines (-1) without touching the RNG, and sample() on the row draws instead,
+// as the engine does. Peaked rows, flat rows, and rows of 300 listable tokens (the whole row
+// listed: top_p then keeps its ranked order).
+TEST(Sampler, SampleTopNucleusEqualsSampleOrDeclines) {
+    const float inf = std::numeric_limits<float>::infinity();
+    std::mt19937_64 rng(123);
+    int drawn = 0, declined = 0;
+    const std::pair<float, float> cuts[] = {{0.9f, 0.0f},  {0.5f, 0.0f},   {1.0f, 0.05f},
+                                            {0.95f, 0.1f}, {1.0f, 0.001f}, {0.999f, 0.0f}};
+    for (float temperature : {0.5f, 1.0f, 1.5f}) {
+        for (const auto& [top_p, min_p] : cuts) {
+            SamplingParams p;
+            p.temperature = temperature;
+            p.top_k = 0;
+            p.top_p = top_p;
+            p.min_p = min_p;
+            p.seed = rng();
+            ASSERT_TRUE(Sampler::nucleus(p) && Sampler::samples_top(p, 4099));
+            Sampler whole(p), top(p);
+            for (int draw = 0; draw < 60; ++draw) {
+                std::vector<float> row = fixed_logits(4099, rng(), draw % 3 == 0 ? 0.5f : 4.0f);
+                if (draw % 5 == 4)
+                    for (size_t i = 300; i < row.size(); ++i) row[i] = -inf;
+                sampling::Candidates ranked;
+                sampling::top_k(row, Sampler::kNucleusList, ranked);
+                std::vector<sampling::Candidate> list = ranked.items;
+                list.resize(Sampler::kNucleusList, {-1, -inf});
+                const int32_t t = top.sample_top(list, log_sum_exp(row));
+                std::vector<float> a = row, b = row;
+                const int32_t w = whole.sample(a, {});
+                if (t < 0) {
+                    ++declined;
+                    ASSERT_EQ(top.sample(b, {}), w) << "after declining, draw " << draw;
+                } else {
+                    ++drawn;
+                    ASSERT_EQ(t, w) << "t " << temperature << " p " << top_p << " min_p " << min_p
+                                    << " draw " << draw;
+                }
+            }
+        }
+    }
+    EXPECT_GT(declined, 0);
+    EXPECT_GT(drawn, 2 * declined);
+    // Without the row's log-sum-exp nothing is drawn.
+    SamplingParams p;
+    p.temperature = 1.0f;
+    p.top_k = 0;
+    p.top_p = 0.9f;
+    Sampler s(p);
+    const std::vector<sampling::Candidate> one = {{3, 1.0f}, {-1, -inf}};
+    EXPECT_EQ(s.sample_top(one), -1);
+    EXPECT_EQ(s.sample_top(one, 1.0), 3);  // the whole row listed: its only token
 }
 
 // Penalised rows on the device: the penalties applied to the row by (token, count) entries of
@@ -260,15 +318,16 @@ TEST(Sampler, SampleTopAfterPenaltiesEqualsSampleOnTheWholeRow) {
                     for (int i = 0; i < 30; ++i)
                         history.push_back(best.items[rng() % best.items.size()].token);
                     // Entries as ModelRunner::add_penalties makes them.
-                    const size_t n = last_n < 0 ? history.size()
-                                                : std::min(history.size(), size_t(last_n));
+                    const size_t n =
+                        last_n < 0 ? history.size() : std::min(history.size(), size_t(last_n));
                     std::map<int32_t, int32_t> counts;
-                    for (size_t i = history.size() - n; i < history.size(); ++i) ++counts[history[i]];
+                    for (size_t i = history.size() - n; i < history.size(); ++i)
+                        ++counts[history[i]];
                     std::vector<float> penalised = row;
                     for (const auto& [token, count] : counts) {
-                        penalised[token] = sampling::penalised_logit(
-                            penalised[token], count, p.repetition_penalty, p.frequency_penalty,
-                            p.presence_penalty);
+                        penalised[token] =
+                            sampling::penalised_logit(penalised[token], count, p.repetition_penalty,
+                                                      p.frequency_penalty, p.presence_penalty);
                     }
                     sampling::Candidates ranked;
                     sampling::top_k(penalised, Sampler::top_list_size(p), ranked);
