@@ -568,9 +568,75 @@ void bench_decode(double copy_gbs, int sms) {
     cudaStreamDestroy(stream);
 }
 
+// Draft verification: R query rows a sequence (row r sees ctx - (R - 1 - r) keys), one call with
+// the rows packed (DecodeParams::cu_seqlens_q: a CTA holds 16 / group rows) against the same
+// rows as separate decode sequences over the same block tables (each row reads its whole KV).
+// GB/s counts the KV bytes once a call (the floor of a call that reads them once).
+void bench_decode_rows(double copy_gbs, int sms) {
+    cudaStream_t stream;
+    check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+    std::printf(
+        "\n| kv format | batch | context | rows a sequence | packed us | GB/s | %% of copy | rows "
+        "as "
+        "sequences us | packed speed-up |\n|---|---|---|---|---|---|---|---|---|\n");
+    for (KvFormat f : {KvFormat::kBf16, KvFormat::kInt8}) {
+        for (int batch : {16, 64}) {
+            const int ctx = 16384;
+            const DecodeProblem d(f, batch, ctx);
+            const int blocks = ctx / DecodeProblem::kBs;
+            std::vector<int32_t> table(size_t(batch) * blocks);
+            check(cudaMemcpy(table.data(), d.table.p, 4 * table.size(), cudaMemcpyDeviceToHost),
+                  "table");
+            for (int rows : {1, 2, 4, 6, 8}) {
+                const size_t n = size_t(batch) * rows;
+                Buffer q(n * DecodeProblem::kHeads * DecodeProblem::kHd * 2),
+                    o(n * DecodeProblem::kHeads * DecodeProblem::kHd * 2);
+                fill_random(q.p, n * DecodeProblem::kHeads * DecodeProblem::kHd * 2, 8);
+                std::vector<int32_t> cu{0}, row_table, row_lens;
+                for (int b = 0; b < batch; ++b) {
+                    cu.push_back(cu.back() + rows);
+                    for (int r = 0; r < rows; ++r) {
+                        row_table.insert(row_table.end(), table.begin() + size_t(b) * blocks,
+                                         table.begin() + size_t(b + 1) * blocks);
+                        row_lens.push_back(ctx - (rows - 1 - r));
+                    }
+                }
+                Buffer dcu(4 * cu.size()), dtable(4 * row_table.size()), dlens(4 * row_lens.size());
+                check(cudaMemcpy(dcu.p, cu.data(), 4 * cu.size(), cudaMemcpyHostToDevice), "cu");
+                check(cudaMemcpy(dtable.p, row_table.data(), 4 * row_table.size(),
+                                 cudaMemcpyHostToDevice),
+                      "rows");
+                check(cudaMemcpy(dlens.p, row_lens.data(), 4 * row_lens.size(),
+                                 cudaMemcpyHostToDevice),
+                      "lens");
+                DecodeParams packed = d.params(f);
+                packed.q = q.p;
+                packed.o = o.p;
+                packed.cu_seqlens_q = static_cast<int32_t*>(dcu.p);
+                packed.max_seqlen_q = rows;
+                DecodeParams apart = d.params(f);
+                apart.q = q.p;
+                apart.o = o.p;
+                apart.batch = static_cast<int>(n);
+                apart.paged.block_table = static_cast<int32_t*>(dtable.p);
+                apart.seqlens_k = static_cast<int32_t*>(dlens.p);
+                const double t_packed = time_decode(d, packed, sms, stream, false).stream_ms;
+                const double t_apart = time_decode(d, apart, sms, stream, false).stream_ms;
+                const double gb = 2.0 * d.cache_bytes / 1e6;
+                std::printf("| %s | %d | %d | %d | %.1f | %.0f | %.0f%% | %.1f | %.2fx |\n",
+                            f == KvFormat::kBf16 ? "bf16" : "int8", batch, ctx, rows,
+                            t_packed * 1e3, gb / t_packed, 100.0 * gb / t_packed / copy_gbs,
+                            t_apart * 1e3, t_apart / t_packed);
+                std::fflush(stdout);
+            }
+        }
+    }
+    cudaStreamDestroy(stream);
+}
+
 }  // namespace
 
-// Usage: bench_attention_cuda [prefill] [backward] [sparse] [decode]; no argument runs all.
+// Usage: bench_attention_cuda [prefill] [backward] [sparse] [decode] [rows]; no argument runs all.
 int main(int argc, char** argv) {
     auto wanted = [&](const char* name) {
         if (argc == 1) return true;
@@ -587,5 +653,6 @@ int main(int argc, char** argv) {
     if (wanted("backward")) bench_backward();
     if (wanted("sparse")) bench_block_sparse();
     if (wanted("decode")) bench_decode(copy, prop.multiProcessorCount);
+    if (wanted("rows")) bench_decode_rows(copy, prop.multiProcessorCount);
     return 0;
 }

@@ -180,7 +180,7 @@ void decode_plan(DecodeParams& p, int device_sm_count) {
     // 3 CTAs would take 3-10, and every row measured faster so (H100).
     const int64_t cta_cost = quantised ? 128 : 64;
     const int keys = std::max(p.max_seqlen_k, 1);
-    const int64_t per_split = std::max(1, p.batch * p.num_kv_heads);
+    const int64_t per_split = std::max<int64_t>(1, decode_counters(p));
     const int64_t slots = int64_t{std::max(device_sm_count, 1)} * ctas_per_sm;
     const int lo = (keys + detail::kDecodeMaxSplitLen - 1) / detail::kDecodeMaxSplitLen;
     const int hi = std::min(std::max(lo, (keys + 31) / 32), detail::kDecodeMaxSplits);
@@ -201,9 +201,9 @@ void decode_plan(DecodeParams& p, int device_sm_count) {
 }
 
 size_t decode_workspace_bytes(const DecodeParams& p) {
-    return detail::decode_counter_bytes(p) + sizeof(float) * static_cast<size_t>(p.batch) *
-                                                 p.num_heads * std::max(p.num_splits, 1) *
-                                                 (p.head_dim + 1);
+    return detail::decode_counter_bytes(p) + sizeof(float) *
+                                                 static_cast<size_t>(detail::decode_slots(p)) *
+                                                 std::max(p.num_splits, 1) * (p.head_dim + 1);
 }
 
 void decode_forward(const DecodeParams& p, void* stream) {
@@ -225,6 +225,10 @@ void decode_forward(const DecodeParams& p, void* stream) {
         fail<InvalidArgument>("decode_forward: num_splits {} (call decode_plan() first; max {})",
                               p.num_splits, detail::kDecodeMaxSplits);
     if (is_8bit(p.kv_format)) check_scales(p.paged, p.head_dim, "decode_forward");
+    if (p.cu_seqlens_q != nullptr &&
+        (p.max_seqlen_q < 1 || p.max_seqlen_q > DecodeParams::kMaxRows))
+        fail<InvalidArgument>("decode_forward: max_seqlen_q {} with cu_seqlens_q (1 to {})",
+                              p.max_seqlen_q, DecodeParams::kMaxRows);
     const int len = split_len(p);
     if (len > detail::kDecodeMaxSplitLen)
         fail<InvalidArgument>("decode_forward: {} splits leave {} keys a split (max {})",

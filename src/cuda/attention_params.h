@@ -2,6 +2,7 @@
 // Host API of the CUDA attention kernels. Plain C++ (no CUDA headers), so engine code built
 // without nvcc can fill these structs. All pointers are device pointers; strides are in
 // elements. One Params struct per kernel, validated once at the launch boundary.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -147,9 +148,11 @@ struct BackwardParams {
     int window_left = -1;
 };
 
-// Decode (one query token per sequence) over paged K/V: split-K Flash-Decoding in one launch.
-// Each CTA owns one kv head (all its query heads packed) and one slice of the context; the last
-// CTA of a (sequence, kv head) to finish merges the slices through their LSEs.
+// Decode over paged K/V: split-K Flash-Decoding in one launch. One query row per sequence, or a
+// few (verifying speculative drafts, cu_seqlens_q). Each CTA owns one kv head (all its query
+// heads packed, and with cu_seqlens_q as many of the sequence's rows as fit its 16 mma columns)
+// and one slice of the context; the last CTA of a (sequence, kv head, rows) to finish merges the
+// slices through their LSEs.
 struct DecodeParams {
     Dtype dtype = Dtype::kBf16;  // dtype of q and o
     KvFormat kv_format = KvFormat::kBf16;
@@ -159,12 +162,21 @@ struct DecodeParams {
     int batch = 0;
     int max_seqlen_k = 0;  // host-side bound on seqlens_k: sizes the split
 
-    const void* q = nullptr;  // [batch][num_heads][head_dim], contiguous
+    const void* q = nullptr;  // [rows][num_heads][head_dim], contiguous
     PagedKv paged;
     const int32_t* seqlens_k = nullptr;  // [batch]
 
-    void* o = nullptr;     // [batch][num_heads][head_dim], contiguous
-    float* lse = nullptr;  // optional [batch][num_heads]
+    // Optional, several query rows per sequence, as in PrefillParams: sequence b owns q / o rows
+    // [cu_seqlens_q[b], cu_seqlens_q[b + 1]), and its row i of n sees keys [0, seqlens_k[b] - n +
+    // 1 + i) (causal, bottom-right aligned). A CTA packs 16 / group of a sequence's rows with
+    // their query heads, so each K/V byte is read once per that many rows, not once per row.
+    // nullptr: one row per sequence (row b).
+    const int32_t* cu_seqlens_q = nullptr;  // [batch + 1]
+    int max_seqlen_q = 1;  // host-side bound on the rows per sequence (<= kMaxRows): sizes the grid
+    static constexpr int kMaxRows = 64;
+
+    void* o = nullptr;     // [rows][num_heads][head_dim], contiguous
+    float* lse = nullptr;  // optional [rows][num_heads]
     float softmax_scale = 0.f;
 
     // True when no kernel launched just before this call in the stream writes block_table or
@@ -174,8 +186,9 @@ struct DecodeParams {
     // wait (an L2 prefetch reads nothing into the kernel), the caches unless kv_ready.
     bool metadata_ready = false;
     // True (with metadata_ready) when the kernel launched just before this call writes, of the
-    // caches, at most each sequence's newest key (the token this step appends, as a fused
-    // append-and-rope kernel does) with its scales: each warp
+    // caches, at most each sequence's newest key, or its newest rows' keys with cu_seqlens_q (the
+    // tokens this step appends, as a fused append-and-rope kernel does) with their scales: each
+    // warp
     // whose first tiles hold only older keys then copies them into shared memory before the
     // launch wait, not just into L2. Speed against kv_ready off (docs/benchmarks-cuda.md):
     // H200 0.99-1.11x, H100 0.94-1.06x (slower at 8-bit batch 1 with 16k-32k keys).
@@ -183,13 +196,25 @@ struct DecodeParams {
 
     int num_splits = 0;  // 0: chosen by decode_plan(); at most 1024
     // decode_workspace_bytes() bytes of device memory, zero-filled (cudaMemset) once when
-    // allocated: its first bytes are per-(sequence, kv head) counters that every call leaves
-    // zero, then the splits' partial outputs. A workspace reused by calls of several batch
-    // sizes reserves counters for the largest (workspace_counters), so that no call's partial
-    // outputs land on another's counters; zero the counters again when that reserve grows.
+    // allocated: its first bytes are per-(sequence, kv head, rows) counters (decode_counters())
+    // that every call leaves zero, then the splits' partial outputs. A workspace reused by calls
+    // of several shapes reserves counters for the largest (workspace_counters), so that no call's
+    // partial outputs land on another's counters; zero the counters again when that reserve grows.
     void* workspace = nullptr;
-    int workspace_counters = 0;  // counters reserved, >= batch * num_kv_heads (0: exactly that)
+    int workspace_counters = 0;  // counters reserved, >= decode_counters() (0: exactly that)
 };
+
+// A decode call's CTAs per (kv head, split) of a sequence: its rows in groups of 16 / group
+// (one with cu_seqlens_q unset). Each such CTA group has one finish counter in the workspace.
+inline int decode_row_chunks(const DecodeParams& p) {
+    if (p.cu_seqlens_q == nullptr) return 1;
+    const int group = p.num_kv_heads > 0 ? std::max(p.num_heads / p.num_kv_heads, 1) : 1;
+    const int per_cta = std::max(16 / group, 1);
+    return (std::max(p.max_seqlen_q, 1) + per_cta - 1) / per_cta;
+}
+inline int64_t decode_counters(const DecodeParams& p) {
+    return int64_t{p.batch} * p.num_kv_heads * decode_row_chunks(p);
+}
 
 // Launches on `stream` (a cudaStream_t; nullptr = default stream). Throw vela::InvalidArgument
 // for unsupported shapes and vela::Error for CUDA failures.

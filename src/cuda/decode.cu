@@ -1,5 +1,5 @@
 // Launcher of the decode kernel: instances per KV format x head dim (dispatch.cuh) and, for 8-bit
-// KV, CTAs per SM. The query dtype and group size are run-time values inside the kernel (one Q
+// KV, CTAs per SM; one more each for several query rows a sequence (16 mma columns). The query dtype and group size are run-time values inside the kernel (one Q
 // load per warp; the mma always carries 8 head rows).
 #include "cuda/decode_kernel.cuh"
 #include "cuda/dispatch.cuh"
@@ -23,9 +23,9 @@ struct DecodeInstance {
     size_t smem = 0;
 };
 
-template <KvFormat F, int HD, int kCtasPerSm>
+template <KvFormat F, int HD, int kCtasPerSm, int kQT = 1>
 cudaError_t prepare(DecodeInstance& out) {
-    constexpr auto kernel = &decode_split_kernel<F, HD, kCtasPerSm>;
+    constexpr auto kernel = &decode_split_kernel<F, HD, kCtasPerSm, kQT>;
     constexpr int smem = DecodeShape<F, HD, kCtasPerSm>::kSmem;
     out = {reinterpret_cast<const void*>(kernel), smem};
     return allow_dynamic_smem<kernel>(smem);
@@ -35,6 +35,8 @@ cudaError_t instance_for(const DecodeParams& p, DecodeInstance& out) {
     return dispatch_kv_format<DecodeHeadDims>(p.kv_format, p.head_dim, [&](auto kv, auto hd) {
         constexpr KvFormat F = decltype(kv)::value;
         constexpr int HD = decltype(hd)::value;
+        // Several rows a sequence: 16 columns (twice the accumulators) at 2 CTAs per SM.
+        if (p.cu_seqlens_q != nullptr) return prepare<F, HD, 2, 2>(out);
         if constexpr (DecodeShape<F, HD>::kQuant) {
             if (deep_8bit(p)) return prepare<F, HD, 3>(out);
         }
@@ -61,14 +63,14 @@ cudaError_t launch_decode(const DecodeParams& p, int split_len, cudaStream_t str
     auto* base = static_cast<char*>(p.workspace);
     auto* o_part = reinterpret_cast<float*>(base + decode_counter_bytes(p));
     DecodeOut out{reinterpret_cast<unsigned*>(base), o_part,
-                  o_part + static_cast<size_t>(p.batch) * p.num_heads * p.num_splits * p.head_dim};
+                  o_part + static_cast<size_t>(decode_slots(p)) * p.num_splits * p.head_dim};
     DecodeInstance inst;
     if (const cudaError_t e = instance_for(p, inst); e != cudaSuccess) return e;
     int dev = 0, major = 0;
     cudaGetDevice(&dev);
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
     cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(p.num_splits, p.num_kv_heads, p.batch);
+    cfg.gridDim = dim3(p.num_splits, p.num_kv_heads * decode_row_chunks(p), p.batch);
     cfg.blockDim = dim3(kDecodeThreads);
     cfg.dynamicSmemBytes = inst.smem;
     cfg.stream = stream;

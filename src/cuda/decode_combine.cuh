@@ -11,6 +11,25 @@
 
 namespace vela::cuda::detail {
 
+// The query columns of a CTA: `rows` consecutive query rows (q / o rows first, first + 1, ...)
+// of one sequence, `group` columns each (column j: row j / group, head kvh * group + j % group).
+// Columns past rows * group are padding (zero queries, never written). The CTA's last row sees
+// keys [0, last_len), row i of it keys [0, last_len - (rows - 1 - i)).
+struct QueryCols {
+    int64_t first;
+    int rows, group, kvh, last_len;
+
+    __device__ bool valid(int col) const { return col < rows * group; }
+    // Keys column col sees (a padding column: as many as the last row, for finite scores).
+    __device__ int len(int col) const {
+        return valid(col) ? last_len - (rows - 1 - col / group) : last_len;
+    }
+    // Index of column col's q / o / lse row of num_heads heads.
+    __device__ int64_t head_row(int col, int num_heads) const {
+        return (first + col / group) * num_heads + kvh * group + col % group;
+    }
+};
+
 // The decode workspace as the kernel sees it (layout: launch.h, decode_counter_bytes).
 struct DecodeOut {
     unsigned* counters;  // [batch][num_kv_heads]: finished splits; zero between calls
@@ -43,21 +62,21 @@ __device__ __forceinline__ void store_out4(const DecodeParams& p, int64_t row, i
     if (d == 0 && p.lse != nullptr) p.lse[row] = lse2 * 0.6931471805599453f;  // -inf stays
 }
 
-// Merges the splits of heads row0 .. row0 + group - 1: o = sum_s w_s o_s, w_s = 2^(lse_s - lse).
-// One CTA does this at the tail of the call, so it is latency-bound: each thread owns one head's
-// float4 of dims and requests kInFlight splits' partials and their LSEs in one go (the LSE
-// loads of a head are one broadcast per warp), then merges them with an online softmax, so there
-// is no separate pass for the weights. Partials come from other CTAs, so they are read through
-// L2 (__ldcg), never a stale L1 line.
+// Merges the splits of each column g of the CTA's (partial slots slot0 + g): o = sum_s w_s o_s,
+// w_s = 2^(lse_s - lse). One CTA does this at the tail of the call, so it is latency-bound: each
+// thread owns one column's float4 of dims and requests kInFlight splits' partials and their LSEs
+// in one go (the LSE loads of a column are one broadcast per warp), then merges them with an
+// online softmax, so there is no separate pass for the weights. Partials come from other CTAs, so
+// they are read through L2 (__ldcg), never a stale L1 line.
 template <int HD, int kInFlight>
-__device__ void combine_splits(const DecodeParams& p, const DecodeOut& out, int group,
-                               int64_t row0, int num_splits) {
+__device__ void combine_splits(const DecodeParams& p, const DecodeOut& out, const QueryCols& qc,
+                               int64_t slot0, int num_splits) {
     constexpr int kPerHead = HD / 4, kHeadsPerPass = kDecodeThreads / kPerHead;
     const int d4 = threadIdx.x % kPerHead;
-    for (int g = threadIdx.x / kPerHead; g < group; g += kHeadsPerPass) {
-        const float* lse = out.lse_part + (row0 + g) * num_splits;
+    for (int g = threadIdx.x / kPerHead; g < qc.rows * qc.group; g += kHeadsPerPass) {
+        const float* lse = out.lse_part + (slot0 + g) * num_splits;
         const float4* o =
-            reinterpret_cast<const float4*>(out.o_part) + (row0 + g) * num_splits * kPerHead + d4;
+            reinterpret_cast<const float4*>(out.o_part) + (slot0 + g) * num_splits * kPerHead + d4;
         float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
         float m = -INFINITY, total = 0.f;
         for (int s0 = 0; s0 < num_splits; s0 += kInFlight) {
@@ -95,53 +114,61 @@ __device__ void combine_splits(const DecodeParams& p, const DecodeOut& out, int 
         acc.y *= inv;
         acc.z *= inv;
         acc.w *= inv;
-        store_out4(p, row0 + g, 4 * d4, acc, total > 0.f ? m + log2f(total) : -INFINITY);
+        store_out4(p, qc.head_row(g, p.num_heads), 4 * d4, acc,
+                   total > 0.f ? m + log2f(total) : -INFINITY);
     }
 }
 
-// Merges the warps' states, then writes o directly (one split) or this split's partial result;
-// the last split of the (sequence, kv head) to get here combines all of them.
-template <KvFormat F, int HD, int kCtasPerSm>
+// Merges the warps' states, then writes o directly (one split) or this split's partial result
+// (slots slot0 + column); the last split of the CTA's (sequence, kv head, rows) to get here
+// combines all of them.
+template <KvFormat F, int HD, int kCtasPerSm, int kQT>
 __device__ void finish_split(const DecodeParams& p, const DecodeOut& out, char* smem,
-                             DecodeState<HD>& st, int group, int64_t row0, unsigned* counter) {
-    // o rows of HD + 4 floats: the 4 lanes of a quad write 4 heads at one dim, banks 4 apart
+                             DecodeState<HD, kQT>& st, const QueryCols& qc, int64_t slot0,
+                             unsigned* counter) {
+    // o rows of HD + 4 floats: the 4 lanes of a quad write 4 columns at one dim, banks 4 apart
     // (at a stride of HD they share a bank).
-    constexpr int kRow = HD + 4;
-    static_assert(DecodeShape<F, HD>::kSmem >= kDecodeWarps * kDecodeRows * (2 + kRow) * 4);
+    constexpr int kRow = HD + 4, kCols = kQT * kDecodeRows;
+    static_assert(DecodeShape<F, HD>::kSmem >= kDecodeWarps * kCols * (2 + kRow) * 4);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane >> 2, c = lane & 3;
     const int num_splits = gridDim.x, split = blockIdx.x;
-    float* s_ml = reinterpret_cast<float*>(smem);  // [warp][head][max, sum]
-    float* s_o = s_ml + kDecodeWarps * kDecodeRows * 2;  // [warp][head][kRow]
-    st.l += __shfl_xor_sync(0xffffffffu, st.l, 1);
-    st.l += __shfl_xor_sync(0xffffffffu, st.l, 2);
+    float* s_ml = reinterpret_cast<float*>(smem);   // [warp][column][max, sum]
+    float* s_o = s_ml + kDecodeWarps * kCols * 2;  // [warp][column][kRow]
     __syncthreads();  // every warp is done with its ring: reuse it
-    if (c == 0) {
-        s_ml[(warp * kDecodeRows + r) * 2] = st.m;
-        s_ml[(warp * kDecodeRows + r) * 2 + 1] = st.l;
-    }
-    float* o_rows = s_o + (warp * kDecodeRows + 2 * c) * kRow;  // heads 2c, 2c + 1
 #pragma unroll
-    for (int mt = 0; mt < HD / 16; ++mt) {
-        if constexpr (DecodeShape<F, HD>::kQuant) {  // halves 0 / 1 are adjacent dims: 8 bytes
-            const int d = out_dim<F>(mt, 0, r);
-            *reinterpret_cast<float2*>(o_rows + d) = make_float2(st.o[mt][0], st.o[mt][2]);
-            *reinterpret_cast<float2*>(o_rows + kRow + d) = make_float2(st.o[mt][1], st.o[mt][3]);
-        } else {
+    for (int qt = 0; qt < kQT; ++qt) {
+        float l = st.l[qt];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        if (c == 0) {
+            s_ml[(warp * kCols + 8 * qt + r) * 2] = st.m[qt];
+            s_ml[(warp * kCols + 8 * qt + r) * 2 + 1] = l;
+        }
+        float* o_rows = s_o + (warp * kCols + 8 * qt + 2 * c) * kRow;  // columns 2c, 2c + 1
 #pragma unroll
-            for (int i = 0; i < 4; ++i) o_rows[(i % 2) * kRow + out_dim<F>(mt, i / 2, r)] = st.o[mt][i];
+        for (int mt = 0; mt < HD / 16; ++mt) {
+            const float* o = st.o[qt][mt];
+            if constexpr (DecodeShape<F, HD>::kQuant) {  // halves 0 / 1: adjacent dims, 8 bytes
+                const int d = out_dim<F>(mt, 0, r);
+                *reinterpret_cast<float2*>(o_rows + d) = make_float2(o[0], o[2]);
+                *reinterpret_cast<float2*>(o_rows + kRow + d) = make_float2(o[1], o[3]);
+            } else {
+#pragma unroll
+                for (int i = 0; i < 4; ++i) o_rows[(i % 2) * kRow + out_dim<F>(mt, i / 2, r)] = o[i];
+            }
         }
     }
     __syncthreads();
-    // One float4 of one head's dims per thread: each thread works out its head's warp weights
-    // itself (broadcast shared loads), then merges 4 float4s. (A loop over single dims that
-    // recomputed the weights for each took about 1.4 us a call on H100.)
+    // One float4 of one column's dims per thread: each thread works out its column's warp
+    // weights itself (broadcast shared loads), then merges 4 float4s. (A loop over single dims
+    // that recomputed the weights for each took about 1.4 us a call on H100.)
     constexpr int kPerHead = HD / 4, kHeadsPerPass = kDecodeThreads / kPerHead;
     const int d4 = threadIdx.x % kPerHead;
-    for (int g = threadIdx.x / kPerHead; g < group; g += kHeadsPerPass) {
+    for (int g = threadIdx.x / kPerHead; g < qc.rows * qc.group; g += kHeadsPerPass) {
         float m[kDecodeWarps], mx = -INFINITY;
 #pragma unroll
         for (int w = 0; w < kDecodeWarps; ++w) {
-            m[w] = s_ml[(w * kDecodeRows + g) * 2];
+            m[w] = s_ml[(w * kCols + g) * 2];
             mx = fmaxf(mx, m[w]);
         }
         float sum = 0.f;
@@ -149,8 +176,8 @@ __device__ void finish_split(const DecodeParams& p, const DecodeOut& out, char* 
 #pragma unroll
         for (int w = 0; w < kDecodeWarps; ++w) {
             const float wt = m[w] == -INFINITY ? 0.f : exp2f(m[w] - mx);
-            sum += wt * s_ml[(w * kDecodeRows + g) * 2 + 1];
-            const float4 v = reinterpret_cast<const float4*>(s_o + (w * kDecodeRows + g) * kRow)[d4];
+            sum += wt * s_ml[(w * kCols + g) * 2 + 1];
+            const float4 v = reinterpret_cast<const float4*>(s_o + (w * kCols + g) * kRow)[d4];
             acc.x += wt * v.x;
             acc.y += wt * v.y;
             acc.z += wt * v.z;
@@ -160,9 +187,9 @@ __device__ void finish_split(const DecodeParams& p, const DecodeOut& out, char* 
         acc = make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
         const float lse2 = sum > 0.f ? mx + log2f(sum) : -INFINITY;
         if (num_splits == 1) {
-            store_out4(p, row0 + g, 4 * d4, acc, lse2);
+            store_out4(p, qc.head_row(g, p.num_heads), 4 * d4, acc, lse2);
         } else {
-            const int64_t row = (row0 + g) * num_splits + split;
+            const int64_t row = (slot0 + g) * num_splits + split;
             reinterpret_cast<float4*>(out.o_part + row * HD)[d4] = acc;
             if (d4 == 0) out.lse_part[row] = lse2;
         }
@@ -189,7 +216,7 @@ __device__ void finish_split(const DecodeParams& p, const DecodeOut& out, char* 
     if (!__syncthreads_or(last)) return;
     // All of a head's splits in one request where the registers allow (2 CTAs per SM); at 3 the
     // planner gives at most 10 splits.
-    combine_splits<HD, kCtasPerSm == 2 ? 32 : 16>(p, out, group, row0, num_splits);
+    combine_splits<HD, kCtasPerSm == 2 ? 32 : 16>(p, out, qc, slot0, num_splits);
 }
 
 }  // namespace vela::cuda::detail

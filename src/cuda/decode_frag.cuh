@@ -5,10 +5,11 @@
 // through ldmatrix; 8-bit formats (INT8, FP8-e4m3) are widened to fp16 pairs in registers, once
 // per element, so the arithmetic per byte stays far below what memory bandwidth allows.
 //
-// Scores use S = Q K^T with M = query heads of the group (rows >= 8 are zero padding) and N =
-// keys. The output is computed transposed, O^T = V^T P^T with M = 16 output dims and N = the 8
-// heads: P^T is the B operand straight from the score accumulators, and no accumulator holds
-// padding (half the mma and half the registers of O = P V with padded heads). For 8-bit K the head
+// Scores use S = Q K^T with M = the CTA's query columns (the group's heads, rows 8-15 zero
+// padding; or 16 columns of several query rows, kQT = 2) and N = keys. The output is computed
+// transposed, O^T = V^T P^T with M = 16 output dims and N = 8 columns a tile: P^T is the B
+// operand straight from the score accumulators, and no accumulator holds padding (half the mma
+// and half the registers of O = P V with padded heads). For 8-bit K the head
 // dimension (the contraction) is permuted so each lane widens 16 contiguous bytes: lane quad c of
 // mma step s covers dims 64 (s / 4) + 16 c + 4 (s % 4) + {0, 1} (a0/b0) and + {2, 3} (a2/b1);
 // Q is loaded in the same order. For 8-bit V the output dims of mma tile mt are permuted instead
@@ -26,7 +27,7 @@ namespace vela::cuda::detail {
 constexpr int kDecodeWarps = 4;
 constexpr int kDecodeThreads = kDecodeWarps * 32;
 constexpr int kDecodeTile = 16;  // keys per warp step: one k-step of P V
-constexpr int kDecodeRows = 8;   // query heads per mma (group <= 8)
+constexpr int kDecodeRows = 8;   // query columns per output mma tile (group <= 8)
 
 // kCtasPerSm: 2 for every format, 3 (shallower rings) for 8-bit KV on long contexts, see
 // decode.cu.
@@ -109,20 +110,33 @@ __device__ __forceinline__ void widen4(uint32_t w, uint32_t& lo, uint32_t& hi) {
     }
 }
 
-// s[nt] += Q K^T for keys 8 nt .. 8 nt + 7 of the tile (qa: a0/a2 of each k-step); INT8 scores
-// come out offset by kInt8Bias * sum(q).
-template <KvFormat F, int HD>
-__device__ __forceinline__ void tile_scores(const char* kt, const uint32_t (&qa)[HD / 16][2],
+// The A fragment of k-step st: rows 0-7 from column tile 0 (a0/a2), rows 8-15 from tile 1 or
+// zero.
+template <int HD, int kQT>
+__device__ __forceinline__ void q_fragment(const uint32_t (&qa)[kQT][HD / 16][2], int st,
+                                           uint32_t (&a)[4]) {
+    a[0] = qa[0][st][0];
+    a[2] = qa[0][st][1];
+    a[1] = kQT > 1 ? qa[kQT - 1][st][0] : 0u;
+    a[3] = kQT > 1 ? qa[kQT - 1][st][1] : 0u;
+}
+
+// s[nt] += Q K^T for keys 8 nt .. 8 nt + 7 of the tile (qa: a0/a2 of each k-step of each column
+// tile); s[nt][0..1] are column r = lane / 4, s[nt][2..3] column r + 8. INT8 scores come out
+// offset by kInt8Bias * sum(q).
+template <KvFormat F, int HD, int kQT>
+__device__ __forceinline__ void tile_scores(const char* kt, const uint32_t (&qa)[kQT][HD / 16][2],
                                             float (&s)[2][4], int lane) {
     using S = DecodeShape<F, HD>;
     using T = typename S::T;
+    static_assert(kQT == 1 || kQT == 2);
     if constexpr (!S::kQuant) {
         const int m = lane >> 3, row = (m >> 1) * 8 + (lane & 7);
 #pragma unroll
         for (int st = 0; st < HD / 16; ++st) {
-            uint32_t b[4];
+            uint32_t b[4], a[4];
             ldmatrix_x4(b, kt + tile_offset<F, HD>(row, 2 * st + (m & 1)));
-            const uint32_t a[4] = {qa[st][0], 0u, qa[st][1], 0u};
+            q_fragment<HD, kQT>(qa, st, a);
             mma_16816<T>(s[0], a, b[0], b[1]);
             mma_16816<T>(s[1], a, b[2], b[3]);
         }
@@ -141,7 +155,8 @@ __device__ __forceinline__ void tile_scores(const char* kt, const uint32_t (&qa)
                 widen4<F>(w.w, h[6], h[7]);
 #pragma unroll
                 for (int t = 0; t < 4; ++t) {
-                    const uint32_t a[4] = {qa[4 * j + t][0], 0u, qa[4 * j + t][1], 0u};
+                    uint32_t a[4];
+                    q_fragment<HD, kQT>(qa, 4 * j + t, a);
                     mma_16816<T>(s[nt], a, h[2 * t], h[2 * t + 1]);
                 }
             }
@@ -149,11 +164,12 @@ __device__ __forceinline__ void tile_scores(const char* kt, const uint32_t (&qa)
     }
 }
 
-// o^T += V^T P^T for the tile; pb is P^T (k = the tile's 16 keys, n = heads) as a B fragment:
-// (keys 2c, 2c+1 ; 2c+8, 2c+9) of head g, exactly the layout of the score accumulators.
-template <KvFormat F, int HD>
-__device__ __forceinline__ void tile_values(const char* vt, const uint32_t (&pb)[2],
-                                            float (&o)[HD / 16][4], int lane) {
+// o[qt]^T += V^T P^T for the tile; pb[qt] is P^T (k = the tile's 16 keys, n = the 8 columns of
+// tile qt) as a B fragment: (keys 2c, 2c+1 ; 2c+8, 2c+9) of column g, exactly the layout of the
+// score accumulators. One V fragment feeds every column tile.
+template <KvFormat F, int HD, int kQT>
+__device__ __forceinline__ void tile_values(const char* vt, const uint32_t (&pb)[kQT][2],
+                                            float (&o)[kQT][HD / 16][4], int lane) {
     using S = DecodeShape<F, HD>;
     using T = typename S::T;
     if constexpr (!S::kQuant) {
@@ -164,7 +180,8 @@ __device__ __forceinline__ void tile_values(const char* vt, const uint32_t (&pb)
         for (int mt = 0; mt < HD / 16; ++mt) {
             uint32_t a[4];
             ldmatrix_x4_trans(a, vt + tile_offset<F, HD>(row, 2 * mt + (m & 1)));
-            mma_16816<T>(o[mt], a, pb[0], pb[1]);
+#pragma unroll
+            for (int qt = 0; qt < kQT; ++qt) mma_16816<T>(o[qt][mt], a, pb[qt][0], pb[qt][1]);
         }
     } else {
         const int r = lane >> 2, c = lane & 3;
@@ -188,28 +205,40 @@ __device__ __forceinline__ void tile_values(const char* vt, const uint32_t (&pb)
                 uint32_t a[4];
                 widen4<F>(__byte_perm(x[0], x[1], sel), a[0], a[1]);
                 widen4<F>(__byte_perm(x[2], x[3], sel), a[2], a[3]);
-                mma_16816<T>(o[2 * j + h], a, pb[0], pb[1]);
+#pragma unroll
+                for (int qt = 0; qt < kQT; ++qt)
+                    mma_16816<T>(o[qt][2 * j + h], a, pb[qt][0], pb[qt][1]);
             }
         }
     }
 }
 
-// One warp's running softmax state: output accumulators o^T (tile mt: rows = out_dim(mt, 0 / 1,
-// g), columns = heads 2c, 2c + 1: o[mt][i] is head 2c + i % 2), and for head r = lane / 4 the
-// running max m (log2 units) and this lane's part of the running sum l. INT8 V enters the P V
-// product biased by kInt8Bias, so o carries kInt8Bias * p_sum on top, where p_sum (same
-// layout as an o tile) sums the V-scaled P as rounded for the mma; unbias() takes it off.
-template <int HD>
+// One warp's running softmax state per column tile qt: output accumulators o^T (tile mt: rows =
+// out_dim(mt, 0 / 1, g), columns = 8 qt + 2c, 8 qt + 2c + 1: o[qt][mt][i] is column 8 qt + 2c +
+// i % 2), and for column 8 qt + r (r = lane / 4) the running max m (log2 units) and this lane's
+// part of the running sum l. INT8 V enters the P V product biased by kInt8Bias, so o carries
+// kInt8Bias * p_sum on top, where p_sum (same layout as an o tile) sums the V-scaled P as
+// rounded for the mma; unbias() takes it off.
+template <int HD, int kQT = 1>
 struct DecodeState {
-    float o[HD / 16][4] = {};
-    float p_sum[4] = {};
-    float m = -INFINITY, l = 0.f;
+    float o[kQT][HD / 16][4] = {};
+    float p_sum[kQT][4] = {};
+    float m[kQT], l[kQT];
 
+    __device__ DecodeState() {
+#pragma unroll
+        for (int qt = 0; qt < kQT; ++qt) {
+            m[qt] = -INFINITY;
+            l[qt] = 0.f;
+        }
+    }
     __device__ void unbias() {
 #pragma unroll
-        for (int mt = 0; mt < HD / 16; ++mt)
+        for (int qt = 0; qt < kQT; ++qt)
 #pragma unroll
-            for (int i = 0; i < 4; ++i) o[mt][i] -= kInt8Bias * p_sum[i];
+            for (int mt = 0; mt < HD / 16; ++mt)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) o[qt][mt][i] -= kInt8Bias * p_sum[qt][i];
     }
 };
 

@@ -97,118 +97,153 @@ __device__ __forceinline__ void issue_tile(char* stage, const DecodeSlice& c, in
 
 // Scores, online-softmax update and P V for N staged tiles (first keys tile0[n]) at once: N
 // independent score products, then one softmax update over all their keys (see stream_slice).
-template <KvFormat F, int HD, int N>
+// This lane's columns r + 8 qt (r = lane / 4) see keys below end[qt].
+template <KvFormat F, int HD, int N, int kQT>
 __device__ __forceinline__ void consume_tiles(const char* const (&stage)[N],
-                                              const uint32_t (&qa)[HD / 16][2],
-                                              const int (&tile0)[N], int end, float scale_log2,
-                                              float q_bias, DecodeState<HD>& st, int lane) {
+                                              const uint32_t (&qa)[kQT][HD / 16][2],
+                                              const int (&tile0)[N], const int (&end)[kQT],
+                                              float scale_log2, const float (&q_bias)[kQT],
+                                              DecodeState<HD, kQT>& st, int lane) {
     using S = DecodeShape<F, HD>;
     using T = typename S::T;
     float s[N][2][4] = {};
 #pragma unroll
-    for (int n = 0; n < N; ++n) tile_scores<F, HD>(stage[n], qa, s[n], lane);
+    for (int n = 0; n < N; ++n) tile_scores<F, HD, kQT>(stage[n], qa, s[n], lane);
     const int c = lane & 3;
-    float x[N][4];  // keys 2c, 2c+1, 2c+8, 2c+9 of head r in tile n
-    float mx = -INFINITY;
+    float x[kQT][N][4];  // keys 2c, 2c+1, 2c+8, 2c+9 of column 8 qt + r in tile n
+    float m_new[kQT], m_sub[kQT], alpha[kQT];  // m_sub: what the exponents subtract
+    bool grew = false;
 #pragma unroll
-    for (int n = 0; n < N; ++n) {
-        const float* scales = reinterpret_cast<const float*>(stage[n] + 2 * S::kTileBytes);
+    for (int qt = 0; qt < kQT; ++qt) {
+        float mx = -INFINITY;
 #pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            const int key = 8 * (k >> 1) + 2 * c + (k & 1);
-            float v = (s[n][k >> 1][k & 1] - q_bias) * scale_log2;
-            if constexpr (S::kQuant) v *= scales[key];
-            x[n][k] = tile0[n] + key < end ? v : -INFINITY;
-            mx = fmaxf(mx, x[n][k]);
+        for (int n = 0; n < N; ++n) {
+            const float* scales = reinterpret_cast<const float*>(stage[n] + 2 * S::kTileBytes);
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                const int key = 8 * (k >> 1) + 2 * c + (k & 1);
+                float v = (s[n][k >> 1][2 * qt + (k & 1)] - q_bias[qt]) * scale_log2;
+                if constexpr (S::kQuant) v *= scales[key];
+                x[qt][n][k] = tile0[n] + key < end[qt] ? v : -INFINITY;
+                mx = fmaxf(mx, x[qt][n][k]);
+            }
         }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        // One row per CTA: the first tile's first key is always valid, so m_new is finite.
+        // Several rows: a row may see none of a slice's keys yet (m_new = -inf); it then
+        // subtracts 0, so every exponent is exp2(-inf) = 0, never NaN.
+        m_new[qt] = fmaxf(st.m[qt], mx);
+        grew |= m_new[qt] > st.m[qt];
+        m_sub[qt] = kQT > 1 && m_new[qt] == -INFINITY ? 0.f : m_new[qt];
+        alpha[qt] = fast_exp2(st.m[qt] - m_sub[qt]);
     }
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    // The first tile's first key is always valid, so mx and m_new are finite.
-    const float m_new = fmaxf(st.m, mx);
-    const float alpha = fast_exp2(st.m - m_new);
-    // Past the first tiles the running max rarely grows: skip the rescale when no head's did.
-    if (__any_sync(0xffffffffu, m_new > st.m)) {
-        st.l *= alpha;
-        // o's columns are heads 2c and 2c + 1; lane 4 h holds head h's alpha.
-        const float a0 = __shfl_sync(0xffffffffu, alpha, 8 * c),
-                    a1 = __shfl_sync(0xffffffffu, alpha, 8 * c + 4);
+    // Past the first tiles the running max rarely grows: skip the rescale when no column's did.
+    if (__any_sync(0xffffffffu, grew)) {
 #pragma unroll
-        for (int mt = 0; mt < HD / 16; ++mt) {
-            st.o[mt][0] *= a0;
-            st.o[mt][1] *= a1;
-            st.o[mt][2] *= a0;
-            st.o[mt][3] *= a1;
-        }
-        if constexpr (F == KvFormat::kInt8) {
-            st.p_sum[0] *= a0;
-            st.p_sum[1] *= a1;
-            st.p_sum[2] *= a0;
-            st.p_sum[3] *= a1;
-        }
-    }
-    st.m = m_new;
+        for (int qt = 0; qt < kQT; ++qt) {
+            st.l[qt] *= alpha[qt];
+            // o's columns are 8 qt + 2c and + 1; lane 4 h holds column 8 qt + h's alpha.
+            const float a0 = __shfl_sync(0xffffffffu, alpha[qt], 8 * c),
+                        a1 = __shfl_sync(0xffffffffu, alpha[qt], 8 * c + 4);
 #pragma unroll
-    for (int n = 0; n < N; ++n) {
-        const float* scales = reinterpret_cast<const float*>(stage[n] + 2 * S::kTileBytes);
-        float p[4];
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            p[k] = fast_exp2(x[n][k] - m_new);
-            st.l += p[k];
-            // The per-key V scale folds into P, not into every V element.
-            if constexpr (S::kQuant) p[k] *= scales[kDecodeTile + 8 * (k >> 1) + 2 * c + (k & 1)];
-        }
-        const uint32_t pb[2] = {pack2<T>(p[0], p[1]), pack2<T>(p[2], p[3])};
-        tile_values<F, HD>(stage[n] + S::kTileBytes, pb, st.o, lane);
-        if constexpr (F == KvFormat::kInt8) {        // p_sum += 1 P^T: the same sums in every row
-            constexpr uint32_t kOnes = 0x3c003c00u;  // fp16 1.0, 1.0
-            const uint32_t ones[4] = {kOnes, kOnes, kOnes, kOnes};
-            mma_16816<T>(st.p_sum, ones, pb[0], pb[1]);
-        }
-    }
-}
-
-// Q of head r (zero when r >= group) as 32-bit words of two query values, in the dim order
-// tile_scores expects. Only issued here: the words are converted by pack_q once the block-table
-// reads and the first K/V copies are on their way, so the three latencies overlap.
-template <KvFormat F, int HD>
-__device__ __forceinline__ void load_q(const DecodeParams& p, int b, int kvh, int group, int lane,
-                                       uint32_t (&qw)[HD / 16][2]) {
-    const int r = lane >> 2, c = lane & 3;
-    const auto* q = static_cast<const uint32_t*>(p.q);  // 16-bit values, pairs at even dims
-    const int64_t row = (static_cast<int64_t>(b) * p.num_heads + kvh * group + r) * HD;
-#pragma unroll
-    for (int s = 0; s < HD / 16; ++s)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) qw[s][h] = r < group ? q[(row + q_dim<F>(s, h, c)) / 2] : 0u;
-}
-
-// Converts load_q's words (query dtype) in place to mma A fragments of type T. Returns the score
-// offset the INT8 key bias adds for head r: kInt8Bias * sum of Q as used.
-template <KvFormat F, int HD>
-__device__ __forceinline__ float pack_q(Dtype dtype, uint32_t (&qa)[HD / 16][2]) {
-    using T = typename DecodeShape<F, HD>::T;
-    float sum = 0.f;
-#pragma unroll
-    for (int s = 0; s < HD / 16; ++s) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const uint32_t w = qa[s][h];
-            const float2 v = dtype == Dtype::kF16
-                                 ? __half22float2(*reinterpret_cast<const __half2*>(&w))
-                                 : __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w));
-            qa[s][h] = pack2<T>(v.x, v.y);
+            for (int mt = 0; mt < HD / 16; ++mt) {
+                st.o[qt][mt][0] *= a0;
+                st.o[qt][mt][1] *= a1;
+                st.o[qt][mt][2] *= a0;
+                st.o[qt][mt][3] *= a1;
+            }
             if constexpr (F == KvFormat::kInt8) {
-                const float2 used = __half22float2(*reinterpret_cast<const __half2*>(&qa[s][h]));
-                sum += used.x + used.y;
+                st.p_sum[qt][0] *= a0;
+                st.p_sum[qt][1] *= a1;
+                st.p_sum[qt][2] *= a0;
+                st.p_sum[qt][3] *= a1;
             }
         }
     }
-    if constexpr (F != KvFormat::kInt8) return 0.f;
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    return kInt8Bias * sum;
+#pragma unroll
+    for (int qt = 0; qt < kQT; ++qt) st.m[qt] = m_new[qt];
+#pragma unroll
+    for (int n = 0; n < N; ++n) {
+        const float* scales = reinterpret_cast<const float*>(stage[n] + 2 * S::kTileBytes);
+        uint32_t pb[kQT][2];
+#pragma unroll
+        for (int qt = 0; qt < kQT; ++qt) {
+            float p[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                p[k] = fast_exp2(x[qt][n][k] - m_sub[qt]);
+                st.l[qt] += p[k];
+                // The per-key V scale folds into P, not into every V element.
+                if constexpr (S::kQuant)
+                    p[k] *= scales[kDecodeTile + 8 * (k >> 1) + 2 * c + (k & 1)];
+            }
+            pb[qt][0] = pack2<T>(p[0], p[1]);
+            pb[qt][1] = pack2<T>(p[2], p[3]);
+        }
+        tile_values<F, HD, kQT>(stage[n] + S::kTileBytes, pb, st.o, lane);
+        if constexpr (F == KvFormat::kInt8) {        // p_sum += 1 P^T: the same sums in every row
+            constexpr uint32_t kOnes = 0x3c003c00u;  // fp16 1.0, 1.0
+            const uint32_t ones[4] = {kOnes, kOnes, kOnes, kOnes};
+#pragma unroll
+            for (int qt = 0; qt < kQT; ++qt) mma_16816<T>(st.p_sum[qt], ones, pb[qt][0], pb[qt][1]);
+        }
+    }
+}
+
+// Q of column r + 8 qt (zero for padding) as 32-bit words of two query values, in the dim order
+// tile_scores expects. Only issued here: the words are converted by pack_q once the block-table
+// reads and the first K/V copies are on their way, so the three latencies overlap.
+template <KvFormat F, int HD, int kQT>
+__device__ __forceinline__ void load_q(const DecodeParams& p, const QueryCols& qc, int lane,
+                                       uint32_t (&qw)[kQT][HD / 16][2]) {
+    const int r = lane >> 2, c = lane & 3;
+    const auto* q = static_cast<const uint32_t*>(p.q);  // 16-bit values, pairs at even dims
+#pragma unroll
+    for (int qt = 0; qt < kQT; ++qt) {
+        const int col = r + 8 * qt;
+        const bool valid = qc.valid(col);
+        const int64_t row = valid ? qc.head_row(col, p.num_heads) * HD : 0;
+#pragma unroll
+        for (int s = 0; s < HD / 16; ++s)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+                qw[qt][s][h] = valid ? q[(row + q_dim<F>(s, h, c)) / 2] : 0u;
+    }
+}
+
+// Converts load_q's words (query dtype) in place to mma A fragments of type T. Sets the score
+// offset the INT8 key bias adds for column r + 8 qt: kInt8Bias * sum of Q as used.
+template <KvFormat F, int HD, int kQT>
+__device__ __forceinline__ void pack_q(Dtype dtype, uint32_t (&qa)[kQT][HD / 16][2],
+                                       float (&bias)[kQT]) {
+    using T = typename DecodeShape<F, HD>::T;
+#pragma unroll
+    for (int qt = 0; qt < kQT; ++qt) {
+        float sum = 0.f;
+#pragma unroll
+        for (int s = 0; s < HD / 16; ++s) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const uint32_t w = qa[qt][s][h];
+                const float2 v =
+                    dtype == Dtype::kF16
+                        ? __half22float2(*reinterpret_cast<const __half2*>(&w))
+                        : __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w));
+                qa[qt][s][h] = pack2<T>(v.x, v.y);
+                if constexpr (F == KvFormat::kInt8) {
+                    const float2 used =
+                        __half22float2(*reinterpret_cast<const __half2*>(&qa[qt][s][h]));
+                    sum += used.x + used.y;
+                }
+            }
+        }
+        if constexpr (F == KvFormat::kInt8) {
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        }
+        bias[qt] = F == KvFormat::kInt8 ? kInt8Bias * sum : 0.f;
+    }
 }
 
 // Warp `warp`'s share of a slice: tiles warp, warp + 4, ... and their slots in the warp's ring
@@ -253,11 +288,11 @@ struct WarpShare {
 // overlap, and one softmax update covers both. A tile count rounded up to a whole step issues the
 // odd tile past the slice too: zero-filled, its keys masked. prologue_issued: the first kAhead
 // tiles are already in flight (kv_ready).
-template <KvFormat F, int HD, int kCtasPerSm>
+template <KvFormat F, int HD, int kCtasPerSm, int kQT>
 __device__ __forceinline__ void stream_slice(
     char* ring, const DecodeSlice& c, const int (&blk)[DecodeShape<F, HD, kCtasPerSm>::kStages],
-    bool prologue_issued, uint32_t (&qa)[HD / 16][2], Dtype q_dtype, float scale_log2,
-    DecodeState<HD>& st, int warp, int lane) {
+    bool prologue_issued, uint32_t (&qa)[kQT][HD / 16][2], const int (&end)[kQT], Dtype q_dtype,
+    float scale_log2, DecodeState<HD, kQT>& st, int warp, int lane) {
     using S = DecodeShape<F, HD, kCtasPerSm>;
     using W = WarpShare<F, HD, kCtasPerSm>;
     const W w(c, warp);
@@ -267,7 +302,8 @@ __device__ __forceinline__ void stream_slice(
     auto stage = [&](int i) { return w.stage(ring, i); };
 
     if (!prologue_issued) w.issue_prologue(ring, c, blk, lane);
-    const float q_bias = pack_q<F, HD>(q_dtype, qa);  // qa: load_q's words until here
+    float q_bias[kQT];
+    pack_q<F, HD, kQT>(q_dtype, qa, q_bias);  // qa: load_q's words until here
     int next_blk[kPerStep];  // block ids one step ahead of their tiles' issue
 #pragma unroll
     for (int u = 0; u < kPerStep; ++u) next_blk[u] = blk[kAhead + u];
@@ -291,7 +327,7 @@ __device__ __forceinline__ void stream_slice(
             here[u] = stage(i + u);
             first[u] = tile0(i + u);
         }
-        consume_tiles<F, HD, kPerStep>(here, qa, first, c.end, scale_log2, q_bias, st, lane);
+        consume_tiles<F, HD, kPerStep, kQT>(here, qa, first, end, scale_log2, q_bias, st, lane);
     }
     cp_async_wait<0>();
     if constexpr (F == KvFormat::kInt8) st.unbias();
@@ -305,19 +341,37 @@ __device__ __forceinline__ void wait_previous_kernel() {
 #endif
 }
 
+// The query rows of CTA (chunk, kvh) of sequence b: its one row, or with cu_seqlens_q the
+// chunk-th group of 16 / group of its rows (kQT = 2: 16 columns).
+template <int kQT>
+__device__ __forceinline__ QueryCols query_cols(const DecodeParams& p, int b, int kvh, int chunk,
+                                                int group) {
+    const int len = p.seqlens_k[b];
+    if (p.cu_seqlens_q == nullptr) return {b, 1, group, kvh, len};
+    const int per_cta = kQT * kDecodeRows / group;
+    const int q0 = p.cu_seqlens_q[b], n = p.cu_seqlens_q[b + 1] - q0;
+    const int rows = max(min(n - chunk * per_cta, per_cta), 0);
+    // The sequence's row i of n sees len - (n - 1 - i) keys.
+    return {q0 + chunk * per_cta, rows, group, kvh,
+            rows > 0 ? len - (n - chunk * per_cta - rows) : 0};
+}
+
 // Launched as a programmatic dependent (sm_90+), the CTAs are resident before the previous
 // kernel in the stream ends, hiding the launch gap; every read of an input that kernel may write
 // waits for it. Q, the caches and the workspace always do; the block table and the lengths do
 // unless p.metadata_ready says nothing before the call writes them. Then the first tiles' block
 // ids are read before the wait, and those tiles are prefetched into L2 while it lasts.
-template <KvFormat F, int HD, int kCtasPerSm>
+// Grid: (split, chunk * num_kv_heads + kvh, sequence); kQT 8-column tiles of query columns.
+template <KvFormat F, int HD, int kCtasPerSm, int kQT>
 __global__ void __launch_bounds__(kDecodeThreads, kCtasPerSm)
     decode_split_kernel(const DecodeParams p, int split_len, DecodeOut out) {
     if (!p.metadata_ready) wait_previous_kernel();
     extern __shared__ __align__(16) char smem[];
-    const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+    const int split = blockIdx.x, kvh = blockIdx.y % p.num_kv_heads,
+              chunk = blockIdx.y / p.num_kv_heads, b = blockIdx.z;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int group = p.num_heads / p.num_kv_heads;
+    const QueryCols qc = query_cols<kQT>(p, b, kvh, chunk, group);
     DecodeSlice c{static_cast<const char*>(p.paged.k_cache),
                   static_cast<const char*>(p.paged.v_cache),
                   p.paged.k_scale,
@@ -332,7 +386,7 @@ __global__ void __launch_bounds__(kDecodeThreads, kCtasPerSm)
                   p.num_kv_heads,
                   kvh,
                   split * split_len,
-                  min(p.seqlens_k[b], (split + 1) * split_len),
+                  min(qc.last_len, (split + 1) * split_len),
                   l2_evict_first_policy()};
     using S = DecodeShape<F, HD, kCtasPerSm>;
     int blk[S::kStages];  // block ids of warp's prologue tiles (stream_slice), loads in flight
@@ -343,9 +397,11 @@ __global__ void __launch_bounds__(kDecodeThreads, kCtasPerSm)
     const WarpShare<F, HD, kCtasPerSm> share(c, warp);
     bool early = false;  // the ring's prologue copied before the wait
     if (p.metadata_ready) {
-        // With p.kv_ready the kernel before writes no key below seqlens_k - 1, nor their
-        // scales: a prologue of such keys only may be copied now.
-        early = p.kv_ready && share.prologue_below(c, p.seqlens_k[b] - 1);
+        // With p.kv_ready the kernel before writes no key older than the sequence's rows of
+        // this step, nor their scales: a prologue of such keys only may be copied now.
+        const int appended =
+            p.cu_seqlens_q == nullptr ? 1 : p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b];
+        early = p.kv_ready && share.prologue_below(c, p.seqlens_k[b] - appended);
         // Only the tiles the prologue will copy: more competes with the previous kernel's reads
         // (2x and 4x as many ran 0.74-1.0x on H100, 16 MB a call no faster on H200), and
         // prefetching inside the ring, 4-8 tiles ahead of the copies, ran 0.64-0.87x (H200).
@@ -360,14 +416,19 @@ __global__ void __launch_bounds__(kDecodeThreads, kCtasPerSm)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;");
 #endif
-    uint32_t qa[HD / 16][2];
-    load_q<F, HD>(p, b, kvh, group, lane, qa);
-    DecodeState<HD> st;
-    stream_slice<F, HD, kCtasPerSm>(ring, c, blk, early, qa, p.dtype,
-                                    p.softmax_scale * 1.4426950408889634f, st, warp, lane);
-    finish_split<F, HD, kCtasPerSm>(p, out, smem, st, group,
-                                    static_cast<int64_t>(b) * p.num_heads + kvh * group,
-                                    out.counters + static_cast<int64_t>(b) * p.num_kv_heads + kvh);
+    uint32_t qa[kQT][HD / 16][2];
+    load_q<F, HD, kQT>(p, qc, lane, qa);
+    int end[kQT];  // keys this lane's columns see, within the slice
+#pragma unroll
+    for (int qt = 0; qt < kQT; ++qt) end[qt] = min(c.end, qc.len((lane >> 2) + 8 * qt));
+    DecodeState<HD, kQT> st;
+    stream_slice<F, HD, kCtasPerSm, kQT>(ring, c, blk, early, qa, end, p.dtype,
+                                         p.softmax_scale * 1.4426950408889634f, st, warp, lane);
+    // The CTA's finish counter and its first partial-output slot (decode_slots).
+    const int64_t cta = (static_cast<int64_t>(b) * (gridDim.y / p.num_kv_heads) + chunk) *
+                            p.num_kv_heads + kvh;
+    const int cols = p.cu_seqlens_q == nullptr ? group : kQT * kDecodeRows / group * group;
+    finish_split<F, HD, kCtasPerSm, kQT>(p, out, smem, st, qc, cta * cols, out.counters + cta);
 }
 
 }  // namespace vela::cuda::detail

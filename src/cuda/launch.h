@@ -35,10 +35,24 @@ cudaError_t launch_decode(const DecodeParams& p, int split_len, cudaStream_t str
 // that instance's shared-memory limit, which its first launch needs.
 int decode_prepare(const DecodeParams& p);
 
-// Decode workspace layout: one finish counter per (sequence, kv head) first, padded to 16 bytes,
-// then the partial outputs and LSEs of every split.
+// Mma columns of the decode kernel's CTA: 8 query heads of one row, or with cu_seqlens_q 16
+// columns of 16 / group rows.
+inline int decode_cols(const DecodeParams& p) {
+    return p.cu_seqlens_q == nullptr ? 8 : 16;
+}
+
+// Partial-output slots of a decode call: one per (counter, column in use), where a CTA uses
+// group columns a row (decode_row_chunks).
+inline int64_t decode_slots(const DecodeParams& p) {
+    const int group = p.num_kv_heads > 0 ? std::max(p.num_heads / p.num_kv_heads, 1) : 1;
+    const int rows = p.cu_seqlens_q == nullptr ? 1 : std::max(decode_cols(p) / group, 1);
+    return decode_counters(p) * rows * group;
+}
+
+// Decode workspace layout: one finish counter per (sequence, kv head, rows) first, padded to 16
+// bytes, then the partial outputs and LSEs of every split.
 inline size_t decode_counter_bytes(const DecodeParams& p) {
-    const int64_t n = std::max<int64_t>(p.workspace_counters, int64_t{p.batch} * p.num_kv_heads);
+    const int64_t n = std::max<int64_t>(p.workspace_counters, decode_counters(p));
     return (sizeof(unsigned) * static_cast<size_t>(n) + 15) / 16 * 16;
 }
 

@@ -23,6 +23,14 @@ struct DecodeCase {
     std::vector<int> seqlens;
     // Within a block: [token][kv head][dim] (NHD, the default) or [kv head][token][dim] (HND).
     bool head_major = false;
+    // Query rows per sequence (DecodeParams::cu_seqlens_q); empty: one row each, no cu_seqlens_q.
+    std::vector<int> rows = {};
+
+    int rows_of(size_t b) const { return rows.empty() ? 1 : rows[b]; }
+    int total_rows() const {
+        return rows.empty() ? static_cast<int>(seqlens.size())
+                            : std::accumulate(rows.begin(), rows.end(), 0);
+    }
 };
 
 int elem_bytes(KvFormat f) {
@@ -154,8 +162,12 @@ DecodeRun run_decode(const DecodeCase& c, const Cache& cache, const std::vector<
     DeviceBuffer<uint16_t> dq(stale != nullptr ? std::vector<uint16_t>(q.size(), 0xffff) : q),
         o(q.size());
     DeviceBuffer<uint8_t> k(first.k), v(first.v);
-    DeviceBuffer<float> ks(first.k_scale), vs(first.v_scale), lse(size_t(B) * c.num_heads);
-    DeviceBuffer<int32_t> table(cache.table), seqlens(c.seqlens);
+    DeviceBuffer<float> ks(first.k_scale), vs(first.v_scale),
+        lse(size_t(c.total_rows()) * c.num_heads);
+    std::vector<int32_t> cu_rows{0};
+    for (int n : c.rows) cu_rows.push_back(cu_rows.back() + n);
+    DeviceBuffer<int32_t> table(cache.table), seqlens(c.seqlens),
+        cu_q(c.rows.empty() ? std::vector<int32_t>{} : cu_rows);
     DecodeParams p;
     p.dtype = c.dtype;
     p.kv_format = c.format;
@@ -177,6 +189,10 @@ DecodeRun run_decode(const DecodeCase& c, const Cache& cache, const std::vector<
     p.paged.v_scale = vs.get();
     p.paged.scale_block_stride = p.paged.block_stride / c.head_dim;
     p.seqlens_k = seqlens.get();
+    if (!c.rows.empty()) {
+        p.cu_seqlens_q = cu_q.get();
+        p.max_seqlen_q = *std::max_element(c.rows.begin(), c.rows.end());
+    }
     p.o = o.get();
     p.lse = lse.get();
     p.softmax_scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
@@ -239,63 +255,69 @@ void check_reference(const DecodeCase& c, const Cache& cache, const std::vector<
     const double tol = sequence_tolerance(c);
     ErrorStats lse_err;
     std::vector<double> ref, ref_dropped;
-    for (size_t b = 0; b < c.seqlens.size(); ++b) {
-        const int n = c.seqlens[b];
-        const bool sensitivity = n >= 4 * kDroppedKeys;
-        ErrorStats err, err_dropped;
-        for (int h = 0; h < c.num_heads; ++h) {
-            const int kvh = h / (c.num_heads / Hk);
-            auto at = [&](const std::vector<uint8_t>& raw, const std::vector<float>& scale) {
-                return [&, kvh](int t, int d) {
-                    const int blk = cache.table[b * cache.table_stride + t / bs];
-                    const size_t i = c.head_major
-                                         ? ((size_t(blk) * Hk + kvh) * bs + t % bs) * hd + d
-                                         : ((size_t(blk) * bs + t % bs) * Hk + kvh) * hd + d;
-                    const bool quant =
-                        c.format == KvFormat::kInt8 || c.format == KvFormat::kFp8E4M3;
-                    return stored_value(c.format, raw, i) *
-                           (quant ? scale[scale_index(c, i)] : 1.0);
+    size_t first_row = 0;  // of sequence b
+    for (size_t b = 0; b < c.seqlens.size(); first_row += c.rows_of(b), ++b) {
+        // Row i of a sequence's n_rows sees its first seqlens - (n_rows - 1 - i) keys.
+        for (int i = 0; i < c.rows_of(b); ++i) {
+            const int n = c.seqlens[b] - (c.rows_of(b) - 1 - i);
+            const bool sensitivity = n >= 4 * kDroppedKeys;
+            ErrorStats err, err_dropped;
+            for (int h = 0; h < c.num_heads; ++h) {
+                const int kvh = h / (c.num_heads / Hk);
+                auto at = [&](const std::vector<uint8_t>& raw, const std::vector<float>& scale) {
+                    return [&, kvh](int t, int d) {
+                        const int blk = cache.table[b * cache.table_stride + t / bs];
+                        const size_t e = c.head_major
+                                             ? ((size_t(blk) * Hk + kvh) * bs + t % bs) * hd + d
+                                             : ((size_t(blk) * bs + t % bs) * Hk + kvh) * hd + d;
+                        const bool quant =
+                            c.format == KvFormat::kInt8 || c.format == KvFormat::kFp8E4M3;
+                        return stored_value(c.format, raw, e) *
+                               (quant ? scale[scale_index(c, e)] : 1.0);
+                    };
                 };
-            };
-            double ref_lse, unused_lse;
-            const size_t row = b * c.num_heads + h;
-            const double scale = 1.0 / std::sqrt(double(hd));
-            reference_row(
-                &qd[row * hd], n, hd, scale, at(cache.k, cache.k_scale), at(cache.v, cache.v_scale),
-                [](int) { return true; }, ref, ref_lse);
-            if (sensitivity) {
+                double ref_lse, unused_lse;
+                const size_t row = (first_row + i) * c.num_heads + h;
+                const double scale = 1.0 / std::sqrt(double(hd));
                 reference_row(
                     &qd[row * hd], n, hd, scale, at(cache.k, cache.k_scale),
-                    at(cache.v, cache.v_scale), [n](int t) { return t < n - kDroppedKeys; },
-                    ref_dropped, unused_lse);
+                    at(cache.v, cache.v_scale), [](int) { return true; }, ref, ref_lse);
+                if (sensitivity) {
+                    reference_row(
+                        &qd[row * hd], n, hd, scale, at(cache.k, cache.k_scale),
+                        at(cache.v, cache.v_scale), [n](int t) { return t < n - kDroppedKeys; },
+                        ref_dropped, unused_lse);
+                }
+                for (int d = 0; d < hd; ++d) {
+                    const double got = to_double(c.dtype, r.o[row * hd + d]);
+                    err.add(got, ref[d]);
+                    if (sensitivity) err_dropped.add(got, ref_dropped[d]);
+                }
+                if (n == 0) {
+                    EXPECT_TRUE(std::isinf(r.lse[row]) && r.lse[row] < 0);
+                } else {
+                    lse_err.add(r.lse[row], ref_lse);
+                }
             }
-            for (int d = 0; d < hd; ++d) {
-                const double got = to_double(c.dtype, r.o[row * hd + d]);
-                err.add(got, ref[d]);
-                if (sensitivity) err_dropped.add(got, ref_dropped[d]);
+            const double scale_ref = std::max(err.max_ref, 1e-30);
+            const double rel = err.max_abs / scale_ref;
+            // Printed for every run so the measured errors per format can be stated.
+            std::printf(
+                "decode error: format %d dtype %d head_dim %d seq %zu row %d len %d: max rel %.2e "
+                "(tolerance %.0e)%s\n",
+                static_cast<int>(c.format), static_cast<int>(c.dtype), hd, b, i, n, rel, tol,
+                sensitivity ? "" : ", too short for the sensitivity check");
+            EXPECT_EQ(err.nonfinite, 0u)
+                << "unwritten or NaN outputs, sequence " << b << " row " << i;
+            if (n > 0) {
+                EXPECT_LE(rel, tol) << "sequence " << b << " row " << i << " of length " << n;
             }
-            if (n == 0) {
-                EXPECT_TRUE(std::isinf(r.lse[row]) && r.lse[row] < 0);
-            } else {
-                lse_err.add(r.lse[row], ref_lse);
+            if (sensitivity) {
+                EXPECT_GT(err_dropped.max_abs / scale_ref, tol)
+                    << "the tolerance is too loose to see the last " << kDroppedKeys
+                    << " keys of sequence " << b << " row " << i << " (length " << n
+                    << ") go missing";
             }
-        }
-        const double scale_ref = std::max(err.max_ref, 1e-30);
-        const double rel = err.max_abs / scale_ref;
-        // Printed for every run so the measured errors per format can be stated.
-        std::printf(
-            "decode error: format %d dtype %d head_dim %d seq %zu len %d: max rel %.2e "
-            "(tolerance %.0e)%s\n",
-            static_cast<int>(c.format), static_cast<int>(c.dtype), hd, b, n, rel, tol,
-            sensitivity ? "" : ", too short for the sensitivity check");
-        EXPECT_EQ(err.nonfinite, 0u) << "unwritten or NaN outputs, sequence " << b;
-        if (n > 0) {
-            EXPECT_LE(rel, tol) << "sequence " << b << " of length " << n;
-        }
-        if (sensitivity) {
-            EXPECT_GT(err_dropped.max_abs / scale_ref, tol)
-                << "the tolerance is too loose to see the last " << kDroppedKeys
-                << " keys of sequence " << b << " (length " << n << ") go missing";
         }
     }
     EXPECT_EQ(lse_err.nonfinite, 0u);
@@ -430,6 +452,45 @@ INSTANTIATE_TEST_SUITE_P(All, DecodeGroups,
                          ::testing::Combine(::testing::Values(KvFormat::kF16, KvFormat::kBf16,
                                                               KvFormat::kInt8, KvFormat::kFp8E4M3),
                                             ::testing::Values(1, 4, 8), ::testing::Values(1, 16)));
+
+// Several query rows a sequence (verifying drafts, DecodeParams::cu_seqlens_q): every KV format,
+// head dims 64 / 128 and groups 1 (16 rows a CTA), 3 (5 rows, one padding column), 6 (Qwen2.5's
+// 12 / 2: 2 rows) and 8, with row counts 1-16 over lengths 6 to 4097. Each row must see exactly
+// its causal keys (the reference drops the rows' later keys). 129 splits of 32 keys leave the
+// earlier rows no key at all in the last splits; one split writes o directly; the early-read
+// modes run too (metadata_ready, kv_ready).
+class DecodeRows : public ::testing::TestWithParam<std::tuple<KvFormat, int, int>> {};
+
+TEST_P(DecodeRows, EachRowSeesItsCausalKeys) {
+    VELA_SKIP_WITHOUT_DEVICE();
+    const auto [format, hd, group] = GetParam();
+    const Dtype dtype = format == KvFormat::kF16 ? Dtype::kF16 : Dtype::kBf16;
+    std::mt19937 rng(static_cast<uint32_t>(500 + hd + 7 * group + static_cast<int>(format)));
+    DecodeCase c{format,
+                 dtype,
+                 hd,
+                 2 * group,
+                 2,
+                 16,
+                 {6, 17, 97, 1000, 4097, 16, 40},
+                 false,
+                 {6, 1, 5, 16, 3, 16, 2}};
+    const Cache cache = make_cache(c, rng);
+    std::vector<double> qd;
+    const auto q = random_16bit(dtype, size_t(c.total_rows()) * c.num_heads * hd, rng, qd);
+    for (int splits : {0, 1, 3, 129}) {
+        SCOPED_TRACE(::testing::Message() << "splits " << splits);
+        check_reference(c, cache, qd, run_decode(c, cache, q, splits));
+    }
+    SCOPED_TRACE("metadata_ready, kv_ready");
+    check_reference(c, cache, qd, run_decode(c, cache, q, 0, nullptr, true, true));
+}
+
+INSTANTIATE_TEST_SUITE_P(All, DecodeRows,
+                         ::testing::Combine(::testing::Values(KvFormat::kF16, KvFormat::kBf16,
+                                                              KvFormat::kInt8, KvFormat::kFp8E4M3),
+                                            ::testing::Values(64, 128),
+                                            ::testing::Values(1, 3, 6, 8)));
 
 // The kernel takes any strides: the head-major block layout (FlashInfer's HND) as well.
 TEST(DecodeGqa, HeadMajorBlockLayout) {

@@ -18,6 +18,7 @@
 namespace vela {
 namespace {
 
+using cuda_backend::align_up;
 using cuda_backend::as_stream;
 using cuda_backend::attention_kv_format;
 using cuda_backend::check;
@@ -37,22 +38,6 @@ void check(cublasStatus_t s, const char* what) {
 
 cuda::Dtype attention_dtype(Half h) {
     return h == Half::BF16 ? cuda::Dtype::kBf16 : cuda::Dtype::kF16;
-}
-
-constexpr size_t kAlign = 256;
-
-size_t align_up(size_t n) {
-    return (n + kAlign - 1) / kAlign * kAlign;
-}
-
-// v rounded up to m * 2^e with 8 <= m < 16 (at least 16): step shapes recorded as graphs come
-// in few sizes, each at most 1/8 above the true one.
-int32_t bucket(int32_t v) {
-    if (v <= 16) return 16;
-    int e = 0;
-    while ((v - 1) >> (e + 4) != 0) ++e;  // the smallest e with v <= 16 * 2^e
-    const int32_t step = int32_t{1} << e;
-    return (v + step - 1) / step * step;
 }
 
 // cuBLAS workspace, given explicitly so that recorded GEMMs never allocate (32 MiB on Hopper).
@@ -204,162 +189,6 @@ std::unique_ptr<KvStorage> CudaBackend::make_kv_storage(const KvLayout& layout, 
     return std::make_unique<DeviceKvStorage>(layout, formats, stream_);
 }
 
-const CudaBackend::Plan& CudaBackend::planned() const {
-    VELA_ASSERT(plan_.batch != nullptr && "plan() comes before the step's ops");
-    return plan_;
-}
-
-void CudaBackend::plan(const ForwardBatch& batch) {
-    const bool tree = batch.has_tree();
-    if (tree && batch.kv_scores != KvScoreMode::None) {
-        fail<InvalidArgument>("attention scores are not recorded by token-tree steps");
-    }
-    const bool sparse = batch.sparse_window > 0;
-    if (sparse && batch.kv_scores != KvScoreMode::None) {
-        fail<InvalidArgument>("attention scores are not recorded by sparse (self-drafting) steps");
-    }
-    if (sparse) sparse_tables(batch);
-    const std::vector<int32_t>& kv_len = sparse ? sparse_kv_len_ : batch.kv_len;
-    const int32_t max_blocks = sparse ? sparse_max_blocks_ : batch.max_blocks;
-    plan_.batch = &batch;
-    plan_.decode_splits = 0;
-    plan_.max_q_len = 0;
-    plan_.max_kv_len = 0;
-    for (int64_t s = 0; s < batch.n_seqs(); ++s) {
-        plan_.max_q_len = std::max<int32_t>(plan_.max_q_len, static_cast<int32_t>(batch.q_len(s)));
-        plan_.max_kv_len = std::max(plan_.max_kv_len, kv_len[s]);
-    }
-    // Decode steps (one new row per sequence) may be recorded: their block table is padded and
-    // their KV bound rounded up to buckets, so that a recording serves many steps. Eager decode
-    // steps do the same, so that both split the attention alike and agree bit for bit.
-    const bool decode = batch.n_seqs() > 0 && batch.n_rows() == batch.n_seqs();
-    // Steps that record attention scores (eviction by h2o / tova) run eagerly.
-    plan_.graph = graphs_enabled_ && decode && batch.kv_scores == KvScoreMode::None;
-    plan_.table_stride = decode ? bucket(max_blocks) : max_blocks;
-    plan_.kv_bound = decode ? bucket(plan_.max_kv_len) : plan_.max_kv_len;
-
-    const size_t table_len = static_cast<size_t>(batch.n_seqs()) * plan_.table_stride;
-    const std::vector<int32_t>* table = &batch.block_table;
-    // A few rows per sequence (verifying drafts): each row may run as a decode query, through
-    // the split-K decode kernel with its query heads packed (attention() decides per call).
-    // Not for trees (the decode kernel has no mask) nor batch-invariant steps (decode rows
-    // there take the prefill kernel too).
-    const bool rows_as_decode = !decode && !tree && !sparse && !batch_invariant_ &&
-                                batch.n_seqs() > 0 && plan_.max_q_len <= kMaxRowsAsDecode;
-    row_table_host_.clear();
-    row_kv_len_host_.clear();
-    if (rows_as_decode) {
-        for (int64_t s = 0; s < batch.n_seqs(); ++s) {
-            const std::span<const int32_t> blocks = batch.blocks(s);
-            for (int64_t i = 0; i < batch.q_len(s); ++i) {
-                row_table_host_.insert(row_table_host_.end(), blocks.begin(), blocks.end());
-                row_kv_len_host_.push_back(
-                    static_cast<int32_t>(kv_len[s] - batch.q_len(s) + i + 1));
-            }
-        }
-    }
-    if (sparse || table_len != batch.block_table.size()) {
-        table_host_.assign(table_len, -1);
-        for (int64_t s = 0; s < batch.n_seqs(); ++s) {
-            const std::span<const int32_t> blocks =
-                sparse ? std::span<const int32_t>(sparse_blocks_)
-                             .subspan(static_cast<size_t>(sparse_start_[s]),
-                                      static_cast<size_t>(sparse_start_[s + 1] - sparse_start_[s]))
-                       : batch.blocks(s);
-            std::copy(blocks.begin(), blocks.end(), table_host_.begin() + s * plan_.table_stride);
-        }
-        table = &table_host_;
-    }
-    // One upload: the int64 slots and tree offsets first (8-byte aligned), then the int32
-    // arrays, then the tree masks' bytes.
-    const size_t n_slots = batch.slot_mapping.size();
-    const size_t n_trees = tree ? batch.tree_offset.size() : 0;
-    struct Array {
-        const std::vector<int32_t>* v;
-        int32_t** dst;
-    };
-    const Array arrays[] = {
-        {&batch.tokens, &plan_.tokens},
-        {&batch.query_start, &plan_.query_start},
-        {&kv_len, &plan_.kv_len},
-        {table, &plan_.block_table},
-        {&batch.logit_rows, &plan_.logit_rows},
-        {&row_table_host_, &plan_.row_table},
-        {&row_kv_len_host_, &plan_.row_kv_len},
-    };
-    const size_t tree_bytes = tree ? batch.tree_mask.size() : 0;
-    size_t bytes = align_up((n_slots + n_trees) * sizeof(int64_t)) + tree_bytes;
-    for (const Array& a : arrays) bytes += align_up(a.v->size() * sizeof(int32_t));
-    meta_host_.assign(bytes, std::byte{0});
-    auto* dev = static_cast<std::byte*>(meta_.get(std::max<size_t>(bytes, kAlign)));
-    std::memcpy(meta_host_.data(), batch.slot_mapping.data(), n_slots * sizeof(int64_t));
-    plan_.slots = reinterpret_cast<int64_t*>(dev);
-    size_t off = n_slots * sizeof(int64_t);
-    plan_.tree_offset = nullptr;
-    if (tree) {
-        std::memcpy(meta_host_.data() + off, batch.tree_offset.data(), n_trees * sizeof(int64_t));
-        plan_.tree_offset = reinterpret_cast<int64_t*>(dev + off);
-    }
-    off = align_up(off + n_trees * sizeof(int64_t));
-    for (const Array& a : arrays) {
-        if (!a.v->empty()) {
-            std::memcpy(meta_host_.data() + off, a.v->data(), a.v->size() * sizeof(int32_t));
-        }
-        *a.dst = reinterpret_cast<int32_t*>(dev + off);
-        off += align_up(a.v->size() * sizeof(int32_t));
-    }
-    if (!rows_as_decode) plan_.row_table = plan_.row_kv_len = nullptr;
-    plan_.tree_mask = nullptr;
-    if (tree) {
-        std::memcpy(meta_host_.data() + off, batch.tree_mask.data(), tree_bytes);
-        plan_.tree_mask = reinterpret_cast<uint8_t*>(dev + off);
-    }
-    check(
-        cudaMemcpyAsync(dev, meta_host_.data(), bytes, cudaMemcpyHostToDevice, as_stream(stream_)),
-        "plan upload");
-}
-
-// Self-speculative drafting (MagicDec): each row attends to its sequence's first sparse_sinks
-// and last sparse_window keys only. The kernels get that as a shorter block table: the blocks
-// holding the first keys, then those holding the last ones (the window's first block whole, so
-// up to block_size - 1 keys more than the CPU reads). The keys need no positions: RoPE was
-// applied when they were written. A draft that reads a few keys more is still only a draft.
-void CudaBackend::sparse_tables(const ForwardBatch& batch) {
-    if (batch.n_rows() != batch.n_seqs()) {
-        fail<InvalidArgument>(
-            "the CUDA backend runs sparse (self-drafting) attention in decode "
-            "steps only (one row per sequence)");
-    }
-    if (kv_block_size_ <= 0) {
-        fail<InvalidArgument>(
-            "sparse attention on the CUDA backend needs its KV storage (one "
-            "block size for every storage it made)");
-    }
-    const int64_t bs = kv_block_size_;
-    const int64_t n_sink = (batch.sparse_sinks + bs - 1) / bs;
-    sparse_kv_len_.assign(batch.kv_len.begin(), batch.kv_len.end());
-    sparse_blocks_.clear();
-    sparse_start_.assign(1, 0);
-    sparse_max_blocks_ = 0;
-    for (int64_t s = 0; s < batch.n_seqs(); ++s) {
-        const int64_t len = batch.kv_len[s];
-        const int64_t used = (len + bs - 1) / bs;
-        const int64_t first = std::max<int64_t>(0, len - batch.sparse_window) / bs;
-        const std::span<const int32_t> blocks = batch.blocks(s);
-        if (first <= n_sink) {  // the sinks and the window cover the sequence
-            sparse_blocks_.insert(sparse_blocks_.end(), blocks.begin(), blocks.begin() + used);
-        } else {
-            sparse_blocks_.insert(sparse_blocks_.end(), blocks.begin(), blocks.begin() + n_sink);
-            sparse_blocks_.insert(sparse_blocks_.end(), blocks.begin() + first,
-                                  blocks.begin() + used);
-            sparse_kv_len_[s] = static_cast<int32_t>(n_sink * bs + len - first * bs);
-        }
-        sparse_start_.push_back(static_cast<int64_t>(sparse_blocks_.size()));
-        sparse_max_blocks_ = std::max(
-            sparse_max_blocks_, static_cast<int32_t>(sparse_start_[s + 1] - sparse_start_[s]));
-    }
-}
-
 void CudaBackend::embed(const Weight& table, Tensor out) {
     check_f32(out);
     check_device_weight(table);
@@ -380,8 +209,8 @@ void CudaBackend::matmul(const Weight& w, const Tensor& x, Tensor y) {
     if (m <= cuda_backend::kMatvecMaxRows || batch_invariant_) {
         for (int64_t r = 0; r < m; r += cuda_backend::kMatvecMaxRows) {
             const int64_t rows = std::min(cuda_backend::kMatvecMaxRows, m - r);
-            cuda_backend::matvec(w.type, w.data, n, k, x.f32() + r * k, k, rows, y.f32() + r * n,
-                                 n, stream_, batch_invariant_);
+            cuda_backend::matvec(w.type, w.data, n, k, x.f32() + r * k, k, rows, y.f32() + r * n, n,
+                                 stream_, batch_invariant_);
         }
         check_launch("matvec");
         return;
@@ -512,13 +341,15 @@ void CudaBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q,
 
     // Batch-invariant steps give decode rows the prefill kernel too: whether a step is all
     // decode depends on the other sequences, and the split-K decode sums in another order.
-    // Rows as decode queries (Plan::row_table) read the KV once per row and kv head, the
-    // prefill kernel once per query head (a CTA per head and 64 rows, no split): the decode
-    // kernel where that is no more bytes, or where the prefill grid would leave most of the
-    // device idle (few sequences over long keys).
+    // Rows as decode queries (Plan::rows_as_decode) read the KV once per kv head and 16 / group
+    // rows, the prefill kernel once per query head (a CTA per head and 64 rows, no split): the
+    // decode kernel where that is no more bytes, or where the prefill grid would leave most of
+    // the device idle (few sequences over long keys).
     const int64_t group = n_heads / l.n_kv_heads;
-    const bool rows = p.row_table != nullptr &&
-                      (p.max_q_len <= group || b.n_seqs() * n_heads < 2 * sm_count_);
+    const int64_t rows_per_cta = std::max<int64_t>(16 / group, 1);
+    const bool rows =
+        p.rows_as_decode && ((p.max_q_len + rows_per_cta - 1) / rows_per_cta <= group ||
+                             b.n_seqs() * n_heads < 2 * sm_count_);
     const bool decode = !batch_invariant_ && (p.max_q_len == 1 || rows) && window == 0 &&
                         !b.has_tree() && l.head_dim <= 128 && group <= 8;
     const KvScoreMode scores = b.kv_scores;
@@ -590,22 +421,25 @@ void CudaBackend::decode_attention(const DeviceKvStorage& kv, int64_t layer, con
     d.head_dim = static_cast<int>(l.head_dim);
     d.num_heads = static_cast<int>(n_heads);
     d.num_kv_heads = static_cast<int>(l.n_kv_heads);
-    // Rows as decode queries (Plan::row_table): one entry per row; else one per sequence.
-    d.batch = static_cast<int>(rows ? p.batch->n_rows() : p.batch->n_seqs());
+    d.batch = static_cast<int>(p.batch->n_seqs());
     d.max_seqlen_k = p.kv_bound;
     d.q = q;
-    d.paged = paged_kv(kv, layer, rows ? p.row_table : p.block_table, p.table_stride);
-    d.seqlens_k = rows ? p.row_kv_len : p.kv_len;
+    if (rows) {  // Plan::rows_as_decode: each sequence's rows
+        d.cu_seqlens_q = p.query_start;
+        d.max_seqlen_q = p.max_q_len;
+    }
+    d.paged = paged_kv(kv, layer, p.block_table, p.table_stride);
+    d.seqlens_k = p.kv_len;
     d.o = o;
     d.lse = lse;
     d.softmax_scale = scale;
     d.num_splits = plan_.decode_splits;  // every layer of a step has the same shape: plan once
     cuda::decode_plan(d, sm_count_);
     plan_.decode_splits = d.num_splits;
-    // The workspace reserves finish counters for the largest batch so far, so that no call's
-    // partial outputs overwrite a larger batch's counters. A larger reserve moves the
+    // The workspace reserves finish counters for the largest call so far, so that no call's
+    // partial outputs overwrite a larger one's counters. A larger reserve moves the
     // partials (graphs recorded before point at the old place) and needs zeroed counters.
-    const int counters = d.batch * d.num_kv_heads;
+    const int counters = static_cast<int>(cuda::decode_counters(d));
     const bool grew = counters > decode_counters_;
     if (grew) {
         decode_counters_ = static_cast<int>(std::bit_ceil(static_cast<unsigned>(counters)));
@@ -643,8 +477,7 @@ void CudaBackend::logsumexp_rows(const Tensor& x, Tensor lse) {
     check_f32(x);
     VELA_ASSERT(lse.device == Device::Cuda && lse.dtype == DType::F64 && lse.rows == x.rows &&
                 x.cols > 0);
-    cuda_backend::logsumexp_rows(x.f32(), x.rows, x.cols, static_cast<double*>(lse.data),
-                                 stream_);
+    cuda_backend::logsumexp_rows(x.f32(), x.rows, x.cols, static_cast<double*>(lse.data), stream_);
     check_launch("logsumexp_rows");
 }
 
@@ -653,7 +486,8 @@ void CudaBackend::apply_penalties(Tensor x, std::span<const LogitPenalty> entrie
     check_penalties(x, entries);
     if (entries.empty()) return;
     const size_t bytes = entries.size_bytes();
-    if (!penalties_ || penalties_->bytes() < bytes) penalties_ = std::make_unique<CudaBuffer>(bytes);
+    if (!penalties_ || penalties_->bytes() < bytes)
+        penalties_ = std::make_unique<CudaBuffer>(bytes);
     check(cudaMemcpyAsync(penalties_->data(), entries.data(), bytes, cudaMemcpyHostToDevice,
                           as_stream(stream_)),
           "apply_penalties");

@@ -187,11 +187,9 @@ class CudaBackend final : public Backend {
         // causal.
         int64_t* tree_offset = nullptr;
         uint8_t* tree_mask = nullptr;
-        // Steps of a few rows per sequence (draft verification): each row as a decode query of
-        // its own, over its sequence's block table (row_table, table_stride a row) and its
-        // causal length (row_kv_len); null otherwise.
-        int32_t* row_table = nullptr;
-        int32_t* row_kv_len = nullptr;
+        // A step of a few rows per sequence (draft verification) whose rows may run as decode
+        // queries (DecodeParams::cu_seqlens_q).
+        bool rows_as_decode = false;
         int32_t max_q_len = 0, max_kv_len = 0;
         // Row length of the uploaded block table and the bound on KV lengths given to the
         // kernels: the batch's own, or rounded up to a few buckets for a recorded decode step
@@ -203,10 +201,11 @@ class CudaBackend final : public Backend {
     const Plan& planned() const;
     void check_launch(const char* what) const;
     void sparse_tables(const ForwardBatch& batch);
-    // rows: each row of the step a decode query (Plan::row_table), else each sequence's one row.
+    // rows: each sequence's rows of the step as decode queries (Plan::rows_as_decode), else
+    // its one row.
     void decode_attention(const DeviceKvStorage& kv, int64_t layer, const void* q, void* o,
                           int64_t n_heads, float scale, float* lse, bool rows);
-    // Rows per sequence up to which a step's rows run as decode queries (Plan::row_table).
+    // Rows per sequence up to which a step's rows run as decode queries.
     static constexpr int32_t kMaxRowsAsDecode = 16;
 
     void* stream_ = nullptr;  // cudaStream_t
@@ -218,8 +217,8 @@ class CudaBackend final : public Backend {
     std::map<GraphKey, Graph> graphs_;
     std::unique_ptr<CudaBuffer> cublas_ws_;
     int decode_counters_ = 0;  // finish counters the decode workspace reserves (DecodeParams)
-    std::vector<int32_t> row_table_host_, row_kv_len_host_;  // Plan::row_table's uploads
-    std::unique_ptr<CudaBuffer> penalties_;  // apply_penalties' entries, uploaded (no graph uses it)
+    std::unique_ptr<CudaBuffer>
+        penalties_;  // apply_penalties' entries, uploaded (no graph uses it)
     std::vector<std::unique_ptr<CudaBuffer>> weights_;  // one allocation per model loaded
     Plan plan_;
     std::vector<std::byte> meta_host_;

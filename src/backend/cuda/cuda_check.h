@@ -18,6 +18,13 @@ inline void check(cudaError_t e, const char* what) {
     if (e != cudaSuccess) fail<Error>("CUDA error in {}: {}", what, cudaGetErrorString(e));
 }
 
+// Offsets of arrays packed into one device allocation (weights, a step's metadata): 256 bytes
+// apart, cudaMalloc's own alignment.
+constexpr size_t kAlign = 256;
+inline size_t align_up(size_t n) {
+    return (n + kAlign - 1) / kAlign * kAlign;
+}
+
 // Ops take float activations in device memory; anything else is a caller bug.
 inline void check_f32(const Tensor& t) {
     VELA_ASSERT(t.device == Device::Cuda && t.dtype == DType::F32);
