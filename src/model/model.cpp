@@ -27,6 +27,7 @@ struct Model::Scratch {
         std::vector<float> host_cos, host_sin;
     };
     Slot x, h, q, k, v, attn, gate, up, out_rows, logits, ids, top_tokens, top_logits, lse;
+    Slot rank_logits;      // tensor parallel: this rank's vocabulary slice of the logits
     int64_t n_logits = 0;  // rows in `logits` from the last forward
     Tensor tx, th, tq, tk, tv, tattn, tgate, tup;
     Angles global, local;
@@ -99,17 +100,25 @@ std::vector<float> key_offsets_of(const HParams& hp, const ModelWeights& w) {
 
 }  // namespace
 
-Model::Model(const std::string& path)
+Model::Model(const std::string& path, Communicator* comm)
     : file_(gguf::File::open(path)),
       hp_(HParams::from_gguf(file_)),
-      weights_(ModelWeights::bind(file_, hp_)),
-      key_offsets_(key_offsets_of(hp_, weights_)),
+      comm_(comm != nullptr && comm->size() > 1 ? comm : nullptr),
       scratch_(std::make_unique<Scratch>()) {
+    TpShard shard = shard_model(hp_, ModelWeights::bind(file_, hp_), comm_ ? comm_->rank() : 0,
+                                comm_ ? comm_->size() : 1);
+    local_ = shard.local;
+    vocab_begin_ = shard.vocab_begin;
+    vocab_end_ = shard.vocab_end;
+    weights_ = std::move(shard.weights);
+    owned_ = std::move(shard.owned);
+    key_offsets_ = key_offsets_of(local_, weights_);
     // V's bias per query head (GQA: each query head reads its KV head's values).
-    const int64_t q_dim = hp_.q_dim(), hd = hp_.head_dim, group = hp_.n_heads / hp_.n_kv_heads;
+    const int64_t q_dim = local_.q_dim(), hd = local_.head_dim,
+                  group = local_.n_heads / local_.n_kv_heads;
     if (!weights_.layers.empty() && weights_.layers[0].bv) {
-        v_bias_heads_.resize(static_cast<size_t>(hp_.n_layers * q_dim));
-        for (int64_t il = 0; il < hp_.n_layers; ++il) {
+        v_bias_heads_.resize(static_cast<size_t>(local_.n_layers * q_dim));
+        for (int64_t il = 0; il < local_.n_layers; ++il) {
             LayerWeights& l = weights_.layers[static_cast<size_t>(il)];
             float* out = v_bias_heads_.data() + il * q_dim;
             for (int64_t i = 0; i < q_dim; ++i) out[i] = l.bv.f32()[(i / hd / group) * hd + i % hd];
@@ -122,7 +131,7 @@ Model::~Model() = default;
 Model::Model(Model&&) noexcept = default;
 
 KvLayout Model::kv_layout(int64_t block_size, int64_t num_blocks) const {
-    KvLayout layout{hp_.n_layers, hp_.n_kv_heads, hp_.head_dim, block_size, num_blocks};
+    KvLayout layout{local_.n_layers, local_.n_kv_heads, local_.head_dim, block_size, num_blocks};
     layout.key_offsets = key_offsets_;
     return layout;
 }
@@ -145,7 +154,7 @@ void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
         loaded_on_ = &backend;
     }
     Scratch& s = *scratch_;
-    s.prepare(backend, hp_, rows);
+    s.prepare(backend, local_, rows);
     backend.plan(batch);
 
     s.make_angles(backend, hp_.rope, weights_.rope_freq_factors, batch, s.global);
@@ -158,11 +167,12 @@ void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
     std::vector<float>& logits = out.logits;
     logits.resize(static_cast<size_t>(n_out * hp_.n_vocab));
     out.ids.resize(static_cast<size_t>(n_out));
-    Tensor out_rows, out_logits, out_ids;
+    Tensor out_rows, out_logits, out_ids, rank_logits;
     if (n_out > 0) {  // allocated here: the ops may be recorded once and replayed
         out_rows = s.out_rows.view(backend, n_out, hp_.n_embd);
         out_logits = s.logits.view(backend, n_out, hp_.n_vocab);
         out_ids = s.ids.view(backend, n_out, 1, DType::I32);
+        if (comm_) rank_logits = s.rank_logits.view(backend, n_out, vocab_end_ - vocab_begin_);
     }
     backend.run_ops(this, kv, [&] {
         backend.embed(weights_.token_embd, s.tx);
@@ -172,7 +182,12 @@ void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
         if (n_out == 0) return;
         backend.gather_logit_rows(s.tx, out_rows);
         backend.rms_norm(out_rows, weights_.output_norm, out_rows, hp_.rms_eps);
-        backend.matmul(weights_.output, out_rows, out_logits);
+        if (comm_) {  // this rank's vocabulary slice, then every rank's
+            backend.matmul(weights_.output, out_rows, rank_logits);
+            comm_->all_gather_cols(backend, rank_logits, out_logits);
+        } else {
+            backend.matmul(weights_.output, out_rows, out_logits);
+        }
         // Every step, whoever asks: a recorded step must not depend on which rows are greedy.
         backend.argmax_rows(out_logits, out_ids);
     });
@@ -266,11 +281,12 @@ void Model::layer(int64_t il, KvStorage& kv, Backend& backend, Scratch& s) {
     }
     const RopeParams& rope = hp_.rope_of(il);
     const Scratch::Angles& angles = hp_.is_local(il) ? s.local : s.global;
-    backend.rope_write_kv(kv, il, s.tq, s.tk, s.tv, hp_.n_heads, hp_.n_kv_heads, hp_.head_dim,
-                          rope.dim, angles.tcos, angles.tsin, rope.neox);
-    backend.attention(kv, il, s.tq, s.tattn, hp_.n_heads, hp_.attn_scale, hp_.window(il));
+    backend.rope_write_kv(kv, il, s.tq, s.tk, s.tv, local_.n_heads, local_.n_kv_heads,
+                          local_.head_dim, rope.dim, angles.tcos, angles.tsin, rope.neox);
+    backend.attention(kv, il, s.tq, s.tattn, local_.n_heads, hp_.attn_scale, hp_.window(il));
     if (v_bias_after) backend.add_bias(s.tattn, w.bv_heads);
     backend.matmul(w.wo, s.tattn, s.th);
+    if (comm_) comm_->all_reduce_sum(backend, s.th);  // row-parallel: the ranks' partial sums
     if (w.attn_post_norm) backend.rms_norm(s.th, w.attn_post_norm, s.th, hp_.rms_eps);
     backend.add_rms_norm(s.tx, s.th, w.ffn_norm, s.th, hp_.rms_eps);
 
@@ -278,6 +294,7 @@ void Model::layer(int64_t il, KvStorage& kv, Backend& backend, Scratch& s) {
     backend.gated_ffn(w.w_gate, w.w_up, s.th, s.tgate, s.tup,
                       hp_.ffn_act == FfnActivation::GeluTanh);
     backend.matmul(w.w_down, s.tgate, s.th);
+    if (comm_) comm_->all_reduce_sum(backend, s.th);
     if (w.ffn_post_norm) backend.rms_norm(s.th, w.ffn_post_norm, s.th, hp_.rms_eps);
     // The residual add, joined with the next layer's attention norm.
     if (il + 1 < hp_.n_layers) {

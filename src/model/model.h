@@ -12,6 +12,7 @@
 #include "kv/kv_storage.h"
 #include "model/forward_batch.h"
 #include "model/hparams.h"
+#include "model/tensor_parallel.h"
 #include "model/weights.h"
 
 namespace vela {
@@ -19,11 +20,17 @@ namespace vela {
 class Model {
   public:
     // Maps the file, reads hyper-parameters and binds the weights (FormatError on problems).
-    explicit Model(const std::string& path);
+    // With `comm` of more than one rank: this rank's tensor-parallel share of the model
+    // (tensor_parallel.h; InvalidArgument for a split that cannot be made); its forwards run
+    // in step with the other ranks', on the same batches.
+    explicit Model(const std::string& path, Communicator* comm = nullptr);
     ~Model();
     Model(Model&&) noexcept;
 
     const HParams& hparams() const { return hp_; }
+    // The shape this rank computes: hparams() but for the heads, kv heads and n_ff of its
+    // tensor-parallel share (the same without one).
+    const HParams& local_hparams() const { return local_; }
     const gguf::File& file() const { return file_; }
     const ModelWeights& weights() const { return weights_; }
 
@@ -78,7 +85,11 @@ class Model {
 
     gguf::File file_;
     HParams hp_;
+    Communicator* comm_ = nullptr;  // tensor parallel over more than one rank, else null
+    HParams local_;
+    int64_t vocab_begin_ = 0, vocab_end_ = 0;  // this rank's LM head rows
     ModelWeights weights_;
+    std::vector<std::unique_ptr<std::byte[]>> owned_;  // weight slices copied out of the file
     std::vector<float> key_offsets_;
     std::vector<float> v_bias_heads_;  // the memory of every LayerWeights::bv_heads
     Backend* loaded_on_ = nullptr;     // the backend load_weights() ran for
