@@ -103,7 +103,7 @@ std::vector<float> key_offsets_of(const HParams& hp, const ModelWeights& w) {
 Model::Model(const std::string& path, Communicator* comm)
     : file_(gguf::File::open(path)),
       hp_(HParams::from_gguf(file_)),
-      comm_(comm != nullptr && comm->size() > 1 ? comm : nullptr),
+      comm_(comm),
       scratch_(std::make_unique<Scratch>()) {
     TpShard shard = shard_model(hp_, ModelWeights::bind(file_, hp_), comm_ ? comm_->rank() : 0,
                                 comm_ ? comm_->size() : 1);

@@ -107,6 +107,7 @@ class CudaBackend final : public Backend {
 
     Device device() const override { return Device::Cuda; }
     std::string name() const override { return "cuda"; }
+    void* stream() const { return stream_; }  // cudaStream_t: every op of a step runs on it
 
     MemoryInfo memory_info() const override;
     std::unique_ptr<DeviceBuffer> allocate(size_t bytes) override;
