@@ -579,7 +579,7 @@ void bench_decode_rows(double copy_gbs, int sms) {
         "\n| kv format | batch | context | rows a sequence | packed us | GB/s | %% of copy | rows "
         "as "
         "sequences us | packed speed-up |\n|---|---|---|---|---|---|---|---|---|\n");
-    for (KvFormat f : {KvFormat::kBf16, KvFormat::kInt8}) {
+    for (KvFormat f : {KvFormat::kBf16}) {
         for (int batch : {16, 64}) {
             const int ctx = 16384;
             const DecodeProblem d(f, batch, ctx);
