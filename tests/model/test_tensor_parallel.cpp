@@ -18,6 +18,7 @@
 #include "engine/forward_driver.h"
 #include "model/model.h"
 #include "model/tensor_parallel.h"
+#include "tiny_expected.h"
 
 namespace vela {
 namespace {
@@ -44,15 +45,7 @@ std::vector<std::vector<float>> run_ranks(const std::string& path, int size,
     return out;
 }
 
-nlohmann::json expected_logits(const std::string& variant) {
-    for (const char* file : {"tiny_models_expected.json", "tiny_gemma3_expected.json"}) {
-        std::ifstream in(kData + file);
-        if (!in) continue;
-        auto all = nlohmann::json::parse(in);
-        if (all.contains(variant)) return all[variant];
-    }
-    return nullptr;
-}
+using test::expected_logits;
 
 class TensorParallelTiny : public ::testing::TestWithParam<std::string> {};
 

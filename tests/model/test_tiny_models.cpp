@@ -9,36 +9,26 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <numbers>
 #include <nlohmann/json.hpp>
+#include <numbers>
 
 #include "backend/cpu/cpu_backend.h"
 #include "engine/forward_driver.h"
 #include "gguf/gguf_file.h"
 #include "model/model.h"
+#include "tiny_expected.h"
 
 namespace vela {
 namespace {
 
 const std::string kData = std::string(VELA_SOURCE_DIR) + "/tests/model/data/";
 
-// The RoPE variants' and Gemma 3's logits live in their own files so that adding them left the
-// original fixtures byte-identical.
-nlohmann::json expected_logits(const std::string& variant) {
-    for (const char* file :
-         {"tiny_models_expected.json", "tiny_rope_expected.json", "tiny_gemma3_expected.json"}) {
-        std::ifstream in(kData + file);
-        if (!in) continue;
-        auto all = nlohmann::json::parse(in);
-        if (all.contains(variant)) return all[variant];
-    }
-    return nullptr;
-}
+using test::expected_logits;
 
 class TinyModel : public ::testing::TestWithParam<std::string> {};
 
@@ -146,7 +136,8 @@ TEST(KeyOffsets, KeyBiasOnPairsRopeBarelyTurns) {
 TEST(QuantisedKv, LargeQwenBiasesStayOutOfTheCodes) {
     const std::string src = kData + "tiny_qwen2.gguf";
     std::ifstream in(src, std::ios::binary);
-    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                               std::istreambuf_iterator<char>());
     const auto file = gguf::File::parse(bytes.data(), bytes.size());
     const Model plain(src);
     const HParams& hp = plain.hparams();
@@ -162,12 +153,14 @@ TEST(QuantisedKv, LargeQwenBiasesStayOutOfTheCodes) {
             }
         };
         patch("attn_v.bias", [](int64_t) { return true; });
-        patch("attn_k.bias", [&](int64_t i) { return steady[static_cast<size_t>(i % hp.head_dim)]; });
+        patch("attn_k.bias",
+              [&](int64_t i) { return steady[static_cast<size_t>(i % hp.head_dim)]; });
     }
     const std::string big_path =
         (std::filesystem::temp_directory_path() / "vela_tiny_qwen2_big_biases.gguf").string();
     std::ofstream(big_path, std::ios::binary)
-        .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+        .write(reinterpret_cast<const char*>(bytes.data()),
+               static_cast<std::streamsize>(bytes.size()));
 
     const auto tokens = expected_logits("tiny_qwen2")["tokens"].get<std::vector<int32_t>>();
     ThreadPool pool(2);
@@ -175,8 +168,8 @@ TEST(QuantisedKv, LargeQwenBiasesStayOutOfTheCodes) {
     auto q8_error = [&](const std::string& path) {  // largest |logit difference| / largest |logit|
         Model model(path);
         const auto n = static_cast<int64_t>(tokens.size());
-        ForwardDriver exact(model, backend, n, 7, KvFormat::F32), quantised(model, backend, n, 7,
-                                                                            KvFormat::Q8);
+        ForwardDriver exact(model, backend, n, 7, KvFormat::F32),
+            quantised(model, backend, n, 7, KvFormat::Q8);
         const std::vector<float>& ref = exact.evaluate(tokens, true);
         const std::vector<float>& q8 = quantised.evaluate(tokens, true);
         double err = 0.0, top = 0.0;
