@@ -304,14 +304,16 @@ std::vector<StepOutput> Engine::step() {
         }
         stats_.prompt_tokens += work[i].n_tokens - (seq.n_generated() > 0 ? 1 : 0);
         const int32_t greedy = runner_.argmax_token(i);
-        std::optional<StepOutput> top;
-        if (greedy < 0 && runner_.samples_top(i))
-            top = seq.append_sampled_top(runner_.top_for(i), runner_.lse_for(i));
-        StepOutput o = greedy >= 0 ? seq.append_tokens({&greedy, 1})
-                       : top       ? std::move(*top)
-                       : runner_.samples_top(i)  // the list fell short: the whole row
-                           ? seq.append_sampled(runner_.fetch_row(i))
-                           : seq.append_sampled(logits);
+        StepOutput o;
+        if (greedy >= 0) {
+            o = seq.append_tokens({&greedy, 1});
+        } else if (!runner_.samples_top(i)) {
+            o = seq.append_sampled(logits);
+        } else if (auto top = seq.append_sampled_top(runner_.top_for(i), runner_.lse_for(i))) {
+            o = std::move(*top);
+        } else {  // the list fell short of the nucleus: the whole row
+            o = seq.append_sampled(runner_.fetch_row(i));
+        }
         if (seq.n_generated() == 1) start_followers(seq, true);
         ++stats_.generated_tokens;
         const bool ended = o.finish != FinishReason::None;

@@ -64,7 +64,9 @@ class ModelRunner {
     Model::RowsOut out_;
     std::vector<int32_t> keep_;  // per logits row: what comes back (Model::kKeep*, or top k)
     std::vector<LogitPenalty> penalties_;  // of the rows kept as top-k lists
-    bool lse_ = false;  // some row kept as a top-k list asks for logprobs: their lse comes back
+    // Some row kept as a top-k list asks for logprobs or samples by top-p / min-p: the lse of
+    // the lists' rows comes back.
+    bool lse_ = false;
     std::vector<int32_t> counts_;  // add_penalties' occurrence table, zero between uses
     const bool host_sampling_ = logits_to_host_env();
     std::vector<sampling::Candidate> top_;  // top_for's list

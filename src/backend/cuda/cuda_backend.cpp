@@ -346,10 +346,13 @@ void CudaBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q,
     // decode kernel where that is no more bytes, or where the prefill grid would leave most of
     // the device idle (few sequences over long keys).
     const int64_t group = n_heads / l.n_kv_heads;
-    const int64_t rows_per_cta = std::max<int64_t>(16 / group, 1);
-    const bool rows =
-        p.rows_as_decode && ((p.max_q_len + rows_per_cta - 1) / rows_per_cta <= group ||
-                             b.n_seqs() * n_heads < 2 * sm_count_);
+    cuda::DecodeParams shape;  // the CTAs a kv head's rows take (cuda::decode_row_chunks)
+    shape.num_heads = static_cast<int>(n_heads);
+    shape.num_kv_heads = static_cast<int>(l.n_kv_heads);
+    shape.cu_seqlens_q = p.query_start;
+    shape.max_seqlen_q = p.max_q_len;
+    const bool rows = p.rows_as_decode && (cuda::decode_row_chunks(shape) <= group ||
+                                           b.n_seqs() * n_heads < 2 * sm_count_);
     const bool decode = !batch_invariant_ && (p.max_q_len == 1 || rows) && window == 0 &&
                         !b.has_tree() && l.head_dim <= 128 && group <= 8;
     const KvScoreMode scores = b.kv_scores;
