@@ -91,7 +91,7 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, Engin
         }
         layout.attention_scores = ev.score_mode() != KvScoreMode::None;
     }
-    storage_ = backend_.make_kv_storage(layout, config_.kv_formats);
+    storage_ = model.make_kv_storage(backend_, layout, config_.kv_formats);
     if (ev.enabled()) {
         evictor_ = std::make_unique<KvEvictor>(ev, layout);
         runner_.set_kv_scores(ev.score_mode());

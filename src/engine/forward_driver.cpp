@@ -33,7 +33,7 @@ ForwardDriver::ForwardDriver(Model& model, Backend& backend, int64_t n_ctx, int6
         evictor_ = std::make_unique<KvEvictor>(eviction, layout);
         batch_.kv_scores = eviction.score_mode();
     }
-    storage_ = backend.make_kv_storage(layout, kv_formats);
+    storage_ = model.make_kv_storage(backend, layout, kv_formats);
     blocks_.add_sequence(kSeq);
 }
 

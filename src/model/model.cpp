@@ -144,11 +144,25 @@ void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
     logits.swap(out.logits);
 }
 
-void Model::forward(const ForwardBatch& batch, KvStorage& kv, Backend& backend,
+std::unique_ptr<KvStorage> Model::make_kv_storage(Backend& backend, const KvLayout& layout,
+                                                  KvFormats formats) const {
+    if (comm_ && layout.attention_scores) {
+        fail<InvalidArgument>(
+            "KV eviction by attention scores (H2O, TOVA) is not supported with tensor "
+            "parallelism: each rank sees only its own heads' scores");
+    }
+    return broadcast_ ? broadcast_->make_kv_storage(backend, layout, formats)
+                      : backend.make_kv_storage(layout, formats);
+}
+
+void Model::forward(const ForwardBatch& batch, KvStorage& kv_in, Backend& backend,
                     std::span<const int32_t> keep, RowsOut& out,
                     std::span<const LogitPenalty> penalties, bool lse) {
     const int64_t rows = batch.n_rows();
     VELA_ASSERT(rows > 0);
+    // Rank 0 of processes: the others start the same forward (and their collectives wait for
+    // ours); the ops run on rank 0's own storage.
+    KvStorage& kv = broadcast_ ? broadcast_->forward(batch, kv_in, keep, penalties, lse) : kv_in;
     if (loaded_on_ != &backend) {
         backend.load_weights(weights_);
         loaded_on_ = &backend;

@@ -46,6 +46,16 @@ class Model {
     // a pair turned by angle a leaves |b| 2 sin(a / 2), below |b| for a < pi/3.)
     const std::vector<float>& key_offsets() const { return key_offsets_; }
 
+    // Ranks in other processes: rank 0's model hands each forward and KV storage to them first
+    // (tensor_parallel.h's StepBroadcast; null: none).
+    void set_step_broadcast(StepBroadcast* broadcast) { broadcast_ = broadcast; }
+    int tensor_parallel() const { return comm_ ? comm_->size() : 1; }
+    // The KV pool for this model's forwards (backend.make_kv_storage, mirrored on the other
+    // ranks' processes with a StepBroadcast). InvalidArgument for attention scores (H2O, TOVA)
+    // under tensor parallelism: each rank would rank tokens by its own heads only.
+    std::unique_ptr<KvStorage> make_kv_storage(Backend& backend, const KvLayout& layout,
+                                               KvFormats formats) const;
+
     // Runs the batch through the network on `backend` (which gets the weights on first use).
     // Keys/values of the new rows are written into `kv` at batch.slot_mapping; logits of
     // batch.logit_rows (in that order, n_vocab each) are copied to `logits` on the host.
@@ -86,6 +96,7 @@ class Model {
     gguf::File file_;
     HParams hp_;
     Communicator* comm_ = nullptr;  // tensor parallel over more than one rank, else null
+    StepBroadcast* broadcast_ = nullptr;
     HParams local_;
     int64_t vocab_begin_ = 0, vocab_end_ = 0;  // this rank's LM head rows
     ModelWeights weights_;

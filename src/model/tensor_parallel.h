@@ -17,7 +17,11 @@
 #include <span>
 #include <vector>
 
+#include "backend/logit_penalty.h"
+#include "core/error.h"
 #include "core/tensor.h"
+#include "kv/kv_storage.h"
+#include "model/forward_batch.h"
 #include "model/hparams.h"
 #include "model/weights.h"
 
@@ -38,6 +42,31 @@ class Communicator {
     // Each rank's `local` (rows x its columns) into its columns of `full` (rows x the sum of the
     // ranks' columns, rank order), on every rank.
     virtual void all_gather_cols(Backend& backend, const Tensor& local, Tensor full) = 0;
+};
+
+// A tensor-parallel group that cannot go on: a rank stopped (it died, or its step failed), so the
+// collectives of the others would wait for it forever. Every later collective of the group throws
+// it too.
+class GroupFailed : public Error {
+  public:
+    using Error::Error;
+};
+
+// Rank 0 of a group whose other ranks are processes (engine/tp_workers.h): Model hands it each
+// forward, and the KV storages it makes, before running them, so that the other ranks run the
+// same steps on their shares.
+class StepBroadcast {
+  public:
+    virtual ~StepBroadcast() = default;
+    // A KV storage of rank 0 (in `backend`) that the other ranks mirror with their own heads'
+    // share: every BlockOp applied to it is applied to theirs.
+    virtual std::unique_ptr<KvStorage> make_kv_storage(Backend& backend, const KvLayout& layout,
+                                                       KvFormats formats) = 0;
+    // Hands the other ranks one forward of Model::forward's arguments; returns rank 0's own
+    // storage behind `kv` (one make_kv_storage made), for the backend's ops.
+    virtual KvStorage& forward(const ForwardBatch& batch, KvStorage& kv,
+                               std::span<const int32_t> keep,
+                               std::span<const LogitPenalty> penalties, bool lse) = 0;
 };
 
 // N ranks as threads of one process over host memory (CPU backends): each thread runs its rank's
