@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "model/tensor_parallel.h"
 
 namespace vela::server {
 
@@ -28,7 +29,10 @@ std::shared_ptr<RequestChannel> EngineService::submit(std::vector<Request> reque
     auto channel = std::make_shared<RequestChannel>(requests.size(), std::move(notify));
     {
         std::lock_guard lock(mu_);
-        if (!accepting_) throw ShuttingDown("the server is shutting down");
+        if (!accepting_) {
+            throw ShuttingDown(failure_.empty() ? "the server is shutting down"
+                                                : "the engine stopped: " + failure_);
+        }
         // Checked under the lock so that concurrent submissions cannot overshoot together.
         if (outstanding_.load() + n > config_.max_running + config_.max_queue) {
             throw QueueFull("the request queue is full; retry later");
@@ -62,6 +66,11 @@ bool EngineService::accepting() const {
     return accepting_;
 }
 
+std::string EngineService::failure() const {
+    std::lock_guard lock(mu_);
+    return failure_;
+}
+
 EngineStats EngineService::stats() const {
     std::lock_guard lock(mu_);
     return stats_;
@@ -93,6 +102,11 @@ void EngineService::run() {
             } catch (const std::exception& e) {
                 // A failed step leaves sequences in an unknown state: end them all loudly.
                 log(LogLevel::Error, "engine step failed: {}", e.what());
+                if (dynamic_cast<const GroupFailed*>(&e)) {  // no later step can run
+                    std::lock_guard lock(mu_);
+                    accepting_ = false;
+                    failure_ = e.what();
+                }
                 abort_all();
             }
         }

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -50,6 +51,9 @@ class EngineService {
 
     // False from the start of drain(): new requests are refused, /health reports draining.
     bool accepting() const;
+    // Why the engine can run no more steps (a tensor-parallel rank stopped: GroupFailed), or
+    // "" while it can. From then on requests are refused with it and /health reports it.
+    std::string failure() const;
     EngineStats stats() const;
     int64_t outstanding() const { return outstanding_.load(); }
 
@@ -80,6 +84,7 @@ class EngineService {
     std::vector<Pending> pending_;
     std::vector<std::shared_ptr<RequestChannel>> cancelled_;
     bool accepting_ = true;
+    std::string failure_;
     bool abort_everything_ = false;
     bool stop_ = false;
     EngineStats stats_;

@@ -24,11 +24,13 @@ ApiError timeout_error() {
     return ApiError(408, "the request timed out", "timeout", "", "timeout");
 }
 
-// An abort the client did not ask for and that was not a timeout: the server is shutting down
-// (or a failed engine step ended every request).
-ApiError aborted_error() {
-    return ApiError(503, "the request was aborted: the server is shutting down", "server_error",
-                    "", "aborted");
+// An abort the client did not ask for and that was not a timeout: the server is shutting down,
+// or a failed engine step ended every request (`failure`: why no step can run any more).
+ApiError aborted_error(const std::string& failure) {
+    return ApiError(503,
+                    failure.empty() ? "the request was aborted: the server is shutting down"
+                                    : "the request was aborted: the engine stopped: " + failure,
+                    "server_error", "", "aborted");
 }
 
 }  // namespace
@@ -116,7 +118,7 @@ void GenerationReply::collect(ReplySink& sink, const std::vector<ChannelEvent>& 
     end();
     for (const ChoiceState& c : choices_) {
         if (c.finish == FinishReason::Abort) {
-            sink.respond(error_response(aborted_error()));
+            sink.respond(error_response(aborted_error(service_.failure())));
             return;
         }
     }

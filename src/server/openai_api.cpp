@@ -103,6 +103,8 @@ HttpResponse OpenAiApi::error(int status, const std::string& message) {
 std::unique_ptr<Reply> OpenAiApi::handle(HttpRequest request, Waker waker) {
     const std::string_view path = request.path();
     if (path == "/health") {
+        if (const std::string why = service_.failure(); !why.empty())
+            return fixed(json_response(503, {{"status", "failed"}, {"error", why}}));
         if (!service_.accepting()) return fixed(json_response(503, {{"status", "draining"}}));
         return fixed(json_response(
             200, {{"status", "ok"}, {"requests_in_flight", service_.outstanding()}}));

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -14,6 +15,9 @@
 #include "backend/cpu/cpu_backend.h"
 #ifdef VELA_HAS_CUDA
 #include "backend/cuda/cuda_backend.h"
+#endif
+#ifdef VELA_HAS_NCCL
+#include "backend/cuda/nccl_communicator.h"
 #endif
 #include "core/error.h"
 #include "core/log.h"
@@ -86,6 +90,66 @@ std::unique_ptr<Backend> make_backend(const std::string& device, ThreadPool& poo
     return std::make_unique<CpuBackend>(pool);
 }
 
+namespace {
+
+// Each rank's share of the CPU threads.
+int threads_per_rank(const CommonOptions& o) {
+    const int threads =
+        o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency());
+    return std::max(1, threads / o.tensor_parallel);
+}
+
+// NCCL's group on GPU backends: rank 0 makes its id and sends it to the workers, which read it
+// from their channel before anything else.
+using GroupId = std::array<char, 128>;  // ncclUniqueId's bytes
+
+GroupId new_group_id() {
+#ifdef VELA_HAS_NCCL
+    return NcclCommunicator::new_id();
+#else
+    fail<InvalidArgument>("--tensor-parallel on a GPU: this build has no NCCL");
+#endif
+}
+
+GroupId read_group_id(TpChannel& channel) {
+    GroupId id{};
+    TpChannel::Message m;
+    if (!channel.receive(m)) fail("tensor parallel: rank 0 stopped before the setup");
+    if (m.kind != TpChannel::Kind::Setup || m.payload.size() != id.size())
+        fail("tensor parallel: rank 0 sent no NCCL id");
+    std::memcpy(id.data(), m.payload.data(), id.size());
+    return id;
+}
+
+std::unique_ptr<Communicator> gpu_communicator(const GroupId& id, int rank, int size) {
+#ifdef VELA_HAS_NCCL
+    return std::make_unique<NcclCommunicator>(id, rank, size);
+#else
+    (void)id, (void)rank, (void)size;
+    fail<InvalidArgument>("--tensor-parallel on a GPU: this build has no NCCL");
+#endif
+}
+
+// A worker process: rank `rank`'s backend (GPU `rank`) and share of the model, then the steps
+// rank 0 sends.
+int serve_rank(const CommonOptions& o, const std::string& path, int rank, ShmGroup& shm,
+               TpChannel& channel) {
+    ThreadPool pool(threads_per_rank(o));
+#ifdef VELA_HAS_CUDA
+    if (o.device == "cuda" || (o.device == "auto" && cuda_device_available()))
+        cuda_select_device(rank);
+#endif
+    const auto backend = make_backend(o.device, pool, o.enforce_eager, o.batch_invariant);
+    std::unique_ptr<Communicator> nccl;
+    if (backend->device() != Device::Cpu)
+        nccl = gpu_communicator(read_group_id(channel), rank, o.tensor_parallel);
+    Model model(path, nccl ? nccl.get() : &shm.rank(rank));
+    serve_tp_steps(model, *backend, channel);
+    return 0;
+}
+
+}  // namespace
+
 Runtime Runtime::load(const CommonOptions& o) {
     if (o.verbose) log_level() = LogLevel::Debug;
     const std::string path = o.model.empty() ? default_model_path() : o.model;
@@ -93,14 +157,36 @@ Runtime Runtime::load(const CommonOptions& o) {
         fail<InvalidArgument>("model file '{}' not found{}", path,
                               o.model.empty() ? " (run scripts/fetch_model.sh)" : "");
     }
+    const int tp = o.tensor_parallel;
+    if (tp < 1 || tp > 64) fail<InvalidArgument>("--tensor-parallel must be 1 to 64, got {}", tp);
     Runtime rt;
-    rt.model = std::make_unique<Model>(path);
+    if (tp > 1) {  // first: the workers are forked from a process with one thread
+        rt.tp_shm = std::make_unique<ShmGroup>(tp);
+        ShmGroup& shm = *rt.tp_shm;
+        rt.tp_workers = std::make_unique<TpWorkers>(
+            tp, [&](int rank, TpChannel& channel) { return serve_rank(o, path, rank, shm, channel); },
+            &shm);
+    }
+    rt.pool = std::make_unique<ThreadPool>(threads_per_rank(o));
+    rt.backend = make_backend(o.device, *rt.pool, o.enforce_eager, o.batch_invariant);
+    Communicator* comm = nullptr;
+    if (tp > 1 && rt.backend->device() == Device::Cpu) {
+        comm = &rt.tp_shm->rank(0);
+    } else if (tp > 1) {
+#ifdef VELA_HAS_CUDA
+        if (const int n = cuda_device_count(); n < tp)
+            fail<InvalidArgument>("--tensor-parallel {} needs {} GPUs; this machine has {}", tp, tp,
+                                  n);
+#endif
+        const GroupId id = new_group_id();
+        rt.tp_workers->send_setup(std::as_bytes(std::span(id)));
+        rt.tp_nccl = gpu_communicator(id, 0, tp);
+        comm = rt.tp_nccl.get();
+    }
+    rt.model = std::make_unique<Model>(path, comm);
+    if (rt.tp_workers) rt.model->set_step_broadcast(rt.tp_workers.get());
     prefault(rt.model->file());
     rt.tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_gguf(rt.model->file()));
-    const int threads =
-        o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency());
-    rt.pool = std::make_unique<ThreadPool>(threads);
-    rt.backend = make_backend(o.device, *rt.pool, o.enforce_eager, o.batch_invariant);
     const KvFormat both = parse_kv_format(o.kv_type);
     rt.kv_formats = {o.kv_type_k.empty() ? both : parse_kv_format(o.kv_type_k),
                      o.kv_type_v.empty() ? both : parse_kv_format(o.kv_type_v), o.kv_quant_group};
@@ -129,9 +215,11 @@ EngineConfig Runtime::engine_config(const CommonOptions& o, bool fill_kv) const 
     const Backend::MemoryInfo mem = backend->memory_info();
     if (mem.total == 0) return c;  // host memory: not planned
 
+    // Each rank holds 1 / N of every weight but the token embedding, which it holds whole.
+    const auto tp = static_cast<size_t>(model->tensor_parallel());
     size_t weights = 0, largest = 0;
     for (const auto& t : model->file().tensors()) {
-        weights += t.nbytes;
+        weights += t.name == "token_embd.weight" ? t.nbytes : t.nbytes / tp;
         largest = std::max(largest, static_cast<size_t>(t.dim(0) * t.dim(1)));
     }
     const HParams& hp = model->hparams();
@@ -150,7 +238,7 @@ EngineConfig Runtime::engine_config(const CommonOptions& o, bool fill_kv) const 
 }
 
 size_t Runtime::kv_bytes_per_token(const EngineConfig& c) const {
-    const HParams& hp = model->hparams();
+    const HParams& hp = model->local_hparams();  // this rank's kv heads
     const KvFormats f = c.kv_formats;
     return (backend->kv_token_bytes(f.k, true, hp.head_dim, c.kv_block_size, f.group) +
             backend->kv_token_bytes(f.v, false, hp.head_dim, c.kv_block_size, f.group)) *

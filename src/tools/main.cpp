@@ -27,6 +27,11 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
                    "built in and a GPU is present)")
         ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
         ->capture_default_str();
+    app.add_option("--tensor-parallel,--tp", o.tensor_parallel,
+                   "split every layer across N ranks, each a process of its own (GPU r on "
+                   "CUDA, over NCCL; CPU ranks share the threads), Megatron-style")
+        ->check(CLI::Range(1, 64))
+        ->capture_default_str();
     app.add_option("--gpu-memory-utilization", o.gpu_memory_utilization,
                    "share of the GPU's memory for weights, workspace and KV (serve fills the "
                    "rest with KV blocks unless --kv-blocks is given)")

@@ -12,7 +12,8 @@ namespace vela::cli {
 
 struct CommonOptions {
     std::string model;  // empty: the default model
-    int threads = 0;    // 0: all cores
+    int threads = 0;    // 0: all cores (shared by the ranks of --tensor-parallel)
+    int tensor_parallel = 1;  // ranks, each a process (and a GPU) with 1 / N of every layer
     int64_t ctx_size = 4096;
     int64_t batch_size = 512;
     std::string device = "auto";    // cpu, cuda, auto

@@ -93,15 +93,20 @@ class DeviceKvStorage final : public KvStorage {
 
 // Whether this process sees a usable CUDA device.
 bool cuda_device_available();
+// How many it sees (0 when none), and making device `index` this thread's current one (Error
+// naming CUDA's reason): tensor-parallel rank r runs on device r.
+int cuda_device_count();
+void cuda_select_device(int index);
 
 class CudaBackend final : public Backend {
   public:
-    // On the current CUDA device; Error when there is none. With `graphs`, decode steps are
-    // recorded as CUDA graphs (one per step shape) and replayed; without, every op is launched
-    // one by one (vLLM's --enforce-eager). With `batch_invariant`, every row's arithmetic is the
-    // same whatever else is in the batch (vLLM's VLLM_BATCH_INVARIANT): matmuls run the matvec
-    // kernels, eight rows a launch, and attention the prefill kernel for decode rows too, so a
-    // request's greedy output does not depend on the load; it costs a weight pass per 8 rows.
+    // On the current CUDA device; Error when there is none. With `graphs`, decode and
+    // verification steps are recorded as CUDA graphs (one per step shape) and replayed;
+    // without, every op is launched one by one (vLLM's --enforce-eager). With
+    // `batch_invariant`, every row's arithmetic is the same whatever else is in the batch
+    // (vLLM's VLLM_BATCH_INVARIANT): matmuls run the matvec kernels, eight rows a launch, and
+    // attention the prefill kernel for decode rows too, so a request's greedy output does not
+    // depend on the load; it costs a weight pass per 8 rows.
     explicit CudaBackend(bool graphs = true, bool batch_invariant = false);
     ~CudaBackend() override;
 

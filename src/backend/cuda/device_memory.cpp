@@ -41,6 +41,15 @@ bool cuda_device_available() {
     return cuda::device_available();
 }
 
+int cuda_device_count() {
+    int n = 0;
+    return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
+
+void cuda_select_device(int index) {
+    check(cudaSetDevice(index), "cudaSetDevice");
+}
+
 // --- KV storage ---
 
 void DeviceKvStorage::PinnedFree::operator()(std::byte* p) const {
