@@ -80,6 +80,11 @@ class Backend {
         ops();
     }
 
+    // How many run_ops calls so far ran slower than their step shape's steady state: a GPU
+    // backend's first eager run of a shape, or its recording as a CUDA graph (whose replays are
+    // faster). Timings of steps that warmed up are not the shape's (spec::SpeedGate).
+    virtual uint64_t warmup_runs() const { return 0; }
+
     // out[i] = row batch.tokens[i] of the embedding table, dequantised (n_rows x cols).
     virtual void embed(const Weight& table, Tensor out) = 0;
     // y[m][w.rows] = x[m][w.cols] * W^T

@@ -250,6 +250,7 @@ void Engine::finish(Sequence& seq, std::vector<StepOutput>& out, FinishReason re
 std::vector<StepOutput> Engine::step() {
     const auto start = std::chrono::steady_clock::now();
     const int64_t prompt_tokens = stats_.prompt_tokens;
+    const uint64_t warmups = backend_.warmup_runs();  // a step that warms up is no figure
     drafted_ = false;
     std::vector<StepOutput> out;
     for (int64_t id : aborted_) {
@@ -332,11 +333,9 @@ std::vector<StepOutput> Engine::step() {
         int64_t tokens = 0;
         for (const StepOutput& o : out) tokens += std::ssize(o.tokens);
         const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
-        if (drafted_ && drafter_ && drafter_->last_catch_up() > 0) {
-            spec_gate_.unmeasured();
-        } else {
-            spec_gate_.record(drafted_, tokens, took.count());
-        }
+        const bool caught_up = drafted_ && drafter_ && drafter_->last_catch_up() > 0;
+        spec_gate_.record(drafted_, tokens, took.count(),
+                          !caught_up && backend_.warmup_runs() == warmups);
     }
     return out;
 }

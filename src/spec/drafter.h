@@ -62,7 +62,7 @@ class Drafter {
     virtual void release(int64_t /*seq_id*/) {}
     // Tokens the last propose() fed beyond the newest of each sequence: a draft model catching
     // up on tokens it did not draft (the prompt, steps that did not draft). Such a step's time
-    // is not that of drafting (spec::SpeedGate::unmeasured).
+    // is not that of drafting (not representative: spec::SpeedGate::record).
     virtual int64_t last_catch_up() const { return 0; }
 };
 

@@ -31,17 +31,26 @@ class SpeedGate {
         return last_ = decide();
     }
 
-    // A finished decode step (no prompt tokens in it): its tokens and wall time.
-    void record(bool speculated, int64_t tokens, double seconds) {
+    // A finished decode step (no prompt tokens in it): its tokens and wall time. A step that is
+    // not `representative` of its kind (a draft model catching up on tokens it did not see
+    // while drafting was off; a GPU step that ran a new shape eagerly or recorded it as a CUDA
+    // graph, slower than its replays) is no figure, and the next step is of the same kind; up
+    // to kMaxUnrepresentative such steps in a row, after which it counts (a kind may have no
+    // other steps).
+    void record(bool speculated, int64_t tokens, double seconds, bool representative = true) {
+        if (!representative && unrepresentative_ < kMaxUnrepresentative) {
+            ++unrepresentative_;
+            repeat_ = true;
+            return;
+        }
+        unrepresentative_ = 0;
         if (tokens <= 0 || seconds <= 0.0) return;
         Kind& k = speculated ? spec_ : plain_;
         const double r = static_cast<double>(tokens) / seconds;
         k.rate = k.rate <= 0.0 ? r : 0.75 * k.rate + 0.25 * r;
         k.seconds = k.seconds <= 0.0 ? seconds : 0.75 * k.seconds + 0.25 * seconds;
     }
-    // A step whose time says nothing of its kind (a draft model catching up on tokens it did
-    // not see while drafting was off): not recorded, and the next step is of the same kind.
-    void unmeasured() { repeat_ = true; }
+    static constexpr int kMaxUnrepresentative = 4;
 
     double spec_rate() const { return spec_.rate; }
     double plain_rate() const { return plain_.rate; }
@@ -74,7 +83,8 @@ class SpeedGate {
     int64_t steps_ = 0;
     Kind spec_, plain_;
     bool spec_won_ = false;
-    bool last_ = false, repeat_ = false;  // allow()'s last answer; unmeasured() was called
+    bool last_ = false, repeat_ = false;  // allow()'s last answer; the last step was no figure
+    int unrepresentative_ = 0;            // steps in a row that were no figure
     int64_t interval_ = kProbeEvery, next_probe_ = 0;  // 0: no winner yet
 };
 

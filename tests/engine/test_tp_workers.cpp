@@ -195,7 +195,9 @@ TEST_P(TpWorkersEngine, GreedyEqualsOneSequenceAtATime) {
         kSize, static_cast<long long>(stats.preemptions), static_cast<long long>(stats.swap_outs),
         static_cast<long long>(stats.prefix_hit_tokens));
     EXPECT_GT(stats.preemptions, 0);
-    if (GetParam() == Preemption::Swap) EXPECT_GT(stats.swap_outs, 0);
+    if (GetParam() == Preemption::Swap) {
+        EXPECT_GT(stats.swap_outs, 0);
+    }
     EXPECT_GT(stats.prefix_hit_tokens, 0);
     std::vector<std::vector<int32_t>> expected;
     for (const auto& p : prompts) expected.push_back(greedy_threads(kSmol, kSize, p, kTokens));

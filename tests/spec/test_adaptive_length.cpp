@@ -67,15 +67,31 @@ TEST(SpeedGate, RunsTheFasterKindAndProbesTheOther) {
     for (size_t i = 1; i < spec.size(); ++i) EXPECT_GE(spec[i] - spec[i - 1], 490);
     const double probe_time = 0.04 * static_cast<double>(spec.size());
     EXPECT_LT(probe_time / (0.004 * 4000.0), 0.03);
-    // A step that was no figure (unmeasured) is run again in its kind: a probe of speculation
-    // that had to catch up is followed by another, whose time counts.
+    // A step that was no figure (not representative) is run again in its kind: a probe of
+    // speculation that had to catch up is followed by another, whose time counts.
     SpeedGate g;
     EXPECT_TRUE(g.allow());
-    g.unmeasured();           // the first speculative step fed the whole prompt to the drafter
-    EXPECT_TRUE(g.allow());   // so speculation is measured again
+    g.record(true, 40, 1.0, false);  // the first speculative step fed the prompt to the drafter
+    EXPECT_TRUE(g.allow());          // so speculation is measured again
     EXPECT_EQ(g.spec_rate(), 0.0);
     g.record(true, 40, 0.01);
     EXPECT_FALSE(g.allow());  // then a plain step
+    // A plain probe that recorded a CUDA graph (slow) is repeated until one replays.
+    g.record(false, 10, 1.0, false);
+    EXPECT_FALSE(g.allow());
+    g.record(false, 10, 0.004);
+    EXPECT_DOUBLE_EQ(g.plain_rate(), 2500.0);
+    // A kind with no representative steps still gets a figure, after kMaxUnrepresentative.
+    SpeedGate h;
+    for (int i = 0; i < SpeedGate::kMaxUnrepresentative; ++i) {
+        EXPECT_TRUE(h.allow());
+        h.record(true, 40, 0.01, false);
+        EXPECT_EQ(h.spec_rate(), 0.0);
+    }
+    EXPECT_TRUE(h.allow());
+    h.record(true, 40, 0.01, false);
+    EXPECT_DOUBLE_EQ(h.spec_rate(), 4000.0);
+    EXPECT_FALSE(h.allow());
     // Steps that produced nothing, or took no time, are not figures.
     const double before = gate.plain_rate();
     gate.record(false, 0, 0.5);

@@ -8,8 +8,8 @@
 // Matmuls of up to kMatvecMaxRows rows (decode, draft verification) run the dequantising
 // matrix-vector kernels in fp32; larger ones (prefill) run a cuBLAS tensor-core GEMM with fp32
 // accumulation: F16 and BF16 weights as stored, with activations rounded to the same type, other
-// types dequantised to bf16 first. Decode steps may be recorded as CUDA graphs and replayed
-// (run_ops); a few ops have fused kernels (add_rms_norm, matmuls, gated_ffn, rope_write_kv).
+// types dequantised to bf16 first. Decode and draft-verification steps may be recorded as CUDA
+// graphs and replayed (run_ops); a few ops have fused kernels (add_rms_norm, matmuls, gated_ffn, rope_write_kv).
 //
 // This header needs no CUDA headers: code built without nvcc (the CLI, tests) can use it.
 #include <compare>
@@ -112,6 +112,7 @@ class CudaBackend final : public Backend {
 
     Device device() const override { return Device::Cuda; }
     std::string name() const override { return "cuda"; }
+    uint64_t warmup_runs() const override { return warmups_; }
     void* stream() const { return stream_; }  // cudaStream_t: every op of a step runs on it
 
     MemoryInfo memory_info() const override;
@@ -167,11 +168,11 @@ class CudaBackend final : public Backend {
         std::unique_ptr<CudaBuffer> buf;
         void* get(size_t bytes);
     };
-    // A decode step's shape: what a recorded graph bakes into its launches.
+    // A decode or verification step's shape: what a recorded graph bakes into its launches.
     struct GraphKey {
         const void* model;
         const void* kv;
-        int64_t n_seqs, n_logits;
+        int64_t n_seqs, n_rows, n_logits;
         int32_t table_stride, kv_bound;
         auto operator<=>(const GraphKey&) const = default;
     };
@@ -201,7 +202,7 @@ class CudaBackend final : public Backend {
         // kernels: the batch's own, or rounded up to a few buckets for a recorded decode step
         // (kernels read the true lengths from kv_len).
         int32_t table_stride = 0, kv_bound = 0;
-        bool graph = false;     // a decode step that may be recorded and replayed
+        bool graph = false;  // a decode or verification step that may be recorded and replayed
         int decode_splits = 0;  // chosen by the step's first decode attention
     };
     const Plan& planned() const;
@@ -220,6 +221,7 @@ class CudaBackend final : public Backend {
     bool graphs_enabled_;
     bool batch_invariant_;
     uint64_t generation_ = 1;  // bumped by every allocation that may move what graphs point at
+    uint64_t warmups_ = 0;     // warmup_runs()
     std::map<GraphKey, Graph> graphs_;
     std::unique_ptr<CudaBuffer> cublas_ws_;
     int decode_counters_ = 0;  // finish counters the decode workspace reserves (DecodeParams)

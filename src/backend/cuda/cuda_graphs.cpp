@@ -1,4 +1,5 @@
-// CudaBackend::run_ops: decode steps recorded as CUDA graphs, one per step shape, and replayed.
+// CudaBackend::run_ops: decode and draft-verification steps recorded as CUDA graphs, one per step
+// shape, and replayed.
 #include <cuda_runtime.h>
 
 #include "backend/cuda/cuda_backend.h"
@@ -33,6 +34,7 @@ void CudaBackend::run_ops(const void* model, const KvStorage& kv,
     const GraphKey key{model,
                        &kv,
                        p.batch->n_seqs(),
+                       p.batch->n_rows(),
                        static_cast<int64_t>(p.batch->logit_rows.size()),
                        p.table_stride,
                        p.kv_bound};
@@ -45,6 +47,7 @@ void CudaBackend::run_ops(const void* model, const KvStorage& kv,
         check(cudaGraphLaunch(static_cast<cudaGraphExec_t>(g.exec), s), "graph launch");
         return;
     }
+    ++warmups_;  // from here on, the step runs eagerly or is recorded
     if (g.generation != generation_) {  // first sight of this shape with these buffers
         if (g.exec != nullptr) {
             check(cudaStreamSynchronize(s), "graph drop");

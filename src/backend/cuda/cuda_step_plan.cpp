@@ -58,19 +58,26 @@ void CudaBackend::plan(const ForwardBatch& batch) {
     // their KV bound rounded up to buckets, so that a recording serves many steps. Eager decode
     // steps do the same, so that both split the attention alike and agree bit for bit.
     const bool decode = batch.n_seqs() > 0 && batch.n_rows() == batch.n_seqs();
-    // Steps that record attention scores (eviction by h2o / tova) run eagerly.
-    plan_.graph = graphs_enabled_ && decode && batch.kv_scores == KvScoreMode::None;
-    plan_.table_stride = decode ? bucket(max_blocks) : max_blocks;
-    plan_.kv_bound = decode ? bucket(plan_.max_kv_len) : plan_.max_kv_len;
-
-    const size_t table_len = static_cast<size_t>(batch.n_seqs()) * plan_.table_stride;
-    const std::vector<int32_t>* table = &batch.block_table;
     // A few rows per sequence (verifying drafts) may run through the split-K decode kernel, a
     // sequence's rows packed with their query heads (attention() decides per call). Not for
     // trees (the decode kernel has no mask) nor batch-invariant steps (decode rows there take
     // the prefill kernel too).
     plan_.rows_as_decode = !decode && !tree && !sparse && !batch_invariant_ && batch.n_seqs() > 0 &&
                            plan_.max_q_len <= kMaxRowsAsDecode;
+    // Verification steps (the same rows for every sequence, each with logits) are recorded and
+    // bucketed as decode steps are: their shapes recur step after step. Other steps of a few
+    // rows (mixed prompt chunks) rarely recur, and would pay a recording each.
+    const bool verify = plan_.rows_as_decode &&
+                        batch.n_rows() == batch.n_seqs() * plan_.max_q_len &&
+                        std::ssize(batch.logit_rows) == batch.n_rows();
+    const bool bucketed = decode || verify;
+    // Steps that record attention scores (eviction by h2o / tova) run eagerly.
+    plan_.graph = graphs_enabled_ && bucketed && batch.kv_scores == KvScoreMode::None;
+    plan_.table_stride = bucketed ? bucket(max_blocks) : max_blocks;
+    plan_.kv_bound = bucketed ? bucket(plan_.max_kv_len) : plan_.max_kv_len;
+
+    const size_t table_len = static_cast<size_t>(batch.n_seqs()) * plan_.table_stride;
+    const std::vector<int32_t>* table = &batch.block_table;
     if (sparse || table_len != batch.block_table.size()) {
         table_host_.assign(table_len, -1);
         for (int64_t s = 0; s < batch.n_seqs(); ++s) {
