@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "engine/tp_sockets.h"
 
 namespace vela {
 namespace {
@@ -147,42 +148,17 @@ TpChannel::~TpChannel() {
 
 void TpChannel::send(Kind kind, uint32_t kv, std::span<const std::byte> payload) {
     const Header h{kind, kv, payload.size()};
-    auto put = [&](const void* data, size_t n) {
-        const auto* p = static_cast<const std::byte*>(data);
-        while (n > 0) {
-            const ssize_t k = ::send(fd_, p, n, MSG_NOSIGNAL);
-            if (k < 0 && errno == EINTR) continue;
-            if (k <= 0) throw GroupFailed(fmt::format("tensor parallel: a worker is gone ({})",
-                                                      k < 0 ? strerror(errno) : "closed"));
-            p += k;
-            n -= static_cast<size_t>(k);
-        }
-    };
-    put(&h, sizeof h);
-    put(payload.data(), payload.size());
+    write_all(fd_, &h, sizeof h);
+    write_all(fd_, payload.data(), payload.size());
 }
 
 bool TpChannel::receive(Message& m) {
-    // false at a clean end (nothing of a message read yet); an end inside a message throws.
-    auto get = [&](void* data, size_t n, bool first) {
-        auto* p = static_cast<std::byte*>(data);
-        const size_t want = n;
-        while (n > 0) {
-            const ssize_t k = ::read(fd_, p, n);
-            if (k < 0 && errno == EINTR) continue;
-            if (k == 0 && first && n == want) return false;
-            if (k <= 0) fail("tensor parallel: rank 0's channel broke mid-message");
-            p += k;
-            n -= static_cast<size_t>(k);
-        }
-        return true;
-    };
     Header h{};
-    if (!get(&h, sizeof h, true)) return false;
+    if (!read_all(fd_, &h, sizeof h, /*eof_ok=*/true)) return false;  // rank 0 closed it
     m.kind = h.kind;
     m.kv = h.kv;
     m.payload.resize(h.bytes);
-    get(m.payload.data(), h.bytes, false);
+    read_all(fd_, m.payload.data(), h.bytes);
     return true;
 }
 
@@ -340,6 +316,11 @@ TpWorkers::~TpWorkers() {
             }
         }
     }
+}
+
+TpWorkers::TpWorkers(std::vector<std::unique_ptr<TpChannel>> channels)
+    : channels_(std::move(channels)), group_(nullptr) {
+    VELA_ASSERT(!channels_.empty());
 }
 
 std::string TpWorkers::check_workers() {

@@ -66,6 +66,9 @@ class TpWorkers final : public StepBroadcast {
     // thread (fork copies only the caller's); Error otherwise. `group` (CPU backends): the
     // workers' ShmGroup, failed when a worker is found gone so that no rank waits on.
     TpWorkers(int size, const WorkerMain& worker, ShmGroup* group = nullptr);
+    // Ranks started by someone else (mpirun; tp_sockets.h): their steps' channels, rank r's at
+    // index r - 1. A worker that is gone shows as its channel or its collectives failing.
+    explicit TpWorkers(std::vector<std::unique_ptr<TpChannel>> channels);
     // Ends the group: the workers' loops end when their channels close, and any worker still
     // inside a collective is woken (the group is failed first); each is waited for, and killed
     // if it has not exited within a few seconds.
@@ -73,8 +76,8 @@ class TpWorkers final : public StepBroadcast {
     TpWorkers(const TpWorkers&) = delete;
     TpWorkers& operator=(const TpWorkers&) = delete;
 
-    int size() const { return static_cast<int>(pids_.size()) + 1; }
-    // Rank r's process (r >= 1), -1 once it has exited and been reaped.
+    int size() const { return static_cast<int>(channels_.size()) + 1; }
+    // Rank r's process (r >= 1, forked workers), -1 once it has exited and been reaped.
     pid_t pid(int r) const { return pids_.at(static_cast<size_t>(r - 1)); }
     // The same bytes to every worker, before the steps (e.g. NCCL's group id).
     void send_setup(std::span<const std::byte> bytes);

@@ -22,6 +22,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "engine/memory_plan.h"
+#include "engine/tp_sockets.h"
 #include "spec/draft_model_drafter.h"
 #include "spec/ngram_drafter.h"
 #include "tools/commands.h"
@@ -130,22 +131,30 @@ std::unique_ptr<Communicator> gpu_communicator(const GroupId& id, int rank, int 
 #endif
 }
 
-// A worker process: rank `rank`'s backend (GPU `rank`) and share of the model, then the steps
-// rank 0 sends.
-int serve_rank(const CommonOptions& o, const std::string& path, int rank, ShmGroup& shm,
-               TpChannel& channel) {
+// A worker: rank `rank`'s backend (GPU `device`) and share of the model, then the steps rank 0
+// sends. `cpu_comm`: the group's collectives for CPU backends.
+int serve_rank(const CommonOptions& o, const std::string& path, int rank, int device,
+               Communicator& cpu_comm, TpChannel& channel) {
     ThreadPool pool(threads_per_rank(o));
 #ifdef VELA_HAS_CUDA
     if (o.device == "cuda" || (o.device == "auto" && cuda_device_available()))
-        cuda_select_device(rank);
+        cuda_select_device(device);
+#else
+    (void)device;
 #endif
     const auto backend = make_backend(o.device, pool, o.enforce_eager, o.batch_invariant);
     std::unique_ptr<Communicator> nccl;
     if (backend->device() != Device::Cpu)
         nccl = gpu_communicator(read_group_id(channel), rank, o.tensor_parallel);
-    Model model(path, nccl ? nccl.get() : &shm.rank(rank));
+    Model model(path, nccl ? nccl.get() : &cpu_comm);
     serve_tp_steps(model, *backend, channel);
     return 0;
+}
+
+// The address ranks started by mpirun meet at (rank 0's host:port).
+std::string tp_master() {
+    const char* env = std::getenv("VELA_TP_MASTER");
+    return env != nullptr && *env != '\0' ? env : "127.0.0.1:29517";
 }
 
 }  // namespace
@@ -160,18 +169,41 @@ Runtime Runtime::load(const CommonOptions& o) {
     const int tp = o.tensor_parallel;
     if (tp < 1 || tp > 64) fail<InvalidArgument>("--tensor-parallel must be 1 to 64, got {}", tp);
     Runtime rt;
-    if (tp > 1) {  // first: the workers are forked from a process with one thread
+    std::unique_ptr<SocketGroup> sockets;  // rank 0's CPU collectives with ranks mpirun started
+    if (const LaunchedRank launched = launched_rank_from_env(); tp > 1 && launched.size > 0) {
+        // Started by mpirun, a process per rank (on one host or several): the ranks meet over
+        // TCP at rank 0; the workers serve steps, and exit, here.
+        if (launched.size != tp) {
+            fail<InvalidArgument>("--tensor-parallel {} under mpirun with {} processes: run "
+                                  "mpirun -np {}",
+                                  tp, launched.size, tp);
+        }
+        TpSockets s = tp_rendezvous(launched.rank, tp, tp_master());
+        if (launched.rank != 0) {
+            SocketGroup group(launched.rank, tp, s.data);
+            TpChannel channel(s.control[0]);
+            std::exit(serve_rank(o, path, launched.rank, launched.local_rank, group, channel));
+        }
+        std::vector<std::unique_ptr<TpChannel>> channels;
+        for (int fd : s.control) channels.push_back(std::make_unique<TpChannel>(fd));
+        rt.tp_workers = std::make_unique<TpWorkers>(std::move(channels));
+        sockets = std::make_unique<SocketGroup>(0, tp, s.data);
+    } else if (tp > 1) {  // first: the workers are forked from a process with one thread
         rt.tp_shm = std::make_unique<ShmGroup>(tp);
         ShmGroup& shm = *rt.tp_shm;
         rt.tp_workers = std::make_unique<TpWorkers>(
-            tp, [&](int rank, TpChannel& channel) { return serve_rank(o, path, rank, shm, channel); },
+            tp,
+            [&](int rank, TpChannel& channel) {
+                return serve_rank(o, path, rank, rank, shm.rank(rank), channel);
+            },
             &shm);
     }
     rt.pool = std::make_unique<ThreadPool>(threads_per_rank(o));
     rt.backend = make_backend(o.device, *rt.pool, o.enforce_eager, o.batch_invariant);
     Communicator* comm = nullptr;
     if (tp > 1 && rt.backend->device() == Device::Cpu) {
-        comm = &rt.tp_shm->rank(0);
+        comm = sockets ? static_cast<Communicator*>(sockets.get()) : &rt.tp_shm->rank(0);
+        rt.tp_comm = std::move(sockets);
     } else if (tp > 1) {
 #ifdef VELA_HAS_CUDA
         if (const int n = cuda_device_count(); n < tp)
@@ -180,8 +212,8 @@ Runtime Runtime::load(const CommonOptions& o) {
 #endif
         const GroupId id = new_group_id();
         rt.tp_workers->send_setup(std::as_bytes(std::span(id)));
-        rt.tp_nccl = gpu_communicator(id, 0, tp);
-        comm = rt.tp_nccl.get();
+        rt.tp_comm = gpu_communicator(id, 0, tp);
+        comm = rt.tp_comm.get();
     }
     rt.model = std::make_unique<Model>(path, comm);
     if (rt.tp_workers) rt.model->set_step_broadcast(rt.tp_workers.get());

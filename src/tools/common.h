@@ -24,11 +24,11 @@ std::string default_model_path();
 // Everything a command runs on. Loading prints progress for large files. The one place that
 // picks the backend.
 struct Runtime {
-    // --tensor-parallel N: the other ranks' processes and the group's collectives (first: they
-    // outlive everything that uses them).
+    // --tensor-parallel N: the other ranks' processes (forked, or started by mpirun) and the
+    // group's collectives (first: they outlive everything that uses them).
     std::unique_ptr<ShmGroup> tp_shm;
     std::unique_ptr<TpWorkers> tp_workers;
-    std::unique_ptr<Communicator> tp_nccl;  // GPU backends
+    std::unique_ptr<Communicator> tp_comm;  // NCCL (GPU backends), or sockets under mpirun
     std::unique_ptr<Model> model;
     std::unique_ptr<Tokenizer> tokenizer;
     std::unique_ptr<ThreadPool> pool;

@@ -9,7 +9,10 @@
 //     forward throws GroupFailed naming it, never hangs, and so does every later one.
 // Its own binary: fork() wants a process with one thread.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,6 +25,7 @@
 #include "core/error.h"
 #include "engine/engine.h"
 #include "engine/forward_driver.h"
+#include "engine/tp_sockets.h"
 #include "engine/tp_workers.h"
 #include "model/model.h"
 #include "model/shm_group.h"
@@ -272,6 +276,95 @@ TEST(TpWorkers, WorkerKilledBetweenStepsStopsTheGroup) {
         ADD_FAILURE() << "the forward went on without its worker";
     } catch (const GroupFailed& e) {
         EXPECT_NE(std::string(e.what()).find("worker rank 1"), std::string::npos) << e.what();
+    }
+}
+
+// A loopback address with a port nobody listens on (bound, then released).
+std::string free_master() {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    close(fd);
+    return "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+}
+
+// Ranks started apart (as mpirun starts them), meeting over TCP: the same logits, bit for bit,
+// as the ranks as threads. Here the "launcher" is fork, and rank 0 is this process.
+TEST(TpSockets, RanksThatMeetOverTcpEqualRanksAsThreads) {
+    const std::string path = kSmol;
+    if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " missing (scripts/setup.sh)";
+    constexpr int kSize = 3;
+    const std::string master = free_master();
+    std::vector<pid_t> pids;
+    for (int r = 1; r < kSize; ++r) {
+        const pid_t pid = fork();
+        ASSERT_GE(pid, 0);
+        if (pid == 0) {
+            int code = 1;
+            try {
+                TpSockets s = tp_rendezvous(r, kSize, master, 20);
+                SocketGroup group(r, kSize, s.data);
+                TpChannel channel(s.control[0]);
+                Model model(path, &group);
+                ThreadPool pool(1);
+                CpuBackend backend(pool);
+                serve_tp_steps(model, backend, channel);
+                code = 0;
+            } catch (const std::exception& e) {
+                std::fprintf(stderr, "rank %d: %s\n", r, e.what());
+            }
+            _exit(code);
+        }
+        pids.push_back(pid);
+    }
+    std::vector<float> logits;
+    std::vector<int32_t> tokens;
+    {
+        TpSockets s = tp_rendezvous(0, kSize, master, 20);
+        std::vector<std::unique_ptr<TpChannel>> channels;
+        for (int fd : s.control) channels.push_back(std::make_unique<TpChannel>(fd));
+        TpWorkers workers(std::move(channels));
+        SocketGroup group(0, kSize, s.data);
+        Model model(path, &group);
+        model.set_step_broadcast(&workers);
+        ThreadPool pool(1);
+        CpuBackend backend(pool);
+        tokens = some_tokens(40, model.hparams().n_vocab);
+        ForwardDriver driver(model, backend, 64, 64);
+        logits = driver.evaluate(tokens, /*all_logits=*/true);
+    }  // the channels close: the workers' loops end
+    for (pid_t pid : pids) {
+        int status = 0;
+        ASSERT_EQ(waitpid(pid, &status, 0), pid);
+        EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    }
+    EXPECT_TRUE(logits == thread_ranks(path, kSize, tokens));
+}
+
+TEST(TpSockets, RendezvousRefusesAWrongGroupSizeAndTimesOut) {
+    const std::string master = free_master();
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {  // a rank of a group of 3 at a rank 0 of a group of 2
+        try {
+            tp_rendezvous(1, 3, master, 2);
+        } catch (...) {
+        }
+        _exit(0);
+    }
+    EXPECT_THROW(tp_rendezvous(0, 2, master, 10), Error);
+    waitpid(pid, nullptr, 0);
+    // Nobody comes: a clear error after the timeout, not a hang.
+    try {
+        tp_rendezvous(0, 2, free_master(), 0.3);
+        ADD_FAILURE() << "no rank joined, yet the rendezvous returned";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("1 of 2 ranks joined"), std::string::npos)
+            << e.what();
     }
 }
 

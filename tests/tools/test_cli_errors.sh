@@ -56,6 +56,13 @@ expect_error "kv-type-v" perplexity -m "$model" --kv-type-v "" /etc/hostname
 expect_error "fp8 KV is stored by the CUDA backend only" generate -m "$model" -p hi --device cpu --kv-type fp8
 expect_error "spec-branches is for --spec ngram" generate -m "$model" -p hi --spec-branches 3
 expect_error "spec-depth is for --spec draft" generate -m "$model" -p hi --spec-depth 3
+# Tensor parallelism: splits that cannot be made, policies it cannot run, launches that mismatch.
+expect_error "9 query heads do not split evenly" generate -m "$model" -p hi --device cpu --tensor-parallel 2
+expect_error "tensor-parallel" generate -m "$model" -p hi --device cpu --tensor-parallel 0
+expect_error "attention scores .* tensor parallelism" generate -m "$model" -p hi --device cpu \
+    --tensor-parallel 3 --kv-evict h2o --kv-budget 64
+OMPI_COMM_WORLD_SIZE=2 OMPI_COMM_WORLD_RANK=0 \
+    expect_error "under mpirun with 2 processes" generate -m "$model" -p hi --device cpu --tensor-parallel 3
 printf 'a short text' > "$tmp/short.txt"
 expect_error "fewer than 4 prompts of 64" bench -m "$model" -p 64 -n 8 --spec ngram --parallel 4 -f "$tmp/short.txt"
 expect_error "parallel" bench -m "$model" -p 64 -n 8 --spec ngram --parallel 0
