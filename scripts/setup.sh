@@ -10,7 +10,9 @@ packages=(build-essential cmake ninja-build ccache pkg-config git python3 python
           libcli11-dev libfmt-dev libre2-dev libxxhash-dev libopenblas-dev
           # clang and its compiler-rt (libFuzzer, ASan, UBSan) for the `fuzz` preset, which
           # scripts/ci_checks.sh runs in CI.
-          clang libclang-rt-14-dev)
+          clang libclang-rt-14-dev
+          # mpirun, which the tensor-parallel tests launch ranks with (tests/server).
+          openmpi-bin)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
