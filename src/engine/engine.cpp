@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "core/log.h"
 
 namespace vela {
 
@@ -334,8 +335,14 @@ std::vector<StepOutput> Engine::step() {
         for (const StepOutput& o : out) tokens += std::ssize(o.tokens);
         const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
         const bool caught_up = drafted_ && drafter_ && drafter_->last_catch_up() > 0;
-        spec_gate_.record(drafted_, tokens, took.count(),
-                          !caught_up && backend_.warmup_runs() == warmups);
+        const bool representative = !caught_up && backend_.warmup_runs() == warmups;
+        spec_gate_.record(drafted_, tokens, took.count(), representative);
+        log(LogLevel::Debug,
+            "speed gate: {} step, {} tokens in {:.2f} ms{}; speculating {:.0f} tok/s, plain "
+            "{:.0f} tok/s",
+            drafted_ ? "drafting" : "plain", tokens, took.count() * 1e3,
+            representative ? "" : " (warm-up, no figure)", spec_gate_.spec_rate(),
+            spec_gate_.plain_rate());
     }
     return out;
 }
