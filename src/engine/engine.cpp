@@ -336,11 +336,11 @@ std::vector<StepOutput> Engine::step() {
         const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
         const bool caught_up = drafted_ && drafter_ && drafter_->last_catch_up() > 0;
         const bool representative = !caught_up && backend_.warmup_runs() == warmups;
-        spec_gate_.record(drafted_, tokens, took.count(), representative);
+        spec_gate_.record(drafted_, tokens, took.count(), representative, std::ssize(work));
         log(LogLevel::Debug,
-            "speed gate: {} step, {} tokens in {:.2f} ms{}; speculating {:.0f} tok/s, plain "
-            "{:.0f} tok/s",
-            drafted_ ? "drafting" : "plain", tokens, took.count() * 1e3,
+            "speed gate: {} step, {} tokens of {} sequences in {:.2f} ms{}; per sequence: "
+            "speculating {:.0f} tok/s, plain {:.0f} tok/s",
+            drafted_ ? "drafting" : "plain", tokens, work.size(), took.count() * 1e3,
             representative ? "" : " (warm-up, no figure)", spec_gate_.spec_rate(),
             spec_gate_.plain_rate());
     }

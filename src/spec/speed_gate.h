@@ -31,22 +31,27 @@ class SpeedGate {
         return last_ = decide();
     }
 
-    // A finished decode step (no prompt tokens in it): its tokens and wall time. A step that is
+    // A finished decode step (no prompt tokens in it): its tokens, wall time and sequences.
+    // Rates are per sequence (tokens / sequences / seconds): a step's tokens grow with its batch
+    // and its time much less, so raw tokens/s would favour whichever kind was last measured at a
+    // larger batch (a batch that empties as its requests finish made plain steps look ever
+    // slower than a speculative figure taken while it was full). A step that is
     // not `representative` of its kind (a draft model catching up on tokens it did not see
     // while drafting was off; a GPU step that ran a new shape eagerly or recorded it as a CUDA
     // graph, slower than its replays) is no figure, and the next step is of the same kind; up
     // to kMaxUnrepresentative such steps in a row, after which it counts (a kind may have no
     // other steps).
-    void record(bool speculated, int64_t tokens, double seconds, bool representative = true) {
+    void record(bool speculated, int64_t tokens, double seconds, bool representative = true,
+                int64_t sequences = 1) {
         if (!representative && unrepresentative_ < kMaxUnrepresentative) {
             ++unrepresentative_;
             repeat_ = true;
             return;
         }
         unrepresentative_ = 0;
-        if (tokens <= 0 || seconds <= 0.0) return;
+        if (tokens <= 0 || seconds <= 0.0 || sequences <= 0) return;
         Kind& k = speculated ? spec_ : plain_;
-        const double r = static_cast<double>(tokens) / seconds;
+        const double r = static_cast<double>(tokens) / static_cast<double>(sequences) / seconds;
         k.rate = k.rate <= 0.0 ? r : 0.75 * k.rate + 0.25 * r;
         k.seconds = k.seconds <= 0.0 ? seconds : 0.75 * k.seconds + 0.25 * seconds;
     }
@@ -77,7 +82,7 @@ class SpeedGate {
     }
 
     struct Kind {
-        double rate = 0.0;     // tokens/s; 0: not measured yet
+        double rate = 0.0;     // tokens/s per sequence; 0: not measured yet
         double seconds = 0.0;  // a step's wall time
     };
     int64_t steps_ = 0;

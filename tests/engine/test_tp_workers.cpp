@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <thread>
 
@@ -31,6 +32,7 @@
 #include "model/shm_group.h"
 #include "model/tensor_parallel.h"
 #include "tokenizer/tokenizer.h"
+#include "../model/thread_ranks.h"
 
 namespace vela {
 namespace {
@@ -44,9 +46,17 @@ std::vector<int32_t> some_tokens(int n, int64_t vocab) {
     return t;
 }
 
-// Ranks 1.. as processes, each serving its share of `path` on one CPU thread.
+// What a worker does once its share and backend exist: serve_tp_steps, or a failure.
+using WorkerSteps = std::function<int(Model&, CpuBackend&, TpChannel&)>;
+
+int serve(Model& model, CpuBackend& backend, TpChannel& channel) {
+    serve_tp_steps(model, backend, channel);
+    return 0;
+}
+
+// Ranks 1.. as processes, each with its share of `path` on one CPU thread, running `steps`.
 struct ProcessGroup {
-    ProcessGroup(const std::string& path, int size)
+    ProcessGroup(const std::string& path, int size, const WorkerSteps& steps = serve)
         : shm(size),
           workers(
               size,
@@ -54,8 +64,7 @@ struct ProcessGroup {
                   Model model(path, &shm.rank(r));
                   ThreadPool pool(1);
                   CpuBackend backend(pool);
-                  serve_tp_steps(model, backend, channel);
-                  return 0;
+                  return steps(model, backend, channel);
               },
               &shm),
           model(path, &shm.rank(0)),
@@ -72,20 +81,7 @@ struct ProcessGroup {
 // The reference: the same ranks as threads, every logits row of `tokens`, in one forward.
 std::vector<float> thread_ranks(const std::string& path, int size,
                                 const std::vector<int32_t>& tokens) {
-    ThreadGroup group(size);
-    std::vector<std::vector<float>> out(static_cast<size_t>(size));
-    std::vector<std::thread> threads;
-    for (int r = 0; r < size; ++r) {
-        threads.emplace_back([&, r] {
-            Model model(path, &group.rank(r));
-            ThreadPool pool(1);
-            CpuBackend backend(pool);
-            ForwardDriver driver(model, backend, static_cast<int64_t>(tokens.size()), 64);
-            out[static_cast<size_t>(r)] = driver.evaluate(tokens, /*all_logits=*/true);
-        });
-    }
-    for (std::thread& t : threads) t.join();
-    return out[0];
+    return test::thread_ranks(path, size, tokens, 64)[0];
 }
 
 struct Case {
@@ -214,32 +210,20 @@ INSTANTIATE_TEST_SUITE_P(Preemption, TpWorkersEngine,
 
 // A worker whose forward ends its process (`die`) or throws, at its first forward: rank 0 is
 // then inside that forward's first all-reduce, waiting for it.
-struct FailingGroup {
-    FailingGroup(bool die)
-        : shm(2),
-          workers(
-              2,
-              [&, die](int r, TpChannel& channel) {
-                  Model model(kData + "tiny_llama.gguf", &shm.rank(r));
-                  ThreadPool pool(1);
-                  CpuBackend backend(pool);
-                  TpChannel::Message m;
-                  while (channel.receive(m) && m.kind != TpChannel::Kind::Forward) {
-                  }
-                  if (die) raise(SIGKILL);
-                  fail("injected failure");
-                  return 1;
-              },
-              &shm),
-          model(kData + "tiny_llama.gguf", &shm.rank(0)),
-          backend(pool) {
-        model.set_step_broadcast(&workers);
+int fail_at_first_forward(bool die, TpChannel& channel) {
+    TpChannel::Message m;
+    while (channel.receive(m) && m.kind != TpChannel::Kind::Forward) {
     }
-    ShmGroup shm;
-    TpWorkers workers;
-    Model model;
-    ThreadPool pool{1};
-    CpuBackend backend;
+    if (die) raise(SIGKILL);
+    fail("injected failure");
+}
+
+struct FailingGroup : ProcessGroup {
+    explicit FailingGroup(bool die)
+        : ProcessGroup(kData + "tiny_llama.gguf", 2,
+                       [die](Model&, CpuBackend&, TpChannel& channel) {
+                           return fail_at_first_forward(die, channel);
+                       }) {}
 };
 
 void expect_stops(FailingGroup& g, const std::string& reason) {

@@ -18,6 +18,7 @@
 #include "engine/forward_driver.h"
 #include "model/model.h"
 #include "model/tensor_parallel.h"
+#include "thread_ranks.h"
 #include "tiny_expected.h"
 
 namespace vela {
@@ -29,20 +30,7 @@ const std::string kSmol = std::string(VELA_SOURCE_DIR) + "/models/SmolLM2-135M-I
 // Every logits row of `tokens`, evaluated in chunks of 7, by each of `size` ranks at once.
 std::vector<std::vector<float>> run_ranks(const std::string& path, int size,
                                           const std::vector<int32_t>& tokens) {
-    ThreadGroup group(size);
-    std::vector<std::vector<float>> out(static_cast<size_t>(size));
-    std::vector<std::thread> threads;
-    for (int r = 0; r < size; ++r) {
-        threads.emplace_back([&, r] {
-            Model model(path, &group.rank(r));
-            ThreadPool pool(1);
-            CpuBackend backend(pool);
-            ForwardDriver driver(model, backend, static_cast<int64_t>(tokens.size()), 7);
-            out[static_cast<size_t>(r)] = driver.evaluate(tokens, /*all_logits=*/true);
-        });
-    }
-    for (std::thread& t : threads) t.join();
-    return out;
+    return test::thread_ranks(path, size, tokens, 7);
 }
 
 using test::expected_logits;
