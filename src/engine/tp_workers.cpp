@@ -75,6 +75,7 @@ class WireIn {
   private:
     void take(void* dst, size_t n) {
         if (n > b_.size() - at_) malformed();
+        if (n == 0) return;  // an empty array's data() may be null, which memcpy may not take
         std::memcpy(dst, b_.data() + at_, n);
         at_ += n;
     }
