@@ -151,7 +151,11 @@ __device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&m)[2], f
         // A row with every key masked so far keeps m = -inf; exponentiate against 0 so that
         // exp2(-inf) = 0 instead of NaN from (-inf) - (-inf).
         const float base = (m_new == -INFINITY) ? 0.f : m_new * scale_log2;
-        alpha[r] = fast_exp2(m[r] * scale_log2 - base);
+        // Exactly 1 when the max holds: m * scale_log2 - base may contract to an fma that
+        // leaves the rounding error of m * scale_log2, and exp2 of that can round above 1. A
+        // tile whose keys this row cannot see (the CTA's other rows can) would then rescale
+        // the row, so its bits would depend on which rows share its CTA: on the batch.
+        alpha[r] = m_new == m[r] ? 1.f : fast_exp2(m[r] * scale_log2 - base);
         m[r] = m_new;
 #pragma unroll
         for (int c = 0; c < kChains; ++c) part[c] = 0.f;
