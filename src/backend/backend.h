@@ -74,7 +74,7 @@ class Backend {
     // step shape and replay the recording (CUDA graphs), so ops must depend on the step only
     // through plan()'s metadata and the batch's sizes, and must not copy to the host. The CPU
     // runs them.
-    virtual void run_ops(const void* model, const KvStorage& kv, const std::function<void()>& ops) {
+    virtual void run_ops(const void* model, KvStorage& kv, const std::function<void()>& ops) {
         (void)model;
         (void)kv;
         ops();

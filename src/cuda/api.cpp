@@ -59,6 +59,26 @@ void check_scales(const PagedKv& kv, int head_dim, const char* kernel) {
             kernel, kv.scale_block_stride);
 }
 
+// Q4 K/V (PagedKv): its pairs, the residual of open blocks, group sizes of 32, 64 or 128 within
+// the head, whole 16-key tiles in a block.
+void check_q4(const PagedKv& kv, int head_dim, const char* kernel) {
+    if (kv.k_scale == nullptr || kv.v_scale == nullptr || kv.scale_block_stride <= 0 ||
+        kv.k_residual == nullptr || kv.residual_of == nullptr)
+        fail<InvalidArgument>(
+            "{}: Q4 K/V needs k_scale, v_scale, scale_block_stride > 0, k_residual and "
+            "residual_of",
+            kernel);
+    if (kv.kv_group != 32 && kv.kv_group != 64 && kv.kv_group != 128)
+        fail<InvalidArgument>("{}: Q4 kv_group must be 32, 64 or 128, got {}", kernel,
+                              kv.kv_group);
+    if (head_dim % kv.kv_group != 0 && kv.kv_group < head_dim)
+        fail<InvalidArgument>("{}: Q4 kv_group {} does not divide head_dim {}", kernel,
+                              kv.kv_group, head_dim);
+    if (kv.block_size % 16 != 0)
+        fail<InvalidArgument>("{}: Q4 K/V needs a block size that is a multiple of 16, got {}",
+                              kernel, kv.block_size);
+}
+
 // Split length for a planned decode: a multiple of 32 keys, so 16-key warp tiles never straddle.
 int split_len(const DecodeParams& p) {
     const int per = (std::max(p.max_seqlen_k, 1) + p.num_splits - 1) / p.num_splits;
@@ -89,7 +109,8 @@ void prefill_forward(const PrefillParams& p, void* stream) {
     // the mask's granularity, while a wgmma tile (192 x 128 at head_dim 64) is skipped only when
     // all its entries are zero; at head_dim 128 the wgmma kernel's speed outweighs that down to
     // ~25% density (docs/benchmarks-cuda.md).
-    const bool paged_8bit = p.paged.block_table != nullptr && is_8bit(p.kv_format);
+    const bool paged_q4 = p.paged.block_table != nullptr && p.kv_format == KvFormat::kQ4;
+    const bool paged_8bit = p.paged.block_table != nullptr && (is_8bit(p.kv_format) || paged_q4);
     const bool tree = p.tree_offset != nullptr;
     const bool wgmma = p.kernel == PrefillKernel::kWgmma ||
                        (p.kernel == PrefillKernel::kAuto && prefill_wgmma_available() &&
@@ -109,14 +130,19 @@ void prefill_forward(const PrefillParams& p, void* stream) {
         fail<InvalidArgument>("prefill_forward: q, o and cu_seqlens_q are required (batch {})",
                               p.batch);
     if (wgmma && paged_8bit)
-        fail<InvalidArgument>("prefill_forward: 8-bit paged K/V runs on the mma.sync kernel only");
+        fail<InvalidArgument>(
+            "prefill_forward: 8-bit and Q4 paged K/V run on the mma.sync kernel only");
     if (tree && (wgmma || !p.causal || p.tree_mask == nullptr))
         fail<InvalidArgument>(
             "prefill_forward: token-tree masks need tree_mask, causal and the mma.sync kernel");
     if (p.paged.block_table != nullptr) {
         check_paged(p.paged, "prefill_forward");
         if (p.seqlens_k == nullptr) fail<InvalidArgument>("prefill_forward: paged needs seqlens_k");
-        if (paged_8bit) check_scales(p.paged, p.head_dim, "prefill_forward");
+        if (paged_q4) {
+            check_q4(p.paged, p.head_dim, "prefill_forward");
+        } else if (paged_8bit) {
+            check_scales(p.paged, p.head_dim, "prefill_forward");
+        }
     } else if (p.k == nullptr || p.v == nullptr || p.cu_seqlens_k == nullptr) {
         fail<InvalidArgument>("prefill_forward: contiguous K/V needs k, v and cu_seqlens_k");
     }
@@ -209,9 +235,17 @@ size_t decode_workspace_bytes(const DecodeParams& p) {
 void decode_forward(const DecodeParams& p, void* stream) {
     check_dtype(p.dtype, "decode_forward");
     if (p.kv_format != KvFormat::kF16 && p.kv_format != KvFormat::kBf16 &&
-        p.kv_format != KvFormat::kInt8 && p.kv_format != KvFormat::kFp8E4M3)
+        p.kv_format != KvFormat::kInt8 && p.kv_format != KvFormat::kFp8E4M3 &&
+        p.kv_format != KvFormat::kQ4)
         fail<InvalidArgument>("decode_forward: kv_format {} unsupported",
                               static_cast<int>(p.kv_format));
+    if (p.kv_format == KvFormat::kQ4) {
+        check_q4(p.paged, p.head_dim, "decode_forward");
+        if (p.cu_seqlens_q != nullptr || p.kv_ready)
+            fail<InvalidArgument>(
+                "decode_forward: Q4 K/V takes one row a sequence, without kv_ready (the step's "
+                "block quantisation writes older keys)");
+    }
     check_heads(detail::DecodeHeadDims{}, p.head_dim, p.num_heads, p.num_kv_heads,
                 "decode_forward");
     check_paged(p.paged, "decode_forward");

@@ -11,8 +11,9 @@ namespace vela::cuda {
 enum class Dtype : uint8_t { kF16, kBf16 };
 
 // Storage format of a paged K/V cache. The 8-bit formats carry one float scale per stored row (one
-// token of one kv head): value = stored * scale (PagedKv).
-enum class KvFormat : uint8_t { kF16, kBf16, kInt8, kFp8E4M3 };
+// token of one kv head): value = stored * scale (PagedKv). kQ4 is KIVI's 4-bit (PagedKv's Q4
+// fields): V per token, K per channel of each full block, the open block's keys in fp16.
+enum class KvFormat : uint8_t { kF16, kBf16, kInt8, kFp8E4M3, kQ4 };
 
 constexpr bool is_8bit(KvFormat f) {
     return f == KvFormat::kInt8 || f == KvFormat::kFp8E4M3;
@@ -44,6 +45,19 @@ struct PagedKv {
     const float* k_scale = nullptr;
     const float* v_scale = nullptr;
     int64_t scale_block_stride = 0;
+
+    // kQ4 (kv/kv_quant.h's codecs): rows of head_dim / 2 bytes of codes (8 values in 4 bytes:
+    // byte i holds value i low, i + 4 high), the strides above in bytes. k_scale / v_scale point
+    // at the first block's fp16 pairs, scale_block_stride = the block's bytes / 4: per kv head
+    // K's scales of every channel then its mins ([2][head_dim]), V's (scale, min) of each group of
+    // kv_group values of each row ([block_size][head_dim / kv_group][2]). K of a block is
+    // quantised once the block is full; until then its keys live in fp16 at k_residual, slot
+    // residual_of[block] ([slot][num_kv_heads][block_size][head_dim]). A query reads its own
+    // block from there unless it is the block's last row (kv/kivi_keys.h's rule), every other
+    // block from its codes. block_size a multiple of 16.
+    int kv_group = 32;
+    const void* k_residual = nullptr;
+    const int32_t* residual_of = nullptr;
 };
 
 // Prefill forward (FlashAttention-2 style, tensor cores). Varlen batch: sequence b owns query

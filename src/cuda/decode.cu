@@ -35,6 +35,9 @@ cudaError_t instance_for(const DecodeParams& p, DecodeInstance& out) {
     return dispatch_kv_format<DecodeHeadDims>(p.kv_format, p.head_dim, [&](auto kv, auto hd) {
         constexpr KvFormat F = decltype(kv)::value;
         constexpr int HD = decltype(hd)::value;
+        if constexpr (F == KvFormat::kQ4) {  // one row a sequence (api.cpp refuses more)
+            return p.cu_seqlens_q != nullptr ? cudaErrorInvalidValue : prepare<F, HD, 2>(out);
+        }
         // Several rows a sequence: 16 columns (twice the accumulators) at 2 CTAs per SM.
         if (p.cu_seqlens_q != nullptr) return prepare<F, HD, 2, 2>(out);
         if constexpr (DecodeShape<F, HD>::kQuant) {

@@ -33,12 +33,20 @@ constexpr int kDecodeRows = 8;   // query columns per output mma tile (group <= 
 // decode.cu.
 template <KvFormat F, int HD, int kCtasPerSm = 2>
 struct DecodeShape {
-    static constexpr bool kQuant = F == KvFormat::kInt8 || F == KvFormat::kFp8E4M3;
-    static constexpr int kElemBytes = kQuant ? 1 : 2;
-    static constexpr int kUnits = HD * kElemBytes / 16;  // 16-byte units per key row
+    static constexpr bool kQuant = F == KvFormat::kInt8 || F == KvFormat::kFp8E4M3;  // 8-bit
+    // KIVI 4-bit: a warp widens each staged tile into fp16 tiles of its own (kScratchBytes, the
+    // 16-bit layout) and runs the 16-bit fragment code on them (decode_q4.cuh).
+    static constexpr bool kQ4 = F == KvFormat::kQ4;
+    static constexpr int kElemBytes = kQuant || kQ4 ? 1 : 2;  // strides count bytes of codes
+    static constexpr int kUnits = kQ4 ? HD / 32 : HD * kElemBytes / 16;  // 16-byte units a row
     static constexpr int kTileBytes = kDecodeTile * kUnits * 16;
-    // K tile, V tile, then (quantised) 16 K scales and 16 V scales.
-    static constexpr int kStageBytes = 2 * kTileBytes + (kQuant ? 2 * kDecodeTile * 4 : 0);
+    // Q4: the tile's block's K (scale, min) of every channel, then each row's V (scale, min)
+    // pairs (at most HD / 32 groups).
+    static constexpr int kQ4ParamBytes = kQ4 ? 4 * HD + kDecodeTile * HD / 32 * 4 : 0;
+    static constexpr int kScratchBytes = kQ4 ? 2 * kDecodeTile * HD * 2 : 0;
+    // K tile, V tile, then (quantised) 16 K scales and 16 V scales, or Q4's pairs.
+    static constexpr int kStageBytes =
+        2 * kTileBytes + (kQuant ? 2 * kDecodeTile * 4 : 0) + kQ4ParamBytes;
     // K/V stage bytes per CTA: at 2 CTAs per SM 3 stages of 16-bit KV, 5 of 8-bit; at 3, 4 of
     // 8-bit. (A block-id ring loaded kStages tiles ahead instead of one does not help: a warp is
     // bound by its own instruction latency, ~4.6 cycles an instruction at 2 warps per
@@ -46,13 +54,15 @@ struct DecodeShape {
     // 1.00x at 8-bit batch 8 / 4k and 0.74-0.93x at batch 1 / 16k-32k on H200.)
     static constexpr int kStageBudget = (kCtasPerSm == 2 ? 96 : 66) * 1024;
     static constexpr int kMinCtasPerSm = kCtasPerSm;  // registers capped to match
-    static constexpr int kStagesFit = kStageBudget / (kDecodeWarps * kStageBytes);
+    static constexpr int kStagesFit =
+        (kStageBudget - kDecodeWarps * kScratchBytes) / (kDecodeWarps * kStageBytes);
     static constexpr int kStages = kStagesFit < 8 ? kStagesFit : 8;
     static constexpr int kMergeBytes = kDecodeWarps * kDecodeRows * (HD + 6) * 4;
-    static constexpr int kPipeBytes = kDecodeWarps * kStages * kStageBytes;
+    // Each warp's ring, then (Q4) each warp's scratch tiles.
+    static constexpr int kPipeBytes = kDecodeWarps * (kStages * kStageBytes + kScratchBytes);
     static constexpr int kSmem = kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes;
     using T = std::conditional_t<F == KvFormat::kBf16, __nv_bfloat16, __half>;  // mma inputs
-    static_assert(kStages >= 2 && kUnits >= 4 && kUnits <= 32);
+    static_assert(kStages >= 2 && kUnits >= (kQ4 ? 2 : 4) && kUnits <= 32);
 };
 
 // Byte offset of 16-byte unit `unit` of tile row `row`. 16-bit rows: unit ^ (row & 7) spreads an
@@ -61,6 +71,7 @@ struct DecodeShape {
 template <KvFormat F, int HD>
 __device__ __forceinline__ int tile_offset(int row, int unit) {
     using S = DecodeShape<F, HD>;
+    if constexpr (S::kQ4) return (row * S::kUnits + unit) * 16;  // read by plain loads
     const int sw = S::kQuant ? ((row & 1) << 2) ^ (((row >> 1) & 3) << 1) : row & 7;
     return row * S::kUnits * 16 + ((unit ^ sw) & (S::kUnits - 1)) * 16;
 }

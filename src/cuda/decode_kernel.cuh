@@ -6,10 +6,12 @@
 // multi-stage cp.async ring (no CTA barrier in the main loop; 2-3 CTAs per SM, ~100-128 KB in
 // flight per SM) and runs a one-pass online softmax on mma.sync; the warps' partial softmax states
 // are merged once at the end. Fragment layouts: decode_frag.cuh.
+#include <climits>
 #include <cmath>
 
 #include "cuda/attention_params.h"
 #include "cuda/decode_combine.cuh"
+#include "cuda/decode_q4.cuh"
 #include "cuda/fast_divmod.h"
 
 namespace vela::cuda::detail {
@@ -33,6 +35,7 @@ struct DecodeSlice {
     // Every K/V byte is read once a call, so it is copied evict-first (l2_evict_first_policy):
     // 1.00-1.05x on H200 against the default policy, most where the call is short.
     uint64_t l2_policy;
+    int groups = 1;  // Q4: V (scale, min) pairs a row
 
     // Block id of this lane's key (tile0 + lane % 16); loaded a tile ahead of its use so the
     // block-table latency hides behind the previous tile's math. Speculative: the index is only
@@ -86,6 +89,27 @@ __device__ __forceinline__ void issue_tile(char* stage, const DecodeSlice& c, in
         cp_async_16(stage + dst, ok ? c.k + byte : c.k, ok, c.l2_policy);
         cp_async_16(stage + S::kTileBytes + dst, ok ? c.v + byte : c.v, ok, c.l2_policy);
     }
+    if constexpr (S::kQ4) {
+        // K: the (scale, min) pairs of every channel of the tile's block (one block: block sizes
+        // are multiples of 16), 16 bytes a lane. V: lanes 0-15 the pairs of their key's row.
+        char* pairs = stage + 2 * S::kTileBytes;
+        const int blk0 = __shfl_sync(0xffffffffu, blk, 0);
+        const bool ok0 = __shfl_sync(0xffffffffu, static_cast<int>(valid), 0) != 0;
+        const char* k_pairs = reinterpret_cast<const char*>(c.k_scale) +
+                              int64_t{blk0} * c.scale_block_stride * 4 + c.kvh * 4 * HD;
+        if (lane * 16 < 4 * HD)
+            cp_async_16(pairs + lane * 16, ok0 ? k_pairs + lane * 16 : k_pairs, ok0, c.l2_policy);
+        if (lane < kDecodeTile) {
+            const char* v_pairs =
+                reinterpret_cast<const char*>(c.v_scale) +
+                (valid ? int64_t{blk} * c.scale_block_stride * 4 +
+                             (int64_t{c.kvh} * c.block_size.d + c.block_size.mod(key)) *
+                                 c.groups * 4
+                       : 0);
+            for (int g = 0; g < c.groups; ++g)
+                cp_async_4(pairs + 4 * HD + (lane * (HD / 32) + g) * 4, v_pairs + 4 * g, valid);
+        }
+    }
     if constexpr (S::kQuant) {  // lanes 0-15: K scales, 16-31: V scales of the same keys
         float* scales = reinterpret_cast<float*>(stage + 2 * S::kTileBytes);
         const int64_t i = valid ? blk * c.scale_block_stride +
@@ -103,12 +127,20 @@ __device__ __forceinline__ void consume_tiles(const char* const (&stage)[N],
                                               const uint32_t (&qa)[kQT][HD / 16][2],
                                               const int (&tile0)[N], const int (&end)[kQT],
                                               float scale_log2, const float (&q_bias)[kQT],
-                                              DecodeState<HD, kQT>& st, int lane) {
+                                              const Q4Keys& q4, DecodeState<HD, kQT>& st,
+                                              int lane) {
     using S = DecodeShape<F, HD>;
     using T = typename S::T;
     float s[N][2][4] = {};
+    if constexpr (S::kQ4) {  // widened into the warp's fp16 tiles first
+        static_assert(N == 1);
+        q4_widen_tile<HD>(stage[0], q4, tile0[0], lane);
+        __syncwarp();
+        tile_scores<KvFormat::kF16, HD, kQT>(q4.scratch, qa, s[0], lane);
+    } else {
 #pragma unroll
-    for (int n = 0; n < N; ++n) tile_scores<F, HD, kQT>(stage[n], qa, s[n], lane);
+        for (int n = 0; n < N; ++n) tile_scores<F, HD, kQT>(stage[n], qa, s[n], lane);
+    }
     const int c = lane & 3;
     float x[kQT][N][4];  // keys 2c, 2c+1, 2c+8, 2c+9 of column 8 qt + r in tile n
     float m_new[kQT], m_sub[kQT], alpha[kQT];  // m_sub: what the exponents subtract
@@ -181,7 +213,12 @@ __device__ __forceinline__ void consume_tiles(const char* const (&stage)[N],
             pb[qt][0] = pack2<T>(p[0], p[1]);
             pb[qt][1] = pack2<T>(p[2], p[3]);
         }
-        tile_values<F, HD, kQT>(stage[n] + S::kTileBytes, pb, st.o, lane);
+        if constexpr (S::kQ4) {
+            tile_values<KvFormat::kF16, HD, kQT>(q4.scratch + kDecodeTile * HD * 2, pb, st.o,
+                                                 lane);
+        } else {
+            tile_values<F, HD, kQT>(stage[n] + S::kTileBytes, pb, st.o, lane);
+        }
         if constexpr (F == KvFormat::kInt8) {        // p_sum += 1 P^T: the same sums in every row
             constexpr uint32_t kOnes = 0x3c003c00u;  // fp16 1.0, 1.0
             const uint32_t ones[4] = {kOnes, kOnes, kOnes, kOnes};
@@ -292,7 +329,7 @@ template <KvFormat F, int HD, int kCtasPerSm, int kQT>
 __device__ __forceinline__ void stream_slice(
     char* ring, const DecodeSlice& c, const int (&blk)[DecodeShape<F, HD, kCtasPerSm>::kStages],
     bool prologue_issued, uint32_t (&qa)[kQT][HD / 16][2], const int (&end)[kQT], Dtype q_dtype,
-    float scale_log2, DecodeState<HD, kQT>& st, int warp, int lane) {
+    float scale_log2, const Q4Keys& q4, DecodeState<HD, kQT>& st, int warp, int lane) {
     using S = DecodeShape<F, HD, kCtasPerSm>;
     using W = WarpShare<F, HD, kCtasPerSm>;
     const W w(c, warp);
@@ -327,7 +364,8 @@ __device__ __forceinline__ void stream_slice(
             here[u] = stage(i + u);
             first[u] = tile0(i + u);
         }
-        consume_tiles<F, HD, kPerStep, kQT>(here, qa, first, end, scale_log2, q_bias, st, lane);
+        consume_tiles<F, HD, kPerStep, kQT>(here, qa, first, end, scale_log2, q_bias, q4, st,
+                                            lane);
     }
     cp_async_wait<0>();
     if constexpr (F == KvFormat::kInt8) st.unbias();
@@ -389,6 +427,7 @@ __global__ void __launch_bounds__(kDecodeThreads, kCtasPerSm)
                   min(qc.last_len, (split + 1) * split_len),
                   l2_evict_first_policy()};
     using S = DecodeShape<F, HD, kCtasPerSm>;
+    if constexpr (S::kQ4) c.groups = (HD + p.paged.kv_group - 1) / p.paged.kv_group;
     int blk[S::kStages];  // block ids of warp's prologue tiles (stream_slice), loads in flight
 #pragma unroll
     for (int i = 0; i < S::kStages; ++i)
@@ -416,6 +455,21 @@ __global__ void __launch_bounds__(kDecodeThreads, kCtasPerSm)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;");
 #endif
+    Q4Keys q4{nullptr, c.groups, INT_MAX, nullptr};
+    if constexpr (S::kQ4) {
+        // The row's own block is read from its fp16 residual unless the row is its last.
+        q4.scratch = smem + kDecodeWarps * S::kStages * S::kStageBytes + warp * S::kScratchBytes;
+        const int len = qc.last_len, bs = p.paged.block_size;
+        if (len > 0 && len % bs != 0) {
+            const int own = (len - 1) / bs;
+            const int32_t slot = p.paged.residual_of[c.table[own]];
+            if (slot >= 0) {
+                q4.residual_from = own * bs;
+                q4.residual = static_cast<const __half*>(p.paged.k_residual) +
+                              (int64_t{slot} * p.num_kv_heads + kvh) * bs * HD;
+            }
+        }
+    }
     uint32_t qa[kQT][HD / 16][2];
     load_q<F, HD, kQT>(p, qc, lane, qa);
     int end[kQT];  // keys this lane's columns see, within the slice
@@ -423,7 +477,8 @@ __global__ void __launch_bounds__(kDecodeThreads, kCtasPerSm)
     for (int qt = 0; qt < kQT; ++qt) end[qt] = min(c.end, qc.len((lane >> 2) + 8 * qt));
     DecodeState<HD, kQT> st;
     stream_slice<F, HD, kCtasPerSm, kQT>(ring, c, blk, early, qa, end, p.dtype,
-                                         p.softmax_scale * 1.4426950408889634f, st, warp, lane);
+                                         p.softmax_scale * 1.4426950408889634f, q4, st, warp,
+                                         lane);
     // The CTA's finish counter and its first partial-output slot (decode_slots).
     const int64_t cta = (static_cast<int64_t>(b) * (gridDim.y / p.num_kv_heads) + chunk) *
                             p.num_kv_heads + kvh;

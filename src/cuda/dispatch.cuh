@@ -63,6 +63,8 @@ cudaError_t dispatch_kv_format(KvFormat format, int head_dim, Fn&& f) {
             return with(KvTag<KvFormat::kInt8>{});
         case KvFormat::kFp8E4M3:
             return with(KvTag<KvFormat::kFp8E4M3>{});
+        case KvFormat::kQ4:
+            return with(KvTag<KvFormat::kQ4>{});
     }
     return cudaErrorInvalidValue;
 }

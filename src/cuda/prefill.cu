@@ -11,7 +11,8 @@ namespace {
 template <class T, int HD>
 cudaError_t launch(const PrefillParams& p, cudaStream_t stream) {
     using Shape = PrefillShape<HD>;
-    constexpr int smem = Shape::template smem_bytes<T>();
+    const bool q4 = p.paged.block_table != nullptr && p.kv_format == KvFormat::kQ4;
+    const int smem = q4 ? Shape::template q4_smem_bytes<T>() : Shape::template smem_bytes<T>();
     constexpr auto kernel = &prefill_fwd_kernel<T, HD>;
     if (const cudaError_t e = allow_dynamic_smem<kernel>(smem); e != cudaSuccess) return e;
     const dim3 grid((p.max_seqlen_q + Shape::kM - 1) / Shape::kM, p.num_heads, p.batch);

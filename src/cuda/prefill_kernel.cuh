@@ -8,6 +8,7 @@
 
 #include <climits>
 #include <cmath>
+#include <type_traits>
 
 #include "cuda/attention_params.h"
 #include "cuda/mma.cuh"
@@ -27,6 +28,11 @@ struct PrefillShape {
     static constexpr int smem_bytes() {
         return (kM + 2 * kN) * kStride * static_cast<int>(sizeof(T));
     }
+    // Q4 K/V adds a K tile: the keys of open blocks from their residual.
+    template <class T>
+    static constexpr int q4_smem_bytes() {
+        return smem_bytes<T>() + kN * kStride * static_cast<int>(sizeof(T));
+    }
 };
 
 // Where sequence b's key/value rows live: contiguous varlen or paged (16-bit, or 8-bit rows
@@ -41,6 +47,10 @@ struct KvRows {
     const float* k_scale;
     const float* v_scale;
     int64_t scale_block_stride;
+    // Q4 (PagedKv): V pairs a row, the kv head, and the open blocks' fp16 keys.
+    int groups, kvh, num_kv_heads;
+    const __half* k_residual;
+    const int32_t* residual_of;
 
     __device__ int64_t offset(int key) const {  // element offset of (key, kv head)
         if (table == nullptr) return key * row_stride + head_off;
@@ -89,6 +99,96 @@ __device__ __forceinline__ void load_tile_8bit(T* dst, int valid_rows, const KvR
         T* row = dst + r * kStride + c * 16;
         *reinterpret_cast<uint4*>(row) = make_uint4(out[0], out[1], out[2], out[3]);
         *reinterpret_cast<uint4*>(row + 8) = make_uint4(out[4], out[5], out[6], out[7]);
+    }
+}
+
+// load_tile for Q4 paged rows: each thread widens 16 values of a row (8 bytes of codes) with
+// their (scale, min) pairs (K: per channel of the row's block, V: per group of the row) to
+// min + code * scale in float, as the CPU's Q4 reads them, and stores them as T. Synchronous, as
+// the 8-bit loads.
+template <class T, int HD, int ROWS, int THREADS>
+__device__ __forceinline__ void load_tile_q4(T* dst, int valid_rows, const KvRows& kv, bool value,
+                                             int key0) {
+    constexpr int kChunks = HD / 16;
+    constexpr int kStride = HD + 8;
+    const int group = HD / kv.groups;
+#pragma unroll
+    for (int i = threadIdx.x; i < ROWS * kChunks; i += THREADS) {
+        const int r = i / kChunks, c = i % kChunks;
+        float x[16];
+        if (r < valid_rows) {
+            const int key = key0 + r, off = key % kv.block_size;
+            const int64_t blk = kv.table[key / kv.block_size];
+            const char* block = (value ? kv.v : kv.k) + blk * kv.block_stride;
+            const uint2 w = *reinterpret_cast<const uint2*>(block + kv.head_off +
+                                                            off * kv.token_stride + c * 8);
+            const auto* pairs = reinterpret_cast<const __half*>(
+                reinterpret_cast<const char*>(value ? kv.v_scale : kv.k_scale) +
+                blk * kv.scale_block_stride * 4);
+            const uint32_t words[2] = {w.x, w.y};
+#pragma unroll
+            for (int j = 0; j < 16; ++j) {
+                const int d = 16 * c + j;
+                const uint32_t code = words[j / 8] >> (8 * (j % 4) + (j % 8 < 4 ? 0 : 4)) & 0xFu;
+                float scale, mn;
+                if (value) {
+                    const __half* g =
+                        pairs + ((int64_t{kv.kvh} * kv.block_size + off) * kv.groups + d / group) * 2;
+                    scale = __half2float(g[0]);
+                    mn = __half2float(g[1]);
+                } else {
+                    const __half* h = pairs + int64_t{kv.kvh} * 2 * HD;
+                    scale = __half2float(h[d]);
+                    mn = __half2float(h[HD + d]);
+                }
+                x[j] = mn + static_cast<float>(code) * scale;
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < 16; ++j) x[j] = 0.f;
+        }
+        uint32_t out[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) out[j] = pack2<T>(x[2 * j], x[2 * j + 1]);
+        T* row = dst + r * kStride + c * 16;
+        *reinterpret_cast<uint4*>(row) = make_uint4(out[0], out[1], out[2], out[3]);
+        *reinterpret_cast<uint4*>(row + 8) = make_uint4(out[4], out[5], out[6], out[7]);
+    }
+}
+
+// The keys of Q4 rows in open blocks, from their residuals (blocks without one: zeros, never read).
+template <class T, int HD, int ROWS, int THREADS>
+__device__ __forceinline__ void load_tile_q4_residual(T* dst, int valid_rows, const KvRows& kv,
+                                                      int key0) {
+    constexpr int kChunks = HD / 8;
+    constexpr int kStride = HD + 8;
+#pragma unroll
+    for (int i = threadIdx.x; i < ROWS * kChunks; i += THREADS) {
+        const int r = i / kChunks, c = i % kChunks;
+        uint4 u = {0u, 0u, 0u, 0u};
+        if (r < valid_rows) {
+            const int key = key0 + r;
+            const int32_t slot = kv.residual_of[kv.table[key / kv.block_size]];
+            if (slot >= 0) {
+                u = *reinterpret_cast<const uint4*>(
+                    kv.k_residual +
+                    ((int64_t{slot} * kv.num_kv_heads + kv.kvh) * kv.block_size +
+                     key % kv.block_size) * HD + 8 * c);
+            }
+        }
+        T* row = dst + r * kStride + c * 8;
+        if constexpr (sizeof(T) == 2 && std::is_same_v<T, __half>) {
+            *reinterpret_cast<uint4*>(row) = u;
+        } else {
+            const auto* h = reinterpret_cast<const __half2*>(&u);
+            uint32_t out[4];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const float2 f = __half22float2(h[j]);
+                out[j] = pack2<T>(f.x, f.y);
+            }
+            *reinterpret_cast<uint4*>(row) = make_uint4(out[0], out[1], out[2], out[3]);
+        }
     }
 }
 
@@ -229,7 +329,12 @@ __device__ bool plan_prefill_cta(const PrefillParams& p, int m_block, PrefillCta
                 p.kv_format,
                 p.paged.k_scale,
                 p.paged.v_scale,
-                p.paged.scale_block_stride};
+                p.paged.scale_block_stride,
+                (p.head_dim + p.paged.kv_group - 1) / p.paged.kv_group,
+                kvh,
+                p.num_kv_heads,
+                static_cast<const __half*>(p.paged.k_residual),
+                p.paged.residual_of};
     } else {
         const int k0 = p.cu_seqlens_k[c.b];
         c.lk = p.cu_seqlens_k[c.b + 1] - k0;
@@ -245,7 +350,12 @@ __device__ bool plan_prefill_cta(const PrefillParams& p, int m_block, PrefillCta
                 p.dtype == Dtype::kF16 ? KvFormat::kF16 : KvFormat::kBf16,
                 nullptr,
                 nullptr,
-                0};
+                0,
+                1,
+                kvh,
+                p.num_kv_heads,
+                nullptr,
+                nullptr};
     }
     const int64_t tree_at = p.tree_offset != nullptr ? p.tree_offset[c.b] : -1;
     c.mask = {c.lk, c.lk - c.lq, p.window_left, p.causal,
@@ -271,6 +381,7 @@ __global__ void __launch_bounds__(PrefillShape<HD>::kThreads)
     T* sQ = reinterpret_cast<T*>(smem_raw);
     T* sK = sQ + kM * kS;
     T* sV = sK + kN * kS;
+    T* sKr = sV + kN * kS;  // Q4 only (the launcher allots it)
 
     const int m_block = gridDim.x - 1 - blockIdx.x;  // longest causal tiles start first
     PrefillCta c;
@@ -284,10 +395,15 @@ __global__ void __launch_bounds__(PrefillShape<HD>::kThreads)
     const T* q = static_cast<const T*>(p.q) + (q0 + row_lo) * p.q_row_stride + h * p.q_head_stride;
     load_tile<T, HD, kM, Shape::kThreads>(sQ, rows, [&](int r) { return q + r * p.q_row_stride; });
     const bool kv_8bit = kv.table != nullptr && is_8bit(kv.format);
+    const bool kv_q4 = kv.table != nullptr && kv.format == KvFormat::kQ4;
     auto load_kv = [&](T* dst, bool value, int t) {
         const int key0 = t * kN;
         if (kv_8bit) {
             load_tile_8bit<T, HD, kN, Shape::kThreads>(dst, min(kN, lk - key0), kv, value, key0);
+            return;
+        }
+        if (kv_q4) {
+            load_tile_q4<T, HD, kN, Shape::kThreads>(dst, min(kN, lk - key0), kv, value, key0);
             return;
         }
         load_tile<T, HD, kN, Shape::kThreads>(dst, min(kN, lk - key0), [&](int r) {
@@ -327,6 +443,16 @@ __global__ void __launch_bounds__(PrefillShape<HD>::kThreads)
         }
         load_kv(sV, true, t);
         cp_async_commit();
+        // Q4: a row reads its own block from the block's fp16 residual unless it is the block's
+        // last row. Tiles that may hold such keys for some row of the CTA (uniform) load them.
+        const int key0 = t * kN;
+        const bool residual_tile = kv_q4 &&
+                                   key0 + kN > (row_lo + mask.diag) / kv.block_size * kv.block_size &&
+                                   key0 <= row_hi + mask.diag;
+        if (residual_tile) {
+            load_tile_q4_residual<T, HD, kN, Shape::kThreads>(sKr, min(kN, lk - key0), kv, key0);
+            __syncthreads();
+        }
 
         float s[kN / 8][4] = {};
 #pragma unroll
@@ -340,7 +466,30 @@ __global__ void __launch_bounds__(PrefillShape<HD>::kThreads)
                 mma_16816<T>(s[2 * nn + 1], qf[kk], bk[2], bk[3]);
             }
         }
-        const int key0 = t * kN;
+        if (residual_tile) {
+#pragma unroll
+            for (int nn = 0; nn < kN / 16; ++nn) {
+                float r[2][4] = {};
+#pragma unroll
+                for (int kk = 0; kk < HD / 16; ++kk) {
+                    uint32_t bk[4];
+                    ldmatrix_x4(bk, sKr + (nn * 16 + lane % 8 + (lane / 16) * 8) * kS + kk * 16 +
+                                        ((lane / 8) % 2) * 8);
+                    mma_16816<T>(r[0], qf[kk], bk[0], bk[1]);
+                    mma_16816<T>(r[1], qf[kk], bk[2], bk[3]);
+                }
+#pragma unroll
+                for (int u = 0; u < 2; ++u)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int pos = qi_base + (e / 2) * 8 + mask.diag;
+                        const int key = key0 + (2 * nn + u) * 8 + tig * 2 + (e % 2);
+                        if (key / kv.block_size == pos / kv.block_size &&
+                            pos % kv.block_size != kv.block_size - 1)
+                            s[2 * nn + u][e] = r[u][e];
+                    }
+            }
+        }
         const bool need_mask = key0 + kN > lk || (p.causal && key0 + kN - 1 > row_lo + mask.diag) ||
                                (p.window_left >= 0 && key0 < row_hi + mask.diag - p.window_left) ||
                                (mask.tree != nullptr && key0 + kN > mask.diag);

@@ -149,14 +149,14 @@ void CudaBackend::load_weights(ModelWeights& weights) {
     weights_.push_back(std::move(memory));
 }
 
-// 16-bit KV at head sizes 64, 128 and 256 (prefill's wgmma kernel); 8-bit at 64 and 128 (the
-// mma.sync prefill kernel and the decode kernel read it).
+// 16-bit KV at head sizes 64, 128 and 256 (prefill's wgmma kernel); 8-bit and Q4 at 64 and 128
+// (the mma.sync prefill kernel and the decode kernel read them).
 bool CudaBackend::supports_kv(KvFormats formats, int64_t head_dim) {
     if (formats.k != formats.v) return false;
     const KvFormat f = formats.k;
     if (f == KvFormat::F16 || f == KvFormat::BF16)
         return head_dim == 0 || head_dim == 64 || head_dim == 128 || head_dim == 256;
-    if (f == KvFormat::Q8 || f == KvFormat::FP8)
+    if (f == KvFormat::Q8 || f == KvFormat::FP8 || f == KvFormat::Q4)
         return head_dim == 0 || head_dim == 64 || head_dim == 128;
     return false;
 }
@@ -165,13 +165,18 @@ std::string CudaBackend::kv_unsupported(KvFormats formats, int64_t head_dim) con
     if (supports_kv(formats, head_dim)) return "";
     return fmt::format(
         "the CUDA attention kernels do not read this KV format at head size {} (f16 and bf16 at "
-        "64, 128 and 256; q8 and fp8 at 64 and 128; K and V in one format)",
+        "64, 128 and 256; q8, fp8 and q4 at 64 and 128; K and V in one format)",
         head_dim);
 }
 
 size_t CudaBackend::kv_token_bytes(KvFormat f, bool key, int64_t head_dim, int64_t block_size,
                                    int64_t group) const {
     if (f == KvFormat::Q8 || f == KvFormat::FP8) return static_cast<size_t>(head_dim) + 4;
+    if (f == KvFormat::Q4) {  // codes, and a block's share of the larger side's pairs
+        (void)key;
+        const auto pairs = std::max(4 * head_dim, block_size * kv_groups(head_dim, group) * 4);
+        return static_cast<size_t>(head_dim / 2 + (pairs + block_size - 1) / block_size);
+    }
     return Backend::kv_token_bytes(f, key, head_dim, block_size, group);
 }
 
@@ -179,8 +184,19 @@ std::unique_ptr<KvStorage> CudaBackend::make_kv_storage(const KvLayout& layout, 
     // Any head size is stored; attention() refuses the ones its kernels lack (InvalidArgument).
     if (!supports_kv(formats, 0)) {
         fail<InvalidArgument>(
-            "the CUDA backend stores KV as f16, bf16, q8 or fp8 (the same for K and V), got {}",
+            "the CUDA backend stores KV as f16, bf16, q8, fp8 or q4 (the same for K and V), got {}",
             kv_formats_name(formats));
+    }
+    if (formats.k == KvFormat::Q4) {
+        if (layout.block_size % 16 != 0)
+            fail<InvalidArgument>(
+                "q4 KV on the GPU needs a KV block size that is a multiple of 16, got {}",
+                layout.block_size);
+        if (layout.rows_move || layout.attention_scores)
+            fail<InvalidArgument>(
+                "q4 KV on the GPU does not run with KV eviction (keys are quantised per block)");
+        if (layout.head_dim % 32 != 0)
+            fail<InvalidArgument>("q4 KV on the GPU needs a head size that is a multiple of 32");
     }
     ++generation_;
     // Sparse attention (plan) needs the block size; storages that disagree make it refuse.
@@ -303,7 +319,7 @@ void CudaBackend::rope(Tensor x, int64_t n_heads, int64_t head_dim, int64_t rot_
 void CudaBackend::write_kv(KvStorage& kv, int64_t layer, const Tensor& k, const Tensor& v) {
     check_f32(k);
     check_f32(v);
-    const auto& dkv = device_storage(kv);
+    auto& dkv = device_storage(kv);
     const KvLayout& l = dkv.layout();
     const Plan& p = planned();
     VELA_ASSERT(k.rows == p.batch->n_rows() && v.rows == k.rows);
@@ -318,8 +334,20 @@ void CudaBackend::write_kv(KvStorage& kv, int64_t layer, const Tensor& k, const 
     w.scores = dkv.scores(layer);
     w.k_offsets = dkv.key_offsets(layer);
     w.shape = kv_shape(dkv);
+    dkv.begin_step(*p.batch, plans_);  // done already when the step runs through run_ops
+    w.residual = dkv.residual(layer);
     cuda_backend::write_kv(w, stream_);
     check_launch("write_kv");
+    close_blocks(dkv, layer);
+}
+
+// Q4: quantises the keys of the blocks whose last row this step wrote (DeviceKvStorage).
+void CudaBackend::close_blocks(const DeviceKvStorage& kv, int64_t layer) {
+    if (kv.formats().k != KvFormat::Q4) return;
+    cuda_backend::close_q4_blocks(kv.side(layer, false), kv.residual(layer), kv_shape(kv),
+                                  kv.closing() + 1, kv.closing(), planned().batch->n_rows(),
+                                  stream_);
+    check_launch("close_q4_blocks");
 }
 
 void CudaBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q, Tensor out,
@@ -353,14 +381,17 @@ void CudaBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q,
     shape.max_seqlen_q = p.max_q_len;
     const bool rows = p.rows_as_decode && (cuda::decode_row_chunks(shape) <= group ||
                                            b.n_seqs() * n_heads < 2 * sm_count_);
-    const bool decode = !batch_invariant_ && (p.max_q_len == 1 || rows) && window == 0 &&
-                        !b.has_tree() && l.head_dim <= 128 && group <= 8;
+    // Q4 decodes one row a sequence: several rows may part on which of them reads its open
+    // block's fp16 keys.
+    const bool q4 = dkv.formats().k == KvFormat::Q4;
+    const bool decode = !batch_invariant_ && (p.max_q_len == 1 || (rows && !q4)) &&
+                        window == 0 && !b.has_tree() && l.head_dim <= 128 && group <= 8;
     const KvScoreMode scores = b.kv_scores;
     float* lse = scores == KvScoreMode::None
                      ? nullptr
                      : static_cast<float*>(lse_.get(static_cast<size_t>(q.rows * n_heads) * 4));
     if (decode) {
-        decode_attention(dkv, layer, qh, oh, n_heads, scale, lse, rows);
+        decode_attention(dkv, layer, qh, oh, n_heads, scale, lse, rows && !q4);
     } else {
         cuda::PrefillParams pp;
         pp.dtype = attention_dtype(h);

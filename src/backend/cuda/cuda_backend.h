@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cuda/kv_ops.h"
 
 namespace vela {
 
@@ -45,6 +46,13 @@ class CudaBuffer final : public DeviceBuffer {
 // kv_ops.h defines the quantisation: one group a row, so formats() reports group = head_dim).
 // Swapped-out blocks live in pinned host memory; eviction's row moves run as one kernel per run
 // of moves. Attention scores (h2o, tova) are kept per layer beside the cache when the layout asks.
+//
+// Q4 (KIVI, kv_ops.h): blocks of codes and fp16 (scale, min) pairs, and a pool of fp16 key
+// residuals for the blocks still filling, with kv/kivi_keys.h's rules: begin_step() gives every
+// block the step writes a residual (a closed block reopens from its codes), the write closes the
+// blocks whose last row it writes (quantised per channel, the residual kept until the next step
+// so that the step's own rows still read it), and copies and swaps carry residuals along. The
+// pool grows as needed (a new generation for recorded graphs). Eviction is refused with Q4.
 class DeviceKvStorage final : public KvStorage {
   public:
     DeviceKvStorage(const KvLayout& layout, KvFormats formats, void* stream);
@@ -68,11 +76,31 @@ class DeviceKvStorage final : public KvStorage {
     const float* key_offsets(int64_t layer) const;
     size_t bytes_per_token() const override;
     // Reads one token's K or V row of one head back as float (tests, debugging; K as stored,
-    // less its key offsets); waits for the stream.
+    // less its key offsets; Q4 K as a later row reads it: from the residual while its block has
+    // one, else dequantised); waits for the stream.
     void read(int64_t layer, int64_t slot, int64_t kv_head, bool value, float* out) const;
+
+    // Q4: prepares the residuals for a step that writes batch.slot_mapping, before its ops;
+    // once per planned step (`step`: the backend's count of plan() calls), a no-op for the
+    // other formats.
+    void begin_step(const ForwardBatch& batch, uint64_t step);
+    // Q4: layer `layer`'s residual pool and the block -> pool slot map (device memory).
+    cuda_backend::KvResidual residual(int64_t layer) const;
+    // Q4: the step's blocks to quantise, as close_q4_blocks takes them (count first).
+    const int32_t* closing() const;
+    // Bumped whenever device memory that kernels address moves (the residual pool grew).
+    uint64_t generation() const { return generation_; }
 
   private:
     void move_rows(std::span<const BlockOp> ops);
+    bool q4() const { return formats_.k == KvFormat::Q4; }
+    int32_t take_residual(int32_t block);      // Q4: the block's residual slot, made if none
+    void drop_residual(int32_t block);         // Q4: releases the block's residual, if any
+    void upload_residual_map();                // Q4: sends the map's pending changes
+    size_t residual_bytes() const;             // Q4: one slot of one layer
+    void grow_residuals();
+    void move_residual(const BlockOp& op);     // Q4: a copy's or swap's residual
+    void read_q4(int64_t layer, int64_t slot, int64_t kv_head, bool value, float* out) const;
 
     struct PinnedFree {
         void operator()(std::byte* p) const;
@@ -89,6 +117,19 @@ class DeviceKvStorage final : public KvStorage {
     size_t score_block_bytes_ = 0;                // one block's scores of one layer
     mutable std::unique_ptr<CudaBuffer> gather_;  // read_scores' slots and results
     std::map<int32_t, std::unique_ptr<std::byte, PinnedFree>> host_;  // swap space by host slot
+    uint64_t generation_ = 0;
+    uint64_t step_ = 0;  // the last begin_step's
+    // Q4 residuals (see the class comment).
+    std::unique_ptr<CudaBuffer> residuals_;  // [layer][slot][n_kv_heads][block_size][head_dim]
+    int32_t residual_slots_ = 0;             // slots per layer in residuals_
+    std::unique_ptr<CudaBuffer> slot_of_;    // [num_blocks] int32, the device map
+    std::vector<int32_t> slot_of_host_;      // its mirror
+    std::vector<int32_t> free_slots_;
+    std::vector<int32_t> patches_;           // (block, slot) pairs not yet on the device
+    std::vector<int32_t> closed_last_;       // blocks the previous step closed
+    std::unique_ptr<CudaBuffer> closing_;    // [count][blocks] of the step
+    std::unique_ptr<CudaBuffer> staging_;    // patch pairs and reopened blocks, uploaded
+    std::map<int32_t, std::vector<uint16_t>> host_residuals_;  // swapped out, by host slot
 };
 
 // Whether this process sees a usable CUDA device.
@@ -123,7 +164,7 @@ class CudaBackend final : public Backend {
     std::unique_ptr<KvStorage> make_kv_storage(const KvLayout& layout, KvFormats formats) override;
 
     void plan(const ForwardBatch& batch) override;
-    void run_ops(const void* model, const KvStorage& kv, const std::function<void()>& ops) override;
+    void run_ops(const void* model, KvStorage& kv, const std::function<void()>& ops) override;
     void embed(const Weight& table, Tensor out) override;
     void matmul(const Weight& w, const Tensor& x, Tensor y) override;
     void rms_norm(const Tensor& x, const Weight& weight, Tensor y, float eps) override;
@@ -178,6 +219,7 @@ class CudaBackend final : public Backend {
     };
     struct Graph {
         uint64_t generation = 0;  // of the buffers the graph (or the eager run before it) used
+        uint64_t kv_generation = 0;  // of the KV storage's (DeviceKvStorage::generation)
         void* exec = nullptr;     // cudaGraphExec_t; null: seen once, recorded the next time
     };
     void drop_graphs();
@@ -207,6 +249,7 @@ class CudaBackend final : public Backend {
     };
     const Plan& planned() const;
     void check_launch(const char* what) const;
+    void close_blocks(const DeviceKvStorage& kv, int64_t layer);
     void sparse_tables(const ForwardBatch& batch);
     // rows: each sequence's rows of the step as decode queries (Plan::rows_as_decode), else
     // its one row.
@@ -222,6 +265,7 @@ class CudaBackend final : public Backend {
     bool batch_invariant_;
     uint64_t generation_ = 1;  // bumped by every allocation that may move what graphs point at
     uint64_t warmups_ = 0;     // warmup_runs()
+    uint64_t plans_ = 0;       // plan() calls: DeviceKvStorage::begin_step's step
     std::map<GraphKey, Graph> graphs_;
     std::unique_ptr<CudaBuffer> cublas_ws_;
     int decode_counters_ = 0;  // finish counters the decode workspace reserves (DecodeParams)

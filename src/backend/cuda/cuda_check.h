@@ -50,6 +50,8 @@ inline KvCode kv_code(KvFormat f) {
             return KvCode::Int8;
         case KvFormat::FP8:
             return KvCode::Fp8;
+        case KvFormat::Q4:
+            return KvCode::Q4;
         default:
             return KvCode::F16;
     }
@@ -63,6 +65,8 @@ inline cuda::KvFormat attention_kv_format(KvFormat f) {
             return cuda::KvFormat::kInt8;
         case KvFormat::FP8:
             return cuda::KvFormat::kFp8E4M3;
+        case KvFormat::Q4:
+            return cuda::KvFormat::kQ4;
         default:
             return cuda::KvFormat::kF16;
     }
@@ -76,24 +80,33 @@ inline KvCacheShape kv_shape(const DeviceKvStorage& kv) {
             l.block_size,
             static_cast<int64_t>(kv.block_bytes()),
             static_cast<int64_t>(kv.scale_offset()),
-            kv_code(kv.formats().k)};
+            kv_code(kv.formats().k),
+            kv.formats().group};
 }
 
 // Layer `layer` of kv as the attention kernels address it, through a block table of rows of
 // `table_stride` entries. Elements are the stored values (bytes for 8-bit codes, whose scales
-// sit in each block after its rows).
+// sit in each block after its rows; Q4: bytes of codes, with their pairs and residuals).
 inline cuda::PagedKv paged_kv(const DeviceKvStorage& kv, int64_t layer, const int32_t* table,
                               int table_stride) {
     const KvLayout& l = kv.layout();
-    const auto elem = static_cast<int64_t>(is_8bit(kv_code(kv.formats().k)) ? 1 : 2);
+    const KvCode code = kv_code(kv.formats().k);
+    const auto elem = static_cast<int64_t>(is_8bit(code) || code == KvCode::Q4 ? 1 : 2);
+    const int64_t row = code == KvCode::Q4 ? l.head_dim / 2 : l.head_dim;  // in elements
     cuda::PagedKv p{kv.side(layer, false),
                     kv.side(layer, true),
                     table,
                     table_stride,
                     static_cast<int>(l.block_size),
                     static_cast<int64_t>(kv.block_bytes()) / elem,
-                    l.head_dim,
-                    l.block_size * l.head_dim};
+                    row,
+                    l.block_size * row};
+    if (code == KvCode::Q4) {
+        const KvResidual r = kv.residual(layer);
+        p.kv_group = static_cast<int>(kv.formats().group);
+        p.k_residual = r.keys;
+        p.residual_of = r.slot_of;
+    }
     if (elem == 1) {
         p.k_scale =
             reinterpret_cast<const float*>(static_cast<const char*>(p.k_cache) + kv.scale_offset());
@@ -110,6 +123,9 @@ inline const DeviceKvStorage& device_storage(const KvStorage& kv) {
                               device_name(kv.device()));
     }
     return static_cast<const DeviceKvStorage&>(kv);
+}
+inline DeviceKvStorage& device_storage(KvStorage& kv) {
+    return const_cast<DeviceKvStorage&>(device_storage(static_cast<const KvStorage&>(kv)));
 }
 
 }  // namespace vela::cuda_backend

@@ -107,7 +107,7 @@ void CudaBackend::rope_write_kv(KvStorage& kv, int64_t layer, Tensor q, Tensor k
     check_f32(v);
     check_f32(cos);
     check_f32(sin);
-    const auto& dkv = device_storage(kv);
+    auto& dkv = device_storage(kv);
     const KvLayout& l = dkv.layout();
     const Plan& p = planned();
     VELA_ASSERT(q.rows == p.batch->n_rows() && k.rows == q.rows && v.rows == q.rows);
@@ -132,8 +132,11 @@ void CudaBackend::rope_write_kv(KvStorage& kv, int64_t layer, Tensor q, Tensor k
     r.scores = dkv.scores(layer);
     r.k_offsets = dkv.key_offsets(layer);
     r.shape = kv_shape(dkv);
+    dkv.begin_step(*p.batch, plans_);  // done already when the step runs through run_ops
+    r.residual = dkv.residual(layer);
     cuda_backend::rope_write_kv(r, stream_);
     check_launch("rope_write_kv");
+    close_blocks(dkv, layer);
 }
 
 }  // namespace vela

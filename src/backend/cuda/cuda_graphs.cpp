@@ -27,9 +27,12 @@ void CudaBackend::drop_graphs() {
 // A decode step's ops are run eagerly the first time its shape is seen (which sizes every
 // scratch buffer it needs), recorded the second time, and replayed after that, as long as no
 // allocation has moved a buffer since (generation_).
-void CudaBackend::run_ops(const void* model, const KvStorage& kv,
+void CudaBackend::run_ops(const void* model, KvStorage& kv,
                           const std::function<void()>& ops) {
     const Plan& p = planned();
+    // Host work of the step that no recording holds (Q4 residuals), then its ops.
+    DeviceKvStorage& dkv = cuda_backend::device_storage(kv);
+    dkv.begin_step(*p.batch, plans_);
     if (!p.graph) return ops();
     const GraphKey key{model,
                        &kv,
@@ -43,6 +46,10 @@ void CudaBackend::run_ops(const void* model, const KvStorage& kv,
     if (it == graphs_.end()) it = graphs_.emplace(key, Graph{}).first;
     Graph& g = it->second;
     const auto s = as_stream(stream_);
+    if (g.kv_generation != dkv.generation()) {  // the storage moved what kernels address
+        g.kv_generation = dkv.generation();
+        g.generation = 0;
+    }
     if (g.generation == generation_ && g.exec != nullptr) {
         check(cudaGraphLaunch(static_cast<cudaGraphExec_t>(g.exec), s), "graph launch");
         return;

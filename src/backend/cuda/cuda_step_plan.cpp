@@ -48,6 +48,7 @@ void CudaBackend::plan(const ForwardBatch& batch) {
     const int32_t max_blocks = sparse ? sparse_max_blocks_ : batch.max_blocks;
     plan_.batch = &batch;
     plan_.decode_splits = 0;
+    ++plans_;
     plan_.max_q_len = 0;
     plan_.max_kv_len = 0;
     for (int64_t s = 0; s < batch.n_seqs(); ++s) {

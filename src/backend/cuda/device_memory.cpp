@@ -2,8 +2,10 @@
 // KV cache in device memory, with its swap space in pinned host memory).
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
@@ -73,6 +75,19 @@ DeviceKvStorage::DeviceKvStorage(const KvLayout& layout, KvFormats formats, void
                              cudaMemcpyHostToDevice),
                   "KV key offsets");
         }
+    } else if (q4()) {
+        // Codes, then the fp16 pairs: K's [kv head][2][head_dim], V's [kv head][block_size]
+        // [group]; both sides get the larger.
+        const auto groups = static_cast<size_t>(kv_groups(layout.head_dim, formats.group));
+        const size_t k_pairs = static_cast<size_t>(layout.n_kv_heads) * 4 * hd;
+        const size_t v_pairs = rows * groups * 4;
+        scale_offset_ = align16(rows * hd / 2);
+        block_bytes_ = scale_offset_ + align16(std::max(k_pairs, v_pairs));
+        const auto blocks = static_cast<size_t>(layout.num_blocks);
+        slot_of_ = std::make_unique<CudaBuffer>(4 * blocks);
+        check(cudaMemset(slot_of_->data(), 0xff, 4 * blocks), "KV residual map");
+        slot_of_host_.assign(blocks, -1);
+        grow_residuals();
     } else {
         block_bytes_ = rows * hd * 2;
         scale_offset_ = block_bytes_;
@@ -144,6 +159,11 @@ void DeviceKvStorage::apply(std::span<const BlockOp> ops) {
     bool swapped = false;
     for (size_t i = 0; i < ops.size(); ++i) {
         const BlockOp& op = ops[i];
+        if (op.kind == BlockOp::Kind::MoveRow && q4()) {
+            fail<InvalidArgument>(
+                "Q4 KV on the GPU does not move rows (eviction): its keys are quantised per "
+                "block");
+        }
         if (op.kind == BlockOp::Kind::MoveRow) {  // with the moves right after it
             size_t end = i + 1;
             while (end < ops.size() && ops[end].kind == BlockOp::Kind::MoveRow) ++end;
@@ -190,9 +210,210 @@ void DeviceKvStorage::apply(std::span<const BlockOp> ops) {
             }
             host_off += r.bytes;
         }
+        if (q4()) move_residual(op);
     }
     // Host slots are read and rewritten by later calls: their copies must be done.
     if (swapped) check(cudaStreamSynchronize(s), "KV swap");
+    if (q4()) upload_residual_map();
+}
+
+// --- Q4 residuals ---
+
+// A block's residual follows its copies and swaps: copied with it, saved to the host slot with
+// it, restored with it; a block copied or swapped in without one has none.
+void DeviceKvStorage::move_residual(const BlockOp& op) {
+    const cudaStream_t s = as_stream(stream_);
+    const size_t rb = residual_bytes();
+    auto at = [&](int64_t layer, int32_t slot) {
+        return static_cast<std::byte*>(residuals_->data()) +
+               rb * static_cast<size_t>(residual_slots_ * layer + slot);
+    };
+    const bool src_has = op.kind != BlockOp::Kind::SwapIn &&
+                         slot_of_host_[static_cast<size_t>(op.src)] >= 0;
+    switch (op.kind) {
+        case BlockOp::Kind::Copy:
+            if (!src_has) {
+                drop_residual(op.dst);
+                break;
+            }
+            take_residual(op.dst);  // may grow the pool: addresses after it
+            for (int64_t layer = 0; layer < layout_.n_layers; ++layer) {
+                check(cudaMemcpyAsync(at(layer, slot_of_host_[static_cast<size_t>(op.dst)]),
+                                      at(layer, slot_of_host_[static_cast<size_t>(op.src)]), rb,
+                                      cudaMemcpyDeviceToDevice, s),
+                      "KV residual copy");
+            }
+            if (std::find(closed_last_.begin(), closed_last_.end(), op.src) != closed_last_.end())
+                closed_last_.push_back(op.dst);
+            break;
+        case BlockOp::Kind::SwapOut: {
+            if (!src_has) {
+                host_residuals_.erase(op.dst);
+                break;
+            }
+            auto& saved = host_residuals_[op.dst];
+            saved.resize(rb / 2 * static_cast<size_t>(layout_.n_layers));
+            for (int64_t layer = 0; layer < layout_.n_layers; ++layer) {
+                check(cudaMemcpyAsync(saved.data() + rb / 2 * static_cast<size_t>(layer),
+                                      at(layer, slot_of_host_[static_cast<size_t>(op.src)]), rb,
+                                      cudaMemcpyDeviceToHost, s),
+                      "KV residual swap out");
+            }
+            check(cudaStreamSynchronize(s), "KV residual swap out");
+            drop_residual(op.src);
+            break;
+        }
+        case BlockOp::Kind::SwapIn: {
+            const auto it = host_residuals_.find(op.src);
+            if (it == host_residuals_.end()) {
+                drop_residual(op.dst);
+                break;
+            }
+            const int32_t slot = take_residual(op.dst);
+            for (int64_t layer = 0; layer < layout_.n_layers; ++layer) {
+                check(cudaMemcpyAsync(at(layer, slot),
+                                      it->second.data() + rb / 2 * static_cast<size_t>(layer), rb,
+                                      cudaMemcpyHostToDevice, s),
+                      "KV residual swap in");
+            }
+            check(cudaStreamSynchronize(s), "KV residual swap in");
+            host_residuals_.erase(it);
+            break;
+        }
+        case BlockOp::Kind::MoveRow:
+            break;  // refused above
+    }
+}
+
+size_t DeviceKvStorage::residual_bytes() const {
+    return static_cast<size_t>(layout_.n_kv_heads * layout_.block_size * layout_.head_dim) * 2;
+}
+
+// Twice the slots (64 at first), the old ones copied over: kernels address the pool through
+// residual(), so the move is a new generation.
+void DeviceKvStorage::grow_residuals() {
+    const int32_t old = residual_slots_, slots = std::max(64, 2 * old);
+    const size_t rb = residual_bytes(), layers = static_cast<size_t>(layout_.n_layers);
+    auto pool = std::make_unique<CudaBuffer>(rb * static_cast<size_t>(slots) * layers);
+    const cudaStream_t s = as_stream(stream_);
+    for (size_t layer = 0; old > 0 && layer < layers; ++layer) {
+        check(cudaMemcpyAsync(static_cast<std::byte*>(pool->data()) + layer * slots * rb,
+                              static_cast<std::byte*>(residuals_->data()) + layer * old * rb,
+                              rb * static_cast<size_t>(old), cudaMemcpyDeviceToDevice, s),
+              "KV residual pool");
+    }
+    check(cudaStreamSynchronize(s), "KV residual pool");
+    residuals_ = std::move(pool);
+    residual_slots_ = slots;
+    for (int32_t i = slots - 1; i >= old; --i) free_slots_.push_back(i);
+    ++generation_;
+}
+
+int32_t DeviceKvStorage::take_residual(int32_t block) {
+    int32_t& at = slot_of_host_[static_cast<size_t>(block)];
+    if (at >= 0) return at;
+    if (free_slots_.empty()) grow_residuals();
+    at = free_slots_.back();
+    free_slots_.pop_back();
+    patches_.insert(patches_.end(), {block, at});
+    return at;
+}
+
+void DeviceKvStorage::drop_residual(int32_t block) {
+    int32_t& at = slot_of_host_[static_cast<size_t>(block)];
+    if (at < 0) return;
+    free_slots_.push_back(at);
+    at = -1;
+    patches_.insert(patches_.end(), {block, -1});
+}
+
+// Copies `n` int32 to the staging buffer (grown as needed; only eager kernels read it).
+static const int32_t* stage_ints(std::unique_ptr<CudaBuffer>& staging, const int32_t* host,
+                                 size_t n, void* stream) {
+    const size_t bytes = 4 * n;
+    if (!staging || staging->bytes() < bytes) staging = std::make_unique<CudaBuffer>(2 * bytes);
+    // From pageable memory: returns once `host` is read, ordered before the kernels after it.
+    check(cudaMemcpyAsync(staging->data(), host, bytes, cudaMemcpyHostToDevice, as_stream(stream)),
+          "KV residual upload");
+    return static_cast<const int32_t*>(staging->data());
+}
+
+void DeviceKvStorage::upload_residual_map() {
+    if (patches_.empty()) return;
+    const size_t n = patches_.size() / 2;
+    cuda_backend::patch_slots(static_cast<int32_t*>(slot_of_->data()),
+                              stage_ints(staging_, patches_.data(), patches_.size(), stream_),
+                              static_cast<int64_t>(n), stream_);
+    check(cudaGetLastError(), "KV residual map");
+    patches_.clear();
+}
+
+cuda_backend::KvResidual DeviceKvStorage::residual(int64_t layer) const {
+    if (!q4()) return {};
+    VELA_ASSERT(layer >= 0 && layer < layout_.n_layers);
+    return {static_cast<std::byte*>(residuals_->data()) +
+                residual_bytes() * static_cast<size_t>(residual_slots_ * layer),
+            static_cast<const int32_t*>(slot_of_->data())};
+}
+
+const int32_t* DeviceKvStorage::closing() const {
+    return closing_ ? static_cast<const int32_t*>(closing_->data()) : nullptr;
+}
+
+// kv/kivi_keys.h's rules per written block: a fresh block (its first row written) takes a
+// residual; one written past its first row without a residual reopens from its codes, except
+// a closed block whose last row alone is written again (a prefix-cache hit recomputing it),
+// which keeps its codes: every query reads those. Blocks whose last row is written close.
+void DeviceKvStorage::begin_step(const ForwardBatch& batch, uint64_t step) {
+    if (!q4() || step == step_) return;
+    step_ = step;
+    const int64_t bs = layout_.block_size;
+    std::map<int32_t, std::pair<int64_t, int64_t>> written;  // block -> lowest, highest row
+    for (const int64_t slot : batch.slot_mapping) {
+        const auto block = static_cast<int32_t>(slot / bs);
+        const int64_t row = slot % bs;
+        const auto [it, fresh] = written.try_emplace(block, row, row);
+        if (!fresh) {
+            it->second.first = std::min(it->second.first, row);
+            it->second.second = std::max(it->second.second, row);
+        }
+    }
+    // Blocks the previous step closed kept their keys for its own rows only.
+    for (const int32_t block : closed_last_)
+        if (!written.contains(block)) drop_residual(block);
+    closed_last_.clear();
+    std::vector<int32_t> reopen, closing = {0};
+    for (const auto& [block, rows] : written) {
+        if (slot_of_host_[static_cast<size_t>(block)] < 0) {
+            if (rows.first == bs - 1) continue;
+            take_residual(block);
+            if (rows.first > 0) reopen.push_back(block);
+        }
+        if (rows.second == bs - 1) {
+            closing.push_back(block);
+            closed_last_.push_back(block);
+        }
+    }
+    closing[0] = static_cast<int32_t>(closing.size() - 1);
+    upload_residual_map();
+    if (!reopen.empty()) {
+        const int32_t* blocks = stage_ints(staging_, reopen.data(), reopen.size(), stream_);
+        for (int64_t layer = 0; layer < layout_.n_layers; ++layer) {
+            cuda_backend::reopen_q4_blocks(side(layer, false), residual(layer),
+                                           cuda_backend::kv_shape(*this), blocks,
+                                           static_cast<int64_t>(reopen.size()), stream_);
+        }
+        check(cudaGetLastError(), "KV reopen");
+    }
+    // Recorded steps read the list where it is: it moves (a new generation) only to grow.
+    const size_t need = 4 * std::max<size_t>(closing.size(), batch.slot_mapping.size() + 1);
+    if (!closing_ || closing_->bytes() < need) {
+        closing_ = std::make_unique<CudaBuffer>(2 * need);
+        ++generation_;
+    }
+    check(cudaMemcpyAsync(closing_->data(), closing.data(), 4 * closing.size(),
+                          cudaMemcpyHostToDevice, as_stream(stream_)),
+          "KV closing blocks");
 }
 
 const float* DeviceKvStorage::key_offsets(int64_t layer) const {
@@ -243,6 +464,7 @@ static float fp8_e4m3_to_float(uint8_t v) {
 
 void DeviceKvStorage::read(int64_t layer, int64_t slot, int64_t kv_head, bool value,
                            float* out) const {
+    if (q4()) return read_q4(layer, slot, kv_head, value, out);
     const int64_t hd = layout_.head_dim, bs = layout_.block_size;
     const int64_t block = slot / bs, row = kv_head * bs + slot % bs;
     const KvFormat f = value ? formats_.v : formats_.k;
@@ -271,6 +493,51 @@ void DeviceKvStorage::read(int64_t layer, int64_t slot, int64_t kv_head, bool va
         uint16_t h;
         std::memcpy(&h, &bytes[2 * d], 2);
         out[d] = f == KvFormat::BF16 ? bf16_to_fp32(h) : fp16_to_fp32(h);
+    }
+}
+
+}  // namespace vela
+
+namespace vela {
+
+// Q4's read(): V and closed blocks' K dequantised as kv/kv_quant.h defines it, open blocks' K
+// from their residual (kv/kivi_keys.h's read).
+void DeviceKvStorage::read_q4(int64_t layer, int64_t slot, int64_t kv_head, bool value,
+                              float* out) const {
+    const int64_t hd = layout_.head_dim, bs = layout_.block_size, block = slot / bs;
+    const int64_t row = kv_head * bs + slot % bs;
+    const auto* base = static_cast<const std::byte*>(side(layer, value)) +
+                       block_bytes_ * static_cast<size_t>(block);
+    check(cudaStreamSynchronize(as_stream(stream_)), "KV read");
+    auto fetch = [](void* dst, const void* src, size_t bytes) {
+        check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "KV read");
+    };
+    const int32_t at = slot_of_host_[static_cast<size_t>(block)];
+    const bool open = at >= 0 && std::find(closed_last_.begin(), closed_last_.end(), block) ==
+                                     closed_last_.end();
+    if (!value && open) {
+        std::vector<uint16_t> h(static_cast<size_t>(hd));
+        fetch(h.data(),
+              static_cast<const std::byte*>(residual(layer).keys) +
+                  residual_bytes() * static_cast<size_t>(at) +
+                  static_cast<size_t>(row * hd) * 2,
+              h.size() * 2);
+        for (int64_t d = 0; d < hd; ++d) out[d] = fp16_to_fp32(h[static_cast<size_t>(d)]);
+        return;
+    }
+    std::vector<uint8_t> codes(static_cast<size_t>(q4_row_bytes(hd)));
+    fetch(codes.data(), base + static_cast<size_t>(row * hd / 2), codes.size());
+    if (value) {
+        const int64_t groups = kv_groups(hd, formats_.group);
+        std::vector<uint16_t> pairs(static_cast<size_t>(2 * groups));
+        fetch(pairs.data(), base + scale_offset_ + static_cast<size_t>(row * groups) * 4,
+              pairs.size() * 2);
+        dequantize_q4_row(codes.data(), pairs.data(), hd, formats_.group, out);
+    } else {
+        std::vector<uint16_t> pairs(static_cast<size_t>(2 * hd));
+        fetch(pairs.data(), base + scale_offset_ + static_cast<size_t>(kv_head * hd) * 4,
+              pairs.size() * 2);
+        dequantize_q4_channels_row(codes.data(), pairs.data(), hd, out);
     }
 }
 

@@ -1,11 +1,12 @@
-// KV-cache kernels of the CUDA backend (kv_ops.h): the append of a step's K/V rows, in 16 bits or
-// quantised to 8 bits with a scale per row, and eviction's row moves.
+// KV-cache kernels of the CUDA backend (kv_ops.h): the append of a step's K/V rows, in 16 bits,
+// quantised to 8 bits with a scale per row, or in Q4 (kv_q4.cuh), and eviction's row moves.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include "backend/cuda/kv_ops.h"
+#include "backend/cuda/kv_q4.cuh"
 #include "backend/cuda/launch.cuh"
 
 namespace vela::cuda_backend {
@@ -22,12 +23,17 @@ __device__ __forceinline__ int64_t elem_bytes(KvCode c) {
     return is_8bit(c) ? 1 : 2;
 }
 
+// Bytes of one row (a token's head_dim values of one kv head) in a cache of shape s.
+__device__ __forceinline__ int64_t row_bytes(const KvCacheShape& s) {
+    return s.code == KvCode::Q4 ? s.head_dim / 2 : s.head_dim * elem_bytes(s.code);
+}
+
 // The first byte of (slot, kv head)'s row in a cache of shape s.
 __device__ __forceinline__ char* row_at(void* cache, const KvCacheShape& s, int64_t slot,
                                         int64_t head) {
     const int64_t blk = slot / s.block_size, off = slot % s.block_size;
     return static_cast<char*>(cache) + blk * s.block_bytes +
-           (head * s.block_size + off) * s.head_dim * elem_bytes(s.code);
+           (head * s.block_size + off) * row_bytes(s);
 }
 
 // The attention score of (slot, kv head) in a layer's scores, [block][kv head][block_size].
@@ -180,6 +186,26 @@ __global__ void rope_write_kv_8bit_kernel(RopeWriteKv p) {
     }
 }
 
+// Q4 codes, one block per row: rope_row in place, then a warp per (kv head, side) stores the
+// finished rows (kv_q4.cuh).
+__global__ void rope_write_kv_q4_kernel(RopeWriteKv p) {
+    const KvCacheShape& s = p.shape;
+    const int64_t row = blockIdx.x, slot = p.slots[row];
+    rope_row(p, row, [](int, int, float) {});
+    __syncthreads();  // the block's rotated keys visible to every warp
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+    for (int i = warp; i < 2 * s.n_kv_heads; i += warps) {
+        const bool value = i % 2 != 0;
+        const int64_t head = i / 2;
+        const float* x = (value ? p.v : p.k) + (row * s.n_kv_heads + head) * s.head_dim;
+        if (value) {
+            q4::store_q4_value_row(x, p.v_cache, s, slot, head, lane);
+        } else {
+            q4::store_q4_key_row(x, p.residual, s, slot, head, lane);
+        }
+    }
+}
+
 // KvScores: a warp per (32 keys, kv head, sequence). The keys' rows are widened to float in
 // shared memory (a padded stride: lane j reads row j without bank conflicts); each lane then
 // sums its key's weights over the step's rows and the group's query heads, whose q values every
@@ -205,8 +231,10 @@ __device__ __forceinline__ float k_value(const KvScores& s, const char* row, flo
             x.__x = static_cast<uint8_t>(row[d]);
             return static_cast<float>(x) * scale;
         }
+        case KvCode::Q4:
+            break;  // refused: a Q4 storage keeps no scores (CudaBackend::make_kv_storage)
     }
-    return 0.f;
+    return NAN;
 }
 
 __global__ void attention_scores_kernel(KvScores s) {
@@ -306,6 +334,9 @@ void write_kv(const KvWrite& w, void* stream) {
         case KvCode::Fp8:
             write_kv_8bit_kernel<KvCode::Fp8><<<blocks_for(32 * warps), kThreads, 0, st>>>(w);
             break;
+        case KvCode::Q4:
+            write_kv_q4(w, stream);
+            break;
     }
 }
 
@@ -325,6 +356,9 @@ void rope_write_kv(const RopeWriteKv& p, void* stream) {
             break;
         case KvCode::Fp8:
             rope_write_kv_8bit_kernel<KvCode::Fp8><<<grid, kThreads, 0, st>>>(p);
+            break;
+        case KvCode::Q4:
+            rope_write_kv_q4_kernel<<<grid, kThreads, 0, st>>>(p);
             break;
     }
 }

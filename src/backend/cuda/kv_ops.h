@@ -11,7 +11,13 @@ namespace vela::cuda_backend {
 // up to an fp16 value, code = round(x / scale) (ties to even), as the CPU's Q8 with one group a
 // row. Fp8: scale = max|x| / 448, code = e4m3(x / scale) (to nearest, saturating). A row with a
 // NaN gets a NaN scale.
-enum class KvCode : uint8_t { F16, BF16, Int8, Fp8 };
+//
+// Q4 is KIVI's 4-bit (kv/kv_quant.h, with its roundings): V rows as codes with an fp16 (scale,
+// min) per `group` values; K per channel of a full block, one fp16 (scale, min) pair per channel
+// of each (block, kv head), quantised when the block's last row is written. Until then a block's
+// keys live in fp16 in a residual (KvResidual), and a query reads its own block from there unless
+// it is the block's last row (kv/kivi_keys.h's rule: what a row reads depends on positions only).
+enum class KvCode : uint8_t { F16, BF16, Int8, Fp8, Q4 };
 
 constexpr bool is_8bit(KvCode c) {
     return c == KvCode::Int8 || c == KvCode::Fp8;
@@ -19,10 +25,20 @@ constexpr bool is_8bit(KvCode c) {
 
 // One layer's K or V cache: blocks of block_bytes, each [kv head][block_size][head_dim] values
 // and, for 8-bit codes, one float scale per row, [kv head][block_size], from byte scale_offset
-// of the block on.
+// of the block on. Q4: head_dim / 2 bytes of codes a row, and from scale_offset on the fp16
+// pairs: K [kv head][scales of every channel, then mins], V [kv head][block_size][group]
+// (scale, min).
 struct KvCacheShape {
     int64_t n_kv_heads = 0, head_dim = 0, block_size = 0, block_bytes = 0, scale_offset = 0;
     KvCode code = KvCode::F16;
+    int64_t group = 0;  // Q4: values per V scale (32, 64 or 128)
+};
+
+// Q4's fp16 keys of open blocks: one layer's pool, [pool slot][kv head][block_size][head_dim],
+// and every block's pool slot (-1: none; the same for every layer).
+struct KvResidual {
+    void* keys = nullptr;
+    const int32_t* slot_of = nullptr;
 };
 
 // Stores `rows` rows of K and V (n_kv_heads x head_dim floats each) at their slots of one
@@ -40,6 +56,7 @@ struct KvWrite {
     // (KvLayout::key_offsets).
     const float* k_offsets = nullptr;
     KvCacheShape shape;
+    KvResidual residual;  // Q4 only
 };
 void write_kv(const KvWrite& w, void* stream);
 
@@ -59,8 +76,23 @@ struct RopeWriteKv {
     float* scores = nullptr;           // as KvWrite's
     const float* k_offsets = nullptr;  // as KvWrite's
     KvCacheShape shape;
+    KvResidual residual;  // Q4 only
 };
 void rope_write_kv(const RopeWriteKv& p, void* stream);
+
+// Q4 (kv_q4.cu). write_kv's kernel for Q4 rows.
+void write_kv_q4(const KvWrite& w, void* stream);
+// Quantises the keys of blocks blocks[0, *count) (a device count, at most max_count: the launch
+// fits the largest step of its shape, as a recorded graph needs) from their residuals, per
+// channel: codes and the (scale, min) pairs into k_cache. The residuals stay.
+void close_q4_blocks(void* k_cache, const KvResidual& r, const KvCacheShape& s,
+                     const int32_t* blocks, const int32_t* count, int64_t max_count,
+                     void* stream);
+// The dequantised keys of blocks[0, n) into their residuals (a closed block written again).
+void reopen_q4_blocks(const void* k_cache, const KvResidual& r, const KvCacheShape& s,
+                      const int32_t* blocks, int64_t n, void* stream);
+// slot_of[pairs[2 i]] = pairs[2 i + 1] for i < n.
+void patch_slots(int32_t* slot_of, const int32_t* pairs, int64_t n, void* stream);
 
 // The eviction policies' attention statistics (KvScoreMode, kv/kv_storage.h): for every key of
 // each sequence, the softmax weight the step's query rows give it (Accumulate: all rows, added
