@@ -163,10 +163,11 @@ __global__ void rope_write_kv_kernel(RopeWriteKv p) {
     }
 }
 
-// 8-bit codes, one block per row: rope_row in place, then a warp per (kv head, side) quantises
-// the finished rows (a row's scale needs all of it).
+// 8-bit or Q4 codes, one block per row: rope_row in place, then a warp per (kv head, side)
+// quantises the finished rows (a row's scale needs all of it; Q4 keys go to the residual of
+// their block: kv_q4.cuh).
 template <KvCode C>
-__global__ void rope_write_kv_8bit_kernel(RopeWriteKv p) {
+__global__ void rope_write_kv_rows_kernel(RopeWriteKv p) {
     const KvCacheShape& s = p.shape;
     const int64_t row = blockIdx.x, slot = p.slots[row];
     rope_row(p, row, [](int, int, float) {});
@@ -177,31 +178,19 @@ __global__ void rope_write_kv_8bit_kernel(RopeWriteKv p) {
         const int64_t head = i / 2;
         void* cache = value ? p.v_cache : p.k_cache;
         const float* x = (value ? p.v : p.k) + (row * s.n_kv_heads + head) * s.head_dim;
-        const float* offsets =
-            !value && p.k_offsets != nullptr ? p.k_offsets + head * s.head_dim : nullptr;
-        store_8bit_row<C>(x, offsets, s.head_dim,
-                          reinterpret_cast<uint8_t*>(row_at(cache, s, slot, head)),
-                          scale_at(cache, s, slot, head), lane);
-        if (p.scores != nullptr && !value && lane == 0) score_at(p.scores, s, slot, head) = 0.f;
-    }
-}
-
-// Q4 codes, one block per row: rope_row in place, then a warp per (kv head, side) stores the
-// finished rows (kv_q4.cuh).
-__global__ void rope_write_kv_q4_kernel(RopeWriteKv p) {
-    const KvCacheShape& s = p.shape;
-    const int64_t row = blockIdx.x, slot = p.slots[row];
-    rope_row(p, row, [](int, int, float) {});
-    __syncthreads();  // the block's rotated keys visible to every warp
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
-    for (int i = warp; i < 2 * s.n_kv_heads; i += warps) {
-        const bool value = i % 2 != 0;
-        const int64_t head = i / 2;
-        const float* x = (value ? p.v : p.k) + (row * s.n_kv_heads + head) * s.head_dim;
-        if (value) {
-            q4::store_q4_value_row(x, p.v_cache, s, slot, head, lane);
+        if constexpr (C == KvCode::Q4) {
+            if (value) {
+                q4::store_q4_value_row(x, cache, s, slot, head, lane);
+            } else {
+                q4::store_q4_key_row(x, p.residual, s, slot, head, lane);
+            }
         } else {
-            q4::store_q4_key_row(x, p.residual, s, slot, head, lane);
+            const float* offsets =
+                !value && p.k_offsets != nullptr ? p.k_offsets + head * s.head_dim : nullptr;
+            store_8bit_row<C>(x, offsets, s.head_dim,
+                              reinterpret_cast<uint8_t*>(row_at(cache, s, slot, head)),
+                              scale_at(cache, s, slot, head), lane);
+            if (p.scores != nullptr && !value && lane == 0) score_at(p.scores, s, slot, head) = 0.f;
         }
     }
 }
@@ -352,13 +341,13 @@ void rope_write_kv(const RopeWriteKv& p, void* stream) {
             rope_write_kv_kernel<__nv_bfloat16><<<grid, kThreads, 0, st>>>(p);
             break;
         case KvCode::Int8:
-            rope_write_kv_8bit_kernel<KvCode::Int8><<<grid, kThreads, 0, st>>>(p);
+            rope_write_kv_rows_kernel<KvCode::Int8><<<grid, kThreads, 0, st>>>(p);
             break;
         case KvCode::Fp8:
-            rope_write_kv_8bit_kernel<KvCode::Fp8><<<grid, kThreads, 0, st>>>(p);
+            rope_write_kv_rows_kernel<KvCode::Fp8><<<grid, kThreads, 0, st>>>(p);
             break;
         case KvCode::Q4:
-            rope_write_kv_q4_kernel<<<grid, kThreads, 0, st>>>(p);
+            rope_write_kv_rows_kernel<KvCode::Q4><<<grid, kThreads, 0, st>>>(p);
             break;
     }
 }
