@@ -628,8 +628,12 @@ TEST(DecodeGqa, RejectsUnsupportedHeadDimAndKvFormat) {
     EXPECT_NE(what.find("head_dim 256"), std::string::npos) << what;
     EXPECT_NE(what.find("64, 128"), std::string::npos) << what;
     p.head_dim = 128;
-    p.kv_format = static_cast<KvFormat>(4);
-    EXPECT_NE(invalid_argument_of([&] { decode_forward(p); }).find("kv_format 4"),
+    p.kv_format = static_cast<KvFormat>(7);
+    EXPECT_NE(invalid_argument_of([&] { decode_forward(p); }).find("kv_format 7"),
+              std::string::npos);
+    // Q4 takes one row a sequence, and its pairs and residuals.
+    p.kv_format = KvFormat::kQ4;
+    EXPECT_NE(invalid_argument_of([&] { decode_forward(p); }).find("Q4 K/V needs"),
               std::string::npos);
 }
 
