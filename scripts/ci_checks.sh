@@ -62,16 +62,18 @@ step_fuzz() {
 # thousands of forward steps: under ASan at -O1 a model test runs about 10x slower than in
 # Release, and the tests that keep two threads busy run one at a time (PROCESSORS 2, see
 # cmake/vela.cmake), so these suites alone would take over an hour on 2 cores. Left out:
-# LlamaCppParity.* and float64_parity_* (model parity), Gemma3Parity's logits and greedy runs,
-# EngineServing.* (serving with the model, on every backend), the speculative engine suites but
-# two (RejectedDraftsNeverReachThePrefixCache, 136 s, and PerRequestDraftLimit, 66 s, stay;
-# GreedyIdenticalAlone alone took 313 s), the verifier's sampling statistics (102 s: arithmetic,
-# no memory to check), the tree engine's greedy comparison (its sampled run stays), eviction's
-# every-policy and no-op-budget runs (the swap/fork and speculation ones stay), the scalar ISA's
-# long verification-rows run (91 s; AVX2's stays), server_openai (a sanitized server under the
-# suite's 60 s request timeouts), cli_smoke_catches_fakes (cli_smoke run 11 times). The real
-# model still runs under the sanitizers in cli_smoke and cli_errors, through `vela`.
-asan_skip='^(LlamaCppParity\..*|float64_parity_.*|.*EngineServing\..*|server_openai'
+# - LlamaCppParity.* and float64_parity_* (model parity), Gemma3Parity's logits and greedy runs;
+# - EngineServing.* and EngineSpec.* (serving with the model, on every backend; one EngineSpec
+#   run took 113 s);
+# - the speculative engine suites but two (RejectedDraftsNeverReachThePrefixCache, 136 s, and
+#   PerRequestDraftLimit, 66 s, stay; GreedyIdenticalAlone took 313 s), the tree engine's greedy
+#   comparison (its sampled run stays), the verifier's sampling statistics (102 s of arithmetic);
+# - eviction's every-policy and no-op-budget runs (the swap/fork and speculation ones stay);
+# - the scalar ISA's long verification-rows run (91 s; AVX2's stays);
+# - server_openai (a sanitized server under the suite's 60 s request timeouts) and
+#   cli_smoke_catches_fakes (cli_smoke run 11 times).
+# The real model still runs under the sanitizers in cli_smoke and cli_errors, through `vela`.
+asan_skip='^(LlamaCppParity\..*|float64_parity_.*|.*Engine(Serving|Spec)\..*|server_openai'
 asan_skip+='|Gemma3Parity\.(TeacherForcedLogits|GreedyContinuationsMatch)'
 asan_skip+='|SpecEngine\.(GreedyIdentical.*|StopsWhere.*|SampledRequests.*'
 asan_skip+='|SelfSpeculationKeepsGreedyOutput|TokenTreeBranchesKeepGreedyOutput)'
