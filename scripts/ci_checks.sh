@@ -89,8 +89,9 @@ step_asan() {
     # The debug preset (VELA_SANITIZE) without CUDA, whose kernels ASan does not see anyway;
     # -O1 instead of -O0 makes the tests 5x faster and keeps assertions (no NDEBUG); -g1 (line
     # tables: a report's stack still names file and line) builds faster than full -g.
+    # No benchmarks (nothing runs them here).
     cmake --preset debug -B "$dir" -DVELA_CUDA=OFF -DVELA_WERROR="$werror" \
-          "-DCMAKE_CXX_FLAGS_DEBUG=-g1 -O1" >/dev/null
+          "-DCMAKE_CXX_FLAGS_DEBUG=-g1 -O1" -DCMAKE_DISABLE_FIND_PACKAGE_benchmark=ON >/dev/null
     # All targets, so that a test binary added later is sanitized without editing this list.
     cmake --build "$dir" -j2
     # UBSan only reports and carries on by default: halt so that a report fails the test.
