@@ -14,7 +14,8 @@
 #   scripts/bench_kv_quality.sh LLAMA_CPP_BIN_DIR [model] [chunks] [ctx]
 #
 # Environment: TEXT (default Debian's GPL-3), VELA_KV and LLAMA_KV (the formats to run, as the
-# lists below), VELA (the binary).
+# lists below), VELA (the binary), VELA_BASE_KV (Vela's base run, default f16; f32 measures f16
+# KV itself: VELA_KV="f16/f16/16/32 ...").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LLAMA=$1
@@ -38,7 +39,7 @@ bits() {  # bits per value of format $1 for K ($2 = k) or V, Vela's block $3 and
 echo "| engine | KV (K / V) | bits (K / V) | mean KLD | same top | PPL vs f16 |"
 echo "|---|---|---|---:|---:|---:|"
 "$VELA" perplexity -m "$MODEL" -t 2 -c "$CTX" --chunks "$CHUNKS" "$TEXT" \
-    --kl-divergence-base "$tmp/vela.kld" >/dev/null 2>&1
+    --kv-type "${VELA_BASE_KV:-f16}" --kl-divergence-base "$tmp/vela.kld" >/dev/null 2>&1
 # K, V, block size, group size
 VELA_KV=${VELA_KV:-"q8/q8/16/32 q8/q4/16/32 q8/f16/16/32 q4/q4/16/32 q4/f16/16/32 q4/q4/32/32 q4/q4/64/64"}
 LLAMA_KV=${LLAMA_KV:-"q8_0/q8_0 q8_0/q4_0 q4_0/q4_0 q8_0/f16 q4_1/q4_1 q5_1/q4_1"}
