@@ -105,8 +105,10 @@ class BlockManager {
     // group lists n_keep of them), moved to indices [0, n_keep) by MoveRow ops; releases the
     // blocks no longer needed. Blocks the sequence alone holds are compacted in place; shared
     // ones (prefix cache, fork) are left to their other users and replaced by fresh blocks.
-    // Returns false, changing nothing, when those fresh blocks are not free. From then on the
-    // sequence's blocks never enter the prefix cache (their rows no longer follow its tokens).
+    // Returns false, changing nothing, when those fresh blocks are not free. When the kept rows
+    // are whole blocks at their own offsets (the last one the sequence's last), the table just
+    // drops the other blocks: no row moves. From then on the sequence's blocks never enter the
+    // prefix cache (their rows no longer follow its tokens).
     bool compact(SeqId id, int64_t n_keep, std::span<const KeepGroup> groups);
     // Whether the sequence has been compacted.
     bool evicted(SeqId id) const { return evicted_.count(id) != 0; }
@@ -160,6 +162,10 @@ class BlockManager {
 
   private:
     BlockTable& mutable_table(SeqId id);
+    // compact()'s row moves: the new table into `blocks` (fresh blocks for shared ones), the
+    // MoveRow ops emitted; false, changing nothing, when the fresh blocks are not free.
+    bool move_kept_rows(const BlockTable& t, int64_t bs, int64_t n_keep,
+                        std::span<const KeepGroup> groups, std::vector<int32_t>& blocks);
     void emit(BlockOp op);
     int32_t allocate_host_slot();
     bool last_block_shared(const BlockTable& t) const;

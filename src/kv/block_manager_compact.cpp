@@ -6,6 +6,31 @@
 
 namespace vela {
 
+namespace {
+
+// The blocks of `t` that hold the kept rows, in order, when every kept row would stay where it
+// is within its block and each kept block is kept whole (the last one: the table's own last,
+// with as many tokens); else empty.
+std::vector<int32_t> whole_blocks_kept(const BlockTable& t, int64_t bs, int64_t n_keep,
+                                       std::span<const KeepGroup> groups) {
+    if (groups.size() != 1 || groups[0].layer >= 0 || groups[0].head >= 0 || n_keep == 0 ||
+        n_keep % bs != t.n_tokens % bs) {
+        return {};
+    }
+    const std::vector<int32_t>& idx = groups[0].indices;
+    std::vector<int32_t> kept;
+    for (int64_t j = 0; j < n_keep; ++j) {
+        const int64_t src = idx[static_cast<size_t>(j)];
+        if (src % bs != j % bs || src - j != idx[static_cast<size_t>(j / bs * bs)] - j / bs * bs)
+            return {};
+        if (j % bs == 0) kept.push_back(t.blocks[static_cast<size_t>(src / bs)]);
+    }
+    if (kept.back() != t.blocks.back()) return {};
+    return kept;
+}
+
+}  // namespace
+
 bool BlockManager::compact(SeqId id, int64_t n_keep, std::span<const KeepGroup> groups) {
     BlockTable& t = mutable_table(id);
     if (n_keep < 0 || n_keep > t.n_tokens || groups.empty()) {
@@ -23,6 +48,25 @@ bool BlockManager::compact(SeqId id, int64_t n_keep, std::span<const KeepGroup> 
         }
     }
     const int64_t bs = config_.block_size;
+    // Whole blocks kept (every row at its offset, a block's rows from one block, and the last
+    // block's from the sequence's own last block): the table drops the others, and no row moves.
+    std::vector<int32_t> blocks = whole_blocks_kept(t, bs, n_keep, groups);
+    if (blocks.empty() && !move_kept_rows(t, bs, n_keep, groups, blocks)) return false;
+    std::vector<int32_t> kept = blocks, dropped;
+    std::sort(kept.begin(), kept.end());
+    for (int32_t b : t.blocks) {
+        if (!std::binary_search(kept.begin(), kept.end(), b)) dropped.push_back(b);
+    }
+    t.blocks = std::move(blocks);
+    t.n_tokens = n_keep;
+    release_all(dropped);
+    chains_.erase(id);
+    evicted_.insert(id);
+    return true;
+}
+
+bool BlockManager::move_kept_rows(const BlockTable& t, int64_t bs, int64_t n_keep,
+                                  std::span<const KeepGroup> groups, std::vector<int32_t>& blocks) {
     const auto n_blocks = static_cast<size_t>((n_keep + bs - 1) / bs);
     // Rows only move to lower indices, so a block held by this sequence alone can be
     // compacted in place (a row is read before any later move writes over it); a shared block
@@ -40,7 +84,7 @@ bool BlockManager::compact(SeqId id, int64_t n_keep, std::span<const KeepGroup> 
     const bool steal = shared > num_free_blocks();
     if (steal && shared - stealable > num_free_blocks()) return false;
 
-    std::vector<int32_t> blocks(n_blocks);
+    blocks.resize(n_blocks);
     for (size_t i = 0; i < n_blocks; ++i) {
         const int32_t b = t.blocks[i];
         if (steal && cached_only(b)) {
@@ -58,15 +102,6 @@ bool BlockManager::compact(SeqId id, int64_t n_keep, std::span<const KeepGroup> 
             if (src != dst) emit(BlockOp{BlockOp::Kind::MoveRow, src, dst, g.layer, g.head});
         }
     }
-    std::vector<int32_t> dropped;
-    for (size_t i = 0; i < t.blocks.size(); ++i) {
-        if (i >= n_blocks || blocks[i] != t.blocks[i]) dropped.push_back(t.blocks[i]);
-    }
-    t.blocks = std::move(blocks);
-    t.n_tokens = n_keep;
-    release_all(dropped);
-    chains_.erase(id);
-    evicted_.insert(id);
     return true;
 }
 

@@ -118,11 +118,21 @@ std::vector<KeepGroup> KvEvictor::plan(const KvStorage& storage, const BlockTabl
     const int64_t nh = layout_.n_kv_heads, bs = layout_.block_size;
     std::vector<KeepGroup> groups;
     if (config_.policy == EvictionPolicy::Window || config_.policy == EvictionPolicy::Sinks) {
+        int64_t sinks = config_.policy == EvictionPolicy::Sinks ? std::min(config_.sinks, keep) : 0;
+        int64_t cut = n - keep;  // the tokens dropped, right after the sinks
+        if (storage.formats().k == KvFormat::Q4) {
+            // Q4 keys are quantised per block and channel (kivi_keys.h): a key moved among
+            // other keys is quantised again with them, and a sequence cut every block of
+            // tokens would requantise its keys again and again. So the cut is whole blocks:
+            // the sinks round up to a block, the cut down to blocks (up to block_size - 1
+            // tokens over the budget stay), and every kept block stays as it is
+            // (BlockManager::compact drops the others from the table, moving no row).
+            sinks = std::min((sinks + bs - 1) / bs * bs, n);
+            cut = std::max<int64_t>(0, (n - std::max(keep, sinks)) / bs * bs);
+        }
         KeepGroup g;
-        const int64_t sinks =
-            config_.policy == EvictionPolicy::Sinks ? std::min(config_.sinks, keep) : 0;
         for (int64_t i = 0; i < sinks; ++i) g.indices.push_back(static_cast<int32_t>(i));
-        for (int64_t i = n - (keep - sinks); i < n; ++i) g.indices.push_back(static_cast<int32_t>(i));
+        for (int64_t i = sinks + cut; i < n; ++i) g.indices.push_back(static_cast<int32_t>(i));
         groups.push_back(std::move(g));
         return groups;
     }

@@ -16,7 +16,9 @@
 //           attention from the newest query, averaged over the layer's heads, per layer.
 //
 // Eviction runs when a sequence holds more than budget + one block of tokens, and cuts it to the
-// budget, so its cost is paid once per block of new tokens.
+// budget, so its cost is paid once per block of new tokens. With Q4 keys (quantised per block)
+// window and sinks cut whole blocks: sinks round up to a block, and up to a block - 1 tokens
+// over the budget stay, so kept keys are never quantised again.
 #include <cstdint>
 #include <span>
 #include <string_view>

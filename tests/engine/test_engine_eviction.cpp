@@ -127,6 +127,20 @@ TEST_F(EngineEviction, BatchedEqualsAloneForEveryPolicy) {
     }
 }
 
+// Q4 keys: sinks and window cut whole blocks, which the table drops without moving a row; the
+// outputs batched (prompts chunked, mixed with decode) are those of each request alone.
+TEST_F(EngineEviction, Q4KeysCutWholeBlocksBatchedAsAlone) {
+    prompts_.resize(4);
+    EngineConfig c = config(EvictionPolicy::Sinks);
+    c.kv_formats = KvFormats(KvFormat::Q4, KvFormat::F16);
+    const std::vector<Tokens> want = alone(c);
+    c.scheduler.max_batched_tokens = 32;
+    Engine e(m_->model, m_->tokenizer, m_->backend, c);
+    EXPECT_EQ(run(e, prompts_), want);
+    EXPECT_GE(e.stats().kv_evicted_tokens, 4 * 16);
+    expect_no_leak(e);
+}
+
 TEST_F(EngineEviction, SwapPreemptionAndForkedSamplesKeepOutputs) {
     const EngineConfig c = config(EvictionPolicy::Sinks);
     const std::vector<Tokens> want = alone(c);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "attention/paged_attention.h"
@@ -78,6 +79,64 @@ TEST(Eviction, WindowAndSinksKeepRecentTokensAndTheFirst) {
     c.sinks = 3;
     keep = KvEvictor(c, kv_layout(kv.config())).plan(kv.storage(), kv.table(0), 40);
     EXPECT_EQ(keep[0].indices, std::vector<int32_t>({0, 1, 2, 33, 34, 35, 36, 37, 38, 39}));
+}
+
+// With Q4 keys (quantised per block) window and sinks cut whole blocks, and compaction then only
+// drops blocks from the table: the kept keys are the very same bytes, no fresh block is needed
+// even when every block is shared, and the other side of a fork keeps all of its rows.
+TEST(Eviction, Q4KeysAreCutInWholeBlocksThatStayAsTheyAre) {
+    const int64_t hd = 32, nh = 2, bs = 4;
+    KvCache kv({2, nh, hd, bs, 12, KvFormats(KvFormat::Q4, KvFormat::F16)});
+    kv.add_sequence(0);
+    const std::vector<int64_t> slots = kv.append(0, 38);
+    std::vector<float> k(static_cast<size_t>(38 * nh * hd));
+    for (size_t i = 0; i < k.size(); ++i) k[i] = std::sin(0.37f * static_cast<float>(i));
+    for (int64_t l = 0; l < 2; ++l) kv.write(l, slots, k.data(), k.data());
+    auto read_all = [&](SeqId id, const std::vector<int32_t>& idx) {
+        const BlockTable& t = kv.table(id);
+        std::vector<float> out(idx.size() * 2 * nh * hd);
+        for (size_t j = 0; j < idx.size(); ++j)
+            for (int64_t l = 0; l < 2; ++l)
+                for (int64_t h = 0; h < nh; ++h)
+                    kv.read(l, int64_t{t.blocks[idx[j] / bs]} * bs + idx[j] % bs, h, false,
+                            out.data() + ((j * 2 + l) * nh + h) * hd);
+        return out;
+    };
+    EvictionConfig c;
+    c.policy = EvictionPolicy::Window;
+    c.budget_tokens = 10;
+    std::vector<int32_t> want(10);
+    std::iota(want.begin(), want.end(), 28);  // 38 - 10 rounded down to blocks: 28 dropped
+    EXPECT_EQ(KvEvictor(c, kv_layout(kv.config())).plan(kv.storage(), kv.table(0), 38)[0].indices,
+              want);
+    c.policy = EvictionPolicy::Sinks;
+    c.sinks = 3;  // a block: 0-3
+    const std::vector<KeepGroup> keep =
+        KvEvictor(c, kv_layout(kv.config())).plan(kv.storage(), kv.table(0), 38);
+    // 38 - 10 = 28 dropped after the sinks' block, and 38 % 4 tokens in the last block.
+    want = {0, 1, 2, 3, 32, 33, 34, 35, 36, 37};
+    ASSERT_EQ(keep[0].indices, want);
+
+    const std::vector<float> before = read_all(0, want);
+    const std::vector<int32_t> all = [] {
+        std::vector<int32_t> v(38);
+        std::iota(v.begin(), v.end(), 0);
+        return v;
+    }();
+    const std::vector<float> whole = read_all(0, all);
+    const std::vector<int32_t> blocks = kv.table(0).blocks;
+    kv.fork(0, 1);  // every block shared
+    kv.add_sequence(2);
+    kv.append(2, 4 * kv.num_free_blocks());  // and none free
+    ASSERT_TRUE(kv.compact(0, 10, keep));
+    EXPECT_EQ(kv.table(0).blocks, std::vector<int32_t>({blocks[0], blocks[8], blocks[9]}));
+    EXPECT_EQ(read_all(0, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}), before);
+    EXPECT_EQ(read_all(1, all), whole);
+    kv.free(1);
+    EXPECT_EQ(kv.num_free_blocks(), 7);  // blocks 1-7 were only the fork's
+    kv.free(0);
+    kv.free(2);
+    EXPECT_EQ(kv.num_used_blocks(), 0);
 }
 
 // Planted attention: in every layer, KV head 0's keys are zero except at `heavy` tokens, whose
