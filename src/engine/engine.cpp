@@ -91,7 +91,6 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, Engin
                 eviction_policy_name(ev.policy), model.hparams().arch);
         }
         layout.attention_scores = ev.score_mode() != KvScoreMode::None;
-        layout.rows_move = true;
     }
     storage_ = model.make_kv_storage(backend_, layout, config_.kv_formats);
     if (ev.enabled()) {

@@ -30,7 +30,6 @@ ForwardDriver::ForwardDriver(Model& model, Backend& backend, int64_t n_ctx, int6
                 model.hparams().arch);
         }
         layout.attention_scores = eviction.score_mode() != KvScoreMode::None;
-        layout.rows_move = true;
         evictor_ = std::make_unique<KvEvictor>(eviction, layout);
         batch_.kv_scores = eviction.score_mode();
     }

@@ -184,14 +184,13 @@ void serve_tp_steps(Model& model, Backend& backend, TpChannel& channel) {
             case TpChannel::Kind::KvCreate: {
                 const auto block_size = in.pod<int64_t>(), num_blocks = in.pod<int64_t>(),
                            n_kv_heads = in.pod<int64_t>();
-                const auto scores = in.pod<bool>(), rows_move = in.pod<bool>();
+                const auto scores = in.pod<bool>();
                 const auto formats = in.pod<KvFormats>();
                 in.end();
                 // This rank's own layout (its heads' key offsets), of rank 0's size.
                 KvLayout layout = model.kv_layout(block_size, num_blocks);
                 VELA_ASSERT(layout.n_kv_heads == n_kv_heads);
                 layout.attention_scores = scores;
-                layout.rows_move = rows_move;
                 kvs[m.kv] = model.make_kv_storage(backend, layout, formats);
                 break;
             }
@@ -375,7 +374,6 @@ std::unique_ptr<KvStorage> TpWorkers::make_kv_storage(Backend& backend, const Kv
     w.pod(layout.num_blocks);
     w.pod(layout.n_kv_heads);
     w.pod(layout.attention_scores);
-    w.pod(layout.rows_move);
     w.pod(formats);
     send_all(TpChannel::Kind::KvCreate, id, wire_);
     return std::make_unique<Mirrored>(*this, id, std::move(local));

@@ -72,9 +72,6 @@ struct KvLayout {
     // policies of kv/eviction.h rank tokens by): written by attention when a ForwardBatch asks
     // for it, zeroed when a token's K/V is written, moved with its rows.
     bool attention_scores = false;
-    // Eviction compacts sequences by moving rows (BlockOp::MoveRow): a storage that cannot move
-    // its rows refuses such a layout up front.
-    bool rows_move = false;
     // [n_layers][n_kv_heads][head_dim] or empty: a constant subtracted from every key before an
     // 8-bit format (Q8, FP8) stores it. Softmax ignores a shift of all keys by one vector (each
     // query's scores move by q.c alike), so attention is unchanged, while a large constant part

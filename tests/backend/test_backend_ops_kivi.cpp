@@ -3,7 +3,8 @@
 // dequantised with the same per-channel pairs, values per group; exact), and attention over them
 // agrees within the GPU's 16-bit rounding. The CPU's q4 is tested against float64 on its own
 // (tests/attention/test_kivi_attention.cpp, test_backend_ops); this test pins the GPU to it over
-// prompt chunks that close blocks mid-step, block boundaries, and decode steps.
+// prompt chunks that close blocks mid-step, block boundaries, decode steps, and eviction's
+// compaction (whole rows moved down) followed by more decode.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
@@ -41,11 +42,11 @@ void run_case(const KiviCase& c, std::mt19937_64& rng) {
     // a chunk ending on one, a sequence that starts late, then decode steps.
     const std::vector<std::vector<int64_t>> steps = {
         {20, 16, 3, 0}, {11, 16, 1, 40}, {1, 1, 1, 0}, {1, 1, 1, 1}};
-    constexpr int kDecodeSteps = 36;
+    constexpr int kDecodeSteps = 36, kAfterCompaction = 20;
     std::vector<int64_t> final_len(4, 0);
     for (const auto& st : steps)
         for (size_t s = 0; s < st.size(); ++s) final_len[s] += st[s];
-    for (size_t s = 0; s < final_len.size(); ++s) final_len[s] += kDecodeSteps;
+    for (size_t s = 0; s < final_len.size(); ++s) final_len[s] += kDecodeSteps + kAfterCompaction;
     std::vector<SeqShape> shapes;
     for (int64_t len : final_len) shapes.push_back({len, len});
     const KvLayout l{2, n_kv, hd, c.block_size, blocks_needed(shapes, c.block_size) + 3};
@@ -58,9 +59,32 @@ void run_case(const KiviCase& c, std::mt19937_64& rng) {
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     double worst = 0.0;
     int64_t mismatches = 0;
-    for (size_t step = 0; step < steps.size() + kDecodeSteps; ++step) {
-        const std::vector<int64_t>& adds =
-            step < steps.size() ? steps[step] : std::vector<int64_t>{1, 1, 1, 1};
+    // Every row written so far reads back the same from both.
+    auto compare_rows = [&](const std::string& when) {
+        for (size_t s = 0; s < len.size(); ++s) {
+            for (int64_t pos = 0; pos < len[s]; ++pos) {
+                for (int64_t h = 0; h < n_kv; ++h) {
+                    for (bool value : {false, true}) {
+                        std::vector<float> a(static_cast<size_t>(hd)), g(a.size());
+                        read_host_kv(*sides[0].kv, 1, p.slot(s, pos), h, value, a.data());
+                        read_cuda_kv(*sides[1].kv, 1, p.slot(s, pos), h, value, g.data());
+                        if (a != g && mismatches++ == 0) {
+                            size_t d = 0;
+                            while (a[d] == g[d]) ++d;
+                            ADD_FAILURE() << what << ", " << when << ": sequence " << s
+                                          << " position " << pos << " head " << h
+                                          << (value ? " V" : " K") << " dim " << d << ": cpu "
+                                          << a[d] << " gpu " << g[d];
+                        }
+                    }
+                }
+            }
+        }
+    };
+    // One step: each sequence adds adds[s] rows (0: not in the step); attention agrees within
+    // the GPU's rounding of q, of the widened K and V and of the probabilities to fp16, relative
+    // to the largest |V| (standard normal: ~4).
+    auto run_step = [&](const std::vector<int64_t>& adds, const std::string& when) {
         ForwardBatch b;
         b.clear();
         for (size_t s = 0; s < adds.size(); ++s) {
@@ -89,31 +113,32 @@ void run_case(const KiviCase& c, std::mt19937_64& rng) {
             be.attention(*sides[i].kv, 1, dq.view(), dout.view(), n_heads, scale, 0);
             out[i] = dout.download();
         }
-        // Attention: within the GPU's rounding of q, of the widened K and V and of the
-        // probabilities to fp16, relative to the largest |V| (standard normal: ~4).
         for (size_t j = 0; j < out[0].size(); ++j)
             worst = std::max(worst, std::fabs(static_cast<double>(out[0][j]) - out[1][j]) / 4.0);
-        // Every row written so far reads back the same from both.
-        for (size_t s = 0; s < len.size(); ++s) {
-            for (int64_t pos = 0; pos < len[s]; ++pos) {
-                for (int64_t h = 0; h < n_kv; ++h) {
-                    for (bool value : {false, true}) {
-                        std::vector<float> a(static_cast<size_t>(hd)), g(a.size());
-                        read_host_kv(*sides[0].kv, 1, p.slot(s, pos), h, value, a.data());
-                        read_cuda_kv(*sides[1].kv, 1, p.slot(s, pos), h, value, g.data());
-                        if (a != g && mismatches++ == 0) {
-                            size_t d = 0;
-                            while (a[d] == g[d]) ++d;
-                            ADD_FAILURE() << what << ", step " << step << ": sequence " << s
-                                          << " position " << pos << " head " << h
-                                          << (value ? " V" : " K") << " dim " << d << ": cpu "
-                                          << a[d] << " gpu " << g[d];
-                        }
-                    }
-                }
-            }
-        }
+        compare_rows(when);
+    };
+    for (size_t step = 0; step < steps.size() + kDecodeSteps; ++step) {
+        run_step(step < steps.size() ? steps[step] : std::vector<int64_t>{1, 1, 1, 1},
+                 fmt::format("step {}", step));
     }
+    // Window + sinks eviction compacting two sequences (whole rows move down, as
+    // BlockManager::compact emits them), then decode on: moved keys read as they were read
+    // before (codes of closed blocks, residual rows of open ones), full destinations quantised
+    // again, the new last block open.
+    for (size_t s : {size_t{0}, size_t{2}}) {
+        const int64_t sinks = 4, keep = std::min<int64_t>(21, len[s] - sinks);
+        std::vector<BlockOp> ops;
+        int64_t to = sinks;
+        for (int64_t pos = len[s] - keep; pos < len[s]; ++pos, ++to) {
+            ops.push_back({BlockOp::Kind::MoveRow, static_cast<int32_t>(p.slot(s, pos)),
+                           static_cast<int32_t>(p.slot(s, to)), -1, -1});
+        }
+        for (Side& side : sides) side.kv->apply(ops);
+        len[s] = to;
+    }
+    compare_rows("after compaction");
+    for (int step = 0; step < kAfterCompaction; ++step)
+        run_step({1, 1, 1, 1}, fmt::format("decode {} after compaction", step));
     std::printf("[backend_ops] cuda q4 vs cpu q4, %s: attention max err %.2e, %lld rows differ\n",
                 what.c_str(), worst, static_cast<long long>(mismatches));
     EXPECT_EQ(mismatches, 0) << what;
@@ -135,7 +160,7 @@ TEST(CudaKivi, MatchesTheCpuStorageAndAttention) {
 }
 
 // The GPU refuses q4 where its kernels lack it, by name: blocks of other than multiples of 16,
-// head sizes other than multiples of 32, and eviction (rows that move, attention scores).
+// head sizes other than multiples of 32, and attention scores (h2o, tova).
 TEST(CudaKivi, RefusesWhatItCannotStore) {
 #ifdef VELA_HAS_CUDA
     if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
@@ -143,9 +168,9 @@ TEST(CudaKivi, RefusesWhatItCannotStore) {
     const KvFormats f = KvFormat::Q4;
     EXPECT_THROW(gpu.make_kv_storage(KvLayout{1, 2, 64, 8, 4}, f), InvalidArgument);
     EXPECT_THROW(gpu.make_kv_storage(KvLayout{1, 2, 40, 16, 4}, f), InvalidArgument);
-    KvLayout moving{1, 2, 64, 16, 4};
-    moving.rows_move = true;
-    EXPECT_THROW(gpu.make_kv_storage(moving, f), InvalidArgument);
+    KvLayout scored{1, 2, 64, 16, 4};
+    scored.attention_scores = true;
+    EXPECT_THROW(gpu.make_kv_storage(scored, f), InvalidArgument);
     EXPECT_NO_THROW(gpu.make_kv_storage(KvLayout{1, 2, 64, 16, 4}, f));
 #else
     GTEST_SKIP() << "built without CUDA";

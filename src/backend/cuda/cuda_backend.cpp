@@ -192,9 +192,10 @@ std::unique_ptr<KvStorage> CudaBackend::make_kv_storage(const KvLayout& layout, 
             fail<InvalidArgument>(
                 "q4 KV on the GPU needs a KV block size that is a multiple of 16, got {}",
                 layout.block_size);
-        if (layout.rows_move || layout.attention_scores)
+        if (layout.attention_scores)
             fail<InvalidArgument>(
-                "q4 KV on the GPU does not run with KV eviction (keys are quantised per block)");
+                "q4 KV on the GPU does not run with h2o or tova eviction (it keeps no attention "
+                "scores); window and sinks eviction work");
         if (layout.head_dim % 32 != 0)
             fail<InvalidArgument>("q4 KV on the GPU needs a head size that is a multiple of 32");
     }

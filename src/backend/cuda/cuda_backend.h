@@ -52,7 +52,8 @@ class CudaBuffer final : public DeviceBuffer {
 // block the step writes a residual (a closed block reopens from its codes), the write closes the
 // blocks whose last row it writes (quantised per channel, the residual kept until the next step
 // so that the step's own rows still read it), and copies and swaps carry residuals along. The
-// pool grows as needed (a new generation for recorded graphs). Eviction is refused with Q4.
+// pool grows as needed (a new generation for recorded graphs). Eviction's row moves go through
+// the residuals (whole rows: window and sinks; the score policies are refused with Q4).
 class DeviceKvStorage final : public KvStorage {
   public:
     DeviceKvStorage(const KvLayout& layout, KvFormats formats, void* stream);
@@ -100,6 +101,7 @@ class DeviceKvStorage final : public KvStorage {
     size_t residual_bytes() const;             // Q4: one slot of one layer
     void grow_residuals();
     void move_residual(const BlockOp& op);     // Q4: a copy's or swap's residual
+    void move_q4_keys(std::span<const BlockOp> ops);  // Q4: a run of row moves' keys
     void read_q4(int64_t layer, int64_t slot, int64_t kv_head, bool value, float* out) const;
 
     struct PinnedFree {

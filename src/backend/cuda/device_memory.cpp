@@ -112,8 +112,10 @@ void* DeviceKvStorage::side(int64_t layer, bool value) const {
            side_bytes * static_cast<size_t>(2 * layer + (value ? 1 : 0));
 }
 
-// A run of row moves in one launch: the list uploaded to moves_, then moved in order.
+// A run of row moves in one launch: the list uploaded to moves_, then moved in order (Q4: the
+// keys through their blocks' residuals first, move_q4_keys).
 void DeviceKvStorage::move_rows(std::span<const BlockOp> ops) {
+    if (q4()) move_q4_keys(ops);
     std::vector<cuda_backend::KvRowMove> host(ops.size());
     for (size_t i = 0; i < ops.size(); ++i) {
         const BlockOp& op = ops[i];
@@ -159,11 +161,6 @@ void DeviceKvStorage::apply(std::span<const BlockOp> ops) {
     bool swapped = false;
     for (size_t i = 0; i < ops.size(); ++i) {
         const BlockOp& op = ops[i];
-        if (op.kind == BlockOp::Kind::MoveRow && q4()) {
-            fail<InvalidArgument>(
-                "Q4 KV on the GPU does not move rows (eviction): its keys are quantised per "
-                "block");
-        }
         if (op.kind == BlockOp::Kind::MoveRow) {  // with the moves right after it
             size_t end = i + 1;
             while (end < ops.size() && ops[end].kind == BlockOp::Kind::MoveRow) ++end;
@@ -218,6 +215,84 @@ void DeviceKvStorage::apply(std::span<const BlockOp> ops) {
 }
 
 // --- Q4 residuals ---
+
+// Copies `n` int32 to the staging buffer (grown as needed; only eager kernels read it).
+static const int32_t* stage_ints(std::unique_ptr<CudaBuffer>& staging, const int32_t* host,
+                                 size_t n, void* stream) {
+    const size_t bytes = 4 * n;
+    if (!staging || staging->bytes() < bytes) staging = std::make_unique<CudaBuffer>(2 * bytes);
+    // From pageable memory: returns once `host` is read, ordered before the kernels after it.
+    check(cudaMemcpyAsync(staging->data(), host, bytes, cudaMemcpyHostToDevice, as_stream(stream)),
+          "KV residual upload");
+    return static_cast<const int32_t*>(staging->data());
+}
+
+// kv/kivi_keys.h's move_row and close_moved for a run of whole-row moves (sinks / window
+// compaction; moves of single heads or layers come from the score policies, which Q4 refuses):
+// a row moves as later queries read it (from its block's residual while that block is open,
+// else its codes) into the destination block's residual, a destination without one (or closed
+// by the last step) reopening from its codes; rows only move down, so a destination whose last
+// row a move wrote is full and is quantised again.
+void DeviceKvStorage::move_q4_keys(std::span<const BlockOp> ops) {
+    const int64_t bs = layout_.block_size;
+    auto closed_last = [&](int32_t block) {
+        return std::find(closed_last_.begin(), closed_last_.end(), block) != closed_last_.end();
+    };
+    auto open = [&](int32_t block) {
+        return slot_of_host_[static_cast<size_t>(block)] >= 0 && !closed_last(block);
+    };
+    std::vector<int32_t> reopen, moves;
+    std::map<int32_t, bool> full;  // destination block -> its last row written by a move
+    for (const BlockOp& op : ops) {
+        if (op.layer >= 0 || op.head >= 0) {
+            fail<InvalidArgument>(
+                "q4 KV on the GPU moves whole rows only (layer {}, head {}): eviction by a "
+                "policy that keeps heads apart is refused with q4",
+                op.layer, op.head);
+        }
+        const auto src = static_cast<int32_t>(op.src / bs), dst = static_cast<int32_t>(op.dst / bs);
+        moves.insert(moves.end(), {op.src, op.dst, open(src) ? 1 : 0});
+        if (!open(dst)) {
+            std::erase(closed_last_, dst);
+            take_residual(dst);
+            reopen.push_back(dst);
+        }
+        bool& last = full[dst];
+        last = last || op.dst % bs == bs - 1;
+    }
+    upload_residual_map();
+    const cuda_backend::KvCacheShape shape = cuda_backend::kv_shape(*this);
+    if (!reopen.empty()) {
+        const int32_t* blocks = stage_ints(staging_, reopen.data(), reopen.size(), stream_);
+        for (int64_t layer = 0; layer < layout_.n_layers; ++layer) {
+            cuda_backend::reopen_q4_blocks(side(layer, false), residual(layer), shape, blocks,
+                                           static_cast<int64_t>(reopen.size()), stream_);
+        }
+    }
+    const int32_t* list = stage_ints(staging_, moves.data(), moves.size(), stream_);
+    cuda_backend::move_q4_keys(side(0, false),
+                               static_cast<int64_t>(block_bytes_) * layout_.num_blocks,
+                               residuals_->data(),
+                               static_cast<int64_t>(residual_bytes()) * residual_slots_,
+                               static_cast<const int32_t*>(slot_of_->data()), shape,
+                               layout_.n_layers, list, static_cast<int64_t>(moves.size() / 3),
+                               stream_);
+    std::vector<int32_t> closing = {0};
+    for (const auto& [block, last] : full) {
+        if (!last) continue;
+        closing.push_back(block);
+        closed_last_.push_back(block);  // its residual kept for this step's rows, as written
+    }
+    closing[0] = static_cast<int32_t>(closing.size() - 1);
+    if (closing[0] > 0) {
+        const int32_t* c = stage_ints(staging_, closing.data(), closing.size(), stream_);
+        for (int64_t layer = 0; layer < layout_.n_layers; ++layer) {
+            cuda_backend::close_q4_blocks(side(layer, false), residual(layer), shape, c + 1, c,
+                                          closing[0], stream_);
+        }
+    }
+    check(cudaGetLastError(), "KV q4 row moves");
+}
 
 // A block's residual follows its copies and swaps: copied with it, saved to the host slot with
 // it, restored with it; a block copied or swapped in without one has none.
@@ -325,17 +400,6 @@ void DeviceKvStorage::drop_residual(int32_t block) {
     free_slots_.push_back(at);
     at = -1;
     patches_.insert(patches_.end(), {block, -1});
-}
-
-// Copies `n` int32 to the staging buffer (grown as needed; only eager kernels read it).
-static const int32_t* stage_ints(std::unique_ptr<CudaBuffer>& staging, const int32_t* host,
-                                 size_t n, void* stream) {
-    const size_t bytes = 4 * n;
-    if (!staging || staging->bytes() < bytes) staging = std::make_unique<CudaBuffer>(2 * bytes);
-    // From pageable memory: returns once `host` is read, ordered before the kernels after it.
-    check(cudaMemcpyAsync(staging->data(), host, bytes, cudaMemcpyHostToDevice, as_stream(stream)),
-          "KV residual upload");
-    return static_cast<const int32_t*>(staging->data());
 }
 
 void DeviceKvStorage::upload_residual_map() {

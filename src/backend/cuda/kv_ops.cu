@@ -279,12 +279,28 @@ __global__ void gather_scores_kernel(const float* scores, const int64_t* slots, 
 // blocks run independently, while inside one the moves go in order (a barrier after each).
 __global__ void move_kv_rows_kernel(KvRowMoves m) {
     const KvCacheShape& s = m.shape;
-    const int64_t layer = blockIdx.x / 2, row_bytes = s.head_dim * elem_bytes(s.code);
+    const int64_t layer = blockIdx.x / 2, row_bytes = vela::cuda_backend::row_bytes(s);
     void* side = static_cast<char*>(m.cache) + m.side_bytes * static_cast<int64_t>(blockIdx.x);
     for (int64_t i = 0; i < m.count; ++i) {
         const KvRowMove mv = m.moves[i];
-        if (mv.layer < 0 || mv.layer == layer) {
+        // Q4 keys move through their residuals (move_q4_keys); the V side moves here.
+        const bool skip = s.code == KvCode::Q4 && blockIdx.x % 2 == 0;
+        if (!skip && (mv.layer < 0 || mv.layer == layer)) {
             const int64_t h0 = mv.head < 0 ? 0 : mv.head, nh = mv.head < 0 ? s.n_kv_heads : 1;
+            if (s.code == KvCode::Q4) {  // the row's (scale, min) pairs
+                const int64_t groups = (s.head_dim + s.group - 1) / s.group;
+                auto* pairs = reinterpret_cast<uint32_t*>(static_cast<char*>(side) +
+                                                          s.scale_offset);
+                auto pair_at = [&](int64_t slot, int64_t h, int64_t g) -> uint32_t& {
+                    const int64_t blk = slot / s.block_size, off = slot % s.block_size;
+                    return *(reinterpret_cast<uint32_t*>(reinterpret_cast<char*>(pairs) +
+                                                         blk * s.block_bytes) +
+                             (h * s.block_size + off) * groups + g);
+                };
+                for (int64_t t = threadIdx.x; t < nh * groups; t += blockDim.x)
+                    pair_at(mv.dst, h0 + t / groups, t % groups) =
+                        pair_at(mv.src, h0 + t / groups, t % groups);
+            }
             for (int64_t t = threadIdx.x; t < nh * row_bytes; t += blockDim.x) {
                 const int64_t h = h0 + t / row_bytes, b = t % row_bytes;
                 row_at(side, s, mv.dst, h)[b] = row_at(side, s, mv.src, h)[b];

@@ -91,6 +91,14 @@ void close_q4_blocks(void* k_cache, const KvResidual& r, const KvCacheShape& s,
 // The dequantised keys of blocks[0, n) into their residuals (a closed block written again).
 void reopen_q4_blocks(const void* k_cache, const KvResidual& r, const KvCacheShape& s,
                       const int32_t* blocks, int64_t n, void* stream);
+// Eviction's row moves for Q4 keys, every layer and head (KvRowMoves moves the V side): moves
+// holds (src slot, dst slot, 1 when the source row is read from its block's residual, 0 when
+// from its codes) triples, in order; every destination block has a residual. k_cache is layer
+// 0's K side, each layer's 2 * side_bytes further; residuals the pool, residual_layer_bytes a
+// layer.
+void move_q4_keys(const void* k_cache, int64_t side_bytes, void* residuals,
+                  int64_t residual_layer_bytes, const int32_t* slot_of, const KvCacheShape& s,
+                  int64_t n_layers, const int32_t* moves, int64_t n, void* stream);
 // slot_of[pairs[2 i]] = pairs[2 i + 1] for i < n.
 void patch_slots(int32_t* slot_of, const int32_t* pairs, int64_t n, void* stream);
 

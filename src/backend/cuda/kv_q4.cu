@@ -111,6 +111,43 @@ __global__ void reopen_q4_kernel(const void* k_cache, KvResidual r, KvCacheShape
     }
 }
 
+// One block per layer: the moves in order (a move may read a row an earlier one wrote), each
+// row's keys of every head into the destination block's residual: from the source block's
+// residual, or dequantised from its codes as kv/kivi_keys.h's read() gives them.
+__global__ void move_q4_keys_kernel(const char* k_cache, int64_t side_bytes, char* residuals,
+                                    int64_t residual_layer_bytes, const int32_t* slot_of,
+                                    KvCacheShape s, const int32_t* moves, int64_t n) {
+    const int64_t layer = blockIdx.x, hd = s.head_dim, bs = s.block_size;
+    const char* cache = k_cache + 2 * layer * side_bytes;  // the layer's K side
+    auto* res = reinterpret_cast<__half*>(residuals + layer * residual_layer_bytes);
+    auto row_of = [&](int32_t at, int64_t head, int64_t off) {
+        return res + ((at * s.n_kv_heads + head) * bs + off) * hd;
+    };
+    for (int64_t i = 0; i < n; ++i) {
+        const int32_t src = moves[3 * i], dst = moves[3 * i + 1];
+        const bool from_residual = moves[3 * i + 2] != 0;
+        const int64_t sb = src / bs, so = src % bs, db = dst / bs, dof = dst % bs;
+        for (int64_t t = threadIdx.x; t < s.n_kv_heads * hd; t += blockDim.x) {
+            const int64_t head = t / hd, d = t % hd;
+            __half v;
+            if (from_residual) {
+                v = row_of(slot_of[sb], head, so)[d];
+            } else {
+                const char* block = cache + sb * s.block_bytes;
+                const auto* pairs =
+                    reinterpret_cast<const __half*>(block + s.scale_offset) + head * 2 * hd;
+                const auto byte = static_cast<uint8_t>(
+                    block[(head * bs + so) * (hd / 2) + d / 8 * 4 + d % 4]);
+                const uint32_t code = d % 8 < 4 ? byte & 0xFu : byte >> 4;
+                v = __float2half_rn(__half2float(pairs[hd + d]) +
+                                    static_cast<float>(code) * __half2float(pairs[d]));
+            }
+            row_of(slot_of[db], head, dof)[d] = v;
+        }
+        __syncthreads();
+    }
+}
+
 __global__ void patch_slots_kernel(int32_t* slot_of, const int32_t* pairs, int64_t n) {
     const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
     if (i < n) slot_of[pairs[2 * i]] = pairs[2 * i + 1];
@@ -137,6 +174,15 @@ void reopen_q4_blocks(const void* k_cache, const KvResidual& r, const KvCacheSha
     if (n == 0) return;
     reopen_q4_kernel<<<blocks_for(32 * n * s.n_kv_heads), kThreads, 0, as_stream(stream)>>>(
         k_cache, r, s, blocks, n);
+}
+
+void move_q4_keys(const void* k_cache, int64_t side_bytes, void* residuals,
+                  int64_t residual_layer_bytes, const int32_t* slot_of, const KvCacheShape& s,
+                  int64_t n_layers, const int32_t* moves, int64_t n, void* stream) {
+    if (n == 0 || n_layers == 0) return;
+    move_q4_keys_kernel<<<static_cast<unsigned>(n_layers), kThreads, 0, as_stream(stream)>>>(
+        static_cast<const char*>(k_cache), side_bytes, static_cast<char*>(residuals),
+        residual_layer_bytes, slot_of, s, moves, n);
 }
 
 void patch_slots(int32_t* slot_of, const int32_t* pairs, int64_t n, void* stream) {
