@@ -17,7 +17,7 @@ template <int... kDims>
 struct HeadDims {
     static constexpr bool contains(int head_dim) { return ((head_dim == kDims) || ...); }
 };
-using PrefillHeadDims = HeadDims<64, 128>;           // mma.sync forward
+using PrefillHeadDims = HeadDims<64, 128, 256>;      // mma.sync forward
 using PrefillSm90HeadDims = HeadDims<64, 128, 256>;  // wgmma forward (sm_90a builds)
 using BackwardHeadDims = HeadDims<64, 128>;          // both dK/dV kernels
 using DecodeHeadDims = HeadDims<64, 128>;

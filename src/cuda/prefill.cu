@@ -1,6 +1,9 @@
 // Launcher of the mma.sync prefill forward kernel, one instance per dtype x head dim. Causal,
-// sliding window, GQA and paged K/V are run-time branches inside the kernel (they only change
-// addresses and which tiles get masked), which keeps the instance count at four.
+// sliding window, GQA, token trees and paged K/V in every format are run-time branches inside
+// the kernel (they only change addresses, loads and which tiles get masked), which keeps the
+// instance count at six. At head dim 256 (Gemma 3) a warp's 16 x 256 output accumulator and Q
+// fragments take most of its registers: the instance serves what the wgmma kernel does not read
+// (8-bit and Q4 paged K/V, token trees) and builds without sm_90a.
 #include "cuda/dispatch.cuh"
 #include "cuda/launch.h"
 #include "cuda/prefill_kernel.cuh"

@@ -151,7 +151,7 @@ TEST(CudaKivi, MatchesTheCpuStorageAndAttention) {
     if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
     std::mt19937_64 rng(run_seed() ^ 0x4b495649u);
     for (const KiviCase c : {KiviCase{64, 16, 32}, KiviCase{128, 16, 32}, KiviCase{128, 32, 64},
-                             KiviCase{64, 32, 128}}) {
+                             KiviCase{64, 32, 128}, KiviCase{256, 16, 32}}) {
         run_case(c, rng);
     }
 #else

@@ -239,6 +239,19 @@ TEST_P(BackendKvOps, Attention) {
     }
 }
 
+// Head size 256 (Gemma 3: one kv head of four query heads, local layers windowed) in every
+// format: prompt chunks, decode rows over several key tiles, a token tree, and the sliding
+// window. The CUDA backend runs all of them on its prefill kernels (no decode instance at 256).
+TEST_P(BackendKvOps, HeadSize256) {
+    auto rng = op_rng("head_size_256");
+    for (KvFormats f : kFormats) {
+        check_attention({f, 1, 4, 256, 16, 0, 3.0}, rng);
+        check_attention({f, 2, 2, 256, 16, 48, 1.0}, rng);
+        check_attention({f, 1, 4, 256, 16, 0, 3.0, 0, 0, /*tree_seed=*/7}, rng,
+                        {{6, 6}, {1, 90}, {9, 140}, {13, 300}});
+    }
+}
+
 // Sparse attention of self-speculative drafting: decode rows over their first sinks and last
 // window keys. The sinks fill whole blocks and every kv_len - window is a multiple of the block
 // size, where a backend that reads whole blocks (CUDA) and one that reads exact keys (CPU) attend

@@ -149,23 +149,22 @@ void CudaBackend::load_weights(ModelWeights& weights) {
     weights_.push_back(std::move(memory));
 }
 
-// 16-bit KV at head sizes 64, 128 and 256 (prefill's wgmma kernel); 8-bit and Q4 at 64 and 128
-// (the mma.sync prefill kernel and the decode kernel read them).
+// Every KV format at head sizes 64, 128 and 256, K and V in one format. The decode kernel reads
+// 64 and 128; at 256 (Gemma 3) every row runs on the prefill kernels (16-bit: wgmma on sm_90a;
+// 8-bit and Q4: mma.sync).
 bool CudaBackend::supports_kv(KvFormats formats, int64_t head_dim) {
     if (formats.k != formats.v) return false;
     const KvFormat f = formats.k;
-    if (f == KvFormat::F16 || f == KvFormat::BF16)
-        return head_dim == 0 || head_dim == 64 || head_dim == 128 || head_dim == 256;
-    if (f == KvFormat::Q8 || f == KvFormat::FP8 || f == KvFormat::Q4)
-        return head_dim == 0 || head_dim == 64 || head_dim == 128;
-    return false;
+    const bool stored = f == KvFormat::F16 || f == KvFormat::BF16 || f == KvFormat::Q8 ||
+                        f == KvFormat::FP8 || f == KvFormat::Q4;
+    return stored && (head_dim == 0 || head_dim == 64 || head_dim == 128 || head_dim == 256);
 }
 
 std::string CudaBackend::kv_unsupported(KvFormats formats, int64_t head_dim) const {
     if (supports_kv(formats, head_dim)) return "";
     return fmt::format(
-        "the CUDA attention kernels do not read this KV format at head size {} (f16 and bf16 at "
-        "64, 128 and 256; q8, fp8 and q4 at 64 and 128; K and V in one format)",
+        "the CUDA attention kernels do not read this KV format at head size {} (f16, bf16, q8, "
+        "fp8 and q4 at head sizes 64, 128 and 256; K and V in one format)",
         head_dim);
 }
 
