@@ -185,8 +185,11 @@ TEST_P(CudaModel, QuantisedKvTracksF16) {
     for (int64_t first = 0; first < kTokens; first += first < kPrompt ? kChunk : 1)
         want.push_back(base.feed(tokens, first, first < kPrompt ? kChunk : 1));
     const int64_t n_vocab = base.model().hparams().n_vocab;
+    // A broken kernel agrees on a few rows in ten. Measured on the H100: SmolLM2 q8 96.5%, fp8
+    // 92.9%; Gemma 3 q8 92.9%, fp8 93.8%, where the GPU's f16 agrees with the CPU's on 94.9%
+    // only (near-ties among its 262k logits).
     for (const auto& [format, min_top1, max_err] :
-         {std::tuple{KvFormat::Q8, 93.0, 0.25}, std::tuple{KvFormat::FP8, 88.0, 0.5}}) {
+         {std::tuple{KvFormat::Q8, 92.0, 0.25}, std::tuple{KvFormat::FP8, 88.0, 0.5}}) {
         if (!CudaBackend::supports_kv(format, base.model().hparams().head_dim)) {
             std::printf("[cuda_model] %s kv %s: head_dim %lld not read by the kernels, skipped\n",
                         GetParam().file, std::string(kv_format_name(format)).c_str(),
