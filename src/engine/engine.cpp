@@ -24,12 +24,23 @@ const char* finish_reason_name(FinishReason r) {
 
 namespace {
 
-BlockManagerConfig block_config(const EngineConfig& c) {
+BlockManagerConfig block_config(const EngineConfig& c, int64_t window) {
     BlockManagerConfig k;
     k.block_size = c.kv_block_size;
     const int64_t per_ctx = (c.n_ctx + c.kv_block_size - 1) / c.kv_block_size;
     k.num_blocks = c.kv_blocks > 0 ? c.kv_blocks : per_ctx;
     k.prefix_caching = c.prefix_caching;
+    if (window > 0 && !c.swa_full) {
+        // Every running sequence's window; never more than the main pool (nothing to save).
+        const int64_t local =
+            c.scheduler.max_running * local_blocks_per_sequence(
+                                          window, c.scheduler.max_batched_tokens, c.kv_block_size);
+        if (local < k.num_blocks) {
+            k.local_window = window;
+            k.local_num_blocks = local;
+            k.prefix_caching = false;
+        }
+    }
     return k;
 }
 
@@ -79,8 +90,23 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, Engin
     // Attention scores live beside the rows, so a block shared through the prefix cache would
     // carry the scores of whoever used it before: policies ranking by scores go without it.
     if (config_.eviction.score_mode() != KvScoreMode::None) config_.prefix_caching = false;
-    kv_ = std::make_unique<BlockManager>(block_config(config_));
-    KvLayout layout = model.kv_layout(config_.kv_block_size, kv_->num_total_blocks());
+    kv_ = std::make_unique<BlockManager>(block_config(config_, model.hparams().sliding_window));
+    const BlockManagerConfig& bc = kv_->config();
+    if (bc.local_window > 0) {
+        if (config_.prefix_caching) {
+            log(LogLevel::Info,
+                "sliding-window layers keep their window only: prefix caching is off "
+                     "(--swa-full keeps every token's KV)");
+        }
+        config_.prefix_caching = false;
+        if (config_.preemption == Preemption::Swap) {
+            fail<InvalidArgument>(
+                "swap preemption needs every token's KV, but the sliding-window layers keep "
+                "only their window: use --swa-full");
+        }
+    }
+    KvLayout layout =
+        model.kv_layout(config_.kv_block_size, kv_->num_total_blocks(), bc.local_num_blocks);
     const EvictionConfig& ev = config_.eviction;
     ev.validate();
     if (ev.enabled()) {
@@ -150,6 +176,8 @@ void Engine::reuse_retained_kv(Sequence& seq, int64_t source_id) {
     int64_t common = 0;
     const auto limit = std::min(old.size(), now.size() - 1);  // always compute >= 1 token
     while (common < static_cast<int64_t>(limit) && old[common] == now[common]) ++common;
+    // The sliding-window layers' KV before that point is gone: compute it all again.
+    if (common < kv_->local_min_tokens(source_id)) common = 0;
     kv_->truncate(source_id, common);
     kv_->fork(source_id, seq.id());
     kv_->free(source_id);
@@ -173,6 +201,10 @@ EngineStats Engine::stats() const {
     s.kv_blocks_used = kv_->num_used_blocks();
     s.kv_blocks_cached = p.cached_blocks;
     s.kv_blocks_swapped = kv_->num_swapped_blocks();
+    if (kv_->has_local_group()) {
+        s.kv_local_blocks_total = kv_->local_pool().num_total();
+        s.kv_local_blocks_used = s.kv_local_blocks_total - kv_->local_pool().num_free();
+    }
     return s;
 }
 

@@ -65,6 +65,11 @@ struct EngineConfig {
     SpeculationConfig speculation;
     // KV eviction policy and budget per sequence (kv/eviction.h).
     EvictionConfig eviction;
+    // Models with sliding-window layers (Gemma 3): keep those layers' KV for every token, as
+    // the others (llama.cpp's --swa-full). Off: they keep about their window per running
+    // sequence, in a pool of their own (BlockManager's local group; no prefix caching, and
+    // preemption recomputes).
+    bool swa_full = false;
 };
 
 // Counters (monotonic) and gauges (now) for logs and /metrics.
@@ -90,6 +95,9 @@ struct EngineStats {
     int64_t kv_blocks_cached = 0;   // in the prefix cache, used or not
     int64_t kv_blocks_swapped = 0;  // copies in host memory
     int64_t kv_bytes_per_token = 0;  // K and V of one token over all layers, scales included
+    // (with a local group, over the other layers: the local layers' pool is fixed)
+    int64_t kv_local_blocks_total = 0;  // the sliding-window layers' pool (local group), or 0
+    int64_t kv_local_blocks_used = 0;
 
     double prefix_hit_rate() const {
         return prefix_query_tokens > 0 ? static_cast<double>(prefix_hit_tokens) /

@@ -4,23 +4,31 @@
 
 namespace vela {
 namespace {
-BlockManagerConfig config_for(int64_t n_ctx, int64_t block_size) {
+BlockManagerConfig config_for(int64_t n_ctx, int64_t block_size, int64_t batch_size,
+                              int64_t window) {
     if (block_size < 1) fail<InvalidArgument>("KV block size {} must be >= 1", block_size);
     BlockManagerConfig c;
     c.block_size = block_size;
     c.num_blocks = (n_ctx + block_size - 1) / block_size;
+    const int64_t local = local_blocks_per_sequence(window, batch_size, block_size);
+    if (window > 0 && local < c.num_blocks) {
+        c.local_window = window;
+        c.local_num_blocks = local;
+    }
     return c;
 }
 }  // namespace
 
 ForwardDriver::ForwardDriver(Model& model, Backend& backend, int64_t n_ctx, int64_t batch_size,
                              KvFormats kv_formats, const EvictionConfig& eviction,
-                             int64_t block_size)
+                             int64_t block_size, bool swa_full)
     : model_(model),
       backend_(backend),
       batch_size_(batch_size),
-      blocks_(config_for(n_ctx, block_size)) {
-    KvLayout layout = model.kv_layout(block_size, blocks_.num_total_blocks());
+      blocks_(config_for(n_ctx, block_size, batch_size,
+                         swa_full ? 0 : model.hparams().sliding_window)) {
+    KvLayout layout = model.kv_layout(block_size, blocks_.num_total_blocks(),
+                                      blocks_.config().local_num_blocks);
     eviction.validate();
     if (eviction.enabled()) {
         if (model.hparams().sliding_window > 0) {
@@ -52,6 +60,7 @@ void ForwardDriver::forward(const int32_t* tokens, int64_t n, bool last_logits, 
     batch_.clear();
     batch_.add_sequence({tokens, static_cast<size_t>(n)}, n_seen_, slots, table.blocks,
                         table.n_tokens, last_logits, all_logits);
+    batch_.add_local(table, blocks_.config().block_size);
     batch_.finish();
     storage_->apply(blocks_.take_ops());
     model_.forward(batch_, *storage_, backend_, step_logits_);

@@ -2,7 +2,8 @@
 // Feeds one sequence of known tokens through the model in batch-size pieces, from an empty
 // cache: the common core of `perplexity` and `bench`, which need no scheduler or sampling.
 // With KV eviction, the sequence is cut to its budget after each forward that leaves it over
-// budget + one block, as the engine does after each step.
+// budget + one block, as the engine does after each step. A model's sliding-window layers keep
+// only their window (BlockManager's local group) unless swa_full, as in the engine.
 #include <memory>
 #include <vector>
 
@@ -19,7 +20,7 @@ class ForwardDriver {
   public:
     ForwardDriver(Model& model, Backend& backend, int64_t n_ctx, int64_t batch_size,
                   KvFormats kv_formats = KvFormat::F16, const EvictionConfig& eviction = {},
-                  int64_t block_size = 16);
+                  int64_t block_size = 16, bool swa_full = false);
 
     // Clears the cache, then evaluates `tokens`; returns the logits of every row (all_logits)
     // or of the last row only.

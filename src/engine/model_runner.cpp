@@ -41,6 +41,7 @@ const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& schedu
             } else {
                 batch_.add_sequence(fed_, begin, s.slots, table.blocks, table.n_tokens, true, true);
             }
+            batch_.add_local(table, bs);
             logit_row_[i] = n_logit_rows;
             logit_rows_[i] = s.n_tokens;
             n_logit_rows += s.n_tokens;
@@ -52,6 +53,7 @@ const ForwardBatch& ModelRunner::prepare(const std::vector<ScheduledSeq>& schedu
         batch_.add_sequence(
             std::span(tokens).subspan(static_cast<size_t>(begin), static_cast<size_t>(s.n_tokens)),
             begin, s.slots, table.blocks, table.n_tokens, samples);
+        batch_.add_local(table, bs);
         if (samples) {
             logit_row_[i] = n_logit_rows;
             logit_rows_[i] = 1;

@@ -99,6 +99,8 @@ void write_batch(WireOut& w, const ForwardBatch& b) {
     w.array(b.kv_len);
     w.pod(b.max_blocks);
     w.array(b.block_table);
+    w.array(b.local_slot_mapping);
+    w.array(b.local_block_table);
     w.array(b.logit_rows);
     w.array(b.tree_mask);
     w.array(b.tree_offset);
@@ -115,6 +117,8 @@ void read_batch(WireIn& r, ForwardBatch& b) {
     r.array(b.kv_len);
     b.max_blocks = r.pod<int32_t>();
     r.array(b.block_table);
+    r.array(b.local_slot_mapping);
+    r.array(b.local_block_table);
     r.array(b.logit_rows);
     r.array(b.tree_mask);
     r.array(b.tree_offset);
@@ -183,12 +187,12 @@ void serve_tp_steps(Model& model, Backend& backend, TpChannel& channel) {
         switch (m.kind) {
             case TpChannel::Kind::KvCreate: {
                 const auto block_size = in.pod<int64_t>(), num_blocks = in.pod<int64_t>(),
-                           n_kv_heads = in.pod<int64_t>();
+                           n_kv_heads = in.pod<int64_t>(), local_blocks = in.pod<int64_t>();
                 const auto scores = in.pod<bool>();
                 const auto formats = in.pod<KvFormats>();
                 in.end();
                 // This rank's own layout (its heads' key offsets), of rank 0's size.
-                KvLayout layout = model.kv_layout(block_size, num_blocks);
+                KvLayout layout = model.kv_layout(block_size, num_blocks, local_blocks);
                 VELA_ASSERT(layout.n_kv_heads == n_kv_heads);
                 layout.attention_scores = scores;
                 kvs[m.kv] = model.make_kv_storage(backend, layout, formats);
@@ -373,6 +377,7 @@ std::unique_ptr<KvStorage> TpWorkers::make_kv_storage(Backend& backend, const Kv
     w.pod(layout.block_size);
     w.pod(layout.num_blocks);
     w.pod(layout.n_kv_heads);
+    w.pod(layout.local_num_blocks);
     w.pod(layout.attention_scores);
     w.pod(formats);
     send_all(TpChannel::Kind::KvCreate, id, wire_);

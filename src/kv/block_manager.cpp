@@ -14,6 +14,18 @@ int64_t ceil_div(int64_t a, int64_t b) {
 void check_config(const BlockManagerConfig& c) {
     if (c.block_size < 1) fail<InvalidArgument>("KV block_size must be >= 1, got {}", c.block_size);
     if (c.num_blocks < 1) fail<InvalidArgument>("KV num_blocks must be >= 1, got {}", c.num_blocks);
+    if (c.local_window < 0) {
+        fail<InvalidArgument>("KV local window must be >= 0, got {}", c.local_window);
+    }
+    if (c.local_window > 0) {
+        if (c.local_num_blocks < 1) {
+            fail<InvalidArgument>("KV local_num_blocks must be >= 1, got {}", c.local_num_blocks);
+        }
+        if (c.prefix_caching) {
+            fail<InvalidArgument>(
+                "prefix caching needs every token's KV; a local group keeps only a window");
+        }
+    }
 }
 
 }  // namespace
@@ -22,6 +34,7 @@ BlockManager::BlockManager(const BlockManagerConfig& config, PrefixCache::HashFn
                            OpSink sink)
     : config_((check_config(config), config)), sink_(std::move(sink)), pool_(config.num_blocks) {
     if (config_.prefix_caching) prefix_ = std::make_unique<PrefixCache>(config_.block_size, hash);
+    if (config_.local_window > 0) local_pool_ = std::make_unique<BlockPool>(config_.local_num_blocks);
 }
 
 BlockManager::~BlockManager() = default;
@@ -63,6 +76,7 @@ void BlockManager::fork(SeqId src, SeqId dst) {
         fail<InvalidArgument>("KV sequence {} already exists", dst);
     }
     for (int32_t b : from.blocks) retain_block(b);
+    for (int32_t b : from.local) local_pool_->ref(b);
     BlockTable copy = from;  // copied before emplace may rehash and move `from`
     tables_.emplace(dst, std::move(copy));
     if (evicted(src)) evicted_.insert(dst);
@@ -78,6 +92,7 @@ void BlockManager::truncate(SeqId id, int64_t n_tokens) {
         fail<InvalidArgument>("cannot truncate KV sequence {} of {} tokens to {}", id, t.n_tokens,
                               n_tokens);
     }
+    if (local_pool_) local_truncate(id, t, n_tokens);
     const auto keep = static_cast<size_t>(ceil_div(n_tokens, config_.block_size));
     std::vector<int32_t> dropped(t.blocks.begin() + static_cast<long>(keep), t.blocks.end());
     t.blocks.resize(keep);
@@ -100,6 +115,7 @@ void BlockManager::free(SeqId id) {
     auto it = tables_.find(id);
     if (it == tables_.end()) fail<InvalidArgument>("unknown KV sequence {}", id);
     std::vector<int32_t> blocks = std::move(it->second.blocks);
+    for (int32_t b : it->second.local) local_pool_->unref(b);
     tables_.erase(it);
     chains_.erase(id);
     evicted_.erase(id);
@@ -126,6 +142,11 @@ std::vector<int64_t> BlockManager::append(SeqId id, int64_t n) {
                                 needed, n, num_free_blocks());
     }
     BlockTable& t = mutable_table(id);
+    if (!local_fits(t, n)) {
+        fail<ResourceExhausted>("KV sequence {}: its local layers' blocks for {} tokens are not free",
+                                id, n);
+    }
+    if (local_pool_ && n > 0) local_append(t, n);
     if (n > 0 && last_block_shared(t)) {
         const int32_t copy = allocate_block();
         emit(BlockOp{BlockOp::Kind::Copy, t.blocks.back(), copy});

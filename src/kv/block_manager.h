@@ -16,6 +16,14 @@
 //
 // Swap (swap_out/swap_in): a preempted sequence's blocks are released after SwapOut ops copy
 // them to host slots; swap_in takes fresh blocks and emits SwapIn ops to copy them back.
+//
+// Local group (config.local_window > 0; block_manager_local.cpp): models whose sliding-window
+// layers see only the last local_window keys (Gemma 3) keep those layers' KV in a second pool.
+// Each sequence has a second table (BlockTable::local) in step with the first, except that
+// append() first releases the local blocks whose tokens no query from then on can see: a
+// sequence holds about (local_window + its step's tokens) / block_size local blocks however
+// long it grows. Local ops carry BlockOp::group 1. Prefix caching, swap and compaction
+// (eviction) need every token's KV and are refused with a local group.
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -38,6 +46,10 @@ struct BlockManagerConfig {
     int64_t block_size = 16;  // tokens per block, any >= 1
     int64_t num_blocks = 0;
     bool prefix_caching = false;
+    // The local group: a query at KV index p of the local layers sees keys (p - local_window,
+    // p]; they have a pool of local_num_blocks blocks. 0: no local group.
+    int64_t local_window = 0;
+    int64_t local_num_blocks = 0;
 };
 
 // Tokens a sequence keeps when eviction compacts it (kv/eviction.h): their indices in its KV,
@@ -66,6 +78,13 @@ struct PrefixHit {
     int64_t n_evictable = 0;
 };
 
+// Local blocks a sequence holds at most (BlockManager's local group) when it feeds up to
+// step_tokens tokens a step: its window's and its step's, one more where they straddle a block
+// boundary, and a copy-on-write copy.
+inline int64_t local_blocks_per_sequence(int64_t window, int64_t step_tokens, int64_t block_size) {
+    return (window + step_tokens + block_size - 1) / block_size + 2;
+}
+
 class BlockManager {
   public:
     // Receives block operations as they are emitted (KvCache applies them at once); without a
@@ -86,8 +105,13 @@ class BlockManager {
     bool has_sequence(SeqId id) const { return tables_.count(id) != 0; }
     // dst (new) shares all of src's blocks.
     void fork(SeqId src, SeqId dst);
-    // Drops tokens >= n_tokens and releases the blocks no longer needed.
+    // Drops tokens >= n_tokens and releases the blocks no longer needed. With a local group,
+    // InvalidArgument when the local blocks a query at n_tokens would see are released already
+    // (n_tokens < local_min_tokens(id), n_tokens > 0).
     void truncate(SeqId id, int64_t n_tokens);
+    // The fewest tokens truncate() can keep (besides 0): queries from there on see only local
+    // blocks the sequence still holds. 0 without a local group or before any was released.
+    int64_t local_min_tokens(SeqId id) const;
     // Releases all blocks of the sequence (or its swapped-out copy) and forgets it.
     void free(SeqId id);
     const BlockTable& table(SeqId id) const;
@@ -96,7 +120,9 @@ class BlockManager {
     // Blocks that append(id, n) would take from the pool (incl. a copy-on-write copy).
     int64_t blocks_needed(SeqId id, int64_t n) const;
     // Pure: whether append(id, n) would succeed now.
-    bool can_append(SeqId id, int64_t n) const { return blocks_needed(id, n) <= num_free_blocks(); }
+    bool can_append(SeqId id, int64_t n) const {
+        return blocks_needed(id, n) <= num_free_blocks() && local_fits(table(id), n);
+    }
     // Reserves n more tokens; returns their flat slots. Throws ResourceExhausted (and changes
     // nothing) when the blocks are not available.
     std::vector<int64_t> append(SeqId id, int64_t n);
@@ -134,6 +160,10 @@ class BlockManager {
     // tokens (its fresh blocks plus the evictable hit blocks). The check of a check/act
     // admission: blocks_to_admit(...) <= num_free_blocks() means both calls succeed.
     int64_t blocks_to_admit(const PrefixHit& hit, int64_t n) const;
+    // Pure: whether a new sequence can take `hit` and then append n tokens, in both groups.
+    bool can_admit(const PrefixHit& hit, int64_t n) const {
+        return blocks_to_admit(hit, n) <= num_free_blocks() && local_fits(BlockTable{}, n);
+    }
     // Registers the sequence's full blocks among tokens[0, computed.size()), whose KV has been
     // written. Idempotent; no-op when prefix caching is off.
     void cache_computed(SeqId id, std::span<const int32_t> computed);
@@ -158,6 +188,8 @@ class BlockManager {
     int64_t num_used_blocks() const { return num_total_blocks() - num_free_blocks(); }
     int64_t num_total_blocks() const { return pool_.num_total(); }
     const BlockPool& pool() const { return pool_; }
+    bool has_local_group() const { return local_pool_ != nullptr; }
+    const BlockPool& local_pool() const { return *local_pool_; }  // has_local_group() only
     int64_t num_sequences() const { return static_cast<int64_t>(tables_.size()); }
 
   private:
@@ -176,11 +208,21 @@ class BlockManager {
     void retain_block(int32_t b);
     void release_block(int32_t b);
     void release_all(std::vector<int32_t>& blocks);
+    // The local group (block_manager_local.cpp). The first block a sequence of `t` keeps once
+    // n more tokens are appended: queries from t.n_tokens - 1 on see nothing before it.
+    int64_t local_keep_from(const BlockTable& t) const;
+    bool local_fits(const BlockTable& t, int64_t n) const;
+    // append()'s local half: releases the blocks before local_keep_from, copies a shared last
+    // block, allocates blocks up to n_tokens + n tokens (t.n_tokens not yet advanced).
+    void local_append(BlockTable& t, int64_t n);
+    void local_truncate(SeqId id, BlockTable& t, int64_t n_tokens);
+    void require_no_local_group(const char* what) const;
 
     BlockManagerConfig config_;
     OpSink sink_;
     std::vector<BlockOp> ops_;
     BlockPool pool_;
+    std::unique_ptr<BlockPool> local_pool_;  // with a local group
     std::unordered_map<SeqId, BlockTable> tables_;
 
     // Per sequence: how many leading blocks are registered, and where their chain ends.

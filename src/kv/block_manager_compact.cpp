@@ -32,6 +32,7 @@ std::vector<int32_t> whole_blocks_kept(const BlockTable& t, int64_t bs, int64_t 
 }  // namespace
 
 bool BlockManager::compact(SeqId id, int64_t n_keep, std::span<const KeepGroup> groups) {
+    require_no_local_group("KV eviction");
     BlockTable& t = mutable_table(id);
     if (n_keep < 0 || n_keep > t.n_tokens || groups.empty()) {
         fail<InvalidArgument>("cannot compact KV sequence {} of {} tokens to {} ({} groups)", id,
@@ -119,6 +120,11 @@ void BlockManager::keep_tail(SeqId id, int64_t from, std::span<const int64_t> ro
         emit(BlockOp{BlockOp::Kind::MoveRow,
                      static_cast<int32_t>(int64_t{t.blocks[static_cast<size_t>(src / bs)]} * bs + src % bs),
                      static_cast<int32_t>(int64_t{block} * bs + dst % bs), -1, -1});
+        if (local_pool_) {
+            VELA_ASSERT(local_pool_->ref_count(t.local[static_cast<size_t>(dst / bs - t.local_first)]) == 1);
+            emit(BlockOp{BlockOp::Kind::MoveRow, static_cast<int32_t>(t.local_slot(src, bs)),
+                         static_cast<int32_t>(t.local_slot(dst, bs)), -1, -1, 1});
+        }
     }
     truncate(id, from + static_cast<int64_t>(rows.size()));
 }

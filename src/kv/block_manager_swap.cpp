@@ -16,6 +16,7 @@ int32_t BlockManager::allocate_host_slot() {
 }
 
 void BlockManager::swap_out(SeqId id) {
+    require_no_local_group("swapping to host memory");
     auto it = tables_.find(id);
     if (it == tables_.end()) fail<InvalidArgument>("unknown KV sequence {}", id);
     Swapped s;

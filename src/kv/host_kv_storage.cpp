@@ -24,6 +24,13 @@ void check_layout(const KvLayout& l) {
     positive(l.head_dim, "head_dim");
     positive(l.block_size, "block_size");
     positive(l.num_blocks, "num_blocks");
+    if (l.has_local_group()) {
+        if (static_cast<int64_t>(l.local_layers.size()) != l.n_layers) {
+            fail<InvalidArgument>("KV layout: local_layers has {} entries for {} layers",
+                                  l.local_layers.size(), l.n_layers);
+        }
+        positive(l.local_num_blocks, "local_num_blocks");
+    }
 }
 
 }  // namespace
@@ -90,7 +97,9 @@ KvFormat parse_kv_format(std::string_view name) {
 size_t KvStorage::bytes_per_token() const {
     const KvLayout& l = layout();
     const KvFormats f = formats();
-    return static_cast<size_t>(l.n_layers * l.n_kv_heads) *
+    int64_t n_layers = 0;  // the main group's: the local layers' KV does not grow with tokens
+    for (int64_t i = 0; i < l.n_layers; ++i) n_layers += l.is_local(i) ? 0 : 1;
+    return static_cast<size_t>(n_layers * l.n_kv_heads) *
            (kv_token_bytes(f.k, true, l.head_dim, l.block_size, f.group) +
             kv_token_bytes(f.v, false, l.head_dim, l.block_size, f.group));
 }
@@ -139,7 +148,8 @@ HostKvStorage::HostKvStorage(const KvLayout& layout, KvFormats formats)
     if (shape_[0].per_channel) kivi_ = std::make_unique<KiviKeys>(layout_);
     storage_.reserve(static_cast<size_t>(2 * layout_.n_layers));
     for (int64_t i = 0; i < 2 * layout_.n_layers; ++i) {
-        const size_t bytes = shape_[i % 2].block_bytes * static_cast<size_t>(layout_.num_blocks);
+        const size_t bytes =
+            shape_[i % 2].block_bytes * static_cast<size_t>(layout_.blocks_of(i / 2));
         const size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
         auto* p = static_cast<std::byte*>(std::aligned_alloc(kAlign, rounded));
         if (p == nullptr) fail<ResourceExhausted>("cannot allocate {} bytes of KV cache", rounded);
@@ -148,9 +158,11 @@ HostKvStorage::HostKvStorage(const KvLayout& layout, KvFormats formats)
         storage_.emplace_back(p);
     }
     if (layout_.attention_scores) {
-        const auto n =
-            static_cast<size_t>(layout_.num_blocks * layout_.n_kv_heads * layout_.block_size);
-        scores_.assign(static_cast<size_t>(layout_.n_layers), std::vector<float>(n, 0.0f));
+        for (int64_t l = 0; l < layout_.n_layers; ++l) {
+            scores_.emplace_back(
+                static_cast<size_t>(layout_.blocks_of(l) * layout_.n_kv_heads * layout_.block_size),
+                0.0f);
+        }
     }
 }
 
@@ -196,15 +208,18 @@ void HostKvStorage::apply(std::span<const BlockOp> ops) {
         if (kivi_) kivi_->finish_moves([&](int64_t l) { return side(l, false); });
     };
     for (const BlockOp& op : ops) {
-        VELA_ASSERT(op.src >= 0 && op.dst >= 0);
+        VELA_ASSERT(op.src >= 0 && op.dst >= 0 && (op.group == 0 || layout_.has_local_group()));
+        auto in_group = [&](int64_t l) { return layout_.group_of(l) == op.group; };
         if (op.kind == BlockOp::Kind::MoveRow) {
             move_row(op);
             continue;
         }
         finish_moves();
         if (op.kind == BlockOp::Kind::Copy) {
-            if (kivi_) kivi_->copy(op.src, op.dst);
+            if (kivi_) kivi_->copy(op.src, op.dst, op.group);
             for (int64_t l = 0; l < layout_.n_layers; ++l) {
+                if (!in_group(l)) continue;
+                VELA_ASSERT(op.src < layout_.blocks_of(l) && op.dst < layout_.blocks_of(l));
                 for (bool value : {false, true}) {
                     std::memcpy(block_ptr(l, value, op.dst), block_ptr(l, value, op.src),
                                 shape_[value].block_bytes);
@@ -218,12 +233,17 @@ void HostKvStorage::apply(std::span<const BlockOp> ops) {
         const int32_t block = out ? op.src : op.dst;
         if (kivi_) {
             if (out) {
-                kivi_->swap_out(op.src, op.dst);
+                kivi_->swap_out(op.src, op.dst, op.group);
             } else {
-                kivi_->swap_in(op.src, op.dst);
+                kivi_->swap_in(op.src, op.dst, op.group);
             }
         }
+        // A host slot has room for every layer; each group's ops use its own layers' parts.
         auto transfer = [&](std::byte* dev, size_t bytes) {
+            if (dev == nullptr) {
+                host += bytes;
+                return;
+            }
             if (out) {
                 std::memcpy(host, dev, bytes);
             } else {
@@ -232,10 +252,14 @@ void HostKvStorage::apply(std::span<const BlockOp> ops) {
             host += bytes;
         };
         for (int64_t l = 0; l < layout_.n_layers; ++l) {
+            const bool mine = in_group(l);
+            VELA_ASSERT(!mine || block < layout_.blocks_of(l));
             for (bool value : {false, true}) {
-                transfer(block_ptr(l, value, block), shape_[value].block_bytes);
+                transfer(mine ? block_ptr(l, value, block) : nullptr, shape_[value].block_bytes);
             }
-            if (sb > 0) transfer(reinterpret_cast<std::byte*>(score_ptr(l, block)), sb);
+            if (sb > 0) {
+                transfer(mine ? reinterpret_cast<std::byte*>(score_ptr(l, block)) : nullptr, sb);
+            }
         }
     }
     finish_moves();
@@ -243,13 +267,14 @@ void HostKvStorage::apply(std::span<const BlockOp> ops) {
 
 void HostKvStorage::move_row(const BlockOp& op) {
     const int64_t bs = layout_.block_size, nh = layout_.n_kv_heads;
-    VELA_ASSERT(op.src < layout_.num_slots() && op.dst < layout_.num_slots());
     VELA_ASSERT(op.layer >= -1 && op.layer < layout_.n_layers && op.head >= -1 && op.head < nh);
     const int64_t l0 = op.layer < 0 ? 0 : op.layer, l1 = op.layer < 0 ? layout_.n_layers : l0 + 1;
     const int64_t h0 = op.head < 0 ? 0 : op.head, h1 = op.head < 0 ? nh : h0 + 1;
     const int64_t sblock = op.src / bs, soff = op.src % bs, dblock = op.dst / bs,
                   doff = op.dst % bs;
     for (int64_t l = l0; l < l1; ++l) {
+        if (layout_.group_of(l) != op.group) continue;
+        VELA_ASSERT(op.src < layout_.slots_of(l) && op.dst < layout_.slots_of(l));
         for (bool value : {false, true}) {
             const KvSideView s = side(l, value);
             if (s.per_channel) {
@@ -277,7 +302,7 @@ void HostKvStorage::read_scores(int64_t layer, std::span<const int64_t> slots, f
     VELA_ASSERT(layer >= 0 && layer < layout_.n_layers);
     const int64_t bs = layout_.block_size, nh = layout_.n_kv_heads;
     for (size_t i = 0; i < slots.size(); ++i) {
-        VELA_ASSERT(slots[i] >= 0 && slots[i] < layout_.num_slots());
+        VELA_ASSERT(slots[i] >= 0 && slots[i] < layout_.slots_of(layer));
         const float* block = score_ptr(layer, static_cast<int32_t>(slots[i] / bs));
         for (int64_t h = 0; h < nh; ++h)
             out[static_cast<int64_t>(i) * nh + h] = block[h * bs + slots[i] % bs];
@@ -300,7 +325,7 @@ void HostKvStorage::write(int64_t layer, std::span<const int64_t> slots, const f
     if (!scores_.empty()) {
         // A token written into a slot starts with no attention (a reused slot's old score goes).
         for (int64_t slot : slots) {
-            VELA_ASSERT(slot >= 0 && slot < layout_.num_slots());
+            VELA_ASSERT(slot >= 0 && slot < layout_.slots_of(layer));
             float* block = score_ptr(layer, static_cast<int32_t>(slot / bs));
             for (int64_t h = 0; h < nh; ++h) block[h * bs + slot % bs] = 0.0f;
         }
@@ -319,7 +344,7 @@ void HostKvStorage::write(int64_t layer, std::span<const int64_t> slots, const f
             using T = decltype(tag);
             for (size_t r = 0; r < slots.size(); ++r) {
                 const int64_t slot = slots[r];
-                VELA_ASSERT(slot >= 0 && slot < layout_.num_slots());
+                VELA_ASSERT(slot >= 0 && slot < layout_.slots_of(layer));
                 const float* src = (value ? v : k) + static_cast<int64_t>(r) * nh * hd;
                 if (shift) {
                     for (int64_t i = 0; i < nh * hd; ++i) shifted[i] = src[i] - offsets[i];
@@ -350,7 +375,7 @@ void HostKvStorage::write(int64_t layer, std::span<const int64_t> slots, const f
 void HostKvStorage::read(int64_t layer, int64_t slot, int64_t kv_head, bool value,
                          float* out) const {
     VELA_ASSERT(layer >= 0 && layer < layout_.n_layers);
-    VELA_ASSERT(slot >= 0 && slot < layout_.num_slots());
+    VELA_ASSERT(slot >= 0 && slot < layout_.slots_of(layer));
     VELA_ASSERT(kv_head >= 0 && kv_head < layout_.n_kv_heads);
     const int64_t bs = layout_.block_size, hd = layout_.head_dim;
     const KvSideView s = side(layer, value);

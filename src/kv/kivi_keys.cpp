@@ -49,7 +49,9 @@ KiviKeys::KiviKeys(const KvLayout& layout)
       open_(static_cast<size_t>(layout.n_layers)),
       live_(static_cast<size_t>(layout.n_layers)),
       writes_(static_cast<size_t>(layout.n_layers), 0) {
-    for (auto& blocks : open_) blocks.resize(static_cast<size_t>(layout.num_blocks));
+    for (int64_t l = 0; l < layout.n_layers; ++l) {
+        open_[static_cast<size_t>(l)].resize(static_cast<size_t>(layout.blocks_of(l)));
+    }
 }
 
 void KiviKeys::read(const KvSideView& keys, int64_t layer, int64_t slot, int64_t head,
@@ -118,7 +120,7 @@ void KiviKeys::write(const KvSideView& keys, int64_t layer, std::span<const int6
     // Blocks closed by an earlier write lose their fp16 keys (no query reads them any more),
     // except those this write reopens.
     for (int64_t slot : slots) {
-        VELA_ASSERT(slot >= 0 && slot < layout_.num_slots());
+        VELA_ASSERT(slot >= 0 && slot < layout_.slots_of(layer));
         KeyResidual* r = blocks[static_cast<size_t>(slot / bs)].get();
         if (r != nullptr && r->closed) r->generation = generation;
     }
@@ -152,8 +154,9 @@ void KiviKeys::write(const KvSideView& keys, int64_t layer, std::span<const int6
     }
 }
 
-void KiviKeys::copy(int32_t src, int32_t dst) {
+void KiviKeys::copy(int32_t src, int32_t dst, int8_t group) {
     for (int64_t l = 0; l < layout_.n_layers; ++l) {
+        if (layout_.group_of(l) != group) continue;
         auto& blocks = open_[static_cast<size_t>(l)];
         const KeyResidual* r = blocks[static_cast<size_t>(src)].get();
         blocks[static_cast<size_t>(dst)] =
@@ -162,8 +165,9 @@ void KiviKeys::copy(int32_t src, int32_t dst) {
     }
 }
 
-void KiviKeys::swap_out(int32_t block, int32_t host_slot) {
+void KiviKeys::swap_out(int32_t block, int32_t host_slot, int8_t group) {
     for (int64_t l = 0; l < layout_.n_layers; ++l) {
+        if (layout_.group_of(l) != group) continue;
         auto& r = open_[static_cast<size_t>(l)][static_cast<size_t>(block)];
         if (r != nullptr) {
             host_[{l, host_slot}] = std::move(r);
@@ -173,8 +177,9 @@ void KiviKeys::swap_out(int32_t block, int32_t host_slot) {
     }
 }
 
-void KiviKeys::swap_in(int32_t host_slot, int32_t block) {
+void KiviKeys::swap_in(int32_t host_slot, int32_t block, int8_t group) {
     for (int64_t l = 0; l < layout_.n_layers; ++l) {
+        if (layout_.group_of(l) != group) continue;
         auto& r = open_[static_cast<size_t>(l)][static_cast<size_t>(block)];
         const auto it = host_.find({l, host_slot});
         if (it == host_.end()) {

@@ -60,9 +60,10 @@ class KiviKeys {
     // What a later query reads: fp16 while the block is open, else the dequantised codes.
     void read(const KvSideView& keys, int64_t layer, int64_t slot, int64_t head, float* out) const;
 
-    void copy(int32_t src, int32_t dst);
-    void swap_out(int32_t block, int32_t host_slot);
-    void swap_in(int32_t host_slot, int32_t block);
+    // Block ops of one block group (BlockOp::group): the layers of that group only.
+    void copy(int32_t src, int32_t dst, int8_t group = 0);
+    void swap_out(int32_t block, int32_t host_slot, int8_t group = 0);
+    void swap_in(int32_t host_slot, int32_t block, int8_t group = 0);
     // One token's keys of heads [h0, h1) from slot src to slot dst (eviction's MoveRow); blocks
     // written so are quantised by finish_moves() once every moved head's last slot is written.
     void move_row(const KvSideView& keys, int64_t layer, int64_t h0, int64_t h1, int64_t src,

@@ -77,8 +77,22 @@ struct KvLayout {
     // query's scores move by q.c alike), so attention is unchanged, while a large constant part
     // of the keys no longer sets the row's scale (Model::key_offsets: Qwen2's key bias).
     std::vector<float> key_offsets = {};
+    // Sliding-window layers in a pool of their own (Gemma 3's local layers; the BlockManager's
+    // local group, BlockManagerConfig::local_window): layer l is local iff local_layers[l] != 0,
+    // and a local layer has local_num_blocks blocks with ids of their own (BlockOp::group 1),
+    // the others num_blocks. Empty: every layer is in the main group.
+    std::vector<uint8_t> local_layers = {};
+    int64_t local_num_blocks = 0;
 
     int64_t num_slots() const { return num_blocks * block_size; }
+    bool has_local_group() const { return !local_layers.empty(); }
+    bool is_local(int64_t layer) const {
+        return has_local_group() && local_layers[static_cast<size_t>(layer)] != 0;
+    }
+    // The block group of a layer (BlockOp::group), its blocks and slots.
+    int8_t group_of(int64_t layer) const { return is_local(layer) ? 1 : 0; }
+    int64_t blocks_of(int64_t layer) const { return is_local(layer) ? local_num_blocks : num_blocks; }
+    int64_t slots_of(int64_t layer) const { return blocks_of(layer) * block_size; }
     // Layer `layer`'s offsets (n_kv_heads x head_dim), or nullptr when there are none.
     const float* key_offsets_of(int64_t layer) const {
         return key_offsets.empty() ? nullptr
@@ -108,6 +122,9 @@ struct BlockOp {
     int32_t dst = 0;
     int32_t layer = -1;  // MoveRow only
     int32_t head = -1;   // MoveRow only
+    // The block group whose layers the op touches (KvLayout::local_layers): 0 the main group
+    // (every layer when the layout has no local group), 1 the local layers.
+    int8_t group = 0;
 
     bool operator==(const BlockOp&) const = default;
 };

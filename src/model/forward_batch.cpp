@@ -14,6 +14,9 @@ void ForwardBatch::clear() {
     kv_len.clear();
     max_blocks = 0;
     block_table.clear();
+    local_slot_mapping.clear();
+    local_block_table.clear();
+    pending_local_.clear();
     logit_rows.clear();
     tree_mask.clear();
     tree_offset.clear();
@@ -65,13 +68,31 @@ void ForwardBatch::add_tree(std::span<const int32_t> new_tokens, std::span<const
     tree_offset.back() = static_cast<int64_t>(at);
 }
 
-void ForwardBatch::finish() {
-    block_table.assign(pending_blocks_.size() * static_cast<size_t>(max_blocks), -1);
-    for (size_t s = 0; s < pending_blocks_.size(); ++s) {
-        std::copy(pending_blocks_[s].begin(), pending_blocks_[s].end(),
-                  block_table.begin() + static_cast<long>(s * static_cast<size_t>(max_blocks)));
+void ForwardBatch::add_local(const BlockTable& table, int64_t block_size) {
+    if (table.local.empty()) return;
+    VELA_ASSERT(pending_local_.size() + 1 == pending_blocks_.size() &&
+                table.blocks.size() == pending_blocks_.back().size());
+    for (int64_t t = table.n_tokens - q_len(n_seqs() - 1); t < table.n_tokens; ++t) {
+        local_slot_mapping.push_back(table.local_slot(t, block_size));
     }
-    pending_blocks_.clear();
+    // Released blocks are before every query's window: any block of the sequence stands in.
+    std::vector<int32_t>& blocks = pending_local_.emplace_back(
+        static_cast<size_t>(table.local_first), table.local.front());
+    blocks.insert(blocks.end(), table.local.begin(), table.local.end());
+}
+
+void ForwardBatch::finish() {
+    auto lay_out = [&](std::vector<std::vector<int32_t>>& pending, std::vector<int32_t>& table) {
+        table.assign(pending.size() * static_cast<size_t>(max_blocks), -1);
+        for (size_t s = 0; s < pending.size(); ++s) {
+            std::copy(pending[s].begin(), pending[s].end(),
+                      table.begin() + static_cast<long>(s * static_cast<size_t>(max_blocks)));
+        }
+        pending.clear();
+    };
+    VELA_ASSERT(pending_local_.empty() || pending_local_.size() == pending_blocks_.size());
+    lay_out(pending_blocks_, block_table);
+    lay_out(pending_local_, local_block_table);
 }
 
 void ForwardBatch::validate(int64_t block_size) const {
@@ -86,6 +107,10 @@ void ForwardBatch::validate(int64_t block_size) const {
     }
     if (static_cast<int64_t>(block_table.size()) != n_seqs() * max_blocks) {
         fail<InvalidArgument>("ForwardBatch: block_table must be n_seqs x max_blocks");
+    }
+    if (has_local_group() && (static_cast<int64_t>(local_slot_mapping.size()) != rows ||
+                              local_block_table.size() != block_table.size())) {
+        fail<InvalidArgument>("ForwardBatch: the local group's slots and blocks must match");
     }
     for (int64_t s = 0; s < n_seqs(); ++s) {
         if (q_len(s) < 0 || kv_len[s] < q_len(s) ||

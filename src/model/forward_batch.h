@@ -11,6 +11,7 @@
 #include <span>
 #include <vector>
 
+#include "kv/block_table.h"
 #include "kv/kv_storage.h"
 
 namespace vela {
@@ -23,6 +24,13 @@ struct ForwardBatch {
     std::vector<int32_t> kv_len;        // [n_seqs] KV tokens after this step
     int32_t max_blocks = 0;             // row length of block_table
     std::vector<int32_t> block_table;   // [n_seqs][max_blocks], unused entries -1
+    // With a local group (KvLayout::local_layers, BlockTable::local), what the local layers
+    // use instead of slot_mapping and block_table: each row's local slot, and each sequence's
+    // local blocks by block index. Blocks a sequence has released (before its local_first) are
+    // out of every query's window: their entries name another of its blocks, never read.
+    // Empty without a local group.
+    std::vector<int64_t> local_slot_mapping;
+    std::vector<int32_t> local_block_table;
     // Rows whose logits are returned, in this order (several per sequence when a step verifies
     // draft tokens; none for a prefill chunk that does not end its prompt).
     std::vector<int32_t> logit_rows;
@@ -47,6 +55,14 @@ struct ForwardBatch {
     std::span<const int32_t> blocks(int64_t s) const {
         return {block_table.data() + s * max_blocks, static_cast<size_t>(max_blocks)};
     }
+    bool has_local_group() const { return !local_slot_mapping.empty(); }
+    // The slots and block table a layer of `group` (KvLayout::group_of) writes and reads.
+    const std::vector<int64_t>& slots_of(int8_t group) const {
+        return group == 1 ? local_slot_mapping : slot_mapping;
+    }
+    const std::vector<int32_t>& table_of(int8_t group) const {
+        return group == 1 ? local_block_table : block_table;
+    }
 
     void clear();
     // Appends one sequence: its new tokens at consecutive positions starting at `first_pos`,
@@ -61,6 +77,9 @@ struct ForwardBatch {
     void add_tree(std::span<const int32_t> new_tokens, std::span<const int32_t> parents,
                   int64_t first_pos, std::span<const int64_t> slots,
                   std::span<const int32_t> blocks, int64_t kv_tokens);
+    // The local group of the sequence added last, from its table (BlockTable::local; its
+    // last q_len tokens are the new rows); nothing when the table has no local blocks.
+    void add_local(const BlockTable& table, int64_t block_size);
     bool has_tree() const { return !tree_mask.empty(); }
     // The tree mask of sequence s, or null when it is causal.
     const uint8_t* tree_of(int64_t s) const {
@@ -77,6 +96,7 @@ struct ForwardBatch {
 
   private:
     std::vector<std::vector<int32_t>> pending_blocks_;
+    std::vector<std::vector<int32_t>> pending_local_;
 };
 
 }  // namespace vela

@@ -130,9 +130,17 @@ Model::Model(const std::string& path, Communicator* comm)
 Model::~Model() = default;
 Model::Model(Model&&) noexcept = default;
 
-KvLayout Model::kv_layout(int64_t block_size, int64_t num_blocks) const {
+KvLayout Model::kv_layout(int64_t block_size, int64_t num_blocks,
+                          int64_t local_num_blocks) const {
     KvLayout layout{local_.n_layers, local_.n_kv_heads, local_.head_dim, block_size, num_blocks};
     layout.key_offsets = key_offsets_;
+    if (local_num_blocks > 0) {
+        if (hp_.sliding_window == 0) {
+            fail<InvalidArgument>("{} has no sliding-window layers for a local KV group", hp_.arch);
+        }
+        for (int64_t l = 0; l < hp_.n_layers; ++l) layout.local_layers.push_back(hp_.is_local(l));
+        layout.local_num_blocks = local_num_blocks;
+    }
     return layout;
 }
 

@@ -35,8 +35,9 @@ class Model {
     const ModelWeights& weights() const { return weights_; }
 
     // The KV layout this model needs for `num_blocks` blocks of `block_size` tokens, with the
-    // key offsets below.
-    KvLayout kv_layout(int64_t block_size, int64_t num_blocks) const;
+    // key offsets below. local_num_blocks > 0 (a model with sliding-window layers only): those
+    // layers in a local group of that many blocks (KvLayout::local_layers).
+    KvLayout kv_layout(int64_t block_size, int64_t num_blocks, int64_t local_num_blocks = 0) const;
 
     // KvLayout::key_offsets for this model: the part of every key that is the same at every
     // position, [n_layers][n_kv_heads][head_dim], or empty. Qwen2 adds a bias to its keys

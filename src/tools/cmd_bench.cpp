@@ -191,7 +191,7 @@ int run_bench(const BenchOptions& o) {
     const int64_t ctx = std::max(o.n_prompt, o.depth + o.n_gen) + 16;
     vela::ForwardDriver driver(*rt.model, *rt.backend, ctx,
                                std::max<int64_t>(o.common.batch_size, o.n_prompt), rt.kv_formats,
-                               rt.eviction, o.common.kv_block_size);
+                               rt.eviction, o.common.kv_block_size, o.common.swa_full);
     std::vector<Result> results;
     if (o.n_prompt > 0) {
         results.push_back(measure(

@@ -45,7 +45,7 @@ int run_perplexity(const PerplexityOptions& o) {
                    o.common.batch_size);
     }
     vela::ForwardDriver driver(*rt.model, *rt.backend, n_ctx, o.common.batch_size, rt.kv_formats,
-                               rt.eviction, o.common.kv_block_size);
+                               rt.eviction, o.common.kv_block_size, o.common.swa_full);
     const int64_t first = n_ctx / 2;
     const size_t V = static_cast<size_t>(rt.model->hparams().n_vocab);
     std::optional<KlDivergenceBase> kl_base;

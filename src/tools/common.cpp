@@ -244,6 +244,7 @@ EngineConfig Runtime::engine_config(const CommonOptions& o, bool fill_kv) const 
     c.scheduler.max_batched_tokens = o.batch_size;
     c.kv_formats = kv_formats;
     c.eviction = eviction;
+    c.swa_full = o.swa_full;
     const Backend::MemoryInfo mem = backend->memory_info();
     if (mem.total == 0) return c;  // host memory: not planned
 

@@ -77,6 +77,9 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
     app.add_option("--kv-sinks", o.kv_sinks, "first tokens always kept by --kv-evict sinks")
         ->check(CLI::Range(int64_t{0}, int64_t{1} << 20))
         ->capture_default_str();
+    app.add_flag("--swa-full", o.swa_full,
+                 "models with sliding-window layers (Gemma 3): keep those layers' KV for every "
+                 "token (prefix caching, swap), not only about their window per sequence");
     app.add_flag("-v,--verbose", o.verbose, "log more");
 }
 

@@ -25,6 +25,7 @@ struct CommonOptions {
     std::string kv_evict = "none";  // none, window, sinks, h2o, tova
     std::string kv_budget;          // tokens (>= 1) or a fraction in (0, 1); empty: none given
     int64_t kv_sinks = 4;
+    bool swa_full = false;  // sliding-window layers keep every token's KV (llama.cpp's --swa-full)
     double gpu_memory_utilization = 0.9;  // share of the GPU's memory Vela may use
     bool enforce_eager = false;           // no CUDA graphs: every op launched one by one
     bool batch_invariant = false;         // GPU: row arithmetic independent of the batch

@@ -98,11 +98,16 @@ const ForwardBatch& CpuBackend::batch() const {
 
 void CpuBackend::plan(const ForwardBatch& batch) {
     batch_ = &batch;
-    attn_seqs_.clear();
-    for (int64_t s = 0; s < batch.n_seqs(); ++s) {
-        attn_seqs_.push_back(AttentionSeq{batch.query_start[s], batch.q_len(s), batch.kv_len[s],
-                                          batch.blocks(s).data(), batch.tree_of(s),
-                                          batch.sparse_sinks, batch.sparse_window});
+    for (int8_t group : {0, 1}) {
+        std::vector<AttentionSeq>& seqs = attn_seqs_[group];
+        seqs.clear();
+        if (group == 1 && !batch.has_local_group()) continue;
+        const int32_t* table = batch.table_of(group).data();
+        for (int64_t s = 0; s < batch.n_seqs(); ++s) {
+            seqs.push_back(AttentionSeq{batch.query_start[s], batch.q_len(s), batch.kv_len[s],
+                                        table + s * batch.max_blocks, batch.tree_of(s),
+                                        batch.sparse_sinks, batch.sparse_window});
+        }
     }
 }
 
@@ -183,7 +188,10 @@ void CpuBackend::write_kv(KvStorage& kv, int64_t layer, const Tensor& k, const T
     check_f32(v);
     const ForwardBatch& b = batch();
     VELA_ASSERT(k.rows == b.n_rows() && v.rows == b.n_rows());
-    host_storage(kv).write(layer, b.slot_mapping, k.f32(), v.f32());
+    HostKvStorage& host = host_storage(kv);
+    const int8_t group = host.layout().group_of(layer);
+    VELA_ASSERT(group == 0 || b.has_local_group());
+    host.write(layer, b.slots_of(group), k.f32(), v.f32());
 }
 
 void CpuBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q, Tensor out,
@@ -201,7 +209,9 @@ void CpuBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q, 
     p.block_size = l.block_size;
     p.scale = scale;
     p.kv = host.layer(layer);
-    p.seqs = attn_seqs_;
+    const int8_t group = l.group_of(layer);
+    VELA_ASSERT(group == 0 || batch().has_local_group());
+    p.seqs = attn_seqs_[group];
     p.window = window;
     p.impl = attention_impl_;
     p.kv_scores = batch().kv_scores;

@@ -57,7 +57,9 @@ class CpuBackend final : public Backend {
     cpu::Workspace ws_;
     AttentionImpl attention_impl_;
     const ForwardBatch* batch_ = nullptr;
-    std::vector<AttentionSeq> attn_seqs_;  // the batch's sequences as the CPU kernel reads them
+    // The batch's sequences as the CPU kernel reads them, with the main group's block tables
+    // and with the local group's (ForwardBatch::local_block_table).
+    std::vector<AttentionSeq> attn_seqs_[2];
 };
 
 }  // namespace vela

@@ -327,7 +327,7 @@ void CudaBackend::write_kv(KvStorage& kv, int64_t layer, const Tensor& k, const 
     cuda_backend::KvWrite w;
     w.k = k.f32();
     w.v = v.f32();
-    w.slots = p.slots;
+    w.slots = p.slots_of(l.group_of(layer));
     w.rows = k.rows;
     w.k_cache = dkv.side(layer, false);
     w.v_cache = dkv.side(layer, true);
@@ -404,7 +404,7 @@ void CudaBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q,
         pp.q_row_stride = n_heads * l.head_dim;
         pp.q_head_stride = l.head_dim;
         pp.cu_seqlens_q = p.query_start;
-        pp.paged = paged_kv(dkv, layer, p.block_table, p.table_stride);
+        pp.paged = paged_kv(dkv, layer, p.table_of(l.group_of(layer)), p.table_stride);
         pp.kv_format = attention_kv_format(dkv.formats().k);
         pp.seqlens_k = p.kv_len;
         pp.o = oh;
@@ -431,7 +431,7 @@ void CudaBackend::attention(const KvStorage& kv, int64_t layer, const Tensor& q,
         sc.last = scores == KvScoreMode::Last;
         sc.k_cache = dkv.side(layer, false);
         sc.shape = kv_shape(dkv);
-        sc.block_table = p.block_table;
+        sc.block_table = p.table_of(dkv.layout().group_of(layer));
         sc.table_stride = p.table_stride;
         sc.query_start = p.query_start;
         sc.kv_len = p.kv_len;
@@ -462,7 +462,7 @@ void CudaBackend::decode_attention(const DeviceKvStorage& kv, int64_t layer, con
         d.cu_seqlens_q = p.query_start;
         d.max_seqlen_q = p.max_q_len;
     }
-    d.paged = paged_kv(kv, layer, p.block_table, p.table_stride);
+    d.paged = paged_kv(kv, layer, p.table_of(l.group_of(layer)), p.table_stride);
     d.seqlens_k = p.kv_len;
     d.o = o;
     d.lse = lse;

@@ -111,6 +111,9 @@ class DeviceKvStorage final : public KvStorage {
     KvFormats formats_;
     void* stream_;
     size_t block_bytes_ = 0;  // one block of one side of one layer
+    // Where each layer's K (then V) starts in memory_, [n_layers + 1]: layers of the local
+    // group (KvLayout::local_layers) hold fewer blocks.
+    std::vector<size_t> layer_offset_;
     size_t scale_offset_ = 0;
     std::unique_ptr<CudaBuffer> memory_;
     std::unique_ptr<CudaBuffer> moves_;           // the row moves of one apply(), uploaded
@@ -234,6 +237,13 @@ class CudaBackend final : public Backend {
         int32_t* kv_len = nullptr;
         int32_t* block_table = nullptr;
         int32_t* logit_rows = nullptr;
+        // The local group's (ForwardBatch::local_slot_mapping / local_block_table, at the same
+        // stride), or null without one.
+        int64_t* local_slots = nullptr;
+        int32_t* local_block_table = nullptr;
+        // What a layer of block group g (KvLayout::group_of) writes to and reads.
+        const int64_t* slots_of(int8_t g) const { return g == 1 ? local_slots : slots; }
+        const int32_t* table_of(int8_t g) const { return g == 1 ? local_block_table : block_table; }
         // Token trees (ForwardBatch::tree_offset / tree_mask), or null when every sequence is
         // causal.
         int64_t* tree_offset = nullptr;
@@ -277,6 +287,7 @@ class CudaBackend final : public Backend {
     Plan plan_;
     std::vector<std::byte> meta_host_;
     std::vector<int32_t> table_host_;  // the step's block table, padded or sparse
+    std::vector<int32_t> local_table_host_;  // the local group's, padded
     // Sparse (self-drafting) steps: per sequence the blocks attended and the keys they hold.
     int64_t kv_block_size_ = 0;  // of the KV storages made; -1 when they differ
     std::vector<int32_t> sparse_kv_len_, sparse_blocks_;

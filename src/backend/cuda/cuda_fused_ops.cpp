@@ -122,7 +122,7 @@ void CudaBackend::rope_write_kv(KvStorage& kv, int64_t layer, Tensor q, Tensor k
     r.v = v.f32();
     r.cos = cos.f32();
     r.sin = sin.f32();
-    r.slots = p.slots;
+    r.slots = p.slots_of(l.group_of(layer));
     r.rows = q.rows;
     r.n_heads = n_heads;
     r.rot_dim = rot_dim;

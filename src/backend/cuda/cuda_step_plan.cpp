@@ -91,9 +91,26 @@ void CudaBackend::plan(const ForwardBatch& batch) {
         }
         table = &table_host_;
     }
+    // The local group's table at the same stride.
+    const bool local = batch.has_local_group();
+    if (local && sparse) {
+        fail<InvalidArgument>(
+            "sparse (self-drafting) attention does not run with the sliding-window layers kept "
+            "apart: use --swa-full");
+    }
+    const std::vector<int32_t>* local_table = &batch.local_block_table;
+    if (local && table_len != batch.local_block_table.size()) {
+        local_table_host_.assign(table_len, -1);
+        for (int64_t s = 0; s < batch.n_seqs(); ++s) {
+            std::copy_n(batch.local_block_table.begin() + s * batch.max_blocks, batch.max_blocks,
+                        local_table_host_.begin() + s * plan_.table_stride);
+        }
+        local_table = &local_table_host_;
+    }
     // One upload: the int64 slots and tree offsets first (8-byte aligned), then the int32
     // arrays, then the tree masks' bytes.
     const size_t n_slots = batch.slot_mapping.size();
+    const size_t n_local = batch.local_slot_mapping.size();
     const size_t n_trees = tree ? batch.tree_offset.size() : 0;
     struct Array {
         const std::vector<int32_t>* v;
@@ -105,15 +122,23 @@ void CudaBackend::plan(const ForwardBatch& batch) {
         {&kv_len, &plan_.kv_len},
         {table, &plan_.block_table},
         {&batch.logit_rows, &plan_.logit_rows},
+        {local_table, &plan_.local_block_table},
     };
     const size_t tree_bytes = tree ? batch.tree_mask.size() : 0;
-    size_t bytes = align_up((n_slots + n_trees) * sizeof(int64_t)) + tree_bytes;
+    size_t bytes = align_up((n_slots + n_local + n_trees) * sizeof(int64_t)) + tree_bytes;
     for (const Array& a : arrays) bytes += align_up(a.v->size() * sizeof(int32_t));
     meta_host_.assign(bytes, std::byte{0});
     auto* dev = static_cast<std::byte*>(meta_.get(std::max<size_t>(bytes, kAlign)));
     std::memcpy(meta_host_.data(), batch.slot_mapping.data(), n_slots * sizeof(int64_t));
     plan_.slots = reinterpret_cast<int64_t*>(dev);
     size_t off = n_slots * sizeof(int64_t);
+    plan_.local_slots = nullptr;
+    if (local) {
+        std::memcpy(meta_host_.data() + off, batch.local_slot_mapping.data(),
+                    n_local * sizeof(int64_t));
+        plan_.local_slots = reinterpret_cast<int64_t*>(dev + off);
+        off += n_local * sizeof(int64_t);
+    }
     plan_.tree_offset = nullptr;
     if (tree) {
         std::memcpy(meta_host_.data() + off, batch.tree_offset.data(), n_trees * sizeof(int64_t));
@@ -121,6 +146,10 @@ void CudaBackend::plan(const ForwardBatch& batch) {
     }
     off = align_up(off + n_trees * sizeof(int64_t));
     for (const Array& a : arrays) {
+        if (a.dst == &plan_.local_block_table && !local) {
+            plan_.local_block_table = nullptr;
+            continue;
+        }
         if (!a.v->empty()) {
             std::memcpy(meta_host_.data() + off, a.v->data(), a.v->size() * sizeof(int32_t));
         }

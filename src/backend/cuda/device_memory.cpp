@@ -60,6 +60,12 @@ void DeviceKvStorage::PinnedFree::operator()(std::byte* p) const {
 
 DeviceKvStorage::DeviceKvStorage(const KvLayout& layout, KvFormats formats, void* stream)
     : layout_(layout), formats_(formats), stream_(stream) {
+    if (layout.has_local_group() && (formats.k == KvFormat::Q4 || layout.attention_scores ||
+                                     layout.rows_move)) {
+        fail<InvalidArgument>(
+            "the CUDA backend keeps sliding-window layers apart (local group) with the f16, "
+            "bf16, q8 and fp8 KV formats and no eviction: use --swa-full");
+    }
     const auto rows = static_cast<size_t>(layout.n_kv_heads * layout.block_size);
     const auto hd = static_cast<size_t>(layout.head_dim);
     auto align16 = [](size_t n) { return (n + 15) / 16 * 16; };
@@ -92,8 +98,12 @@ DeviceKvStorage::DeviceKvStorage(const KvLayout& layout, KvFormats formats, void
         block_bytes_ = rows * hd * 2;
         scale_offset_ = block_bytes_;
     }
-    memory_ = std::make_unique<CudaBuffer>(block_bytes_ * static_cast<size_t>(layout.num_blocks) *
-                                           static_cast<size_t>(2 * layout.n_layers));
+    layer_offset_.assign(1, 0);
+    for (int64_t l = 0; l < layout.n_layers; ++l) {
+        layer_offset_.push_back(layer_offset_.back() +
+                                2 * block_bytes_ * static_cast<size_t>(layout.blocks_of(l)));
+    }
+    memory_ = std::make_unique<CudaBuffer>(layer_offset_.back());
     if (layout.attention_scores) {
         score_block_bytes_ = 4 * rows;
         const size_t bytes =
@@ -107,14 +117,15 @@ DeviceKvStorage::~DeviceKvStorage() = default;
 
 void* DeviceKvStorage::side(int64_t layer, bool value) const {
     VELA_ASSERT(layer >= 0 && layer < layout_.n_layers);
-    const size_t side_bytes = block_bytes_ * static_cast<size_t>(layout_.num_blocks);
-    return static_cast<std::byte*>(memory_->data()) +
-           side_bytes * static_cast<size_t>(2 * layer + (value ? 1 : 0));
+    const size_t side_bytes = block_bytes_ * static_cast<size_t>(layout_.blocks_of(layer));
+    return static_cast<std::byte*>(memory_->data()) + layer_offset_[static_cast<size_t>(layer)] +
+           (value ? side_bytes : 0);
 }
 
 // A run of row moves in one launch: the list uploaded to moves_, then moved in order (Q4: the
 // keys through their blocks' residuals first, move_q4_keys).
 void DeviceKvStorage::move_rows(std::span<const BlockOp> ops) {
+    VELA_ASSERT(!layout_.has_local_group());  // every layer at the same stride below
     if (q4()) move_q4_keys(ops);
     std::vector<cuda_backend::KvRowMove> host(ops.size());
     for (size_t i = 0; i < ops.size(); ++i) {
@@ -144,18 +155,21 @@ void DeviceKvStorage::move_rows(std::span<const BlockOp> ops) {
 void DeviceKvStorage::apply(std::span<const BlockOp> ops) {
     const cudaStream_t s = as_stream(stream_);
     // What a block is made of: per layer its K and V rows and, when kept, its scores. A host
-    // slot holds them in this order.
+    // slot holds them in this order (each block group's ops touch their own layers' parts).
     struct Region {
         std::byte* base;
         size_t bytes;  // per block
+        int8_t group;  // BlockOp::group
     };
     std::vector<Region> regions;
     size_t host_bytes = 0;
     for (int64_t layer = 0; layer < layout_.n_layers; ++layer) {
+        const int8_t g = layout_.group_of(layer);
         for (bool value : {false, true})
-            regions.push_back({static_cast<std::byte*>(side(layer, value)), block_bytes_});
+            regions.push_back({static_cast<std::byte*>(side(layer, value)), block_bytes_, g});
         if (scores_)
-            regions.push_back({reinterpret_cast<std::byte*>(scores(layer)), score_block_bytes_});
+            regions.push_back(
+                {reinterpret_cast<std::byte*>(scores(layer)), score_block_bytes_, g});
     }
     for (const Region& r : regions) host_bytes += r.bytes;
     bool swapped = false;
@@ -184,6 +198,10 @@ void DeviceKvStorage::apply(std::span<const BlockOp> ops) {
         }
         size_t host_off = 0;
         for (const Region& r : regions) {
+            if (r.group != op.group) {
+                host_off += r.bytes;
+                continue;
+            }
             switch (op.kind) {
                 case BlockOp::Kind::Copy:
                     check(cudaMemcpyAsync(r.base + r.bytes * op.dst, r.base + r.bytes * op.src,
