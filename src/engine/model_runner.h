@@ -74,7 +74,6 @@ class ModelRunner {
     std::vector<int64_t> logit_row_;
     std::vector<int64_t> logit_rows_;
     std::vector<int32_t> fed_;  // scratch: a verifying sequence's last token + draft
-
 };
 
 }  // namespace vela
