@@ -60,8 +60,7 @@ void DeviceKvStorage::PinnedFree::operator()(std::byte* p) const {
 
 DeviceKvStorage::DeviceKvStorage(const KvLayout& layout, KvFormats formats, void* stream)
     : layout_(layout), formats_(formats), stream_(stream) {
-    if (layout.has_local_group() && (formats.k == KvFormat::Q4 || layout.attention_scores ||
-                                     layout.rows_move)) {
+    if (layout.has_local_group() && (formats.k == KvFormat::Q4 || layout.attention_scores)) {
         fail<InvalidArgument>(
             "the CUDA backend keeps sliding-window layers apart (local group) with the f16, "
             "bf16, q8 and fp8 KV formats and no eviction: use --swa-full");
