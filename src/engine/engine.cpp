@@ -31,10 +31,9 @@ BlockManagerConfig block_config(const EngineConfig& c, int64_t window) {
     k.num_blocks = c.kv_blocks > 0 ? c.kv_blocks : per_ctx;
     k.prefix_caching = c.prefix_caching;
     if (window > 0 && !c.swa_full) {
-        // Every running sequence's window; never more than the main pool (nothing to save).
-        const int64_t local =
-            c.scheduler.max_running * local_blocks_per_sequence(
-                                          window, c.scheduler.max_batched_tokens, c.kv_block_size);
+        // Every running sequence's window and a step; never the main pool's size (nothing saved).
+        const int64_t local = local_pool_blocks(window, c.scheduler.max_batched_tokens,
+                                                c.kv_block_size, c.scheduler.max_running);
         if (local < k.num_blocks) {
             k.local_window = window;
             k.local_num_blocks = local;

@@ -84,6 +84,15 @@ struct PrefixHit {
 inline int64_t local_blocks_per_sequence(int64_t window, int64_t step_tokens, int64_t block_size) {
     return (window + step_tokens + block_size - 1) / block_size + 2;
 }
+// A local pool for up to `sequences` running sequences that feed up to step_tokens tokens a
+// step together (llama.cpp sizes its SWA cache alike: window x sequences + ubatch): each one's
+// window, and one step's tokens. A sequence alone always fits (local_blocks_per_sequence); when
+// several hold large chunks at once, appends that do not fit preempt as the main pool's do.
+inline int64_t local_pool_blocks(int64_t window, int64_t step_tokens, int64_t block_size,
+                                 int64_t sequences) {
+    return sequences * ((window + block_size - 1) / block_size + 2) +
+           (step_tokens + block_size - 1) / block_size + 1;
+}
 
 class BlockManager {
   public:

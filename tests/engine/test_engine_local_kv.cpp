@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -156,8 +157,12 @@ TEST_P(EngineLocalKv, GreedyOutputIsTheSameAsKeepingEveryToken) {
     const EngineStats s = windowed.stats();
     // Gemma 3: 5 local layers in 6, so a token's growing KV is a sixth of it.
     EXPECT_LT(s.kv_bytes_per_token * 5, full.stats().kv_bytes_per_token);
-    EXPECT_EQ(s.kv_local_blocks_total, 3 * local_blocks_per_sequence(window_, kStep, 16));
+    EXPECT_EQ(s.kv_local_blocks_total, local_pool_blocks(window_, kStep, 16, 3));
     EXPECT_EQ(run(windowed, prompts_), want);
+    std::printf("[local_kv] %s: local pool %lld blocks, %lld preemptions (full: %lld)\n",
+                GetParam().c_str(), static_cast<long long>(s.kv_local_blocks_total),
+                static_cast<long long>(windowed.stats().preemptions),
+                static_cast<long long>(full.stats().preemptions));
 
     // Forked samples share the prompt's local blocks and copy the last one on write.
     Engine forked = make(false);
