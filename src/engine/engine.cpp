@@ -30,15 +30,10 @@ BlockManagerConfig block_config(const EngineConfig& c, int64_t window) {
     const int64_t per_ctx = (c.n_ctx + c.kv_block_size - 1) / c.kv_block_size;
     k.num_blocks = c.kv_blocks > 0 ? c.kv_blocks : per_ctx;
     k.prefix_caching = c.prefix_caching;
-    if (window > 0 && !c.swa_full) {
-        // Every running sequence's window and a step; never the main pool's size (nothing saved).
-        const int64_t local = local_pool_blocks(window, c.scheduler.max_batched_tokens,
-                                                c.kv_block_size, c.scheduler.max_running);
-        if (local < k.num_blocks) {
-            k.local_window = window;
-            k.local_num_blocks = local;
-            k.prefix_caching = false;
-        }
+    k.local_num_blocks = local_kv_blocks(c, window, k.num_blocks);
+    if (k.local_num_blocks > 0) {
+        k.local_window = window;
+        k.prefix_caching = false;
     }
     return k;
 }
@@ -50,6 +45,14 @@ SchedulerConfig scheduler_config(const EngineConfig& c) {
 }
 
 }  // namespace
+
+int64_t local_kv_blocks(const EngineConfig& c, int64_t window, int64_t num_blocks) {
+    if (window <= 0 || c.swa_full) return 0;
+    // Every running sequence's window and a step.
+    const int64_t local = local_pool_blocks(window, c.scheduler.max_batched_tokens,
+                                            c.kv_block_size, c.scheduler.max_running);
+    return local < num_blocks ? local : 0;
+}
 
 Engine::Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, EngineConfig config,
                std::unique_ptr<spec::Drafter> drafter)

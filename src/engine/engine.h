@@ -72,6 +72,11 @@ struct EngineConfig {
     bool swa_full = false;
 };
 
+// The local group's pool (BlockManager's, in blocks) the engine gives a model whose
+// sliding-window layers see `window` keys, with a main pool of num_blocks: 0 (every token's KV
+// in every layer) without a window, with swa_full, or when it would not be smaller.
+int64_t local_kv_blocks(const EngineConfig& c, int64_t window, int64_t num_blocks);
+
 // Counters (monotonic) and gauges (now) for logs and /metrics.
 struct EngineStats {
     int64_t prompt_tokens = 0;  // tokens fed as prefill (recomputation included)

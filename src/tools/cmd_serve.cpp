@@ -53,19 +53,17 @@ int run_serve(const ServeOptions& o) {
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
     Runtime rt = Runtime::load(o.common);
-    EngineConfig ec =
-        rt.engine_config(o.common, /*fill_kv=*/o.kv_blocks == 0 && o.kv_cache_bytes == 0);
+    EngineConfig ec = rt.engine_config(
+        o.common, /*fill_kv=*/o.kv_blocks == 0 && o.kv_cache_bytes == 0, o.parallel);
     if (o.kv_blocks > 0) ec.kv_blocks = o.kv_blocks;
     if (o.kv_cache_bytes > 0) {
-        const size_t block_bytes =
-            rt.kv_bytes_per_token(ec) * static_cast<size_t>(ec.kv_block_size);
-        ec.kv_blocks = static_cast<int64_t>(o.kv_cache_bytes / block_bytes);
+        ec.kv_blocks = rt.kv_blocks_for(o.kv_cache_bytes, ec);
         if (ec.kv_blocks < 1) {
             fail<InvalidArgument>("--kv-cache-memory-bytes {} holds no KV block ({} bytes each)",
-                                  o.kv_cache_bytes, block_bytes);
+                                  o.kv_cache_bytes,
+                                  rt.kv_bytes_per_token(ec) * static_cast<size_t>(ec.kv_block_size));
         }
     }
-    ec.scheduler.max_running = o.parallel;
     std::unique_ptr<spec::Drafter> drafter = rt.make_drafter(o.spec, ec);
     Engine engine(*rt.model, *rt.tokenizer, *rt.backend, ec, std::move(drafter));
 

@@ -237,8 +237,10 @@ Runtime Runtime::load(const CommonOptions& o) {
     return rt;
 }
 
-EngineConfig Runtime::engine_config(const CommonOptions& o, bool fill_kv) const {
+EngineConfig Runtime::engine_config(const CommonOptions& o, bool fill_kv,
+                                    int64_t max_running) const {
     EngineConfig c;
+    if (max_running > 0) c.scheduler.max_running = max_running;
     c.n_ctx = o.ctx_size;
     c.kv_block_size = o.kv_block_size;
     c.scheduler.max_batched_tokens = o.batch_size;
@@ -266,8 +268,26 @@ EngineConfig Runtime::engine_config(const CommonOptions& o, bool fill_kv) const 
     in.kv_bytes_per_block = per_token * static_cast<size_t>(c.kv_block_size);
     in.min_kv_blocks = (c.n_ctx + c.kv_block_size - 1) / c.kv_block_size;
     const MemoryPlan plan = plan_gpu_memory(in);
-    if (fill_kv) c.kv_blocks = plan.kv_blocks;
+    if (fill_kv) c.kv_blocks = kv_blocks_for(plan.budget - in.weights - in.workspace, c);
     return c;
+}
+
+int64_t Runtime::kv_blocks_for(size_t bytes, const EngineConfig& c) const {
+    const size_t full_block = kv_bytes_per_token(c) * static_cast<size_t>(c.kv_block_size);
+    const auto full = static_cast<int64_t>(bytes / full_block);
+    const HParams& hp = model->hparams();
+    int64_t n_local = 0;
+    for (int64_t l = 0; l < hp.n_layers; ++l) n_local += hp.is_local(l) ? 1 : 0;
+    if (n_local == 0 || n_local == hp.n_layers) return full;
+    const size_t layer_block = full_block / static_cast<size_t>(hp.n_layers);
+    const int64_t local = local_pool_blocks(hp.sliding_window, c.scheduler.max_batched_tokens,
+                                            c.kv_block_size, c.scheduler.max_running);
+    const size_t local_bytes = layer_block * static_cast<size_t>(n_local * local);
+    if (bytes <= local_bytes) return full;
+    const auto blocks = static_cast<int64_t>((bytes - local_bytes) /
+                                             (layer_block * static_cast<size_t>(hp.n_layers - n_local)));
+    // The engine makes the local group only where it is smaller than the main pool.
+    return local_kv_blocks(c, hp.sliding_window, blocks) > 0 ? blocks : full;
 }
 
 size_t Runtime::kv_bytes_per_token(const EngineConfig& c) const {

@@ -44,10 +44,17 @@ struct Runtime {
     // On a GPU, the memory is planned here (engine/memory_plan.h): a model whose weights,
     // workspace and KV for one context do not fit is refused before anything is allocated, and
     // with fill_kv (serve without --kv-blocks) the KV pool takes the rest of the budget.
-    EngineConfig engine_config(const CommonOptions& o, bool fill_kv = false) const;
+    // max_running > 0: the engine's running sequences at most (the local group's pool of a
+    // model with sliding-window layers is sized for them).
+    EngineConfig engine_config(const CommonOptions& o, bool fill_kv = false,
+                               int64_t max_running = 0) const;
     // KV bytes per token of the model (all layers, K and V, scales included) in the formats
     // and block size of `config`.
     size_t kv_bytes_per_token(const EngineConfig& config) const;
+    // The main KV pool's blocks that `bytes` of KV memory hold, with the local group's pool
+    // (sliding-window layers, engine.h's local_kv_blocks) taken out first where the engine
+    // will make one.
+    int64_t kv_blocks_for(size_t bytes, const EngineConfig& config) const;
     // The drafter --spec asks for (null when off), loading the draft model; sets the
     // speculation part of `config`. InvalidArgument for inconsistent flags or a draft model
     // whose vocabulary is not the model's.
