@@ -265,8 +265,9 @@ void DeviceKvStorage::read_scores(int64_t layer, std::span<const int64_t> slots,
 }
 
 size_t DeviceKvStorage::bytes_per_token() const {
-    return block_bytes_ * 2 * static_cast<size_t>(layout_.n_layers) /
-           static_cast<size_t>(layout_.block_size);
+    size_t n_layers = 0;  // the main group's: the local layers' KV does not grow with tokens
+    for (int64_t l = 0; l < layout_.n_layers; ++l) n_layers += layout_.is_local(l) ? 0 : 1;
+    return block_bytes_ * 2 * n_layers / static_cast<size_t>(layout_.block_size);
 }
 
 // OCP FP8 E4M3 (bias 7, no infinities, 0x7f / 0xff NaN).
