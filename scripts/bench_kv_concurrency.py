@@ -52,13 +52,13 @@ def prompt(i, words):
     return f"Story {i}: " + " ".join(rng.choice(WORDS) for _ in range(words)) + "\nSummary:"
 
 
-def run(vela, model, fmt, pool, n_requests, n_words, max_tokens, threads):
+def run(vela, model, fmt, pool, n_requests, n_words, max_tokens, threads, parallel, extra):
     k, v, block, group = fmt
     port = free_port()
     cmd = [vela, "serve", "-m", model, "-t", str(threads), "--port", str(port), "-c", "2048",
-           "--parallel", "512", "--max-queue", "4096", "--kv-cache-memory-bytes", pool,
+           "--parallel", str(parallel), "--max-queue", "4096", "--kv-cache-memory-bytes", pool,
            "--kv-type-k", k, "--kv-type-v", v, "--kv-block-size", str(block),
-           "--kv-quant-group", str(group)]
+           "--kv-quant-group", str(group)] + extra
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -133,6 +133,9 @@ def main():
     ap.add_argument("--words", type=int, default=600, help="prompt length in words")
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--parallel", type=int, default=512, help="vela serve --parallel")
+    ap.add_argument("--variants", default="",
+                    help="serve flags compared per format, ';' separated (e.g. ';--swa-full')")
     ap.add_argument("--formats", default="f16/f16/16/32,q8/q8/16/32,q8/q4/16/32,q4/q4/16/32,"
                     "q4/q4/64/64", help="K/V/block/group, comma separated")
     a = ap.parse_args()
@@ -145,10 +148,13 @@ def main():
           "most sequences running | wall s | generated tok/s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for f in formats:
-        r = run(a.vela, a.model, f, a.pool, a.requests, a.words, a.max_tokens, a.threads)
-        print(f"| {f[0]} / {f[1]} ({f[2]}, {f[3]}) | {r['bytes_per_token']} | {r['blocks']} | "
-              f"{r['prompt_tokens']:.0f} | {r['peak_running']} | {r['wall']:.1f} | "
-              f"{r['tok_s']:.1f} |", flush=True)
+        for variant in a.variants.split(";"):
+            r = run(a.vela, a.model, f, a.pool, a.requests, a.words, a.max_tokens, a.threads,
+                    a.parallel, shlex.split(variant))
+            label = f"{f[0]} / {f[1]} ({f[2]}, {f[3]})" + (f" {variant}" if variant else "")
+            print(f"| {label} | {r['bytes_per_token']} | {r['blocks']} | "
+                  f"{r['prompt_tokens']:.0f} | {r['peak_running']} | {r['wall']:.1f} | "
+                  f"{r['tok_s']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
