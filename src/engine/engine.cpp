@@ -48,9 +48,18 @@ SchedulerConfig scheduler_config(const EngineConfig& c) {
 
 int64_t local_kv_blocks(const EngineConfig& c, int64_t window, int64_t num_blocks) {
     if (window <= 0 || c.swa_full) return 0;
+    const int64_t step = c.scheduler.max_batched_tokens;
+    const int64_t one = local_blocks_per_sequence(window, step, c.kv_block_size);
+    if (c.kv_local_blocks > 0 && c.kv_local_blocks < one) {
+        fail<InvalidArgument>(
+            "a local KV pool of {} blocks does not hold one sequence's window and step ({})",
+            c.kv_local_blocks, one);
+    }
     // Every running sequence's window and a step.
-    const int64_t local = local_pool_blocks(window, c.scheduler.max_batched_tokens,
-                                            c.kv_block_size, c.scheduler.max_running);
+    const int64_t local =
+        c.kv_local_blocks > 0
+            ? c.kv_local_blocks
+            : local_pool_blocks(window, step, c.kv_block_size, c.scheduler.max_running);
     return local < num_blocks ? local : 0;
 }
 
@@ -98,7 +107,7 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, Backend& backend, Engin
         if (config_.prefix_caching) {
             log(LogLevel::Info,
                 "sliding-window layers keep their window only: prefix caching is off "
-                     "(--swa-full keeps every token's KV)");
+                "(--swa-full keeps every token's KV)");
         }
         config_.prefix_caching = false;
         if (config_.preemption == Preemption::Swap) {

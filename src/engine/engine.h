@@ -70,6 +70,9 @@ struct EngineConfig {
     // sequence, in a pool of their own (BlockManager's local group; no prefix caching, and
     // preemption recomputes).
     bool swa_full = false;
+    // The sliding-window layers' pool in blocks (0: local_pool_blocks' size for max_running
+    // sequences); at least one sequence's window and step (local_blocks_per_sequence).
+    int64_t kv_local_blocks = 0;
 };
 
 // The local group's pool (BlockManager's, in blocks) the engine gives a model whose

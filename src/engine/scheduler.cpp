@@ -84,7 +84,7 @@ std::optional<ScheduledSeq> Scheduler::try_admit(BlockManager& kv, Sequence* seq
     const PrefixHit hit = kv.match_cached_prefix(seq->tokens());
     const int64_t n_tokens = static_cast<int64_t>(seq->tokens().size());
     const int64_t n = std::min(n_tokens - hit.n_tokens, budget);
-    if (kv.blocks_to_admit(hit, n) > kv.num_free_blocks()) return std::nullopt;
+    if (!kv.can_admit(hit, n)) return std::nullopt;
     kv.add_sequence(id);
     // Counted in the prefix-cache hit counters here, once per admission.
     seq->reset_computed(kv.acquire_cached_prefix(id, seq->tokens()));

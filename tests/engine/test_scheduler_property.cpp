@@ -8,6 +8,9 @@
 // requests end within a bounded number of steps; every request not aborted ends with exactly
 // max_tokens tokens, equal to those of the same prompts run without memory pressure (greedy),
 // an aborted one with a prefix of them; no KV block is used once everything has ended.
+// The same on a tiny Gemma 3 (tests/model/data/tiny_gemma3.gguf: two local layers with an
+// 8-key window) whose local layers keep only their window (the BlockManager's local group),
+// in local pools from one sequence's window to ample, against --swa-full's output.
 //
 // Seed: VELA_TEST_SEED (printed; schedule i uses seed + i, so VELA_TEST_SEED=<its seed> with
 // VELA_SCHEDULE_COUNT=1 replays one); count: VELA_SCHEDULE_COUNT.
@@ -52,8 +55,8 @@ bool chance(Rng& rng, double p) {
 
 // The model and a byte-level tokenizer (the tiny GGUF has none; ids only need to decode).
 struct TinyModel {
-    TinyModel()
-        : model(std::string(VELA_SOURCE_DIR) + "/tests/model/data/tiny_llama.gguf"),
+    explicit TinyModel(const char* file)
+        : model(std::string(VELA_SOURCE_DIR) + "/tests/model/data/" + file),
           tokenizer(test::byte_vocabulary()),
           pool(1),
           backend(pool) {}
@@ -66,7 +69,12 @@ struct TinyModel {
 };
 
 TinyModel& tiny() {
-    static TinyModel m;
+    static TinyModel m("tiny_llama.gguf");
+    return m;
+}
+
+TinyModel& tiny_gemma() {
+    static TinyModel m("tiny_gemma3.gguf");
     return m;
 }
 
@@ -84,6 +92,7 @@ struct Spec {
 struct Schedule {
     EngineConfig config;
     std::vector<Spec> specs;
+    TinyModel* model = &tiny();
 };
 
 Tokens random_tokens(Rng& rng, int64_t n, int32_t vocab) {
@@ -159,7 +168,9 @@ std::string describe(const Schedule& s) {
     o << "block " << c.kv_block_size << ", blocks " << c.kv_blocks << ", budget "
       << c.scheduler.max_batched_tokens << ", max_running " << c.scheduler.max_running << ", "
       << (c.preemption == Preemption::Swap ? "swap" : "recompute")
-      << (c.prefix_caching ? ", prefix cache" : "") << "; requests (prompt/max/n/arrival/abort):";
+      << (c.prefix_caching ? ", prefix cache" : "")
+      << (c.kv_local_blocks > 0 ? ", local blocks " + std::to_string(c.kv_local_blocks) : "")
+      << "; requests (prompt/max/n/arrival/abort):";
     for (const Spec& spec : s.specs) {
         o << " " << spec.prompt.size() << "/" << spec.max_tokens << "/" << spec.n << "/"
           << spec.arrival << "/" << spec.abort_at << (spec.retain ? "/retain" : "")
@@ -197,7 +208,7 @@ class ScheduleRun {
     ScheduleRun(const Schedule& s, int64_t max_steps)
         : s_(s),
           max_steps_(max_steps),
-          engine_(tiny().model, tiny().tokenizer, tiny().backend, s.config) {
+          engine_(s.model->model, s.model->tokenizer, s.model->backend, s.config) {
         out_.samples.resize(s.specs.size());
         ids_.resize(s.specs.size());
     }
@@ -224,6 +235,9 @@ class ScheduleRun {
         }
         out_.stats = engine_.stats();
         EXPECT_EQ(engine_.num_used_kv_blocks(), 0) << "KV blocks leaked";
+        if (engine_.kv_blocks().has_local_group()) {
+            EXPECT_EQ(out_.stats.kv_local_blocks_used, 0) << "local KV blocks leaked";
+        }
         EXPECT_EQ(engine_.kv_blocks().num_sequences(), 0);
         EXPECT_EQ(out_.stats.kv_blocks_swapped, 0);
         return std::move(out_);
@@ -288,6 +302,8 @@ class ScheduleRun {
 // prefix cache, no aborts, no KV reuse. Greedy output per spec.
 std::vector<Tokens> unpressured(const Schedule& s) {
     Schedule ref;
+    ref.model = s.model;
+    ref.config.swa_full = true;  // every token's KV in every layer
     ref.config.n_ctx = s.config.n_ctx;
     ref.config.kv_block_size = 16;
     ref.config.prefix_caching = false;
@@ -361,18 +377,24 @@ TEST(SchedulerProperty, PreemptedSequencesDoNotHoldTheQueue) {
     EXPECT_GT(got.stats.preemptions, 0);
 }
 
-TEST(SchedulerProperty, RandomSchedulesProgressAndMatchUnpressuredOutputs) {
+// What the schedules of a run exercised, summed.
+struct Totals {
+    int64_t steps = 0, preemptions = 0, swap_ins = 0, prefix_hits = 0;
+    int64_t with_local = 0, local_preemptions = 0;  // schedules with a local group, theirs
+};
+
+// Runs `count` random schedules (made by `make` from a seeded Rng) and checks each against
+// its unpressured outputs; the first failing schedule is the report.
+template <class Make>
+Totals run_schedules(int64_t count, Make make) {
     const uint64_t seed = env_or("VELA_TEST_SEED", kDefaultSeed);
-    const auto count = static_cast<int64_t>(env_or("VELA_SCHEDULE_COUNT", kDefaultSchedules));
-    std::printf(
-        "scheduler property: %lld schedules from seed %llu (VELA_TEST_SEED, "
-        "VELA_SCHEDULE_COUNT)\n",
-        static_cast<long long>(count), static_cast<unsigned long long>(seed));
-    const int32_t vocab = static_cast<int32_t>(tiny().model.hparams().n_vocab);
-    int64_t preemptions = 0, swap_ins = 0, hits = 0, steps = 0;
+    std::printf("scheduler property: %lld schedules from seed %llu (VELA_TEST_SEED, "
+                "VELA_SCHEDULE_COUNT)\n",
+                static_cast<long long>(count), static_cast<unsigned long long>(seed));
+    Totals sum;
     for (int64_t i = 0; i < count; ++i) {
         Rng rng(seed + static_cast<uint64_t>(i));
-        const Schedule s = random_schedule(rng, vocab);
+        const Schedule s = make(rng);
         SCOPED_TRACE("schedule " + std::to_string(i) +
                      " (VELA_TEST_SEED=" + std::to_string(seed + static_cast<uint64_t>(i)) +
                      " VELA_SCHEDULE_COUNT=1): " + describe(s));
@@ -384,22 +406,57 @@ TEST(SchedulerProperty, RandomSchedulesProgressAndMatchUnpressuredOutputs) {
         } catch (const std::exception& e) {
             ADD_FAILURE() << "exception: " << e.what();
         }
-        if (::testing::Test::HasFailure()) return;  // the first failing schedule is the report
-        preemptions += got.stats.preemptions;
-        swap_ins += got.stats.swap_ins;
-        hits += got.stats.prefix_hit_tokens;
-        steps += got.steps;
+        if (::testing::Test::HasFailure()) return sum;
+        sum.steps += got.steps;
+        sum.preemptions += got.stats.preemptions;
+        sum.swap_ins += got.stats.swap_ins;
+        sum.prefix_hits += got.stats.prefix_hit_tokens;
+        if (got.stats.kv_local_blocks_total > 0) {
+            ++sum.with_local;
+            sum.local_preemptions += got.stats.preemptions;
+        }
     }
-    std::printf(
-        "scheduler property: %lld steps, %lld preemptions (%lld swap-ins), %lld prefix "
-        "hit tokens\n",
-        static_cast<long long>(steps), static_cast<long long>(preemptions),
-        static_cast<long long>(swap_ins), static_cast<long long>(hits));
+    std::printf("scheduler property: %lld steps, %lld preemptions (%lld swap-ins), %lld prefix "
+                "hit tokens; %lld schedules with a local group, %lld preemptions there\n",
+                static_cast<long long>(sum.steps), static_cast<long long>(sum.preemptions),
+                static_cast<long long>(sum.swap_ins), static_cast<long long>(sum.prefix_hits),
+                static_cast<long long>(sum.with_local),
+                static_cast<long long>(sum.local_preemptions));
+    return sum;
+}
+
+TEST(SchedulerProperty, RandomSchedulesProgressAndMatchUnpressuredOutputs) {
+    const auto count = static_cast<int64_t>(env_or("VELA_SCHEDULE_COUNT", kDefaultSchedules));
+    const int32_t vocab = static_cast<int32_t>(tiny().model.hparams().n_vocab);
+    const Totals sum = run_schedules(count, [&](Rng& rng) { return random_schedule(rng, vocab); });
     // The schedules must actually exercise what they are meant to.
     if (count >= 100) {
-        EXPECT_GT(preemptions, count / 10);
-        EXPECT_GT(swap_ins, 0);
-        EXPECT_GT(hits, 0);
+        EXPECT_GT(sum.preemptions, count / 10);
+        EXPECT_GT(sum.swap_ins, 0);
+        EXPECT_GT(sum.prefix_hits, 0);
+    }
+}
+
+TEST(SchedulerProperty, LocalGroupSchedulesMatchEveryTokensKvOutputs) {
+    const auto count =
+        static_cast<int64_t>(env_or("VELA_SCHEDULE_COUNT", kDefaultSchedules / 4));
+    const int32_t vocab = static_cast<int32_t>(tiny_gemma().model.hparams().n_vocab);
+    const int64_t window = tiny_gemma().model.hparams().sliding_window;
+    ASSERT_GT(window, 0);
+    const Totals sum = run_schedules(count, [&](Rng& rng) {
+        Schedule s = random_schedule(rng, vocab);
+        s.model = &tiny_gemma();
+        EngineConfig& c = s.config;
+        c.preemption = Preemption::Recompute;  // swap needs every token's KV
+        // Mostly from one sequence's window and step (appends that do not fit preempt) up.
+        const int64_t one =
+            local_blocks_per_sequence(window, c.scheduler.max_batched_tokens, c.kv_block_size);
+        c.kv_local_blocks = chance(rng, 0.8) ? one + uniform(rng, 0, 3) : 0;
+        return s;
+    });
+    if (count >= 100) {
+        EXPECT_GT(sum.with_local, count / 3);
+        EXPECT_GT(sum.local_preemptions, count / 10);
     }
 }
 
