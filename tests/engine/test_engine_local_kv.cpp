@@ -133,7 +133,9 @@ class EngineLocalKv : public ::testing::TestWithParam<std::string> {
             }
         }
         EXPECT_EQ(e.num_used_kv_blocks(), 0);
-        if (kv.has_local_group()) EXPECT_EQ(kv.local_pool().num_free(), kv.local_pool().num_total());
+        if (kv.has_local_group()) {
+            EXPECT_EQ(kv.local_pool().num_free(), kv.local_pool().num_total());
+        }
         return out;
     }
 
