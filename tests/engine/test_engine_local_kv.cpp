@@ -19,6 +19,7 @@
 #endif
 #include "core/error.h"
 #include "engine/engine.h"
+#include "../common/run_requests.h"
 #include "serving_backends.h"
 #include "spec/drafter.h"
 
@@ -105,12 +106,7 @@ class EngineLocalKv : public ::testing::TestWithParam<std::string> {
     // holds at most its window's local blocks.
     std::vector<Tokens> run(Engine& e, const std::vector<Tokens>& prompts, int64_t n = 1) {
         std::vector<int64_t> ids;
-        for (const Tokens& p : prompts) {
-            Request r;
-            r.prompt = p;
-            r.max_tokens = kGen;
-            r.ignore_eos = true;
-            r.sampling.temperature = 0;
+        for (const Request& r : test::greedy_requests(prompts, kGen)) {
             for (int64_t id : e.add_request_group(r, n)) ids.push_back(id);
         }
         std::map<int64_t, size_t> slot;
